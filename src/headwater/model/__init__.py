@@ -1,0 +1,1 @@
+"""Core vocabulary: schemas, time, ids. No I/O here."""

@@ -1,0 +1,99 @@
+"""One typed settings object.
+
+Read from, in rising precedence: defaults, a TOML config file (``HEADWATER_CONFIG`` or
+``--config``), ``HEADWATER_*`` environment variables, command-line flags. Every
+setting is documented in ``docs/configuration.md`` (a test checks this).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HEADWATER_", extra="forbid")
+
+    # server
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, description="TCP port to listen on.")
+    data_dir: Path = Field(Path("./headwater-data"), description="Where the log, store and catalog live.")
+    bootstrap_key: str | None = Field(
+        None, description="Admin key to create on first start instead of a random one."
+    )
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    log_format: str = Field("json", description="Log format: json or console.")
+
+    # ingest limits
+    max_body_bytes: int = Field(64 * 1024 * 1024, description="Largest request body accepted (413 above).")
+    max_rows_per_request: int = Field(100_000, description="Most rows one request may carry (413 above).")
+    max_json_depth: int = Field(32, description="Deepest JSON nesting accepted in one event.")
+    max_errors_reported: int = Field(1000, description="Most per-row errors listed in one ingest answer.")
+    rate_limit_rows_per_s: float = Field(
+        0.0, description="Per-key ingest rate limit in rows/s (0 = off); over it answers 429."
+    )
+    rate_limit_burst_rows: int = Field(1_000_000, description="Burst size of the per-key rate limit, in rows.")
+    timestamp_min: str = Field(
+        "1970-01-01T00:00:00Z", description="Earliest event time accepted; older is rejected as absurd."
+    )
+    timestamp_max_future: str = Field(
+        "1 day", description="How far past the receive time an event time may be before it is rejected."
+    )
+    idempotency_ttl: str = Field("24 hours", description="How long Idempotency-Key answers are remembered.")
+
+    # log
+    log_segment_bytes: int = Field(64 * 1024 * 1024, description="Size at which a log segment file rolls.")
+    log_retention: str = Field(
+        "7 days", description="How long log entries are kept once materialized into the store."
+    )
+    fsync: bool = Field(True, description="fsync before acknowledging (turn off only for throwaway data).")
+
+    # store and backpressure
+    store_batch_rows: int = Field(200_000, description="Rows the store writer gathers per transaction.")
+    store_max_lag_rows: int = Field(
+        5_000_000, description="Rows the store may fall behind the log before ingest answers 503."
+    )
+    query_timeout_s: float = Field(10.0, description="Longest a read-only query may run.")
+    query_max_rows: int = Field(100_000, description="Most rows one query answer may hold.")
+    duckdb_memory_limit: str = Field("4GB", description="Memory limit of the embedded DuckDB store.")
+    duckdb_threads: int = Field(2, description="Threads the embedded DuckDB store may use.")
+
+    # engine
+    checkpoint_interval_s: float = Field(1.0, description="Longest time between pipeline commits.")
+    idle_timeout: str = Field(
+        "10 seconds",
+        description="After this long without events, a pipeline's watermark advances with processing time.",
+    )
+
+    # demo
+    demo_devices: int = Field(50, description="Simulated devices in the demo.")
+    demo_rate: float = Field(200.0, description="Simulated events per second in the demo.")
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "log"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "store.duckdb"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "catalog.sqlite"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the config file, the environment and explicit overrides."""
+    path = config_file or (Path(p) if (p := os.environ.get("HEADWATER_CONFIG")) else None)
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as fh:
+            file_values = tomllib.load(fh)
+    env_values = Settings().model_dump(exclude_unset=True)
+    merged = {**file_values, **env_values, **{k: v for k, v in overrides.items() if v is not None}}
+    return Settings(**merged)
