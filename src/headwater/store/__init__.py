@@ -1,0 +1,1 @@
+"""Serving store: ports and adapters (embedded DuckDB, in-memory, PostgreSQL)."""
