@@ -57,7 +57,7 @@ class Rule(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_field
     message: str | None = None
 
 
-class StreamSchema(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+class StreamSchema(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     fields: list[Field]
     event_time: str | None = None

@@ -77,3 +77,6 @@ PIPELINE_EVENT_LAG_SECONDS = Gauge(
 PIPELINE_LOG_LAG_ROWS = Gauge("headwater_pipeline_log_lag_rows", "Log end offset minus committed offset.", ["tenant", "pipeline"])
 PIPELINE_STATE_KEYS = Gauge("headwater_pipeline_state_keys", "Open groups held in pipeline state.", ["tenant", "pipeline"])
 PIPELINE_STATE_BYTES = Gauge("headwater_pipeline_state_bytes", "Bytes held in pipeline state.", ["tenant", "pipeline"])
+
+# process (the default collector also exports process_* series)
+PROCESS_RSS_BYTES = Gauge("headwater_process_resident_memory_bytes", "Resident memory of the server process.")

@@ -10,25 +10,53 @@ System columns of stream tables (all adapters):
     _received_ms BIGINT receive time, epoch ms
     _schema_version INT schema version the row was validated against
     _id_hash UBIGINT    64-bit hash of the event id (NULL when the stream has no id field)
+
+Rules every adapter keeps (the contract suite checks them):
+
+- Names: tenant and table names are 1-128 characters of ``[A-Za-z0-9_-]``; table
+  names are unique per tenant ignoring case (SQL resolves them that way).
+- Types: string, signed/unsigned integers, floats, bool, date32, binary and timestamps.
+  Timestamps are stored at millisecond precision; ``read_rows`` and ``latest_per_key``
+  return the table's own types (timestamps as ``timestamp[ms, tz=UTC]``), ``sql``
+  answers carry the engine's types. A column's type may only widen (``widen_type``).
+- Writes: rows may omit columns (NULL); an unknown column or a type that does not
+  widen into the column's type is refused. Upserts replace whole rows; when one write
+  holds several rows with the same key, the last one wins.
+- Reads: ``_id_hash`` is internal and never returned by ``read_rows`` or
+  ``latest_per_key``. Rows are ordered by the time column (NULL first when ascending,
+  last when descending), then by ``_offset`` when the table has it, else by its key,
+  else by insertion order.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
+from headwater.errors import BadRequest, IncompatibleSchema
+
 Order = Literal["asc", "desc"]
+
+HIDDEN_COLUMNS = frozenset({"_id_hash"})
+TRUNCATED_KEY = b"truncated"
+"""Schema metadata key set to ``b"true"`` on a ``sql`` answer cut at ``max_rows``."""
+
+TIMESTAMP = pa.timestamp("ms", tz="UTC")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
 
 
 @dataclass(frozen=True, slots=True)
 class RowQuery:
     """A time-range read of a table (stream rows, results, quarantine).
 
-    ``time_column`` is the event-time column (or window_start); bounds are epoch ms,
-    ``from_ms`` inclusive and ``to_ms`` exclusive. ``filters`` are equality filters
-    column -> value. ``cursor`` is opaque, produced by the previous page.
+    ``time_column`` is the event-time column (or window_start), a timestamp or an
+    integer epoch-ms column; bounds are epoch ms, ``from_ms`` inclusive and ``to_ms``
+    exclusive. ``filters`` are equality filters column -> value (None matches NULL;
+    values are cast to the column's type). ``cursor`` is opaque, produced by the
+    previous page of the same query; ``count_rows`` ignores order, limit and cursor.
     """
 
     tenant: str
@@ -54,7 +82,9 @@ class ResultWrite:
 
     - ``appends``: table name -> rows to append.
     - ``upserts``: table name -> (rows, key columns); rows replace rows with equal keys.
-    - ``offsets``: log topic -> next offset to read; stored under ``consumer``.
+      The key must be the key the table was created with.
+    - ``offsets``: log topic -> next offset to read; stored under ``consumer``, merged
+      with the topics it committed before.
     - ``state``: opaque snapshot of the consumer's state (e.g. Arrow IPC bytes), or None
       to leave it unchanged.
     """
@@ -67,11 +97,19 @@ class ResultWrite:
 
 
 class ResultStore(Protocol):
-    def ensure_table(self, tenant: str, table: str, schema: pa.Schema, key: list[str] | None = None) -> None:
-        """Create the table if missing; add columns the schema gained (widening types)."""
+    def ensure_table(
+        self, tenant: str, table: str, schema: pa.Schema, key: list[str] | None = None
+    ) -> None:
+        """Create the table if missing; add columns the schema gained (widening types).
+
+        ``key`` makes it an upsert table; it cannot change later. Raises
+        ``IncompatibleSchema`` for a type that does not widen.
+        """
         ...
 
-    def drop_table(self, tenant: str, table: str) -> None: ...
+    def drop_table(self, tenant: str, table: str) -> None:
+        """Drop the table and its rows; dropping a missing table does nothing."""
+        ...
 
     def table_schema(self, tenant: str, table: str) -> pa.Schema | None: ...
 
@@ -87,14 +125,182 @@ class ResultStore(Protocol):
 
     def count_rows(self, query: RowQuery) -> int: ...
 
-    def latest_per_key(self, tenant: str, table: str, key: list[str], time_column: str, n: int) -> pa.Table: ...
+    def latest_per_key(
+        self, tenant: str, table: str, key: list[str], time_column: str, n: int
+    ) -> pa.Table:
+        """The latest ``n`` rows of each key by ``time_column``, ordered by key, newest first."""
+        ...
 
     def id_hashes(self, tenant: str, table: str, since_ms: int | None) -> pa.Array:
-        """Every stored ``_id_hash`` of a stream table (rows with event time >= since_ms)."""
+        """Every stored ``_id_hash`` of a stream table (rows received at or after ``since_ms``)."""
         ...
 
     def sql(self, tenant: str, query: str, *, max_rows: int, timeout_s: float) -> pa.Table:
-        """Run a read-only SELECT that can see only ``tenant``'s tables, by their names."""
+        """Run a read-only SELECT that can see only ``tenant``'s tables, by their names.
+
+        At most ``max_rows`` rows come back; when more existed the schema metadata
+        holds ``TRUNCATED_KEY: b"true"`` (see ``is_truncated``). Raises ``QueryError``
+        (codes ``read_only``, ``forbidden_function``, ``unknown_table``,
+        ``query_timeout``, ``syntax_error``, ``query_error``).
+        """
         ...
 
     def close(self) -> None: ...
+
+
+def is_truncated(table: pa.Table) -> bool:
+    """Whether a ``sql`` answer was cut at ``max_rows``."""
+    meta = table.schema.metadata or {}
+    return meta.get(TRUNCATED_KEY) == b"true"
+
+
+def check_name(kind: str, name: str) -> None:
+    if not NAME_RE.match(name):
+        raise BadRequest(
+            f"{kind} name {name!r} is not valid: use 1-128 letters, digits, '_' or '-'",
+            code="invalid_name",
+        )
+
+
+# Types a store column may have, and how one type widens into another.
+
+
+def normalize_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema as stored: timestamps at ms/UTC, large strings as strings; refuses others."""
+    fields = []
+    for f in schema:
+        t = f.type
+        if pa.types.is_timestamp(t):
+            t = TIMESTAMP
+        elif pa.types.is_large_string(t) or pa.types.is_string_view(t):
+            t = pa.string()
+        elif not _storable(t):
+            raise BadRequest(
+                f"column {f.name!r} has type {t}, which the store cannot hold",
+                code="unsupported_type",
+            )
+        fields.append(pa.field(f.name, t))
+    names = [f.name for f in fields]
+    if len(set(names)) != len(names):
+        raise BadRequest(f"duplicate column names in {names}", code="duplicate_column")
+    return pa.schema(fields)
+
+
+def _storable(t: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_date32(t)
+        or pa.types.is_binary(t)
+    ) and not pa.types.is_float16(t)
+
+
+def fits(a: pa.DataType, b: pa.DataType) -> bool:
+    """Whether every value of type ``a`` can be stored in a column of type ``b``."""
+    if a == b or pa.types.is_null(a):
+        return True
+    if pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
+        return True
+    if pa.types.is_string(b):
+        return bool(
+            pa.types.is_large_string(a) or pa.types.is_string_view(a) or pa.types.is_integer(a)
+            or pa.types.is_floating(a) or pa.types.is_boolean(a)
+        )  # fmt: skip
+    if pa.types.is_float64(b):
+        return bool(pa.types.is_integer(a) or pa.types.is_floating(a))
+    if pa.types.is_float32(b):
+        return bool(pa.types.is_integer(a) and a.bit_width <= 16)
+    if pa.types.is_signed_integer(b):
+        return bool(pa.types.is_integer(a) and a.bit_width < b.bit_width)
+    if pa.types.is_unsigned_integer(b):
+        return bool(pa.types.is_unsigned_integer(a) and a.bit_width < b.bit_width)
+    return False
+
+
+def widen_type(old: pa.DataType, new: pa.DataType) -> pa.DataType | None:
+    """The column type that holds both ``old`` and ``new`` values, or None if neither does."""
+    if fits(new, old):
+        return old
+    if fits(old, new):
+        return new
+    return None
+
+
+def merge_schema(table: str, old: pa.Schema, new: pa.Schema, key: list[str]) -> pa.Schema:
+    """``old`` plus the columns ``new`` adds, with widened types; refuses narrowing."""
+    fields = {f.name: f for f in old}
+    for f in new:
+        if f.name not in fields:
+            fields[f.name] = pa.field(f.name, f.type)
+            continue
+        have = fields[f.name].type
+        wide = widen_type(have, f.type)
+        if wide is None or (wide != have and f.name in key):
+            raise IncompatibleSchema(
+                f"column {f.name!r} of table {table!r} is {have}; it cannot become {f.type}",
+                column=f.name,
+            )
+        fields[f.name] = pa.field(f.name, wide)
+    return pa.schema(list(fields.values()))
+
+
+def require_columns(table: str, schema: pa.Schema, names: list[str] | tuple[str, ...]) -> None:
+    for name in names:
+        if name not in schema.names:
+            raise BadRequest(
+                f"table {table!r} has no column {name!r}", code="unknown_column", column=name
+            )
+
+
+def check_rows(table: str, schema: pa.Schema, rows: pa.Table) -> None:
+    """Refuse rows with a column the table lacks or a type that does not fit it."""
+    for f in rows.schema:
+        if f.name not in schema.names:
+            raise BadRequest(
+                f"table {table!r} has no column {f.name!r}; add it with ensure_table first",
+                code="unknown_column",
+                column=f.name,
+            )
+        want = schema.field(f.name).type
+        if not fits(f.type, want):
+            raise BadRequest(
+                f"column {f.name!r} of table {table!r} is {want}; rows carry {f.type}",
+                code="type_mismatch",
+                column=f.name,
+            )
+
+
+def normalize_rows(rows: pa.Table) -> pa.Table:
+    """Rows with their timestamps at the store's millisecond precision (finer units truncate)."""
+    for i, f in enumerate(rows.schema):
+        if pa.types.is_timestamp(f.type) and f.type != TIMESTAMP:
+            rows = rows.set_column(i, f.name, rows.column(i).cast(TIMESTAMP, safe=False))
+    return rows
+
+
+def check_upsert(table: str, table_key: tuple[str, ...], rows: pa.Table, key: list[str]) -> None:
+    """Refuse an upsert whose key is not the table's, or rows with a NULL key."""
+    if tuple(key) != table_key or not key:
+        raise BadRequest(
+            f"upsert into {table!r} by {key}, but the table's key is {list(table_key)}",
+            code="key_mismatch",
+        )
+    for k in key:
+        if k not in rows.column_names or rows.column(k).null_count:
+            raise BadRequest(
+                f"upsert into {table!r}: key column {k!r} is missing or NULL", code="null_key"
+            )
+
+
+def last_per_key(rows: pa.Table, key: list[str]) -> pa.Table:
+    """Keep the last row of each key (rows later in a write replace earlier ones)."""
+    if rows.num_rows < 2:
+        return rows
+    pos = "__headwater_pos"
+    indexed = rows.select(key).append_column(pos, pa.array(range(rows.num_rows), pa.int64()))
+    last = indexed.group_by(key, use_threads=False).aggregate([(pos, "max")])
+    if last.num_rows == rows.num_rows:
+        return rows
+    return rows.take(last.column(f"{pos}_max").sort())

@@ -1,0 +1,50 @@
+"""The HTTP application: routes, error handling, middleware, lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from headwater import __version__
+from headwater.api import errors
+from headwater.api.auth import KeyCache
+from headwater.api.middleware import RequestContext
+from headwater.api.routes import admin, health, query, streams
+from headwater.services import Platform
+
+Extension = Callable[[FastAPI, Platform], None]
+
+
+def create_app(platform: Platform, extensions: list[Extension] | None = None) -> FastAPI:
+    """Build the app around a running platform; ``extensions`` add routes (engine, demo, UI)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for hook in app.state.on_start:
+            await hook()
+        try:
+            yield
+        finally:
+            for hook in reversed(app.state.on_stop):
+                await hook()
+            await platform.close()
+
+    app = FastAPI(
+        title="Headwater",
+        version=__version__,
+        description="Real-time data processing: ingest, validate, stream SQL, store and serve events.",
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    app.state.keys = KeyCache(platform.catalog)
+    app.state.on_start = []
+    app.state.on_stop = []
+    errors.install(app)
+    for r in (health.router, streams.router, query.router, admin.router):
+        app.include_router(r)
+    for ext in extensions or []:
+        ext(app, platform)
+    app.add_middleware(RequestContext)
+    return app

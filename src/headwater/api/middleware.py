@@ -1,0 +1,58 @@
+"""Request ids, access logs and HTTP metrics, as a plain ASGI middleware (cheap per request)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from headwater.observability import metrics as m
+
+log = structlog.get_logger("headwater.http")
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _header(scope, b"x-request-id") or secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        t0 = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - t0
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            m.HTTP_REQUESTS.labels(path, method, str(status)).inc()
+            m.HTTP_REQUEST_SECONDS.labels(path, method).observe(elapsed)
+            if status >= 400 or elapsed > 1.0:
+                log.info("request", request_id=request_id, method=method, path=scope["path"],
+                         status=status, ms=round(elapsed * 1000, 2))  # fmt: skip
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for k, v in scope.get("headers", []):
+        if k == name:
+            value: str = v.decode("latin-1")[:64]
+            return value
+    return None

@@ -1,0 +1,64 @@
+"""Tables (pipeline output, reference data) and read-only SQL."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from headwater.api.auth import authenticate
+from headwater.api.render import json_response, table_response
+from headwater.api.routes.streams import json_body, platform, row_query
+from headwater.errors import BadRequest, NotFound
+
+router = APIRouter(prefix="/v1", tags=["query"])
+
+
+@router.get("/tables")
+async def list_tables(request: Request) -> Response:
+    who = authenticate(request)
+    p = platform(request)
+    return json_response({"tables": sorted(p.table_names(who.tenant))})
+
+
+@router.get("/tables/{name}/rows")
+async def table_rows(name: str, request: Request) -> Response:
+    """Rows of a table by time range (window_start for windowed results), filters, cursor."""
+    who = authenticate(request)
+    who.require("admin", "reader")
+    p = platform(request)
+    if name not in p.table_names(who.tenant):
+        raise NotFound(f"table {name!r} does not exist", code="unknown_table")
+    schema = p.store.table_schema(who.tenant, name)
+    if schema is None:
+        raise NotFound(f"table {name!r} has no rows yet", code="unknown_table")
+    tables = p.extras.get("tables")
+    time_col = tables.time_column(who.tenant, name) if tables is not None else None  # type: ignore[attr-defined]
+    if time_col is None:
+        st = next((s for s in p.streams.list(who.tenant) if s.schema.name == name), None)
+        time_col = (st.schema.event_time if st else None) or ("window_start" if "window_start" in schema.names else None)
+    q, fmt = row_query(request, who.tenant, name, time_col, [n for n in schema.names if n != "_id_hash"])
+    page = p.store.read_rows(q)
+    return table_response(page.rows, page.next_cursor, fmt)
+
+
+@router.post("/query")
+async def run_query(request: Request) -> Response:
+    """Read-only SQL over this tenant's streams and tables: ``{"sql": "SELECT ..."}``."""
+    import asyncio
+
+    who = authenticate(request)
+    who.require("admin", "reader")
+    p = platform(request)
+    data = await json_body(request)
+    if not isinstance(data, dict) or not isinstance(data.get("sql"), str):
+        raise BadRequest("send {'sql': 'SELECT ...'}", code="invalid_request")
+    for st in p.streams.list(who.tenant):
+        await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic), timeout_s=2.0)
+    max_rows = min(int(data.get("max_rows", p.settings.query_max_rows)), p.settings.query_max_rows)
+    table = await asyncio.to_thread(
+        p.store.sql, who.tenant, data["sql"], max_rows=max_rows, timeout_s=p.settings.query_timeout_s
+    )
+    truncated = bool(table.schema.metadata and table.schema.metadata.get(b"truncated") == b"true")
+    cols = table.column_names
+    rows = [list(r.values()) for r in table.to_pylist()]
+    return json_response({"columns": cols, "rows": rows, "truncated": truncated})

@@ -1,0 +1,289 @@
+"""Streams: definitions and schema versions, event ingestion, raw reads, quarantine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from headwater.api.auth import authenticate
+from headwater.api.render import json_response, parse_time_bound, table_response
+from headwater.errors import BadRequest, PayloadTooLarge
+from headwater.ingest.streams import StreamState, quarantine_table_of
+from headwater.model.schema import schema_from_dict, schema_to_dict
+from headwater.services import Platform
+from headwater.store.ports import RowQuery
+
+router = APIRouter(prefix="/v1/streams", tags=["streams"])
+
+RESERVED_PARAMS = {"from", "to", "limit", "cursor", "order", "format", "n", "key"}
+
+
+def platform(request: Request) -> Platform:
+    p: Platform = request.app.state.platform
+    return p
+
+
+async def json_body(request: Request, limit: int = 1 << 20) -> Any:
+    body = await read_body(request, limit)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", code="malformed_json") from exc
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing more than ``limit`` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit; split it", limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the {limit}-byte limit; split it", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def describe(st: StreamState, p: Platform) -> dict[str, Any]:
+    out = schema_to_dict(st.schema)
+    out["versions"] = len(st.versions)
+    out["log_end_offset"] = p.log.end_offset(st.topic)
+    out["stored_offset"] = p.materializer.committed(st.topic)
+    return out
+
+
+@router.post("", status_code=201)
+async def create_stream(request: Request) -> Response:
+    """Create a stream with a schema (fields, constraints, event time, key, id)."""
+    who = authenticate(request)
+    who.require("admin")
+    p = platform(request)
+    data = await json_body(request)
+    if not isinstance(data, dict):
+        raise BadRequest("a stream definition is a JSON object", code="invalid_schema")
+    data.pop("version", None)
+    schema = schema_from_dict(data)
+    st = p.streams.create(who.tenant, schema, p.clock.now_ms(), taken=p.table_names(who.tenant))
+    return json_response(describe(st, p), 201)
+
+
+@router.get("")
+async def list_streams(request: Request) -> Response:
+    who = authenticate(request)
+    p = platform(request)
+    return json_response({"streams": [describe(st, p) for st in p.streams.list(who.tenant)]})
+
+
+@router.get("/{name}")
+async def get_stream(name: str, request: Request) -> Response:
+    who = authenticate(request)
+    p = platform(request)
+    return json_response(describe(p.streams.get(who.tenant, name), p))
+
+
+@router.put("/{name}")
+async def evolve_stream(name: str, request: Request) -> Response:
+    """Change a stream's schema: compatible changes apply live, others get 409 with reasons."""
+    who = authenticate(request)
+    who.require("admin")
+    p = platform(request)
+    data = await json_body(request)
+    if not isinstance(data, dict):
+        raise BadRequest("a stream definition is a JSON object", code="invalid_schema")
+    data.pop("version", None)
+    data["name"] = name
+    st, changes = p.streams.evolve(who.tenant, schema_from_dict(data), p.clock.now_ms())
+    return json_response({**describe(st, p), "changes": changes})
+
+
+@router.get("/{name}/versions")
+async def stream_versions(name: str, request: Request) -> Response:
+    who = authenticate(request)
+    st = platform(request).streams.get(who.tenant, name)
+    return json_response({"versions": [schema_to_dict(v) for v in st.versions]})
+
+
+@router.post("/{name}/events")
+async def ingest_events(name: str, request: Request) -> Response:
+    """Ingest events: JSON object or array, NDJSON, CSV (header row) or Avro OCF; gzip allowed.
+
+    The answer comes once every accepted row is durable: ``{"accepted", "rejected",
+    "duplicates", "errors": [{"row", "field", "code", "message"}]}``.
+    """
+    who = authenticate(request)
+    who.require("admin", "writer")
+    p = platform(request)
+    st = p.streams.get(who.tenant, name)
+    body = await read_body(request, p.settings.max_body_bytes)
+    outcome = await p.ingest.ingest(
+        st,
+        body,
+        request.headers.get("content-type", "application/json"),
+        request.headers.get("content-encoding"),
+        request.headers.get("idempotency-key"),
+        who.key_id,
+        request.state.request_id if hasattr(request.state, "request_id") else "",
+    )
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return Response(outcome.body, outcome.status, headers, "application/json")
+
+
+def row_query(request: Request, tenant: str, table: str, time_column: str | None, columns: list[str]) -> tuple[RowQuery, str]:
+    qp = request.query_params
+    limit_s = qp.get("limit", "100")
+    if not limit_s.isdigit() or not 1 <= int(limit_s) <= 100_000:
+        raise BadRequest("limit must be an integer from 1 to 100000", code="bad_limit")
+    order = qp.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise BadRequest("order must be asc or desc", code="bad_order")
+    filters = {k: v for k, v in qp.items() if k not in RESERVED_PARAMS}
+    unknown = [k for k in filters if k not in columns]
+    if unknown:
+        raise BadRequest(
+            f"unknown filter column(s) {', '.join(unknown)}; filter by one of {', '.join(columns)}",
+            code="unknown_column",
+        )
+    q = RowQuery(
+        tenant=tenant, table=table, time_column=time_column,
+        from_ms=parse_time_bound(qp.get("from"), "from"), to_ms=parse_time_bound(qp.get("to"), "to"),
+        filters=filters, order=order, limit=int(limit_s), cursor=qp.get("cursor") or None,  # type: ignore[arg-type]
+    )  # fmt: skip
+    return q, qp.get("format", "json")
+
+
+def typed_filters(q: RowQuery, st: StreamState) -> RowQuery:
+    """Query-string filter values are text; give them the field's type."""
+    from dataclasses import replace
+
+    types = {f.name: f.type for f in st.schema.fields}
+    out: dict[str, Any] = {}
+    for k, v in q.filters.items():
+        t = types.get(k)
+        try:
+            out[k] = int(v) if t == "int" else float(v) if t == "float" else (v.lower() == "true") if t == "bool" else v
+        except ValueError as exc:
+            raise BadRequest(f"filter {k}={v!r} is not a valid {t}", code="bad_filter") from exc
+    return replace(q, filters=out)
+
+
+@router.get("/{name}/events")
+async def read_events(name: str, request: Request) -> Response:
+    """Stored rows by event-time range (``from`` inclusive, ``to`` exclusive), filters, cursor."""
+    who = authenticate(request)
+    who.require("admin", "reader")
+    p = platform(request)
+    st = p.streams.get(who.tenant, name)
+    await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
+    q, fmt = row_query(request, who.tenant, name, st.schema.event_time or "_received_ms", [*st.schema.field_names, "_offset"])
+    page = p.store.read_rows(typed_filters(q, st))
+    return table_response(page.rows, page.next_cursor, fmt)
+
+
+@router.get("/{name}/events/count")
+async def count_events(name: str, request: Request) -> Response:
+    who = authenticate(request)
+    who.require("admin", "reader")
+    p = platform(request)
+    st = p.streams.get(who.tenant, name)
+    await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
+    q, _ = row_query(request, who.tenant, name, st.schema.event_time or "_received_ms", st.schema.field_names)
+    return json_response({"count": p.store.count_rows(typed_filters(q, st))})
+
+
+@router.get("/{name}/latest")
+async def latest_events(name: str, request: Request) -> Response:
+    """The latest ``n`` rows of each key (by event time)."""
+    who = authenticate(request)
+    who.require("admin", "reader")
+    p = platform(request)
+    st = p.streams.get(who.tenant, name)
+    if not st.schema.key:
+        raise BadRequest("this stream has no key fields; define 'key' to use latest", code="no_key")
+    n_s = request.query_params.get("n", "1")
+    if not n_s.isdigit() or not 1 <= int(n_s) <= 1000:
+        raise BadRequest("n must be an integer from 1 to 1000", code="bad_limit")
+    await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
+    rows = p.store.latest_per_key(who.tenant, name, st.schema.key, st.schema.event_time or "_received_ms", int(n_s))
+    return table_response(rows, None, request.query_params.get("format", "json"))
+
+
+@router.get("/{name}/quarantine")
+async def list_quarantine(name: str, request: Request) -> Response:
+    """Rejected rows with reason code, field, message, raw text, schema version, receive time."""
+    who = authenticate(request)
+    who.require("admin", "reader")
+    p = platform(request)
+    st = p.streams.get(who.tenant, name)
+    await p.materializer.caught_up(st.quarantine_topic, p.log.end_offset(st.quarantine_topic))
+    cols = ["row", "field", "code", "format", "schema_version", "request_id", "_offset"]
+    q, fmt = row_query(request, who.tenant, quarantine_table_of(name), "received_ms", cols)
+    page = p.store.read_rows(q)
+    return table_response(page.rows, page.next_cursor, fmt)
+
+
+@router.post("/{name}/quarantine/replay")
+async def replay_quarantine(name: str, request: Request) -> Response:
+    """Re-ingest quarantined rows (after fixing the schema): ``{"offsets": [..]}`` or ``{"code": ..}``.
+
+    Rows that now pass are ingested once: a replay of the same rows is answered from
+    its first answer (an idempotency key derived from the quarantine offsets).
+    """
+    import hashlib
+
+    who = authenticate(request)
+    who.require("admin")
+    p = platform(request)
+    st = p.streams.get(who.tenant, name)
+    data = await json_body(request)
+    if not isinstance(data, dict):
+        raise BadRequest("send {'offsets': [...]} or {'code': '...'}", code="bad_replay")
+    await p.materializer.caught_up(st.quarantine_topic, p.log.end_offset(st.quarantine_topic))
+    table = quarantine_table_of(name)
+    offsets = data.get("offsets")
+    if offsets is not None:
+        if not isinstance(offsets, list) or not all(isinstance(o, int) for o in offsets) or not offsets:
+            raise BadRequest("offsets must be a non-empty list of integers", code="bad_replay")
+        where = f"_offset IN ({', '.join(str(int(o)) for o in offsets[:10_000])})"
+    elif isinstance(data.get("code"), str):
+        where = "code = '" + data["code"].replace("'", "''") + "'"
+    else:
+        raise BadRequest("send {'offsets': [...]} or {'code': '...'}", code="bad_replay")
+    rows = p.store.sql(
+        who.tenant, f"SELECT _offset, raw, format FROM {table} WHERE {where} ORDER BY _offset",
+        max_rows=100_000, timeout_s=p.settings.query_timeout_s,
+    ).to_pylist()  # fmt: skip
+    results = []
+    for fmt, group in _replay_groups(rows):
+        offs = [r["_offset"] for r in group]
+        if fmt == "csv":
+            header = group[0]["raw"].split("\n", 1)[0]
+            body = (header + "\n" + "\n".join(r["raw"].split("\n", 1)[1] for r in group)).encode()
+            ctype = "text/csv"
+        else:
+            body = "\n".join(r["raw"] for r in group).encode()
+            ctype = "application/x-ndjson"
+        key = "replay:" + hashlib.sha256(",".join(map(str, offs)).encode()).hexdigest()[:32]
+        out = await p.ingest.ingest(st, body, ctype, None, key, who.key_id, "replay")
+        results.append({"offsets": offs, **orjson.loads(out.body)})
+    return json_response({
+        "replayed": sum(len(r["offsets"]) for r in results),
+        "accepted": sum(r["accepted"] for r in results),
+        "rejected": sum(r["rejected"] for r in results),
+        "duplicates": sum(r["duplicates"] for r in results),
+        "results": results,
+    })
+
+
+def _replay_groups(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Group rows that can share one body: JSON-ish rows together, CSV rows by header."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        fmt = "csv" if r["format"] == "csv" else "json"
+        header = r["raw"].split("\n", 1)[0] if fmt == "csv" else ""
+        groups.setdefault((fmt, header), []).append(r)
+    return [(fmt, g) for (fmt, _), g in groups.items()]

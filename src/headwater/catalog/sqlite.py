@@ -1,0 +1,202 @@
+"""SQLite-backed catalog. Every method is one short transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from headwater.errors import Conflict, NotFound
+from headwater.model.schema import StreamSchema
+
+Role = Literal["admin", "writer", "reader"]
+ROLES: tuple[Role, ...] = ("admin", "writer", "reader")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
+    name TEXT, created_ms INTEGER NOT NULL, revoked_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS stream_versions (
+    tenant TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, schema TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, PRIMARY KEY (tenant, name, version)
+);
+CREATE TABLE IF NOT EXISTS pipelines (
+    tenant TEXT NOT NULL, name TEXT NOT NULL, sql TEXT NOT NULL, status TEXT NOT NULL,
+    reason TEXT, created_ms INTEGER NOT NULL, PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS reference_tables (
+    tenant TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+"""
+
+
+def key_digest(key: str) -> str:
+    # Keys are 256-bit random tokens, so a plain SHA-256 digest is enough (no stretching).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    tenant: str
+    role: Role
+    name: str | None
+    created_ms: int
+    revoked_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineRecord:
+    tenant: str
+    name: str
+    sql: str
+    status: str
+    reason: str | None
+    created_ms: int
+
+
+class Catalog:
+    def __init__(self, path: Path | str) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_DDL)
+        self._lock = threading.Lock()
+
+    def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # tenants and keys -------------------------------------------------------------
+    def ensure_tenant(self, name: str, now_ms: int) -> bool:
+        """Create the tenant if missing; True when it was created."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO tenants (name, created_ms) VALUES (?, ?)", (name, now_ms)
+            )
+            return cur.rowcount == 1
+
+    def tenants(self) -> list[str]:
+        return [r[0] for r in self._q("SELECT name FROM tenants ORDER BY name")]
+
+    def create_key(
+        self, tenant: str, role: Role, now_ms: int, name: str | None = None, secret: str | None = None
+    ) -> tuple[str, ApiKey]:
+        """Create a key; return the secret (shown once) and its record."""
+        if not self._q("SELECT 1 FROM tenants WHERE name = ?", (tenant,)):
+            raise NotFound(f"tenant {tenant!r} does not exist", code="unknown_tenant")
+        secret = secret or "hw_" + secrets.token_urlsafe(32)
+        key_id = "key_" + secrets.token_hex(6)
+        try:
+            self._q(
+                "INSERT INTO api_keys (id, tenant, digest, role, name, created_ms) VALUES (?,?,?,?,?,?)",
+                (key_id, tenant, key_digest(secret), role, name, now_ms),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict("that key already exists", code="key_exists") from exc
+        return secret, ApiKey(key_id, tenant, role, name, now_ms, None)
+
+    def key_by_secret(self, secret: str) -> ApiKey | None:
+        rows = self._q(
+            "SELECT id, tenant, role, name, created_ms, revoked_ms FROM api_keys WHERE digest = ?",
+            (key_digest(secret),),
+        )
+        return ApiKey(*rows[0]) if rows else None
+
+    def keys(self, tenant: str) -> list[ApiKey]:
+        rows = self._q(
+            "SELECT id, tenant, role, name, created_ms, revoked_ms FROM api_keys WHERE tenant = ? ORDER BY created_ms",
+            (tenant,),
+        )
+        return [ApiKey(*r) for r in rows]
+
+    def revoke_key(self, tenant: str, key_id: str, now_ms: int) -> None:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE api_keys SET revoked_ms = ? WHERE tenant = ? AND id = ? AND revoked_ms IS NULL",
+                (now_ms, tenant, key_id),
+            )
+        if cur.rowcount == 0:
+            raise NotFound(f"no active key {key_id!r} in this tenant", code="unknown_key")
+
+    def has_any_key(self) -> bool:
+        return bool(self._q("SELECT 1 FROM api_keys LIMIT 1"))
+
+    # streams ----------------------------------------------------------------------
+    def add_stream_version(self, tenant: str, schema: StreamSchema, now_ms: int) -> None:
+        self._q(
+            "INSERT INTO stream_versions (tenant, name, version, schema, created_ms) VALUES (?,?,?,?,?)",
+            (tenant, schema.name, schema.version, msgspec.json.encode(schema).decode(), now_ms),
+        )
+
+    def stream_versions(self, tenant: str, name: str) -> list[StreamSchema]:
+        rows = self._q(
+            "SELECT schema FROM stream_versions WHERE tenant = ? AND name = ? ORDER BY version",
+            (tenant, name),
+        )
+        return [msgspec.json.decode(r[0], type=StreamSchema) for r in rows]
+
+    def all_streams(self) -> list[tuple[str, StreamSchema]]:
+        """The latest version of every stream of every tenant."""
+        rows = self._q(
+            "SELECT tenant, schema FROM stream_versions s WHERE version = "
+            "(SELECT max(version) FROM stream_versions WHERE tenant = s.tenant AND name = s.name) "
+            "ORDER BY tenant, name"
+        )
+        return [(r[0], msgspec.json.decode(r[1], type=StreamSchema)) for r in rows]
+
+    def drop_stream(self, tenant: str, name: str) -> None:
+        self._q("DELETE FROM stream_versions WHERE tenant = ? AND name = ?", (tenant, name))
+
+    # pipelines --------------------------------------------------------------------
+    def put_pipeline(self, rec: PipelineRecord) -> None:
+        self._q(
+            "INSERT INTO pipelines (tenant, name, sql, status, reason, created_ms) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT (tenant, name) DO UPDATE SET sql = excluded.sql, status = excluded.status, "
+            "reason = excluded.reason",
+            (rec.tenant, rec.name, rec.sql, rec.status, rec.reason, rec.created_ms),
+        )
+
+    def set_pipeline_status(self, tenant: str, name: str, status: str, reason: str | None) -> None:
+        self._q(
+            "UPDATE pipelines SET status = ?, reason = ? WHERE tenant = ? AND name = ?",
+            (status, reason, tenant, name),
+        )
+
+    def pipelines(self, tenant: str | None = None) -> list[PipelineRecord]:
+        if tenant is None:
+            rows = self._q("SELECT tenant, name, sql, status, reason, created_ms FROM pipelines ORDER BY tenant, name")
+        else:
+            rows = self._q(
+                "SELECT tenant, name, sql, status, reason, created_ms FROM pipelines WHERE tenant = ? ORDER BY name",
+                (tenant,),
+            )
+        return [PipelineRecord(*r) for r in rows]
+
+    def drop_pipeline(self, tenant: str, name: str) -> None:
+        self._q("DELETE FROM pipelines WHERE tenant = ? AND name = ?", (tenant, name))
+
+    # reference tables -------------------------------------------------------------
+    def put_reference_table(self, tenant: str, name: str, spec: dict[str, Any], now_ms: int) -> None:
+        self._q(
+            "INSERT INTO reference_tables (tenant, name, spec, created_ms) VALUES (?,?,?,?) "
+            "ON CONFLICT (tenant, name) DO UPDATE SET spec = excluded.spec",
+            (tenant, name, msgspec.json.encode(spec).decode(), now_ms),
+        )
+
+    def reference_tables(self, tenant: str) -> dict[str, dict[str, Any]]:
+        rows = self._q("SELECT name, spec FROM reference_tables WHERE tenant = ?", (tenant,))
+        return {r[0]: msgspec.json.decode(r[1]) for r in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

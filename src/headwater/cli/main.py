@@ -1,0 +1,65 @@
+"""The ``headwater`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from headwater.settings import Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, help="Headwater: real-time data processing in one process.")
+
+HostOpt = Annotated[str | None, typer.Option(help="Address to listen on [env HEADWATER_HOST].")]
+PortOpt = Annotated[int | None, typer.Option(help="Port [env HEADWATER_PORT].")]
+DirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [env HEADWATER_DATA_DIR].")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file [env HEADWATER_CONFIG].")]
+
+
+def _settings(host: str | None, port: int | None, data_dir: Path | None, config: Path | None, **kw: Any) -> Settings:
+    return load_settings(config, host=host, port=port, data_dir=data_dir, **kw)
+
+
+def run_server(settings: Settings, extensions_for: str = "serve") -> None:
+    import uvicorn
+    from rich.console import Console
+
+    from headwater.api.app import create_app
+    from headwater.observability.logging import configure
+    from headwater.services import build_platform
+
+    configure(settings.log_level, settings.log_format)
+    platform = build_platform(settings)
+    console = Console(stderr=True)
+    if platform.bootstrap_secret and not settings.bootstrap_key:
+        console.print(
+            f"[bold green]Admin API key (shown once, store it now):[/] {platform.bootstrap_secret}"
+        )
+    from headwater.extensions import extensions
+
+    fastapi_app = create_app(platform, extensions(extensions_for))
+    console.print(f"Headwater listening on http://{settings.host}:{settings.port}  (API docs at /docs)")
+    uvicorn.run(
+        fastapi_app, host=settings.host, port=settings.port, log_level="warning",
+        loop="uvloop", http="httptools", access_log=False, timeout_graceful_shutdown=5,
+    )  # fmt: skip
+
+
+@app.callback()
+def _root() -> None:
+    """Headwater: real-time data processing in one process."""
+
+
+@app.command()
+def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None) -> None:
+    """Run the server: ingest, pipelines, store and API in one process."""
+    run_server(_settings(host, port, data_dir, config))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

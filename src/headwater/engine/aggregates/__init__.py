@@ -1,0 +1,1 @@
+"""Mergeable aggregate kernels and the state tables they work on."""

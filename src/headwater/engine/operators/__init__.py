@@ -1,0 +1,1 @@
+"""Operators: one contract (process a batch, advance time, snapshot/restore, status)."""

@@ -1,0 +1,163 @@
+"""``Pipeline``: a plan made runnable over the micro-batches of its stream.
+
+The operators are chained (``DEDUP`` first when asked for, then the stateless query or
+the aggregation); the pipeline exposes one operator's contract, so a runner needs
+only this loop::
+
+    pipeline = Pipeline(plan, stream_schema, reference_tables)
+    pipeline.restore(store.consumer_state(...))            # if there is one
+    for batch in log.read(...):
+        out = pipeline.process(batch, clock.now_ms())       # also on_time() when idle
+        store.commit(ResultWrite(..., state=pipeline.snapshot()))
+
+``out.upserts`` are keyed by ``pipeline.output_key``; ``out.appends`` are appended;
+``out.late`` / ``out.errors`` have ``late_schema`` / ``error_schema``.
+
+>>> import pyarrow as pa
+>>> schema = pa.schema([("device_id", pa.string()), ("ts", pa.timestamp("ms", tz="UTC")),
+...                     ("temperature", pa.float64())])
+>>> p = Pipeline.from_sql(
+...     "CREATE PIPELINE m AS SELECT device_id, window_start, count(*) AS n, "
+...     "max(temperature) AS hi FROM TUMBLE(readings, ts, INTERVAL '1 minute') "
+...     "GROUP BY device_id, window_start, window_end", schema)
+>>> batch = pa.table({"device_id": ["a", "a", "b"], "ts": pa.array([1_000, 2_000, 61_000],
+...                   pa.timestamp("ms", tz="UTC")), "temperature": [20.5, 21.0, 19.0]})
+>>> out = p.process(batch, now_ms=0)
+>>> out.upserts.to_pylist()[0]["n"], out.upserts.to_pylist()[0]["hi"]
+(2, 21.0)
+>>> p.output_key
+('device_id', 'window_start')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import pyarrow as pa
+
+from headwater.engine.compile import compile_plan, ref_name
+from headwater.engine.operators.base import Operator, StepOutput, error_schema, late_schema
+from headwater.engine.operators.dedup import Dedup
+from headwater.engine.operators.session import SessionAggregate
+from headwater.engine.operators.stateless import Stateless
+from headwater.engine.operators.window import WindowAggregate
+from headwater.engine.plan import Plan
+from headwater.engine.references import InMemoryReferenceTables, ReferenceTables
+from headwater.engine.sql.planner import plan_pipeline
+from headwater.engine.state import pack, unpack
+from headwater.errors import Conflict
+
+STATE_VERSION = 1
+
+
+class Pipeline:
+    def __init__(
+        self, plan: Plan, input_schema: pa.Schema, references: ReferenceTables | None = None
+    ) -> None:
+        refs = references or InMemoryReferenceTables()
+        schemas = {name: refs.get(name).schema for name in plan.references}
+
+        def tables() -> dict[str, pa.Table]:
+            return {ref_name(i): refs.get(j.table) for i, j in enumerate(plan.joins)}
+
+        self.plan = plan
+        self.input_schema = input_schema
+        self.compiled = compile_plan(plan, input_schema, schemas, tables)
+        self.operators: list[Operator] = []
+        if plan.dedup is not None:
+            self.operators.append(Dedup(plan.dedup, plan.options, input_schema))
+        main: Operator
+        if plan.kind == "stateless":
+            main = Stateless(self.compiled)
+        elif plan.kind == "session":
+            main = SessionAggregate(self.compiled)
+        else:
+            main = WindowAggregate(self.compiled)
+        self.operators.append(main)
+
+    @classmethod
+    def from_sql(
+        cls,
+        sql: str,
+        input_schema: pa.Schema,
+        references: ReferenceTables | None = None,
+        streams: Collection[str] = (),
+    ) -> Pipeline:
+        return cls(plan_pipeline(sql, streams=streams), input_schema, references)
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        return self.compiled.output_schema
+
+    @property
+    def output_key(self) -> tuple[str, ...]:
+        """Key columns of ``upserts``; empty when the pipeline only appends."""
+        return self.plan.output_key
+
+    @property
+    def late_schema(self) -> pa.Schema:
+        return late_schema(self.input_schema)
+
+    @property
+    def error_schema(self) -> pa.Schema:
+        return error_schema(self.input_schema)
+
+    def process(self, batch: pa.Table | pa.RecordBatch, now_ms: int) -> StepOutput:
+        """Run one micro-batch of the stream through the pipeline."""
+        data = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        out = StepOutput()
+        for op in self.operators[:-1]:
+            step = op.process(data, now_ms)
+            out = out.then(StepOutput(late=step.late, errors=step.errors))
+            data = step.appends if step.appends is not None else self.input_schema.empty_table()
+        return out.then(self.operators[-1].process(data, now_ms))
+
+    def on_time(self, now_ms: int) -> StepOutput:
+        """Processing time passed: idle watermark advance, windows that close because of it."""
+        out = StepOutput()
+        for op in self.operators:
+            out = out.then(op.on_time(now_ms))
+        return out
+
+    def finish(self, now_ms: int) -> StepOutput:
+        """End of a bounded input (a backfill, a test): close and emit every window."""
+        out = StepOutput()
+        for op in self.operators:
+            out = out.then(op.finish(now_ms))
+        return out
+
+    def snapshot(self) -> bytes:
+        """The whole state as Arrow IPC bytes; ``restore`` is the inverse."""
+        tables = {
+            f"op{i}": pa.table({"state": pa.array([op.snapshot()], pa.large_binary())})
+            for i, op in enumerate(self.operators)
+        }
+        return pack({"version": STATE_VERSION, "sql": self.plan.sql}, tables)
+
+    def restore(self, data: bytes) -> None:
+        meta, tables = unpack(data)
+        if meta.get("version") != STATE_VERSION or meta.get("sql") != self.plan.sql:
+            raise Conflict(
+                f"the saved state of pipeline {self.name} belongs to another definition; "
+                "drop and recreate the pipeline to start from empty state"
+            )
+        for i, op in enumerate(self.operators):
+            op.restore(tables[f"op{i}"]["state"][0].as_py())
+
+    def status(self) -> dict[str, Any]:
+        """Watermark, open windows, state size, oldest open window end, counters."""
+        out = dict(self.operators[-1].status())
+        for op in self.operators[:-1]:
+            first = op.status()
+            out["dropped_duplicates"] = first["dropped_duplicates"]
+            out["rows_in"] = first["rows_in"]
+            for key in ("late_rows", "error_rows", "state_rows", "state_bytes"):
+                out[key] = out.get(key, 0) + first[key]
+            if out.get("watermark_ms") is None:
+                out["watermark_ms"] = first["watermark_ms"]
+        return out

@@ -1,0 +1,176 @@
+"""The frozen plan of a pipeline: what the planner read from the SQL, nothing more.
+
+A plan is configuration (comparable, printable, no I/O). ``Pipeline(plan, ...)``
+builds the operators that run it. Internal column names used between stages:
+
+- ``_k{i}``: value of the i-th GROUP BY key (an expression over the input row);
+- ``_a{i}``: an aggregate argument (an expression over the input row);
+- ``_agg{i}``: the final value of the i-th aggregate;
+- ``window_start`` / ``window_end``: the window, ``timestamp[ms, UTC]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pyarrow as pa
+
+WindowKind = Literal["tumble", "hop", "session"]
+EmitMode = Literal["final", "changes"]
+StartFrom = Literal["earliest", "latest"]
+PlanKind = Literal["stateless", "window", "session", "group"]
+AggFunc = Literal[
+    "count_star",
+    "count",
+    "count_distinct",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "var_samp",
+    "var_pop",
+    "stddev_samp",
+    "stddev_pop",
+    "approx_count_distinct",
+    "approx_quantile",
+    "arg_min",
+    "arg_max",
+]
+
+WINDOW_START = "window_start"
+WINDOW_END = "window_end"
+WINDOW_TYPE = pa.timestamp("ms", tz="UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """Event-time windows, epoch-aligned (a 1-minute window starts on a minute).
+
+    ``size_ms``/``slide_ms`` for tumble (slide == size) and hop; ``gap_ms`` for session.
+    """
+
+    kind: WindowKind
+    time_column: str
+    size_ms: int = 0
+    slide_ms: int = 0
+    gap_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DedupSpec:
+    """``DEDUP(stream, id_column, time_column, INTERVAL horizon)``."""
+
+    id_column: str
+    time_column: str
+    horizon_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinSpec:
+    """An enrichment join of the stream with a reference table."""
+
+    table: str
+    alias: str
+    kind: Literal["inner", "left"]
+    condition: str  # "ON ..." or "USING (...)", DuckDB SQL
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A named expression, DuckDB SQL. ``source`` is set when it is a bare input column."""
+
+    name: str
+    expr: str
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """One aggregate call. ``args`` name pre-aggregation columns (``_a{i}``)."""
+
+    func: AggFunc
+    column: str
+    args: tuple[str, ...] = ()
+    param: float | None = None
+    sql: str = ""
+    position: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The ``WITH (...)`` options of a pipeline, durations in ms."""
+
+    watermark_delay_ms: int = 0
+    allowed_lateness_ms: int = 0
+    emit: EmitMode = "final"
+    start: StartFrom = "earliest"
+    idle_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A planned pipeline.
+
+    - ``pre``: the pre-aggregation projection (keys ``_k*`` then arguments ``_a*``),
+      evaluated over each input batch joined with ``joins`` and filtered by ``filter``;
+      for a stateless plan, ``projection`` is evaluated there instead.
+    - ``projection``: output columns; for stateful plans, expressions over ``_k*``,
+      ``_agg*``, ``window_start`` and ``window_end``; ``having`` filters those rows.
+    """
+
+    name: str
+    sql: str
+    source: str
+    source_alias: str
+    window: WindowSpec | None = None
+    dedup: DedupSpec | None = None
+    joins: tuple[JoinSpec, ...] = ()
+    filter: str | None = None
+    keys: tuple[Column, ...] = ()
+    pre: tuple[Column, ...] = ()
+    aggregates: tuple[Aggregate, ...] = ()
+    projection: tuple[Column, ...] = ()
+    having: str | None = None
+    grouped: bool = False
+    options: Options = field(default_factory=Options)
+
+    @property
+    def kind(self) -> PlanKind:
+        if not self.grouped:
+            return "stateless"
+        if self.window is None:
+            return "group"
+        return "session" if self.window.kind == "session" else "window"
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Reference tables this pipeline joins, by name."""
+        return tuple(j.table for j in self.joins)
+
+    @property
+    def output_key(self) -> tuple[str, ...]:
+        """Columns that key the result rows (upserts); empty for stateless plans."""
+        if not self.grouped:
+            return ()
+        names = {c.source: c.name for c in self.projection if c.source}
+        key = [names[k.name] for k in self.keys]
+        if self.window is not None:
+            key.append(names.get(WINDOW_START) or names[WINDOW_END])
+        return tuple(key)
+
+    @property
+    def time_column(self) -> str | None:
+        """The event-time column the plan's watermark follows, if any."""
+        if self.window is not None:
+            return self.window.time_column
+        return self.dedup.time_column if self.dedup is not None else None
+
+    def output_schema(
+        self, input_schema: pa.Schema, references: Mapping[str, pa.Schema] | None = None
+    ) -> pa.Schema:
+        """The Arrow schema of the result rows, given the stream's (and tables') schemas."""
+        from headwater.engine.compile import compile_plan
+
+        return compile_plan(self, input_schema, references or {}).output_schema

@@ -1,0 +1,95 @@
+"""Idempotency-Key handling: a retried request gets the first answer back.
+
+Answers are recorded in the ``meta`` of the log entries written by the request, so
+the record is durable exactly when the rows are, and rebuilt from the log at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+
+import msgspec
+
+from headwater.errors import Conflict
+
+
+class IdemRecord(msgspec.Struct, frozen=True):
+    key: str
+    body_sha256: str
+    answer: bytes
+    at_ms: int
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+@dataclass
+class _Pending:
+    body_sha256: str
+    done: asyncio.Future[bytes]
+
+
+class IdempotencyKeys:
+    """Answers by (tenant, stream, key); keys expire after ``ttl_ms``."""
+
+    def __init__(self, ttl_ms: int) -> None:
+        self._ttl_ms = ttl_ms
+        self._answers: dict[tuple[str, str, str], IdemRecord] = {}
+        self._pending: dict[tuple[str, str, str], _Pending] = {}
+
+    def remember(self, tenant: str, stream: str, rec: IdemRecord) -> None:
+        self._answers[(tenant, stream, rec.key)] = rec
+
+    async def begin(
+        self, tenant: str, stream: str, key: str, digest: str, now_ms: int
+    ) -> bytes | None:
+        """Return the recorded answer for a retry, or None when this request must run.
+
+        Raises Conflict when the key was used with a different body.
+        """
+        k = (tenant, stream, key)
+        rec = self._answers.get(k)
+        if rec is not None and now_ms - rec.at_ms <= self._ttl_ms:
+            if rec.body_sha256 != digest:
+                raise Conflict(
+                    "this Idempotency-Key was already used with a different body; "
+                    "use a new key for a new request",
+                    code="idempotency_key_reused",
+                )
+            return rec.answer
+        pending = self._pending.get(k)
+        if pending is not None:
+            if pending.body_sha256 != digest:
+                raise Conflict(
+                    "a request with this Idempotency-Key and a different body is in progress",
+                    code="idempotency_key_reused",
+                )
+            return await asyncio.shield(pending.done)
+        self._pending[k] = _Pending(digest, asyncio.get_running_loop().create_future())
+        return None
+
+    def finish(self, tenant: str, stream: str, rec: IdemRecord | None, key: str) -> None:
+        """Record the answer (None: the request failed; a retry will run again)."""
+        k = (tenant, stream, key)
+        pending = self._pending.pop(k, None)
+        if rec is not None:
+            self._answers[k] = rec
+        if pending is not None and not pending.done.done():
+            if rec is not None:
+                pending.done.set_result(rec.answer)
+            else:
+                pending.done.set_exception(
+                    Conflict(
+                        "the first request with this key failed; retry it", code="idempotency_retry"
+                    )
+                )
+                pending.done.exception()  # mark retrieved: nobody may be waiting
+
+    def expire(self, now_ms: int) -> int:
+        old = [k for k, r in self._answers.items() if now_ms - r.at_ms > self._ttl_ms]
+        for k in old:
+            del self._answers[k]
+        return len(old)

@@ -1,0 +1,142 @@
+"""The stream directory: current schema, schema history and dedup index of each stream.
+
+Creating or changing a stream goes through here: the schema is checked, the change is
+checked for compatibility, the catalog records the new version and the store table
+gains the new columns — before any row of the new version is accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from headwater.catalog.sqlite import Catalog
+from headwater.errors import Conflict, NotFound
+from headwater.ingest.dedup import IdIndex
+from headwater.model.schema import StreamSchema, arrow_schema, check_evolution, check_schema
+from headwater.store.ports import ResultStore
+
+SYSTEM_FIELDS = [
+    pa.field("_received_ms", pa.int64()),
+    pa.field("_schema_version", pa.int32()),
+    pa.field("_id_hash", pa.uint64()),
+]
+STORED_SYSTEM_FIELDS = [pa.field("_offset", pa.int64()), *SYSTEM_FIELDS]
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("row", pa.int32()),
+        pa.field("field", pa.string()),
+        pa.field("code", pa.string()),
+        pa.field("message", pa.string()),
+        pa.field("raw", pa.string()),
+        pa.field("format", pa.string()),
+        pa.field("schema_version", pa.int32()),
+        pa.field("received_ms", pa.int64()),
+        pa.field("request_id", pa.string()),
+    ]
+)
+
+
+def topic_of(tenant: str, stream: str) -> str:
+    return f"{tenant}.{stream}"
+
+
+def quarantine_topic_of(tenant: str, stream: str) -> str:
+    return f"{tenant}.{stream}.quarantine"
+
+
+def quarantine_table_of(stream: str) -> str:
+    return f"quarantine__{stream}"
+
+
+def log_schema(schema: StreamSchema) -> pa.Schema:
+    """Columns of a stream's log entries: the user fields, then system fields."""
+    return pa.schema([*arrow_schema(schema), *SYSTEM_FIELDS])
+
+
+def store_schema(schema: StreamSchema) -> pa.Schema:
+    """Columns of a stream's store table."""
+    return pa.schema([*arrow_schema(schema), *STORED_SYSTEM_FIELDS])
+
+
+@dataclass
+class StreamState:
+    tenant: str
+    schema: StreamSchema
+    versions: list[StreamSchema]
+    ids: IdIndex = field(default_factory=IdIndex)
+
+    @property
+    def topic(self) -> str:
+        return topic_of(self.tenant, self.schema.name)
+
+    @property
+    def quarantine_topic(self) -> str:
+        return quarantine_topic_of(self.tenant, self.schema.name)
+
+
+class StreamDirectory:
+    def __init__(self, catalog: Catalog, store: ResultStore) -> None:
+        self._catalog = catalog
+        self._store = store
+        self._streams: dict[tuple[str, str], StreamState] = {}
+        for tenant, schema in catalog.all_streams():
+            versions = catalog.stream_versions(tenant, schema.name)
+            self._streams[(tenant, schema.name)] = StreamState(tenant, schema, versions)
+
+    def get(self, tenant: str, name: str) -> StreamState:
+        st = self._streams.get((tenant, name))
+        if st is None:
+            raise NotFound(
+                f"stream {name!r} does not exist; create it with POST /v1/streams",
+                code="unknown_stream",
+            )
+        return st
+
+    def list(self, tenant: str) -> list[StreamState]:
+        return [s for (t, _), s in sorted(self._streams.items()) if t == tenant]
+
+    def all(self) -> list[StreamState]:
+        return list(self._streams.values())
+
+    def create(
+        self, tenant: str, schema: StreamSchema, now_ms: int, taken: set[str]
+    ) -> StreamState:
+        """Create a new stream; ``taken`` holds other table names of the tenant."""
+        check_schema(schema)
+        if (tenant, schema.name) in self._streams or schema.name in taken:
+            raise Conflict(
+                f"{schema.name!r} already exists; use PUT /v1/streams/{schema.name} to change its schema",
+                code="stream_exists",
+            )
+        schema = _with_version(schema, 1)
+        self._store.ensure_table(tenant, schema.name, store_schema(schema))
+        self._store.ensure_table(tenant, quarantine_table_of(schema.name), QUARANTINE_SCHEMA)
+        self._catalog.add_stream_version(tenant, schema, now_ms)
+        st = StreamState(tenant, schema, [schema])
+        self._streams[(tenant, schema.name)] = st
+        return st
+
+    def evolve(
+        self, tenant: str, schema: StreamSchema, now_ms: int
+    ) -> tuple[StreamState, list[str]]:
+        """Apply a compatible schema change live; refuse an incompatible one with reasons."""
+        st = self.get(tenant, schema.name)
+        check_schema(schema)
+        changes = check_evolution(st.schema, schema)
+        if not changes and _with_version(schema, st.schema.version) == st.schema:
+            return st, []
+        new = _with_version(schema, st.schema.version + 1)
+        self._store.ensure_table(tenant, new.name, store_schema(new))
+        self._catalog.add_stream_version(tenant, new, now_ms)
+        st.schema = new
+        st.versions.append(new)
+        return st, changes or ["constraints changed"]
+
+
+def _with_version(schema: StreamSchema, version: int) -> StreamSchema:
+    import msgspec
+
+    return msgspec.structs.replace(schema, version=version)

@@ -1,0 +1,627 @@
+"""``FileLog``: the embedded durable log — append-only segment files, group-committed.
+
+Layout: ``<directory>/<topic>/<base offset, 20 digits>.log``. Each segment holds entries
+framed as::
+
+    magic "HWL1" | crc32 u32 | offset u64 | rows u32 | meta_len u32 | payload_len u64
+    payload = meta | zero pad to 8 | Arrow IPC stream (one batch) | zero pad to 8
+
+Integers are little-endian; ``crc32`` covers the payload, then the header bytes after
+it (offset .. payload_len). Entries start and end 8-byte aligned, so Arrow buffers read
+back from a memory map are aligned and used without copying.
+
+One writer thread commits appends in groups: it writes everything pending, fdatasyncs
+each file it touched once, and only then publishes the entries to readers and resolves
+the appenders. A crash loses only unacknowledged entries; on open, a torn tail of a
+topic's last segment is cut off, and damage anywhere else is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import struct
+import threading
+import time
+import zlib
+from array import array
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import structlog
+
+from headwater.errors import HeadwaterError
+from headwater.log.memory import EndWaiters, entry_range, sliced
+from headwater.log.ports import (
+    TOPIC_RE,
+    AppendResult,
+    LogClosed,
+    LogCorrupted,
+    LogEntry,
+    check_topic,
+)
+from headwater.observability import metrics
+
+MAGIC = b"HWL1"
+HEADER = struct.Struct("<4sIQIIQ")  # magic, crc32, offset, rows, meta_len, payload_len
+_CRC_FROM = 8  # the crc covers the header from the offset field on
+_PAD = bytes(8)
+_SEGMENT_SUFFIX = ".log"
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
+log = structlog.get_logger("headwater.log")
+
+
+def _pad8(n: int) -> int:
+    return -n % 8
+
+
+# ---------------------------------------------------------------- entry framing
+
+
+def encode_payload(batch: pa.RecordBatch, meta: bytes) -> tuple[list[bytes | pa.Buffer], int, int]:
+    """Serialize ``batch`` and ``meta``; return (payload parts, payload length, crc so far)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    body = sink.getvalue()
+    parts: list[bytes | pa.Buffer] = [meta + _PAD[: _pad8(len(meta))], body]
+    if pad := _pad8(body.size):
+        parts.append(_PAD[:pad])
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return parts, sum(len(p) if isinstance(p, bytes) else p.size for p in parts), crc
+
+
+def encode_header(
+    offset: int, rows: int, meta_len: int, payload_len: int, payload_crc: int
+) -> bytes:
+    fields = HEADER.pack(MAGIC, 0, offset, rows, meta_len, payload_len)[_CRC_FROM:]
+    return MAGIC + struct.pack("<I", zlib.crc32(fields, payload_crc)) + fields
+
+
+def decode_entry(topic: str, buf: pa.Buffer) -> LogEntry:
+    """Decode the entry at the start of ``buf``; the batch shares ``buf``'s memory."""
+    _, _, offset, _, meta_len, payload_len = HEADER.unpack_from(buf.slice(0, HEADER.size))
+    meta = buf.slice(HEADER.size, meta_len).to_pybytes()
+    body_at = HEADER.size + meta_len + _pad8(meta_len)
+    body = buf.slice(body_at, HEADER.size + payload_len - body_at)
+    return LogEntry(topic, offset, pa.ipc.open_stream(body).read_next_batch(), meta)
+
+
+def check_entry(data: memoryview, pos: int, expected_offset: int) -> tuple[int, int] | str:
+    """Validate the entry framed at ``data[pos:]``: (rows, size), or what is wrong with it."""
+    if len(data) - pos < HEADER.size:
+        return "truncated header"
+    magic, crc, offset, rows, meta_len, payload_len = HEADER.unpack_from(data, pos)
+    if magic != MAGIC:
+        return "bad magic"
+    end = pos + HEADER.size + payload_len
+    if end > len(data):
+        return "truncated entry"
+    if meta_len > payload_len:
+        return "meta longer than the payload"
+    fields = data[pos + _CRC_FROM : pos + HEADER.size]
+    if zlib.crc32(fields, zlib.crc32(data[pos + HEADER.size : end])) != crc:
+        return "checksum mismatch"
+    if offset != expected_offset or rows == 0:
+        return f"entry offset {offset} with {rows} rows where offset {expected_offset} was expected"
+    return rows, HEADER.size + payload_len
+
+
+# ---------------------------------------------------------------- segments and topics
+
+
+class Segment:
+    """One segment file: written by the writer thread, read through a memory map."""
+
+    __slots__ = ("base", "fd", "mapped", "path", "published", "written")
+
+    def __init__(self, path: Path, base: int) -> None:
+        self.path = path
+        self.base = base
+        self.fd = -1  # open for writing while this is its topic's active segment
+        self.written = 0  # bytes written (writer thread only)
+        self.published = 0  # bytes readers may see (under the log lock)
+        self.mapped: pa.Buffer | None = None
+
+    def view(self, pos: int) -> pa.Buffer:
+        """The published bytes from ``pos`` on, zero-copy. Call with the log lock held."""
+        if self.mapped is None or self.mapped.size < self.published:
+            # The active segment grows: map it again. The old map lives on in any
+            # batch still using it; closing the file keeps the mapping.
+            with pa.memory_map(str(self.path)) as mm:
+                self.mapped = mm.read_buffer()
+        return self.mapped.slice(pos, self.published - pos)
+
+
+class Topic:
+    """Index of one topic: entry start offsets and file positions, ascending."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.segments: list[Segment] = []  # published segments, oldest first
+        self.bases: list[int] = []  # their base offsets, for bisect
+        self.starts = array("q")  # start offset of every published entry
+        self.positions = array("q")  # its position in its segment
+        self.end = 0  # one past the last published row
+        self.next = 0  # offset the next append gets (assigned, maybe not yet durable)
+        self.active: Segment | None = None  # the segment the writer appends to
+
+    def start(self) -> int:
+        return self.bases[0] if self.bases else self.end
+
+    def files(self) -> list[Segment]:
+        """Every segment on disk: the published ones and the one being written."""
+        if self.active is None or self.active in self.segments[-1:]:
+            return self.segments
+        return [*self.segments, self.active]
+
+    def publish(self, seg: Segment, pos: int, offset: int, rows: int, size: int) -> None:
+        if not self.segments or self.segments[-1] is not seg:
+            self.segments.append(seg)
+            self.bases.append(seg.base)
+        self.starts.append(offset)
+        self.positions.append(pos)
+        self.end = offset + rows
+        seg.published = pos + size
+
+    def locate(self, j: int) -> pa.Buffer:
+        """Bytes of entry ``j`` (and after). Lock held."""
+        seg = self.segments[bisect_right(self.bases, self.starts[j]) - 1]
+        return seg.view(self.positions[j])
+
+
+def recover_topic(directory: Path, sync: bool) -> Topic:
+    """Rebuild a topic's index from its segments, cutting a torn tail off the last one."""
+    topic = Topic(directory)
+    paths = sorted(
+        p for p in directory.iterdir() if p.suffix == _SEGMENT_SUFFIX and p.stem.isdigit()
+    )
+    for i, path in enumerate(paths):
+        seg = Segment(path, int(path.stem))
+        if topic.segments and seg.base != topic.end:
+            raise LogCorrupted(
+                f"log segment {path} starts at offset {seg.base} but the segment before it ends "
+                f"at {topic.end}; a segment file is missing or was renamed",
+                path=str(path),
+            )
+        topic.end = seg.base
+        _scan(topic, seg, last=i == len(paths) - 1, sync=sync)
+        topic.active = seg
+    topic.next = topic.end
+    return topic
+
+
+def _scan(topic: Topic, seg: Segment, *, last: bool, sync: bool) -> None:
+    with open(seg.path, "rb") as fh:
+        data = memoryview(fh.read())  # readinto a bytes buffer: one pass, no mmap cleanup
+    pos = 0
+    while pos < len(data):
+        checked = check_entry(data, pos, topic.end)
+        if isinstance(checked, str):
+            if not last:
+                raise LogCorrupted(
+                    f"log segment {seg.path} is damaged at byte {pos} ({checked}); it is not the "
+                    "last segment of its topic, so a crash cannot explain it. Restore the file "
+                    "from a backup, or move it and every later segment aside to drop that data",
+                    path=str(seg.path),
+                    position=pos,
+                )
+            log.warning("log_torn_tail_cut", path=str(seg.path), position=pos, reason=checked)
+            _truncate(seg.path, pos, sync)
+            break
+        rows, size = checked
+        topic.publish(seg, pos, topic.end, rows, size)
+        pos += size
+    seg.written = seg.published = pos
+    if pos == 0 and not last:
+        raise LogCorrupted(f"log segment {seg.path} is empty but is not the last of its topic")
+
+
+def _truncate(path: Path, size: int, sync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, size)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (new or removed files) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, parts: list[bytes | pa.Buffer]) -> None:
+    """Write ``parts`` in as few system calls as the kernel allows."""
+    for i in range(0, len(parts), _IOV_MAX):
+        chunk = parts[i : i + _IOV_MAX]
+        done = os.writev(fd, chunk)
+        if done < sum(len(p) if isinstance(p, bytes) else p.size for p in chunk):
+            rest = memoryview(b"".join(chunk))[done:]  # a short write: rare, so copying is fine
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """One append on its way through the writer thread."""
+
+    topic: str
+    offset: int
+    rows: int
+    parts: list[bytes | pa.Buffer]  # header, then payload
+    size: int
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[AppendResult] | None = None
+    done: threading.Event | None = None
+    error: BaseException | None = None
+
+    def result(self) -> AppendResult:
+        return AppendResult(self.topic, self.offset, self.rows)
+
+
+# ---------------------------------------------------------------- the log
+
+
+class FileLog:
+    """The embedded durable log (see the module docstring for the file format).
+
+    ``append`` returns once the entry is fsynced; appends arriving together share one
+    fsync. ``fsync=False`` acknowledges before data reaches the disk: a machine crash
+    then loses acknowledged entries — only for throwaway data. One process owns a
+    directory at a time (an advisory lock guards it).
+
+    >>> import asyncio, tempfile, pyarrow as pa
+    >>> log = FileLog(Path(tempfile.mkdtemp()))
+    >>> log.append_blocking("default.readings", pa.record_batch({"x": [1, 2]}))
+    AppendResult(topic='default.readings', offset=0, count=2)
+    >>> log.read("default.readings", 1)[0].batch.to_pydict()
+    {'x': [2]}
+    >>> asyncio.run(log.close())
+    """
+
+    def __init__(
+        self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024, fsync: bool = True
+    ) -> None:
+        if segment_bytes < 1:
+            raise ValueError(f"segment_bytes must be positive, got {segment_bytes}")
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_directory(self.directory)
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._waiters = EndWaiters(self._lock, self._end_locked)
+        self._queue: list[Pending] = []
+        self._stopping = False
+        self._closed = False
+        self._failure: BaseException | None = None
+        try:
+            self._topics = self._recover()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._size = sum(s.written for t in self._topics.values() for s in t.files())
+        metrics.LOG_SIZE_BYTES.set(self._size)
+        self._writer = threading.Thread(
+            target=self._run, name=f"log-writer:{self.directory}", daemon=True
+        )
+        self._writer.start()
+
+    # ------------------------------------------------------------ appends
+
+    async def append(self, topic: str, batch: pa.RecordBatch, meta: bytes = b"") -> AppendResult:
+        """Append one entry; return once it is durable. Concurrent appends share fsyncs."""
+        loop = asyncio.get_running_loop()
+        item = self._enqueue(topic, batch, meta, loop=loop, future=loop.create_future())
+        assert item.future is not None
+        return await item.future
+
+    def append_blocking(self, topic: str, batch: pa.RecordBatch, meta: bytes = b"") -> AppendResult:
+        """``append`` for threads: block until the entry is durable. Not on an event loop."""
+        item = self._enqueue(topic, batch, meta, done=threading.Event())
+        assert item.done is not None
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.result()
+
+    def _enqueue(
+        self,
+        topic: str,
+        batch: pa.RecordBatch,
+        meta: bytes,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        future: asyncio.Future[AppendResult] | None = None,
+        done: threading.Event | None = None,
+    ) -> Pending:
+        check_topic(topic)
+        rows = batch.num_rows
+        if rows == 0:
+            raise ValueError(f"cannot append an empty batch to log topic {topic!r}")
+        meta = bytes(meta)
+        # Serialize and checksum here, in the caller, so the writer thread only writes.
+        payload, payload_len, crc = encode_payload(batch, meta)
+        with self._lock:
+            self._check_open()
+            t = self._topics.get(topic)
+            if t is None:
+                t = self._topics[topic] = Topic(self.directory / topic)
+            # Offsets are handed out and queued under one lock, so queue order is offset order.
+            header = encode_header(t.next, rows, len(meta), payload_len, crc)
+            size = HEADER.size + payload_len
+            item = Pending(topic, t.next, rows, [header, *payload], size, loop, future, done)
+            t.next += rows
+            self._queue.append(item)
+            self._work.notify()
+        return item
+
+    # ------------------------------------------------------------ reads
+
+    def read(self, topic: str, offset: int, max_rows: int = 100_000) -> list[LogEntry]:
+        """Durable entries from ``offset`` on, at most ``max_rows`` rows (see ``Log.read``)."""
+        check_topic(topic)
+        with self._lock:
+            self._check_open(reading=True)
+            t = self._topics.get(topic)
+            picked = entry_range(t.starts if t else (), t.end if t else 0, offset, max_rows)
+            # Only the lookups and the mapping happen under the lock; decoding does not.
+            views = [t.locate(j) for j in picked] if t else []
+        entries = [decode_entry(topic, v) for v in views]
+        if entries:
+            entries[0] = sliced(entries[0], offset)
+        return entries
+
+    async def wait(self, topic: str, offset: int, timeout_s: float) -> bool:
+        """Wait until ``end_offset(topic) > offset``; False on timeout or close."""
+        check_topic(topic)
+        return await self._waiters.wait(topic, offset, timeout_s)
+
+    def wait_blocking(self, topic: str, offset: int, timeout_s: float) -> bool:
+        """``wait`` for threads."""
+        check_topic(topic)
+        return self._waiters.wait_blocking(topic, offset, timeout_s)
+
+    def end_offset(self, topic: str) -> int:
+        """One past the last durable row of ``topic`` (0 if it has none)."""
+        with self._lock:
+            return self._end_locked(topic)
+
+    def start_offset(self, topic: str) -> int:
+        """Oldest readable offset of ``topic``; moves up when ``trim`` deletes segments."""
+        with self._lock:
+            t = self._topics.get(topic)
+            return t.start() if t else 0
+
+    def topics(self) -> list[str]:
+        """Topics holding durable entries, sorted."""
+        with self._lock:
+            return sorted(name for name, t in self._topics.items() if t.end > 0)
+
+    def size_bytes(self) -> int:
+        """Bytes of segment files on disk."""
+        with self._lock:
+            return self._size
+
+    # ------------------------------------------------------------ retention and close
+
+    def trim(self, topic: str, before: int) -> None:
+        """Delete whole segments whose rows are all below ``before``; never the last one."""
+        with self._lock:
+            t = self._topics.get(topic)
+            doomed: list[Segment] = []
+            # Segment 0's rows all sit below segment 1's base; the last segment stays.
+            while t is not None and len(t.segments) > 1 and t.bases[1] <= before:
+                doomed.append(t.segments.pop(0))
+                t.bases.pop(0)
+            if t is None or not doomed:
+                return
+            keep_from = bisect_left(t.starts, t.bases[0])
+            del t.starts[:keep_from], t.positions[:keep_from]
+            self._size -= sum(s.written for s in doomed)
+            metrics.LOG_SIZE_BYTES.set(self._size)
+        # Sealed segments: the writer no longer touches them, readers no longer find them.
+        for seg in doomed:
+            seg.path.unlink()
+        if self.fsync:
+            fsync_dir(t.dir)
+
+    async def close(self) -> None:
+        """Make pending appends durable, stop the writer and release the directory."""
+        await asyncio.to_thread(self.close_blocking)
+
+    def close_blocking(self) -> None:
+        """``close`` for threads and synchronous code."""
+        with self._lock:
+            if self._stopping:
+                already = True
+            else:
+                already, self._stopping = False, True
+                self._work.notify()
+        self._writer.join()
+        if already:
+            return
+        with self._lock:
+            self._closed = True
+            self._waiters.close()
+            for t in self._topics.values():
+                for seg in t.files():
+                    seg.mapped = None
+                    if seg.fd >= 0:
+                        os.close(seg.fd)
+                        seg.fd = -1
+        os.close(self._lock_fd)
+
+    def _check_open(self, *, reading: bool = False) -> None:
+        # After a write failure, durable entries stay readable; appends are refused.
+        if self._failure is not None and not reading:
+            raise LogClosed(
+                f"the log in {self.directory} stopped after a write failure ({self._failure}); "
+                "fix the cause (e.g. free disk space) and restart to reopen it"
+            )
+        if self._closed or (self._stopping and not reading):
+            raise LogClosed(f"the log in {self.directory} is closed; open a new FileLog to use it")
+
+    def _end_locked(self, topic: str) -> int:
+        t = self._topics.get(topic)
+        return t.end if t else 0
+
+    def _recover(self) -> dict[str, Topic]:
+        topics = {}
+        for path in sorted(self.directory.iterdir()):
+            if path.is_dir() and TOPIC_RE.match(path.name):
+                topics[path.name] = recover_topic(path, self.fsync)
+        return topics
+
+    # ------------------------------------------------------------ the writer thread
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._stopping:
+                    self._work.wait()
+                group, self._queue = self._queue, []
+            if not group:
+                return  # stopping, and everything queued is durable
+            try:
+                self._commit(group)
+            except BaseException as exc:
+                self._fail(group, exc)
+                return
+
+    def _commit(self, group: list[Pending]) -> None:
+        """Write a group, sync every touched file once, then publish and acknowledge."""
+        # One writev per file, not per entry: each system call hands the GIL back and
+        # forth with the event loop thread, which costs far more than the call itself.
+        touched: dict[int, tuple[Segment, list[bytes | pa.Buffer]]] = {}
+        dirs: set[Path] = set()
+        placed: list[tuple[Pending, Segment, int]] = []
+        for item in group:
+            seg = self._segment_for(item, touched, dirs)
+            placed.append((item, seg, seg.written))
+            seg.written += item.size
+            touched.setdefault(id(seg), (seg, []))[1].extend(item.parts)
+        for seg, parts in touched.values():
+            write_all(seg.fd, parts)
+        started = time.perf_counter()
+        if self.fsync:
+            for seg, _ in touched.values():
+                os.fdatasync(seg.fd)
+            for d in dirs:
+                fsync_dir(d)
+            metrics.LOG_FSYNC_SECONDS.observe(time.perf_counter() - started)
+        self._publish(placed)
+        metrics.LOG_APPENDS.inc(len(group))
+        metrics.LOG_APPEND_BYTES.inc(sum(item.size for item in group))
+        metrics.LOG_GROUP_SIZE.observe(len(group))
+
+    def _segment_for(
+        self,
+        item: Pending,
+        touched: dict[int, tuple[Segment, list[bytes | pa.Buffer]]],
+        dirs: set[Path],
+    ) -> Segment:
+        t = self._topics[item.topic]  # entries are never removed, so no lock is needed
+        seg = t.active
+        if seg is not None and seg.written > 0 and seg.written + item.size > self.segment_bytes:
+            # Roll. The full segment is made durable before its successor exists, so on
+            # open only a topic's last segment can ever hold a torn entry.
+            if seg.fd >= 0:  # not yet open after a reopen: nothing unsynced in it
+                write_all(seg.fd, touched.pop(id(seg), (seg, []))[1])
+                if self.fsync:
+                    os.fdatasync(seg.fd)
+                os.close(seg.fd)
+                seg.fd = -1
+            seg = None
+        if seg is None:
+            if not t.dir.exists():
+                t.dir.mkdir()
+                dirs.add(self.directory)
+            seg = Segment(t.dir / f"{item.offset:020d}{_SEGMENT_SUFFIX}", item.offset)
+            seg.fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            dirs.add(t.dir)
+            t.active = seg
+        elif seg.fd < 0:
+            seg.fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND)
+        return seg
+
+    def _publish(self, placed: list[tuple[Pending, Segment, int]]) -> None:
+        ends: dict[str, int] = {}
+        with self._lock:
+            for item, seg, pos in placed:
+                t = self._topics[item.topic]
+                t.publish(seg, pos, item.offset, item.rows, item.size)
+                ends[item.topic] = t.end
+                self._size += item.size
+            for topic, end in ends.items():
+                self._waiters.advanced(topic, end)
+            metrics.LOG_SIZE_BYTES.set(self._size)
+        _acknowledge([item for item, _, _ in placed])
+
+    def _fail(self, group: list[Pending], exc: BaseException) -> None:
+        """Fail-stop: after a write or fsync error nothing written since is trustworthy."""
+        log.error("log_writer_failed", directory=str(self.directory), error=repr(exc))
+        with self._lock:
+            self._failure = exc
+            group = group + self._queue
+            self._queue = []
+            self._waiters.close()
+        error = LogClosed(
+            f"log write failed in {self.directory}: {exc}; the entry was not acknowledged "
+            "and may or may not survive a restart"
+        )
+        for item in group:
+            item.error = error
+        _acknowledge(group)
+
+
+def _acknowledge(items: list[Pending]) -> None:
+    """Wake every appender of ``items``: threads directly, event loops once each."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Pending]] = {}
+    for item in items:
+        if item.loop is not None:
+            by_loop.setdefault(item.loop, []).append(item)
+        elif item.done is not None:
+            item.done.set()
+    # One wake-up per event loop for the whole group, not one per append.
+    for loop, mine in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, mine)
+
+
+def _resolve(items: list[Pending]) -> None:
+    for item in items:
+        fut = item.future
+        if fut is None or fut.done():  # a cancelled appender
+            continue
+        if item.error is not None:
+            fut.set_exception(item.error)
+        else:
+            fut.set_result(item.result())
+
+
+def _lock_directory(directory: Path) -> int:
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise HeadwaterError(
+            f"the log directory {directory} is in use by another FileLog (maybe another "
+            "process); stop it first or use another data directory",
+            code="log_in_use",
+        ) from None
+    return fd

@@ -1,0 +1,152 @@
+"""Wiring: build the adapters the settings ask for and hand them to the core.
+
+Embedded mode: ``FileLog`` in the data dir, ``DuckDBStore`` file, SQLite catalog.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+
+from headwater.catalog.sqlite import Catalog
+from headwater.ingest.batch import DecodeLimits
+from headwater.ingest.dedup import IdIndex
+from headwater.ingest.idempotency import IdemRecord, IdempotencyKeys
+from headwater.ingest.service import IngestService, TokenBucket
+from headwater.ingest.streams import (
+    QUARANTINE_SCHEMA,
+    StreamDirectory,
+    StreamState,
+    quarantine_table_of,
+    store_schema,
+)
+from headwater.log.file import FileLog
+from headwater.log.ports import Log
+from headwater.model.time import Clock, SystemClock, parse_duration_ms, parse_iso_ms
+from headwater.settings import Settings
+from headwater.store.duckdb import DuckDBStore
+from headwater.store.materializer import Feed, Materializer
+from headwater.store.ports import ResultStore
+
+log = structlog.get_logger("headwater")
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    clock: Clock
+    catalog: Catalog
+    log: Log
+    store: ResultStore
+    streams: StreamDirectory
+    materializer: Materializer
+    ingest: IngestService
+    bootstrap_secret: str | None = None
+    extras: dict[str, object] = field(default_factory=dict)
+
+    def feeds(self) -> Iterator[Feed]:
+        for st in self.streams.all():
+            yield Feed(st.tenant, st.topic, st.schema.name, _schema_of(st))
+            yield Feed(st.tenant, st.quarantine_topic, quarantine_table_of(st.schema.name), lambda: QUARANTINE_SCHEMA)
+
+    def table_names(self, tenant: str) -> set[str]:
+        names = {s.schema.name for s in self.streams.list(tenant)}
+        names |= {p.name for p in self.catalog.pipelines(tenant)}
+        names |= set(self.catalog.reference_tables(tenant))
+        return names
+
+    async def close(self) -> None:
+        self.materializer.stop()
+        await self.log.close()
+        self.store.close()
+        self.catalog.close()
+
+
+def _schema_of(st: StreamState):  # type: ignore[no-untyped-def]
+    return lambda: store_schema(st.schema)
+
+
+def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
+    clock = clock or SystemClock()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(settings.catalog_path)
+    secret = _bootstrap(catalog, settings, clock)
+    log_ = FileLog(settings.log_dir, segment_bytes=settings.log_segment_bytes, fsync=settings.fsync)
+    store = DuckDBStore(settings.store_path, memory_limit=settings.duckdb_memory_limit, threads=settings.duckdb_threads)
+    streams = StreamDirectory(catalog, store)
+    idem = IdempotencyKeys(parse_duration_ms(settings.idempotency_ttl))
+    limits = DecodeLimits(
+        max_body_bytes=settings.max_body_bytes,
+        max_rows=settings.max_rows_per_request,
+        max_depth=settings.max_json_depth,
+        min_ts_ms=parse_iso_ms(settings.timestamp_min),
+        max_future_ms=parse_duration_ms(settings.timestamp_max_future),
+        max_errors=settings.max_errors_reported,
+    )
+    rate = (
+        TokenBucket(settings.rate_limit_rows_per_s, settings.rate_limit_burst_rows)
+        if settings.rate_limit_rows_per_s > 0
+        else None
+    )
+    platform_ref: list[Platform] = []
+    materializer = Materializer(log_, store, settings.store_batch_rows, lambda: platform_ref[0].feeds())
+    ingest = IngestService(
+        log_, clock, limits, idem, rate,
+        lag_rows=lambda st: materializer.lag(st.topic),  # type: ignore[arg-type]
+        max_lag_rows=settings.store_max_lag_rows,
+    )  # fmt: skip
+    platform = Platform(settings, clock, catalog, log_, store, streams, materializer, ingest, secret)
+    platform_ref.append(platform)
+    _recover(platform)
+    materializer.start()
+    return platform
+
+
+def _bootstrap(catalog: Catalog, settings: Settings, clock: Clock) -> str | None:
+    """First start: the default tenant and an admin key. Returns the new secret, if any."""
+    catalog.ensure_tenant(DEFAULT_TENANT, clock.now_ms())
+    if catalog.has_any_key():
+        if settings.bootstrap_key and catalog.key_by_secret(settings.bootstrap_key) is None:
+            catalog.create_key(DEFAULT_TENANT, "admin", clock.now_ms(), "bootstrap", settings.bootstrap_key)
+        return None
+    secret = settings.bootstrap_key or "hw_" + secrets.token_urlsafe(32)
+    catalog.create_key(DEFAULT_TENANT, "admin", clock.now_ms(), "bootstrap", secret)
+    return secret
+
+
+def _recover(p: Platform) -> None:
+    """Rebuild in-memory indexes from the store and the log tail after a (re)start."""
+    ttl_ms = parse_duration_ms(p.settings.idempotency_ttl)
+    now = p.clock.now_ms()
+    for st in p.streams.all():
+        if st.schema.id is not None:
+            horizon = parse_duration_ms(st.schema.dedup_horizon) if st.schema.dedup_horizon else None
+            since = now - horizon if horizon is not None else None
+            stored = p.store.id_hashes(st.tenant, st.schema.name, since)
+            st.ids = IdIndex(stored.to_numpy(zero_copy_only=False).astype("uint64"))
+        committed = p.store.consumer_offsets(st.tenant, f"materialize:{st.schema.name}").get(st.topic, 0)
+        for topic in (st.topic, st.quarantine_topic):
+            offset = p.log.start_offset(topic)
+            while True:
+                entries = p.log.read(topic, offset, 1_000_000)
+                if not entries:
+                    break
+                for e in entries:
+                    if topic == st.topic and e.offset >= committed and st.schema.id is not None:
+                        h = e.batch.column("_id_hash").drop_null().to_numpy()
+                        st.ids.add(h)
+                    if e.meta:
+                        rec = msgspec.msgpack.decode(e.meta, type=IdemRecord)
+                        if now - rec.at_ms <= ttl_ms:
+                            p.ingest.idempotency.remember(st.tenant, st.schema.name, rec)
+                offset = entries[-1].end
+    log.info("recovered", streams=len(p.streams.all()))
+
+
+__all__ = ["DEFAULT_TENANT", "Platform", "build_platform"]

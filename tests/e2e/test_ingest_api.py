@@ -1,0 +1,228 @@
+"""The core contract through HTTP against a real ``headwater serve`` process."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+
+import fastavro
+import orjson
+import pytest
+from serverproc import ADMIN_KEY, READINGS, Server
+
+_seq = itertools.count()
+
+
+def make_stream(c, name: str | None = None, **over) -> str:  # type: ignore[no-untyped-def]
+    name = name or f"readings_{next(_seq)}"
+    r = c.post("/v1/streams", json={**READINGS, "name": name, **over})
+    assert r.status_code == 201, r.text
+    return name
+
+
+def ev(i: int, **over: object) -> dict[str, object]:
+    return {"device_id": f"d{i % 3}", "ts": f"2026-11-21T10:00:{i % 60:02d}Z", "temperature": 20.0 + i,
+            "status": "ok", "event_id": f"e{i}", **over}  # fmt: skip
+
+
+def test_health_needs_no_key_everything_else_does(server: Server) -> None:
+    import httpx
+
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    r = httpx.get(server.url + "/v1/streams")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "missing_key"
+    r = httpx.get(server.url + "/v1/streams", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_key"
+
+
+def test_create_list_show_stream(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        assert name in [s["name"] for s in c.get("/v1/streams").json()["streams"]]
+        got = c.get(f"/v1/streams/{name}").json()
+        assert got["event_time"] == "ts" and got["version"] == 1
+        assert c.post("/v1/streams", json={**READINGS, "name": name}).status_code == 409
+        bad = c.post("/v1/streams", json={**READINGS, "name": "x1", "event_time": "nope"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_schema"
+        assert c.get("/v1/streams/missing").json()["error"]["code"] == "unknown_stream"
+
+
+def test_ingest_every_content_type_and_read_back(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        r = c.post(f"/v1/streams/{name}/events", json=ev(0))
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == 1
+        r = c.post(f"/v1/streams/{name}/events", json=[ev(1), ev(2)])
+        assert r.json()["accepted"] == 2
+        nd = b"\n".join(orjson.dumps(ev(i)) for i in range(3, 6))
+        r = c.post(f"/v1/streams/{name}/events", content=nd, headers={"Content-Type": "application/x-ndjson"})
+        assert r.json()["accepted"] == 3
+        csv = "device_id,ts,temperature,status,event_id\n" + "\n".join(
+            f"d{i % 3},2026-11-21T10:00:{i:02d}Z,{20 + i},ok,e{i}" for i in range(6, 9)
+        )
+        r = c.post(f"/v1/streams/{name}/events", content=csv, headers={"Content-Type": "text/csv"})
+        assert r.json()["accepted"] == 3, r.text
+        r = c.post(
+            f"/v1/streams/{name}/events", content=gzip.compress(nd.replace(b'"e', b'"g')),
+            headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
+        )  # fmt: skip
+        assert r.json()["accepted"] == 3, r.text
+        schema = {"type": "record", "name": "R", "fields": [
+            {"name": "device_id", "type": "string"}, {"name": "ts", "type": "string"},
+            {"name": "temperature", "type": ["null", "double"]}, {"name": "event_id", "type": "string"}]}  # fmt: skip
+        buf = io.BytesIO()
+        fastavro.writer(buf, schema, [{"device_id": "d9", "ts": "2026-11-21T10:01:00Z", "temperature": 1.5, "event_id": "a1"}])
+        r = c.post(f"/v1/streams/{name}/events", content=buf.getvalue(), headers={"Content-Type": "avro/binary"})
+        assert r.json()["accepted"] == 1, r.text
+        rows = c.get(f"/v1/streams/{name}/events", params={"limit": 100}).json()
+        assert len(rows["rows"]) == 13 and rows["next_cursor"] is None
+        ts = [r["ts"] for r in rows["rows"]]
+        assert ts == sorted(ts)
+
+
+def test_per_row_errors_and_quarantine(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        body = [ev(0), ev(1, temperature=999), ev(2, ts="2026-11-21T10:00:00"), ev(3, status="boom"),
+                {"ts": "2026-11-21T10:00:00Z"}, ev(5, temperature="hot"), ev(6)]  # fmt: skip
+        r = c.post(f"/v1/streams/{name}/events", json=body)
+        assert r.status_code == 200
+        out = r.json()
+        assert out["accepted"] == 2 and out["rejected"] == 5
+        codes = {e["row"]: e["code"] for e in out["errors"]}
+        assert codes == {1: "above_max", 2: "timestamp_no_zone", 3: "not_in_enum", 4: "required", 5: "wrong_type"}
+        q = c.get(f"/v1/streams/{name}/quarantine").json()["rows"]
+        assert sorted(x["code"] for x in q) == sorted(codes.values())
+        assert all(x["raw"] and x["message"] and x["schema_version"] == 1 for x in q)
+
+
+def test_event_id_dedup_and_idempotency_key(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        r1 = c.post(f"/v1/streams/{name}/events", json=[ev(1), ev(2), ev(2)])
+        assert r1.json()["accepted"] == 2 and r1.json()["duplicates"] == 1
+        r2 = c.post(f"/v1/streams/{name}/events", json=[ev(1), ev(3)])
+        assert r2.json()["accepted"] == 1 and r2.json()["duplicates"] == 1
+        hdr = {"Idempotency-Key": "k-1"}
+        body = [ev(10, event_id=None), ev(11, event_id=None)]
+        a = c.post(f"/v1/streams/{name}/events", json=body, headers=hdr)
+        b = c.post(f"/v1/streams/{name}/events", json=body, headers=hdr)
+        assert a.json() == b.json() and b.headers.get("idempotent-replayed") == "true"
+        conflict = c.post(f"/v1/streams/{name}/events", json=[ev(12)], headers=hdr)
+        assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_key_reused"
+        assert c.get(f"/v1/streams/{name}/events/count").json()["count"] == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "code"),
+    [
+        (b"{not json", "application/json", 400, "malformed_json"),
+        (b"\xff\xfe\x00garbage", "application/x-ndjson", 400, "invalid_encoding"),
+        (b"", "application/json", 400, "empty_body"),
+        (b"a,b\n1,2", "application/xml", 415, "unsupported_media_type"),
+        (b"42", "application/json", 400, "malformed_json"),
+    ],
+)
+def test_request_level_errors(server: Server, body: bytes, ctype: str, status: int, code: str) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        r = c.post(f"/v1/streams/{name}/events", content=body, headers={"Content-Type": ctype})
+        assert r.status_code == status, r.text
+        assert r.json()["error"]["code"] == code
+        assert r.json()["error"]["message"]
+
+
+def test_deep_nesting_and_huge_body(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c, fields=[*READINGS["fields"], {"name": "payload", "type": "json"}])
+        deep: object = 1
+        for _ in range(200):
+            deep = {"a": deep}
+        r = c.post(f"/v1/streams/{name}/events", json=[ev(1, payload=deep), ev(2, payload={"ok": [1, 2]})])
+        assert r.status_code == 200
+        assert r.json()["accepted"] == 1 and r.json()["errors"][0]["code"] == "too_deep"
+        huge = b"[" + b" " * (65 * 1024 * 1024) + b"]"
+        r = c.post(f"/v1/streams/{name}/events", content=huge, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_unknown_stream_and_roles_and_revocation(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        assert c.post("/v1/streams/nope/events", json=ev(1)).status_code == 404
+        reader = c.post("/v1/keys", json={"role": "reader"}).json()
+        writer = c.post("/v1/keys", json={"role": "writer"}).json()
+    with server.client(writer["key"]) as w:
+        assert w.post(f"/v1/streams/{name}/events", json=ev(1)).status_code == 200
+        assert w.get(f"/v1/streams/{name}/events").status_code == 403
+        assert w.post("/v1/streams", json={**READINGS, "name": "zz"}).status_code == 403
+    with server.client(reader["key"]) as rd:
+        assert rd.get(f"/v1/streams/{name}/events").status_code == 200
+        assert rd.post(f"/v1/streams/{name}/events", json=ev(2)).status_code == 403
+    with server.client() as c:
+        assert c.delete(f"/v1/keys/{reader['id']}").status_code == 200
+    with server.client(reader["key"]) as rd:
+        r = rd.get(f"/v1/streams/{name}/events")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "revoked_key"
+
+
+def test_tenants_are_isolated(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        c.post(f"/v1/streams/{name}/events", json=ev(1))
+        t = c.post("/v1/tenants", json={"name": f"acme{next(_seq)}"}).json()
+    with server.client(t["admin_key"]["key"]) as other:
+        assert other.get(f"/v1/streams/{name}").status_code == 404
+        assert other.get(f"/v1/streams/{name}/events").status_code == 404
+        assert other.post(f"/v1/streams/{name}/events", json=ev(2)).status_code == 404
+        r = other.post("/v1/query", json={"sql": f"SELECT * FROM {name}"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_table"
+        assert other.post("/v1/tenants", json={"name": "evil"}).status_code == 403
+
+
+def test_schema_evolution(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        c.post(f"/v1/streams/{name}/events", json=ev(1))
+        newer = {**READINGS, "fields": [*READINGS["fields"], {"name": "humidity", "type": "float"}]}
+        r = c.put(f"/v1/streams/{name}", json=newer)
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == 2
+        r = c.post(f"/v1/streams/{name}/events", json=ev(2, humidity=40.5))
+        assert r.json()["accepted"] == 1 and r.json()["schema_version"] == 2
+        rows = c.get(f"/v1/streams/{name}/events").json()["rows"]
+        assert [(x["humidity"], x["_schema_version"]) for x in rows] == [(None, 1), (40.5, 2)]
+        bad = {**READINGS, "fields": [f for f in READINGS["fields"] if f["name"] != "status"]}
+        r = c.put(f"/v1/streams/{name}", json=bad)
+        assert r.status_code == 409 and "status" in r.json()["error"]["message"]
+
+
+def test_query_and_paging(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        c.post(f"/v1/streams/{name}/events", json=[ev(i) for i in range(25)])
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 10, **({"cursor": cursor} if cursor else {})}
+            page = c.get(f"/v1/streams/{name}/events", params=params).json()
+            seen += [r["event_id"] for r in page["rows"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert sorted(seen) == sorted(f"e{i}" for i in range(25)) and len(seen) == 25
+        one = c.get(f"/v1/streams/{name}/events", params={"device_id": "d1"}).json()["rows"]
+        assert {r["device_id"] for r in one} == {"d1"}
+        rng = c.get(f"/v1/streams/{name}/events", params={"from": "2026-11-21T10:00:05Z", "to": "2026-11-21T10:00:10Z"})
+        assert len(rng.json()["rows"]) == 5
+        q = c.post("/v1/query", json={"sql": f"SELECT device_id, count(*) AS n FROM {name} GROUP BY 1 ORDER BY 1"}).json()
+        assert q["columns"] == ["device_id", "n"] and [r[1] for r in q["rows"]] == [9, 8, 8]
+        bad = c.post("/v1/query", json={"sql": f"DELETE FROM {name}"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "read_only"
+
+
+def test_bootstrap_key_is_stored_as_digest(server: Server) -> None:
+    raw = (server.data_dir / "catalog.sqlite").read_bytes()
+    assert ADMIN_KEY.encode() not in raw

@@ -1,0 +1,93 @@
+"""A real ``headwater serve`` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ADMIN_KEY = "hw_test_admin_key_0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(self, data_dir: Path, port: int | None = None, command: str = "serve", **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.command = command
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    def start(self, timeout_s: float = 30.0) -> Server:
+        env = {**os.environ, "HEADWATER_BOOTSTRAP_KEY": ADMIN_KEY, "HEADWATER_LOG_LEVEL": "warning", **self.env}
+        with open(self.log_path, "ab") as log:
+            self.proc = self._spawn(env, log)
+        self._wait_healthy(timeout_s)
+        return self
+
+    def _spawn(self, env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "headwater.cli.main", self.command, "--port", str(self.port),
+             "--data-dir", str(self.data_dir)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def client(self, key: str = ADMIN_KEY, **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30.0, **kw)
+
+
+READINGS = {
+    "name": "readings",
+    "fields": [
+        {"name": "device_id", "type": "string", "required": True},
+        {"name": "ts", "type": "timestamp", "required": True},
+        {"name": "temperature", "type": "float", "min": -50, "max": 150},
+        {"name": "status", "type": "string", "enum": ["ok", "warn", "error"]},
+        {"name": "event_id", "type": "string"},
+    ],
+    "event_time": "ts",
+    "key": ["device_id"],
+    "id": "event_id",
+}

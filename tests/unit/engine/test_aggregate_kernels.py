@@ -1,0 +1,123 @@
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from headwater.engine.aggregates.groups import group_rows, regroup
+from headwater.engine.aggregates.kernels import make_kernel
+from headwater.engine.aggregates.sketches import ACCURACY, bucket_keys, bucket_values
+from headwater.engine.aggregates.table import Aggregation
+from headwater.engine.plan import Aggregate
+
+
+def test_group_ids_cover_several_columns_and_nulls() -> None:
+    g = group_rows([pa.array(["a", "a", None, "a"]), pa.array([1, 2, 1, 1])])
+    assert g.ids.tolist() == [0, 1, 2, 0]
+    assert g.count == 3 and g.first.tolist() == [0, 1, 2]
+    empty = group_rows([pa.array([], pa.string())])
+    assert empty.count == 0 and len(empty.first) == 0
+    assert group_rows([], num_rows=3).ids.tolist() == [0, 0, 0]
+
+
+def test_regroup_builds_lists_in_id_order() -> None:
+    lists = regroup(np.array([2, 0, 2, 2]), pa.array(["a", "b", "c", "d"]), 4)
+    assert lists.to_pylist() == [["b"], [], ["a", "c", "d"], []]
+
+
+def merged_in_parts(
+    func: str, values: pa.Array, keys: list[str], param: float | None = None
+) -> list:
+    """Aggregate in three uneven parts, merge, finalize: must equal one pass."""
+    agg = Aggregation([Aggregate(func, "_agg0", ("_a0",), param)], {"_a0": values.type})
+    rows = pa.table({"_k0": keys, "_a0": values})
+    by = [pa.field("_k0", pa.string())]
+    parts = [agg.partial(rows.slice(a, b - a), by) for a, b in ((0, 1), (1, 4), (4, len(keys)))]
+    state = agg.merge(parts, by)
+    out = agg.final(state, ["_k0"]).sort_by("_k0")
+    return out["_agg0"].to_pylist()
+
+
+KEYS = ["a", "b", "a", "b", "a", "a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("func", "values", "expected"),
+    [
+        ("count", pa.array([1.0, None, 2.0, None, None, 3.0, 4.0]), [3, 1]),
+        ("sum", pa.array([1, None, 2, None, None, 2**40, 4]), [3 + 2**40, 4]),
+        ("sum", pa.array([None] * 7, pa.float64()), [None, None]),
+        ("min", pa.array(["q", "b", "c", None, "a", "z", "e"]), ["a", "b"]),
+        ("max", pa.array([1.5, 2.5, -3.0, None, 8.0, None, 1.0]), [8.0, 2.5]),
+        ("avg", pa.array([1, 2, 3, 4, 5, 6, 7], pa.int32()), [15 / 4, 13 / 3]),
+        ("count_distinct", pa.array(["x", "y", "x", "y", None, "z", "y"]), [2, 1]),
+    ],
+)
+def test_kernels_merge_like_one_pass(func: str, values: pa.Array, expected: list) -> None:
+    assert merged_in_parts(func, values, KEYS) == expected
+
+
+def test_variance_merges_stably() -> None:
+    big = 1e9
+    values = pa.array([big + x for x in (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)])
+    keys = ["a"] * 7
+    var = merged_in_parts("var_samp", values, keys)[0]
+    assert math.isclose(var, float(np.var([1, 2, 4, 8, 16, 32, 64], ddof=1)), rel_tol=1e-7)
+    one = merged_in_parts("stddev_samp", pa.array([1.0] + [None] * 6), keys)
+    assert one == [None]
+    assert merged_in_parts("stddev_pop", pa.array([1.0] + [None] * 6), keys) == [0.0]
+
+
+def test_arg_min_and_arg_max_skip_nulls_and_keep_first_of_ties() -> None:
+    agg = Aggregation(
+        [
+            Aggregate("arg_min", "_agg0", ("_a0", "_a1")),
+            Aggregate("arg_max", "_agg1", ("_a0", "_a1")),
+        ],
+        {"_a0": pa.string(), "_a1": pa.int64()},
+    )
+    rows = pa.table({"_a0": ["first", None, "tie", "last", "late-tie"], "_a1": [1, 0, 1, 9, 9]})
+    state = agg.merge([agg.partial(rows.slice(0, 2), []), agg.partial(rows.slice(2), [])], [])
+    assert agg.final(state).to_pylist() == [{"_agg0": "first", "_agg1": "last"}]
+
+
+def test_hyperloglog_within_documented_error() -> None:
+    rng = np.random.default_rng(7)
+    for n in (10, 1_000, 100_000):
+        hashes = pa.array(rng.integers(0, 2**64, n, dtype=np.uint64))
+        keys = ["a"] * n
+        kernel = make_kernel("approx_count_distinct", [pa.uint64()])
+        groups = group_rows([pa.array(keys)])
+        half = n // 2
+        parts = [
+            kernel.partial([hashes.slice(0, half)], group_rows([pa.array(keys[:half])])),
+            kernel.partial([hashes.slice(half)], group_rows([pa.array(keys[half:])])),
+        ]
+        merged_groups = group_rows([pa.array(["a", "a"])])
+        state = kernel.merge([pa.concat_arrays([p[0] for p in parts])], merged_groups)
+        estimate = kernel.final(state).to_pylist()[0]
+        assert abs(estimate - n) <= max(1, 0.05 * n), (n, estimate)
+        assert kernel.final(kernel.partial([hashes], groups)).to_pylist()[0] == estimate
+
+
+def test_quantile_buckets_are_ordered_and_within_one_percent() -> None:
+    values = np.array([-1e6, -3.5, -1e-12, 0.0, 1e-12, 1e-9, 0.37, 1.0, 2.0, 1e300])
+    keys = bucket_keys(values)
+    assert (np.diff(keys) >= 0).all()
+    answers = bucket_values(keys)
+    for x, y in zip(values, answers, strict=True):
+        assert abs(y - x) <= ACCURACY * abs(x) + 1e-9
+
+
+def test_quantile_sketch_against_exact_quantiles() -> None:
+    rng = np.random.default_rng(3)
+    data = rng.lognormal(3.0, 1.5, 20_000)
+    for q in (0.0, 0.1, 0.5, 0.99, 1.0):
+        estimate = merged_in_parts("approx_quantile", pa.array(data), ["a"] * len(data), q)[0]
+        exact = float(np.quantile(data, q))
+        assert abs(estimate - exact) <= ACCURACY * abs(exact) * 1.0001, (q, estimate, exact)
+
+
+def test_type_errors_say_what_to_do() -> None:
+    with pytest.raises(TypeError, match="needs a number"):
+        make_kernel("avg", [pa.string()])

@@ -1,0 +1,106 @@
+"""The sandbox's rewrite, checked on the SQL text alone (no database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from headwater.errors import QueryError
+from headwater.query.sandbox import rewrite_select
+
+TABLES = {"readings": "t_a__readings", "minute": "t_a__minute"}
+
+
+def rewrite(sql: str) -> str:
+    return rewrite_select(sql, TABLES.get).sql
+
+
+@pytest.mark.parametrize(
+    ("sql", "want"),
+    [
+        ("SELECT * FROM readings", 'SELECT * FROM "t_a__readings" AS readings'),
+        ("FROM readings", 'SELECT * FROM "t_a__readings" AS readings'),
+        ("SELECT r.ts FROM Readings r", 'SELECT r.ts FROM "t_a__readings" AS r'),
+        (
+            "SELECT readings.ts FROM readings JOIN minute USING (device_id)",
+            'SELECT readings.ts FROM "t_a__readings" AS readings JOIN "t_a__minute" AS minute USING (device_id)',
+        ),
+        (
+            "WITH readings AS (SELECT 1 AS x) SELECT * FROM readings",
+            "WITH readings AS (SELECT 1 AS x) SELECT * FROM readings",
+        ),
+        (
+            "SELECT (SELECT max(n) FROM minute) FROM readings",
+            'SELECT (SELECT MAX(n) FROM "t_a__minute" AS minute) FROM "t_a__readings" AS readings',
+        ),
+        ("SELECT * FROM range(3)", "SELECT * FROM RANGE(0, 3)"),
+        ("SELECT * FROM unnest([1, 2])", "SELECT * FROM UNNEST([1, 2])"),
+    ],
+)
+def test_table_references_point_at_physical_tables(sql: str, want: str) -> None:
+    assert rewrite(sql) == want
+
+
+def test_the_tables_a_query_reads_are_reported() -> None:
+    select = rewrite_select("SELECT * FROM readings, minute", TABLES.get)
+    assert select.tables == {"readings": "t_a__readings", "minute": "t_a__minute"}
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # A CTE is visible in its own query only; outside it the name is a table again.
+        "SELECT * FROM (WITH secret AS (SELECT 1) SELECT * FROM secret) s, secret",
+        # Later CTEs are not visible to earlier ones.
+        "WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a",
+        # A non-recursive CTE does not see itself.
+        "WITH secret AS (SELECT * FROM secret) SELECT * FROM secret",
+    ],
+)
+def test_cte_names_follow_sql_scoping(sql: str) -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite(sql)
+    assert err.value.code == "unknown_table"
+
+
+def test_a_recursive_cte_sees_itself() -> None:
+    sql = "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r"
+    assert rewrite(sql) == sql
+
+
+@pytest.mark.parametrize(
+    "name", ["t_a__readings", "main.readings", "memory.main.t_b__x", "'/etc/passwd'"]
+)
+def test_physical_qualified_and_file_names_are_unknown(name: str) -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite(f"SELECT * FROM {name}")
+    assert err.value.code == "unknown_table"
+
+
+@pytest.mark.parametrize("sql", ["SELEC 1", "SELECT (", ""])
+def test_unparseable_or_empty_queries_are_refused(sql: str) -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite(sql)
+    assert err.value.code in {"syntax_error", "read_only"}
+    assert "\x1b" not in err.value.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT nextval('s')",
+        "SELECT getvariable('x')",
+        "SELECT * FROM sniff_csv('x')",
+        "SELECT * FROM readings WHERE ts > (SELECT max(x) FROM read_parquet('y'))",
+        "SELECT * FROM iceberg_scan('s3://b/t')",
+    ],
+)
+def test_functions_that_reach_outside_are_refused_anywhere(sql: str) -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite(sql)
+    assert err.value.code == "forbidden_function"
+
+
+def test_select_into_is_refused() -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite("SELECT 1 INTO x")
+    assert err.value.code == "read_only"
