@@ -1,4 +1,8 @@
-"""Built-in extensions of the HTTP app, by profile (serve, demo)."""
+"""Built-in extensions of the HTTP app, by profile (serve, demo).
+
+Built-in features plug in through the same hook a third-party extension would use:
+``install(app, platform)``.
+"""
 
 from __future__ import annotations
 
@@ -6,4 +10,11 @@ from headwater.api.app import Extension
 
 
 def extensions(profile: str) -> list[Extension]:
-    return []
+    from headwater.api.routes import pipelines
+
+    out: list[Extension] = [pipelines.install]
+    if profile == "demo":
+        from headwater import demo
+
+        out.append(demo.install)
+    return out

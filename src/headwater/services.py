@@ -57,7 +57,8 @@ class Platform:
 
     def table_names(self, tenant: str) -> set[str]:
         names = {s.schema.name for s in self.streams.list(tenant)}
-        names |= {p.name for p in self.catalog.pipelines(tenant)}
+        for p in self.catalog.pipelines(tenant):
+            names |= {p.name, f"{p.name}_late", f"{p.name}_errors"}
         names |= set(self.catalog.reference_tables(tenant))
         return names
 

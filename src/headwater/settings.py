@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     # demo
     demo_devices: int = Field(50, description="Simulated devices in the demo.")
     demo_rate: float = Field(200.0, description="Simulated events per second in the demo.")
+
+    # tracing (OpenTelemetry)
+    tracing_exporter: Literal["none", "otlp", "console"] = Field(
+        "none", description="Where spans go: none (tracing off), otlp (OTLP over HTTP) or console (stdout)."
+    )
+    otlp_endpoint: str = Field(
+        "http://localhost:4318/v1/traces", description="OTLP/HTTP traces endpoint, used when tracing_exporter is otlp."
+    )
+    tracing_sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of traces recorded (a caller's sampling decision wins)."
+    )
 
     @property
     def log_dir(self) -> Path:

@@ -12,6 +12,7 @@ from headwater.api import errors
 from headwater.api.auth import KeyCache
 from headwater.api.middleware import RequestContext
 from headwater.api.routes import admin, health, query, streams
+from headwater.observability import tracing
 from headwater.services import Platform
 
 Extension = Callable[[FastAPI, Platform], None]
@@ -41,6 +42,8 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
     app.state.keys = KeyCache(platform.catalog)
     app.state.on_start = []
     app.state.on_stop = []
+    tracing.configure(platform.settings)
+    app.state.on_stop.append(tracing.shutdown)
     errors.install(app)
     for r in (health.router, streams.router, query.router, admin.router):
         app.include_router(r)

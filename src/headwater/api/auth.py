@@ -67,3 +67,16 @@ def authenticate(request: Request) -> Principal:
     if key.revoked_ms is not None:
         raise Unauthorized("this API key was revoked", code="revoked_key")
     return Principal(key.tenant, key.role, key.id)
+
+
+def authenticate_query_key(request: Request) -> Principal:
+    """Like ``authenticate``, also taking ``?key=`` (for EventSource, which sends no headers)."""
+    if "authorization" not in request.headers and request.query_params.get("key"):
+        secret = request.query_params["key"]
+        key = request.app.state.keys.lookup(secret)
+        if key is None:
+            raise Unauthorized("unknown API key", code="invalid_key")
+        if key.revoked_ms is not None:
+            raise Unauthorized("this API key was revoked", code="revoked_key")
+        return Principal(key.tenant, key.role, key.id)
+    return authenticate(request)

@@ -10,6 +10,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater.observability import metrics as m
+from headwater.observability import tracing
 
 log = structlog.get_logger("headwater.http")
 
@@ -36,18 +37,22 @@ class RequestContext:
                 message["headers"] = headers
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            elapsed = time.perf_counter() - t0
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            m.HTTP_REQUESTS.labels(path, method, str(status)).inc()
-            m.HTTP_REQUEST_SECONDS.labels(path, method).observe(elapsed)
-            if status >= 400 or elapsed > 1.0:
-                log.info("request", request_id=request_id, method=method, path=scope["path"],
-                         status=status, ms=round(elapsed * 1000, 2))  # fmt: skip
+        log_ctx = structlog.contextvars.bind_contextvars(request_id=request_id)
+        with tracing.http_span(scope, request_id) as sp:
+            try:
+                await self.app(scope, receive, send_wrapper)
+            finally:
+                structlog.contextvars.reset_contextvars(**log_ctx)
+                elapsed = time.perf_counter() - t0
+                route = scope.get("route")
+                path = getattr(route, "path", None) or "unmatched"
+                method = scope["method"]
+                m.HTTP_REQUESTS.labels(path, method, str(status)).inc()
+                m.HTTP_REQUEST_SECONDS.labels(path, method).observe(elapsed)
+                tracing.end_http_span(sp, method, path, status)
+                if status >= 400 or elapsed > 1.0:
+                    log.info("request", request_id=request_id, method=method, path=scope["path"],
+                             status=status, ms=round(elapsed * 1000, 2))  # fmt: skip
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:

@@ -57,6 +57,23 @@ def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, c
     run_server(_settings(host, port, data_dir, config))
 
 
+@app.command()
+def demo(host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None) -> None:
+    """Run the server with a simulated IoT fleet, a `readings` stream and sample pipelines."""
+    from rich.console import Console
+
+    settings = _settings(host, port, data_dir, config)
+    base = f"http://{settings.host}:{settings.port}"
+    Console(stderr=True).print(
+        "[bold]Headwater demo[/]: simulated devices stream into [cyan]readings[/]; pipelines "
+        "[cyan]device_minute[/], [cyan]category_stats[/], [cyan]anomalies[/] run on it.\n"
+        f"  dashboard   {base}/\n  API docs    {base}/docs\n"
+        f"  demo API    {base}/api/v1/processed-data  {base}/api/v1/raw-data\n"
+        f"  start/stop  POST {base}/api/v1/start-ingestion  /api/v1/stop-ingestion"
+    )
+    run_server(settings, "demo")
+
+
 def main() -> None:
     app()
 

@@ -161,6 +161,12 @@ class Plan:
         return tuple(key)
 
     @property
+    def group_by(self) -> tuple[tuple[str, str], ...]:
+        """(key expression, output column) of each GROUP BY key, windows aside."""
+        names = {c.source: c.name for c in self.projection if c.source}
+        return tuple((k.expr, names[k.name]) for k in self.keys)
+
+    @property
     def time_column(self) -> str | None:
         """The event-time column the plan's watermark follows, if any."""
         if self.window is not None:

@@ -14,6 +14,7 @@ import io
 import json
 import zlib
 from collections.abc import Callable, Iterator
+from itertools import islice, repeat
 from typing import Any
 
 import fastavro
@@ -21,7 +22,7 @@ import fastavro.read
 import msgspec
 import numpy as np
 
-from headwater.errors import BadRequest, HeadwaterError, PayloadTooLarge
+from headwater.errors import BadRequest, PayloadTooLarge
 from headwater.ingest.body import empty_body, too_many_rows
 from headwater.ingest.convert import from_values
 from headwater.ingest.model import Decoded, DecodeLimits, Problem
@@ -44,7 +45,8 @@ def decode_avro(data: bytes, schema: StreamSchema, limits: DecodeLimits) -> Deco
         else:
             problems.append(Problem(i, "not_an_object", "each Avro datum must be a record"))
     converted = [
-        from_values([o.get(f.name) for o in objects], f, limits.max_depth) for f in schema.fields
+        from_values(list(map(dict.get, objects, repeat(f.name))), f, limits.max_depth)
+        for f in schema.fields
     ]
     return Decoded(
         [c for c, _ in converted],
@@ -66,18 +68,12 @@ def _read_records(data: bytes, max_rows: int) -> list[Any]:
     except Exception as exc:  # fastavro signals a bad header with assorted exception types
         raise malformed_avro(f"the body is not an Avro object container file ({exc})") from exc
     _check_writer_schema(reader.writer_schema)
-    records: list[Any] = []
     try:
-        for record in reader:
-            records.append(record)
-            if len(records) > max_rows:
-                raise too_many_rows(f"more than {max_rows}", max_rows)
-    except HeadwaterError:
-        raise
+        records = list(islice(reader, max_rows + 1))
     except Exception as exc:  # truncated blocks, bad sync markers, bad varints, bad UTF-8...
-        raise malformed_avro(
-            f"the Avro container is damaged after {len(records)} records ({exc}); resend the file"
-        ) from exc
+        raise malformed_avro(f"the Avro container is damaged ({exc}); resend the file") from exc
+    if len(records) > max_rows:
+        raise too_many_rows(f"more than {max_rows}", max_rows)
     return records
 
 

@@ -111,26 +111,38 @@ def decode_json(data: bytes, schema: StreamSchema, limits: DecodeLimits) -> Deco
     if lead not in (b"[", b"{"):
         raise malformed("the body must be a JSON object or an array of objects")
     codec = codec_for(schema)
-    depth = max_depth_of(buf)
     if lead == b"{":
-        return _single_object(data, depth, codec, schema, limits)
-    if data.count(b",") + 1 > limits.max_rows:
+        return _single_object(data, max_depth_of(buf), codec, schema, limits)
+    # An array of n elements takes at least 2n bytes: only a big body needs counting.
+    if len(data) // 2 > limits.max_rows:
         layout = array_layout(buf)
         if layout is not None and len(layout.starts) > limits.max_rows:
             raise too_many_rows(len(layout.starts), limits.max_rows)
     error: Exception | None = None
-    if depth - 1 <= limits.max_depth:
-        try:
-            structs = codec.body.decode(data)
+    try:
+        # The decoder skips unknown keys without building them and has its own
+        # recursion limit, so depth is checked after it, and cheaply when possible.
+        structs = codec.body.decode(data)
+        if _shallow(buf, len(structs), limits.max_depth):
             return _from_structs(structs, codec, schema, _lazy_elements(data))
-        except ROW_ERRORS as exc:
-            error = exc
+    except ROW_ERRORS as exc:
+        error = exc
     layout = array_layout(buf)
     if layout is None:
         raise malformed(f"the body is not valid JSON ({error}); fix its syntax")
     deep = set(np.flatnonzero(layout.depths > limits.max_depth).tolist())
     raw = _span_text(data, layout.starts, layout.ends)
     return _one_by_one(data, layout.starts, layout.ends, deep, codec, schema, limits, raw)
+
+
+def _shallow(buf: np.ndarray[Any, Any], elements: int, max_depth: int) -> bool:
+    """Whether no element of a decoded array of objects nests deeper than ``max_depth``.
+
+    Each element holds at least one '{', so none holds more than the body's count
+    less the array's '[' and the other elements' braces; measure only if that is not enough.
+    """
+    openers = int(np.count_nonzero((buf | 0x20) == 0x7B))
+    return openers - elements <= max_depth or max_depth_of(buf) - 1 <= max_depth
 
 
 def malformed(message: str) -> BadRequest:
@@ -166,7 +178,8 @@ def _from_structs(
     flat: dict[int, pa.Array] = {}
     if codec.tuples is not None:
         try:
-            arrays = pa.array(map(codec.tuples, structs), type=codec.struct, size=n).flatten()
+            rows = list(map(codec.tuples, structs))  # a list converts faster than an iterator
+            arrays = pa.array(rows, type=codec.struct).flatten()
             flat = dict(zip(codec.flat, arrays, strict=True))
         except ARROW_ERRORS:  # an integer beyond int64: convert field by field below
             flat = {}

@@ -24,6 +24,7 @@ from headwater.ingest.streams import QUARANTINE_SCHEMA, StreamState, log_schema
 from headwater.log.ports import Log
 from headwater.model.time import Clock
 from headwater.observability import metrics as m
+from headwater.observability.tracing import span
 
 INLINE_DECODE_BYTES = 32 * 1024  # smaller bodies decode on the event loop; a thread hop costs more
 
@@ -161,20 +162,21 @@ class IngestService:
         schema = st.schema
         now_ms = self._clock.now_ms()
         t0 = time.perf_counter()
-        if len(body) <= INLINE_DECODE_BYTES:
-            batch = decode_and_validate(
-                body, content_type, content_encoding, schema, self._limits, now_ms
-            )
-        else:
-            batch = await asyncio.to_thread(
-                decode_and_validate,
-                body,
-                content_type,
-                content_encoding,
-                schema,
-                self._limits,
-                now_ms,
-            )
+        with span("ingest.decode", stream=schema.name, bytes=len(body)):
+            if len(body) <= INLINE_DECODE_BYTES:
+                batch = decode_and_validate(
+                    body, content_type, content_encoding, schema, self._limits, now_ms
+                )
+            else:
+                batch = await asyncio.to_thread(
+                    decode_and_validate,
+                    body,
+                    content_type,
+                    content_encoding,
+                    schema,
+                    self._limits,
+                    now_ms,
+                )
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
         if self._rate is not None:
             wait_s = self._rate.take(principal, batch.total_rows, time.monotonic())
@@ -211,7 +213,8 @@ class IngestService:
         if valid.num_rows or (rec and not batch.errors):
             appends.append(self._log.append(st.topic, valid, meta))
         try:
-            await asyncio.gather(*appends)
+            with span("ingest.log_append", entries=len(appends), rows=valid.num_rows + n_rejected):
+                await asyncio.gather(*appends)
         except BaseException:
             if reserved is not None:
                 st.ids.discard(reserved)

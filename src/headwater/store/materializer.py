@@ -18,6 +18,7 @@ import structlog
 
 from headwater.log.ports import Log, LogEntry
 from headwater.observability import metrics as m
+from headwater.observability.tracing import span
 from headwater.store.ports import ResultStore, ResultWrite
 
 log = structlog.get_logger("headwater.materializer")
@@ -121,10 +122,11 @@ class Materializer:
                 continue
             rows = conform(entries, feed.schema())
             end = entries[-1].end
-            self._store.commit(
-                feed.tenant,
-                ResultWrite(consumer=feed.consumer, offsets={feed.topic: end}, appends={feed.table: rows}),
-            )
+            with span("store.commit", table=feed.table, rows=rows.num_rows):
+                self._store.commit(
+                    feed.tenant,
+                    ResultWrite(consumer=feed.consumer, offsets={feed.topic: end}, appends={feed.table: rows}),
+                )
             feed.offset = end
             moved += rows.num_rows
             m.LOG_CONSUMER_LAG_ROWS.labels(feed.consumer, feed.topic).set(self._log.end_offset(feed.topic) - end)

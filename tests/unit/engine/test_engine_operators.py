@@ -252,3 +252,33 @@ def test_restore_refuses_state_of_another_definition() -> None:
     other = Pipeline.from_sql(sql.replace("device_id", "event_id"), SCHEMA)
     with pytest.raises(Conflict):
         other.restore(state)
+
+
+def test_having_filters_final_windows() -> None:
+    p = Pipeline.from_sql(
+        "CREATE PIPELINE p AS SELECT device_id, window_start, count(*) AS n "
+        "FROM TUMBLE(readings, ts, INTERVAL '1 minute') GROUP BY device_id, window_start "
+        "HAVING count(*) > 1 AND max(temperature) < 10",
+        SCHEMA,
+    )
+    p.process(rows(("a", 1, 1.0, "ok", "e"), ("a", 2, 1.0, "ok", "e"), ("b", 3, 1.0, "ok", "e")), 0)
+    p.process(rows(("c", 4, 50.0, "ok", "e"), ("c", 5, 1.0, "ok", "e")), 1)
+    out = p.finish(2).upserts
+    assert out is not None and out.to_pylist() == [
+        {"device_id": "a", "window_start": at(0), "n": 2}
+    ]
+
+
+def test_empty_batches_are_harmless() -> None:
+    p = Pipeline.from_sql(
+        "CREATE PIPELINE p AS SELECT window_start, count(*) AS n "
+        "FROM HOP(readings, ts, INTERVAL '20 seconds', INTERVAL '1 minute') GROUP BY window_start "
+        "WITH (emit = 'changes')",
+        SCHEMA,
+    )
+    empty = SCHEMA.empty_table()
+    assert p.process(empty, 0).upserts is None
+    changed = p.process(rows(("a", 5, 1.0, "ok", "e")), 1).upserts
+    assert changed is not None and changed.num_rows == 3
+    assert p.process(empty, 2).upserts is None
+    assert p.status()["watermark_ms"] == 5

@@ -307,3 +307,18 @@ def test_duplicate_keys_keep_the_last_value_on_both_paths() -> None:
 
 def test_lone_surrogate_escape_is_malformed() -> None:
     assert codes(decode(b'{"device_id": "\\ud800"}\n{"count": 1}')) == [(0, None, "malformed_json")]
+
+
+def test_json_array_element_nested_beyond_the_parser_limit_is_only_too_deep() -> None:
+    deep = b'{"unknown": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    batch = decode(b'[{"count": 1}, ' + deep + b', {"count": 2}]', "application/json")
+    assert codes(batch) == [(1, None, "too_deep")]
+    assert batch.valid.column("count").to_pylist() == [1, 2]
+
+
+def test_flat_json_arrays_skip_the_exact_depth_scan_but_deep_ones_do_not() -> None:
+    rows = [{"meta": {"a": {"b": [1]}}}] * 50  # many braces in total, each row shallow
+    batch = decode(json.dumps(rows).encode(), "application/json")
+    assert batch.errors == [] and batch.total_rows == 50
+    rows.append({"meta": [[[[[1]]]]]})
+    assert codes(decode(json.dumps(rows).encode(), "application/json")) == [(50, None, "too_deep")]

@@ -97,7 +97,8 @@ class WindowAggregate:
 
     def finish(self, now_ms: int) -> StepOutput:
         """End of input: close every window."""
-        self.watermark = self.watermark.finish()
+        if self.spec is not None:
+            self.watermark = self.watermark.finish()
         return self._emit(self._close(), None, None, 0)
 
     def _emit(
@@ -230,7 +231,7 @@ class WindowAggregate:
             ends = open_starts + self.spec.size_ms
         return {
             "watermark_ms": self.watermark.watermark_ms if self.watermark.known else None,
-            "open_windows": len(np.unique(ends)) if ends is not None else len(self.panes),
+            "open_windows": len(np.unique(ends)) if ends is not None else 0,
             "oldest_open_window_end_ms": int(ends.min())
             if ends is not None and len(ends)
             else None,

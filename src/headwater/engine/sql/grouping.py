@@ -102,7 +102,7 @@ class _Builder:
                     node_offset(col),
                     "add it to GROUP BY or wrap it in an aggregate",
                 )
-        if out.find(exp.Star) is not None and not isinstance(node, exp.Count):
+        if out.find(exp.Star) is not None:
             raise unsupported("SELECT * with GROUP BY", self.sql, node_offset(node), "name columns")
         return out
 

@@ -60,7 +60,7 @@ def syntax_error(sql: str, offset: int | None, message: str) -> BadRequest:
 def node_offset(node: exp.Expr | None) -> int | None:
     """The smallest source offset in a node's subtree (sqlglot keeps few), else its parent's."""
     while node is not None:
-        starts = [n.meta["start"] for n in node.walk() if "start" in n.meta]
+        starts = [int(n.meta["start"]) for n in node.walk() if "start" in n.meta]
         if starts:
             return min(starts)
         node = node.parent

@@ -1,0 +1,174 @@
+"""Pipelines, reference tables and live subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response, StreamingResponse
+
+from headwater.api.auth import authenticate, authenticate_query_key
+from headwater.api.render import json_response
+from headwater.api.routes.streams import json_body, platform, read_body
+from headwater.errors import BadRequest, Conflict, NotFound
+from headwater.ingest.batch import decode_and_validate
+from headwater.model.schema import arrow_schema, check_schema, schema_from_dict
+from headwater.pipelines.manager import PipelineManager
+from headwater.pipelines.subscriptions import Subscriptions
+from headwater.services import Platform
+from headwater.store.ports import ResultWrite
+
+router = APIRouter(prefix="/v1", tags=["pipelines"])
+
+HEARTBEAT_S = 15.0
+
+
+def manager(request: Request) -> PipelineManager:
+    m: PipelineManager = request.app.state.pipelines
+    return m
+
+
+@router.post("/pipelines", status_code=201)
+async def create_pipeline(request: Request) -> Response:
+    """Create and start a pipeline: ``{"sql": "CREATE PIPELINE name AS SELECT ..."}``."""
+    who = authenticate(request)
+    who.require("admin")
+    data = await json_body(request)
+    if not isinstance(data, dict) or not isinstance(data.get("sql"), str):
+        raise BadRequest("send {'sql': 'CREATE PIPELINE name AS SELECT ...'}", code="invalid_request")
+    out = await asyncio.to_thread(manager(request).create, who.tenant, data["sql"])
+    return json_response(out, 201)
+
+
+@router.get("/pipelines")
+async def list_pipelines(request: Request) -> Response:
+    who = authenticate(request)
+    return json_response({"pipelines": manager(request).list(who.tenant)})
+
+
+@router.get("/pipelines/{name}")
+async def get_pipeline(name: str, request: Request) -> Response:
+    """Status (running, paused, failed with reason), watermark, lag, counters, window state."""
+    who = authenticate(request)
+    return json_response(manager(request).status(who.tenant, name))
+
+
+@router.post("/pipelines/{name}/pause")
+async def pause_pipeline(name: str, request: Request) -> Response:
+    who = authenticate(request)
+    who.require("admin")
+    return json_response(await asyncio.to_thread(manager(request).pause, who.tenant, name))
+
+
+@router.post("/pipelines/{name}/resume")
+async def resume_pipeline(name: str, request: Request) -> Response:
+    who = authenticate(request)
+    who.require("admin")
+    return json_response(manager(request).resume(who.tenant, name))
+
+
+@router.delete("/pipelines/{name}")
+async def drop_pipeline(name: str, request: Request) -> Response:
+    """Drop a pipeline; ``?drop_tables=true`` also drops its result, late and error tables."""
+    who = authenticate(request)
+    who.require("admin")
+    drop_tables = request.query_params.get("drop_tables", "false").lower() == "true"
+    await asyncio.to_thread(manager(request).drop, who.tenant, name, drop_tables)
+    return json_response({"name": name, "dropped": True, "tables_dropped": drop_tables})
+
+
+@router.post("/tables", status_code=201)
+async def create_reference_table(request: Request) -> Response:
+    """Create a reference table for enrichment joins: ``{"name", "fields": [...], "key": [...]}``."""
+    who = authenticate(request)
+    who.require("admin")
+    p = platform(request)
+    data = await json_body(request)
+    if not isinstance(data, dict):
+        raise BadRequest("a table definition is a JSON object", code="invalid_schema")
+    spec = schema_from_dict({k: v for k, v in data.items() if k in ("name", "fields", "key", "description")})
+    check_schema(spec)
+    if not spec.key:
+        raise BadRequest("a reference table needs 'key' (the columns rows are replaced by)", code="invalid_schema")
+    m = manager(request)
+    if spec.name in p.table_names(who.tenant) or spec.name in m.reserved_names(who.tenant):
+        raise Conflict(f"{spec.name!r} is already taken", code="name_taken")
+    p.store.ensure_table(who.tenant, spec.name, arrow_schema(spec), list(spec.key))
+    p.catalog.put_reference_table(who.tenant, spec.name, data, p.clock.now_ms())
+    m.reference_added(who.tenant, spec.name)
+    return json_response({"name": spec.name, "fields": data["fields"], "key": spec.key}, 201)
+
+
+@router.post("/tables/{name}/rows")
+async def upsert_reference_rows(name: str, request: Request) -> Response:
+    """Insert or replace rows of a reference table (JSON, NDJSON or CSV); pipelines see them next batch."""
+    who = authenticate(request)
+    who.require("admin", "writer")
+    p = platform(request)
+    specs = p.catalog.reference_tables(who.tenant)
+    if name not in specs:
+        raise NotFound(f"reference table {name!r} does not exist", code="unknown_table")
+    spec = schema_from_dict({k: v for k, v in specs[name].items() if k in ("name", "fields", "key", "description")})
+    body = await read_body(request, p.settings.max_body_bytes)
+    batch = decode_and_validate(
+        body, request.headers.get("content-type", "application/json"), request.headers.get("content-encoding"),
+        spec, p.ingest._limits, p.clock.now_ms(),
+    )  # fmt: skip
+    if batch.valid.num_rows:
+        write = ResultWrite(consumer=f"reference:{name}", offsets={}, upserts={name: (batch.valid, list(spec.key))})
+        await asyncio.to_thread(p.store.commit, who.tenant, write)
+        manager(request).reference_added(who.tenant, name)
+    errors = [{"row": e.row, "field": e.field, "code": e.code, "message": e.message} for e in batch.errors[:1000]]
+    return json_response({"accepted": batch.valid.num_rows, "rejected": len(batch.errors), "errors": errors})
+
+
+@router.get("/tables/{name}/subscribe")
+async def subscribe(name: str, request: Request) -> Response:
+    """Server-sent events: each committed change of the table as ``data: {"kind", "rows"}``.
+
+    EventSource cannot send headers, so this route also takes the key as ``?key=``.
+    """
+    who = authenticate_query_key(request)
+    who.require("admin", "reader")
+    p = platform(request)
+    m = manager(request)
+    if name not in p.table_names(who.tenant) and name not in m.reserved_names(who.tenant):
+        raise NotFound(f"table {name!r} does not exist", code="unknown_table")
+    subs: Subscriptions = m.subs
+    sub = subs.subscribe(who.tenant, name)
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b": subscribed\n\n"
+            while True:
+                try:
+                    payload = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield b": heartbeat\n\n"
+                    continue
+                yield b"data: " + payload + b"\n\n"
+        finally:
+            subs.unsubscribe(who.tenant, name, sub)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def install(app: FastAPI, platform_: Platform) -> None:
+    """Run pipelines in this server: start them with the app, stop them with it."""
+    subs = Subscriptions()
+    mgr = PipelineManager(platform_, subs)
+    app.state.pipelines = mgr
+    platform_.extras["tables"] = mgr
+    platform_.extras["pipelines"] = mgr
+    app.include_router(router)
+
+    async def start() -> None:
+        await asyncio.to_thread(mgr.start_all)
+
+    async def stop() -> None:
+        await asyncio.to_thread(mgr.stop_all)
+
+    app.state.on_start.append(start)
+    app.state.on_stop.append(stop)

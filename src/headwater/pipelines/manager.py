@@ -1,0 +1,221 @@
+"""Pipeline lifecycle: create, list, status, pause, resume, drop; restart after a restart."""
+
+from __future__ import annotations
+
+
+from typing import Any
+
+import pyarrow as pa
+import structlog
+
+from headwater.catalog.sqlite import PipelineRecord
+from headwater.engine import Pipeline, plan_pipeline
+from headwater.errors import BadRequest, Conflict, NotFound
+from headwater.ingest.streams import StreamState
+from headwater.model.schema import arrow_schema
+from headwater.model.time import ms_to_datetime
+from headwater.pipelines.references import StoreReferenceTables
+from headwater.pipelines.runner import PipelineRunner, RunnerConfig, errors_table, late_table
+from headwater.pipelines.subscriptions import Subscriptions
+from headwater.services import Platform
+from headwater.store.ports import ResultWrite
+
+log = structlog.get_logger("headwater.pipelines")
+
+
+class PipelineManager:
+    def __init__(self, platform: Platform, subs: Subscriptions) -> None:
+        self._p = platform
+        self.subs = subs
+        self._runners: dict[tuple[str, str], PipelineRunner] = {}
+        self._records: dict[tuple[str, str], PipelineRecord] = {}
+        self._refs: dict[str, StoreReferenceTables] = {}
+        self._config = RunnerConfig(commit_interval_s=min(0.25, platform.settings.checkpoint_interval_s))
+
+    # lifecycle --------------------------------------------------------------------
+    def start_all(self) -> None:
+        for rec in self._p.catalog.pipelines():
+            try:
+                runner = self._build(rec.tenant, rec.sql)
+            except Exception as exc:
+                self._fail(rec.tenant, rec.name, f"cannot rebuild: {exc}")
+                self._records[(rec.tenant, rec.name)] = rec
+                continue
+            self._runners[(rec.tenant, rec.name)] = runner
+            self._records[(rec.tenant, rec.name)] = rec
+            if rec.status == "running":
+                runner.start()
+
+    def stop_all(self) -> None:
+        for runner in self._runners.values():
+            runner.stop()
+
+    def create(self, tenant: str, sql: str) -> dict[str, Any]:
+        runner = self._build(tenant, sql)
+        name = runner.name
+        if name in self._p.table_names(tenant) or name in self.reserved_names(tenant):
+            raise Conflict(f"{name!r} is already the name of a stream, table or pipeline", code="name_taken")
+        self._ensure_tables(tenant, runner)
+        if runner.pipeline.plan.options.start == "latest":
+            offset = self._p.log.end_offset(runner.topic)
+            self._p.store.commit(tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: offset}))
+        rec = PipelineRecord(tenant, name, sql, "running", None, self._p.clock.now_ms())
+        self._p.catalog.put_pipeline(rec)
+        self._records[(tenant, name)] = rec
+        self._runners[(tenant, name)] = runner
+        runner.start()
+        return self.status(tenant, name)
+
+    def pause(self, tenant: str, name: str) -> dict[str, Any]:
+        runner = self._runner(tenant, name)
+        runner.stop()
+        self._set(tenant, name, "paused", None)
+        return self.status(tenant, name)
+
+    def resume(self, tenant: str, name: str) -> dict[str, Any]:
+        runner = self._runner(tenant, name)
+        self._set(tenant, name, "running", None)
+        runner.start()
+        return self.status(tenant, name)
+
+    def drop(self, tenant: str, name: str, drop_tables: bool) -> None:
+        runner = self._runner(tenant, name)
+        runner.stop()
+        self._p.catalog.drop_pipeline(tenant, name)
+        self._runners.pop((tenant, name), None)
+        self._records.pop((tenant, name), None)
+        if drop_tables:
+            for table in (name, late_table(name), errors_table(name)):
+                self._p.store.drop_table(tenant, table)
+            self._p.store.commit(tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: 0}, state=b""))
+
+    # views ------------------------------------------------------------------------
+    def names(self, tenant: str) -> list[str]:
+        return sorted(n for t, n in self._records if t == tenant)
+
+    def reserved_names(self, tenant: str) -> set[str]:
+        out: set[str] = set()
+        for n in self.names(tenant):
+            out |= {n, late_table(n), errors_table(n)}
+        return out
+
+    def time_column(self, tenant: str, table: str) -> str | None:
+        for n in self.names(tenant):
+            runner = self._runners.get((tenant, n))
+            if runner is None:
+                continue
+            if table == n:
+                names = runner.pipeline.output_schema.names
+                if "window_start" in names:
+                    return "window_start"
+                tc = runner.pipeline.plan.time_column
+                return tc if tc in names else None
+            if table in (late_table(n), errors_table(n)):
+                return runner.pipeline.plan.time_column
+        return None
+
+    def status(self, tenant: str, name: str) -> dict[str, Any]:
+        rec = self._records.get((tenant, name))
+        if rec is None:
+            raise NotFound(f"pipeline {name!r} does not exist", code="unknown_pipeline")
+        runner = self._runners.get((tenant, name))
+        out: dict[str, Any] = {
+            "name": name, "sql": rec.sql, "status": rec.status, "reason": rec.reason,
+            "output_table": name, "late_table": late_table(name), "errors_table": errors_table(name),
+            "created_at": ms_to_datetime(rec.created_ms),
+        }  # fmt: skip
+        if runner is None:
+            return out
+        st = runner.pipeline.status()
+        wm = st.get("watermark_ms")
+        c = runner.counters
+        plan = runner.pipeline.plan
+        lat = sorted(c.batch_ms)
+        out.update(
+            source=plan.source, kind=plan.kind, emit=plan.options.emit,
+            output_key=list(runner.pipeline.output_key),
+            watermark=ms_to_datetime(wm) if wm is not None else None,
+            watermark_ms=wm,
+            committed_offset=runner.offset,
+            metrics={
+                "rows_in": c.rows_in, "rows_out": c.rows_out, "late_rows": c.late_rows,
+                "error_rows": c.error_rows, "commits": c.commits,
+                "log_lag_rows": runner.log_lag(),
+                "event_time_lag_s": (self._p.clock.now_ms() - wm) / 1000 if wm is not None else None,
+                "state_keys": st.get("state_rows", 0), "state_bytes": st.get("state_bytes", 0),
+                "batch_ms_p50": lat[len(lat) // 2] if lat else None,
+                "batch_ms_p99": lat[int(len(lat) * 0.99)] if lat else None,
+            },
+            windows={k: _jsonable(v) for k, v in st.items() if k not in ("watermark_ms",)},
+        )  # fmt: skip
+        if runner.error and rec.status != "failed":
+            out["status"], out["reason"] = "failed", runner.error
+        return out
+
+    def list(self, tenant: str) -> list[dict[str, Any]]:
+        return [self.status(tenant, n) for n in self.names(tenant)]
+
+    # reference tables -------------------------------------------------------------
+    def references(self, tenant: str) -> StoreReferenceTables:
+        refs = self._refs.get(tenant)
+        if refs is None:
+            refs = StoreReferenceTables(self._p.store, tenant, set(self._p.catalog.reference_tables(tenant)))
+            self._refs[tenant] = refs
+        return refs
+
+    def reference_added(self, tenant: str, name: str) -> None:
+        refs = self.references(tenant)
+        refs._names.add(name)
+        refs.invalidate(name)
+
+    # internals --------------------------------------------------------------------
+    def _build(self, tenant: str, sql: str) -> PipelineRunner:
+        streams = [s.schema.name for s in self._p.streams.list(tenant)]
+        plan = plan_pipeline(sql, streams=streams)
+        st = self._stream(tenant, plan.source)
+        pipeline = Pipeline(plan, arrow_schema(st.schema), self.references(tenant))
+        name = plan.name
+        return PipelineRunner(
+            tenant, pipeline, st.topic, lambda: arrow_schema(st.schema), self._p.log, self._p.store,
+            self.subs, self._p.clock, self._config, lambda reason: self._fail(tenant, name, reason),
+        )  # fmt: skip
+
+    def _stream(self, tenant: str, name: str) -> StreamState:
+        try:
+            return self._p.streams.get(tenant, name)
+        except NotFound:
+            raise BadRequest(
+                f"pipeline reads stream {name!r}, which does not exist; create the stream first",
+                code="unknown_stream",
+            ) from None
+
+    def _ensure_tables(self, tenant: str, runner: PipelineRunner) -> None:
+        p = runner.pipeline
+        self._p.store.ensure_table(tenant, runner.name, p.output_schema, list(p.output_key) or None)
+        self._p.store.ensure_table(tenant, late_table(runner.name), p.late_schema)
+        self._p.store.ensure_table(tenant, errors_table(runner.name), p.error_schema)
+
+    def _runner(self, tenant: str, name: str) -> PipelineRunner:
+        runner = self._runners.get((tenant, name))
+        if runner is None:
+            raise NotFound(f"pipeline {name!r} does not exist", code="unknown_pipeline")
+        return runner
+
+    def _set(self, tenant: str, name: str, status: str, reason: str | None) -> None:
+        self._p.catalog.set_pipeline_status(tenant, name, status, reason)
+        rec = self._records.get((tenant, name))
+        if rec is not None:
+            self._records[(tenant, name)] = PipelineRecord(tenant, name, rec.sql, status, reason, rec.created_ms)
+
+    def _fail(self, tenant: str, name: str, reason: str) -> None:
+        log.error("pipeline_failed", tenant=tenant, pipeline=name, reason=reason)
+        self._set(tenant, name, "failed", reason)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, pa.Scalar):
+        return v.as_py()
+    return v
+
+
+

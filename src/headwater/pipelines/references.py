@@ -1,0 +1,38 @@
+"""Reference tables kept in the store, cached in memory until they change."""
+
+from __future__ import annotations
+
+import threading
+
+import pyarrow as pa
+
+from headwater.errors import NotFound
+from headwater.store.ports import ResultStore
+
+
+class StoreReferenceTables:
+    """The engine's ``ReferenceTables`` port over one tenant's store tables."""
+
+    def __init__(self, store: ResultStore, tenant: str, names: set[str]) -> None:
+        self._store = store
+        self._tenant = tenant
+        self._names = names
+        self._cache: dict[str, pa.Table] = {}
+        self._lock = threading.Lock()
+
+    def invalidate(self, name: str) -> None:
+        with self._lock:
+            self._cache.pop(name, None)
+
+    def get(self, name: str) -> pa.Table:
+        with self._lock:
+            hit = self._cache.get(name)
+        if hit is not None:
+            return hit
+        if name not in self._names:
+            raise NotFound(f"reference table {name!r} does not exist; create it with POST /v1/tables")
+        table = self._store.sql(self._tenant, f'SELECT * FROM "{name}"', max_rows=10_000_000, timeout_s=60)
+        table = table.replace_schema_metadata(None)
+        with self._lock:
+            self._cache[name] = table
+        return table

@@ -1,0 +1,129 @@
+// Small DOM tools shared by the pages: element builder, once-per-frame rendering,
+// polling loops that stop with their page, formatting and a capped data table.
+
+/** h("div", {class: "x", onclick: fn}, "text", child) → element. */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, v);
+  }
+  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
+/** Wrap ``fn`` so that any number of calls within one frame run it once. */
+export function onFrame(fn) {
+  let pending = false;
+  return () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      fn();
+    });
+  };
+}
+
+/**
+ * Run ``fn`` now and every ``ms`` after it finishes (calls never overlap).
+ * Returns ``stop``. Errors go to ``onError`` and the loop carries on.
+ */
+export function every(ms, fn, onError = console.error) {
+  let stopped = false;
+  let timer = null;
+  const tick = async () => {
+    try {
+      await fn();
+    } catch (err) {
+      if (!stopped) onError(err);
+    }
+    if (!stopped) timer = setTimeout(tick, ms);
+  };
+  tick();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+const nf = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+
+export function fmtNum(v) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  return Math.abs(v) >= 100_000 ? compact.format(v) : nf.format(v);
+}
+
+export function fmtRate(v) {
+  return v === null || v === undefined ? "–" : `${fmtNum(v)}/s`;
+}
+
+export function fmtBytes(v) {
+  if (v === null || v === undefined) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i += 1;
+  }
+  return `${nf.format(v)} ${units[i]}`;
+}
+
+export function fmtTime(v) {
+  if (v === null || v === undefined || v === "") return "–";
+  const d = typeof v === "number" ? new Date(v) : new Date(v);
+  if (Number.isNaN(d.getTime())) return String(v);
+  return d.toISOString().replace("T", " ").replace(/\.000Z$|Z$/, "Z");
+}
+
+/** A cell's text: objects as JSON, long text cut (the title keeps it whole). */
+export function cellText(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "object") return JSON.stringify(v);
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : nf.format(v);
+  return String(v);
+}
+
+/** A table of ``rows`` (arrays) under ``columns``, at most ``cap`` rows shown. */
+export function dataTable(columns, rows, { cap = 500, rowAttrs } = {}) {
+  const shown = rows.slice(0, cap);
+  const body = shown.map((r, i) =>
+    h(
+      "tr",
+      rowAttrs ? rowAttrs(r, i) : {},
+      r.map((v) => {
+        const text = cellText(v);
+        return h("td", { title: text.length > 60 ? text : null }, text);
+      }),
+    ),
+  );
+  const table = h(
+    "table",
+    { class: "data" },
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
+    h("tbody", {}, body),
+  );
+  const note =
+    rows.length > cap ? h("p", { class: "muted small" }, `showing ${cap} of ${rows.length} rows`) : null;
+  return h("div", { class: "table-wrap" }, table, note);
+}
+
+/** Replace the children of ``el``. */
+export function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+/** A status pill: ok / warn / bad / idle. */
+export function pill(text, tone) {
+  return h("span", { class: `pill ${tone}` }, text);
+}
+
+export function errorBox(err) {
+  const code = err && err.code ? err.code : "error";
+  return h("div", { class: "alert", role: "alert" }, h("code", {}, code), " ", err.message || String(err));
+}
