@@ -26,7 +26,7 @@ EVENTS = [
 ]
 
 
-def _whoami(app: FastAPI, _: Platform) -> None:
+def _log_context_route(app: FastAPI, _: Platform) -> None:
     @app.get("/test/log-context")
     async def log_context() -> dict[str, object]:
         return dict(structlog.contextvars.get_contextvars())
@@ -35,7 +35,7 @@ def _whoami(app: FastAPI, _: Platform) -> None:
 @pytest.fixture
 async def traced(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, InMemorySpanExporter]]:
     platform = build_platform(Settings(data_dir=tmp_path / "data", bootstrap_key=ADMIN_KEY))
-    app = create_app(platform, [_whoami])
+    app = create_app(platform, [_log_context_route])
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -26,11 +27,18 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def _default(obj: Any) -> Any:
+    """JSON for the values DuckDB and Arrow hand back beyond orjson's own types."""
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "replace")
-    if isinstance(obj, datetime):
+    if isinstance(obj, Decimal):
+        return int(obj) if obj == obj.to_integral_value() and abs(obj) < 2**63 else float(obj)
+    if isinstance(obj, datetime | date | time):
         return obj.isoformat()
-    raise TypeError
+    if isinstance(obj, timedelta):
+        return obj.total_seconds()
+    if isinstance(obj, set | frozenset):
+        return list(obj)
+    return str(obj)
 
 
 def table_response(table: pa.Table, next_cursor: str | None, fmt: str) -> Response:

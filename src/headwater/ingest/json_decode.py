@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
@@ -38,7 +39,7 @@ from headwater.ingest.convert import (
     kind,
 )
 from headwater.ingest.depth import Ints, array_layout, deep_spans, max_depth_of
-from headwater.ingest.model import Decoded, DecodeLimits, Problem
+from headwater.ingest.model import CellError, Decoded, DecodeLimits, Problem
 from headwater.model.schema import ARROW_TYPES, StreamSchema
 
 ANY = msgspec.json.Decoder()
@@ -113,8 +114,8 @@ def decode_json(data: bytes, schema: StreamSchema, limits: DecodeLimits) -> Deco
     codec = codec_for(schema)
     if lead == b"{":
         return _single_object(data, max_depth_of(buf), codec, schema, limits)
-    # An array of n elements takes at least 2n bytes: only a big body needs counting.
-    if len(data) // 2 > limits.max_rows:
+    # n elements need n - 1 commas: count exactly only when the commas allow too many.
+    if int(np.count_nonzero(buf == 0x2C)) + 1 > limits.max_rows:
         layout = array_layout(buf)
         if layout is not None and len(layout.starts) > limits.max_rows:
             raise too_many_rows(len(layout.starts), limits.max_rows)
@@ -174,7 +175,13 @@ def _from_structs(
 ) -> Decoded:
     if not isinstance(structs, list):
         structs = [structs]
-    n = len(structs)
+    columns, errors = _convert_structs(structs, codec, schema)
+    return _decoded(columns, schema, errors, [], len(structs), raw)
+
+
+def _convert_structs(
+    structs: list[Any], codec: RowCodec, schema: StreamSchema
+) -> tuple[list[pa.Array], list[list[CellError]]]:
     flat: dict[int, pa.Array] = {}
     if codec.tuples is not None:
         try:
@@ -187,7 +194,7 @@ def _from_structs(
         from_checked_arrow(flat[k], f) if k in flat else from_checked(list(map(get, structs)), f)
         for k, (get, f) in enumerate(zip(codec.getters, schema.fields, strict=True))
     ]
-    return _decoded([c for c, _ in converted], schema, [e for _, e in converted], [], n, raw)
+    return [c for c, _ in converted], [e for _, e in converted]
 
 
 def _one_by_one(
@@ -200,8 +207,10 @@ def _one_by_one(
     limits: DecodeLimits,
     raw: Callable[[int], str],
 ) -> Decoded:
-    objects: list[Any] = []
-    rows: list[int] = []
+    structs: list[Any] = []
+    struct_rows: list[int] = []
+    objects: list[dict[str, Any]] = []
+    object_rows: list[int] = []
     problems: list[Problem] = []
     for i, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
         if i in deep:
@@ -210,15 +219,36 @@ def _one_by_one(
         value = _decode_row(data[start:end], codec)
         if isinstance(value, Problem):
             problems.append(Problem(i, value.code, value.message))
-        else:
+        elif type(value) is dict:
             objects.append(value)
-            rows.append(i)
-    converted = []
-    for get, f in zip(codec.getters, schema.fields, strict=True):
-        name = f.name
-        values = [o.get(name) if type(o) is dict else get(o) for o in objects]
-        converted.append(from_values(values, f))
-    columns, errors = [c for c, _ in converted], [e for _, e in converted]
+            object_rows.append(i)
+        else:
+            structs.append(value)
+            struct_rows.append(i)
+    # Rows the typed decoder took convert as fast as on the fast path; only rows
+    # with a wrong type are checked value by value. Then restore request order.
+    columns, errors = _convert_structs(structs, codec, schema)
+    if objects:
+        extra = [
+            from_values(list(map(dict.get, objects, repeat(f.name))), f) for f in schema.fields
+        ]
+        order = np.argsort(np.asarray(struct_rows + object_rows), kind="stable")
+        where = np.empty_like(order)
+        where[order] = np.arange(len(order))
+        columns = [
+            pa.concat_arrays([c, e]).take(pa.array(order))
+            for c, (e, _) in zip(columns, extra, strict=True)
+        ]
+        shift = len(structs)
+        errors = [
+            sorted(
+                [CellError(int(where[x.pos]), x.code, x.message) for x in mine]
+                + [CellError(int(where[shift + x.pos]), x.code, x.message) for x in theirs],
+                key=lambda x: x.pos,
+            )
+            for mine, (_, theirs) in zip(errors, extra, strict=True)
+        ]
+    rows = sorted(struct_rows + object_rows)
     return _decoded(columns, schema, errors, problems, len(starts), raw, rows)
 
 

@@ -60,6 +60,7 @@ class CompiledRule:
     rule: Rule
     sql: str
     arrow: Evaluate | None
+    columns: tuple[str, ...]  # the fields the rule reads
 
     @property
     def message(self) -> str:
@@ -102,7 +103,10 @@ def _compile_rule(rule: Rule, kinds: dict[str, tuple[str, str]]) -> CompiledRule
         arrow = evaluate if kind == "bool" else None
     except _NotArrow:
         arrow = None
-    return CompiledRule(rule, sql, arrow)
+    names = sorted(
+        {kinds[c.name.lower()][0] for c in tree.find_all(exp.Column) if c.name != "__now"}
+    )
+    return CompiledRule(rule, sql, arrow, tuple(names))
 
 
 def _bind(rule: Rule, sql: str, kinds: dict[str, tuple[str, str]]) -> None:
@@ -223,11 +227,15 @@ def failing(rule: CompiledRule, table: pa.Table, now_ms: int) -> tuple[Mask, dic
     """Rows of ``table`` where the rule is FALSE, and rows where it cannot be evaluated."""
     if rule.arrow is not None:
         try:
-            result = rule.arrow({name: table[name].combine_chunks() for name in table.column_names})
+            result = rule.arrow({name: _array(table.column(name)) for name in rule.columns})
             return _false_mask(result, table.num_rows), {}
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             pass  # e.g. checked arithmetic overflowed: let DuckDB give the SQL answer
     return _duckdb_failing(rule, table, now_ms)
+
+
+def _array(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _false_mask(result: Value, n: int) -> Mask:

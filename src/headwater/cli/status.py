@@ -1,0 +1,143 @@
+"""``headwater status``: is the server up and ready, what streams and pipelines it runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import httpx
+import orjson
+import typer
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.table import Table
+
+from headwater.cli.client import (
+    DEFAULT_URL,
+    ApiError,
+    KeyOpt,
+    UrlOpt,
+    call,
+    connect,
+    error_of,
+    fail,
+    out_console,
+    request,
+)
+
+
+def gather(client: httpx.Client) -> dict[str, Any]:
+    """Health, readiness, streams and (when the server has them) pipelines."""
+    health = call(client, "GET", "/health")
+    ready_resp = request(client, "GET", "/ready")
+    if ready_resp.status_code not in (200, 503):
+        raise error_of(ready_resp)
+    streams = call(client, "GET", "/v1/streams").get("streams", [])
+    pipelines_resp = request(client, "GET", "/v1/pipelines")
+    pipelines: list[dict[str, Any]] | None = None
+    if pipelines_resp.status_code == 200:
+        body = pipelines_resp.json()
+        pipelines = body.get("pipelines", []) if isinstance(body, dict) else body
+    elif pipelines_resp.status_code != 404:  # 404: this server runs no pipeline engine
+        raise error_of(pipelines_resp)
+    return {
+        "url": str(client.base_url),
+        "health": health,
+        "ready": ready_resp.json(),
+        "streams": streams,
+        "pipelines": pipelines,
+    }
+
+
+def metric(p: dict[str, Any], *names: str) -> Any:
+    """The first of ``names`` found in the pipeline's ``metrics`` or at its top level."""
+    m = p.get("metrics") if isinstance(p.get("metrics"), dict) else {}
+    for n in names:
+        for where in (m, p):
+            if where.get(n) is not None:
+                return where[n]
+    return None
+
+
+def num(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.1f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def streams_table(streams: list[dict[str, Any]]) -> Table:
+    t = Table("name", "version", "fields", "log end offset", "stored offset", "behind",
+              title=f"Streams ({len(streams)})", title_justify="left", header_style="bold")  # fmt: skip
+    for s in streams:
+        end, stored = s.get("log_end_offset"), s.get("stored_offset")
+        behind = end - stored if isinstance(end, int) and isinstance(stored, int) else None
+        t.add_row(escape(str(s.get("name"))), num(s.get("version")), num(len(s.get("fields", []))),
+                  num(end), num(stored), num(behind))  # fmt: skip
+    return t
+
+
+STATUS_STYLE = {"running": "green", "paused": "yellow", "failed": "bold red"}
+
+
+def pipelines_table(pipelines: list[dict[str, Any]]) -> Table:
+    t = Table("name", "status", "watermark", "lag", "rows in", "rows out", "late", "errors",
+              title=f"Pipelines ({len(pipelines)})", title_justify="left", header_style="bold")  # fmt: skip
+    for p in pipelines:
+        status = str(p.get("status", "?"))
+        shown = f"[{STATUS_STYLE.get(status, 'white')}]{escape(status)}[/]"
+        if p.get("reason"):
+            shown += f"\n[dim]{escape(str(p['reason']))}[/]"
+        lag_rows, lag_s = metric(p, "log_lag_rows", "lag_rows", "lag"), metric(p, "event_time_lag_s", "lag_s")
+        lag = " / ".join(x for x in (f"{num(lag_rows)} rows" if lag_rows is not None else "",
+                                     f"{lag_s:,.1f} s" if isinstance(lag_s, int | float) else "") if x)  # fmt: skip
+        t.add_row(
+            escape(str(p.get("name"))), shown, escape(str(p.get("watermark") or "-")), lag or "-",
+            num(metric(p, "rows_in")), num(metric(p, "rows_out")),
+            num(metric(p, "late_rows", "late")), num(metric(p, "error_rows", "errors")),
+        )  # fmt: skip
+    return t
+
+
+def render(info: dict[str, Any]) -> Group:
+    ready = info["ready"]
+    ok = ready.get("status") == "ready"
+    head = (f"Headwater at [bold]{escape(info['url'])}[/]  [green]● live[/]  "
+            + ("[green]● ready[/]" if ok else "[bold red]● not ready[/]"))  # fmt: skip
+    parts: list[Any] = [head]
+    for name, check in (ready.get("checks") or {}).items():
+        if isinstance(check, dict) and not check.get("ok", True):
+            parts.append(f"  [red]✗ {escape(name)}[/]: {escape(str(check.get('error') or 'failing'))}")
+    parts.append("")
+    parts.append(streams_table(info["streams"]) if info["streams"] else "[dim]No streams yet: create one with POST /v1/streams.[/]")
+    if info["pipelines"] is None:
+        parts.append("[dim]Pipelines: this server has no pipeline API.[/]")
+    elif info["pipelines"]:
+        parts.append(pipelines_table(info["pipelines"]))
+    else:
+        parts.append("[dim]No pipelines yet: create one with POST /v1/pipelines.[/]")
+    return Group(*parts)
+
+
+def status(
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 10.0,
+) -> None:
+    """Show the server's health and readiness, its streams and pipelines.
+
+    Exits 0 when the server is ready, 1 when it is not or cannot be reached.
+    """
+    try:
+        with connect(url, key, timeout) as client:
+            info = gather(client)
+    except ApiError as exc:
+        fail(exc)
+    if as_json:
+        print(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
+    else:
+        console: Console = out_console()
+        console.print(render(info))
+    if info["ready"].get("status") != "ready":
+        raise typer.Exit(1)

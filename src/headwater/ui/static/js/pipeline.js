@@ -1,0 +1,91 @@
+// Pipeline page: SQL, status with pause / resume, metrics over time, and a live chart
+// of its result table (server-sent events, or polling when the server has no feed).
+
+import { api, enc } from "./api.js";
+import { Chart, Ring } from "./charts.js";
+import { errorBox, every, fill, fmtBytes, fmtNum, fmtTime, h, pill } from "./dom.js";
+import { statusTone } from "./overview.js";
+import { ResultChart } from "./results.js";
+
+const POINTS = 150;
+
+export function mount(root, [name]) {
+  const path = `/v1/pipelines/${enc(name)}`;
+  const els = {
+    status: h("span", { "data-testid": "pipeline-status" }),
+    reason: h("span", { class: "muted" }),
+    sql: h("pre", { class: "sql", "data-testid": "pipeline-sql" }),
+    facts: h("div", { class: "facts" }),
+    answer: h("div", { class: "answer" }),
+    results: h("section", { class: "card" }),
+  };
+  const pauseBtn = h("button", { type: "button", onclick: () => act("pause") }, "Pause");
+  const resumeBtn = h("button", { type: "button", onclick: () => act("resume") }, "Resume");
+  const throughputBox = h("div");
+  const lagBox = h("div");
+  root.append(
+    h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " / pipeline"),
+    h("div", { class: "title-row" }, h("h1", {}, name), els.status, els.reason, h("span", { class: "spacer" }), pauseBtn, resumeBtn),
+    els.answer,
+    h("section", { class: "grid2" },
+      h("div", { class: "card" }, h("h2", {}, "SQL"), els.sql),
+      h("div", { class: "card" }, h("h2", {}, "Now"), els.facts)),
+    h("section", { class: "grid2" },
+      h("div", { class: "card" }, h("h2", {}, "Rows per second"), throughputBox),
+      h("div", { class: "card" }, h("h2", {}, "Lag"), lagBox)),
+    els.results,
+  );
+  const throughput = new Chart(throughputBox, { height: 180 });
+  const lag = new Chart(lagBox, { height: 180 });
+  const rings = { in: new Ring(POINTS), out: new Ring(POINTS), logLag: new Ring(POINTS), timeLag: new Ring(POINTS) };
+  let prev = null;
+  let results = null;
+
+  function show(p) {
+    const m = p.metrics || {};
+    fill(els.status, pill(p.status, statusTone(p.status)));
+    els.reason.textContent = p.reason || "";
+    pauseBtn.disabled = p.status !== "running";
+    resumeBtn.disabled = p.status === "running";
+    if (els.sql.textContent !== p.sql) els.sql.textContent = p.sql;
+    fill(els.facts, [
+      ["watermark", fmtTime(p.watermark)], ["rows in", fmtNum(m.rows_in)], ["rows out", fmtNum(m.rows_out)],
+      ["late rows", fmtNum(m.late_rows)], ["error rows", fmtNum(m.error_rows)], ["log lag", `${fmtNum(m.log_lag_rows)} rows`],
+      ["event-time lag", `${fmtNum(m.event_time_lag_s)} s`], ["state", `${fmtNum(m.state_keys)} keys, ${fmtBytes(m.state_bytes)}`],
+      ["batch p50", `${fmtNum(m.batch_ms_p50)} ms`], ["output table", p.output_table || name],
+    ].map(([k, v]) => h("div", { class: "fact" }, h("span", { class: "muted small" }, k), h("b", {}, v))));
+    const now = Date.now();
+    if (prev) {
+      const dt = (now - prev.at) / 1000;
+      rings.in.push(now, Math.max(0, ((m.rows_in ?? 0) - prev.in) / dt));
+      rings.out.push(now, Math.max(0, ((m.rows_out ?? 0) - prev.out) / dt));
+    }
+    prev = { at: now, in: m.rows_in ?? 0, out: m.rows_out ?? 0 };
+    rings.logLag.push(now, m.log_lag_rows ?? NaN);
+    rings.timeLag.push(now, m.event_time_lag_s ?? NaN);
+    throughput.set([{ name: "rows in", ...rings.in.arrays() }, { name: "rows out", ...rings.out.arrays() }]);
+    lag.set([{ name: "log lag (rows)", ...rings.logLag.arrays() }, { name: "event-time lag (s)", ...rings.timeLag.arrays() }]);
+    if (!results) results = new ResultChart(els.results, p.output_table || name);
+  }
+
+  async function act(verb) {
+    try {
+      await api(`${path}/${verb}`, { method: "POST" });
+      fill(els.answer);
+      show(await api(path));
+    } catch (err) {
+      fill(els.answer, errorBox(err));
+    }
+  }
+
+  const stop = every(2000, async () => show(await api(path)), (err) => {
+    const missing = err.status === 404 && err.code === "not_found";
+    fill(els.answer, missing ? h("div", { class: "alert" }, "This server has no pipelines API.") : errorBox(err));
+  });
+  return () => {
+    stop();
+    throughput.destroy();
+    lag.destroy();
+    if (results) results.destroy();
+  };
+}

@@ -1,0 +1,151 @@
+// A live chart of a result table: pick the x column and y columns (and a column to
+// split series by). New and changed rows arrive over server-sent events; when the
+// server has no feed for the table, the latest rows are polled instead.
+
+import { api, enc, session } from "./api.js";
+import { Chart } from "./charts.js";
+import { every, fill, h, onFrame } from "./dom.js";
+
+const MAX_ROWS = 5000; // rows kept in the browser; the oldest (by x) go first
+const MAX_GROUPS = 10;
+const POLL_MS = 2000;
+
+export class ResultChart {
+  constructor(container, table) {
+    this.table = table;
+    this.rows = new Map();
+    this.updates = 0;
+    this.columns = [];
+    this.x = h("select", { "aria-label": "x column", "data-testid": "x-column" });
+    this.group = h("select", { "aria-label": "series by", "data-testid": "group-column" });
+    this.ys = h("div", { class: "checks-inline", "data-testid": "y-columns" });
+    this.mode = h("span", { class: "muted small", "data-testid": "live-mode" }, "connecting…");
+    this.count = h("span", { class: "muted small", "data-testid": "update-count" }, "0 updates");
+    const box = h("div");
+    container.append(
+      h("div", { class: "card-head" }, h("h2", {}, `Results: ${table}`), h("span", { class: "spacer" }), this.mode, this.count),
+      h("div", { class: "controls" }, h("label", {}, "x ", this.x), h("label", {}, "series by ", this.group), this.ys),
+      box,
+    );
+    this.chart = new Chart(box, { height: 280 });
+    this.chart.root.dataset.testid = "result-chart";
+    this.render = onFrame(() => this.draw());
+    for (const el of [this.x, this.group, this.ys]) el.addEventListener("change", this.render);
+    this.start();
+  }
+
+  async start() {
+    try {
+      const { rows } = await api(`/v1/tables/${enc(this.table)}/rows?order=desc&limit=1000`);
+      this.add(rows);
+    } catch (err) {
+      this.mode.textContent = `no rows yet (${err.code})`;
+    }
+    this.subscribe();
+  }
+
+  subscribe() {
+    const url = `/v1/tables/${enc(this.table)}/subscribe?key=${enc(session.key || "")}`;
+    this.source = new EventSource(url);
+    const onData = (e) => {
+      this.add(rowsOf(JSON.parse(e.data)));
+    };
+    this.source.onmessage = onData;
+    for (const type of ["rows", "row", "upsert", "insert", "update"]) this.source.addEventListener(type, onData);
+    this.source.onopen = () => (this.mode.textContent = "live (server-sent events)");
+    this.source.onerror = () => {
+      if (this.source.readyState !== EventSource.CLOSED) {
+        this.mode.textContent = "reconnecting…";
+        return;
+      }
+      // The server refused the feed (no such route, or no key on it): poll instead.
+      this.source = null;
+      this.mode.textContent = "live (polling)";
+      this.stopPoll = every(POLL_MS, async () => {
+        const { rows } = await api(`/v1/tables/${enc(this.table)}/rows?order=desc&limit=500`);
+        this.add(rows);
+      }, () => (this.mode.textContent = "polling failed; retrying"));
+    };
+  }
+
+  destroy() {
+    if (this.source) this.source.close();
+    if (this.stopPoll) this.stopPoll();
+    this.chart.destroy();
+  }
+
+  add(rows) {
+    if (!rows.length) return;
+    if (!this.columns.length) this.setColumns(rows[0]);
+    const xcol = this.x.value;
+    for (const r of rows) this.rows.set(identity(r, this.columns, xcol), r);
+    if (this.rows.size > MAX_ROWS) {
+      const sorted = [...this.rows.entries()].sort((a, b) => xValue(a[1][xcol]) - xValue(b[1][xcol]));
+      this.rows = new Map(sorted.slice(sorted.length - MAX_ROWS));
+    }
+    this.updates += rows.length;
+    this.render();
+  }
+
+  setColumns(sample) {
+    this.columns = Object.keys(sample).filter((c) => !c.startsWith("_"));
+    const numeric = this.columns.filter((c) => typeof sample[c] === "number");
+    const text = this.columns.filter((c) => typeof sample[c] === "string" && Number.isNaN(Date.parse(sample[c])));
+    const xDefault = this.columns.includes("window_start") ? "window_start" : this.columns[0];
+    fill(this.x, this.columns.map((c) => h("option", { value: c, selected: c === xDefault }, c)));
+    fill(this.group, h("option", { value: "" }, "(none)"), text.map((c, i) => h("option", { value: c, selected: i === 0 }, c)));
+    const yDefault = numeric.filter((c) => c !== xDefault).slice(0, 1);
+    fill(this.ys, numeric.map((c) => h("label", {},
+      h("input", { type: "checkbox", value: c, checked: yDefault.includes(c) }), ` ${c}`)));
+  }
+
+  draw() {
+    this.count.textContent = `${this.updates} updates, ${this.rows.size} rows`;
+    this.count.dataset.updates = String(this.updates);
+    const xcol = this.x.value;
+    const gcol = this.group.value;
+    const ycols = [...this.ys.querySelectorAll("input:checked")].map((i) => i.value);
+    const rows = [...this.rows.values()].sort((a, b) => xValue(a[xcol]) - xValue(b[xcol]));
+    const time = rows.length > 0 && typeof rows[0][xcol] === "string" && !Number.isNaN(Date.parse(rows[0][xcol]));
+    const groups = new Map();
+    for (const r of rows) {
+      const g = gcol ? String(r[gcol]) : "";
+      if (!groups.has(g)) groups.set(g, []);
+      groups.get(g).push(r);
+    }
+    // Keep the groups seen most recently when there are too many to read.
+    const kept = [...groups.entries()]
+      .sort((a, b) => xValue(b[1][b[1].length - 1][xcol]) - xValue(a[1][a[1].length - 1][xcol]))
+      .slice(0, MAX_GROUPS)
+      .sort((a, b) => a[0].localeCompare(b[0]));
+    const series = [];
+    for (const [g, grows] of kept) {
+      const xs = grows.map((r) => xValue(r[xcol]));
+      for (const y of ycols) {
+        const name = gcol ? (ycols.length > 1 ? `${g} ${y}` : g) : y;
+        series.push({ name, xs, ys: grows.map((r) => (typeof r[y] === "number" ? r[y] : NaN)) });
+      }
+    }
+    this.chart.time = time;
+    this.chart.set(series);
+  }
+}
+
+/** The rows of one server-sent event, whatever its envelope. */
+export function rowsOf(data) {
+  if (Array.isArray(data)) return data;
+  if (data && Array.isArray(data.rows)) return data.rows;
+  if (data && data.row && typeof data.row === "object") return [data.row];
+  return data && typeof data === "object" ? [data] : [];
+}
+
+/** A row's identity: its x value and its non-numeric columns (a window of a key). */
+function identity(row, columns, xcol) {
+  return JSON.stringify([row[xcol], ...columns.filter((c) => typeof row[c] !== "number").map((c) => row[c])]);
+}
+
+function xValue(v) {
+  if (typeof v === "number") return v;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? 0 : t;
+}
