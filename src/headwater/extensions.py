@@ -7,12 +7,13 @@ Built-in features plug in through the same hook a third-party extension would us
 from __future__ import annotations
 
 from headwater.api.app import Extension
+from headwater.ui import mount as ui
 
 
 def extensions(profile: str) -> list[Extension]:
     from headwater.api.routes import pipelines
 
-    out: list[Extension] = [pipelines.install]
+    out: list[Extension] = [pipelines.install, ui.install]
     if profile == "demo":
         from headwater import demo
 

@@ -13,15 +13,21 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from serverproc import ADMIN_KEY, READINGS
 
 from headwater.api.app import create_app
 from headwater.observability import tracing
 from headwater.services import Platform, build_platform
 from headwater.settings import Settings
+from serverproc import ADMIN_KEY, READINGS
 
 EVENTS = [
-    {"device_id": "d1", "ts": "2026-11-21T10:00:00Z", "temperature": 21.5, "status": "ok", "event_id": "e1"},
+    {
+        "device_id": "d1",
+        "ts": "2026-11-21T10:00:00Z",
+        "temperature": 21.5,
+        "status": "ok",
+        "event_id": "e1",
+    },
     {"device_id": "d2", "ts": "2026-11-21T10:00:01Z", "temperature": 999.0, "event_id": "e2"},
 ]
 
@@ -43,7 +49,9 @@ async def traced(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, InMem
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://hw", headers=headers) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://hw", headers=headers
+        ) as client:
             assert (await client.post("/v1/streams", json=READINGS)).status_code == 201
             exporter.clear()
             yield client, exporter

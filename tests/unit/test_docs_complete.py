@@ -26,8 +26,29 @@ SUBSYSTEMS = {
     "source", "sink", "connector", "alert", "subscription", "catalog", "archive", "backfill",
     "cluster", "process", "demo", "ui",
 }  # fmt: skip
-UNITS = {"seconds", "bytes", "rows", "ms", "entries", "keys", "ratio", "info", "connections", "requests"}
-UNBOUNDED_LABELS = {"request_id", "event_id", "id", "key", "key_id", "device_id", "user", "path", "url"}
+UNITS = {
+    "seconds",
+    "bytes",
+    "rows",
+    "ms",
+    "entries",
+    "keys",
+    "ratio",
+    "info",
+    "connections",
+    "requests",
+}
+UNBOUNDED_LABELS = {
+    "request_id",
+    "event_id",
+    "id",
+    "key",
+    "key_id",
+    "device_id",
+    "user",
+    "path",
+    "url",
+}
 
 
 def declared_metrics() -> dict[str, MetricWrapperBase]:
@@ -65,7 +86,9 @@ def test_metric_is_documented(name: str) -> None:
     _, kind, labels, meaning = rows[name]
     assert kind == metric._type, f"docs/metrics.md says {name} is a {kind}, it is a {metric._type}"
     documented = set(re.findall(r"`([a-z_]+)`", labels))
-    assert documented == set(metric._labelnames), f"labels of {name}: docs {documented}, code {metric._labelnames}"
+    assert documented == set(metric._labelnames), (
+        f"labels of {name}: docs {documented}, code {metric._labelnames}"
+    )
     assert meaning, f"{name} has no meaning in docs/metrics.md"
 
 
@@ -77,14 +100,20 @@ def test_no_documented_metric_is_gone() -> None:
 @pytest.mark.parametrize("name", sorted(declared_metrics()))
 def test_metric_name_follows_the_convention(name: str) -> None:
     metric = declared_metrics()[name]
-    assert re.fullmatch(r"headwater(_[a-z0-9]+){3,}", name), f"{name}: want headwater_<subsystem>_<what>_<unit>"
+    assert re.fullmatch(r"headwater(_[a-z0-9]+){3,}", name), (
+        f"{name}: want headwater_<subsystem>_<what>_<unit>"
+    )
     parts = name.split("_")
-    assert parts[1] in SUBSYSTEMS, f"{name}: unknown subsystem {parts[1]!r} (known: {sorted(SUBSYSTEMS)})"
+    assert parts[1] in SUBSYSTEMS, (
+        f"{name}: unknown subsystem {parts[1]!r} (known: {sorted(SUBSYSTEMS)})"
+    )
     if metric._type == "counter":
         assert name.endswith("_total")
     else:
         assert not name.endswith("_total"), f"{name}: only counters end in _total"
-        assert parts[-1] in UNITS, f"{name}: a {metric._type} ends in a unit, one of {sorted(UNITS)}"
+        assert parts[-1] in UNITS, (
+            f"{name}: a {metric._type} ends in a unit, one of {sorted(UNITS)}"
+        )
     for label in metric._labelnames:
         assert re.fullmatch(r"[a-z][a-z0-9_]*", label), f"{name}: label {label!r} is not snake_case"
         assert label not in UNBOUNDED_LABELS, f"{name}: label {label!r} has unbounded values"
@@ -106,11 +135,15 @@ def test_setting_is_documented(name: str) -> None:
     field = Settings.model_fields[name]
     assert field.description, f"Settings.{name} has no description"
     rows = table_rows("configuration.md")
-    assert name in rows, f"setting {name} is not documented in docs/configuration.md; add a row to its table"
+    assert name in rows, (
+        f"setting {name} is not documented in docs/configuration.md; add a row to its table"
+    )
     _, env, default, meaning = rows[name]
     assert env == f"`HEADWATER_{name.upper()}`"
     want = toml_literal(field.default)
-    assert default == want or default.startswith(want + " "), f"{name}: docs say {default}, the default is {want}"
+    assert default == want or default.startswith(want + " "), (
+        f"{name}: docs say {default}, the default is {want}"
+    )
     assert meaning
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
-from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,6 +13,10 @@ from headwater.observability import metrics as m
 from headwater.observability import tracing
 
 log = structlog.get_logger("headwater.http")
+
+# Request ids: a random per-process prefix and a counter (no syscall per request).
+_PREFIX = secrets.token_hex(4)
+_COUNTER = itertools.count(1)
 
 
 class RequestContext:
@@ -23,7 +27,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _header(scope, b"x-request-id") or secrets.token_hex(8)
+        request_id = _header(scope, b"x-request-id") or f"{_PREFIX}-{next(_COUNTER):x}"
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         t0 = time.perf_counter()
@@ -55,7 +59,7 @@ class RequestContext:
                              status=status, ms=round(elapsed * 1000, 2))  # fmt: skip
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def _header(scope: Scope, name: bytes) -> str | None:
     for k, v in scope.get("headers", []):
         if k == name:
             value: str = v.decode("latin-1")[:64]

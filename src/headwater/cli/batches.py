@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 CONTENT_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv", "avro": "avro/binary"}
 EXTENSIONS = {
@@ -78,7 +78,8 @@ def open_input(path: str, stdin: IO[bytes]) -> tuple[IO[bytes], int | None]:
     size = p.stat().st_size
     fh: IO[bytes] = open(p, "rb")  # noqa: SIM115 - closed by the caller
     if path.lower().endswith(".gz"):
-        return gzip.open(fh, "rb"), None  # progress counts uncompressed bytes
+        unzipped = cast("IO[bytes]", gzip.GzipFile(fileobj=fh, mode="rb"))
+        return unzipped, None  # progress then counts uncompressed bytes
     return fh, size
 
 
@@ -176,7 +177,9 @@ def avro_batches(fh: IO[bytes], batch_rows: int) -> Iterator[Batch]:
         out = io.BytesIO()
         fastavro.writer(out, schema, chunk, codec="null", sync_marker=sync)
         pos = _tell(fh)
-        batch = Batch(index, out.getvalue(), len(chunk), max(0, pos - last_pos), CONTENT_TYPES["avro"])
+        batch = Batch(
+            index, out.getvalue(), len(chunk), max(0, pos - last_pos), CONTENT_TYPES["avro"]
+        )
         last_pos = pos
         return batch
 

@@ -33,7 +33,7 @@ KeyOpt = Annotated[
     ),
 ]
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def out_console() -> Console:
@@ -116,7 +116,7 @@ def call(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
 
 def fail(exc: ApiError, console: Console = err_console) -> NoReturn:
     where = f" (HTTP {exc.status})" if exc.status else ""
-    console.print(f"[bold red]error[/] [{escape(exc.code)}]{where}: {escape(exc.message)}")
+    console.print(f"[bold red]error[/] {escape(f'[{exc.code}]')}{where}: {escape(exc.message)}")
     raise typer.Exit(1)
 
 
@@ -151,7 +151,9 @@ def parse_retry_after(value: str | None, now_s: float | None = None) -> float | 
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-def backoff_s(attempt: int, base_s: float = 0.25, cap_s: float = 10.0, rng: random.Random | None = None) -> float:
+def backoff_s(
+    attempt: int, base_s: float = 0.25, cap_s: float = 10.0, rng: random.Random | None = None
+) -> float:
     """Exponential backoff with jitter for attempt 0, 1, 2...: in [d/2, d], d = base·2^attempt ≤ cap."""
-    d = min(cap_s, base_s * (2 ** min(attempt, 30)))
-    return d * (0.5 + 0.5 * (rng or random).random())
+    d = min(cap_s, base_s * 2.0 ** min(attempt, 30))
+    return d * (0.5 + 0.5 * (rng or random.Random()).random())

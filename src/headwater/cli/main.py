@@ -74,6 +74,19 @@ def demo(host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, co
     run_server(settings, "demo")
 
 
+def _client_commands() -> None:
+    """Commands that talk to a running server over its HTTP API."""
+    from headwater.cli import send, sql, status, tail
+
+    app.command("status")(status.status)
+    app.command("send")(send.send)
+    app.command("sql")(sql.sql)
+    app.command("tail")(tail.tail)
+
+
+_client_commands()
+
+
 def main() -> None:
     app()
 

@@ -71,7 +71,10 @@ def post_batch(
     """Send one batch, retrying pushback and transport errors up to ``opts.max_retries``."""
     stop = stop or threading.Event()
     body = gzip_body(batch.body) if opts.gzip else batch.body
-    headers = {"Content-Type": batch.content_type, "Idempotency-Key": batch_key(opts.prefix, batch.index, body)}
+    headers = {
+        "Content-Type": batch.content_type,
+        "Idempotency-Key": batch_key(opts.prefix, batch.index, body),
+    }
     if opts.gzip:
         headers["Content-Encoding"] = "gzip"
     path = f"/v1/streams/{opts.stream}/events"
@@ -89,8 +92,8 @@ def post_batch(
             failure = error_of(resp)
             if not _retryable(resp.status_code, failure.code):
                 return BatchResult(batch, attempts=attempt, failure=_explain(failure, batch))
-            wait = parse_retry_after(resp.headers.get("retry-after"))
-            wait = backoff_s(attempt - 1) if wait is None else wait
+            asked = parse_retry_after(resp.headers.get("retry-after"))
+            wait = backoff_s(attempt - 1) if asked is None else asked
         if attempt > opts.max_retries or stop.wait(wait):
             return BatchResult(batch, attempts=attempt, failure=_gave_up(failure, batch, attempt))
 
@@ -102,7 +105,9 @@ def _retryable(status: int, code: str) -> bool:
 
 def _explain(failure: ApiError, batch: Batch) -> ApiError:
     if failure.status == 413:
-        failure.message += f" (batch of {batch.rows} rows, {len(batch.body)} bytes; lower --batch-size)"
+        failure.message += (
+            f" (batch of {batch.rows} rows, {len(batch.body)} bytes; lower --batch-size)"
+        )
     return failure
 
 
@@ -113,7 +118,9 @@ def _gave_up(failure: ApiError, batch: Batch, attempts: int) -> ApiError:
             " above the server's burst (HEADWATER_RATE_LIMIT_BURST_ROWS), lower it"
         )
     else:
-        failure.message += f" (gave up after {attempts} attempts; raise --max-retries to wait longer)"
+        failure.message += (
+            f" (gave up after {attempts} attempts; raise --max-retries to wait longer)"
+        )
     return failure
 
 
@@ -141,7 +148,9 @@ def send_all(
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _settle(fut: Future[BatchResult], tally: Tally, on_result: Callable[[BatchResult], None]) -> bool:
+def _settle(
+    fut: Future[BatchResult], tally: Tally, on_result: Callable[[BatchResult], None]
+) -> bool:
     result = fut.result()
     tally.add(result.batch, result.answer, result.replayed, result.failure)
     on_result(result)
@@ -150,22 +159,35 @@ def _settle(fut: Future[BatchResult], tally: Tally, on_result: Callable[[BatchRe
 
 def send(
     stream: Annotated[str, typer.Argument(help="Stream to send to (it must exist).")],
-    file: Annotated[str, typer.Argument(help="NDJSON, CSV (header row) or Avro file; - for stdin.")],
+    file: Annotated[
+        str, typer.Argument(help="NDJSON, CSV (header row) or Avro file; - for stdin.")
+    ],
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", help="ndjson, csv or avro (default: by file extension).")
+        str | None,
+        typer.Option("--format", help="ndjson, csv or avro (default: by file extension)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per request.")] = 5000,
     max_batch_bytes: Annotated[
-        int, typer.Option(min=1024, help="Bytes per request (text formats): a batch closes at this size.")
+        int,
+        typer.Option(
+            min=1024, help="Bytes per request (text formats): a batch closes at this size."
+        ),
     ] = 8 << 20,
     use_gzip: Annotated[bool, typer.Option("--gzip", help="Compress each request body.")] = False,
     idempotency_prefix: Annotated[
-        str, typer.Option(help="Prefix of the per-batch Idempotency-Key; change it to send the same file again.")
+        str,
+        typer.Option(
+            help="Prefix of the per-batch Idempotency-Key; change it to send the same file again."
+        ),
     ] = "send",
-    max_retries: Annotated[int, typer.Option(min=0, help="Retries per batch on 429/503 and connection errors.")] = 10,
-    concurrency: Annotated[int, typer.Option(min=1, max=16, help="Requests in flight at once.")] = 2,
+    max_retries: Annotated[
+        int, typer.Option(min=0, help="Retries per batch on 429/503 and connection errors.")
+    ] = 10,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=16, help="Requests in flight at once.")
+    ] = 2,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 60.0,
     show_errors: Annotated[int, typer.Option(min=0, help="Print the first N row errors.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -181,16 +203,30 @@ def send(
     opts = SendOptions(stream, use_gzip, idempotency_prefix, max_retries)
     tally = Tally(started_s=time.monotonic())
     out = out_console()
-    bar = progress_bar(err_console, size, enabled=progress and not as_json and err_console.is_terminal)
+    bar = progress_bar(
+        err_console, size, enabled=progress and not as_json and err_console.is_terminal
+    )
     interrupted = False
     with fh, connect(url, key, timeout) as client, bar:
         task = bar.add_task(f"{stream} ←", total=size, rows=0, rate="0")
 
         def on_result(r: BatchResult) -> None:
-            bar.update(task, advance=r.batch.consumed_bytes, rows=f"{tally.rows_sent:,}", rate=f"{tally.rate():,.0f}")
+            bar.update(
+                task,
+                advance=r.batch.consumed_bytes,
+                rows=f"{tally.rows_sent:,}",
+                rate=f"{tally.rate():,.0f}",
+            )
 
         try:
-            send_all(client, batches(fh, fmt_name, batch_size, max_batch_bytes), opts, tally, concurrency, on_result)
+            send_all(
+                client,
+                batches(fh, fmt_name, batch_size, max_batch_bytes),
+                opts,
+                tally,
+                concurrency,
+                on_result,
+            )
         except KeyboardInterrupt:
             interrupted = True
         except Exception as exc:  # a damaged Avro file, an unreadable file: say which batch

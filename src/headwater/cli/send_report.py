@@ -51,7 +51,9 @@ class Tally:
     def rate(self) -> float:
         return self.rows_sent / max(self.elapsed_s(), 1e-6)
 
-    def add(self, batch: Batch, answer: dict[str, Any], replayed: bool, failure: ApiError | None) -> None:
+    def add(
+        self, batch: Batch, answer: dict[str, Any], replayed: bool, failure: ApiError | None
+    ) -> None:
         first_record = self.rows_sent
         self.rows_sent += batch.rows
         self.batches += 1
@@ -125,9 +127,10 @@ def print_summary(
         out.print(errors_table(t.errors[:show_errors]))
     for f in t.failures:
         lo, hi = f["records"]
+        code = escape(f"[{f['code']}]")
         err.print(
             f"[bold red]batch {f['batch']} failed[/] (records {lo:,}–{hi:,}) "
-            f"[{escape(str(f['code']))}]: {escape(str(f['message']))}"
+            f"{code}: {escape(str(f['message']))}"
         )
     if t.input_error:
         err.print(f"[bold red]error:[/] {escape(t.input_error)}")
@@ -140,8 +143,17 @@ def print_summary(
 
 
 def errors_table(errors: list[dict[str, Any]]) -> Table:
-    table = Table("batch", "row", "line", "field", "code", "message", title="row errors", title_justify="left")
+    table = Table(
+        "batch", "row", "line", "field", "code", "message", title="row errors", title_justify="left"
+    )
     for e in errors:
         line = "" if e["line"] is None else str(e["line"])
-        table.add_row(str(e["batch"]), str(e["row"]), line, str(e["field"] or ""), str(e["code"]), str(e["message"]))
+        table.add_row(
+            str(e["batch"]),
+            str(e["row"]),
+            line,
+            str(e["field"] or ""),
+            str(e["code"]),
+            str(e["message"]),
+        )
     return table

@@ -47,7 +47,9 @@ def write_rows(fmt: str, columns: list[str], rows: list[list[Any]], out: Console
     if fmt == "table":
         out.print(render_table(columns, rows))
     elif fmt == "json":
-        sys.stdout.write(orjson.dumps([dict(zip(columns, r, strict=False)) for r in rows]).decode() + "\n")
+        sys.stdout.write(
+            orjson.dumps([dict(zip(columns, r, strict=False)) for r in rows]).decode() + "\n"
+        )
     elif fmt == "ndjson":
         for r in rows:
             sys.stdout.write(orjson.dumps(dict(zip(columns, r, strict=False))).decode() + "\n")
@@ -61,13 +63,17 @@ def sql(
     query: Annotated[str, typer.Argument(help='A SELECT, e.g. "SELECT count(*) FROM readings".')],
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json, ndjson or csv.")] = "table",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, json, ndjson or csv.")
+    ] = "table",
     max_rows: Annotated[int | None, typer.Option(min=1, help="Most rows to return.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 60.0,
 ) -> None:
     """Run a read-only SQL query on the server and print the rows."""
     if fmt not in FORMATS:
-        err_console.print(f"[bold red]error:[/] unknown --format {escape(fmt)!r}; use {', '.join(FORMATS)}")
+        err_console.print(
+            f"[bold red]error:[/] unknown --format {escape(fmt)!r}; use {', '.join(FORMATS)}"
+        )
         raise typer.Exit(2)
     body: dict[str, Any] = {"sql": query}
     if max_rows is not None:
@@ -82,4 +88,6 @@ def sql(
     if fmt == "table":
         err_console.print(f"[dim]{len(rows):,} row{'s' if len(rows) != 1 else ''}[/]")
     if answer.get("truncated"):
-        err_console.print(f"[yellow]warning:[/] the answer was cut at {len(rows):,} rows; add a LIMIT or use --max-rows")
+        err_console.print(
+            f"[yellow]warning:[/] the answer was cut at {len(rows):,} rows; add a LIMIT or use --max-rows"
+        )

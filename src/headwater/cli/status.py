@@ -50,7 +50,8 @@ def gather(client: httpx.Client) -> dict[str, Any]:
 
 def metric(p: dict[str, Any], *names: str) -> Any:
     """The first of ``names`` found in the pipeline's ``metrics`` or at its top level."""
-    m = p.get("metrics") if isinstance(p.get("metrics"), dict) else {}
+    raw = p.get("metrics")
+    m: dict[str, Any] = raw if isinstance(raw, dict) else {}
     for n in names:
         for where in (m, p):
             if where.get(n) is not None:
@@ -88,7 +89,10 @@ def pipelines_table(pipelines: list[dict[str, Any]]) -> Table:
         shown = f"[{STATUS_STYLE.get(status, 'white')}]{escape(status)}[/]"
         if p.get("reason"):
             shown += f"\n[dim]{escape(str(p['reason']))}[/]"
-        lag_rows, lag_s = metric(p, "log_lag_rows", "lag_rows", "lag"), metric(p, "event_time_lag_s", "lag_s")
+        lag_rows, lag_s = (
+            metric(p, "log_lag_rows", "lag_rows", "lag"),
+            metric(p, "event_time_lag_s", "lag_s"),
+        )
         lag = " / ".join(x for x in (f"{num(lag_rows)} rows" if lag_rows is not None else "",
                                      f"{lag_s:,.1f} s" if isinstance(lag_s, int | float) else "") if x)  # fmt: skip
         t.add_row(
@@ -107,9 +111,15 @@ def render(info: dict[str, Any]) -> Group:
     parts: list[Any] = [head]
     for name, check in (ready.get("checks") or {}).items():
         if isinstance(check, dict) and not check.get("ok", True):
-            parts.append(f"  [red]✗ {escape(name)}[/]: {escape(str(check.get('error') or 'failing'))}")
+            parts.append(
+                f"  [red]✗ {escape(name)}[/]: {escape(str(check.get('error') or 'failing'))}"
+            )
     parts.append("")
-    parts.append(streams_table(info["streams"]) if info["streams"] else "[dim]No streams yet: create one with POST /v1/streams.[/]")
+    parts.append(
+        streams_table(info["streams"])
+        if info["streams"]
+        else "[dim]No streams yet: create one with POST /v1/streams.[/]"
+    )
     if info["pipelines"] is None:
         parts.append("[dim]Pipelines: this server has no pipeline API.[/]")
     elif info["pipelines"]:

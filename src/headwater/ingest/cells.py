@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from headwater.ingest.depth import max_depth_of
 from headwater.ingest.model import CellError
 
 TS_MS = pa.timestamp("ms", tz="UTC")
@@ -204,8 +205,6 @@ def epoch_from_text(texts: pa.Array, unit: str) -> tuple[pa.Array, list[CellErro
 
 def json_from_text(texts: pa.Array, max_depth: int) -> tuple[pa.Array, list[CellError]]:
     """CSV cells of a json field: each must be JSON text; stored compact."""
-    from headwater.ingest.depth import max_depth_of
-
     out: list[str | None] = []
     errors: list[CellError] = []
     for pos, text in enumerate(texts.to_pylist()):

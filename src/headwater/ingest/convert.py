@@ -3,8 +3,9 @@
 Three ways in, one result (the typed column, null where a cell failed, plus the
 failing cells):
 
-- ``from_checked``: values a typed decoder (msgspec) already checked; only the Arrow
-  build and the timestamp conversion remain.
+- ``from_checked`` / ``from_checked_arrow``: values a typed decoder (msgspec) already
+  checked, as Python values or already in Arrow; only the Arrow build and the
+  timestamp conversion remain.
 - ``from_values``: arbitrary Python values (JSON rows read one by one, Avro records).
   A C-level strict check (``msgspec.convert``) passes clean columns straight through;
   only a column that fails it is walked value by value.

@@ -2,8 +2,9 @@
 
 Fast path: one typed msgspec decode of the whole body into ``gc=False`` structs
 generated from the stream schema (types checked in C, unknown keys skipped without
-being built), then one Arrow array per field. It measured ~1.2M events/s for
-200-byte events on one core here, where ``pyarrow.json`` gave ~0.85M/s.
+being built), then one conversion of row tuples into an Arrow struct array. On
+200-byte events this decodes into typed Arrow faster than ``pyarrow.json`` with an
+explicit schema parses alone (see ``benchmarks/decode.py``).
 
 Slow path, only for bodies with a bad row: each row (line or array element) is
 decoded on its own, typed first and untyped when that fails, so a bad row becomes a
@@ -11,8 +12,10 @@ row error and every other row still converts to exactly the value the fast path
 would give it. JSON arrays are split into elements on the bytes (``depth``), so an
 unparseable element does not sink the others.
 
-Nesting depth is checked on the bytes before parsing: per line, a bracket count
-rules most lines out, and only lines that might be too deep are measured exactly.
+Nesting depth is measured on the bytes (``depth``), never by recursing: for NDJSON
+before parsing, for arrays after the decode (which has its own recursion limit).
+A bracket count rules most bodies out; only what might be too deep is measured
+exactly.
 """
 
 from __future__ import annotations
@@ -226,30 +229,41 @@ def _one_by_one(
             structs.append(value)
             struct_rows.append(i)
     # Rows the typed decoder took convert as fast as on the fast path; only rows
-    # with a wrong type are checked value by value. Then restore request order.
+    # with a wrong type are checked value by value.
     columns, errors = _convert_structs(structs, codec, schema)
     if objects:
         extra = [
             from_values(list(map(dict.get, objects, repeat(f.name))), f) for f in schema.fields
         ]
-        order = np.argsort(np.asarray(struct_rows + object_rows), kind="stable")
-        where = np.empty_like(order)
-        where[order] = np.arange(len(order))
-        columns = [
-            pa.concat_arrays([c, e]).take(pa.array(order))
-            for c, (e, _) in zip(columns, extra, strict=True)
-        ]
-        shift = len(structs)
-        errors = [
-            sorted(
-                [CellError(int(where[x.pos]), x.code, x.message) for x in mine]
-                + [CellError(int(where[shift + x.pos]), x.code, x.message) for x in theirs],
-                key=lambda x: x.pos,
-            )
-            for mine, (_, theirs) in zip(errors, extra, strict=True)
-        ]
+        columns, errors = _in_row_order(columns, errors, extra, struct_rows + object_rows)
     rows = sorted(struct_rows + object_rows)
     return _decoded(columns, schema, errors, problems, len(starts), raw, rows)
+
+
+def _in_row_order(
+    columns: list[pa.Array],
+    errors: list[list[CellError]],
+    extra: list[tuple[pa.Array, list[CellError]]],
+    rows: list[int],
+) -> tuple[list[pa.Array], list[list[CellError]]]:
+    """Append ``extra`` rows to the columns and put all rows back in request order."""
+    order = np.argsort(np.asarray(rows), kind="stable")
+    where = np.empty_like(order)
+    where[order] = np.arange(len(order))
+    shift = len(columns[0]) if columns else 0
+    merged = [
+        pa.concat_arrays([c, e]).take(pa.array(order))
+        for c, (e, _) in zip(columns, extra, strict=True)
+    ]
+    moved = [
+        sorted(
+            [CellError(int(where[x.pos]), x.code, x.message) for x in mine]
+            + [CellError(int(where[shift + x.pos]), x.code, x.message) for x in theirs],
+            key=lambda x: x.pos,
+        )
+        for mine, (_, theirs) in zip(errors, extra, strict=True)
+    ]
+    return merged, moved
 
 
 def _decode_row(text: bytes, codec: RowCodec) -> Any:

@@ -1,10 +1,13 @@
 """Vectorised validation of decoded columns against a stream schema.
 
-Each check is one Arrow compute call over a whole column, giving a mask of failing
-rows. A ledger keeps, per row, the first failure in this order: fields in schema
-order, and within a field: its value could not be read, missing (required / event
-time), min, max, enum, regex, max_length, timestamp range; then the schema's
-rules in order. Only rows that failed are looked at one by one, to word messages.
+Each check is an Arrow compute call over a whole column: first a cheap aggregate
+(null count, min/max, true count), and a per-row mask only when some row fails. A
+ledger keeps, per row, the first failure in this order: fields in schema order,
+and within a field: its value could not be read, missing (``required``, or
+``missing_event_time`` for the event-time field, which is filled with the receive
+time instead when the schema allows), min, max, enum, regex, max_length, timestamp
+range; then the schema's rules in order. Only rows that failed are looked at one by
+one, to word their messages.
 
 Regexes run as RE2 (``pc.match_substring_regex``) and match anywhere in the value,
 like JSON Schema's ``pattern``; anchor them with ``^...$`` for a full match. A

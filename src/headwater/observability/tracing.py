@@ -1,8 +1,8 @@
 """OpenTelemetry traces, off by default.
 
 ``configure(settings)`` installs a tracer provider when ``tracing_exporter`` is
-``otlp`` or ``console``; with ``none`` every helper here is a no-op that costs one
-attribute read. Code marks work with :func:`span`::
+``otlp`` or ``console``; with ``none`` every helper here returns one shared no-op
+context manager (well under a microsecond). Code marks work with :func:`span`::
 
     from headwater.observability.tracing import span
 
@@ -10,8 +10,9 @@ attribute read. Code marks work with :func:`span`::
         ...
 
 Spans Headwater emits: one per HTTP request (named ``METHOD /route``, the parent of
-the rest), ``ingest.decode``, ``ingest.log_append`` and ``store.commit``; the engine
-adds ``pipeline.batch``. The SDK is imported only when tracing is turned on.
+the rest), ``ingest.decode``, ``ingest.log_append`` and ``store.commit``; pipelines mark
+a micro-batch as ``pipeline.batch`` with the same helper. The SDK is imported only when
+tracing is turned on.
 """
 
 from __future__ import annotations

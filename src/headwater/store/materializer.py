@@ -48,6 +48,7 @@ class Feed:
         self.tenant, self.topic, self.table, self.schema = tenant, topic, table, schema
         self.consumer = f"materialize:{table}"
         self.offset: int | None = None
+        self.last_commit = 0.0
 
 
 class Materializer:
@@ -60,6 +61,7 @@ class Materializer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
+        self.min_interval_s = 0.05
 
     def committed(self, topic: str) -> int:
         feed = self._known.get(topic)
@@ -116,9 +118,16 @@ class Materializer:
             if feed.offset is None:
                 feed.offset = self._store.consumer_offsets(feed.tenant, feed.consumer).get(feed.topic, 0)
                 feed.offset = max(feed.offset, self._log.start_offset(feed.topic))
+            pending = self._log.end_offset(feed.topic) - feed.offset
+            if pending <= 0:
+                m.LOG_CONSUMER_LAG_ROWS.labels(feed.consumer, feed.topic).set(0)
+                continue
+            # Small commits cost the store more than rows do: gather rows for a short while.
+            waited = time.monotonic() - feed.last_commit
+            if pending < self._batch_rows // 4 and waited < self.min_interval_s:
+                continue
             entries = self._log.read(feed.topic, feed.offset, self._batch_rows)
             if not entries:
-                m.LOG_CONSUMER_LAG_ROWS.labels(feed.consumer, feed.topic).set(0)
                 continue
             rows = conform(entries, feed.schema())
             end = entries[-1].end
@@ -128,6 +137,7 @@ class Materializer:
                     ResultWrite(consumer=feed.consumer, offsets={feed.topic: end}, appends={feed.table: rows}),
                 )
             feed.offset = end
+            feed.last_commit = time.monotonic()
             moved += rows.num_rows
             m.LOG_CONSUMER_LAG_ROWS.labels(feed.consumer, feed.topic).set(self._log.end_offset(feed.topic) - end)
         return moved

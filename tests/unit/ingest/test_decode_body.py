@@ -151,3 +151,18 @@ def test_more_rows_than_allowed_is_413(content_type: str, body: bytes) -> None:
 
 def test_exactly_max_rows_is_fine() -> None:
     assert decode(b'{"a": 1}\n' * 5).valid.num_rows == 5
+
+
+def test_limits_come_from_settings() -> None:
+    from headwater.settings import Settings
+
+    limits = DecodeLimits.from_settings(Settings(timestamp_min="2000-01-01T00:00:00Z"))
+    assert limits.max_body_bytes == 64 * 1024 * 1024 and limits.max_rows == 100_000
+    assert limits.min_ts_ms == 946_684_800_000 and limits.max_future_ms == 86_400_000
+    assert limits.max_depth == 32 and limits.max_errors == 1000
+
+
+def test_batch_counts() -> None:
+    batch = decode(NDJSON + b'{"a": "x"}\n')
+    assert (batch.accepted, batch.rejected, batch.total_rows) == (2, 1, 3)
+    assert batch.valid_rows.type == "int64"

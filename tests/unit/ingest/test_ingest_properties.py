@@ -122,7 +122,10 @@ def expected_table(events: list[dict[str, Any]]) -> pa.Table:
             columns[f["name"]] = pa.array(values, pa.int64()).cast(ARROW_TYPES["timestamp"])
         elif f["type"] == "json":
             columns[f["name"]] = pa.array(
-                [None if v is None else json.dumps(v, separators=(",", ":"), ensure_ascii=False) for v in values],
+                [
+                    None if v is None else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+                    for v in values
+                ],
                 pa.string(),
             )
         else:

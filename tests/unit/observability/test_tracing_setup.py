@@ -50,7 +50,9 @@ def test_spans_nest_under_the_current_span() -> None:
 
 @pytest.mark.parametrize("exporter", ["console", "otlp"])
 def test_configure_installs_a_provider(tmp_path: Path, exporter: str) -> None:
-    tracing.configure(settings(tmp_path, tracing_exporter=exporter, otlp_endpoint="http://127.0.0.1:9/v1/traces"))
+    tracing.configure(
+        settings(tmp_path, tracing_exporter=exporter, otlp_endpoint="http://127.0.0.1:9/v1/traces")
+    )
     assert tracing.enabled()
     tracing.configure(settings(tmp_path))
     assert not tracing.enabled()

@@ -72,11 +72,12 @@ def regroup(ids: I64, values: pa.Array, count: int) -> pa.ListArray:
     >>> regroup(np.array([1, 0, 1]), pa.array([10, 20, 30]), 3).to_pylist()
     [[20], [10, 30], []]
     """
-    order = np.argsort(ids, kind="stable")
     sizes = np.bincount(ids, minlength=count)
     offsets = np.zeros(count + 1, dtype=np.int32)
     np.cumsum(sizes, out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), values.take(pa.array(order)))
+    if len(ids) > 1 and not (ids[1:] >= ids[:-1]).all():
+        values = values.take(pa.array(np.argsort(ids, kind="stable")))
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
 def flatten(lists: ArrayLike) -> tuple[I64, pa.Array]:

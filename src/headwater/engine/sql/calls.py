@@ -3,7 +3,8 @@
 Streaming aggregates are computed by the engine, not by DuckDB, so each one must be
 mergeable across micro-batches. Supported (DuckDB names, aliases in brackets):
 
-- ``count(*)``, ``count(x)``, ``count(DISTINCT x)`` (exact), ``count_if(cond)``
+- ``count(*)``, ``count(x)``, ``count(DISTINCT x)`` (exact), ``count_if(cond)`` (as in
+  DuckDB: the sum of the condition, NULL when every condition is NULL)
 - ``sum``, ``avg`` [``mean``], ``min``, ``max``
 - ``var_samp`` [``variance``], ``var_pop``, ``stddev_samp`` [``stddev``], ``stddev_pop``
 - ``approx_count_distinct(x)``: HyperLogLog, 4096 registers, standard error 1.6%
@@ -72,6 +73,7 @@ def duckdb_aggregates() -> frozenset[str]:
 
 
 def function_name(node: exp.Expr) -> str:
+    """The name of a function call as written (for messages and aliases)."""
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
     return node.sql(dialect="duckdb").split("(", 1)[0].strip().lower()
@@ -82,7 +84,11 @@ def is_aggregate(node: exp.Expr) -> bool:
         return is_aggregate(node.this)
     if isinstance(node, exp.AggFunc):
         return True
-    return isinstance(node, exp.Func) and function_name(node) in duckdb_aggregates()
+    if isinstance(node, exp.Anonymous):
+        return function_name(node) in duckdb_aggregates()
+    if isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Connector):
+        return any(n.lower() in duckdb_aggregates() for n in type(node).sql_names())
+    return False
 
 
 def read_call(node: exp.Expr, sql: str) -> Call:
@@ -105,8 +111,8 @@ def _read(node: exp.Expr, sql: str) -> Call:
     name = function_name(node)
     if isinstance(node, exp.Count):
         return _count(node, sql)
-    if isinstance(node, exp.CountIf):
-        return Call("count", (_when(node.this, exp.Literal.number(1)),))
+    if isinstance(node, exp.CountIf):  # DuckDB: the sum of the condition, NULL if all NULL
+        return Call("sum", (exp.Cast(this=node.this.copy(), to=exp.DataType.build("INT")),))
     if type(node) in SIMPLE or (isinstance(node, exp.Anonymous) and name in ANONYMOUS):
         func = SIMPLE.get(type(node)) or ANONYMOUS[name]
         args = list(node.expressions) if isinstance(node, exp.Anonymous) else [node.this]

@@ -43,7 +43,7 @@ export class Ring {
 }
 
 /** Draw ``values`` into an SVG sparkline (created when ``svg`` is null); returns the SVG. */
-export function sparkline(svg, values, { width = 120, height = 28 } = {}) {
+export function sparkline(svg, values, { width = 120, height = 28, slots = values.length } = {}) {
   const ns = "http://www.w3.org/2000/svg";
   if (!svg) {
     svg = document.createElementNS(ns, "svg");
@@ -56,15 +56,24 @@ export function sparkline(svg, values, { width = 120, height = 28 } = {}) {
   }
   const n = values.length;
   const max = Math.max(1e-9, ...values);
+  // The newest point sits at the right edge; an unfilled ring leaves the left empty.
+  const span = Math.max(slots, n, 2) - 1;
   const pts = values.map((v, i) => {
-    const x = n < 2 ? width : (i / (n - 1)) * width;
+    const x = ((span - (n - 1) + i) / span) * width;
     const y = height - 2 - (Math.max(0, v) / max) * (height - 4);
     return `${x.toFixed(1)},${y.toFixed(1)}`;
   });
   svg.lastChild.setAttribute("points", pts.join(" "));
-  svg.firstChild.setAttribute("d", n ? `M0,${height} L${pts.join(" L")} L${width},${height} Z` : "");
+  const x0 = n ? pts[0].split(",")[0] : 0;
+  svg.firstChild.setAttribute("d", n ? `M${x0},${height} L${pts.join(" L")} L${width},${height} Z` : "");
   svg.dataset.points = String(n);
   return svg;
+}
+
+/** An x-axis label centred on ``x`` but kept inside the canvas. */
+function xLabel(ctx, text, x, y, width) {
+  const half = ctx.measureText(text).width / 2;
+  ctx.fillText(text, Math.min(Math.max(x, half + 2), width - half - 2), y);
 }
 
 /** Round tick positions covering [lo, hi]. */
@@ -218,10 +227,10 @@ export class Chart {
       });
     } else if (this.time) {
       const { ticks, step } = timeTicks(b.x0, b.x1, Math.max(2, Math.floor((f.w - f.left) / 90)));
-      for (const t of ticks) ctx.fillText(timeLabel(t, step), px(t), y);
+      for (const t of ticks) xLabel(ctx, timeLabel(t, step), px(t), y, f.w);
     } else {
       for (const t of niceTicks(b.x0, b.x1, Math.max(2, Math.floor((f.w - f.left) / 80)))) {
-        if (t >= b.x0 && t <= b.x1) ctx.fillText(fmtNum(t), px(t), y);
+        if (t >= b.x0 && t <= b.x1) xLabel(ctx, fmtNum(t), px(t), y, f.w);
       }
     }
   }
@@ -257,7 +266,7 @@ export class Chart {
 
   bars(ctx, b, px, py) {
     const n = Math.max(1, this.series.length);
-    const slot = (px(1) - px(0)) * 0.8;
+    const slot = Math.min((px(1) - px(0)) * 0.8, 56 * n);
     const w = Math.max(1, slot / n);
     this.series.forEach((s, k) => {
       ctx.fillStyle = s.color || PALETTE[k % PALETTE.length];

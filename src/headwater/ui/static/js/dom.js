@@ -60,7 +60,27 @@ export function fmtNum(v) {
 }
 
 export function fmtRate(v) {
-  return v === null || v === undefined ? "–" : `${fmtNum(v)}/s`;
+  if (v === null || v === undefined) return "–";
+  const digits = v >= 100 || v === 0 ? 0 : v >= 1 ? 1 : 2;
+  return `${fmtNum(+v.toFixed(digits))}/s`;
+}
+
+/** Seconds as a short duration: 850 ms, 42 s, 5 min 3 s, 13 h 18 min, 2 d 4 h. */
+export function fmtDuration(s) {
+  if (s === null || s === undefined || Number.isNaN(s)) return "–";
+  const sign = s < 0 ? "-" : "";
+  s = Math.abs(s);
+  if (s < 1) return `${sign}${Math.round(s * 1000)} ms`;
+  if (s < 60) return `${sign}${+s.toFixed(1)} s`;
+  const parts = [[86400, "d"], [3600, "h"], [60, "min"], [1, "s"]];
+  const out = [];
+  for (const [size, unit] of parts) {
+    if (s >= size && out.length < 2) {
+      out.push(`${Math.floor(s / size)} ${unit}`);
+      s %= size;
+    } else if (out.length) break;
+  }
+  return sign + out.join(" ");
 }
 
 export function fmtBytes(v) {
@@ -98,7 +118,7 @@ export function dataTable(columns, rows, { cap = 500, rowAttrs } = {}) {
       rowAttrs ? rowAttrs(r, i) : {},
       r.map((v) => {
         const text = cellText(v);
-        return h("td", { title: text.length > 60 ? text : null }, text);
+        return h("td", { title: text.length > 60 ? text : null, class: typeof v === "number" ? "num" : null }, text);
       }),
     ),
   );

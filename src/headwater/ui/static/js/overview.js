@@ -3,7 +3,7 @@
 
 import { ApiError, api, apiOptional, apiText, enc, health, parseMetrics } from "./api.js";
 import { Ring, sparkline } from "./charts.js";
-import { every, fill, fmtBytes, fmtNum, fmtRate, fmtTime, h, onFrame, pill } from "./dom.js";
+import { every, fill, fmtBytes, fmtDuration, fmtNum, fmtRate, fmtTime, h, onFrame, pill } from "./dom.js";
 
 const RATE_POINTS = 90;
 
@@ -12,6 +12,7 @@ export function mount(root) {
     health: h("div", { class: "checks", "data-testid": "health" }),
     total: h("div", { class: "big", "data-testid": "total-rate" }, "–"),
     totalSpark: null,
+    totals: h("div", { class: "facts" }),
     streams: h("tbody"),
     streamsNote: h("p", { class: "muted small" }),
     pipelines: h("div", { "data-testid": "pipelines" }, h("p", { class: "muted" }, "Loading…")),
@@ -21,12 +22,12 @@ export function mount(root) {
     h("h1", {}, "Overview"),
     h("section", { class: "grid2" },
       h("div", { class: "card" }, h("h2", {}, "Health"), els.health),
-      h("div", { class: "card" }, h("h2", {}, "Ingest"), totalBox)),
+      h("div", { class: "card" }, h("h2", {}, "Ingest"), totalBox, els.totals)),
     h("section", { class: "card" },
       h("h2", {}, "Streams"),
       h("div", { class: "table-wrap" },
         h("table", { class: "data", "data-testid": "streams" },
-          h("thead", {}, h("tr", {}, ["Stream", "Rate", "", "Rows in log", "Stored", "Accepted*", "Quarantined*", "Schema"]
+          h("thead", {}, h("tr", {}, ["Stream", "Rate", "Last 90 s", "Rows in log", "Stored", "Accepted*", "Quarantined*", "Schema"]
             .map((c) => h("th", {}, c)))),
           els.streams)),
       els.streamsNote),
@@ -85,8 +86,14 @@ function countsByStream(samples) {
 
 function renderStreams(els, state, rows, totalBox) {
   els.total.textContent = fmtRate(state.total.last());
-  els.totalSpark = sparkline(els.totalSpark, state.total.arrays().ys, { width: 260, height: 48 });
+  els.totalSpark = sparkline(els.totalSpark, state.total.arrays().ys, { width: 320, height: 48, slots: RATE_POINTS });
   if (!els.totalSpark.isConnected) totalBox.append(els.totalSpark);
+  const sum = (f) => state.streams.reduce((acc, s) => acc + (f(s) || 0), 0);
+  fill(els.totals, [
+    ["streams", fmtNum(state.streams.length)],
+    ["rows in log", fmtNum(sum((s) => s.log_end_offset))],
+    ["quarantined*", fmtNum(sum((s) => s.quarantined ?? (state.counts.get(s.name) || {}).rejected))],
+  ].map(([k, v]) => h("div", { class: "fact" }, h("span", { class: "muted small" }, k), h("b", {}, v))));
   if (!state.streams.length) {
     fill(els.streams, h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No streams yet: create one with POST /v1/streams.")));
     rows.clear();
@@ -103,7 +110,7 @@ function renderStreams(els, state, rows, totalBox) {
     const ring = state.rates.get(s.name);
     const c = state.counts.get(s.name);
     row.rate.textContent = fmtRate(ring ? ring.last() : null);
-    row.spark = sparkline(row.spark, ring ? ring.arrays().ys : []);
+    row.spark = sparkline(row.spark, ring ? ring.arrays().ys : [], { slots: RATE_POINTS });
     if (!row.spark.isConnected) row.sparkCell.append(row.spark);
     row.total.textContent = fmtNum(s.log_end_offset);
     row.stored.textContent = fmtNum(s.stored_offset);
@@ -172,7 +179,7 @@ async function pipelinesView() {
         h("td", { title: p.reason || "" }, pill(p.status, statusTone(p.status))),
         h("td", {}, fmtTime(p.watermark)),
         h("td", { class: "num" }, fmtNum(m.log_lag_rows)),
-        h("td", { class: "num" }, m.event_time_lag_s === undefined ? "–" : `${fmtNum(m.event_time_lag_s)} s`),
+        h("td", { class: "num" }, fmtDuration(m.event_time_lag_s)),
         h("td", { class: "num" }, fmtNum(m.rows_in)),
         h("td", { class: "num" }, fmtNum(m.rows_out)),
         h("td", { class: "num" }, fmtNum(m.late_rows)),

@@ -3,7 +3,7 @@
 
 import { api, enc } from "./api.js";
 import { Chart, Ring } from "./charts.js";
-import { errorBox, every, fill, fmtBytes, fmtNum, fmtTime, h, pill } from "./dom.js";
+import { errorBox, every, fill, fmtBytes, fmtDuration, fmtNum, fmtTime, h, pill } from "./dom.js";
 import { statusTone } from "./overview.js";
 import { ResultChart } from "./results.js";
 
@@ -22,7 +22,8 @@ export function mount(root, [name]) {
   const pauseBtn = h("button", { type: "button", onclick: () => act("pause") }, "Pause");
   const resumeBtn = h("button", { type: "button", onclick: () => act("resume") }, "Resume");
   const throughputBox = h("div");
-  const lagBox = h("div");
+  const logLagBox = h("div");
+  const timeLagBox = h("div");
   root.append(
     h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " / pipeline"),
     h("div", { class: "title-row" }, h("h1", {}, name), els.status, els.reason, h("span", { class: "spacer" }), pauseBtn, resumeBtn),
@@ -30,13 +31,15 @@ export function mount(root, [name]) {
     h("section", { class: "grid2" },
       h("div", { class: "card" }, h("h2", {}, "SQL"), els.sql),
       h("div", { class: "card" }, h("h2", {}, "Now"), els.facts)),
-    h("section", { class: "grid2" },
+    h("section", { class: "grid3" },
       h("div", { class: "card" }, h("h2", {}, "Rows per second"), throughputBox),
-      h("div", { class: "card" }, h("h2", {}, "Lag"), lagBox)),
+      h("div", { class: "card" }, h("h2", {}, "Log lag (rows)"), logLagBox),
+      h("div", { class: "card" }, h("h2", {}, "Event-time lag (s)"), timeLagBox)),
     els.results,
   );
-  const throughput = new Chart(throughputBox, { height: 180 });
-  const lag = new Chart(lagBox, { height: 180 });
+  const throughput = new Chart(throughputBox, { height: 160 });
+  const logLag = new Chart(logLagBox, { height: 160 });
+  const timeLag = new Chart(timeLagBox, { height: 160 });
   const rings = { in: new Ring(POINTS), out: new Ring(POINTS), logLag: new Ring(POINTS), timeLag: new Ring(POINTS) };
   let prev = null;
   let results = null;
@@ -51,8 +54,8 @@ export function mount(root, [name]) {
     fill(els.facts, [
       ["watermark", fmtTime(p.watermark)], ["rows in", fmtNum(m.rows_in)], ["rows out", fmtNum(m.rows_out)],
       ["late rows", fmtNum(m.late_rows)], ["error rows", fmtNum(m.error_rows)], ["log lag", `${fmtNum(m.log_lag_rows)} rows`],
-      ["event-time lag", `${fmtNum(m.event_time_lag_s)} s`], ["state", `${fmtNum(m.state_keys)} keys, ${fmtBytes(m.state_bytes)}`],
-      ["batch p50", `${fmtNum(m.batch_ms_p50)} ms`], ["output table", p.output_table || name],
+      ["event-time lag", fmtDuration(m.event_time_lag_s)], ["state", `${fmtNum(m.state_keys)} keys, ${fmtBytes(m.state_bytes)}`],
+      ["batch p50", m.batch_ms_p50 == null ? "–" : `${fmtNum(m.batch_ms_p50)} ms`], ["output table", p.output_table || name],
     ].map(([k, v]) => h("div", { class: "fact" }, h("span", { class: "muted small" }, k), h("b", {}, v))));
     const now = Date.now();
     if (prev) {
@@ -64,8 +67,9 @@ export function mount(root, [name]) {
     rings.logLag.push(now, m.log_lag_rows ?? NaN);
     rings.timeLag.push(now, m.event_time_lag_s ?? NaN);
     throughput.set([{ name: "rows in", ...rings.in.arrays() }, { name: "rows out", ...rings.out.arrays() }]);
-    lag.set([{ name: "log lag (rows)", ...rings.logLag.arrays() }, { name: "event-time lag (s)", ...rings.timeLag.arrays() }]);
-    if (!results) results = new ResultChart(els.results, p.output_table || name);
+    logLag.set([{ name: "rows behind the log end", ...rings.logLag.arrays() }]);
+    timeLag.set([{ name: "now − watermark", ...rings.timeLag.arrays() }]);
+    if (!results) results = new ResultChart(els.results, p.output_table || name, p.output_key || []);
   }
 
   async function act(verb) {
@@ -84,8 +88,7 @@ export function mount(root, [name]) {
   });
   return () => {
     stop();
-    throughput.destroy();
-    lag.destroy();
+    for (const chart of [throughput, logLag, timeLag]) chart.destroy();
     if (results) results.destroy();
   };
 }

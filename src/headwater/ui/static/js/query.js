@@ -69,7 +69,7 @@ export function mount(root) {
       const ms = Math.round(performance.now() - t0);
       status.textContent = `${answer.rows.length} row(s) in ${ms} ms${answer.truncated ? " (truncated by the server)" : ""}`;
       fill(result, answer.columns.length ? dataTable(answer.columns, answer.rows, { cap: MAX_SHOWN }) : h("p", { class: "muted" }, "No columns."));
-      setChartChoices(answer, xSel, ySel);
+      setChartChoices(answer, xSel, ySel, kind);
       chartCard.hidden = !answer.rows.length;
       drawChart();
     } catch (err) {
@@ -87,14 +87,18 @@ export function mount(root) {
   };
 }
 
-function setChartChoices(answer, xSel, ySel) {
+function setChartChoices(answer, xSel, ySel, kind) {
   const first = answer.rows[0] || [];
   const numeric = answer.columns.filter((_, i) => typeof first[i] === "number");
   fill(xSel, h("option", { value: "" }, "(row number)"), answer.columns.map((c) => h("option", { value: c }, c)));
   fill(ySel, numeric.map((c) => h("option", { value: c }, c)));
-  const timeCol = answer.columns.find((c, i) => typeof first[i] === "string" && !Number.isNaN(Date.parse(first[i])));
-  xSel.value = timeCol || (numeric.length > 1 ? numeric[0] : answer.columns.find((c) => !numeric.includes(c)) || "");
+  const isTime = (i) => typeof first[i] === "string" && !Number.isNaN(Date.parse(first[i]));
+  const timeCol = answer.columns.find((_, i) => isTime(i));
+  const label = answer.columns.find((c, i) => !numeric.includes(c) && !isTime(i));
+  // Over time: a line. By label (a device, a category): bars. Else the first number.
+  xSel.value = timeCol || label || (numeric.length > 1 ? numeric[0] : "");
   ySel.value = numeric.find((c) => c !== xSel.value) || numeric[0] || "";
+  kind.value = !timeCol && label ? "bar" : "line";
 }
 
 /** [series, options] for Chart.set: a line over a numeric or time x, or bars per row. */

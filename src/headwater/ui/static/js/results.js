@@ -8,11 +8,13 @@ import { every, fill, h, onFrame } from "./dom.js";
 
 const MAX_ROWS = 5000; // rows kept in the browser; the oldest (by x) go first
 const MAX_GROUPS = 10;
+const MAX_BARS = 60;
 const POLL_MS = 2000;
 
 export class ResultChart {
-  constructor(container, table) {
+  constructor(container, table, key = []) {
     this.table = table;
+    this.key = key; // the columns a changed row is matched by (the pipeline's output key)
     this.rows = new Map();
     this.updates = 0;
     this.columns = [];
@@ -29,29 +31,35 @@ export class ResultChart {
     );
     this.chart = new Chart(box, { height: 280 });
     this.chart.root.dataset.testid = "result-chart";
+    this.chart.legend.dataset.testid = "result-legend";
     this.render = onFrame(() => this.draw());
     for (const el of [this.x, this.group, this.ys]) el.addEventListener("change", this.render);
     this.start();
   }
 
   async start() {
+    await this.reload();
+    this.subscribe();
+  }
+
+  async reload() {
     try {
       const { rows } = await api(`/v1/tables/${enc(this.table)}/rows?order=desc&limit=1000`);
       this.add(rows);
     } catch (err) {
       this.mode.textContent = `no rows yet (${err.code})`;
     }
-    this.subscribe();
   }
 
   subscribe() {
     const url = `/v1/tables/${enc(this.table)}/subscribe?key=${enc(session.key || "")}`;
     this.source = new EventSource(url);
     const onData = (e) => {
-      this.add(rowsOf(JSON.parse(e.data)));
+      const data = JSON.parse(e.data);
+      if (data && data.kind === "resync") this.reload(); // the feed dropped events: re-read
+      else this.add(rowsOf(data));
     };
     this.source.onmessage = onData;
-    for (const type of ["rows", "row", "upsert", "insert", "update"]) this.source.addEventListener(type, onData);
     this.source.onopen = () => (this.mode.textContent = "live (server-sent events)");
     this.source.onerror = () => {
       if (this.source.readyState !== EventSource.CLOSED) {
@@ -78,7 +86,7 @@ export class ResultChart {
     if (!rows.length) return;
     if (!this.columns.length) this.setColumns(rows[0]);
     const xcol = this.x.value;
-    for (const r of rows) this.rows.set(identity(r, this.columns, xcol), r);
+    for (const r of rows) this.rows.set(identity(r, this.key, this.columns, xcol), r);
     if (this.rows.size > MAX_ROWS) {
       const sorted = [...this.rows.entries()].sort((a, b) => xValue(a[1][xcol]) - xValue(b[1][xcol]));
       this.rows = new Map(sorted.slice(sorted.length - MAX_ROWS));
@@ -93,7 +101,8 @@ export class ResultChart {
     const text = this.columns.filter((c) => typeof sample[c] === "string" && Number.isNaN(Date.parse(sample[c])));
     const xDefault = this.columns.includes("window_start") ? "window_start" : this.columns[0];
     fill(this.x, this.columns.map((c) => h("option", { value: c, selected: c === xDefault }, c)));
-    fill(this.group, h("option", { value: "" }, "(none)"), text.map((c, i) => h("option", { value: c, selected: i === 0 }, c)));
+    const gDefault = text.find((c) => c !== xDefault) || "";
+    fill(this.group, h("option", { value: "" }, "(none)"), text.map((c) => h("option", { value: c, selected: c === gDefault }, c)));
     const yDefault = numeric.filter((c) => c !== xDefault).slice(0, 1);
     fill(this.ys, numeric.map((c) => h("label", {},
       h("input", { type: "checkbox", value: c, checked: yDefault.includes(c) }), ` ${c}`)));
@@ -103,10 +112,18 @@ export class ResultChart {
     this.count.textContent = `${this.updates} updates, ${this.rows.size} rows`;
     this.count.dataset.updates = String(this.updates);
     const xcol = this.x.value;
-    const gcol = this.group.value;
     const ycols = [...this.ys.querySelectorAll("input:checked")].map((i) => i.value);
-    const rows = [...this.rows.values()].sort((a, b) => xValue(a[xcol]) - xValue(b[xcol]));
-    const time = rows.length > 0 && typeof rows[0][xcol] === "string" && !Number.isNaN(Date.parse(rows[0][xcol]));
+    const rows = [...this.rows.values()];
+    const sample = rows.length ? rows[0][xcol] : null;
+    const categorical = typeof sample === "string" && Number.isNaN(Date.parse(sample));
+    if (categorical) this.drawBars(rows, xcol, ycols);
+    else this.drawLines(rows, xcol, ycols, typeof sample === "string");
+  }
+
+  /** x is a time or a number: one line per y column (and per group, when split). */
+  drawLines(rows, xcol, ycols, time) {
+    const gcol = this.group.value;
+    rows.sort((a, b) => xValue(a[xcol]) - xValue(b[xcol]));
     const groups = new Map();
     for (const r of rows) {
       const g = gcol ? String(r[gcol]) : "";
@@ -123,12 +140,28 @@ export class ResultChart {
       const xs = grows.map((r) => xValue(r[xcol]));
       for (const y of ycols) {
         const name = gcol ? (ycols.length > 1 ? `${g} ${y}` : g) : y;
-        series.push({ name, xs, ys: grows.map((r) => (typeof r[y] === "number" ? r[y] : NaN)) });
+        series.push({ name, xs, ys: grows.map((r) => numberOr(r[y])) });
       }
     }
+    this.chart.kind = "line";
     this.chart.time = time;
     this.chart.set(series);
   }
+
+  /** x is a label (a device, a category): bars per label, the first MAX_BARS in order. */
+  drawBars(rows, xcol, ycols) {
+    rows.sort((a, b) => String(a[xcol]).localeCompare(String(b[xcol]), undefined, { numeric: true }));
+    const shown = rows.slice(0, MAX_BARS);
+    const categories = shown.map((r) => String(r[xcol]));
+    const xs = shown.map((_, i) => i);
+    this.chart.kind = "bar";
+    this.chart.time = false;
+    this.chart.set(ycols.map((y) => ({ name: y, xs, ys: shown.map((r) => numberOr(r[y])) })), { categories });
+  }
+}
+
+function numberOr(v) {
+  return typeof v === "number" ? v : NaN;
 }
 
 /** The rows of one server-sent event, whatever its envelope. */
@@ -139,8 +172,9 @@ export function rowsOf(data) {
   return data && typeof data === "object" ? [data] : [];
 }
 
-/** A row's identity: its x value and its non-numeric columns (a window of a key). */
-function identity(row, columns, xcol) {
+/** A row's identity: its key columns, else its x value and non-numeric columns. */
+function identity(row, key, columns, xcol) {
+  if (key.length) return JSON.stringify(key.map((c) => row[c]));
   return JSON.stringify([row[xcol], ...columns.filter((c) => typeof row[c] !== "number").map((c) => row[c])]);
 }
 

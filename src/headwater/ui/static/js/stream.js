@@ -71,7 +71,7 @@ export function mount(root, [name]) {
   let quarantineKey = "";
   async function loadQuarantine(force = false) {
     const { rows } = await api(`${path}/quarantine?order=desc&limit=200`);
-    const key = rows.map((r) => r._offset).join(",");
+    const key = rows.map((r) => r._offset ?? `${r.received_ms}:${r.row}`).join(",");
     if (key === quarantineKey && !force) return;
     quarantineKey = key;
     const codes = [...new Set(rows.map((r) => r.code))].sort();
@@ -150,11 +150,18 @@ function quarantineTable(rows, onReplay) {
   return h("div", { class: "table-wrap" }, h("table", { class: "data" },
     h("thead", {}, h("tr", {}, ["Offset", "Received", "Code", "Field", "Message", "Raw", ""].map((c) => h("th", {}, c)))),
     h("tbody", {}, rows.map((r) => h("tr", { "data-offset": r._offset },
-      h("td", { class: "num" }, String(r._offset)),
+      h("td", { class: "num" }, r._offset ?? "–"),
       h("td", { class: "nowrap" }, fmtTime(r.received_ms)),
       h("td", {}, h("code", {}, r.code)),
       h("td", {}, r.field || ""),
       h("td", {}, r.message),
       h("td", {}, h("code", { class: "raw", title: r.raw }, r.raw)),
-      h("td", {}, h("button", { class: "small", type: "button", onclick: () => onReplay(r._offset) }, "Replay")))))));
+      h("td", {}, replayButton(r, onReplay)))))));
+}
+
+function replayButton(row, onReplay) {
+  if (row._offset === undefined) {
+    return h("button", { class: "small", type: "button", disabled: true, title: "this server does not list quarantine offsets" }, "Replay");
+  }
+  return h("button", { class: "small", type: "button", onclick: () => onReplay(row._offset) }, "Replay");
 }
