@@ -11,7 +11,9 @@ only this loop::
         store.commit(ResultWrite(..., state=pipeline.snapshot()))
 
 ``out.upserts`` are keyed by ``pipeline.output_key``; ``out.appends`` are appended;
-``out.late`` / ``out.errors`` have ``late_schema`` / ``error_schema``.
+``out.late`` / ``out.errors`` have ``late_schema`` / ``error_schema``. To commit several
+steps at once, combine them with ``a.then(b, key=pipeline.output_key)`` (later upserts
+of a key replace earlier ones).
 
 >>> import pyarrow as pa
 >>> schema = pa.schema([("device_id", pa.string()), ("ts", pa.timestamp("ms", tz="UTC")),

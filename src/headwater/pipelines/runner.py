@@ -131,20 +131,21 @@ class PipelineRunner:
         pending_offset = self.offset
         last_commit = time.monotonic()
         dirty = False
+        key = self.pipeline.output_key
         while not self._stop.is_set():
             t0 = time.perf_counter()
             entries = self._log.read(self.topic, pending_offset, READ_ROWS)
             now = self._clock.now_ms()
             if entries:
                 batch = conform(entries, self._input_schema())
-                pending = pending.then(self.pipeline.process(batch, now))
+                pending = pending.then(self.pipeline.process(batch, now), key)
                 pending_offset = entries[-1].end
                 self.counters.rows_in += batch.num_rows
                 m.PIPELINE_ROWS_IN.labels(*self._labels).inc(batch.num_rows)
                 dirty = True
             step = self.pipeline.on_time(now)
             if _has_rows(step):
-                pending = pending.then(step)
+                pending = pending.then(step, key)
                 dirty = True
             due = time.monotonic() - last_commit >= self._config.commit_interval_s
             if dirty and (due or not entries):

@@ -282,3 +282,20 @@ def test_empty_batches_are_harmless() -> None:
     assert changed is not None and changed.num_rows == 3
     assert p.process(empty, 2).upserts is None
     assert p.status()["watermark_ms"] == 5
+
+
+def test_steps_combine_with_later_upserts_winning() -> None:
+    p = Pipeline.from_sql(
+        "CREATE PIPELINE p AS SELECT device_id, window_start, count(*) AS n "
+        "FROM TUMBLE(readings, ts, INTERVAL '1 minute') GROUP BY device_id, window_start "
+        "WITH (emit = 'changes')",
+        SCHEMA,
+    )
+    first = p.process(rows(("a", 1, 1.0, "ok", "e"), ("b", 2, 1.0, "ok", "e")), 0)
+    second = p.process(rows(("a", 3, 1.0, "ok", "e")), 1)
+    both = first.then(second, key=p.output_key)
+    assert both.upserts is not None
+    assert sorted((r["device_id"], r["n"]) for r in both.upserts.to_pylist()) == [
+        ("a", 2),
+        ("b", 1),
+    ]

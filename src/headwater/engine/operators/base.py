@@ -15,6 +15,7 @@ transaction; after a crash it ``restore()``s the snapshot and replays from the o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from headwater.engine.aggregates.groups import group_rows
 from headwater.engine.plan import WINDOW_TYPE
 
 I64 = npt.NDArray[np.int64]
@@ -37,10 +39,17 @@ class StepOutput:
     late: pa.Table | None = None
     errors: pa.Table | None = None
 
-    def then(self, other: StepOutput) -> StepOutput:
-        """This step's late/error rows plus ``other``'s; results from whichever has them."""
+    def then(self, other: StepOutput, key: Sequence[str] = ()) -> StepOutput:
+        """This step followed by ``other``, as one step (e.g. to commit several at once).
+
+        With ``key`` (the pipeline's ``output_key``), an upsert of ``other`` replaces one
+        of this step with the same key, so the combined upserts hold each key once.
+        """
+        upserts = concat([self.upserts, other.upserts])
+        if key and upserts is not None and self.upserts is not None and self.upserts.num_rows:
+            upserts = last_per_key(upserts, key)
         return StepOutput(
-            upserts=concat([self.upserts, other.upserts]),
+            upserts=upserts,
             appends=concat([self.appends, other.appends]),
             late=concat([self.late, other.late]),
             errors=concat([self.errors, other.errors]),
@@ -101,6 +110,16 @@ def concat(tables: list[pa.Table | None]) -> pa.Table | None:
     if not present:
         return next((t for t in tables if t is not None), None)
     return present[0] if len(present) == 1 else pa.concat_tables(present)
+
+
+def last_per_key(table: pa.Table, key: Sequence[str]) -> pa.Table:
+    """The last row of each key, in the order of those last rows."""
+    groups = group_rows([table[k] for k in key], table.num_rows)
+    if groups.count == table.num_rows:
+        return table
+    last = np.full(groups.count, -1, dtype=np.int64)
+    np.maximum.at(last, groups.ids, np.arange(table.num_rows, dtype=np.int64))
+    return table.take(pa.array(np.sort(last)))
 
 
 def late_schema(input_schema: pa.Schema) -> pa.Schema:

@@ -37,17 +37,20 @@ export class ResultChart {
     this.start();
   }
 
+  /** Subscribe first, then read the table: no change falls between the two. */
   async start() {
-    await this.reload();
     this.subscribe();
+    await this.reload(false);
   }
 
-  async reload() {
+  /** Read the latest rows; ``overwrite`` false keeps rows already received live (newer). */
+  async reload(overwrite = true) {
     try {
       const { rows } = await api(`/v1/tables/${enc(this.table)}/rows?order=desc&limit=1000`);
-      this.add(rows);
+      this.add(rows, overwrite);
     } catch (err) {
-      this.mode.textContent = `no rows yet (${err.code})`;
+      if (err.status !== 404) this.mode.textContent = `reading rows failed: ${err.message}`;
+      // 404: the table has no rows yet; they will come over the feed.
     }
   }
 
@@ -82,11 +85,14 @@ export class ResultChart {
     this.chart.destroy();
   }
 
-  add(rows) {
+  add(rows, overwrite = true) {
     if (!rows.length) return;
     if (!this.columns.length) this.setColumns(rows[0]);
     const xcol = this.x.value;
-    for (const r of rows) this.rows.set(identity(r, this.key, this.columns, xcol), r);
+    for (const r of rows) {
+      const id = identity(r, this.key, this.columns, xcol);
+      if (overwrite || !this.rows.has(id)) this.rows.set(id, r);
+    }
     if (this.rows.size > MAX_ROWS) {
       const sorted = [...this.rows.entries()].sort((a, b) => xValue(a[1][xcol]) - xValue(b[1][xcol]));
       this.rows = new Map(sorted.slice(sorted.length - MAX_ROWS));
