@@ -66,8 +66,11 @@ class Settings(BaseSettings):
     # engine
     checkpoint_interval_s: float = Field(1.0, description="Longest time between pipeline commits.")
     idle_timeout: str = Field(
-        "10 seconds",
-        description="After this long without events, a pipeline's watermark advances with processing time.",
+        "30 seconds",
+        description=(
+            "Default idle timeout of pipelines: after this long without events the watermark advances "
+            "with processing time, so windows close on an idle stream ('' turns it off)."
+        ),
     )
 
     # demo

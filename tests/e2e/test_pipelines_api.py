@@ -148,3 +148,21 @@ def test_enrichment_join_sees_reference_updates(server: Server) -> None:
         c.post(f"/v1/streams/{s}/events", json={"device_id": "a", "ts": ts(2), "temperature": 2, "event_id": "j2"})
         rows = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(c.get(f"/v1/tables/{name}/rows").json()["rows"]))
         assert sorted((r["temperature"], r["site"]) for r in rows) == [(1.0, "north"), (2.0, "south")]
+
+
+def test_idle_stream_closes_windows_and_status_says_why_waiting(server: Server) -> None:
+    from datetime import UTC, datetime
+
+    with server.client() as c:
+        s = stream(c)
+        name = f"{s}_idle"
+        sql = (f"CREATE PIPELINE {name} AS SELECT device_id, window_start, count(*) AS n "
+               f"FROM TUMBLE({s}, ts, INTERVAL '2 seconds') GROUP BY device_id, window_start, window_end "
+               f"WITH (emit = 'final', idle_timeout = '1 second')")  # fmt: skip
+        assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+        now = datetime.now(UTC).isoformat()
+        c.post(f"/v1/streams/{s}/events", json=[{"device_id": "i", "ts": now, "temperature": 1, "event_id": f"i{k}"} for k in range(3)])
+        st = wait_for(lambda: (lambda j: j if j.get("waiting") else None)(c.get(f"/v1/pipelines/{name}").json()), 5)
+        assert "closes when the watermark reaches" in st["waiting"]
+        rows = wait_for(lambda: c.get(f"/v1/tables/{name}/rows").json()["rows"], 10)
+        assert rows and rows[0]["n"] == 3

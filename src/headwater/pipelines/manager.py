@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -13,7 +14,7 @@ from headwater.engine import Pipeline, plan_pipeline
 from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.ingest.streams import StreamState
 from headwater.model.schema import arrow_schema
-from headwater.model.time import ms_to_datetime
+from headwater.model.time import ms_to_datetime, parse_duration_ms
 from headwater.pipelines.references import StoreReferenceTables
 from headwater.pipelines.runner import PipelineRunner, RunnerConfig, errors_table, late_table
 from headwater.pipelines.subscriptions import Subscriptions
@@ -148,6 +149,7 @@ class PipelineManager:
             },
             windows={k: _jsonable(v) for k, v in st.items() if k not in ("watermark_ms",)},
         )  # fmt: skip
+        out["waiting"] = _waiting(st, plan.options.allowed_lateness_ms)
         if runner.error and rec.status != "failed":
             out["status"], out["reason"] = "failed", runner.error
         return out
@@ -172,6 +174,9 @@ class PipelineManager:
     def _build(self, tenant: str, sql: str) -> PipelineRunner:
         streams = [s.schema.name for s in self._p.streams.list(tenant)]
         plan = plan_pipeline(sql, streams=streams)
+        if plan.options.idle_timeout_ms is None and self._p.settings.idle_timeout:
+            idle = parse_duration_ms(self._p.settings.idle_timeout)
+            plan = replace(plan, options=replace(plan.options, idle_timeout_ms=idle))
         st = self._stream(tenant, plan.source)
         pipeline = Pipeline(plan, arrow_schema(st.schema), self.references(tenant))
         name = plan.name
@@ -210,6 +215,20 @@ class PipelineManager:
     def _fail(self, tenant: str, name: str, reason: str) -> None:
         log.error("pipeline_failed", tenant=tenant, pipeline=name, reason=reason)
         self._set(tenant, name, "failed", reason)
+
+
+def _waiting(st: dict[str, Any], lateness_ms: int) -> str | None:
+    """Why the oldest open window has not closed yet, in words."""
+    end = st.get("oldest_open_window_end_ms")
+    if end is None:
+        return None
+    wm = st.get("watermark_ms")
+    closes = end + lateness_ms
+    now = "no watermark yet" if wm is None else f"the watermark is {ms_to_datetime(wm).isoformat()}"
+    return (
+        f"the oldest open window ends {ms_to_datetime(end).isoformat()}; it closes when the watermark "
+        f"reaches {ms_to_datetime(closes).isoformat()} (window end + allowed lateness); {now}"
+    )
 
 
 def _jsonable(v: Any) -> Any:

@@ -164,7 +164,7 @@ export class Chart {
       y1 = Math.max(0, y1);
     }
     if (!Number.isFinite(y0)) return null;
-    if (y0 === y1) [y0, y1] = [y0 - 1, y1 + 1];
+    if (y0 === y1) [y0, y1] = y0 === 0 ? [0, 1] : [y0 - Math.abs(y0) * 0.1, y1 + Math.abs(y1) * 0.1];
     if (x0 === x1) [x0, x1] = [x0 - (this.time ? 30e3 : 1), x1 + (this.time ? 30e3 : 1)];
     const ticks = niceTicks(y0, y1);
     return { x0, x1, y0: Math.min(y0, ticks[0]), y1: Math.max(y1, ticks[ticks.length - 1]), ticks };
