@@ -8,4 +8,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
+./scripts/install-test-deps.sh
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -18,7 +18,7 @@ from headwater.ingest.dedup import IdIndex
 from headwater.ingest.idempotency import IdemRecord, IdempotencyKeys
 from headwater.ingest.service import IngestService, TokenBucket
 from headwater.ingest.streams import (
-    QUARANTINE_SCHEMA,
+    QUARANTINE_STORED_SCHEMA,
     StreamDirectory,
     StreamState,
     quarantine_table_of,
@@ -53,7 +53,7 @@ class Platform:
     def feeds(self) -> Iterator[Feed]:
         for st in self.streams.all():
             yield Feed(st.tenant, st.topic, st.schema.name, _schema_of(st))
-            yield Feed(st.tenant, st.quarantine_topic, quarantine_table_of(st.schema.name), lambda: QUARANTINE_SCHEMA)
+            yield Feed(st.tenant, st.quarantine_topic, quarantine_table_of(st.schema.name), lambda: QUARANTINE_STORED_SCHEMA)
 
     def table_names(self, tenant: str) -> set[str]:
         names = {s.schema.name for s in self.streams.list(tenant)}

@@ -54,9 +54,9 @@ def format_of(path: str, explicit: str | None) -> str:
 
 
 def batch_key(prefix: str, index: int, body: bytes) -> str:
-    """The ``Idempotency-Key`` of a batch: its position and a digest of exactly what is sent.
+    """The ``Idempotency-Key`` of a batch: its position and a digest of its (uncompressed) rows.
 
-    A re-run of the same file with the same options sends the same bodies under the same
+    A re-run of the same file with the same batch size sends the same rows under the same
     keys, so the server answers them from the first run instead of storing them twice.
 
     >>> batch_key("send", 3, b"x")

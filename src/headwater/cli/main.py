@@ -13,11 +13,17 @@ app = typer.Typer(no_args_is_help=True, help="Headwater: real-time data processi
 
 HostOpt = Annotated[str | None, typer.Option(help="Address to listen on [env HEADWATER_HOST].")]
 PortOpt = Annotated[int | None, typer.Option(help="Port [env HEADWATER_PORT].")]
-DirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [env HEADWATER_DATA_DIR].")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file [env HEADWATER_CONFIG].")]
+DirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory [env HEADWATER_DATA_DIR].")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML config file [env HEADWATER_CONFIG].")
+]
 
 
-def _settings(host: str | None, port: int | None, data_dir: Path | None, config: Path | None, **kw: Any) -> Settings:
+def _settings(
+    host: str | None, port: int | None, data_dir: Path | None, config: Path | None, **kw: Any
+) -> Settings:
     return load_settings(config, host=host, port=port, data_dir=data_dir, **kw)
 
 
@@ -39,7 +45,9 @@ def run_server(settings: Settings, extensions_for: str = "serve") -> None:
     from headwater.extensions import extensions
 
     fastapi_app = create_app(platform, extensions(extensions_for))
-    console.print(f"Headwater listening on http://{settings.host}:{settings.port}  (API docs at /docs)")
+    console.print(
+        f"Headwater listening on http://{settings.host}:{settings.port}  (API docs at /docs)"
+    )
     uvicorn.run(
         fastapi_app, host=settings.host, port=settings.port, log_level="warning",
         loop="uvloop", http="httptools", access_log=False, timeout_graceful_shutdown=5,
@@ -52,13 +60,17 @@ def _root() -> None:
 
 
 @app.command()
-def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None) -> None:
+def serve(
+    host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None
+) -> None:
     """Run the server: ingest, pipelines, store and API in one process."""
     run_server(_settings(host, port, data_dir, config))
 
 
 @app.command()
-def demo(host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None) -> None:
+def demo(
+    host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None
+) -> None:
     """Run the server with a simulated IoT fleet, a `readings` stream and sample pipelines."""
     from rich.console import Console
 

@@ -28,9 +28,11 @@ from headwater.cli.client import (
     KeyOpt,
     UrlOpt,
     backoff_s,
+    call,
     connect,
     err_console,
     error_of,
+    fail,
     out_console,
     parse_retry_after,
     unreachable,
@@ -57,6 +59,7 @@ class BatchResult:
     answer: dict[str, Any] = field(default_factory=dict)
     replayed: bool = False
     attempts: int = 1
+    sent_before: bool = False
     failure: ApiError | None = None
 
     @property
@@ -73,7 +76,7 @@ def post_batch(
     body = gzip_body(batch.body) if opts.gzip else batch.body
     headers = {
         "Content-Type": batch.content_type,
-        "Idempotency-Key": batch_key(opts.prefix, batch.index, body),
+        "Idempotency-Key": batch_key(opts.prefix, batch.index, batch.body),
     }
     if opts.gzip:
         headers["Content-Encoding"] = "gzip"
@@ -90,6 +93,10 @@ def post_batch(
                 replayed = resp.headers.get("idempotent-replayed") == "true"
                 return BatchResult(batch, resp.json(), replayed, attempt)
             failure = error_of(resp)
+            if failure.code == "idempotency_key_reused":
+                # The key holds a digest of these very rows: an earlier run stored them,
+                # sent with other options (--gzip). Storing them again would double count.
+                return BatchResult(batch, replayed=True, attempts=attempt, sent_before=True)
             if not _retryable(resp.status_code, failure.code):
                 return BatchResult(batch, attempts=attempt, failure=_explain(failure, batch))
             asked = parse_retry_after(resp.headers.get("retry-after"))
@@ -140,9 +147,11 @@ def send_all(
         for batch in items:
             inflight.append(pool.submit(post_batch, client, batch, opts, stop))
             if len(inflight) >= concurrency and _settle(inflight.popleft(), tally, on_result):
+                stop.set()  # what is in flight gives up instead of retrying
                 break
         while inflight:
-            _settle(inflight.popleft(), tally, on_result)
+            if _settle(inflight.popleft(), tally, on_result):
+                stop.set()
     finally:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -152,7 +161,7 @@ def _settle(
     fut: Future[BatchResult], tally: Tally, on_result: Callable[[BatchResult], None]
 ) -> bool:
     result = fut.result()
-    tally.add(result.batch, result.answer, result.replayed, result.failure)
+    tally.add(result.batch, result.answer, result.replayed, result.failure, result.sent_before)
     on_result(result)
     return result.fatal
 
@@ -193,7 +202,11 @@ def send(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
 ) -> None:
-    """Send a file of events to a stream in batches, safely re-runnable."""
+    """Send a file of events to a stream in batches, safely re-runnable.
+
+    Exits 0 when every batch was answered 2xx (rows may still have been rejected: they
+    are counted and kept in quarantine), 1 otherwise, 130 when interrupted.
+    """
     try:
         fmt_name = format_of(file, fmt)
         fh, size = open_input(file, sys.stdin.buffer)
@@ -201,37 +214,15 @@ def send(
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     opts = SendOptions(stream, use_gzip, idempotency_prefix, max_retries)
-    tally = Tally(started_s=time.monotonic())
-    out = out_console()
-    bar = progress_bar(
-        err_console, size, enabled=progress and not as_json and err_console.is_terminal
-    )
-    interrupted = False
-    with fh, connect(url, key, timeout) as client, bar:
-        task = bar.add_task(f"{stream} ←", total=size, rows=0, rate="0")
-
-        def on_result(r: BatchResult) -> None:
-            bar.update(
-                task,
-                advance=r.batch.consumed_bytes,
-                rows=f"{tally.rows_sent:,}",
-                rate=f"{tally.rate():,.0f}",
-            )
-
-        try:
-            send_all(
-                client,
-                batches(fh, fmt_name, batch_size, max_batch_bytes),
-                opts,
-                tally,
-                concurrency,
-                on_result,
-            )
-        except KeyboardInterrupt:
-            interrupted = True
-        except Exception as exc:  # a damaged Avro file, an unreadable file: say which batch
-            tally.input_error = f"cannot read {file} after {tally.batches} batches: {exc}"
-    print_summary(out, err_console, tally, stream, file, show_errors, as_json)
+    show_bar = progress and not as_json and err_console.is_terminal
+    with fh, connect(url, key, timeout) as client:
+        try:  # a missing stream, a wrong key or no server: say so before reading the file
+            call(client, "GET", f"/v1/streams/{stream}")
+        except ApiError as exc:
+            fail(exc)
+        items = batches(fh, fmt_name, batch_size, max_batch_bytes)
+        tally, interrupted = run(client, items, opts, concurrency, size, show_bar)
+    print_summary(out_console(), err_console, tally, stream, file, show_errors, as_json)
     if interrupted:
         err_console.print(
             "[yellow]interrupted:[/] run the same command again to finish; "
@@ -240,3 +231,32 @@ def send(
         raise typer.Exit(130)
     if tally.failed or tally.input_error:
         raise typer.Exit(1)
+
+
+def run(
+    client: httpx.Client,
+    items: Iterable[Batch],
+    opts: SendOptions,
+    concurrency: int,
+    size: int | None,
+    show_bar: bool,
+) -> tuple[Tally, bool]:
+    """Send everything with a progress bar; the tally, and whether Ctrl-C cut it short."""
+    tally = Tally(started_s=time.monotonic())
+    with progress_bar(err_console, enabled=show_bar) as bar:
+        task = bar.add_task(f"{opts.stream} ←", total=size, rows=0, rate="0")
+
+        def on_result(r: BatchResult) -> None:
+            rows, rate = f"{tally.rows_sent:,}", f"{tally.rate():,.0f}"
+            bar.update(task, advance=r.batch.consumed_bytes, rows=rows, rate=rate)
+
+        try:
+            send_all(client, items, opts, tally, concurrency, on_result)
+        except KeyboardInterrupt:
+            return tally, True
+        except Exception as exc:  # a damaged Avro file, an unreadable file: say where
+            tally.input_error = (
+                f"cannot read the input after {tally.batches} batches ({tally.rows_sent:,} rows): "
+                f"{exc}; once it is fixed, a re-run does not store those batches twice"
+            )
+    return tally, False

@@ -36,6 +36,7 @@ class Tally:
     duplicates: int = 0
     batches: int = 0
     replayed: int = 0
+    sent_before: int = 0
     errors_truncated: bool = False
     errors: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -52,7 +53,12 @@ class Tally:
         return self.rows_sent / max(self.elapsed_s(), 1e-6)
 
     def add(
-        self, batch: Batch, answer: dict[str, Any], replayed: bool, failure: ApiError | None
+        self,
+        batch: Batch,
+        answer: dict[str, Any],
+        replayed: bool,
+        failure: ApiError | None,
+        sent_before: bool = False,
     ) -> None:
         first_record = self.rows_sent
         self.rows_sent += batch.rows
@@ -64,6 +70,7 @@ class Tally:
             })  # fmt: skip
             return
         self.replayed += replayed
+        self.sent_before += sent_before
         self.accepted += int(answer.get("accepted", 0))
         self.rejected += int(answer.get("rejected", 0))
         self.duplicates += int(answer.get("duplicates", 0))
@@ -84,14 +91,14 @@ class Tally:
         return {
             "accepted": self.accepted, "rejected": self.rejected, "duplicates": self.duplicates,
             "rows_sent": self.rows_sent, "batches": self.batches, "failed_batches": self.failed,
-            "replayed_batches": self.replayed, "elapsed_s": round(elapsed, 3),
+            "replayed_batches": self.replayed, "sent_before_batches": self.sent_before, "elapsed_s": round(elapsed, 3),
             "rows_per_s": round(self.rows_sent / max(elapsed, 1e-6), 1),
             "errors": self.errors, "errors_truncated": self.errors_truncated,
             "failures": self.failures, "input_error": self.input_error,
         }  # fmt: skip
 
 
-def progress_bar(console: Console, total_bytes: int | None, enabled: bool) -> Progress:
+def progress_bar(console: Console, enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -131,6 +138,11 @@ def print_summary(
         err.print(
             f"[bold red]batch {f['batch']} failed[/] (records {lo:,}–{hi:,}) "
             f"{code}: {escape(str(f['message']))}"
+        )
+    if t.sent_before:
+        err.print(
+            f"[yellow]note:[/] {t.sent_before} batches were stored by an earlier run sent with other "
+            "options (--gzip); they were not stored again, and their row counts are not in the totals"
         )
     if t.input_error:
         err.print(f"[bold red]error:[/] {escape(t.input_error)}")

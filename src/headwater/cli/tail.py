@@ -34,6 +34,7 @@ from headwater.cli.client import (
     fail,
     out_console,
     request,
+    unreachable,
 )
 from headwater.cli.tail_print import RowPrinter
 
@@ -134,7 +135,11 @@ def follow_table(
     with client.stream("GET", f"/v1/tables/{name}/subscribe", timeout=timeout) as resp:
         if not resp.is_success:
             resp.read()
-            if resp.status_code == 404 and error_of(resp).code == "not_found":
+            if resp.status_code == 404 and error_of(resp).code == "not_found":  # no such route
+                if name not in call(client, "GET", "/v1/tables").get("tables", []):
+                    raise ApiError(
+                        f"there is no stream or table named {name!r}", code="unknown_table"
+                    )
                 raise ApiError(
                     f"{name!r} is not a stream, and this server cannot push table changes "
                     f"(no /v1/tables/{name}/subscribe); query it with `headwater sql` instead",
@@ -221,6 +226,8 @@ def tail(
                 follow_table(client, name, lines, stop, printer)
             else:
                 raise error_of(is_stream)
+    except httpx.TransportError as exc:
+        fail(unreachable(url, exc))
     except ApiError as exc:
         fail(exc)
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from headwater.catalog.sqlite import Catalog
 from headwater.errors import Conflict, NotFound
 from headwater.ingest.dedup import IdIndex
+from headwater.ingest.rules import compile_rules
 from headwater.model.schema import StreamSchema, arrow_schema, check_evolution, check_schema
 from headwater.store.ports import ResultStore
 
@@ -37,6 +38,8 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("request_id", pa.string()),
     ]
 )
+
+QUARANTINE_STORED_SCHEMA = pa.schema([*QUARANTINE_SCHEMA, pa.field("_offset", pa.int64())])
 
 
 def topic_of(tenant: str, stream: str) -> str:
@@ -106,6 +109,7 @@ class StreamDirectory:
     ) -> StreamState:
         """Create a new stream; ``taken`` holds other table names of the tenant."""
         check_schema(schema)
+        compile_rules(schema)
         if (tenant, schema.name) in self._streams or schema.name in taken:
             raise Conflict(
                 f"{schema.name!r} already exists; use PUT /v1/streams/{schema.name} to change its schema",
@@ -113,7 +117,7 @@ class StreamDirectory:
             )
         schema = _with_version(schema, 1)
         self._store.ensure_table(tenant, schema.name, store_schema(schema))
-        self._store.ensure_table(tenant, quarantine_table_of(schema.name), QUARANTINE_SCHEMA)
+        self._store.ensure_table(tenant, quarantine_table_of(schema.name), QUARANTINE_STORED_SCHEMA)
         self._catalog.add_stream_version(tenant, schema, now_ms)
         st = StreamState(tenant, schema, [schema])
         self._streams[(tenant, schema.name)] = st
@@ -125,6 +129,7 @@ class StreamDirectory:
         """Apply a compatible schema change live; refuse an incompatible one with reasons."""
         st = self.get(tenant, schema.name)
         check_schema(schema)
+        compile_rules(schema)
         changes = check_evolution(st.schema, schema)
         if not changes and _with_version(schema, st.schema.version) == st.schema:
             return st, []

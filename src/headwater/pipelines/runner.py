@@ -20,6 +20,7 @@ from headwater.engine import Pipeline, StepOutput
 from headwater.log.ports import Log
 from headwater.model.time import Clock
 from headwater.observability import metrics as m
+from headwater.observability.tracing import span
 from headwater.pipelines.subscriptions import Subscriptions
 from headwater.store.materializer import conform
 from headwater.store.ports import ResultStore, ResultWrite
@@ -138,7 +139,8 @@ class PipelineRunner:
             now = self._clock.now_ms()
             if entries:
                 batch = conform(entries, self._input_schema())
-                pending = pending.then(self.pipeline.process(batch, now), key)
+                with span("pipeline.batch", tenant=self.tenant, pipeline=self.name, rows=batch.num_rows):
+                    pending = pending.then(self.pipeline.process(batch, now), key)
                 pending_offset = entries[-1].end
                 self.counters.rows_in += batch.num_rows
                 m.PIPELINE_ROWS_IN.labels(*self._labels).inc(batch.num_rows)

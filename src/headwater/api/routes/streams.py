@@ -10,7 +10,9 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response, parse_time_bound, table_response
-from headwater.errors import BadRequest, PayloadTooLarge
+from headwater.errors import BadRequest, HeadwaterError, PayloadTooLarge
+from headwater.ingest.service import IngestOutcome
+from headwater.observability import metrics as m
 from headwater.ingest.streams import StreamState, quarantine_table_of
 from headwater.model.schema import schema_from_dict, schema_to_dict
 from headwater.services import Platform
@@ -119,18 +121,27 @@ async def ingest_events(name: str, request: Request) -> Response:
     who.require("admin", "writer")
     p = platform(request)
     st = p.streams.get(who.tenant, name)
-    body = await read_body(request, p.settings.max_body_bytes)
-    outcome = await p.ingest.ingest(
+    try:
+        body = await read_body(request, p.settings.max_body_bytes)
+        outcome = await _ingest(p, st, body, request, who.key_id)
+    except HeadwaterError as exc:
+        m.INGEST_REQUESTS.labels(who.tenant, name, str(exc.status)).inc()
+        raise
+    m.INGEST_REQUESTS.labels(who.tenant, name, str(outcome.status)).inc()
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return Response(outcome.body, outcome.status, headers, "application/json")
+
+
+async def _ingest(p: Platform, st: StreamState, body: bytes, request: Request, key_id: str) -> IngestOutcome:
+    return await p.ingest.ingest(
         st,
         body,
         request.headers.get("content-type", "application/json"),
         request.headers.get("content-encoding"),
         request.headers.get("idempotency-key"),
-        who.key_id,
+        key_id,
         request.state.request_id if hasattr(request.state, "request_id") else "",
     )
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return Response(outcome.body, outcome.status, headers, "application/json")
 
 
 def row_query(request: Request, tenant: str, table: str, time_column: str | None, columns: list[str]) -> tuple[RowQuery, str]:

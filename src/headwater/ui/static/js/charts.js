@@ -76,12 +76,16 @@ function xLabel(ctx, text, x, y, width) {
   ctx.fillText(text, Math.min(Math.max(x, half + 2), width - half - 2), y);
 }
 
-/** Round tick positions covering [lo, hi]. */
-export function niceTicks(lo, hi, count = 5) {
-  const span = hi - lo || Math.abs(hi) || 1;
+/** A round step (1, 2 or 5 × 10^k) cutting ``span`` into about ``count`` parts. */
+function niceStep(span, count = 5) {
   const raw = span / count;
   const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || raw;
+  return [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || raw;
+}
+
+/** Round tick positions covering [lo, hi]. */
+export function niceTicks(lo, hi, count = 5) {
+  const step = niceStep(hi - lo || Math.abs(hi) || 1, count);
   const out = [];
   for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) out.push(+t.toPrecision(12));
   return out;
@@ -166,8 +170,11 @@ export class Chart {
     if (!Number.isFinite(y0)) return null;
     if (y0 === y1) [y0, y1] = y0 === 0 ? [0, 1] : [y0 - Math.abs(y0) * 0.1, y1 + Math.abs(y1) * 0.1];
     if (x0 === x1) [x0, x1] = [x0 - (this.time ? 30e3 : 1), x1 + (this.time ? 30e3 : 1)];
-    const ticks = niceTicks(y0, y1);
-    return { x0, x1, y0: Math.min(y0, ticks[0]), y1: Math.max(y1, ticks[ticks.length - 1]), ticks };
+    // Widen to whole steps so the top and bottom grid lines frame the data.
+    const step = niceStep(y1 - y0);
+    const lo = Math.floor(y0 / step) * step;
+    const hi = Math.ceil(y1 / step) * step;
+    return { x0, x1, y0: lo, y1: hi, ticks: niceTicks(lo, hi) };
   }
 
   draw() {

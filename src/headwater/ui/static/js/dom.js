@@ -101,6 +101,11 @@ export function fmtTime(v) {
   return d.toISOString().replace("T", " ").replace(/\.000Z$|Z$/, "Z");
 }
 
+/** An ISO-8601 time as the API writes it (browsers' Date.parse accepts far more). */
+export function isTimeText(v) {
+  return typeof v === "string" && /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}/.test(v);
+}
+
 /** A cell's text: objects as JSON, long text cut (the title keeps it whole). */
 export function cellText(v) {
   if (v === null || v === undefined) return "";
@@ -141,6 +146,11 @@ export function fill(el, ...children) {
 /** A status pill: ok / warn / bad / idle. */
 export function pill(text, tone) {
   return h("span", { class: `pill ${tone}` }, text);
+}
+
+/** A pipeline's status: running, paused, failed. */
+export function statusPill(status) {
+  return pill(status, { running: "ok", paused: "warn", failed: "bad" }[status] || "idle");
 }
 
 export function errorBox(err) {

@@ -3,7 +3,7 @@
 
 import { ApiError, api, apiOptional, apiText, enc, health, parseMetrics } from "./api.js";
 import { Ring, sparkline } from "./charts.js";
-import { every, fill, fmtBytes, fmtDuration, fmtNum, fmtRate, fmtTime, h, onFrame, pill } from "./dom.js";
+import { every, fill, fmtBytes, fmtDuration, fmtNum, fmtRate, fmtTime, h, onFrame, pill, statusPill } from "./dom.js";
 
 const RATE_POINTS = 90;
 
@@ -160,10 +160,6 @@ function check(name, ok, detail) {
     h("span", { class: `dot ${ok ? "ok" : "bad"}` }), h("b", {}, name), h("span", { class: "muted" }, detail));
 }
 
-export function statusTone(status) {
-  return { running: "ok", paused: "warn", failed: "bad" }[status] || "idle";
-}
-
 async function pipelinesView() {
   const answer = await apiOptional("/v1/pipelines");
   if (answer === null) return h("p", { class: "muted" }, "This server has no pipelines API.");
@@ -176,7 +172,7 @@ async function pipelinesView() {
       const m = p.metrics || {};
       return h("tr", { "data-testid": `pipeline-${p.name}` },
         h("td", {}, h("a", { href: `#/pipelines/${enc(p.name)}` }, p.name)),
-        h("td", { title: p.reason || "" }, pill(p.status, statusTone(p.status))),
+        h("td", { title: p.reason || "" }, statusPill(p.status)),
         h("td", {}, fmtTime(p.watermark)),
         h("td", { class: "num" }, fmtNum(m.log_lag_rows)),
         h("td", { class: "num" }, fmtDuration(m.event_time_lag_s)),

@@ -3,8 +3,7 @@
 
 import { api, enc } from "./api.js";
 import { Chart, Ring } from "./charts.js";
-import { errorBox, every, fill, fmtBytes, fmtDuration, fmtNum, fmtTime, h, pill } from "./dom.js";
-import { statusTone } from "./overview.js";
+import { errorBox, every, fill, fmtBytes, fmtDuration, fmtNum, fmtTime, h, statusPill } from "./dom.js";
 import { ResultChart } from "./results.js";
 
 const POINTS = 150;
@@ -46,7 +45,7 @@ export function mount(root, [name]) {
 
   function show(p) {
     const m = p.metrics || {};
-    fill(els.status, pill(p.status, statusTone(p.status)));
+    fill(els.status, statusPill(p.status));
     els.reason.textContent = p.reason || "";
     pauseBtn.disabled = p.status !== "running";
     resumeBtn.disabled = p.status === "running";

@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 import { Chart } from "./charts.js";
-import { dataTable, errorBox, fill, h } from "./dom.js";
+import { dataTable, errorBox, fill, h, isTimeText } from "./dom.js";
 
 const LAST_SQL = "headwater.sql";
 const MAX_SHOWN = 1000;
@@ -92,7 +92,7 @@ function setChartChoices(answer, xSel, ySel, kind) {
   const numeric = answer.columns.filter((_, i) => typeof first[i] === "number");
   fill(xSel, h("option", { value: "" }, "(row number)"), answer.columns.map((c) => h("option", { value: c }, c)));
   fill(ySel, numeric.map((c) => h("option", { value: c }, c)));
-  const isTime = (i) => typeof first[i] === "string" && !Number.isNaN(Date.parse(first[i]));
+  const isTime = (i) => isTimeText(first[i]);
   const timeCol = answer.columns.find((_, i) => isTime(i));
   const label = answer.columns.find((c, i) => !numeric.includes(c) && !isTime(i));
   // Over time: a line. By label (a device, a category): bars. Else the first number.
@@ -113,7 +113,7 @@ function chartData(answer, xcol, ycol, kind, chart) {
     return [[{ name: ycol, xs: rows.map((_, i) => i), ys }], { categories }];
   }
   const raw = rows.map((r, i) => (xi >= 0 ? r[xi] : i + 1));
-  chart.time = raw.length > 0 && typeof raw[0] === "string" && !Number.isNaN(Date.parse(raw[0]));
+  chart.time = raw.length > 0 && isTimeText(raw[0]);
   const xs = raw.map((v, i) => (typeof v === "number" ? v : chart.time ? Date.parse(v) : i + 1));
   const order = xs.map((_, i) => i).sort((a, b) => xs[a] - xs[b]);
   return [[{ name: ycol, xs: order.map((i) => xs[i]), ys: order.map((i) => ys[i]) }], {}];

@@ -4,7 +4,7 @@
 
 import { api, enc, session } from "./api.js";
 import { Chart } from "./charts.js";
-import { every, fill, h, onFrame } from "./dom.js";
+import { every, fill, h, isTimeText, onFrame } from "./dom.js";
 
 const MAX_ROWS = 5000; // rows kept in the browser; the oldest (by x) go first
 const MAX_GROUPS = 10;
@@ -104,8 +104,9 @@ export class ResultChart {
   setColumns(sample) {
     this.columns = Object.keys(sample).filter((c) => !c.startsWith("_"));
     const numeric = this.columns.filter((c) => typeof sample[c] === "number");
-    const text = this.columns.filter((c) => typeof sample[c] === "string" && Number.isNaN(Date.parse(sample[c])));
-    const xDefault = this.columns.includes("window_start") ? "window_start" : this.columns[0];
+    const text = this.columns.filter((c) => typeof sample[c] === "string" && !isTimeText(sample[c]));
+    const times = this.columns.filter((c) => isTimeText(sample[c]));
+    const xDefault = this.columns.includes("window_start") ? "window_start" : times[0] || this.columns[0];
     fill(this.x, this.columns.map((c) => h("option", { value: c, selected: c === xDefault }, c)));
     const gDefault = text.find((c) => c !== xDefault) || "";
     fill(this.group, h("option", { value: "" }, "(none)"), text.map((c) => h("option", { value: c, selected: c === gDefault }, c)));
@@ -121,7 +122,7 @@ export class ResultChart {
     const ycols = [...this.ys.querySelectorAll("input:checked")].map((i) => i.value);
     const rows = [...this.rows.values()];
     const sample = rows.length ? rows[0][xcol] : null;
-    const categorical = typeof sample === "string" && Number.isNaN(Date.parse(sample));
+    const categorical = typeof sample === "string" && !isTimeText(sample);
     if (categorical) this.drawBars(rows, xcol, ycols);
     else this.drawLines(rows, xcol, ycols, typeof sample === "string");
   }

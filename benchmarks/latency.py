@@ -1,0 +1,432 @@
+"""End-to-end latency: from ingest to the result row a client can see, under steady load.
+
+Starts a fresh ``headwater serve``, creates a stream and two pipelines over it:
+
+- ``lat_changes``: per-device 1-minute tumbling count, ``emit = 'changes'``;
+- ``lat_final``: per-device tumbling count over ``--final-window`` (5 s) windows,
+  ``emit = 'final'``, ``watermark_delay = --delay`` (1 s), so a run sees many windows
+  close (a 1-minute window would close once a minute).
+
+Load: ``--clients`` processes POST batched NDJSON (``--batch`` events per request,
+events from 10k devices, event time = the wall clock when the body is built, every
+body unique) at ``--rate`` events/s in total, paced on a schedule (a late request is
+sent at once, never skipped). Two more processes follow ``GET
+/v1/tables/{name}/subscribe`` (SSE) of each result table.
+
+Probes (``emit = 'changes'``): every ``--probe-every`` seconds one request of the same
+kind carries, besides ``batch - 1`` load events, one event of a fresh device
+``probe-K``. Measured, on the machine's monotonic clock:
+
+- from the request being *sent* and from its 2xx being *received* (acked, durable)
+- to the row of ``probe-K`` being visible in ``GET /v1/tables/lat_changes/rows?device_id=probe-K``
+  (polled back to back; the time is when the answer holding it arrived) and in the SSE feed.
+
+Watermark-bound results (``emit = 'final'``): a device ``wm-probe`` has an event in every
+window ``[s, s + W)``; the window can close once an event with time >= ``s + W + delay``
+exists, i.e. at wall-clock time ``T = s + W + delay`` (load events carry the wall
+clock). Measured: from ``T`` to ``wm-probe``'s row of that window being visible (GET,
+polled from ``T`` on, and SSE). The target is ``T + 250 ms``, i.e. window end + delay + 250 ms.
+
+    python benchmarks/latency.py                       # 100k events/s for 60 s
+    python benchmarks/latency.py --rate 50000 --seconds 30 --py-spy /tmp/server.svg
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from headwater.model.time import parse_duration_ms
+from serverproc import ADMIN_KEY, Server
+
+STREAM = {
+    "name": "lat_readings",
+    "fields": [
+        {"name": "device_id", "type": "string", "required": True},
+        {"name": "ts", "type": "timestamp", "required": True},
+        {"name": "temperature", "type": "float"},
+        {"name": "seq", "type": "int"},
+    ],
+    "event_time": "ts",
+    "key": ["device_id"],
+}
+CHANGES = """CREATE PIPELINE lat_changes AS
+SELECT device_id, window_start, window_end, count(*) AS n
+FROM TUMBLE(lat_readings, ts, INTERVAL '1 minute')
+GROUP BY device_id, window_start, window_end
+WITH (emit = 'changes', watermark_delay = '{delay}')"""
+FINAL = """CREATE PIPELINE lat_final AS
+SELECT device_id, window_start, window_end, count(*) AS n
+FROM TUMBLE(lat_readings, ts, INTERVAL '{window}')
+GROUP BY device_id, window_start, window_end
+WITH (emit = 'final', watermark_delay = '{delay}')"""
+DEVICES = 10_000
+HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/x-ndjson"}
+
+
+def iso(wall_s: float) -> str:
+    return (
+        datetime.fromtimestamp(wall_s, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def body(n: int, seq: int, extra: tuple[bytes, ...] = ()) -> bytes:
+    """``n`` load events stamped now (device ``seq + i`` mod 10k), then ``extra`` lines."""
+    now = iso(time.time()).encode()
+    lines = [
+        b'{"device_id":"device-%05d","ts":"%s","temperature":%d.5,"seq":%d}'
+        % ((seq + i) % DEVICES, now, (seq + i) % 40, seq + i)
+        for i in range(n)
+    ]
+    return b"\n".join([*lines, *extra]) + b"\n"
+
+
+# ------------------------------------------------------------------------- load
+
+
+def load_client(
+    url: str, rate: float, batch: int, start: float, stop: float, seq0: int, out: Any
+) -> None:
+    """One process: ``threads`` senders, each on its own schedule and connection."""
+    threads, results = 4, []
+    per_thread = rate / batch / threads
+
+    def send(j: int) -> None:
+        lat, bad, behind, sent = [], 0, 0.0, 0
+        with httpx.Client(headers=HEADERS, timeout=30) as c:
+            i = 0
+            while True:
+                due = start + (i + j / threads) / per_thread
+                if due >= stop:
+                    break
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                else:
+                    behind = max(behind, -wait)
+                payload = body(batch, seq0 + (i * threads + j) * batch)
+                t0 = time.monotonic()
+                r = c.post(url, content=payload)
+                lat.append(time.monotonic() - t0)
+                bad += r.status_code >= 300
+                sent += batch if r.status_code < 300 else 0
+                i += 1
+        results.append((lat, bad, behind, sent))
+
+    workers = [threading.Thread(target=send, args=(j,)) for j in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    out.put(
+        {
+            "lat": [x for r in results for x in r[0]],
+            "bad": sum(r[1] for r in results),
+            "behind_s": max(r[2] for r in results),
+            "events": sum(r[3] for r in results),
+        }
+    )
+
+
+# -------------------------------------------------------------------------- SSE
+
+
+def sse_client(url: str, table: str, stop: float, ready: Any, out: Any) -> None:
+    """Record when each probe row first shows up in the table's SSE feed.
+
+    Events are split on raw bytes (a changes feed carries megabytes per second; a
+    line decoder that re-joins its buffer per chunk would fall behind) and only events
+    that mention a probe are parsed.
+    """
+    seen: dict[str, tuple[float, float]] = {}
+    resyncs = events = 0
+    buf = bytearray()
+    try:
+        with httpx.stream(
+            "GET", f"{url}/v1/tables/{table}/subscribe", params={"key": ADMIN_KEY}, timeout=30
+        ) as r:
+            for chunk in r.iter_raw():
+                mono, wall = time.monotonic(), time.time()
+                ready.set()
+                scan = max(0, len(buf) - 1)
+                buf += chunk
+                while (end := buf.find(b"\n\n", scan)) >= 0:
+                    event = bytes(buf[:end])
+                    del buf[: end + 2]
+                    scan = 0
+                    if not event.startswith(b"data: "):
+                        continue
+                    events += 1
+                    resyncs += b'"resync"' in event[:40]
+                    if b"probe" in event:  # probe-K and wm-probe rows
+                        _note_probes(event[6:], mono, wall, seen)
+                if mono > stop:
+                    break
+    except httpx.HTTPError as exc:
+        out.put({"error": repr(exc)})
+    out.put({"table": table, "seen": seen, "resyncs": resyncs, "sse_events": events})
+
+
+def _note_probes(
+    payload: bytes, mono: float, wall: float, seen: dict[str, tuple[float, float]]
+) -> None:
+    for row in orjson.loads(payload)["rows"]:
+        dev = row["device_id"]
+        if dev.startswith(("probe-", "wm-probe")):
+            start = datetime.fromisoformat(row["window_start"]).timestamp()
+            seen.setdefault(f"{dev}@{start:.0f}", (mono, wall))
+
+
+# ----------------------------------------------------------------------- probes
+
+
+@dataclass
+class Probes:
+    send_to_poll: list[float] = field(default_factory=list)
+    ack_to_poll: list[float] = field(default_factory=list)
+    sent: dict[str, tuple[float, float]] = field(default_factory=dict)  # device -> (sent, acked)
+    lost: int = 0
+
+
+def probe_changes(url: str, batch: int, every: float, stop: float, seq0: int) -> Probes:
+    p = Probes()
+    rows_url = "/v1/tables/lat_changes/rows"
+    with httpx.Client(base_url=url, headers=HEADERS, timeout=30) as c:
+        k, next_at = 0, time.monotonic()
+        while next_at < stop:
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += every
+            dev = f"probe-{k:05d}"
+            marker = b'{"device_id":"%s","ts":"%s","temperature":1.0,"seq":-1}' % (
+                dev.encode(),
+                iso(time.time()).encode(),
+            )
+            payload = body(batch - 1, seq0 + k * batch, (marker,))
+            t_sent = time.monotonic()
+            r = c.post(f"/v1/streams/{STREAM['name']}/events", content=payload)
+            t_ack = time.monotonic()
+            k += 1
+            if r.status_code >= 300:
+                p.lost += 1
+                continue
+            p.sent[dev] = (t_sent, t_ack)
+            deadline = t_ack + 10
+            while time.monotonic() < deadline:
+                got = c.get(rows_url, params={"device_id": dev, "limit": 1}).json().get("rows")
+                if got:
+                    t_vis = time.monotonic()
+                    p.send_to_poll.append(t_vis - t_sent)
+                    p.ack_to_poll.append(t_vis - t_ack)
+                    break
+            else:
+                p.lost += 1
+    return p
+
+
+@dataclass
+class Windows:
+    poll: list[float] = field(default_factory=list)  # visible - T, seconds
+    due: dict[str, float] = field(default_factory=dict)  # "wm-probe@start" -> T (wall)
+    lost: int = 0
+
+
+def probe_final(url: str, window_s: float, delay_s: float, stop_wall: float) -> Windows:
+    """Per window: an event of ``wm-probe`` early in it, then poll for its row from T on."""
+    w = Windows()
+    rows_url = "/v1/tables/lat_final/rows"
+    with httpx.Client(base_url=url, headers=HEADERS, timeout=30) as c:
+        start = (time.time() // window_s + 1) * window_s
+        while start + window_s + delay_s + 2 < stop_wall:
+            time.sleep(max(0.0, start + 0.1 * window_s - time.time()))
+            marker = (
+                b'{"device_id":"wm-probe","ts":"%s","temperature":1.0,"seq":-2}'
+                % iso(time.time()).encode()
+            )
+            c.post(f"/v1/streams/{STREAM['name']}/events", content=marker + b"\n")
+            due = start + window_s + delay_s
+            w.due[f"wm-probe@{start:.0f}"] = due
+            time.sleep(max(0.0, due - time.time()))
+            deadline = due + 10
+            params = {
+                "device_id": "wm-probe",
+                "from": iso(start),
+                "to": iso(start + window_s),
+                "limit": 1,
+            }
+            while time.time() < deadline:
+                if c.get(rows_url, params=params).json().get("rows"):
+                    w.poll.append(time.time() - due)
+                    break
+            else:
+                w.lost += 1
+            start += window_s
+    return w
+
+
+# ---------------------------------------------------------------------- report
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def line(name: str, seconds: list[float]) -> str:
+    ms = [x * 1000 for x in seconds]
+    return f"  {name:<34} n={len(ms):<4} p50 {pct(ms, 0.5):7.1f} ms  p99 {pct(ms, 0.99):7.1f} ms  max {max(ms, default=float('nan')):7.1f} ms"
+
+
+def py_spy(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes] | None:
+    if shutil.which("py-spy") is None:
+        print("py-spy not found; no profile")
+        return None
+    cmd = ["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-o", out, "--nonblocking"]
+    if out.endswith((".json", ".txt")):
+        cmd += ["--format", "speedscope" if out.endswith(".json") else "raw"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rate", type=float, default=100_000, help="events/s in total")
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=2, help="load processes")
+    ap.add_argument("--probe-every", type=float, default=0.25)
+    ap.add_argument("--final-window", default="5 seconds")
+    ap.add_argument("--delay", type=float, default=1.0, help="watermark_delay, seconds")
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--py-spy", default=None, help="record the server with py-spy into this file")
+    args = ap.parse_args()
+    window_s = parse_duration_ms(args.final_window) / 1000
+
+    tmp = Path(tempfile.mkdtemp(prefix="hw-latency-"))
+    srv = Server(tmp / "data", HEADWATER_LOG_LEVEL="warning").start()
+    ctx = mp.get_context("spawn")
+    try:
+        with srv.client() as c:
+            assert c.post("/v1/streams", json=STREAM).status_code == 201
+            delay = f"{args.delay:g} seconds"
+            for sql in (
+                CHANGES.format(delay=delay),
+                FINAL.format(window=args.final_window, delay=delay),
+            ):
+                r = c.post("/v1/pipelines", json={"sql": sql})
+                assert r.status_code == 201, r.text
+        url = f"{srv.url}/v1/streams/{STREAM['name']}/events"
+        begin = time.monotonic() + 1.0
+        measure_from = begin + args.warmup
+        stop = measure_from + args.seconds
+        out: Any = ctx.Queue()
+        ready = [ctx.Event(), ctx.Event()]
+        sse = [
+            ctx.Process(target=sse_client, args=(srv.url, t, stop, ready[i], out))
+            for i, t in enumerate(("lat_changes", "lat_final"))
+        ]
+        for p in sse:
+            p.start()
+        for e in ready:
+            e.wait(30)
+        per_client = args.rate / args.clients
+        load = [
+            ctx.Process(
+                target=load_client, args=(url, per_client, args.batch, begin, stop, i * 10**12, out)
+            )
+            for i in range(args.clients)
+        ]
+        for p in load:
+            p.start()
+        spy = py_spy(srv.proc.pid, args.seconds, args.py_spy) if args.py_spy and srv.proc else None  # type: ignore[union-attr]
+        time.sleep(max(0.0, measure_from - time.monotonic()))
+        stop_wall = time.time() + (stop - time.monotonic())
+        fin: list[Windows] = []
+        t_final = threading.Thread(
+            target=lambda: fin.append(probe_final(srv.url, window_s, args.delay, stop_wall))
+        )
+        t_final.start()
+        probes = probe_changes(srv.url, args.batch, args.probe_every, stop, 9 * 10**12)
+        t_final.join()
+        results = [out.get(timeout=120) for _ in range(len(load) + len(sse))]
+        for p in [*load, *sse]:
+            p.join(30)
+        if spy is not None:
+            spy.wait(60)
+        with srv.client() as c:
+            status = {n: c.get(f"/v1/pipelines/{n}").json() for n in ("lat_changes", "lat_final")}
+        report(args, probes, fin[0], results, status, window_s)
+    finally:
+        srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(
+    args: Any,
+    probes: Probes,
+    fin: Windows,
+    results: list[dict[str, Any]],
+    status: dict[str, Any],
+    window_s: float,
+) -> None:
+    loads = [r for r in results if "lat" in r]
+    seen: dict[str, tuple[float, float]] = {}
+    resyncs = 0
+    for r in results:
+        if "error" in r:
+            print(f"SSE client failed: {r['error']}")
+        seen.update(r.get("seen", {}))
+        resyncs += r.get("resyncs", 0)
+        if "table" in r:
+            commits = status[r["table"]].get("metrics", {}).get("commits")
+            print(f"SSE {r['table']}: {r['sse_events']} events received, {commits} commits")
+    events = sum(r["events"] for r in loads)
+    ack = [x for r in loads for x in r["lat"]]
+    total = args.seconds + args.warmup
+    print(f"load: {events / total:,.0f} events/s accepted over {total:.0f} s (target {args.rate:,.0f}), "
+          f"{args.batch}-event NDJSON requests, {sum(r['bad'] for r in loads)} non-2xx, "
+          f"senders at most {max(r['behind_s'] for r in loads) * 1000:.0f} ms behind schedule")  # fmt: skip
+    print(line("ingest request (send -> ack)", ack))
+    by_dev = {k.split("@")[0]: v for k, v in seen.items() if k.startswith("probe-")}
+    sse_send = [by_dev[d][0] - s for d, (s, _) in probes.sent.items() if d in by_dev]
+    sse_ack = [by_dev[d][0] - a for d, (_, a) in probes.sent.items() if d in by_dev]
+    print(
+        f"emit='changes' (1-minute tumbling count), {len(probes.sent)} probes, {probes.lost} not seen:"
+    )
+    print(line("sent  -> visible in GET rows", probes.send_to_poll))
+    print(line("acked -> visible in GET rows", probes.ack_to_poll))
+    print(line("sent  -> pushed on SSE", sse_send))
+    print(line("acked -> pushed on SSE", sse_ack))
+    fin_sse = [seen[k][1] - due for k, due in fin.due.items() if k in seen]
+    print(f"emit='final' ({args.final_window} tumbling, watermark_delay {args.delay:g} s), "
+          f"{len(fin.due)} windows, {fin.lost} not seen; from T = window end + delay:")  # fmt: skip
+    print(line("T -> visible in GET rows", fin.poll))
+    print(line("T -> pushed on SSE", fin_sse))
+    print("  (window end -> visible = delay + the above; target: p99 <= delay + 250 ms)")
+    print(f"SSE resync events: {resyncs}")
+    for name, st in status.items():
+        m = st.get("metrics", {})
+        print(f"{name}: commits {m.get('commits')}, rows_in {m.get('rows_in'):,}, late {m.get('late_rows')}, "
+              f"batch_ms p50 {m.get('batch_ms_p50')} p99 {m.get('batch_ms_p99')}, log lag {m.get('log_lag_rows')}")  # fmt: skip
+    print(f"load average: {os.getloadavg()[0]:.1f} (1 min), cores: {os.cpu_count()}")
+
+
+if __name__ == "__main__":
+    main()

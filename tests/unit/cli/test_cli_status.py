@@ -1,0 +1,58 @@
+"""``headwater status`` rendering, from answers shaped like the server's."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import httpx
+import orjson
+from rich.console import Console
+
+from headwater.cli.status import gather, render
+
+STREAM = {"name": "readings", "version": 2, "fields": [{"name": "a"}, {"name": "b"}],
+          "log_end_offset": 1500, "stored_offset": 1200}  # fmt: skip
+PIPELINE = {
+    "name": "device_minute", "status": "failed", "reason": "division by zero",
+    "watermark": "2026-11-21T10:00:00Z",
+    "metrics": {"rows_in": 12000, "rows_out": 40, "late_rows": 3, "error_rows": 1,
+                "log_lag_rows": 250, "event_time_lag_s": 4.5},
+}  # fmt: skip
+
+
+def text(info: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(render(info))
+    return buf.getvalue()
+
+
+def server(pipelines: httpx.Response) -> httpx.Client:
+    def handler(req: httpx.Request) -> httpx.Response:
+        routes = {
+            "/health": httpx.Response(200, json={"status": "ok"}),
+            "/ready": httpx.Response(503, json={"status": "not_ready", "checks": {
+                "store": {"ok": False, "error": "disk full"}, "log": {"ok": True}}}),
+            "/v1/streams": httpx.Response(200, json={"streams": [STREAM]}),
+            "/v1/pipelines": pipelines,
+        }  # fmt: skip
+        return routes[req.url.path]
+
+    return httpx.Client(base_url="http://hw", transport=httpx.MockTransport(handler))
+
+
+def test_status_shows_streams_pipelines_and_failing_checks() -> None:
+    info = gather(server(httpx.Response(200, json={"pipelines": [PIPELINE]})))
+    out = text(info)
+    assert "not ready" in out and "store" in out and "disk full" in out
+    assert "readings" in out and "1,500" in out and "300" in out  # behind = 1500 - 1200
+    assert "device_minute" in out and "failed" in out and "division by zero" in out
+    assert "250 rows / 4.5 s" in out and "12,000" in out
+    orjson.dumps(info)  # --json prints the same
+
+
+def test_a_server_without_a_pipeline_api_is_fine() -> None:
+    missing = httpx.Response(404, json={"error": {"code": "not_found", "message": "no route"}})
+    info = gather(server(missing))
+    assert info["pipelines"] is None
+    assert "no pipeline API" in text(info)
