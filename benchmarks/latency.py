@@ -76,6 +76,7 @@ FROM TUMBLE(lat_readings, ts, INTERVAL '{window}')
 GROUP BY device_id, window_start, window_end
 WITH (emit = 'final', watermark_delay = '{delay}')"""
 DEVICES = 10_000
+THREADS = 16  # senders per load process: enough that a slow answer does not slow the schedule
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/x-ndjson"}
 
 
@@ -104,45 +105,33 @@ def body(n: int, seq: int, extra: tuple[bytes, ...] = ()) -> bytes:
 def load_client(
     url: str, rate: float, batch: int, start: float, stop: float, seq0: int, out: Any
 ) -> None:
-    """One process: ``threads`` senders, each on its own schedule and connection."""
-    threads, results = 4, []
-    per_thread = rate / batch / threads
+    """One process of ``THREADS`` senders, each on its own schedule and connection.
+
+    Reports every request as (sent at, seconds to the answer, events acked): times on
+    the monotonic clock, which all processes of the machine share.
+    """
+    per_thread = rate / batch / THREADS
+    results: list[tuple[float, float, int]] = []
 
     def send(j: int) -> None:
-        lat, bad, behind, sent = [], 0, 0.0, 0
         with httpx.Client(headers=HEADERS, timeout=30) as c:
             i = 0
-            while True:
-                due = start + (i + j / threads) / per_thread
-                if due >= stop:
+            while (due := start + (i + j / THREADS) / per_thread) < stop:
+                time.sleep(max(0.0, due - time.monotonic()))
+                if time.monotonic() >= stop:
                     break
-                wait = due - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                else:
-                    behind = max(behind, -wait)
-                payload = body(batch, seq0 + (i * threads + j) * batch)
+                payload = body(batch, seq0 + (i * THREADS + j) * batch)
                 t0 = time.monotonic()
                 r = c.post(url, content=payload)
-                lat.append(time.monotonic() - t0)
-                bad += r.status_code >= 300
-                sent += batch if r.status_code < 300 else 0
+                results.append((t0, time.monotonic() - t0, batch if r.status_code < 300 else 0))
                 i += 1
-        results.append((lat, bad, behind, sent))
 
-    workers = [threading.Thread(target=send, args=(j,)) for j in range(threads)]
+    workers = [threading.Thread(target=send, args=(j,)) for j in range(THREADS)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    out.put(
-        {
-            "lat": [x for r in results for x in r[0]],
-            "bad": sum(r[1] for r in results),
-            "behind_s": max(r[2] for r in results),
-            "events": sum(r[3] for r in results),
-        }
-    )
+    out.put({"requests": results, "due": (stop - start) * rate})
 
 
 # -------------------------------------------------------------------------- SSE
@@ -308,124 +297,143 @@ def py_spy(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes] | None
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rate", type=float, default=100_000, help="events/s in total")
-    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--seconds", type=float, default=60, help="measured time, after warm-up")
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=2, help="load processes")
     ap.add_argument("--probe-every", type=float, default=0.25)
     ap.add_argument("--final-window", default="5 seconds")
     ap.add_argument("--delay", type=float, default=1.0, help="watermark_delay, seconds")
     ap.add_argument("--warmup", type=float, default=5.0)
-    ap.add_argument("--py-spy", default=None, help="record the server with py-spy into this file")
+    ap.add_argument("--no-sse", action="store_true", help="no SSE subscribers (GET only)")
+    ap.add_argument(
+        "--py-spy", default=None, help="record the server with py-spy (.svg/.json/.txt)"
+    )
     args = ap.parse_args()
-    window_s = parse_duration_ms(args.final_window) / 1000
-
     tmp = Path(tempfile.mkdtemp(prefix="hw-latency-"))
     srv = Server(tmp / "data", HEADWATER_LOG_LEVEL="warning").start()
-    ctx = mp.get_context("spawn")
     try:
-        with srv.client() as c:
-            assert c.post("/v1/streams", json=STREAM).status_code == 201
-            delay = f"{args.delay:g} seconds"
-            for sql in (
-                CHANGES.format(delay=delay),
-                FINAL.format(window=args.final_window, delay=delay),
-            ):
-                r = c.post("/v1/pipelines", json={"sql": sql})
-                assert r.status_code == 201, r.text
-        url = f"{srv.url}/v1/streams/{STREAM['name']}/events"
-        begin = time.monotonic() + 1.0
-        measure_from = begin + args.warmup
-        stop = measure_from + args.seconds
-        out: Any = ctx.Queue()
-        ready = [ctx.Event(), ctx.Event()]
-        sse = [
-            ctx.Process(target=sse_client, args=(srv.url, t, stop, ready[i], out))
-            for i, t in enumerate(("lat_changes", "lat_final"))
-        ]
-        for p in sse:
-            p.start()
-        for e in ready:
-            e.wait(30)
-        per_client = args.rate / args.clients
-        load = [
-            ctx.Process(
-                target=load_client, args=(url, per_client, args.batch, begin, stop, i * 10**12, out)
-            )
-            for i in range(args.clients)
-        ]
-        for p in load:
-            p.start()
-        spy = py_spy(srv.proc.pid, args.seconds, args.py_spy) if args.py_spy and srv.proc else None  # type: ignore[union-attr]
-        time.sleep(max(0.0, measure_from - time.monotonic()))
-        stop_wall = time.time() + (stop - time.monotonic())
-        fin: list[Windows] = []
-        t_final = threading.Thread(
-            target=lambda: fin.append(probe_final(srv.url, window_s, args.delay, stop_wall))
-        )
-        t_final.start()
-        probes = probe_changes(srv.url, args.batch, args.probe_every, stop, 9 * 10**12)
-        t_final.join()
-        results = [out.get(timeout=120) for _ in range(len(load) + len(sse))]
-        for p in [*load, *sse]:
-            p.join(30)
-        if spy is not None:
-            spy.wait(60)
-        with srv.client() as c:
-            status = {n: c.get(f"/v1/pipelines/{n}").json() for n in ("lat_changes", "lat_final")}
-        report(args, probes, fin[0], results, status, window_s)
+        run(args, srv)
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def run(args: Any, srv: Server) -> None:
+    window_s = parse_duration_ms(args.final_window) / 1000
+    with srv.client() as c:
+        assert c.post("/v1/streams", json=STREAM).status_code == 201
+        delay = f"{args.delay:g} seconds"
+        for sql in (
+            CHANGES.format(delay=delay),
+            FINAL.format(window=args.final_window, delay=delay),
+        ):
+            r = c.post("/v1/pipelines", json={"sql": sql})
+            assert r.status_code == 201, r.text
+    ctx = mp.get_context("spawn")
+    out: Any = ctx.Queue()
+    begin = time.monotonic() + 2.0
+    measure = (begin + args.warmup, begin + args.warmup + args.seconds)
+    tables = () if args.no_sse else ("lat_changes", "lat_final")
+    ready = [ctx.Event() for _ in tables]
+    procs = [
+        ctx.Process(target=sse_client, args=(srv.url, t, measure[1], ready[i], out))
+        for i, t in enumerate(tables)
+    ]
+    url = f"{srv.url}/v1/streams/{STREAM['name']}/events"
+    rate, seq = args.rate / args.clients, 10**12
+    procs += [
+        ctx.Process(
+            target=load_client, args=(url, rate, args.batch, begin, measure[1], i * seq, out)
+        )
+        for i in range(args.clients)
+    ]
+    for p in procs:
+        p.start()
+    for e in ready:
+        e.wait(30)
+    time.sleep(max(0.0, measure[0] - time.monotonic()))
+    spy = py_spy(srv.proc.pid, args.seconds, args.py_spy) if args.py_spy and srv.proc else None
+    stop_wall = time.time() + (measure[1] - time.monotonic())
+    fin: list[Windows] = []
+    final = threading.Thread(
+        target=lambda: fin.append(probe_final(srv.url, window_s, args.delay, stop_wall))
+    )
+    final.start()
+    probes = probe_changes(srv.url, args.batch, args.probe_every, measure[1], 9 * seq)
+    final.join()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    if spy is not None:
+        spy.wait(60)
+    with srv.client() as c:
+        status = {n: c.get(f"/v1/pipelines/{n}").json() for n in ("lat_changes", "lat_final")}
+    report(args, measure, probes, fin[0], results, status)
+
+
 def report(
     args: Any,
+    measure: tuple[float, float],
     probes: Probes,
     fin: Windows,
     results: list[dict[str, Any]],
     status: dict[str, Any],
-    window_s: float,
 ) -> None:
-    loads = [r for r in results if "lat" in r]
+    loads = [r for r in results if "requests" in r]
+    window = [x for r in loads for x in r["requests"] if measure[0] <= x[0] < measure[1]]
+    seconds = measure[1] - measure[0]
+    events = sum(n for *_, n in window)
+    print(f"load: {events / seconds:,.0f} events/s acked while measuring ({seconds:.0f} s, target "
+          f"{args.rate:,.0f}), {args.batch}-event NDJSON requests, "
+          f"{sum(1 for *_, n in window if n == 0)} non-2xx")  # fmt: skip
+    print(line("ingest request (send -> ack)", [lat for _, lat, _ in window]))
     seen: dict[str, tuple[float, float]] = {}
-    resyncs = 0
+    sse_notes = []
     for r in results:
         if "error" in r:
             print(f"SSE client failed: {r['error']}")
-        seen.update(r.get("seen", {}))
-        resyncs += r.get("resyncs", 0)
         if "table" in r:
+            seen.update(r["seen"])
             commits = status[r["table"]].get("metrics", {}).get("commits")
-            print(f"SSE {r['table']}: {r['sse_events']} events received, {commits} commits")
-    events = sum(r["events"] for r in loads)
-    ack = [x for r in loads for x in r["lat"]]
-    total = args.seconds + args.warmup
-    print(f"load: {events / total:,.0f} events/s accepted over {total:.0f} s (target {args.rate:,.0f}), "
-          f"{args.batch}-event NDJSON requests, {sum(r['bad'] for r in loads)} non-2xx, "
-          f"senders at most {max(r['behind_s'] for r in loads) * 1000:.0f} ms behind schedule")  # fmt: skip
-    print(line("ingest request (send -> ack)", ack))
+            sse_notes.append(f"{r['table']} {r['sse_events']} events for {commits} commits, "
+                             f"{r['resyncs']} resyncs")  # fmt: skip
     by_dev = {k.split("@")[0]: v for k, v in seen.items() if k.startswith("probe-")}
-    sse_send = [by_dev[d][0] - s for d, (s, _) in probes.sent.items() if d in by_dev]
-    sse_ack = [by_dev[d][0] - a for d, (_, a) in probes.sent.items() if d in by_dev]
     print(
-        f"emit='changes' (1-minute tumbling count), {len(probes.sent)} probes, {probes.lost} not seen:"
+        f"emit='changes' (1-minute tumbling count): {len(probes.sent)} probes, {probes.lost} not seen in GET"
     )
     print(line("sent  -> visible in GET rows", probes.send_to_poll))
     print(line("acked -> visible in GET rows", probes.ack_to_poll))
-    print(line("sent  -> pushed on SSE", sse_send))
-    print(line("acked -> pushed on SSE", sse_ack))
-    fin_sse = [seen[k][1] - due for k, due in fin.due.items() if k in seen]
-    print(f"emit='final' ({args.final_window} tumbling, watermark_delay {args.delay:g} s), "
-          f"{len(fin.due)} windows, {fin.lost} not seen; from T = window end + delay:")  # fmt: skip
+    if not args.no_sse:
+        print(
+            line(
+                "sent  -> pushed on SSE",
+                [by_dev[d][0] - s for d, (s, _) in probes.sent.items() if d in by_dev],
+            )
+        )
+        print(
+            line(
+                "acked -> pushed on SSE",
+                [by_dev[d][0] - a for d, (_, a) in probes.sent.items() if d in by_dev],
+            )
+        )
+    print(f"emit='final' ({args.final_window} tumbling, watermark_delay {args.delay:g} s): "
+          f"{len(fin.due)} windows, {fin.lost} not seen in GET; from T = window end + delay:")  # fmt: skip
     print(line("T -> visible in GET rows", fin.poll))
-    print(line("T -> pushed on SSE", fin_sse))
-    print("  (window end -> visible = delay + the above; target: p99 <= delay + 250 ms)")
-    print(f"SSE resync events: {resyncs}")
+    if not args.no_sse:
+        print(
+            line(
+                "T -> pushed on SSE", [seen[k][1] - due for k, due in fin.due.items() if k in seen]
+            )
+        )
+    print("  (target: p99 of these <= 250 ms, i.e. visible by window end + delay + 250 ms)")
+    if sse_notes:
+        print("SSE: " + "; ".join(sse_notes))
     for name, st in status.items():
         m = st.get("metrics", {})
-        print(f"{name}: commits {m.get('commits')}, rows_in {m.get('rows_in'):,}, late {m.get('late_rows')}, "
-              f"batch_ms p50 {m.get('batch_ms_p50')} p99 {m.get('batch_ms_p99')}, log lag {m.get('log_lag_rows')}")  # fmt: skip
-    print(f"load average: {os.getloadavg()[0]:.1f} (1 min), cores: {os.cpu_count()}")
+        print(f"{name}: {m.get('commits')} commits, {m.get('rows_in'):,} rows in, "
+              f"{m.get('late_rows')} late, commit cycle p50 {m.get('batch_ms_p50') or 0:.0f} ms "
+              f"p99 {m.get('batch_ms_p99') or 0:.0f} ms, log lag {m.get('log_lag_rows')} rows")  # fmt: skip
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}, cores: {os.cpu_count()}")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def _recover(p: Platform) -> None:
             stored = p.store.id_hashes(st.tenant, st.schema.name, since)
             st.ids = IdIndex(stored.to_numpy(zero_copy_only=False).astype("uint64"))
         committed = p.store.consumer_offsets(st.tenant, f"materialize:{st.schema.name}").get(st.topic, 0)
-        for topic in (st.topic, st.quarantine_topic):
+        for topic in (st.topic, st.quarantine_topic, st.idempotency_topic):
             offset = p.log.start_offset(topic)
             while True:
                 entries = p.log.read(topic, offset, 1_000_000)

@@ -252,11 +252,6 @@ def test_send_honours_429(tmp_path: Path) -> None:
         srv.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server: a request with an Idempotency-Key whose rows are all duplicates by event id "
-    "answers 500 (it appends an empty batch to the log)",
-)
 def test_sending_the_same_rows_under_a_new_prefix_counts_duplicates(
     server: Server, tmp_path: Path
 ) -> None:

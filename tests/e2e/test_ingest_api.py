@@ -111,6 +111,11 @@ def test_event_id_dedup_and_idempotency_key(server: Server) -> None:
         a = c.post(f"/v1/streams/{name}/events", json=body, headers=hdr)
         b = c.post(f"/v1/streams/{name}/events", json=body, headers=hdr)
         assert a.json() == b.json() and b.headers.get("idempotent-replayed") == "true"
+        # a retried request whose rows are all duplicates still gets a durable answer
+        dup_hdr = {"Idempotency-Key": "k-dup"}
+        d1 = c.post(f"/v1/streams/{name}/events", json=[ev(1)], headers=dup_hdr)
+        assert d1.status_code == 200 and d1.json()["duplicates"] == 1
+        assert c.post(f"/v1/streams/{name}/events", json=[ev(1)], headers=dup_hdr).json() == d1.json()
         conflict = c.post(f"/v1/streams/{name}/events", json=[ev(12)], headers=hdr)
         assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_key_reused"
         assert c.get(f"/v1/streams/{name}/events/count").json()["count"] == 5

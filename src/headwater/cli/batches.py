@@ -75,12 +75,9 @@ def open_input(path: str, stdin: IO[bytes]) -> tuple[IO[bytes], int | None]:
     if path == "-":
         return stdin, None
     p = Path(path)
-    size = p.stat().st_size
-    fh: IO[bytes] = open(p, "rb")  # noqa: SIM115 - closed by the caller
-    if path.lower().endswith(".gz"):
-        unzipped = cast("IO[bytes]", gzip.GzipFile(fileobj=fh, mode="rb"))
-        return unzipped, None  # progress then counts uncompressed bytes
-    return fh, size
+    if path.lower().endswith(".gz"):  # progress then counts uncompressed bytes, total unknown
+        return cast("IO[bytes]", gzip.open(p, "rb")), None
+    return open(p, "rb"), p.stat().st_size
 
 
 def batches(

@@ -47,11 +47,17 @@ class TokenBucket:
         """Take n tokens; return 0 when allowed, else seconds until they would be."""
         tokens, last = self._tokens.get(key, (self.burst, now_s))
         tokens = min(self.burst, tokens + (now_s - last) * self.rate)
-        if n > tokens:
+        # A request larger than the burst passes when the bucket is full, leaving a debt;
+        # otherwise it could never pass at all.
+        if n > tokens and tokens < self.burst:
             self._tokens[key] = (tokens, now_s)
             return (n - tokens) / self.rate
         self._tokens[key] = (tokens - n, now_s)
         return 0.0
+
+
+def idempotency_marker(key: str) -> pa.RecordBatch:
+    return pa.record_batch({"key": pa.array([key], pa.string())})
 
 
 def csv_header(body: bytes, content_type: str) -> str | None:
@@ -210,8 +216,11 @@ class IngestService:
                 schema.version, now_ms, request_id,
             )  # fmt: skip
             appends.append(self._log.append(st.quarantine_topic, qb, meta))
-        if valid.num_rows or (rec and not batch.errors):
+        if valid.num_rows:
             appends.append(self._log.append(st.topic, valid, meta))
+        elif rec is not None and not batch.errors:
+            # Nothing new to store (all duplicates), but the answer must still be durable.
+            appends.append(self._log.append(st.idempotency_topic, idempotency_marker(rec.key), meta))
         try:
             with span("ingest.log_append", entries=len(appends), rows=valid.num_rows + n_rejected):
                 await asyncio.gather(*appends)

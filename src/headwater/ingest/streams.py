@@ -79,6 +79,11 @@ class StreamState:
     def quarantine_topic(self) -> str:
         return quarantine_topic_of(self.tenant, self.schema.name)
 
+    @property
+    def idempotency_topic(self) -> str:
+        """Answers of requests that stored no row (all duplicates) are kept here."""
+        return f"{self.tenant}.{self.schema.name}.idempotency"
+
 
 class StreamDirectory:
     def __init__(self, catalog: Catalog, store: ResultStore) -> None:

@@ -65,3 +65,10 @@ def test_token_bucket() -> None:
     assert b.take("k", 50, now_s=0) == pytest.approx(0.5)
     assert b.take("k", 50, now_s=0.5) == 0
     assert b.take("other", 10, now_s=0.5) == 0
+
+
+def test_token_bucket_lets_a_request_larger_than_the_burst_through_when_full() -> None:
+    b = TokenBucket(rate=100, burst=100)
+    assert b.take("k", 500, now_s=0) == 0
+    assert b.take("k", 1, now_s=1) > 0  # in debt: 500 - 100 - 100 refilled
+    assert b.take("k", 1, now_s=5) == 0

@@ -60,5 +60,6 @@ async def run_query(request: Request) -> Response:
     )
     truncated = bool(table.schema.metadata and table.schema.metadata.get(b"truncated") == b"true")
     cols = table.column_names
-    rows = [list(r.values()) for r in table.to_pylist()]
+    # column-wise: duplicate column names (SELECT a, * ...) must not collapse
+    rows = [list(r) for r in zip(*(col.to_pylist() for col in table.columns), strict=True)]
     return json_response({"columns": cols, "rows": rows, "truncated": truncated})
