@@ -123,7 +123,7 @@ def install(app: FastAPI, platform: Platform) -> None:
     """Create the demo stream and pipelines if missing; start the simulator with the app."""
     now = platform.clock.now_ms()
     tenant = DEFAULT_TENANT
-    if not any(s.schema.name == "readings" for s in platform.streams.list(tenant)):
+    if not any(s.schema.name == "readings" for s in platform.streams.in_tenant(tenant)):
         platform.streams.create(tenant, schema_from_dict(STREAM), now, taken=platform.table_names(tenant))
     st = platform.streams.get(tenant, "readings")
     cfg = SimulatorConfig(devices=platform.settings.demo_devices, rate=platform.settings.demo_rate)

@@ -56,7 +56,7 @@ class Platform:
             yield Feed(st.tenant, st.quarantine_topic, quarantine_table_of(st.schema.name), lambda: QUARANTINE_STORED_SCHEMA)
 
     def table_names(self, tenant: str) -> set[str]:
-        names = {s.schema.name for s in self.streams.list(tenant)}
+        names = {s.schema.name for s in self.streams.in_tenant(tenant)}
         for p in self.catalog.pipelines(tenant):
             names |= {p.name, f"{p.name}_late", f"{p.name}_errors"}
         names |= set(self.catalog.reference_tables(tenant))

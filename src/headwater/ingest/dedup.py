@@ -86,7 +86,7 @@ class IdIndex:
         _, first_idx = np.unique(hashes, return_index=True)
         first = np.zeros(hashes.size, dtype=bool)
         first[first_idx] = True
-        return first & ~self.seen(hashes)
+        return np.asarray(first & ~self.seen(hashes))
 
     def add(self, hashes: np.ndarray) -> None:
         if hashes.size == 0:

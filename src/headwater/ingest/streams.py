@@ -103,7 +103,7 @@ class StreamDirectory:
             )
         return st
 
-    def list(self, tenant: str) -> list[StreamState]:
+    def in_tenant(self, tenant: str) -> list[StreamState]:
         return [s for (t, _), s in sorted(self._streams.items()) if t == tenant]
 
     def all(self) -> list[StreamState]:

@@ -172,7 +172,7 @@ class PipelineManager:
 
     # internals --------------------------------------------------------------------
     def _build(self, tenant: str, sql: str) -> PipelineRunner:
-        streams = [s.schema.name for s in self._p.streams.list(tenant)]
+        streams = [s.schema.name for s in self._p.streams.in_tenant(tenant)]
         plan = plan_pipeline(sql, streams=streams)
         if plan.options.idle_timeout_ms is None and self._p.settings.idle_timeout:
             idle = parse_duration_ms(self._p.settings.idle_timeout)

@@ -34,7 +34,7 @@ async def table_rows(name: str, request: Request) -> Response:
     tables = p.extras.get("tables")
     time_col = tables.time_column(who.tenant, name) if tables is not None else None  # type: ignore[attr-defined]
     if time_col is None:
-        st = next((s for s in p.streams.list(who.tenant) if s.schema.name == name), None)
+        st = next((s for s in p.streams.in_tenant(who.tenant) if s.schema.name == name), None)
         time_col = (st.schema.event_time if st else None) or ("window_start" if "window_start" in schema.names else None)
     q, fmt = row_query(request, who.tenant, name, time_col, [n for n in schema.names if n != "_id_hash"])
     page = p.store.read_rows(q)
@@ -52,7 +52,7 @@ async def run_query(request: Request) -> Response:
     data = await json_body(request)
     if not isinstance(data, dict) or not isinstance(data.get("sql"), str):
         raise BadRequest("send {'sql': 'SELECT ...'}", code="invalid_request")
-    for st in p.streams.list(who.tenant):
+    for st in p.streams.in_tenant(who.tenant):
         await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic), timeout_s=2.0)
     max_rows = min(int(data.get("max_rows", p.settings.query_max_rows)), p.settings.query_max_rows)
     table = await asyncio.to_thread(

@@ -78,7 +78,7 @@ async def create_stream(request: Request) -> Response:
 async def list_streams(request: Request) -> Response:
     who = authenticate(request)
     p = platform(request)
-    return json_response({"streams": [describe(st, p) for st in p.streams.list(who.tenant)]})
+    return json_response({"streams": [describe(st, p) for st in p.streams.in_tenant(who.tenant)]})
 
 
 @router.get("/{name}")
