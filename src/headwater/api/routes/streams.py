@@ -56,6 +56,7 @@ def describe(st: StreamState, p: Platform) -> dict[str, Any]:
     out["versions"] = len(st.versions)
     out["log_end_offset"] = p.log.end_offset(st.topic)
     out["stored_offset"] = p.materializer.committed(st.topic)
+    out["quarantined"] = p.log.end_offset(st.quarantine_topic)
     return out
 
 
