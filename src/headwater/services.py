@@ -26,6 +26,7 @@ from headwater.ingest.streams import (
 )
 from headwater.log.file import FileLog
 from headwater.log.ports import Log
+from headwater.log.retention import RetentionClock, trim_point
 from headwater.model.time import Clock, SystemClock, parse_duration_ms, parse_iso_ms
 from headwater.settings import Settings
 from headwater.store.duckdb import DuckDBStore
@@ -49,6 +50,7 @@ class Platform:
     ingest: IngestService
     bootstrap_secret: str | None = None
     extras: dict[str, object] = field(default_factory=dict)
+    retention: RetentionClock = field(default_factory=RetentionClock)
 
     def feeds(self) -> Iterator[Feed]:
         for st in self.streams.all():
@@ -61,6 +63,27 @@ class Platform:
             names |= {p.name, f"{p.name}_late", f"{p.name}_errors"}
         names |= set(self.catalog.reference_tables(tenant))
         return names
+
+    def housekeeping(self) -> None:
+        """Trim the hot log (retention) and forget expired idempotency answers."""
+        now = self.clock.now_ms()
+        retention = max(parse_duration_ms(self.settings.log_retention), parse_duration_ms(self.settings.idempotency_ttl))
+        pipelines = self.extras.get("pipelines")
+        readers: dict[str, list[int]] = {}
+        if pipelines is not None:
+            for topic, offset in pipelines.consumer_offsets():  # type: ignore[attr-defined]
+                readers.setdefault(topic, []).append(offset)
+        for st in self.streams.all():
+            for topic in (st.topic, st.quarantine_topic, st.idempotency_topic):
+                end = self.log.end_offset(topic)
+                self.retention.mark(topic, now, end)
+                consumers = [end if topic == st.idempotency_topic else self.materializer.committed(topic)]
+                consumers += readers.get(topic, [])
+                cut = trim_point(self.retention.marks[topic], now, retention, consumers)
+                if cut > self.log.start_offset(topic):
+                    self.log.trim(topic, cut)
+                    self.retention.forget_before(topic, cut)
+        self.ingest.idempotency.expire(now)
 
     async def close(self) -> None:
         self.materializer.stop()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
 from headwater import __version__
@@ -16,6 +18,19 @@ from headwater.observability import tracing
 from headwater.services import Platform
 
 Extension = Callable[[FastAPI, Platform], None]
+log = structlog.get_logger("headwater.api")
+
+
+HOUSEKEEPING_S = 30.0
+
+
+async def _housekeeping(platform: Platform) -> None:
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_S)
+        try:
+            await asyncio.to_thread(platform.housekeeping)
+        except Exception:
+            log.exception("housekeeping_failed")
 
 
 def create_app(platform: Platform, extensions: list[Extension] | None = None) -> FastAPI:
@@ -25,9 +40,11 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for hook in app.state.on_start:
             await hook()
+        chores = asyncio.create_task(_housekeeping(platform), name="housekeeping")
         try:
             yield
         finally:
+            chores.cancel()
             for hook in reversed(app.state.on_stop):
                 await hook()
             await platform.close()

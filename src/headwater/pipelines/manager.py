@@ -91,6 +91,10 @@ class PipelineManager:
             self._p.store.commit(tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: 0}, state=b""))
 
     # views ------------------------------------------------------------------------
+    def consumer_offsets(self) -> list[tuple[str, int]]:
+        """(topic, committed offset) of every pipeline, paused or failed ones included."""
+        return [(r.topic, r.offset) for r in self._runners.values()]
+
     def names(self, tenant: str) -> list[str]:
         return sorted(n for t, n in self._records if t == tenant)
 
