@@ -194,7 +194,9 @@ class Probes:
     lost: int = 0
 
 
-def probe_changes(url: str, batch: int, every: float, stop: float, seq0: int) -> Probes:
+def probe_changes(
+    url: str, batch: int, every: float, poll: float, stop: float, seq0: int
+) -> Probes:
     p = Probes()
     rows_url = "/v1/tables/lat_changes/rows"
     with httpx.Client(base_url=url, headers=HEADERS, timeout=30) as c:
@@ -224,6 +226,7 @@ def probe_changes(url: str, batch: int, every: float, stop: float, seq0: int) ->
                     p.send_to_poll.append(t_vis - t_sent)
                     p.ack_to_poll.append(t_vis - t_ack)
                     break
+                time.sleep(poll)
             else:
                 p.lost += 1
     return p
@@ -236,7 +239,9 @@ class Windows:
     lost: int = 0
 
 
-def probe_final(url: str, window_s: float, delay_s: float, stop_wall: float) -> Windows:
+def probe_final(
+    url: str, window_s: float, delay_s: float, poll: float, stop_wall: float
+) -> Windows:
     """Per window: an event of ``wm-probe`` early in it, then poll for its row from T on."""
     w = Windows()
     rows_url = "/v1/tables/lat_final/rows"
@@ -263,6 +268,7 @@ def probe_final(url: str, window_s: float, delay_s: float, stop_wall: float) -> 
                 if c.get(rows_url, params=params).json().get("rows"):
                     w.poll.append(time.time() - due)
                     break
+                time.sleep(poll)
             else:
                 w.lost += 1
             start += window_s
@@ -284,6 +290,13 @@ def line(name: str, seconds: list[float]) -> str:
     return f"  {name:<34} n={len(ms):<4} p50 {pct(ms, 0.5):7.1f} ms  p99 {pct(ms, 0.99):7.1f} ms  max {max(ms, default=float('nan')):7.1f} ms"
 
 
+def cpu_seconds(srv: Server) -> float:
+    """User + system CPU seconds of the server process so far (Linux /proc)."""
+    assert srv.proc is not None
+    fields = Path(f"/proc/{srv.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def py_spy(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes] | None:
     if shutil.which("py-spy") is None:
         print("py-spy not found; no profile")
@@ -300,7 +313,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="measured time, after warm-up")
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=2, help="load processes")
-    ap.add_argument("--probe-every", type=float, default=0.25)
+    ap.add_argument("--probe-every", type=float, default=0.25, help="seconds between probes")
+    ap.add_argument("--poll-every", type=float, default=0.01, help="pause between GET polls")
     ap.add_argument("--final-window", default="5 seconds")
     ap.add_argument("--delay", type=float, default=1.0, help="watermark_delay, seconds")
     ap.add_argument("--warmup", type=float, default=5.0)
@@ -356,10 +370,16 @@ def run(args: Any, srv: Server) -> None:
     stop_wall = time.time() + (measure[1] - time.monotonic())
     fin: list[Windows] = []
     final = threading.Thread(
-        target=lambda: fin.append(probe_final(srv.url, window_s, args.delay, stop_wall))
+        target=lambda: fin.append(
+            probe_final(srv.url, window_s, args.delay, args.poll_every, stop_wall)
+        )
     )
     final.start()
-    probes = probe_changes(srv.url, args.batch, args.probe_every, measure[1], 9 * seq)
+    cpu0 = cpu_seconds(srv)
+    probes = probe_changes(
+        srv.url, args.batch, args.probe_every, args.poll_every, measure[1], 9 * seq
+    )
+    server_cpu = (cpu_seconds(srv) - cpu0) / max(1e-9, time.monotonic() - measure[0])
     final.join()
     results = [out.get(timeout=120) for _ in procs]
     for p in procs:
@@ -369,6 +389,7 @@ def run(args: Any, srv: Server) -> None:
     with srv.client() as c:
         status = {n: c.get(f"/v1/pipelines/{n}").json() for n in ("lat_changes", "lat_final")}
     report(args, measure, probes, fin[0], results, status)
+    print(f"server process CPU while measuring: {server_cpu:.0%} of one core")
 
 
 def report(

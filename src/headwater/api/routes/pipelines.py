@@ -29,7 +29,17 @@ def manager(request: Request) -> PipelineManager:
     return m
 
 
-@router.post("/pipelines", status_code=201)
+PIPELINE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "type": "object", "required": ["sql"], "properties": {"sql": {"type": "string"}},
+        }}},
+    }
+}  # fmt: skip
+
+
+@router.post("/pipelines", status_code=201, openapi_extra=PIPELINE_BODY)
 async def create_pipeline(request: Request) -> Response:
     """Create and start a pipeline: ``{"sql": "CREATE PIPELINE name AS SELECT ..."}``."""
     who = authenticate(request)

@@ -41,7 +41,18 @@ async def table_rows(name: str, request: Request) -> Response:
     return table_response(page.rows, page.next_cursor, fmt)
 
 
-@router.post("/query")
+SQL_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "type": "object", "required": ["sql"],
+            "properties": {"sql": {"type": "string"}, "max_rows": {"type": "integer", "minimum": 1}},
+        }}},
+    }
+}  # fmt: skip
+
+
+@router.post("/query", openapi_extra=SQL_BODY)
 async def run_query(request: Request) -> Response:
     """Read-only SQL over this tenant's streams and tables: ``{"sql": "SELECT ..."}``."""
     import asyncio
@@ -54,7 +65,10 @@ async def run_query(request: Request) -> Response:
         raise BadRequest("send {'sql': 'SELECT ...'}", code="invalid_request")
     for st in p.streams.in_tenant(who.tenant):
         await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic), timeout_s=2.0)
-    max_rows = min(int(data.get("max_rows", p.settings.query_max_rows)), p.settings.query_max_rows)
+    requested = data.get("max_rows", p.settings.query_max_rows)
+    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
+        raise BadRequest("max_rows must be a positive integer", code="invalid_request")
+    max_rows = min(requested, p.settings.query_max_rows)
     table = await asyncio.to_thread(
         p.store.sql, who.tenant, data["sql"], max_rows=max_rows, timeout_s=p.settings.query_timeout_s
     )

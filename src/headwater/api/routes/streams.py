@@ -60,7 +60,61 @@ def describe(st: StreamState, p: Platform) -> dict[str, Any]:
     return out
 
 
-@router.post("", status_code=201)
+FIELD_SCHEMA = {
+    "type": "object",
+    "required": ["name", "type"],
+    "properties": {
+        "name": {"type": "string"},
+        "type": {"type": "string", "enum": ["string", "int", "float", "bool", "timestamp", "json"]},
+        "required": {"type": "boolean"},
+        "min": {"type": "number"},
+        "max": {"type": "number"},
+        "enum": {"type": "array", "items": {"type": "string"}},
+        "regex": {"type": "string"},
+        "max_length": {"type": "integer"},
+        "unit": {"type": "string", "enum": ["iso", "s", "ms", "us"]},
+    },
+}
+STREAM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["name", "fields"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "fields": {"type": "array", "items": FIELD_SCHEMA},
+                        "event_time": {"type": "string"},
+                        "key": {"type": "array", "items": {"type": "string"}},
+                        "id": {"type": "string"},
+                        "rules": {"type": "array", "items": {"type": "object", "properties": {"expr": {"type": "string"}}}},
+                        "allow_missing_event_time": {"type": "boolean"},
+                        "dedup_horizon": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+EVENTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "text/csv": {"schema": {"type": "string"}},
+            "avro/binary": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "parameters": [
+        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},
+    ],
+}
+
+
+@router.post("", status_code=201, openapi_extra=STREAM_BODY)
 async def create_stream(request: Request) -> Response:
     """Create a stream with a schema (fields, constraints, event time, key, id)."""
     who = authenticate(request)
@@ -89,7 +143,7 @@ async def get_stream(name: str, request: Request) -> Response:
     return json_response(describe(p.streams.get(who.tenant, name), p))
 
 
-@router.put("/{name}")
+@router.put("/{name}", openapi_extra=STREAM_BODY)
 async def evolve_stream(name: str, request: Request) -> Response:
     """Change a stream's schema: compatible changes apply live, others get 409 with reasons."""
     who = authenticate(request)
@@ -111,7 +165,7 @@ async def stream_versions(name: str, request: Request) -> Response:
     return json_response({"versions": [schema_to_dict(v) for v in st.versions]})
 
 
-@router.post("/{name}/events")
+@router.post("/{name}/events", openapi_extra=EVENTS_BODY)
 async def ingest_events(name: str, request: Request) -> Response:
     """Ingest events: JSON object or array, NDJSON, CSV (header row) or Avro OCF; gzip allowed.
 
