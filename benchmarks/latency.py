@@ -137,19 +137,19 @@ def load_client(
 # -------------------------------------------------------------------------- SSE
 
 
-def sse_client(url: str, table: str, stop: float, ready: Any, out: Any) -> None:
-    """Record when each probe row first shows up in the table's SSE feed.
+def sse_client(url: str, table: str, ready: Any, out: Any) -> None:
+    """Report when each probe row first shows up in the table's SSE feed; runs until killed.
 
     Events are split on raw bytes (a changes feed carries megabytes per second; a
     line decoder that re-joins its buffer per chunk would fall behind) and only events
-    that mention a probe are parsed.
+    that mention a probe are parsed. Each sighting is sent at once, with the counts.
     """
-    seen: dict[str, tuple[float, float]] = {}
+    seen: set[str] = set()
     resyncs = events = 0
     buf = bytearray()
     try:
         with httpx.stream(
-            "GET", f"{url}/v1/tables/{table}/subscribe", params={"key": ADMIN_KEY}, timeout=30
+            "GET", f"{url}/v1/tables/{table}/subscribe", params={"key": ADMIN_KEY}, timeout=60
         ) as r:
             for chunk in r.iter_raw():
                 mono, wall = time.monotonic(), time.time()
@@ -164,23 +164,24 @@ def sse_client(url: str, table: str, stop: float, ready: Any, out: Any) -> None:
                         continue
                     events += 1
                     resyncs += b'"resync"' in event[:40]
-                    if b"probe" in event:  # probe-K and wm-probe rows
-                        _note_probes(event[6:], mono, wall, seen)
-                if mono > stop:
-                    break
+                    if b"probe" not in event:  # probe-K and wm-probe rows
+                        continue
+                    for key in _probe_keys(event[6:]) - seen:
+                        seen.add(key)
+                        out.put({"table": table, "key": key, "mono": mono, "wall": wall})
+                    out.put({"table": table, "sse_events": events, "resyncs": resyncs})
     except httpx.HTTPError as exc:
-        out.put({"error": repr(exc)})
-    out.put({"table": table, "seen": seen, "resyncs": resyncs, "sse_events": events})
+        out.put({"error": f"SSE {table}: {exc!r}"})
 
 
-def _note_probes(
-    payload: bytes, mono: float, wall: float, seen: dict[str, tuple[float, float]]
-) -> None:
+def _probe_keys(payload: bytes) -> set[str]:
+    keys = set()
     for row in orjson.loads(payload)["rows"]:
         dev = row["device_id"]
         if dev.startswith(("probe-", "wm-probe")):
             start = datetime.fromisoformat(row["window_start"]).timestamp()
-            seen.setdefault(f"{dev}@{start:.0f}", (mono, wall))
+            keys.add(f"{dev}@{start:.0f}")
+    return keys
 
 
 # ----------------------------------------------------------------------- probes
@@ -203,7 +204,7 @@ def probe_changes(
         k, next_at = 0, time.monotonic()
         while next_at < stop:
             time.sleep(max(0.0, next_at - time.monotonic()))
-            next_at += every
+            next_at = max(next_at + every, time.monotonic())  # behind: skip, never burst
             dev = f"probe-{k:05d}"
             marker = b'{"device_id":"%s","ts":"%s","temperature":1.0,"seq":-1}' % (
                 dev.encode(),
@@ -349,19 +350,19 @@ def run(args: Any, srv: Server) -> None:
     measure = (begin + args.warmup, begin + args.warmup + args.seconds)
     tables = () if args.no_sse else ("lat_changes", "lat_final")
     ready = [ctx.Event() for _ in tables]
-    procs = [
-        ctx.Process(target=sse_client, args=(srv.url, t, measure[1], ready[i], out))
+    sse = [
+        ctx.Process(target=sse_client, args=(srv.url, t, ready[i], out))
         for i, t in enumerate(tables)
     ]
     url = f"{srv.url}/v1/streams/{STREAM['name']}/events"
     rate, seq = args.rate / args.clients, 10**12
-    procs += [
+    load = [
         ctx.Process(
             target=load_client, args=(url, rate, args.batch, begin, measure[1], i * seq, out)
         )
         for i in range(args.clients)
     ]
-    for p in procs:
+    for p in [*sse, *load]:
         p.start()
     for e in ready:
         e.wait(30)
@@ -381,9 +382,16 @@ def run(args: Any, srv: Server) -> None:
     )
     server_cpu = (cpu_seconds(srv) - cpu0) / max(1e-9, time.monotonic() - measure[0])
     final.join()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
+    results = []
+    while sum("requests" in r for r in results) < len(load):
+        results.append(out.get(timeout=120))
+    time.sleep(1.0)  # the last sightings on their way
+    for p in sse:
+        p.terminate()
+    for p in [*sse, *load]:
         p.join(30)
+    while not out.empty():
+        results.append(out.get())
     if spy is not None:
         spy.wait(60)
     with srv.client() as c:
@@ -408,17 +416,20 @@ def report(
           f"{args.rate:,.0f}), {args.batch}-event NDJSON requests, "
           f"{sum(1 for *_, n in window if n == 0)} non-2xx")  # fmt: skip
     print(line("ingest request (send -> ack)", [lat for _, lat, _ in window]))
-    seen: dict[str, tuple[float, float]] = {}
-    sse_notes = []
+    seen: dict[str, dict[str, tuple[float, float]]] = {"lat_changes": {}, "lat_final": {}}
+    counts: dict[str, tuple[int, int]] = {}
     for r in results:
         if "error" in r:
             print(f"SSE client failed: {r['error']}")
-        if "table" in r:
-            seen.update(r["seen"])
-            commits = status[r["table"]].get("metrics", {}).get("commits")
-            sse_notes.append(f"{r['table']} {r['sse_events']} events for {commits} commits, "
-                             f"{r['resyncs']} resyncs")  # fmt: skip
-    by_dev = {k.split("@")[0]: v for k, v in seen.items() if k.startswith("probe-")}
+        elif "key" in r:
+            seen[r["table"]][r["key"]] = (r["mono"], r["wall"])
+        elif "sse_events" in r:
+            counts[r["table"]] = (r["sse_events"], r["resyncs"])
+    sse_notes = [
+        f"{t} {n} events for {status[t].get('metrics', {}).get('commits')} commits, {rs} resyncs"
+        for t, (n, rs) in counts.items()
+    ]
+    by_dev = {k.split("@")[0]: v for k, v in seen["lat_changes"].items()}
     print(
         f"emit='changes' (1-minute tumbling count): {len(probes.sent)} probes, {probes.lost} not seen in GET"
     )
@@ -443,7 +454,12 @@ def report(
     if not args.no_sse:
         print(
             line(
-                "T -> pushed on SSE", [seen[k][1] - due for k, due in fin.due.items() if k in seen]
+                "T -> pushed on SSE",
+                [
+                    seen["lat_final"][k][1] - due
+                    for k, due in fin.due.items()
+                    if k in seen["lat_final"]
+                ],
             )
         )
     print("  (target: p99 of these <= 250 ms, i.e. visible by window end + delay + 250 ms)")

@@ -177,11 +177,6 @@ class PausingStore:
 
 
 @pytest.mark.parametrize("make_store", [MemoryStore, "duckdb"], ids=["memory", "duckdb"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="StoreReferenceTables.get caches what it read even when an invalidate came "
-    "in between, so the update stays hidden until the next one",
-)
 def test_store_cache_never_keeps_a_version_read_before_an_update(
     make_store: object, tmp_path: Path
 ) -> None:

@@ -43,6 +43,7 @@ from headwater.ingest.convert import (
 )
 from headwater.ingest.depth import Ints, array_layout, deep_spans, max_depth_of
 from headwater.ingest.model import CellError, Decoded, DecodeLimits, Problem
+from headwater.ingest.plan import per_schema
 from headwater.model.schema import ARROW_TYPES, StreamSchema
 
 ANY = msgspec.json.Decoder()
@@ -80,7 +81,9 @@ def _codec(encoded_schema: bytes) -> RowCodec:
     return RowCodec(msgspec.json.decode(encoded_schema, type=StreamSchema))
 
 
+@per_schema
 def codec_for(schema: StreamSchema) -> RowCodec:
+    """The row codec of ``schema``, shared by equal schemas."""
     return _codec(msgspec.json.encode(schema))
 
 
@@ -128,7 +131,7 @@ def decode_json(data: bytes, schema: StreamSchema, limits: DecodeLimits) -> Deco
         # recursion limit, so depth is checked after it, and cheaply when possible.
         structs = codec.body.decode(data)
         if _shallow(buf, len(structs), limits.max_depth):
-            return _from_structs(structs, codec, schema, _lazy_elements(data))
+            return _from_structs(structs, codec, schema, lazy_elements(data))
     except ROW_ERRORS as exc:
         error = exc
     layout = array_layout(buf)
@@ -326,7 +329,7 @@ def _whole(data: bytes) -> Callable[[int], str]:
     return lambda _: data.decode("utf-8", "replace").strip()
 
 
-def _lazy_elements(data: bytes) -> Callable[[int], str]:
+def lazy_elements(data: bytes) -> Callable[[int], str]:
     """Element texts of a JSON array, split only if some row is rejected."""
     cache: list[Callable[[int], str]] = []
 

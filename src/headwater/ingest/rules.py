@@ -26,6 +26,7 @@ import sqlglot
 from sqlglot import exp
 
 from headwater.errors import InvalidSchema
+from headwater.ingest.plan import per_schema
 from headwater.model.schema import Rule, StreamSchema
 
 Value: TypeAlias = Any  # a pyarrow Array or Scalar (pyarrow ships no type hints)
@@ -71,6 +72,7 @@ class _NotArrow(Exception):
     """The expression leaves the subset Arrow evaluates with SQL semantics."""
 
 
+@per_schema
 def compile_rules(schema: StreamSchema) -> list[CompiledRule]:
     """Parse and check a schema's rules; raises InvalidSchema naming the bad rule."""
     return _compile(msgspec.json.encode(schema))

@@ -27,7 +27,8 @@ import pyarrow.compute as pc
 
 from headwater.ingest import rules
 from headwater.ingest.model import Decoded, DecodeLimits, Problem, RowIndex
-from headwater.model.schema import Field, StreamSchema, arrow_schema
+from headwater.ingest.plan import arrow_schema_of
+from headwater.model.schema import Field, StreamSchema
 from headwater.model.time import ms_to_datetime
 
 Mask = np.ndarray[Any, np.dtype[np.bool_]]
@@ -86,9 +87,9 @@ def validate(decoded: Decoded, schema: StreamSchema, limits: DecodeLimits, now_m
         for err in decoded.cell_errors[k]:
             ledger.mark_one(err.pos, k, err.code, err.message)
         columns[k] = _check_field(columns[k], field, k, schema, ledger, limits, now_ms)
-    table = pa.Table.from_arrays(columns, schema=arrow_schema(schema))
+    table = pa.Table.from_arrays(columns, schema=arrow_schema_of(schema))
     if schema.rules and n:
-        _check_rules(table, schema, ledger, now_ms)
+        check_rules(table, schema, ledger, now_ms)
     ok = ledger.ok()
     if ok.all():
         return Verdict(table, decoded.rows, [])
@@ -119,7 +120,8 @@ def _check_field(
     if present == 0:
         return column
     if field.min is not None or field.max is not None:
-        low, high = pc.min_max(column).values()
+        bounds = pc.min_max(column)
+        low, high = bounds["min"], bounds["max"]
         if field.min is not None and low.as_py() < field.min:
             ledger.mark(_outside(column, field, field.min, "less"), k, "below_min")
         if field.max is not None and high.as_py() > field.max:
@@ -129,7 +131,7 @@ def _check_field(
         if allowed.true_count < present:
             ledger.mark(_mask(pc.and_(column.is_valid(), pc.invert(allowed))), k, "not_in_enum")
     if field.regex is not None:
-        matched = _matches(column, field.regex)
+        matched = matches(column, field.regex)
         if matched.true_count < present:
             ledger.mark(_mask(pc.invert(matched)), k, "regex_mismatch")
     if field.max_length is not None:
@@ -143,9 +145,9 @@ def _check_field(
 
 
 def _check_time_range(column: pa.Array, k: int, ledger: Ledger, earliest: int, latest: int) -> None:
-    ms = column.cast(pa.int64())
-    low, high = pc.min_max(ms).values()
-    if low.as_py() < earliest or high.as_py() > latest:
+    bounds = pc.min_max(column)  # timestamp scalars: ``value`` is the integer ms
+    if bounds["min"].value < earliest or bounds["max"].value > latest:
+        ms = column.cast(pa.int64())
         early = pc.less(ms, pa.scalar(earliest, pa.int64()))
         late = pc.greater(ms, pa.scalar(latest, pa.int64()))
         ledger.mark(_mask(pc.or_(early, late)), k, "timestamp_out_of_range")
@@ -167,7 +169,7 @@ def _outside(column: pa.Array, field: Field, bound: float, op: str) -> Mask:
     return _mask(getattr(pc, op)(column, pa.scalar(float(bound), pa.float64())))
 
 
-def _matches(column: pa.Array, pattern: str) -> pa.Array:
+def matches(column: pa.Array, pattern: str) -> pa.Array:
     try:
         return pc.match_substring_regex(column, pattern)
     except pa.ArrowInvalid:  # not RE2 syntax: Python's engine, value by value
@@ -178,7 +180,7 @@ def _matches(column: pa.Array, pattern: str) -> pa.Array:
         )
 
 
-def _check_rules(table: pa.Table, schema: StreamSchema, ledger: Ledger, now_ms: int) -> None:
+def check_rules(table: pa.Table, schema: StreamSchema, ledger: Ledger, now_ms: int) -> None:
     for rule in rules.compile_rules(schema):
         open_rows = np.flatnonzero(ledger.ok())
         if open_rows.size == 0:
@@ -213,26 +215,28 @@ def _failures(
         field = None if k == RULES else schema.fields[k]
         message = ledger.notes.get(pos)
         if message is None and field is not None:
-            message = _message(code, field, table.column(k)[pos], limits, now_ms)
+            cell = table.column(k)[pos]
+            value = cell.cast(pa.int64()).as_py() if field.type == "timestamp" else cell.as_py()
+            message = failure_message(code, field, value, limits, now_ms)
         out.append(Problem(int(rows[pos]), code, message or code, field.name if field else None))
     return out
 
 
-def _message(code: str, field: Field, cell: pa.Scalar, limits: DecodeLimits, now_ms: int) -> str:
+def failure_message(code: str, field: Field, value: Any, limits: DecodeLimits, now_ms: int) -> str:
+    """The message of a failed check; ``value`` is the cell's value (timestamps in ms)."""
     name = field.name
     if code == "required":
         return f"{name} is required; send a value for it"
     if code == "missing_event_time":
         return f"{name} is the event time and is missing; send it (ISO-8601 with an offset)"
     if code == "timestamp_out_of_range":
-        ms = cell.cast(pa.int64()).as_py()
+        ms = value
         if ms < limits.min_ts_ms:
             return f"{name} {_when(ms)} is before {_when(limits.min_ts_ms)}; check the value and its unit"
         return (
             f"{name} {_when(ms)} is more than {limits.max_future_ms // 1000} s after the receive "
             f"time {_when(now_ms)}; check the clock and the time unit of the sender"
         )
-    value = cell.as_py()
     if code == "below_min":
         return f"{name} is {value}, below the minimum {_number(field.min)}"
     if code == "above_max":

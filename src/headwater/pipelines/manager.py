@@ -170,9 +170,7 @@ class PipelineManager:
         return refs
 
     def reference_added(self, tenant: str, name: str) -> None:
-        refs = self.references(tenant)
-        refs._names.add(name)
-        refs.invalidate(name)
+        self.references(tenant).add(name)
 
     # internals --------------------------------------------------------------------
     def _build(self, tenant: str, sql: str) -> PipelineRunner:
