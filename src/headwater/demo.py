@@ -126,7 +126,11 @@ def install(app: FastAPI, platform: Platform) -> None:
     if not any(s.schema.name == "readings" for s in platform.streams.in_tenant(tenant)):
         platform.streams.create(tenant, schema_from_dict(STREAM), now, taken=platform.table_names(tenant))
     st = platform.streams.get(tenant, "readings")
-    cfg = SimulatorConfig(devices=platform.settings.demo_devices, rate=platform.settings.demo_rate)
+    ss = platform.settings
+    cfg = SimulatorConfig(
+        devices=ss.demo_devices, rate=ss.demo_rate, anomaly_rate=ss.demo_anomaly_rate,
+        disorder_ms=ss.demo_disorder_ms, late_rate=ss.demo_late_rate, malformed_rate=ss.demo_malformed_rate,
+    )  # fmt: skip
 
     async def sink(body: bytes) -> None:
         await platform.ingest.ingest(st, body, "application/x-ndjson", None, None, "simulator", "simulator")

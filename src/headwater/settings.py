@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # demo
     demo_devices: int = Field(50, description="Simulated devices in the demo.")
     demo_rate: float = Field(200.0, description="Simulated events per second in the demo.")
+    demo_anomaly_rate: float = Field(0.01, description="Share of demo readings far off their device's normal.")
+    demo_disorder_ms: int = Field(2000, description="Demo event times jitter back by up to this many ms.")
+    demo_late_rate: float = Field(0.002, description="Share of demo events minutes in the past (late).")
+    demo_malformed_rate: float = Field(0.005, description="Share of demo events that fail validation.")
 
     # tracing (OpenTelemetry)
     tracing_exporter: Literal["none", "otlp", "console"] = Field(

@@ -231,3 +231,31 @@ def test_query_and_paging(server: Server) -> None:
 def test_bootstrap_key_is_stored_as_digest(server: Server) -> None:
     raw = (server.data_dir / "catalog.sqlite").read_bytes()
     assert ADMIN_KEY.encode() not in raw
+
+
+def test_lying_content_length_stores_nothing_and_server_survives(server: Server) -> None:
+    import socket
+
+    with server.client() as c:
+        name = make_stream(c)
+    body = orjson.dumps(ev(1))
+    host, port = "127.0.0.1", server.port
+    # declares more bytes than it sends, then hangs up
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(
+            f"POST /v1/streams/{name}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body) + 500}\r\n\r\n".encode() + body
+        )
+        s.shutdown(socket.SHUT_WR)
+        s.recv(1000)
+    # declares fewer bytes than it sends: the rest is not a valid next request
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(
+            f"POST /v1/streams/{name}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: 5\r\n\r\n".encode() + body
+        )
+        first = s.recv(4000)
+        assert first.startswith(b"HTTP/1.1 400")
+    with server.client() as c:
+        assert c.get("/health").status_code == 200
+        assert c.get(f"/v1/streams/{name}/events/count").json()["count"] == 0

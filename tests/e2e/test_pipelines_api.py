@@ -166,3 +166,18 @@ def test_idle_stream_closes_windows_and_status_says_why_waiting(server: Server) 
         assert "closes when the watermark reaches" in st["waiting"]
         rows = wait_for(lambda: c.get(f"/v1/tables/{name}/rows").json()["rows"], 10)
         assert rows and rows[0]["n"] == 3
+
+
+def test_a_row_the_sql_fails_on_goes_to_the_error_table(server: Server) -> None:
+    with server.client() as c:
+        s = stream(c)
+        name = f"{s}_cast"
+        sql = f"CREATE PIPELINE {name} AS SELECT device_id, CAST(device_id AS INTEGER) AS num FROM {s}"
+        assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+        c.post(f"/v1/streams/{s}/events", json=[{"device_id": d, "ts": ts(1), "event_id": d} for d in ("1", "two", "3")])
+        rows = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(c.get(f"/v1/tables/{name}/rows").json()["rows"]))
+        assert sorted(r["num"] for r in rows) == [1, 3]
+        errors = wait_for(lambda: c.get(f"/v1/tables/{name}_errors/rows").json()["rows"])
+        assert [e["device_id"] for e in errors] == ["two"] and "two" in errors[0]["_error"]
+        st = c.get(f"/v1/pipelines/{name}").json()
+        assert st["status"] == "running" and st["metrics"]["error_rows"] == 1

@@ -15,7 +15,8 @@ from headwater.catalog.sqlite import Catalog
 from headwater.errors import Conflict, NotFound
 from headwater.ingest.dedup import IdIndex
 from headwater.ingest.rules import compile_rules
-from headwater.model.schema import StreamSchema, arrow_schema, check_evolution, check_schema
+from headwater.ingest.plan import arrow_schema_of, per_schema
+from headwater.model.schema import StreamSchema, check_evolution, check_schema
 from headwater.store.ports import ResultStore
 
 SYSTEM_FIELDS = [
@@ -54,14 +55,16 @@ def quarantine_table_of(stream: str) -> str:
     return f"quarantine__{stream}"
 
 
+@per_schema
 def log_schema(schema: StreamSchema) -> pa.Schema:
     """Columns of a stream's log entries: the user fields, then system fields."""
-    return pa.schema([*arrow_schema(schema), *SYSTEM_FIELDS])
+    return pa.schema([*arrow_schema_of(schema), *SYSTEM_FIELDS])
 
 
+@per_schema
 def store_schema(schema: StreamSchema) -> pa.Schema:
     """Columns of a stream's store table."""
-    return pa.schema([*arrow_schema(schema), *STORED_SYSTEM_FIELDS])
+    return pa.schema([*arrow_schema_of(schema), *STORED_SYSTEM_FIELDS])
 
 
 @dataclass

@@ -52,6 +52,8 @@ _CRC_FROM = 8  # the crc covers the header from the offset field on
 _PAD = bytes(8)
 _SEGMENT_SUFFIX = ".log"
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
+# Built once: without options, every writer reads two environment variables to pick them.
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions()
 log = structlog.get_logger("headwater.log")
 
 
@@ -65,7 +67,7 @@ def _pad8(n: int) -> int:
 def encode_payload(batch: pa.RecordBatch, meta: bytes) -> tuple[list[bytes | pa.Buffer], int, int]:
     """Serialize ``batch`` and ``meta``; return (payload parts, payload length, crc so far)."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
+    with pa.ipc.new_stream(sink, batch.schema, options=_IPC_OPTIONS) as writer:
         writer.write_batch(batch)
     body = sink.getvalue()
     parts: list[bytes | pa.Buffer] = [meta + _PAD[: _pad8(len(meta))], body]
