@@ -7,19 +7,20 @@ Starts a fresh ``headwater serve``, creates a stream and two pipelines over it:
   ``emit = 'final'``, ``watermark_delay = --delay`` (1 s), so a run sees many windows
   close (a 1-minute window would close once a minute).
 
-Load: ``--clients`` processes POST batched NDJSON (``--batch`` events per request,
-events from 10k devices, event time = the wall clock when the body is built, every
-body unique) at ``--rate`` events/s in total, paced on a schedule (a late request is
-sent at once, never skipped). Two more processes follow ``GET
-/v1/tables/{name}/subscribe`` (SSE) of each result table.
+Load: ``--clients`` processes (16 sender threads each) POST batched NDJSON
+(``--batch`` events per request, events from 10k devices, event time = the wall clock
+when the body is built, every body unique) at ``--rate`` events/s in total, paced on a
+schedule (a late request is sent at once, never skipped). Two more processes follow
+``GET /v1/tables/{name}/subscribe`` (SSE) of each result table, as a dashboard would.
 
-Probes (``emit = 'changes'``): every ``--probe-every`` seconds one request of the same
-kind carries, besides ``batch - 1`` load events, one event of a fresh device
-``probe-K``. Measured, on the machine's monotonic clock:
+Probes (``emit = 'changes'``): one request at a time, every ``--probe-every`` seconds
+(or as soon as the previous probe was seen), carries ``batch - 1`` load events and one
+event of a fresh device ``probe-K``. Measured, on the machine's monotonic clock:
 
 - from the request being *sent* and from its 2xx being *received* (acked, durable)
 - to the row of ``probe-K`` being visible in ``GET /v1/tables/lat_changes/rows?device_id=probe-K``
-  (polled back to back; the time is when the answer holding it arrived) and in the SSE feed.
+  (polled every ``--poll-every``, 10 ms; the time is when the answer holding it arrived)
+  and to the first SSE event holding it arriving.
 
 Watermark-bound results (``emit = 'final'``): a device ``wm-probe`` has an event in every
 window ``[s, s + W)``; the window can close once an event with time >= ``s + W + delay``
@@ -131,7 +132,7 @@ def load_client(
         w.start()
     for w in workers:
         w.join()
-    out.put({"requests": results, "due": (stop - start) * rate})
+    out.put({"requests": results})
 
 
 # -------------------------------------------------------------------------- SSE

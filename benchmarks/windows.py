@@ -169,7 +169,7 @@ def run_flink(csv_path: Path, where: str, python: str, parallelism: int) -> Flin
         raise RuntimeError(t["error"])
     con = duckdb.connect()
     result = con.sql(
-        f"""SELECT device_id, window_start::TIMESTAMPTZ AS window_start, n, avg_temp, max_temp
+        f"""SELECT device_id, timezone('UTC', window_start) AS window_start, n, avg_temp, max_temp
             FROM read_csv('{out_dir}/part-*', header = false, columns = {{'device_id': 'VARCHAR',
               'window_start': 'TIMESTAMP', 'window_end': 'TIMESTAMP', 'n': 'BIGINT',
               'avg_temp': 'DOUBLE', 'max_temp': 'DOUBLE'}})"""

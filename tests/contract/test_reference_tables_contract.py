@@ -176,13 +176,12 @@ class PausingStore:
         return table
 
 
-@pytest.mark.parametrize("make_store", [MemoryStore, "duckdb"], ids=["memory", "duckdb"])
-def test_store_cache_never_keeps_a_version_read_before_an_update(
-    make_store: object, tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("kind", ["memory", "duckdb"])
+def test_store_cache_never_keeps_a_version_read_before_an_update(kind: str, tmp_path: Path) -> None:
+    """A ``get`` that read the old rows while an update committed must not cache them."""
     store: ResultStore = (
         DuckDBStore(tmp_path / "s.duckdb", memory_limit="512MB", threads=2)
-        if make_store == "duckdb"
+        if kind == "duckdb"
         else MemoryStore()
     )
     paused = PausingStore(store)

@@ -7,6 +7,7 @@ import secrets
 import time
 
 import structlog
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater.observability import metrics as m
@@ -51,12 +52,29 @@ class RequestContext:
                 route = scope.get("route")
                 path = getattr(route, "path", None) or "unmatched"
                 method = scope["method"]
-                m.HTTP_REQUESTS.labels(path, method, str(status)).inc()
-                m.HTTP_REQUEST_SECONDS.labels(path, method).observe(elapsed)
+                requests, seconds = _metrics(path, method, status)
+                requests.inc()
+                seconds.observe(elapsed)
                 tracing.end_http_span(sp, method, path, status)
                 if status >= 400 or elapsed > 1.0:
                     log.info("request", request_id=request_id, method=method, path=scope["path"],
                              status=status, ms=round(elapsed * 1000, 2))  # fmt: skip
+
+
+# Metric children by (route, method, status): ``labels()`` takes a lock and checks its
+# arguments on every call. Routes are templates, so the keys are few.
+_CHILDREN: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
+def _metrics(path: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    key = (path, method, status)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = (
+            m.HTTP_REQUESTS.labels(path, method, str(status)),
+            m.HTTP_REQUEST_SECONDS.labels(path, method),
+        )
+    return found
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

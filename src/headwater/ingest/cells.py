@@ -159,7 +159,8 @@ def epoch_to_ms(numbers: pa.Array, unit: str) -> tuple[pa.Array, list[CellError]
         finite = fits
     else:
         finite = np.isfinite(values)
-        micros = np.rint(np.where(finite, values, 0.0) * MICROS[unit])
+        with np.errstate(over="ignore"):  # beyond the range: inf, refused below
+            micros = np.rint(np.where(finite, values, 0.0) * MICROS[unit])
         fits = np.abs(micros) < 2.0**63
         values = np.where(fits, micros, 0.0).astype(np.int64) // 1000
     errors = []

@@ -161,7 +161,8 @@ def _single_object(
 ) -> Decoded:
     raw = _whole(data)
     if depth > limits.max_depth:
-        return _decoded([], schema, [], [Problem(0, "too_deep", _too_deep(limits))], 1, raw)
+        problem = Problem(0, "too_deep", _too_deep(limits))
+        return _decoded([], schema, [], [problem], 1, raw, rows=[])
     try:
         return _from_structs([codec.line.decode(data)], codec, schema, raw)
     except msgspec.ValidationError:

@@ -19,14 +19,15 @@ import pyarrow as pa
 from headwater.errors import Overloaded, RateLimited
 from headwater.ingest.batch import DecodeLimits, RowError, ValidatedBatch, decode_and_validate
 from headwater.ingest.dedup import hash_ids
-from headwater.ingest.idempotency import IdemRecord, IdempotencyKeys, body_digest
+from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord, body_digest
 from headwater.ingest.streams import QUARANTINE_SCHEMA, StreamState, log_schema
 from headwater.log.ports import Log
 from headwater.model.time import Clock
 from headwater.observability import metrics as m
 from headwater.observability.tracing import span
 
-INLINE_DECODE_BYTES = 32 * 1024  # smaller bodies decode on the event loop; a thread hop costs more
+import os as _os
+INLINE_DECODE_BYTES = int(_os.environ.get("HW_INLINE", 32 * 1024))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ class IngestService:
         limits: DecodeLimits,
         idempotency: IdempotencyKeys,
         rate_limit: TokenBucket | None,
-        lag_rows: "LagProbe",
+        lag_rows: LagProbe,
         max_lag_rows: int,
     ) -> None:
         self._log = log

@@ -25,18 +25,20 @@ from operator import attrgetter
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 
 from headwater.ingest import cells
 from headwater.ingest.body import Format, as_text
 from headwater.ingest.convert import ARROW_ERRORS, kind
+from headwater.ingest.depth import max_depth_of
 from headwater.ingest.json_decode import ROW_ERRORS, codec_for, lazy_elements
 from headwater.ingest.model import DecodeLimits, RowError, ValidatedBatch
 from headwater.ingest.plan import arrow_schema_of, per_schema
 from headwater.ingest.validate import Ledger, check_rules, failure_message, matches
 from headwater.model.schema import Field, StreamSchema
 
-SMALL_ROWS = 32  # above this the vectorised path is cheaper (see benchmarks/decode.py)
+SMALL_ROWS = 32  # above this the vectorised path is cheaper (docs/benchmarks.md, Ingest)
 SMALL_BODY_BYTES = 64 * 1024
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Years whose nanosecond instants fit int64 with a wide margin: 7 to 9 fractional
@@ -89,7 +91,7 @@ class FieldPlan:
                     raise Unsure
             return values
         if k == "iso":
-            return _iso_values(values)
+            return [None if v is None else iso_ms(v) for v in values]
         if k == "json":
             try:
                 return [None if v is None else msgspec.json.encode(v).decode() for v in values]
@@ -97,29 +99,34 @@ class FieldPlan:
                 raise Unsure from exc
         return [None if v is None else _epoch_ms(v, k) for v in values]
 
-    def regex_verdicts(self, values: list[Any]) -> dict[str, bool]:
-        """Whether each present value matches the pattern, by the vectorised function."""
+    def regex_verdicts(self, values: list[Any]) -> dict[str, bool | None]:
+        """Whether each present value matches the pattern, by the vectorised function.
+
+        Verdicts are remembered per value (sensor ids and states repeat), so most
+        requests make no Arrow call at all.
+        """
         pattern = self.field.regex
         assert pattern is not None
         seen = self.matched
-        missing = list({v for v in values if v is not None and v not in seen})
+        verdicts = {v: seen.get(v) for v in values if v is not None}
+        missing = [v for v, ok in verdicts.items() if ok is None]
         if missing:
             found = matches(pa.array(missing, pa.string()), pattern).to_pylist()
             if len(seen) + len(missing) > MAX_PATTERN_CACHE:
                 seen.clear()
-            seen.update(zip(missing, found, strict=True))
-        return seen
+            for v, ok in zip(missing, found, strict=True):
+                verdicts[v] = seen[v] = ok
+        return verdicts
 
 
 class SmallPlan:
+    """What the small path needs of one schema, built once per schema."""
+
     def __init__(self, schema: StreamSchema) -> None:
-        codec = codec_for(schema)
-        self.codec = codec
-        self.fields = [
-            FieldPlan(schema, k, f"f{k}") for k in range(len(schema.fields))
-        ]  # ``RowCodec`` names its attributes by position
-        self.arrow = arrow_schema_of(schema)
-        self.struct = pa.struct(list(self.arrow))
+        self.codec = codec_for(schema)
+        # ``RowCodec`` names the struct attributes by field position.
+        self.fields = [FieldPlan(schema, k, f"f{k}") for k in range(len(schema.fields))]
+        self.struct = pa.struct(list(arrow_schema_of(schema)))
 
 
 plan_for: Callable[[StreamSchema], SmallPlan] = per_schema(SmallPlan)
@@ -185,17 +192,26 @@ def _json_rows(
     # gets the vectorised path's answer.
     if not isinstance(structs, list) or not 0 < len(structs) <= min(SMALL_ROWS, limits.max_rows):
         return None
-    # Each element holds a '{', so none holds more brackets than this (as ``_shallow``).
-    if data.count(b"{") + data.count(b"[") - len(structs) > limits.max_depth:
+    # As ``decode_json``: each element holds a '{', so none holds more brackets than
+    # this; if that is not enough, measure (the array's own level does not count).
+    openers = data.count(b"{") + data.count(b"[")
+    if openers - len(structs) > limits.max_depth and _depth(data) - 1 > limits.max_depth:
         return None
     return structs, lazy_elements(data)
 
 
 def _shallow(data: bytes, lines: Sequence[bytes], max_depth: int) -> bool:
-    """Whether no line can nest deeper than ``max_depth``: its bracket count bounds its depth."""
+    """Whether no line nests deeper than ``max_depth``; its bracket count bounds its depth."""
     if data.count(b"{") + data.count(b"[") <= max_depth:
         return True
-    return all(line.count(b"{") + line.count(b"[") <= max_depth for line in lines)
+    return all(
+        line.count(b"{") + line.count(b"[") <= max_depth or _depth(line) <= max_depth
+        for line in lines
+    )
+
+
+def _depth(text: bytes) -> int:
+    return max_depth_of(np.frombuffer(text, np.uint8))
 
 
 def _validate(
@@ -236,7 +252,9 @@ def _row(f: Failure) -> int:
     return f.row
 
 
-def _row_error(f: Failure, raw: Callable[[int], str], limits: DecodeLimits, now_ms: int) -> RowError:
+def _row_error(
+    f: Failure, raw: Callable[[int], str], limits: DecodeLimits, now_ms: int
+) -> RowError:
     if f.field is None:  # a rule: its message, as ``validate`` words it
         return RowError(f.row, None, f.code, f.message or f.code, raw(f.row))
     message = failure_message(f.code, f.field, f.value, limits, now_ms)
@@ -261,12 +279,12 @@ def _check(
                 v = values[i] = now_ms
             else:
                 if i not in failed and (fp.event_time or field.required):
-                    code = "missing_event_time" if fp.event_time else "required"
-                    failed[i] = Failure(i, field, code)
+                    missing = "missing_event_time" if fp.event_time else "required"
+                    failed[i] = Failure(i, field, missing)
                 continue
         if i in failed:
             continue
-        code = None
+        code: str | None = None
         if low is not None and v < low:
             code = "below_min"
         elif high is not None and v > high:
@@ -305,17 +323,13 @@ def _epoch_ms(v: Any, unit: str) -> int:
             raise Unsure
         ms = v * 1000 if unit == "s" else v // 1000 if unit == "us" else v
     else:  # a float ("s" fields); the decoder refuses non-finite numbers
-        micros = round(v * cells.MICROS[unit])
-        if not -(2**62) < micros < 2**62:
+        scaled = v * cells.MICROS[unit]
+        if not -(2.0**62) < scaled < 2.0**62:
             raise Unsure
-        ms = micros // 1000
+        ms = round(scaled) // 1000  # round half to even, as numpy's rint
     if not INT64_MIN <= ms <= INT64_MAX:
         raise Unsure
     return ms
-
-
-def _iso_values(values: list[Any]) -> list[Any]:
-    return [None if v is None else iso_ms(v) for v in values]
 
 
 def iso_ms(text: str) -> int:
@@ -325,7 +339,9 @@ def iso_ms(text: str) -> int:
     the same way (the C ``fromisoformat`` checks the ranges). Fractional digits are
     floored to the millisecond, like the vectorised path.
     """
-    if ISO.fullmatch(text) is None:
+    if ISO.fullmatch(text) is None or (
+        text[-1] != "Z" and (text[-5:-3] > "23" or text[-2:] > "59")
+    ):
         raise Unsure
     try:
         when = FROM_ISO(text)
@@ -335,4 +351,3 @@ def iso_ms(text: str) -> int:
     if digits > 6 and int(text[:4]) not in NANO_YEARS:
         raise Unsure
     return (when - EPOCH) // ONE_MS
-

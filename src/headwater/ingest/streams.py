@@ -14,8 +14,8 @@ import pyarrow as pa
 from headwater.catalog.sqlite import Catalog
 from headwater.errors import Conflict, NotFound
 from headwater.ingest.dedup import IdIndex
-from headwater.ingest.rules import compile_rules
 from headwater.ingest.plan import arrow_schema_of, per_schema
+from headwater.ingest.rules import compile_rules
 from headwater.model.schema import StreamSchema, check_evolution, check_schema
 from headwater.store.ports import ResultStore
 

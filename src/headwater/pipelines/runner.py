@@ -114,7 +114,7 @@ class PipelineRunner:
 
     def _restore(self) -> None:
         state = self._store.consumer_state(self.tenant, self.consumer)
-        if state is not None:
+        if state:  # b"" is what dropping a pipeline with its tables leaves: start empty
             self.pipeline.restore(state)
         self.offset = self._store.consumer_offsets(self.tenant, self.consumer).get(self.topic, 0)
 

@@ -11,10 +11,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
 import structlog
+from prometheus_client import Gauge
 
 from headwater.log.ports import Log, LogEntry
 from headwater.observability import metrics as m
@@ -25,20 +27,40 @@ log = structlog.get_logger("headwater.materializer")
 
 
 def conform(entries: list[LogEntry], schema: pa.Schema) -> pa.Table:
-    """Entries → one table of ``schema``: ``_offset`` added, missing columns null, types cast."""
-    tables = []
+    """Entries → one table of ``schema``: ``_offset`` added, missing columns null, types cast.
+
+    Consecutive entries with the same schema are converted together, so a read of
+    many small entries (single-event requests) costs a few Arrow calls, not a few per entry.
+    """
+    runs: list[list[LogEntry]] = []
     for e in entries:
-        cols = []
-        for f in schema:
-            if f.name == "_offset":
-                cols.append(pa.array(np.arange(e.offset, e.end, dtype=np.int64)))
-            elif f.name in e.batch.schema.names:
-                col = e.batch.column(f.name)
-                cols.append(col if col.type == f.type else col.cast(f.type))
-            else:
-                cols.append(pa.nulls(e.batch.num_rows, f.type))
-        tables.append(pa.Table.from_arrays(cols, schema=schema))
+        if runs and e.batch.schema.equals(runs[-1][0].batch.schema, check_metadata=True):
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    tables = [_conform_run(run, schema) for run in runs]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def _conform_run(run: list[LogEntry], schema: pa.Schema) -> pa.Table:
+    table = pa.Table.from_batches([e.batch for e in run])
+    names = set(table.schema.names)
+    cols = []
+    for f in schema:
+        if f.name == "_offset":
+            cols.append(_offsets(run))
+        elif f.name in names:
+            col = table.column(f.name)
+            cols.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _offsets(run: list[LogEntry]) -> pa.Array:
+    if all(a.end == b.offset for a, b in pairwise(run)):
+        return pa.array(np.arange(run[0].offset, run[-1].end, dtype=np.int64))
+    return pa.array(np.concatenate([np.arange(e.offset, e.end, dtype=np.int64) for e in run]))
 
 
 class Feed:
@@ -49,6 +71,13 @@ class Feed:
         self.consumer = f"materialize:{table}"
         self.offset: int | None = None
         self.last_commit = 0.0
+        self._lag: Gauge | None = None
+
+    @property
+    def lag_gauge(self) -> Gauge:
+        if self._lag is None:
+            self._lag = m.LOG_CONSUMER_LAG_ROWS.labels(self.consumer, self.topic)
+        return self._lag
 
 
 class Materializer:
@@ -59,9 +88,14 @@ class Materializer:
         self._feeds = feeds
         self._known: dict[str, Feed] = {}
         self._stop = threading.Event()
+        self._nudge = threading.Event()  # a reader waits: look now, and commit what is there
+        self._wanted: dict[str, int] = {}  # topic -> readers waiting on ``caught_up``
         self._thread: threading.Thread | None = None
         self.error: str | None = None
-        self.min_interval_s = 0.05
+        # Each store commit has a fixed cost (a transaction, the consumer offset, a WAL
+        # sync) and holds the store's writer: with nobody waiting, gather rows this long.
+        self.gather_s = 0.2
+        self.poll_s = 0.02
 
     def committed(self, topic: str) -> int:
         feed = self._known.get(topic)
@@ -74,12 +108,21 @@ class Materializer:
 
     async def caught_up(self, topic: str, target: int, timeout_s: float = 5.0) -> bool:
         """Wait until rows below ``target`` are in the store (read-after-write)."""
+        if self.committed(topic) >= target:
+            return True
         deadline = time.monotonic() + timeout_s
-        while self.committed(topic) < target:
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.003)
-        return True
+        self._wanted[topic] = self._wanted.get(topic, 0) + 1
+        self._nudge.set()
+        try:
+            while self.committed(topic) < target:
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.003)
+            return True
+        finally:
+            left = self._wanted.pop(topic, 1) - 1
+            if left > 0:
+                self._wanted[topic] = left
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="headwater-materializer", daemon=True)
@@ -87,6 +130,7 @@ class Materializer:
 
     def stop(self) -> None:
         self._stop.set()
+        self._nudge.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
 
@@ -108,7 +152,8 @@ class Materializer:
                 self._stop.wait(backoff)
                 continue
             if not moved:
-                self._stop.wait(0.005)
+                self._nudge.wait(self.poll_s)
+                self._nudge.clear()
 
     def run_once(self) -> int:
         """Copy one batch of every feed that has new entries; return rows copied."""
@@ -120,11 +165,16 @@ class Materializer:
                 feed.offset = max(feed.offset, self._log.start_offset(feed.topic))
             pending = self._log.end_offset(feed.topic) - feed.offset
             if pending <= 0:
-                m.LOG_CONSUMER_LAG_ROWS.labels(feed.consumer, feed.topic).set(0)
+                feed.lag_gauge.set(0)
                 continue
-            # Small commits cost the store more than rows do: gather rows for a short while.
+            # Small commits cost the store more than rows do: gather rows for a while,
+            # unless a reader is waiting for them.
             waited = time.monotonic() - feed.last_commit
-            if pending < self._batch_rows // 4 and waited < self.min_interval_s:
+            if (
+                pending < self._batch_rows // 4
+                and waited < self.gather_s
+                and feed.topic not in self._wanted
+            ):
                 continue
             entries = self._log.read(feed.topic, feed.offset, self._batch_rows)
             if not entries:
@@ -139,5 +189,5 @@ class Materializer:
             feed.offset = end
             feed.last_commit = time.monotonic()
             moved += rows.num_rows
-            m.LOG_CONSUMER_LAG_ROWS.labels(feed.consumer, feed.topic).set(self._log.end_offset(feed.topic) - end)
+            feed.lag_gauge.set(self._log.end_offset(feed.topic) - end)
         return moved

@@ -6,15 +6,16 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from prometheus_client import Counter
 from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response, parse_time_bound, table_response
 from headwater.errors import BadRequest, HeadwaterError, PayloadTooLarge
 from headwater.ingest.service import IngestOutcome
-from headwater.observability import metrics as m
 from headwater.ingest.streams import StreamState, quarantine_table_of
 from headwater.model.schema import schema_from_dict, schema_to_dict
+from headwater.observability import metrics as m
 from headwater.services import Platform
 from headwater.store.ports import RowQuery
 
@@ -180,11 +181,24 @@ async def ingest_events(name: str, request: Request) -> Response:
         body = await read_body(request, p.settings.max_body_bytes)
         outcome = await _ingest(p, st, body, request, who.key_id)
     except HeadwaterError as exc:
-        m.INGEST_REQUESTS.labels(who.tenant, name, str(exc.status)).inc()
+        _requests_counter(who.tenant, name, exc.status).inc()
         raise
-    m.INGEST_REQUESTS.labels(who.tenant, name, str(outcome.status)).inc()
+    _requests_counter(who.tenant, name, outcome.status).inc()
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return Response(outcome.body, outcome.status, headers, "application/json")
+
+
+# ``labels()`` takes a lock and checks its arguments: bind each child once. The keys are
+# existing streams (an unknown one is refused before counting) and a few statuses.
+_REQUEST_COUNTERS: dict[tuple[str, str, int], Counter] = {}
+
+
+def _requests_counter(tenant: str, stream: str, status: int) -> Counter:
+    key = (tenant, stream, status)
+    counter = _REQUEST_COUNTERS.get(key)
+    if counter is None:
+        counter = _REQUEST_COUNTERS[key] = m.INGEST_REQUESTS.labels(tenant, stream, str(status))
+    return counter
 
 
 async def _ingest(p: Platform, st: StreamState, body: bytes, request: Request, key_id: str) -> IngestOutcome:
