@@ -31,7 +31,8 @@ class PipelineManager:
         self._runners: dict[tuple[str, str], PipelineRunner] = {}
         self._records: dict[tuple[str, str], PipelineRecord] = {}
         self._refs: dict[str, StoreReferenceTables] = {}
-        self._config = RunnerConfig(commit_interval_s=min(0.25, platform.settings.checkpoint_interval_s))
+        interval = platform.settings.checkpoint_interval_s
+        self._config = RunnerConfig(commit_interval_s=min(0.1, interval), checkpoint_interval_s=interval)
 
     # lifecycle --------------------------------------------------------------------
     def start_all(self) -> None:

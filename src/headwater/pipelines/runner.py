@@ -32,7 +32,8 @@ READ_ROWS = 200_000
 
 @dataclass
 class RunnerConfig:
-    commit_interval_s: float = 0.1
+    commit_interval_s: float = 0.1  # result upserts are flushed this often
+    checkpoint_interval_s: float = 1.0  # state, offsets and appended rows at least this often
     idle_wait_s: float = 0.05
 
 
@@ -128,39 +129,55 @@ class PipelineRunner:
             self._on_failure(self.error)
 
     def _loop(self) -> None:
-        pending = StepOutput()
-        pending_offset = self.offset
-        last_commit = time.monotonic()
+        """Process batches; flush result upserts often, checkpoint everything less often.
+
+        Upserts are idempotent (keyed by group and window), so they may be written ahead
+        of the checkpoint: a replay after a crash recomputes and rewrites the same rows.
+        Appends (stateless output, late and error rows), the state snapshot and the
+        offsets are written together, at a checkpoint, so nothing is ever doubled.
+        """
+        held = StepOutput()  # appends, late and error rows since the last checkpoint
+        fresh = StepOutput()  # upserts since the last flush
+        offset = self.offset
+        last_flush = last_checkpoint = time.monotonic()
         dirty = False
         key = self.pipeline.output_key
+        always_checkpoint = self.pipeline.plan.kind == "stateless"  # its state is tiny
         while not self._stop.is_set():
             t0 = time.perf_counter()
-            entries = self._log.read(self.topic, pending_offset, READ_ROWS)
+            entries = self._log.read(self.topic, offset, READ_ROWS)
             now = self._clock.now_ms()
+            steps = []
             if entries:
                 batch = conform(entries, self._input_schema())
                 with span("pipeline.batch", tenant=self.tenant, pipeline=self.name, rows=batch.num_rows):
-                    pending = pending.then(self.pipeline.process(batch, now), key)
-                pending_offset = entries[-1].end
+                    steps.append(self.pipeline.process(batch, now))
+                offset = entries[-1].end
                 self.counters.rows_in += batch.num_rows
                 m.PIPELINE_ROWS_IN.labels(*self._labels).inc(batch.num_rows)
                 dirty = True
-            step = self.pipeline.on_time(now)
-            if _has_rows(step):
-                pending = pending.then(step, key)
-                dirty = True
-            due = time.monotonic() - last_commit >= self._config.commit_interval_s
-            if dirty and (due or not entries):
-                self._commit(pending, pending_offset)
+            steps.append(self.pipeline.on_time(now))
+            for step in steps:
+                if _has_rows(step):
+                    held = held.then(StepOutput(appends=step.appends, late=step.late, errors=step.errors))
+                    fresh = fresh.then(StepOutput(upserts=step.upserts), key)
+                    dirty = True
+            clock = time.monotonic()
+            if dirty and (always_checkpoint or not entries or clock - last_checkpoint >= self._config.checkpoint_interval_s):
+                self._commit(fresh.then(held), offset, checkpoint=True)
                 self.counters.observe_batch((time.perf_counter() - t0) * 1000)
-                pending, dirty, last_commit = StepOutput(), False, time.monotonic()
+                held, fresh, dirty = StepOutput(), StepOutput(), False
+                last_flush = last_checkpoint = clock
+            elif fresh.upserts is not None and clock - last_flush >= self._config.commit_interval_s:
+                self._commit(fresh, offset, checkpoint=False)
+                fresh, last_flush = StepOutput(), clock
             self._report()
             if not entries:
-                self._log.wait_blocking(self.topic, pending_offset, self._config.idle_wait_s)
+                self._log.wait_blocking(self.topic, offset, self._config.idle_wait_s)
         if dirty:
-            self._commit(pending, pending_offset)
+            self._commit(fresh.then(held), offset, checkpoint=True)
 
-    def _commit(self, out: StepOutput, offset: int) -> None:
+    def _commit(self, out: StepOutput, offset: int, checkpoint: bool) -> None:
         name = self.name
         t0 = time.perf_counter()
         appends: dict[str, pa.Table] = {}
@@ -173,15 +190,22 @@ class PipelineRunner:
             appends[late_table(name)] = out.late
         if out.errors is not None and out.errors.num_rows:
             appends[errors_table(name)] = out.errors
-        self._store.commit(
-            self.tenant,
-            ResultWrite(
-                consumer=self.consumer, offsets={self.topic: offset}, appends=appends,
-                upserts=upserts, state=self.pipeline.snapshot(),
-            ),
+        write = (
+            ResultWrite(consumer=self.consumer, offsets={self.topic: offset}, appends=appends,
+                        upserts=upserts, state=self.pipeline.snapshot())
+            if checkpoint
+            else ResultWrite(consumer=self.consumer, offsets={}, upserts=upserts)
         )  # fmt: skip
+        self._store.commit(self.tenant, write)
+        if not checkpoint:
+            self._count_and_publish(out, t0)
+            return
         self.offset = offset
         self.counters.commits += 1
+        self._count_and_publish(out, t0)
+
+    def _count_and_publish(self, out: StepOutput, t0: float) -> None:
+        name = self.name
         produced = sum(t.num_rows for t in (out.appends, out.upserts) if t is not None)
         late = out.late.num_rows if out.late is not None else 0
         errors = out.errors.num_rows if out.errors is not None else 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -37,7 +39,7 @@ async def table_rows(name: str, request: Request) -> Response:
         st = next((s for s in p.streams.in_tenant(who.tenant) if s.schema.name == name), None)
         time_col = (st.schema.event_time if st else None) or ("window_start" if "window_start" in schema.names else None)
     q, fmt = row_query(request, who.tenant, name, time_col, [n for n in schema.names if n != "_id_hash"])
-    page = p.store.read_rows(q)
+    page = await asyncio.to_thread(p.store.read_rows, q)
     return table_response(page.rows, page.next_cursor, fmt)
 
 
