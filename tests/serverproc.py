@@ -24,7 +24,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, port: int | None = None, command: str = "serve", **env: str) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, command: str = "serve", **env: str
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.command = command
@@ -34,7 +36,12 @@ class Server:
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
     def start(self, timeout_s: float = 30.0) -> Server:
-        env = {**os.environ, "HEADWATER_BOOTSTRAP_KEY": ADMIN_KEY, "HEADWATER_LOG_LEVEL": "warning", **self.env}
+        env = {
+            **os.environ,
+            "HEADWATER_BOOTSTRAP_KEY": ADMIN_KEY,
+            "HEADWATER_LOG_LEVEL": "warning",
+            **self.env,
+        }
         with open(self.log_path, "ab") as log:
             self.proc = self._spawn(env, log)
         self._wait_healthy(timeout_s)
@@ -52,7 +59,9 @@ class Server:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"server exited with {self.proc.returncode}: {self.log_path.read_text()[-3000:]}"
+                )
             try:
                 if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
                     return
@@ -75,7 +84,9 @@ class Server:
                 self.kill()
 
     def client(self, key: str = ADMIN_KEY, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30.0, **kw)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30.0, **kw
+        )
 
 
 READINGS = {

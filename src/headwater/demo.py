@@ -66,7 +66,7 @@ def _demo(request: Request) -> tuple[Platform, Simulator]:
 
 @router.get("/health")
 async def demo_health(request: Request) -> Response:
-    p, sim = _demo(request)
+    _p, sim = _demo(request)
     return json_response({"status": "ok", "ingestion": "running" if sim.running else "stopped",
                           "events_sent": sim.sent})  # fmt: skip
 
@@ -75,14 +75,18 @@ async def demo_health(request: Request) -> Response:
 async def start_ingestion(request: Request) -> Response:
     _, sim = _demo(request)
     started = sim.start()
-    return json_response({"status": "started" if started else "already_running", "rate": sim.config.rate})
+    return json_response(
+        {"status": "started" if started else "already_running", "rate": sim.config.rate}
+    )
 
 
 @router.api_route("/stop-ingestion", methods=["POST", "GET"])
 async def stop_ingestion(request: Request) -> Response:
     _, sim = _demo(request)
     stopped = await sim.stop()
-    return json_response({"status": "stopped" if stopped else "already_stopped", "events_sent": sim.sent})
+    return json_response(
+        {"status": "stopped" if stopped else "already_stopped", "events_sent": sim.sent}
+    )
 
 
 @router.get("/raw-data")
@@ -124,7 +128,9 @@ def install(app: FastAPI, platform: Platform) -> None:
     now = platform.clock.now_ms()
     tenant = DEFAULT_TENANT
     if not any(s.schema.name == "readings" for s in platform.streams.in_tenant(tenant)):
-        platform.streams.create(tenant, schema_from_dict(STREAM), now, taken=platform.table_names(tenant))
+        platform.streams.create(
+            tenant, schema_from_dict(STREAM), now, taken=platform.table_names(tenant)
+        )
     st = platform.streams.get(tenant, "readings")
     ss = platform.settings
     cfg = SimulatorConfig(
@@ -133,7 +139,9 @@ def install(app: FastAPI, platform: Platform) -> None:
     )  # fmt: skip
 
     async def sink(body: bytes) -> None:
-        await platform.ingest.ingest(st, body, "application/x-ndjson", None, None, "simulator", "simulator")
+        await platform.ingest.ingest(
+            st, body, "application/x-ndjson", None, None, "simulator", "simulator"
+        )
 
     sim = Simulator(cfg, sink, platform.clock.now_ms)
     app.state.simulator = sim

@@ -15,7 +15,7 @@ import structlog
 from headwater.catalog.sqlite import Catalog
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.dedup import IdIndex
-from headwater.ingest.idempotency import IdemRecord, IdempotencyKeys
+from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord
 from headwater.ingest.service import IngestService, TokenBucket
 from headwater.ingest.streams import (
     QUARANTINE_STORED_SCHEMA,
@@ -55,7 +55,12 @@ class Platform:
     def feeds(self) -> Iterator[Feed]:
         for st in self.streams.all():
             yield Feed(st.tenant, st.topic, st.schema.name, _schema_of(st))
-            yield Feed(st.tenant, st.quarantine_topic, quarantine_table_of(st.schema.name), lambda: QUARANTINE_STORED_SCHEMA)
+            yield Feed(
+                st.tenant,
+                st.quarantine_topic,
+                quarantine_table_of(st.schema.name),
+                lambda: QUARANTINE_STORED_SCHEMA,
+            )
 
     def table_names(self, tenant: str) -> set[str]:
         names = {s.schema.name for s in self.streams.in_tenant(tenant)}
@@ -67,7 +72,10 @@ class Platform:
     def housekeeping(self) -> None:
         """Trim the hot log (retention) and forget expired idempotency answers."""
         now = self.clock.now_ms()
-        retention = max(parse_duration_ms(self.settings.log_retention), parse_duration_ms(self.settings.idempotency_ttl))
+        retention = max(
+            parse_duration_ms(self.settings.log_retention),
+            parse_duration_ms(self.settings.idempotency_ttl),
+        )
         pipelines = self.extras.get("pipelines")
         readers: dict[str, list[int]] = {}
         if pipelines is not None:
@@ -77,7 +85,9 @@ class Platform:
             for topic in (st.topic, st.quarantine_topic, st.idempotency_topic):
                 end = self.log.end_offset(topic)
                 self.retention.mark(topic, now, end)
-                consumers = [end if topic == st.idempotency_topic else self.materializer.committed(topic)]
+                consumers = [
+                    end if topic == st.idempotency_topic else self.materializer.committed(topic)
+                ]
                 consumers += readers.get(topic, [])
                 cut = trim_point(self.retention.marks[topic], now, retention, consumers)
                 if cut > self.log.start_offset(topic):
@@ -102,7 +112,11 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     catalog = Catalog(settings.catalog_path)
     secret = _bootstrap(catalog, settings, clock)
     log_ = FileLog(settings.log_dir, segment_bytes=settings.log_segment_bytes, fsync=settings.fsync)
-    store = DuckDBStore(settings.store_path, memory_limit=settings.duckdb_memory_limit, threads=settings.duckdb_threads)
+    store = DuckDBStore(
+        settings.store_path,
+        memory_limit=settings.duckdb_memory_limit,
+        threads=settings.duckdb_threads,
+    )
     streams = StreamDirectory(catalog, store)
     idem = IdempotencyKeys(parse_duration_ms(settings.idempotency_ttl))
     limits = DecodeLimits(
@@ -119,13 +133,17 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
         else None
     )
     platform_ref: list[Platform] = []
-    materializer = Materializer(log_, store, settings.store_batch_rows, lambda: platform_ref[0].feeds())
+    materializer = Materializer(
+        log_, store, settings.store_batch_rows, lambda: platform_ref[0].feeds()
+    )
     ingest = IngestService(
         log_, clock, limits, idem, rate,
         lag_rows=lambda st: materializer.lag(st.topic),  # type: ignore[arg-type]
         max_lag_rows=settings.store_max_lag_rows,
     )  # fmt: skip
-    platform = Platform(settings, clock, catalog, log_, store, streams, materializer, ingest, secret)
+    platform = Platform(
+        settings, clock, catalog, log_, store, streams, materializer, ingest, secret
+    )
     platform_ref.append(platform)
     _recover(platform)
     materializer.start()
@@ -137,7 +155,9 @@ def _bootstrap(catalog: Catalog, settings: Settings, clock: Clock) -> str | None
     catalog.ensure_tenant(DEFAULT_TENANT, clock.now_ms())
     if catalog.has_any_key():
         if settings.bootstrap_key and catalog.key_by_secret(settings.bootstrap_key) is None:
-            catalog.create_key(DEFAULT_TENANT, "admin", clock.now_ms(), "bootstrap", settings.bootstrap_key)
+            catalog.create_key(
+                DEFAULT_TENANT, "admin", clock.now_ms(), "bootstrap", settings.bootstrap_key
+            )
         return None
     secret = settings.bootstrap_key or "hw_" + secrets.token_urlsafe(32)
     catalog.create_key(DEFAULT_TENANT, "admin", clock.now_ms(), "bootstrap", secret)
@@ -150,11 +170,15 @@ def _recover(p: Platform) -> None:
     now = p.clock.now_ms()
     for st in p.streams.all():
         if st.schema.id is not None:
-            horizon = parse_duration_ms(st.schema.dedup_horizon) if st.schema.dedup_horizon else None
+            horizon = (
+                parse_duration_ms(st.schema.dedup_horizon) if st.schema.dedup_horizon else None
+            )
             since = now - horizon if horizon is not None else None
             stored = p.store.id_hashes(st.tenant, st.schema.name, since)
             st.ids = IdIndex(stored.to_numpy(zero_copy_only=False).astype("uint64"))
-        committed = p.store.consumer_offsets(st.tenant, f"materialize:{st.schema.name}").get(st.topic, 0)
+        committed = p.store.consumer_offsets(st.tenant, f"materialize:{st.schema.name}").get(
+            st.topic, 0
+        )
         for topic in (st.topic, st.quarantine_topic, st.idempotency_topic):
             offset = p.log.start_offset(topic)
             while True:

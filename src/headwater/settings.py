@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     # server
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, description="TCP port to listen on.")
-    data_dir: Path = Field(Path("./headwater-data"), description="Where the log, store and catalog live.")
+    data_dir: Path = Field(
+        Path("./headwater-data"), description="Where the log, store and catalog live."
+    )
     bootstrap_key: str | None = Field(
         None, description="Admin key to create on first start instead of a random one."
     )
@@ -30,37 +32,57 @@ class Settings(BaseSettings):
     log_format: str = Field("json", description="Log format: json or console.")
 
     # ingest limits
-    max_body_bytes: int = Field(64 * 1024 * 1024, description="Largest request body accepted (413 above).")
-    max_rows_per_request: int = Field(100_000, description="Most rows one request may carry (413 above).")
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, description="Largest request body accepted (413 above)."
+    )
+    max_rows_per_request: int = Field(
+        100_000, description="Most rows one request may carry (413 above)."
+    )
     max_json_depth: int = Field(32, description="Deepest JSON nesting accepted in one event.")
-    max_errors_reported: int = Field(1000, description="Most per-row errors listed in one ingest answer.")
+    max_errors_reported: int = Field(
+        1000, description="Most per-row errors listed in one ingest answer."
+    )
     rate_limit_rows_per_s: float = Field(
         0.0, description="Per-key ingest rate limit in rows/s (0 = off); over it answers 429."
     )
-    rate_limit_burst_rows: int = Field(1_000_000, description="Burst size of the per-key rate limit, in rows.")
+    rate_limit_burst_rows: int = Field(
+        1_000_000, description="Burst size of the per-key rate limit, in rows."
+    )
     timestamp_min: str = Field(
-        "1970-01-01T00:00:00Z", description="Earliest event time accepted; older is rejected as absurd."
+        "1970-01-01T00:00:00Z",
+        description="Earliest event time accepted; older is rejected as absurd.",
     )
     timestamp_max_future: str = Field(
-        "1 day", description="How far past the receive time an event time may be before it is rejected."
+        "1 day",
+        description="How far past the receive time an event time may be before it is rejected.",
     )
-    idempotency_ttl: str = Field("24 hours", description="How long Idempotency-Key answers are remembered.")
+    idempotency_ttl: str = Field(
+        "24 hours", description="How long Idempotency-Key answers are remembered."
+    )
 
     # log
-    log_segment_bytes: int = Field(64 * 1024 * 1024, description="Size at which a log segment file rolls.")
+    log_segment_bytes: int = Field(
+        64 * 1024 * 1024, description="Size at which a log segment file rolls."
+    )
     log_retention: str = Field(
         "7 days", description="How long log entries are kept once materialized into the store."
     )
-    fsync: bool = Field(True, description="fsync before acknowledging (turn off only for throwaway data).")
+    fsync: bool = Field(
+        True, description="fsync before acknowledging (turn off only for throwaway data)."
+    )
 
     # store and backpressure
-    store_batch_rows: int = Field(200_000, description="Rows the store writer gathers per transaction.")
+    store_batch_rows: int = Field(
+        200_000, description="Rows the store writer gathers per transaction."
+    )
     store_max_lag_rows: int = Field(
         5_000_000, description="Rows the store may fall behind the log before ingest answers 503."
     )
     query_timeout_s: float = Field(10.0, description="Longest a read-only query may run.")
     query_max_rows: int = Field(100_000, description="Most rows one query answer may hold.")
-    duckdb_memory_limit: str = Field("4GB", description="Memory limit of the embedded DuckDB store.")
+    duckdb_memory_limit: str = Field(
+        "4GB", description="Memory limit of the embedded DuckDB store."
+    )
     duckdb_threads: int = Field(2, description="Threads the embedded DuckDB store may use.")
 
     # engine
@@ -76,20 +98,33 @@ class Settings(BaseSettings):
     # demo
     demo_devices: int = Field(50, description="Simulated devices in the demo.")
     demo_rate: float = Field(200.0, description="Simulated events per second in the demo.")
-    demo_anomaly_rate: float = Field(0.01, description="Share of demo readings far off their device's normal.")
-    demo_disorder_ms: int = Field(2000, description="Demo event times jitter back by up to this many ms.")
-    demo_late_rate: float = Field(0.002, description="Share of demo events minutes in the past (late).")
-    demo_malformed_rate: float = Field(0.005, description="Share of demo events that fail validation.")
+    demo_anomaly_rate: float = Field(
+        0.01, description="Share of demo readings far off their device's normal."
+    )
+    demo_disorder_ms: int = Field(
+        2000, description="Demo event times jitter back by up to this many ms."
+    )
+    demo_late_rate: float = Field(
+        0.002, description="Share of demo events minutes in the past (late)."
+    )
+    demo_malformed_rate: float = Field(
+        0.005, description="Share of demo events that fail validation."
+    )
 
     # tracing (OpenTelemetry)
     tracing_exporter: Literal["none", "otlp", "console"] = Field(
-        "none", description="Where spans go: none (tracing off), otlp (OTLP over HTTP) or console (stdout)."
+        "none",
+        description="Where spans go: none (tracing off), otlp (OTLP over HTTP) or console (stdout).",
     )
     otlp_endpoint: str = Field(
-        "http://localhost:4318/v1/traces", description="OTLP/HTTP traces endpoint, used when tracing_exporter is otlp."
+        "http://localhost:4318/v1/traces",
+        description="OTLP/HTTP traces endpoint, used when tracing_exporter is otlp.",
     )
     tracing_sample_ratio: float = Field(
-        1.0, ge=0.0, le=1.0, description="Share of traces recorded (a caller's sampling decision wins)."
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of traces recorded (a caller's sampling decision wins).",
     )
 
     @property

@@ -13,7 +13,6 @@ from typing import Any
 import fastavro
 import httpx
 import orjson
-import pytest
 
 from serverproc import ADMIN_KEY, READINGS, Server
 

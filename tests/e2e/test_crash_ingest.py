@@ -9,17 +9,27 @@ from pathlib import Path
 
 import httpx
 import orjson
+
 from serverproc import READINGS, Server
 
 
-def _client_loop(url: str, key: str, start: int, batches: int, acked: list[int], stop: threading.Event) -> None:
+def _client_loop(
+    url: str, key: str, start: int, batches: int, acked: list[int], stop: threading.Event
+) -> None:
     """Send batches with an Idempotency-Key; retry each until it is answered 200."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"}
     for b in range(batches):
         ids = range(start + b * 50, start + (b + 1) * 50)
         # no event id: only the Idempotency-Key protects against double counting
         body = b"\n".join(
-            orjson.dumps({"device_id": f"d{i % 7}", "ts": "2026-11-21T10:00:00Z", "temperature": i % 100, "seq": i})
+            orjson.dumps(
+                {
+                    "device_id": f"d{i % 7}",
+                    "ts": "2026-11-21T10:00:00Z",
+                    "temperature": i % 100,
+                    "seq": i,
+                }
+            )
             for i in ids
         )
         while not stop.is_set():
@@ -44,7 +54,10 @@ def test_kill9_during_ingest_loses_and_doubles_nothing(tmp_path: Path) -> None:
     acked: list[int] = []
     stop = threading.Event()
     threads = [
-        threading.Thread(target=_client_loop, args=(srv.url, "hw_test_admin_key_0123456789abcdef", k * 100_000, 40, acked, stop))
+        threading.Thread(
+            target=_client_loop,
+            args=(srv.url, "hw_test_admin_key_0123456789abcdef", k * 100_000, 40, acked, stop),
+        )
         for k in range(3)
     ]
     for t in threads:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+
 from serverproc import ADMIN_KEY, Server
 
 STREAM = {
@@ -69,7 +70,10 @@ def test_kill9_while_pipelines_run_gives_batch_results(tmp_path: Path) -> None:
     try:
         with srv.client() as c:
             # an event far ahead closes every 1-minute window of the run
-            c.post("/v1/streams/seqs/events", json={"device_id": "flush", "ts": "2026-11-21T12:00:00Z", "seq": -1})
+            c.post(
+                "/v1/streams/seqs/events",
+                json={"device_id": "flush", "ts": "2026-11-21T12:00:00Z", "seq": -1},
+            )
             ref = c.post("/v1/query", json={"sql": "SELECT device_id, count(*), sum(seq), max(seq) FROM seqs "
                                                    "WHERE seq >= 0 GROUP BY 1 ORDER BY 1"}).json()["rows"]  # fmt: skip
             assert sum(r[1] for r in ref) == 150 * 20
@@ -77,8 +81,16 @@ def test_kill9_while_pipelines_run_gives_batch_results(tmp_path: Path) -> None:
                                                        "count(*), sum(seq) FROM seqs WHERE seq >= 0 GROUP BY 1, 2 ORDER BY 1, 2"}).json()["rows"]  # fmt: skip
             deadline = time.monotonic() + 30
             while True:
-                got = c.post("/v1/query", json={"sql": "SELECT device_id, n, s, hi FROM totals WHERE device_id <> 'flush' ORDER BY 1"}).json()["rows"]
-                got_min = c.post("/v1/query", json={"sql": "SELECT device_id, window_start, n, s FROM per_min ORDER BY 1, 2"}).json()["rows"]
+                got = c.post(
+                    "/v1/query",
+                    json={
+                        "sql": "SELECT device_id, n, s, hi FROM totals WHERE device_id <> 'flush' ORDER BY 1"
+                    },
+                ).json()["rows"]
+                got_min = c.post(
+                    "/v1/query",
+                    json={"sql": "SELECT device_id, window_start, n, s FROM per_min ORDER BY 1, 2"},
+                ).json()["rows"]
                 if (got == ref and got_min == ref_min) or time.monotonic() > deadline:
                     break
                 time.sleep(0.3)

@@ -9,6 +9,7 @@ import itertools
 import fastavro
 import orjson
 import pytest
+
 from serverproc import ADMIN_KEY, READINGS, Server
 
 _seq = itertools.count()
@@ -58,7 +59,11 @@ def test_ingest_every_content_type_and_read_back(server: Server) -> None:
         r = c.post(f"/v1/streams/{name}/events", json=[ev(1), ev(2)])
         assert r.json()["accepted"] == 2
         nd = b"\n".join(orjson.dumps(ev(i)) for i in range(3, 6))
-        r = c.post(f"/v1/streams/{name}/events", content=nd, headers={"Content-Type": "application/x-ndjson"})
+        r = c.post(
+            f"/v1/streams/{name}/events",
+            content=nd,
+            headers={"Content-Type": "application/x-ndjson"},
+        )
         assert r.json()["accepted"] == 3
         csv = "device_id,ts,temperature,status,event_id\n" + "\n".join(
             f"d{i % 3},2026-11-21T10:00:{i:02d}Z,{20 + i},ok,e{i}" for i in range(6, 9)
@@ -74,8 +79,23 @@ def test_ingest_every_content_type_and_read_back(server: Server) -> None:
             {"name": "device_id", "type": "string"}, {"name": "ts", "type": "string"},
             {"name": "temperature", "type": ["null", "double"]}, {"name": "event_id", "type": "string"}]}  # fmt: skip
         buf = io.BytesIO()
-        fastavro.writer(buf, schema, [{"device_id": "d9", "ts": "2026-11-21T10:01:00Z", "temperature": 1.5, "event_id": "a1"}])
-        r = c.post(f"/v1/streams/{name}/events", content=buf.getvalue(), headers={"Content-Type": "avro/binary"})
+        fastavro.writer(
+            buf,
+            schema,
+            [
+                {
+                    "device_id": "d9",
+                    "ts": "2026-11-21T10:01:00Z",
+                    "temperature": 1.5,
+                    "event_id": "a1",
+                }
+            ],
+        )
+        r = c.post(
+            f"/v1/streams/{name}/events",
+            content=buf.getvalue(),
+            headers={"Content-Type": "avro/binary"},
+        )
         assert r.json()["accepted"] == 1, r.text
         rows = c.get(f"/v1/streams/{name}/events", params={"limit": 100}).json()
         assert len(rows["rows"]) == 13 and rows["next_cursor"] is None
@@ -93,7 +113,13 @@ def test_per_row_errors_and_quarantine(server: Server) -> None:
         out = r.json()
         assert out["accepted"] == 2 and out["rejected"] == 5
         codes = {e["row"]: e["code"] for e in out["errors"]}
-        assert codes == {1: "above_max", 2: "timestamp_no_zone", 3: "not_in_enum", 4: "required", 5: "wrong_type"}
+        assert codes == {
+            1: "above_max",
+            2: "timestamp_no_zone",
+            3: "not_in_enum",
+            4: "required",
+            5: "wrong_type",
+        }
         q = c.get(f"/v1/streams/{name}/quarantine").json()["rows"]
         assert sorted(x["code"] for x in q) == sorted(codes.values())
         assert all(x["raw"] and x["message"] and x["schema_version"] == 1 for x in q)
@@ -115,9 +141,14 @@ def test_event_id_dedup_and_idempotency_key(server: Server) -> None:
         dup_hdr = {"Idempotency-Key": "k-dup"}
         d1 = c.post(f"/v1/streams/{name}/events", json=[ev(1)], headers=dup_hdr)
         assert d1.status_code == 200 and d1.json()["duplicates"] == 1
-        assert c.post(f"/v1/streams/{name}/events", json=[ev(1)], headers=dup_hdr).json() == d1.json()
+        assert (
+            c.post(f"/v1/streams/{name}/events", json=[ev(1)], headers=dup_hdr).json() == d1.json()
+        )
         conflict = c.post(f"/v1/streams/{name}/events", json=[ev(12)], headers=hdr)
-        assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_key_reused"
+        assert (
+            conflict.status_code == 409
+            and conflict.json()["error"]["code"] == "idempotency_key_reused"
+        )
         assert c.get(f"/v1/streams/{name}/events/count").json()["count"] == 5
 
 
@@ -131,7 +162,9 @@ def test_event_id_dedup_and_idempotency_key(server: Server) -> None:
         (b"42", "application/json", 400, "malformed_json"),
     ],
 )
-def test_request_level_errors(server: Server, body: bytes, ctype: str, status: int, code: str) -> None:
+def test_request_level_errors(
+    server: Server, body: bytes, ctype: str, status: int, code: str
+) -> None:
     with server.client() as c:
         name = make_stream(c)
         r = c.post(f"/v1/streams/{name}/events", content=body, headers={"Content-Type": ctype})
@@ -146,11 +179,15 @@ def test_deep_nesting_and_huge_body(server: Server) -> None:
         deep: object = 1
         for _ in range(200):
             deep = {"a": deep}
-        r = c.post(f"/v1/streams/{name}/events", json=[ev(1, payload=deep), ev(2, payload={"ok": [1, 2]})])
+        r = c.post(
+            f"/v1/streams/{name}/events", json=[ev(1, payload=deep), ev(2, payload={"ok": [1, 2]})]
+        )
         assert r.status_code == 200
         assert r.json()["accepted"] == 1 and r.json()["errors"][0]["code"] == "too_deep"
         huge = b"[" + b" " * (65 * 1024 * 1024) + b"]"
-        r = c.post(f"/v1/streams/{name}/events", content=huge, headers={"Content-Type": "application/json"})
+        r = c.post(
+            f"/v1/streams/{name}/events", content=huge, headers={"Content-Type": "application/json"}
+        )
         assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
 
@@ -220,9 +257,15 @@ def test_query_and_paging(server: Server) -> None:
         assert sorted(seen) == sorted(f"e{i}" for i in range(25)) and len(seen) == 25
         one = c.get(f"/v1/streams/{name}/events", params={"device_id": "d1"}).json()["rows"]
         assert {r["device_id"] for r in one} == {"d1"}
-        rng = c.get(f"/v1/streams/{name}/events", params={"from": "2026-11-21T10:00:05Z", "to": "2026-11-21T10:00:10Z"})
+        rng = c.get(
+            f"/v1/streams/{name}/events",
+            params={"from": "2026-11-21T10:00:05Z", "to": "2026-11-21T10:00:10Z"},
+        )
         assert len(rng.json()["rows"]) == 5
-        q = c.post("/v1/query", json={"sql": f"SELECT device_id, count(*) AS n FROM {name} GROUP BY 1 ORDER BY 1"}).json()
+        q = c.post(
+            "/v1/query",
+            json={"sql": f"SELECT device_id, count(*) AS n FROM {name} GROUP BY 1 ORDER BY 1"},
+        ).json()
         assert q["columns"] == ["device_id", "n"] and [r[1] for r in q["rows"]] == [9, 8, 8]
         bad = c.post("/v1/query", json={"sql": f"DELETE FROM {name}"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "read_only"
@@ -244,7 +287,8 @@ def test_lying_content_length_stores_nothing_and_server_survives(server: Server)
     with socket.create_connection((host, port), timeout=5) as s:
         s.sendall(
             f"POST /v1/streams/{name}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body) + 500}\r\n\r\n".encode() + body
+            f"Content-Type: application/json\r\nContent-Length: {len(body) + 500}\r\n\r\n".encode()
+            + body
         )
         s.shutdown(socket.SHUT_WR)
         s.recv(1000)
@@ -252,7 +296,8 @@ def test_lying_content_length_stores_nothing_and_server_survives(server: Server)
     with socket.create_connection((host, port), timeout=5) as s:
         s.sendall(
             f"POST /v1/streams/{name}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: 5\r\n\r\n".encode() + body
+            f"Content-Type: application/json\r\nContent-Length: 5\r\n\r\n".encode()
+            + body
         )
         first = s.recv(4000)
         assert first.startswith(b"HTTP/1.1 400")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+
 from serverproc import ADMIN_KEY, READINGS, Server
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -20,10 +21,14 @@ def test_no_route_answers_5xx(server: Server) -> None:
             continue
 
         @given(case=op.as_strategy())
-        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         def check(case: schemathesis.Case) -> None:
             r = case.call(base_url=server.url, headers=AUTH, timeout=30)
-            assert r.status_code < 500, f"{case.method} {case.formatted_path}: {r.status_code} {r.text[:300]}"
+            assert r.status_code < 500, (
+                f"{case.method} {case.formatted_path}: {r.status_code} {r.text[:300]}"
+            )
             if r.status_code >= 400:
                 err = r.json()["error"]
                 assert err["code"] and err["message"]

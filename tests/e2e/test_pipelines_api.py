@@ -8,6 +8,7 @@ import time
 
 import httpx
 import orjson
+
 from serverproc import ADMIN_KEY, READINGS, Server
 
 _seq = itertools.count()
@@ -44,9 +45,19 @@ def test_tumbling_final_matches_batch_query_and_late_rows(server: Server) -> Non
         events = [{"device_id": f"d{i % 4}", "ts": ts(i * 0.7), "temperature": float(i % 17), "event_id": f"e{i}"}
                   for i in range(300)]  # fmt: skip  # 0 .. 209 s: windows 10:00, 10:01, 10:02, 10:03
         body = b"\n".join(orjson.dumps(e) for e in events)
-        assert c.post(f"/v1/streams/{s}/events", content=body, headers={"Content-Type": "application/x-ndjson"}).json()["accepted"] == 300
+        assert (
+            c.post(
+                f"/v1/streams/{s}/events",
+                content=body,
+                headers={"Content-Type": "application/x-ndjson"},
+            ).json()["accepted"]
+            == 300
+        )
         # a late row for the first window, after the watermark passed it
-        late = c.post(f"/v1/streams/{s}/events", json={"device_id": "d0", "ts": ts(1), "temperature": 99.0, "event_id": "late1"})
+        late = c.post(
+            f"/v1/streams/{s}/events",
+            json={"device_id": "d0", "ts": ts(1), "temperature": 99.0, "event_id": "late1"},
+        )
         assert late.json()["accepted"] == 1
         expected = c.post("/v1/query", json={"sql": (
             f"SELECT device_id, window_start, count(*), avg(temperature), max(temperature) FROM "
@@ -56,7 +67,9 @@ def test_tumbling_final_matches_batch_query_and_late_rows(server: Server) -> Non
 
         def results() -> list[list[object]]:
             rows = c.get(f"/v1/tables/{s}_min/rows", params={"limit": 1000}).json().get("rows", [])
-            return [[r["device_id"], r["window_start"], r["n"], r["avg_t"], r["max_t"]] for r in rows]
+            return [
+                [r["device_id"], r["window_start"], r["n"], r["avg_t"], r["max_t"]] for r in rows
+            ]
 
         got = wait_for(lambda: (lambda r: r if len(r) >= 12 else None)(results()))
         got = sorted(got, key=lambda r: (r[0], r[1]))
@@ -74,10 +87,17 @@ def test_tumbling_final_matches_batch_query_and_late_rows(server: Server) -> Non
 def test_unsupported_sql_names_construct_and_position(server: Server) -> None:
     with server.client() as c:
         s = stream(c)
-        r = c.post("/v1/pipelines", json={"sql": f"CREATE PIPELINE p{s} AS SELECT device_id FROM {s} ORDER BY ts"})
+        r = c.post(
+            "/v1/pipelines",
+            json={"sql": f"CREATE PIPELINE p{s} AS SELECT device_id FROM {s} ORDER BY ts"},
+        )
         assert r.status_code == 400
         err = r.json()["error"]
-        assert err["code"] == "unsupported_sql" and "ORDER BY" in err["message"] and "line 1, column 49" in err["message"]
+        assert (
+            err["code"] == "unsupported_sql"
+            and "ORDER BY" in err["message"]
+            and "line 1, column 49" in err["message"]
+        )
         r = c.post("/v1/pipelines", json={"sql": "CREATE PIPELINE q AS SELECT * FROM nowhere"})
         assert r.status_code == 400
 
@@ -88,11 +108,24 @@ def test_lifecycle_pause_resume_drop(server: Server) -> None:
         name = f"{s}_f"
         sql = f"CREATE PIPELINE {name} AS SELECT device_id, temperature * 2 AS t2 FROM {s} WHERE temperature > 10"
         assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
-        c.post(f"/v1/streams/{s}/events", json=[{"device_id": "a", "ts": ts(1), "temperature": t, "event_id": f"x{t}"} for t in (5, 15, 25)])
-        rows = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(c.get(f"/v1/tables/{name}/rows").json()["rows"]))
+        c.post(
+            f"/v1/streams/{s}/events",
+            json=[
+                {"device_id": "a", "ts": ts(1), "temperature": t, "event_id": f"x{t}"}
+                for t in (5, 15, 25)
+            ],
+        )
+        rows = wait_for(
+            lambda: (lambda r: r if len(r) == 2 else None)(
+                c.get(f"/v1/tables/{name}/rows").json()["rows"]
+            )
+        )
         assert sorted(r["t2"] for r in rows) == [30.0, 50.0]
         assert c.post(f"/v1/pipelines/{name}/pause").json()["status"] == "paused"
-        c.post(f"/v1/streams/{s}/events", json={"device_id": "a", "ts": ts(2), "temperature": 35, "event_id": "y"})
+        c.post(
+            f"/v1/streams/{s}/events",
+            json={"device_id": "a", "ts": ts(2), "temperature": 35, "event_id": "y"},
+        )
         time.sleep(0.5)
         assert len(c.get(f"/v1/tables/{name}/rows").json()["rows"]) == 2
         assert c.post(f"/v1/pipelines/{name}/resume").json()["status"] == "running"
@@ -113,7 +146,12 @@ def test_sse_subscription_pushes_changes(server: Server) -> None:
         ready = threading.Event()
 
         def listen() -> None:
-            with httpx.stream("GET", f"{server.url}/v1/tables/{name}/subscribe", params={"key": ADMIN_KEY}, timeout=20) as r:
+            with httpx.stream(
+                "GET",
+                f"{server.url}/v1/tables/{name}/subscribe",
+                params={"key": ADMIN_KEY},
+                timeout=20,
+            ) as r:
                 for line in r.iter_lines():
                     ready.set()
                     if line.startswith("data: "):
@@ -125,7 +163,10 @@ def test_sse_subscription_pushes_changes(server: Server) -> None:
         t.start()
         assert ready.wait(10)
         for i in range(3):
-            c.post(f"/v1/streams/{s}/events", json={"device_id": "z", "ts": ts(i), "temperature": 1, "event_id": f"s{i}"})
+            c.post(
+                f"/v1/streams/{s}/events",
+                json={"device_id": "z", "ts": ts(i), "temperature": 1, "event_id": f"s{i}"},
+            )
         t.join(15)
         assert any(x["device_id"] == "z" and x["n"] == 3 for x in got), got
 
@@ -137,17 +178,37 @@ def test_enrichment_join_sees_reference_updates(server: Server) -> None:
         r = c.post("/v1/tables", json={"name": ref, "fields": [{"name": "device_id", "type": "string", "required": True},
                                                                {"name": "site", "type": "string"}], "key": ["device_id"]})  # fmt: skip
         assert r.status_code == 201, r.text
-        assert c.post(f"/v1/tables/{ref}/rows", json=[{"device_id": "a", "site": "north"}]).json()["accepted"] == 1
+        assert (
+            c.post(f"/v1/tables/{ref}/rows", json=[{"device_id": "a", "site": "north"}]).json()[
+                "accepted"
+            ]
+            == 1
+        )
         name = f"{s}_enriched"
         sql = (f"CREATE PIPELINE {name} AS SELECT r.device_id, d.site, r.temperature FROM {s} r "
                f"LEFT JOIN {ref} d ON r.device_id = d.device_id")  # fmt: skip
-        assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201, c.post("/v1/pipelines", json={"sql": sql}).text
-        c.post(f"/v1/streams/{s}/events", json={"device_id": "a", "ts": ts(1), "temperature": 1, "event_id": "j1"})
+        assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201, c.post(
+            "/v1/pipelines", json={"sql": sql}
+        ).text
+        c.post(
+            f"/v1/streams/{s}/events",
+            json={"device_id": "a", "ts": ts(1), "temperature": 1, "event_id": "j1"},
+        )
         assert wait_for(lambda: c.get(f"/v1/tables/{name}/rows").json()["rows"])
         c.post(f"/v1/tables/{ref}/rows", json=[{"device_id": "a", "site": "south"}])
-        c.post(f"/v1/streams/{s}/events", json={"device_id": "a", "ts": ts(2), "temperature": 2, "event_id": "j2"})
-        rows = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(c.get(f"/v1/tables/{name}/rows").json()["rows"]))
-        assert sorted((r["temperature"], r["site"]) for r in rows) == [(1.0, "north"), (2.0, "south")]
+        c.post(
+            f"/v1/streams/{s}/events",
+            json={"device_id": "a", "ts": ts(2), "temperature": 2, "event_id": "j2"},
+        )
+        rows = wait_for(
+            lambda: (lambda r: r if len(r) == 2 else None)(
+                c.get(f"/v1/tables/{name}/rows").json()["rows"]
+            )
+        )
+        assert sorted((r["temperature"], r["site"]) for r in rows) == [
+            (1.0, "north"),
+            (2.0, "south"),
+        ]
 
 
 def test_idle_stream_closes_windows_and_status_says_why_waiting(server: Server) -> None:
@@ -161,8 +222,19 @@ def test_idle_stream_closes_windows_and_status_says_why_waiting(server: Server) 
                f"WITH (emit = 'final', idle_timeout = '1 second')")  # fmt: skip
         assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
         now = datetime.now(UTC).isoformat()
-        c.post(f"/v1/streams/{s}/events", json=[{"device_id": "i", "ts": now, "temperature": 1, "event_id": f"i{k}"} for k in range(3)])
-        st = wait_for(lambda: (lambda j: j if j.get("waiting") else None)(c.get(f"/v1/pipelines/{name}").json()), 5)
+        c.post(
+            f"/v1/streams/{s}/events",
+            json=[
+                {"device_id": "i", "ts": now, "temperature": 1, "event_id": f"i{k}"}
+                for k in range(3)
+            ],
+        )
+        st = wait_for(
+            lambda: (lambda j: j if j.get("waiting") else None)(
+                c.get(f"/v1/pipelines/{name}").json()
+            ),
+            5,
+        )
         assert "closes when the watermark reaches" in st["waiting"]
         rows = wait_for(lambda: c.get(f"/v1/tables/{name}/rows").json()["rows"], 10)
         assert rows and rows[0]["n"] == 3
@@ -174,8 +246,15 @@ def test_a_row_the_sql_fails_on_goes_to_the_error_table(server: Server) -> None:
         name = f"{s}_cast"
         sql = f"CREATE PIPELINE {name} AS SELECT device_id, CAST(device_id AS INTEGER) AS num FROM {s}"
         assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
-        c.post(f"/v1/streams/{s}/events", json=[{"device_id": d, "ts": ts(1), "event_id": d} for d in ("1", "two", "3")])
-        rows = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(c.get(f"/v1/tables/{name}/rows").json()["rows"]))
+        c.post(
+            f"/v1/streams/{s}/events",
+            json=[{"device_id": d, "ts": ts(1), "event_id": d} for d in ("1", "two", "3")],
+        )
+        rows = wait_for(
+            lambda: (lambda r: r if len(r) == 2 else None)(
+                c.get(f"/v1/tables/{name}/rows").json()["rows"]
+            )
+        )
         assert sorted(r["num"] for r in rows) == [1, 3]
         errors = wait_for(lambda: c.get(f"/v1/tables/{name}_errors/rows").json()["rows"])
         assert [e["device_id"] for e in errors] == ["two"] and "two" in errors[0]["_error"]

@@ -16,7 +16,12 @@ async def test_housekeeping_trims_materialized_aged_segments(tmp_path: Path) -> 
                         idempotency_ttl="1 minute")  # fmt: skip
     p = build_platform(settings, clock)
     try:
-        st = p.streams.create("default", schema_from_dict({"name": "s", "fields": [{"name": "x", "type": "int"}]}), 0, set())
+        st = p.streams.create(
+            "default",
+            schema_from_dict({"name": "s", "fields": [{"name": "x", "type": "int"}]}),
+            0,
+            set(),
+        )
         for i in range(50):
             body = b"\n".join(orjson.dumps({"x": i * 100 + k}) for k in range(100))
             await p.ingest.ingest(st, body, "application/x-ndjson", None, None, "k", "r")
@@ -29,7 +34,11 @@ async def test_housekeeping_trims_materialized_aged_segments(tmp_path: Path) -> 
         p.housekeeping()
         assert p.log.start_offset(st.topic) > 0
         assert p.log.start_offset(st.topic) <= p.materializer.committed(st.topic)
-        rows = p.store.sql("default", "SELECT count(*) AS n FROM s", max_rows=1, timeout_s=5).column("n")[0].as_py()
+        rows = (
+            p.store.sql("default", "SELECT count(*) AS n FROM s", max_rows=1, timeout_s=5)
+            .column("n")[0]
+            .as_py()
+        )
         assert rows == 5000
     finally:
         await p.close()

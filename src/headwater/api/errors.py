@@ -22,7 +22,9 @@ HTTP_CODES = {
 }  # fmt: skip
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: object) -> Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: object
+) -> Response:
     body: dict[str, object] = {"code": code, "message": message, **extra}
     return json_response({"error": body}, status, headers)
 
@@ -57,4 +59,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled_error", path=request.url.path)
-        return error_response(500, "internal_error", f"unexpected {type(exc).__name__}; see the server log")
+        return error_response(
+            500, "internal_error", f"unexpected {type(exc).__name__}; see the server log"
+        )

@@ -23,8 +23,15 @@ def rows_of(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content, option=JSON_OPTS, default=_default), status, headers, "application/json")
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(content, option=JSON_OPTS, default=_default),
+        status,
+        headers,
+        "application/json",
+    )
 
 
 def _default(obj: Any) -> Any:
@@ -48,7 +55,9 @@ def table_response(table: pa.Table, next_cursor: str | None, fmt: str) -> Respon
     if fmt == "json":
         return json_response({"rows": rows_of(table), "next_cursor": next_cursor})
     if fmt == "ndjson":
-        body = b"".join(orjson.dumps(r, option=JSON_OPTS, default=_default) + b"\n" for r in rows_of(table))
+        body = b"".join(
+            orjson.dumps(r, option=JSON_OPTS, default=_default) + b"\n" for r in rows_of(table)
+        )
         return Response(body, 200, headers, "application/x-ndjson")
     if fmt == "arrow":
         sink = io.BytesIO()
@@ -59,7 +68,9 @@ def table_response(table: pa.Table, next_cursor: str | None, fmt: str) -> Respon
         sink = io.BytesIO()
         pq.write_table(table, sink)
         return Response(sink.getvalue(), 200, headers, "application/vnd.apache.parquet")
-    raise BadRequest(f"unknown format {fmt!r}; use json, ndjson, arrow or parquet", code="bad_format")
+    raise BadRequest(
+        f"unknown format {fmt!r}; use json, ndjson, arrow or parquet", code="bad_format"
+    )
 
 
 def parse_time_bound(value: str | None, name: str) -> int | None:

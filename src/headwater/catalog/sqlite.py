@@ -89,7 +89,12 @@ class Catalog:
         return [r[0] for r in self._q("SELECT name FROM tenants ORDER BY name")]
 
     def create_key(
-        self, tenant: str, role: Role, now_ms: int, name: str | None = None, secret: str | None = None
+        self,
+        tenant: str,
+        role: Role,
+        now_ms: int,
+        name: str | None = None,
+        secret: str | None = None,
     ) -> tuple[str, ApiKey]:
         """Create a key; return the secret (shown once) and its record."""
         if not self._q("SELECT 1 FROM tenants WHERE name = ?", (tenant,)):
@@ -174,7 +179,9 @@ class Catalog:
 
     def pipelines(self, tenant: str | None = None) -> list[PipelineRecord]:
         if tenant is None:
-            rows = self._q("SELECT tenant, name, sql, status, reason, created_ms FROM pipelines ORDER BY tenant, name")
+            rows = self._q(
+                "SELECT tenant, name, sql, status, reason, created_ms FROM pipelines ORDER BY tenant, name"
+            )
         else:
             rows = self._q(
                 "SELECT tenant, name, sql, status, reason, created_ms FROM pipelines WHERE tenant = ? ORDER BY name",
@@ -186,7 +193,9 @@ class Catalog:
         self._q("DELETE FROM pipelines WHERE tenant = ? AND name = ?", (tenant, name))
 
     # reference tables -------------------------------------------------------------
-    def put_reference_table(self, tenant: str, name: str, spec: dict[str, Any], now_ms: int) -> None:
+    def put_reference_table(
+        self, tenant: str, name: str, spec: dict[str, Any], now_ms: int
+    ) -> None:
         self._q(
             "INSERT INTO reference_tables (tenant, name, spec, created_ms) VALUES (?,?,?,?) "
             "ON CONFLICT (tenant, name) DO UPDATE SET spec = excluded.spec",

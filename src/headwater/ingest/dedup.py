@@ -39,16 +39,26 @@ def hash_ids(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """
     arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     n = len(arr)
-    valid = np.ones(n, dtype=bool) if arr.null_count == 0 else np.asarray(arr.is_valid().to_numpy(zero_copy_only=False))
+    valid = (
+        np.ones(n, dtype=bool)
+        if arr.null_count == 0
+        else np.asarray(arr.is_valid().to_numpy(zero_copy_only=False))
+    )
     with np.errstate(over="ignore"):
         if pa.types.is_integer(arr.type):
             values = arr.cast(pa.int64()).fill_null(0).to_numpy().view(np.uint64)
             h = _splitmix64(values ^ np.uint64(0x5BD1E995))
         else:
             arr = arr.cast(pa.large_string())
-            offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+            offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[
+                arr.offset : arr.offset + n + 1
+            ]
             data_buf = arr.buffers()[2]
-            data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+            data = (
+                np.frombuffer(data_buf, dtype=np.uint8)
+                if data_buf is not None
+                else np.zeros(0, np.uint8)
+            )
             total = int(offsets[-1]) if n else 0
             sums = np.zeros(total + 1, dtype=np.uint64)
             if total:

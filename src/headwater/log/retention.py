@@ -13,7 +13,9 @@ from bisect import bisect_right
 from collections import defaultdict
 
 
-def trim_point(marks: list[tuple[int, int]], now_ms: int, retention_ms: int, consumers: list[int]) -> int:
+def trim_point(
+    marks: list[tuple[int, int]], now_ms: int, retention_ms: int, consumers: list[int]
+) -> int:
     """The offset below which entries may go.
 
     ``marks``: (time ms, end offset then), in time order. ``consumers``: the committed

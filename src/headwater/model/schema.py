@@ -109,7 +109,9 @@ def check_schema(schema: StreamSchema) -> None:
             raise InvalidSchema(f"field {f.name!r}: min/max apply to int and float fields")
         if f.min is not None and f.max is not None and f.min > f.max:
             raise InvalidSchema(f"field {f.name!r}: min {f.min} is above max {f.max}")
-        if (f.enum is not None or f.regex is not None or f.max_length is not None) and f.type != "string":
+        if (
+            f.enum is not None or f.regex is not None or f.max_length is not None
+        ) and f.type != "string":
             raise InvalidSchema(f"field {f.name!r}: enum/regex/max_length apply to string fields")
         if f.regex is not None:
             try:
@@ -162,7 +164,9 @@ def check_evolution(old: StreamSchema, new: StreamSchema) -> list[str]:
             if (f.type, nf.type) in WIDENINGS:
                 changes.append(f"field {name!r} widened from {f.type} to {nf.type}")
             else:
-                problems.append(f"field {name!r} changes type {f.type} -> {nf.type}, which is not a widening")
+                problems.append(
+                    f"field {name!r} changes type {f.type} -> {nf.type}, which is not a widening"
+                )
         if nf.required and not f.required:
             problems.append(f"field {name!r} becomes required (earlier rows may lack it)")
         if nf.unit != f.unit and nf.type == "timestamp" and f.type == "timestamp":
@@ -178,7 +182,8 @@ def check_evolution(old: StreamSchema, new: StreamSchema) -> list[str]:
             problems.append(f"{attr} changes from {getattr(old, attr)!r} to {getattr(new, attr)!r}")
     if problems:
         raise IncompatibleSchema(
-            "schema change refused: " + "; ".join(problems)
+            "schema change refused: "
+            + "; ".join(problems)
             + ". Create a new stream for an incompatible shape.",
             problems=problems,
         )

@@ -79,5 +79,7 @@ def parse_duration_ms(text: str) -> int:
         i += 1
     number, unit = s[:i], s[i:].strip()
     if not number or unit not in units:
-        raise ValueError(f"cannot read duration {text!r}; write e.g. '5 seconds', '1 minute', '500ms'")
+        raise ValueError(
+            f"cannot read duration {text!r}; write e.g. '5 seconds', '1 minute', '500ms'"
+        )
     return int(float(number) * units[unit])

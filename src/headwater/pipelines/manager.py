@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from dataclasses import replace
 from typing import Any
 
@@ -32,7 +31,9 @@ class PipelineManager:
         self._records: dict[tuple[str, str], PipelineRecord] = {}
         self._refs: dict[str, StoreReferenceTables] = {}
         interval = platform.settings.checkpoint_interval_s
-        self._config = RunnerConfig(commit_interval_s=min(0.1, interval), checkpoint_interval_s=interval)
+        self._config = RunnerConfig(
+            commit_interval_s=min(0.1, interval), checkpoint_interval_s=interval
+        )
 
     # lifecycle --------------------------------------------------------------------
     def start_all(self) -> None:
@@ -56,11 +57,15 @@ class PipelineManager:
         runner = self._build(tenant, sql)
         name = runner.name
         if name in self._p.table_names(tenant) or name in self.reserved_names(tenant):
-            raise Conflict(f"{name!r} is already the name of a stream, table or pipeline", code="name_taken")
+            raise Conflict(
+                f"{name!r} is already the name of a stream, table or pipeline", code="name_taken"
+            )
         self._ensure_tables(tenant, runner)
         if runner.pipeline.plan.options.start == "latest":
             offset = self._p.log.end_offset(runner.topic)
-            self._p.store.commit(tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: offset}))
+            self._p.store.commit(
+                tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: offset})
+            )
         rec = PipelineRecord(tenant, name, sql, "running", None, self._p.clock.now_ms())
         self._p.catalog.put_pipeline(rec)
         self._records[(tenant, name)] = rec
@@ -89,7 +94,9 @@ class PipelineManager:
         if drop_tables:
             for table in (name, late_table(name), errors_table(name)):
                 self._p.store.drop_table(tenant, table)
-            self._p.store.commit(tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: 0}, state=b""))
+            self._p.store.commit(
+                tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: 0}, state=b"")
+            )
 
     # views ------------------------------------------------------------------------
     def consumer_offsets(self) -> list[tuple[str, int]]:
@@ -166,7 +173,9 @@ class PipelineManager:
     def references(self, tenant: str) -> StoreReferenceTables:
         refs = self._refs.get(tenant)
         if refs is None:
-            refs = StoreReferenceTables(self._p.store, tenant, set(self._p.catalog.reference_tables(tenant)))
+            refs = StoreReferenceTables(
+                self._p.store, tenant, set(self._p.catalog.reference_tables(tenant))
+            )
             self._refs[tenant] = refs
         return refs
 
@@ -213,7 +222,9 @@ class PipelineManager:
         self._p.catalog.set_pipeline_status(tenant, name, status, reason)
         rec = self._records.get((tenant, name))
         if rec is not None:
-            self._records[(tenant, name)] = PipelineRecord(tenant, name, rec.sql, status, reason, rec.created_ms)
+            self._records[(tenant, name)] = PipelineRecord(
+                tenant, name, rec.sql, status, reason, rec.created_ms
+            )
 
     def _fail(self, tenant: str, name: str, reason: str) -> None:
         log.error("pipeline_failed", tenant=tenant, pipeline=name, reason=reason)
@@ -238,6 +249,3 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, pa.Scalar):
         return v.as_py()
     return v
-
-
-

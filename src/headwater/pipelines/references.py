@@ -38,8 +38,12 @@ class StoreReferenceTables:
         if hit is not None:
             return hit
         if name not in self._names:
-            raise NotFound(f"reference table {name!r} does not exist; create it with POST /v1/tables")
-        table = self._store.sql(self._tenant, f'SELECT * FROM "{name}"', max_rows=10_000_000, timeout_s=60)
+            raise NotFound(
+                f"reference table {name!r} does not exist; create it with POST /v1/tables"
+            )
+        table = self._store.sql(
+            self._tenant, f'SELECT * FROM "{name}"', max_rows=10_000_000, timeout_s=60
+        )
         table = table.replace_schema_metadata(None)
         with self._lock:
             # An update that came in while this read ran must not be hidden by caching it.

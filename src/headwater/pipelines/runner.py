@@ -150,7 +150,9 @@ class PipelineRunner:
             steps = []
             if entries:
                 batch = conform(entries, self._input_schema())
-                with span("pipeline.batch", tenant=self.tenant, pipeline=self.name, rows=batch.num_rows):
+                with span(
+                    "pipeline.batch", tenant=self.tenant, pipeline=self.name, rows=batch.num_rows
+                ):
                     steps.append(self.pipeline.process(batch, now))
                 offset = entries[-1].end
                 self.counters.rows_in += batch.num_rows
@@ -159,11 +161,17 @@ class PipelineRunner:
             steps.append(self.pipeline.on_time(now))
             for step in steps:
                 if _has_rows(step):
-                    held = held.then(StepOutput(appends=step.appends, late=step.late, errors=step.errors))
+                    held = held.then(
+                        StepOutput(appends=step.appends, late=step.late, errors=step.errors)
+                    )
                     fresh = fresh.then(StepOutput(upserts=step.upserts), key)
                     dirty = True
             clock = time.monotonic()
-            if dirty and (always_checkpoint or not entries or clock - last_checkpoint >= self._config.checkpoint_interval_s):
+            if dirty and (
+                always_checkpoint
+                or not entries
+                or clock - last_checkpoint >= self._config.checkpoint_interval_s
+            ):
                 self._commit(fresh.then(held), offset, checkpoint=True)
                 self.counters.observe_batch((time.perf_counter() - t0) * 1000)
                 held, fresh, dirty = StepOutput(), StepOutput(), False
@@ -225,7 +233,9 @@ class PipelineRunner:
         wm = st.get("watermark_ms")
         if wm is not None:
             m.PIPELINE_WATERMARK_MS.labels(*self._labels).set(wm)
-            m.PIPELINE_EVENT_LAG_SECONDS.labels(*self._labels).set(max(0.0, (self._clock.now_ms() - wm) / 1000))
+            m.PIPELINE_EVENT_LAG_SECONDS.labels(*self._labels).set(
+                max(0.0, (self._clock.now_ms() - wm) / 1000)
+            )
         m.PIPELINE_LOG_LAG_ROWS.labels(*self._labels).set(self.log_lag())
         m.PIPELINE_STATE_KEYS.labels(*self._labels).set(st.get("state_rows", 0))
         m.PIPELINE_STATE_BYTES.labels(*self._labels).set(st.get("state_bytes", 0))
@@ -235,4 +245,6 @@ class PipelineRunner:
 
 
 def _has_rows(step: StepOutput) -> bool:
-    return any(t is not None and t.num_rows for t in (step.upserts, step.appends, step.late, step.errors))
+    return any(
+        t is not None and t.num_rows for t in (step.upserts, step.appends, step.late, step.errors)
+    )

@@ -52,7 +52,9 @@ class Subscriptions:
             subs = list(self._subs.get((tenant, table), []))
         if not subs or rows.num_rows == 0:
             return
-        payload = orjson.dumps({"kind": kind, "rows": rows.to_pylist()}, option=JSON_OPTS, default=_default)
+        payload = orjson.dumps(
+            {"kind": kind, "rows": rows.to_pylist()}, option=JSON_OPTS, default=_default
+        )
         for sub in subs:
             sub.loop.call_soon_threadsafe(_offer, sub.queue, payload)
 

@@ -22,7 +22,9 @@ def test_keys_tenants_streams_pipelines(tmp_path: Path) -> None:
         cat.create_key("nope", "admin", 1)
     s1 = StreamSchema(name="s", fields=[Field("x", "int")])
     cat.add_stream_version("a", s1, 1)
-    cat.add_stream_version("a", StreamSchema(name="s", fields=[Field("x", "int"), Field("y", "int")], version=2), 2)
+    cat.add_stream_version(
+        "a", StreamSchema(name="s", fields=[Field("x", "int"), Field("y", "int")], version=2), 2
+    )
     assert [v.version for v in cat.stream_versions("a", "s")] == [1, 2]
     assert [(t, s.version) for t, s in cat.all_streams()] == [("a", 2)]
     cat.put_pipeline(PipelineRecord("a", "p", "SQL", "running", None, 1))

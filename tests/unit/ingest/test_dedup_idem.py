@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from headwater.errors import Conflict
 from headwater.ingest.dedup import IdIndex, hash_ids
-from headwater.ingest.idempotency import IdemRecord, IdempotencyKeys
+from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord
 from headwater.ingest.service import TokenBucket
 
 

@@ -12,7 +12,9 @@ from headwater.log.retention import RetentionClock, trim_point
     st.integers(0, 5_000),
     st.lists(st.integers(0, 1000), max_size=4),
 )
-def test_never_trims_past_a_consumer_or_younger_than_retention(marks, now, retention, consumers) -> None:  # type: ignore[no-untyped-def]
+def test_never_trims_past_a_consumer_or_younger_than_retention(
+    marks, now, retention, consumers
+) -> None:  # type: ignore[no-untyped-def]
     marks = sorted(marks)
     cut = trim_point(marks, now, retention, consumers)
     assert all(cut <= c for c in consumers)

@@ -1,7 +1,13 @@
 import pytest
 
 from headwater.errors import IncompatibleSchema, InvalidSchema
-from headwater.model.schema import Field, StreamSchema, check_evolution, check_schema, schema_from_dict
+from headwater.model.schema import (
+    Field,
+    StreamSchema,
+    check_evolution,
+    check_schema,
+    schema_from_dict,
+)
 
 BASE = StreamSchema(
     name="s",
@@ -54,9 +60,18 @@ def test_compatible_changes() -> None:
     "fields",
     [
         [Field("id", "string", required=True), Field("ts", "timestamp")],  # removed v
-        [Field("id", "string", required=True), Field("ts", "timestamp"), Field("v", "string"), Field("n", "int", required=True)],
+        [
+            Field("id", "string", required=True),
+            Field("ts", "timestamp"),
+            Field("v", "string"),
+            Field("n", "int", required=True),
+        ],
         [Field("id", "string", required=True), Field("ts", "timestamp"), Field("v", "bool")],
-        [Field("id", "string", required=True), Field("ts", "timestamp"), Field("v", "int", required=True)],
+        [
+            Field("id", "string", required=True),
+            Field("ts", "timestamp"),
+            Field("v", "int", required=True),
+        ],
     ],
 )
 def test_incompatible_changes_refused_with_reasons(fields: list[Field]) -> None:

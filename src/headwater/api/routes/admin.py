@@ -39,7 +39,9 @@ async def create_key(request: Request) -> Response:
 async def list_keys(request: Request) -> Response:
     who = authenticate(request)
     who.require("admin")
-    return json_response({"keys": [key_view(k) for k in platform(request).catalog.keys(who.tenant)]})
+    return json_response(
+        {"keys": [key_view(k) for k in platform(request).catalog.keys(who.tenant)]}
+    )
 
 
 @router.delete("/keys/{key_id}")
@@ -58,12 +60,16 @@ async def create_tenant(request: Request) -> Response:
     who = authenticate(request)
     who.require("admin")
     if who.tenant != DEFAULT_TENANT:
-        raise Forbidden("only admins of the default tenant create tenants", code="insufficient_role")
+        raise Forbidden(
+            "only admins of the default tenant create tenants", code="insufficient_role"
+        )
     p = platform(request)
     data = await json_body(request)
     name = data.get("name") if isinstance(data, dict) else None
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise BadRequest("tenant name: letters, digits and '_', starting with a letter", code="bad_name")
+        raise BadRequest(
+            "tenant name: letters, digits and '_', starting with a letter", code="bad_name"
+        )
     if not p.catalog.ensure_tenant(name, p.clock.now_ms()):
         raise Conflict(f"tenant {name!r} already exists", code="tenant_exists")
     secret, key = p.catalog.create_key(name, "admin", p.clock.now_ms(), "bootstrap")

@@ -45,7 +45,9 @@ async def ready(request: Request) -> Response:
     checks["materializer"] = {"ok": p.materializer.alive and p.materializer.error is None,
                               "error": p.materializer.error}  # fmt: skip
     ok = all(bool(c["ok"]) for c in checks.values())
-    return json_response({"status": "ready" if ok else "not_ready", "checks": checks}, 200 if ok else 503)
+    return json_response(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, 200 if ok else 503
+    )
 
 
 @router.get("/metrics")

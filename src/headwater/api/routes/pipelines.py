@@ -46,7 +46,9 @@ async def create_pipeline(request: Request) -> Response:
     who.require("admin")
     data = await json_body(request)
     if not isinstance(data, dict) or not isinstance(data.get("sql"), str):
-        raise BadRequest("send {'sql': 'CREATE PIPELINE name AS SELECT ...'}", code="invalid_request")
+        raise BadRequest(
+            "send {'sql': 'CREATE PIPELINE name AS SELECT ...'}", code="invalid_request"
+        )
     out = await asyncio.to_thread(manager(request).create, who.tenant, data["sql"])
     return json_response(out, 201)
 
@@ -97,10 +99,15 @@ async def create_reference_table(request: Request) -> Response:
     data = await json_body(request)
     if not isinstance(data, dict):
         raise BadRequest("a table definition is a JSON object", code="invalid_schema")
-    spec = schema_from_dict({k: v for k, v in data.items() if k in ("name", "fields", "key", "description")})
+    spec = schema_from_dict(
+        {k: v for k, v in data.items() if k in ("name", "fields", "key", "description")}
+    )
     check_schema(spec)
     if not spec.key:
-        raise BadRequest("a reference table needs 'key' (the columns rows are replaced by)", code="invalid_schema")
+        raise BadRequest(
+            "a reference table needs 'key' (the columns rows are replaced by)",
+            code="invalid_schema",
+        )
     m = manager(request)
     if spec.name in p.table_names(who.tenant) or spec.name in m.reserved_names(who.tenant):
         raise Conflict(f"{spec.name!r} is already taken", code="name_taken")
@@ -119,18 +126,27 @@ async def upsert_reference_rows(name: str, request: Request) -> Response:
     specs = p.catalog.reference_tables(who.tenant)
     if name not in specs:
         raise NotFound(f"reference table {name!r} does not exist", code="unknown_table")
-    spec = schema_from_dict({k: v for k, v in specs[name].items() if k in ("name", "fields", "key", "description")})
+    spec = schema_from_dict(
+        {k: v for k, v in specs[name].items() if k in ("name", "fields", "key", "description")}
+    )
     body = await read_body(request, p.settings.max_body_bytes)
     batch = decode_and_validate(
         body, request.headers.get("content-type", "application/json"), request.headers.get("content-encoding"),
         spec, p.ingest._limits, p.clock.now_ms(),
     )  # fmt: skip
     if batch.valid.num_rows:
-        write = ResultWrite(consumer=f"reference:{name}", offsets={}, upserts={name: (batch.valid, list(spec.key))})
+        write = ResultWrite(
+            consumer=f"reference:{name}", offsets={}, upserts={name: (batch.valid, list(spec.key))}
+        )
         await asyncio.to_thread(p.store.commit, who.tenant, write)
         manager(request).reference_added(who.tenant, name)
-    errors = [{"row": e.row, "field": e.field, "code": e.code, "message": e.message} for e in batch.errors[:1000]]
-    return json_response({"accepted": batch.valid.num_rows, "rejected": len(batch.errors), "errors": errors})
+    errors = [
+        {"row": e.row, "field": e.field, "code": e.code, "message": e.message}
+        for e in batch.errors[:1000]
+    ]
+    return json_response(
+        {"accepted": batch.valid.num_rows, "rejected": len(batch.errors), "errors": errors}
+    )
 
 
 @router.get("/tables/{name}/subscribe")

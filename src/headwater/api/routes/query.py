@@ -37,8 +37,12 @@ async def table_rows(name: str, request: Request) -> Response:
     time_col = tables.time_column(who.tenant, name) if tables is not None else None  # type: ignore[attr-defined]
     if time_col is None:
         st = next((s for s in p.streams.in_tenant(who.tenant) if s.schema.name == name), None)
-        time_col = (st.schema.event_time if st else None) or ("window_start" if "window_start" in schema.names else None)
-    q, fmt = row_query(request, who.tenant, name, time_col, [n for n in schema.names if n != "_id_hash"])
+        time_col = (st.schema.event_time if st else None) or (
+            "window_start" if "window_start" in schema.names else None
+        )
+    q, fmt = row_query(
+        request, who.tenant, name, time_col, [n for n in schema.names if n != "_id_hash"]
+    )
     page = await asyncio.to_thread(p.store.read_rows, q)
     return table_response(page.rows, page.next_cursor, fmt)
 
@@ -72,7 +76,11 @@ async def run_query(request: Request) -> Response:
         raise BadRequest("max_rows must be a positive integer", code="invalid_request")
     max_rows = min(requested, p.settings.query_max_rows)
     table = await asyncio.to_thread(
-        p.store.sql, who.tenant, data["sql"], max_rows=max_rows, timeout_s=p.settings.query_timeout_s
+        p.store.sql,
+        who.tenant,
+        data["sql"],
+        max_rows=max_rows,
+        timeout_s=p.settings.query_timeout_s,
     )
     truncated = bool(table.schema.metadata and table.schema.metadata.get(b"truncated") == b"true")
     cols = table.column_names

@@ -7,6 +7,7 @@ so everything it sends is validated, deduplicated, quarantined and counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,10 +59,8 @@ class Simulator:
             return False
         assert self._task is not None
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         return True
 
     def batch(self, n: int) -> bytes:
@@ -90,7 +89,9 @@ class Simulator:
                 "event_id": f"sim-{self._seq}",
             }
             if rng.random() < cfg.malformed_rate:
-                ev[rng.choice(("temperature", "ts", "status"))] = rng.choice(("n/a", 9999, "2026-13-45"))
+                ev[rng.choice(("temperature", "ts", "status"))] = rng.choice(
+                    ("n/a", 9999, "2026-13-45")
+                )
             lines.append(orjson.dumps(ev))
         return b"\n".join(lines)
 
