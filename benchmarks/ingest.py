@@ -1,12 +1,18 @@
 """Durable ingest over real HTTP: batched NDJSON and single events.
 
 Starts a fresh ``headwater serve`` (durable: fsync before every answer), creates a
-stream, and drives it with ``wrk`` (C load generator, separate process) when it is
-installed, else with Python client processes. Prints events/s, MB/s, request
-latency p50/p99, single-event requests/s, p99 at half of peak, and the
-decode+validate ceiling measured in-process.
+stream, and drives it with ``wrk`` (C load generator, separate process). Prints:
 
-    python benchmarks/ingest.py [--seconds 10] [--connections 8] [--batch 1000]
+- batched events/s, MB/s and request latency p50/p99 at peak (closed loop);
+- p99 at about half of that rate: each connection waits between requests (wrk's
+  ``delay()``) so that the offered rate is half the peak;
+- single-event requests/s and latency;
+- the server's CPU time per request (all its threads, from /proc): on a shared
+  machine this moves much less than the rates do, so compare it between runs;
+- the decode+validate ceiling in-process (one core), for 1,000-event and 1-event bodies;
+- the load average before and after, as the machine may be busy with other work.
+
+    python benchmarks/ingest.py [--seconds 10] [--connections 16] [--batch 1000]
 """
 
 from __future__ import annotations
@@ -63,6 +69,14 @@ wrk.headers["Content-Type"] = "application/x-ndjson"
 local f = io.open("{body}", "rb")
 wrk.body = f:read("*all")
 f:close()
+{pace}"""
+# Think times drawn from an exponential distribution: arrivals close to a Poisson
+# process, rather than every connection firing in step.
+PACE = """
+math.randomseed(os.time())
+function delay()
+   return math.floor(-math.log(1 - math.random()) * {ms})
+end
 """
 
 
@@ -80,15 +94,31 @@ def parse_wrk(out: str) -> dict[str, float]:
     return res
 
 
-def wrk(url: str, body_file: Path, seconds: int, connections: int, rate: int | None = None) -> dict[str, float]:
+def wrk(url: str, body_file: Path, seconds: int, connections: int, pid: int, delay_ms: int = 0) -> dict[str, float]:
     script = body_file.with_suffix(".lua")
-    script.write_text(LUA.format(key=ADMIN_KEY, body=body_file))
+    pace = PACE.format(ms=delay_ms) if delay_ms else ""
+    script.write_text(LUA.format(key=ADMIN_KEY, body=body_file, pace=pace))
     cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url]
+    cpu0 = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return parse_wrk(out)
+    res = parse_wrk(out)
+    done = re.search(r"(\d+) requests in", out)
+    res["cpu_us_per_req"] = (cpu_seconds(pid) - cpu0) * 1e6 / max(1, int(done.group(1)) if done else 1)
+    return res
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def decode_ceiling(batch: int) -> float:
+    """Events per second of decode+validate alone, one core, in-process."""
     from headwater.ingest.batch import DecodeLimits, decode_and_validate
     from headwater.model.schema import schema_from_dict
 
@@ -96,11 +126,11 @@ def decode_ceiling(batch: int) -> float:
     limits = DecodeLimits(1 << 26, 100_000, 32, 0, 86_400_000, 1000)
     body = ndjson(batch)
     now = int(time.time() * 1000)
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.thread_time()
     while time.perf_counter() - t0 < 3:
         decode_and_validate(body, "application/x-ndjson", None, schema, limits, now)
         n += batch
-    return n / (time.perf_counter() - t0)
+    return n / (time.thread_time() - c0)
 
 
 def main() -> None:
@@ -111,8 +141,11 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed (apt-get install wrk)")
+    print(f"load average before: {load_average()}")
     tmp = Path(tempfile.mkdtemp(prefix="hw-bench-"))
     srv = Server(tmp / "data", HEADWATER_LOG_LEVEL="warning", HEADWATER_STORE_MAX_LAG_ROWS="1000000000").start()
+    assert srv.proc is not None
+    pid = srv.proc.pid
     try:
         with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
             assert c.post("/v1/streams", json=STREAM).status_code == 201
@@ -121,24 +154,32 @@ def main() -> None:
         body_file.write_bytes(body)
         url = f"{srv.url}/v1/streams/bench/events"
         ev_bytes = len(body) / args.batch
-        wrk(url, body_file, 2, args.connections)  # warm up
-        peak = wrk(url, body_file, args.seconds, args.connections)
+        wrk(url, body_file, 2, args.connections, pid)  # warm up
+        peak = wrk(url, body_file, args.seconds, args.connections, pid)
         eps = peak["rps"] * args.batch
-        print(f"batched NDJSON ({args.batch} events/request, {ev_bytes:.0f} B/event, durable):")
+        print(f"batched NDJSON ({args.batch} events/request, {ev_bytes:.0f} B/event, durable), {args.connections} connections:")
         print(f"  {eps:,.0f} events/s  {eps * ev_bytes / 1e6:,.1f} MB/s  "
-              f"p50 {peak['p50_ms']:.1f} ms  p99 {peak['p99_ms']:.1f} ms  non-2xx {peak['non2xx']:.0f}")  # fmt: skip
-        half = wrk(url, body_file, args.seconds, max(1, args.connections // 4))
-        print(f"  at fewer connections: {half['rps'] * args.batch:,.0f} events/s  p99 {half['p99_ms']:.1f} ms")
+              f"p50 {peak['p50_ms']:.1f} ms  p99 {peak['p99_ms']:.1f} ms  non-2xx {peak['non2xx']:.0f}  "
+              f"server CPU {peak['cpu_us_per_req'] / 1000:.2f} ms/request")  # fmt: skip
+        # Half of the peak rate: each connection waits between requests for its share.
+        delay_ms = max(1, round(args.connections * 1000 / (peak["rps"] / 2)))
+        half = wrk(url, body_file, args.seconds, args.connections, pid, delay_ms)
+        print(f"  at ~half of peak: {half['rps'] * args.batch:,.0f} events/s  p50 {half['p50_ms']:.1f} ms  "
+              f"p99 {half['p99_ms']:.1f} ms")  # fmt: skip
         single_file = tmp / "single.ndjson"
         single_file.write_bytes(ndjson(1))
-        single = wrk(url, single_file, args.seconds, 32)
-        print(f"single-event requests: {single['rps']:,.0f} req/s  p50 {single['p50_ms']:.1f} ms  p99 {single['p99_ms']:.1f} ms")
+        single = wrk(url, single_file, args.seconds, 32, pid)
+        print(f"single-event requests (32 connections): {single['rps']:,.0f} req/s  p50 {single['p50_ms']:.1f} ms  "
+              f"p99 {single['p99_ms']:.1f} ms  server CPU {single['cpu_us_per_req']:.0f} us/request")  # fmt: skip
         ceiling = decode_ceiling(args.batch)
-        print(f"decode+validate alone (one core, in-process): {ceiling:,.0f} events/s")
+        small = decode_ceiling(1)
+        print(f"decode+validate alone (one core, in-process): {ceiling:,.0f} events/s in {args.batch}-event bodies; "
+              f"{1e6 / small:.0f} us per 1-event body")  # fmt: skip
         print(f"ratio to the 100,000 events/s seed target: {eps / 100_000:.1f}x; to the 1M goal: {eps / 1e6:.2f}")
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+        print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

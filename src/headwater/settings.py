@@ -83,7 +83,9 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str = Field(
         "4GB", description="Memory limit of the embedded DuckDB store."
     )
-    duckdb_threads: int = Field(2, description="Threads the embedded DuckDB store may use.")
+    duckdb_threads: int = Field(
+        1, description="Threads the embedded DuckDB store may use (1 leaves the other core to ingest)."
+    )
 
     # engine
     checkpoint_interval_s: float = Field(1.0, description="Longest time between pipeline commits.")

@@ -64,8 +64,8 @@ def _pad8(n: int) -> int:
 # ---------------------------------------------------------------- entry framing
 
 
-def encode_payload(batch: pa.RecordBatch, meta: bytes) -> tuple[list[bytes | pa.Buffer], int, int]:
-    """Serialize ``batch`` and ``meta``; return (payload parts, payload length, crc so far)."""
+def encode_payload(batch: pa.RecordBatch, meta: bytes) -> tuple[list[bytes | pa.Buffer], int]:
+    """Serialize ``batch`` and ``meta``; return (payload parts, payload length)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema, options=_IPC_OPTIONS) as writer:
         writer.write_batch(batch)
@@ -73,17 +73,17 @@ def encode_payload(batch: pa.RecordBatch, meta: bytes) -> tuple[list[bytes | pa.
     parts: list[bytes | pa.Buffer] = [meta + _PAD[: _pad8(len(meta))], body]
     if pad := _pad8(body.size):
         parts.append(_PAD[:pad])
+    return parts, sum(len(p) if isinstance(p, bytes) else p.size for p in parts)
+
+
+def encode_header(offset: int, rows: int, meta_len: int, payload: list[bytes | pa.Buffer]) -> bytes:
+    """The header of an entry, with the checksum of ``payload`` and of the header fields."""
     crc = 0
-    for part in parts:
+    for part in payload:
         crc = zlib.crc32(part, crc)
-    return parts, sum(len(p) if isinstance(p, bytes) else p.size for p in parts), crc
-
-
-def encode_header(
-    offset: int, rows: int, meta_len: int, payload_len: int, payload_crc: int
-) -> bytes:
+    payload_len = sum(len(p) if isinstance(p, bytes) else p.size for p in payload)
     fields = HEADER.pack(MAGIC, 0, offset, rows, meta_len, payload_len)[_CRC_FROM:]
-    return MAGIC + struct.pack("<I", zlib.crc32(fields, payload_crc)) + fields
+    return MAGIC + struct.pack("<I", zlib.crc32(fields, crc)) + fields
 
 
 def decode_entry(topic: str, buf: pa.Buffer) -> LogEntry:
@@ -262,7 +262,8 @@ class Pending:
     topic: str
     offset: int
     rows: int
-    parts: list[bytes | pa.Buffer]  # header, then payload
+    meta_len: int
+    parts: list[bytes | pa.Buffer]  # the payload; the writer puts the header in front
     size: int
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future[AppendResult] | None = None
@@ -355,17 +356,17 @@ class FileLog:
         if rows == 0:
             raise ValueError(f"cannot append an empty batch to log topic {topic!r}")
         meta = bytes(meta)
-        # Serialize and checksum here, in the caller, so the writer thread only writes.
-        payload, payload_len, crc = encode_payload(batch, meta)
+        # Serialize here, in the caller. The writer thread checksums: zlib lets go of
+        # the GIL on large buffers, so that runs beside the event loop, not on it.
+        payload, payload_len = encode_payload(batch, meta)
         with self._lock:
             self._check_open()
             t = self._topics.get(topic)
             if t is None:
                 t = self._topics[topic] = Topic(self.directory / topic)
             # Offsets are handed out and queued under one lock, so queue order is offset order.
-            header = encode_header(t.next, rows, len(meta), payload_len, crc)
             size = HEADER.size + payload_len
-            item = Pending(topic, t.next, rows, [header, *payload], size, loop, future, done)
+            item = Pending(topic, t.next, rows, len(meta), payload, size, loop, future, done)
             t.next += rows
             self._queue.append(item)
             self._work.notify()
@@ -512,6 +513,7 @@ class FileLog:
         dirs: set[Path] = set()
         placed: list[tuple[Pending, Segment, int]] = []
         for item in group:
+            item.parts.insert(0, encode_header(item.offset, item.rows, item.meta_len, item.parts))
             seg = self._segment_for(item, touched, dirs)
             placed.append((item, seg, seg.written))
             seg.written += item.size
@@ -525,10 +527,11 @@ class FileLog:
             for d in dirs:
                 fsync_dir(d)
             metrics.LOG_FSYNC_SECONDS.observe(time.perf_counter() - started)
-        self._publish(placed)
+        # Counted before the appenders wake up, so an appender sees its append counted.
         metrics.LOG_APPENDS.inc(len(group))
         metrics.LOG_APPEND_BYTES.inc(sum(item.size for item in group))
         metrics.LOG_GROUP_SIZE.observe(len(group))
+        self._publish(placed)
 
     def _segment_for(
         self,

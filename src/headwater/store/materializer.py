@@ -94,7 +94,7 @@ class Materializer:
         self.error: str | None = None
         # Each store commit has a fixed cost (a transaction, the consumer offset, a WAL
         # sync) and holds the store's writer: with nobody waiting, gather rows this long.
-        self.gather_s = 0.2
+        self.gather_s = 0.5
         self.poll_s = 0.02
 
     def committed(self, topic: str) -> int:

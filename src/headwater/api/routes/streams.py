@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -260,7 +261,7 @@ async def read_events(name: str, request: Request) -> Response:
     st = p.streams.get(who.tenant, name)
     await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
     q, fmt = row_query(request, who.tenant, name, st.schema.event_time or "_received_ms", [*st.schema.field_names, "_offset"])
-    page = p.store.read_rows(typed_filters(q, st))
+    page = await asyncio.to_thread(p.store.read_rows, typed_filters(q, st))
     return table_response(page.rows, page.next_cursor, fmt)
 
 
@@ -302,7 +303,7 @@ async def list_quarantine(name: str, request: Request) -> Response:
     await p.materializer.caught_up(st.quarantine_topic, p.log.end_offset(st.quarantine_topic))
     cols = ["row", "field", "code", "format", "schema_version", "request_id", "_offset"]
     q, fmt = row_query(request, who.tenant, quarantine_table_of(name), "received_ms", cols)
-    page = p.store.read_rows(q)
+    page = await asyncio.to_thread(p.store.read_rows, q)
     return table_response(page.rows, page.next_cursor, fmt)
 
 
