@@ -120,6 +120,26 @@ def test_ensure_table_adds_columns_and_widens_types(store: ResultStore) -> None:
     assert store.table_schema(TENANT, "t").field("a").type == pa.float64()  # type: ignore[union-attr]
 
 
+def test_exact_integer_sums_are_stored_and_bigint_columns_widen_to_them(
+    store: ResultStore,
+) -> None:
+    """A pipeline's integer sums are decimal128(38, 0) (DuckDB's HUGEINT); a table made when
+    they were BIGINT widens."""
+    key = ["device_id", "window_start"]
+    store.ensure_table(TENANT, "m", MINUTE, key=key)
+    row = {"device_id": ["a"], "window_start": pa.array([0], TS)}
+    store.commit(TENANT, ResultWrite("p", {}, upserts={"m": (pa.table({**row, "n": [1]}), key)}))
+    wide = pa.decimal128(38, 0)
+    store.ensure_table(
+        TENANT, "m", pa.schema([MINUTE.field(0), MINUTE.field(1), ("n", wide)]), key=key
+    )
+    assert store.table_schema(TENANT, "m").field("n").type == wide  # type: ignore[union-attr]
+    big = pa.array([2**64 + 1], wide)
+    store.commit(TENANT, ResultWrite("p", {}, upserts={"m": (pa.table({**row, "n": big}), key)}))
+    rows = store.read_rows(RowQuery(TENANT, "m")).rows
+    assert rows["n"].type == wide and rows["n"].to_pylist() == big.to_pylist()
+
+
 def test_ensure_table_refuses_incompatible_types_and_key_changes(store: ResultStore) -> None:
     store.ensure_table(TENANT, "m", MINUTE, key=["device_id", "window_start"])
     with pytest.raises(IncompatibleSchema):

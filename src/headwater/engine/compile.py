@@ -14,6 +14,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from headwater.engine.aggregates.int128 import WIDE
 from headwater.engine.aggregates.kernels import make_kernel
 from headwater.engine.aggregates.table import Aggregation
 from headwater.engine.operators.query import (
@@ -80,7 +81,12 @@ def compile_plan(
     keys = tuple(pre.schema.field(k.name) for k in plan.keys)
     window = [pa.field(WINDOW_START, WINDOW_TYPE), pa.field(WINDOW_END, WINDOW_TYPE)]
     agg_schema = pa.schema([*keys, *(window if plan.window else []), *aggregation.output_fields])
-    post = _post_query(plan, agg_schema)
+    wide = [
+        f.name
+        for a, f in zip(plan.aggregates, aggregation.output_fields, strict=True)
+        if a.func == "sum" and f.type == WIDE
+    ]
+    post = _post_query(plan, agg_schema, wide)
     return Compiled(plan, input_schema, pre, aggregation, post, keys, post.schema)
 
 
@@ -126,11 +132,17 @@ def _rows_query(
     return _checked(BatchQuery, sql, schema, tables, label)
 
 
-def _post_query(plan: Plan, agg_schema: pa.Schema) -> RowQuery:
+def _post_query(plan: Plan, agg_schema: pa.Schema, wide: list[str]) -> RowQuery:
+    """The projection over aggregated rows; integer sums enter it as HUGEINT, as in DuckDB
+    (a DECIMAL(38, 0) would turn ``sum(x) // 2`` into a DOUBLE)."""
     if plan.having is None and all(c.source for c in plan.projection):
         return ColumnPick([(c.name, str(c.source)) for c in plan.projection], agg_schema)
     items = ", ".join(f"{c.expr} AS {quote(c.name)}" for c in plan.projection)
-    sql = f"SELECT {items} FROM {BATCH}"
+    source = BATCH
+    if wide:
+        casts = ", ".join(f"{quote(name)}::HUGEINT AS {quote(name)}" for name in wide)
+        source = f"(SELECT * REPLACE ({casts}) FROM {BATCH}) AS {BATCH}"
+    sql = f"SELECT {items} FROM {source}"
     if plan.having is not None:
         sql += f" WHERE {plan.having}"
     return _checked(BatchQuery, sql, agg_schema, None, f"pipeline {plan.name}")

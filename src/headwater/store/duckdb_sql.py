@@ -50,6 +50,8 @@ def duck_type(t: pa.DataType) -> str:
     """The DuckDB column type of an Arrow type (the store's normalized types only)."""
     if pa.types.is_timestamp(t):
         return "TIMESTAMPTZ"  # an instant: reads come back in UTC whatever the session zone
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision}, {t.scale})"
     if pa.types.is_integer(t):
         names = {8: "TINYINT", 16: "SMALLINT", 32: "INTEGER", 64: "BIGINT"}
         return ("U" if pa.types.is_unsigned_integer(t) else "") + names[t.bit_width]

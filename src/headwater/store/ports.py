@@ -194,6 +194,7 @@ def _storable(t: pa.DataType) -> bool:
         or pa.types.is_boolean(t)
         or pa.types.is_date32(t)
         or pa.types.is_binary(t)
+        or pa.types.is_decimal128(t)  # integer sums are HUGEINT, decimal128(38, 0) in Arrow
     ) and not pa.types.is_float16(t)
 
 
@@ -216,6 +217,14 @@ def fits(a: pa.DataType, b: pa.DataType) -> bool:
         return bool(pa.types.is_integer(a) and a.bit_width < b.bit_width)
     if pa.types.is_unsigned_integer(b):
         return bool(pa.types.is_unsigned_integer(a) and a.bit_width < b.bit_width)
+    if pa.types.is_decimal128(b):
+        whole = b.precision - b.scale  # digits left of the point
+        if pa.types.is_integer(a):
+            magnitude = 2 ** (a.bit_width - int(pa.types.is_signed_integer(a)))
+            return bool(len(str(magnitude)) <= whole)  # int64: 2**63 has 19 digits
+        return bool(
+            pa.types.is_decimal(a) and a.scale <= b.scale and a.precision - a.scale <= whole
+        )
     return False
 
 

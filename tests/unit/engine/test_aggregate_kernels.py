@@ -1,10 +1,16 @@
+import itertools
 import math
+from decimal import Decimal
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from headwater.engine.aggregates.groups import group_rows, regroup
+from headwater.engine.aggregates.int128 import WIDE, Int128, group_sums, read
 from headwater.engine.aggregates.kernels import make_kernel
 from headwater.engine.aggregates.sketches import ACCURACY, bucket_keys, bucket_values
 from headwater.engine.aggregates.table import Aggregation
@@ -46,6 +52,10 @@ KEYS = ["a", "b", "a", "b", "a", "a", "b"]
     [
         ("count", pa.array([1.0, None, 2.0, None, None, 3.0, 4.0]), [3, 1]),
         ("sum", pa.array([1, None, 2, None, None, 2**40, 4]), [3 + 2**40, 4]),
+        ("sum", pa.array([2**62, 2**63 - 1, 2**62, 1, 1, 2**63 - 1, 1]), [2**64, 2**63 + 1]),
+        ("sum", pa.array([-(2**63)] * 7), [-(2**65), -3 * 2**63]),
+        ("sum", pa.array([2**64 - 1] * 7, pa.uint64()), [4 * (2**64 - 1), 3 * (2**64 - 1)]),
+        ("avg", pa.array([2**62, 1, -(2**62), 2**62, 2, 7, -(2**62)]), [9 / 4, 1 / 3]),
         ("sum", pa.array([None] * 7, pa.float64()), [None, None]),
         ("min", pa.array(["q", "b", "c", None, "a", "z", "e"]), ["a", "b"]),
         ("max", pa.array([1.5, 2.5, -3.0, None, 8.0, None, 1.0]), [8.0, 2.5]),
@@ -121,3 +131,77 @@ def test_quantile_sketch_against_exact_quantiles() -> None:
 def test_type_errors_say_what_to_do() -> None:
     with pytest.raises(TypeError, match="needs a number"):
         make_kernel("avg", [pa.string()])
+
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
+NEAR_EDGES = st.one_of(
+    INT64,
+    st.sampled_from([2**63 - 1, -(2**63), 2**62, -(2**62)]),
+    st.integers(-1000, 1000).map(lambda d: 2**62 + d),
+    st.integers(-1000, 1000),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), NEAR_EDGES), min_size=1, max_size=60),
+    data=st.data(),
+)
+def test_integer_sums_are_exact_and_equal_duckdb(
+    values: list[int | None], data: st.DataObject
+) -> None:
+    """Integer sums over random cuts and merges equal DuckDB's HUGEINT sums, and avg its DOUBLE."""
+    n = len(values)
+    keys = data.draw(st.lists(st.sampled_from("abc"), min_size=n, max_size=n))
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, n), max_size=4))) | {0, n})
+    agg = Aggregation(
+        [Aggregate("sum", "_agg0", ("_a0",)), Aggregate("avg", "_agg1", ("_a0",))],
+        {"_a0": pa.int64()},
+    )
+    rows = pa.table({"_k0": keys, "_a0": pa.array(values, pa.int64())})
+    by = [pa.field("_k0", pa.string())]
+    parts = [agg.partial(rows.slice(a, b - a), by) for a, b in itertools.pairwise(cuts)]
+    out = agg.final(agg.merge(parts, by), ["_k0"]).sort_by("_k0")
+    con = duckdb.connect()
+    con.register("rows", rows)
+    want = con.sql("SELECT _k0, sum(_a0), avg(_a0) FROM rows GROUP BY 1 ORDER BY 1").fetchall()
+    assert out["_agg0"].type == WIDE
+    got = list(
+        zip(out["_k0"].to_pylist(), out["_agg0"].to_pylist(), out["_agg1"].to_pylist(), strict=True)
+    )
+    assert [(k, s) for k, s, _ in got] == [(k, s) for k, s, _ in want]
+    for (_, _, g), (_, _, w) in zip(got, want, strict=True):
+        assert (g is None) == (w is None)
+        if w is not None:
+            assert math.isclose(g, w, rel_tol=1e-12, abs_tol=1e-12), (g, w)
+
+
+def test_wide_sums_read_sliced_and_null_states() -> None:
+    state = pa.array([Decimal(2**100), None, Decimal(-(2**70)), Decimal(5)], WIDE)
+    values, valid = read(state.slice(1))
+    assert valid is not None and valid.tolist() == [False, True, True]
+    assert isinstance(values, Int128)
+    total, n = group_sums(np.array([0, 0, 0]), state.slice(1), 1)
+    assert total.to_arrow(n == 0).to_pylist() == [Decimal(5 - 2**70)] and n.tolist() == [2]
+    assert total.to_float().tolist() == [float(5 - 2**70)]
+
+
+def test_sum_past_decimal38_fails_instead_of_wrapping() -> None:
+    state = pa.array([Decimal(10**37 * 6)] * 2, WIDE)
+    total, n = group_sums(np.array([0, 0]), state, 1)
+    with pytest.raises(OverflowError, match="DECIMAL"):
+        total.to_arrow(n == 0)
+
+
+def test_state_saved_with_int64_sums_restores_as_exact_sums() -> None:
+    agg = Aggregation(
+        [Aggregate("sum", "_agg0", ("_a0",)), Aggregate("avg", "_agg1", ("_a0",))],
+        {"_a0": pa.int64()},
+    )
+    by = [pa.field("_k0", pa.string())]
+    old = pa.table({"_k0": ["a"], "_s0_0": pa.array([2**62], pa.int64()),
+                    "_s1_0": [float(2**62)], "_s1_1": pa.array([1], pa.int64())})  # fmt: skip
+    state = agg.conform(old, agg.schema(by))
+    fresh = agg.partial(pa.table({"_k0": ["a"], "_a0": [2**62]}), by)
+    out = agg.final(agg.merge([state, fresh], by), ["_k0"])
+    assert out.to_pylist() == [{"_k0": "a", "_agg0": Decimal(2**63), "_agg1": float(2**62)}]

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from headwater.engine.aggregates.groups import Groups, as_array, flatten, regroup
+from headwater.engine.aggregates.int128 import WIDE, exact_int64_sums, floats, group_sums
 from headwater.engine.plan import AggFunc
 
 Arrays = Sequence[pa.Array | pa.ChunkedArray]
@@ -54,7 +55,8 @@ def numeric(values: pa.Array | pa.ChunkedArray, as_float: bool = False) -> tuple
     integer = pa.types.is_integer(arr.type) and not as_float
     target = pa.int64() if integer else pa.float64()
     if arr.type != target:
-        arr = arr.cast(target)
+        # integers past 2**53 round to the nearest double, as in DuckDB's casts
+        arr = arr.cast(target, safe=integer)
     valid = np.ones(len(arr), dtype=bool)
     if arr.null_count:
         valid = arr.is_valid().to_numpy(zero_copy_only=False)
@@ -63,11 +65,9 @@ def numeric(values: pa.Array | pa.ChunkedArray, as_float: bool = False) -> tuple
 
 
 def sum_by(ids: npt.NDArray[np.int64], values: np.ndarray, count: int) -> np.ndarray:
-    """Per-group sums: exact for int64, float64 otherwise."""
+    """Per-group sums: exact for int64 (counts), float64 otherwise."""
     if values.dtype == np.int64:
-        out = np.zeros(count, dtype=np.int64)
-        np.add.at(out, ids, values)
-        return out
+        return exact_int64_sums(ids, values, count)
     return np.bincount(ids, weights=values, minlength=count)
 
 
@@ -101,18 +101,23 @@ class Count(CountStar):
 
 
 class Sum:
+    """Float sums in float64; integer sums exact, as DuckDB's HUGEINT (see ``int128``)."""
+
     def __init__(self, arg: pa.DataType) -> None:
-        self.output_type = pa.int64() if pa.types.is_integer(arg) else pa.float64()
+        self.output_type = WIDE if pa.types.is_integer(arg) else pa.float64()
 
     def state_types(self) -> list[pa.DataType]:
         return [self.output_type]
 
     def partial(self, args: Arrays, groups: Groups) -> list[pa.Array]:
-        values, valid = numeric(args[0], as_float=self.output_type == pa.float64())
+        if self.output_type == WIDE:
+            total, n = group_sums(groups.ids, args[0], groups.count)
+            return [total.to_arrow(n == 0)]
+        values, valid = numeric(args[0], as_float=True)
         ids = groups.ids[valid]
-        total = sum_by(ids, values[valid], groups.count)
+        floats = sum_by(ids, values[valid], groups.count)
         empty = counts(ids, None, groups.count) == 0
-        return [pa.array(total, type=self.output_type, mask=empty)]
+        return [pa.array(floats, type=self.output_type, mask=empty)]
 
     merge = partial
 
@@ -158,12 +163,20 @@ class Extreme:
 
 
 class Avg:
+    """sum / count; over integers the sum is exact (as DuckDB's), rounded once at the end."""
+
     output_type = pa.float64()
 
+    def __init__(self, arg: pa.DataType) -> None:
+        self.sum_type = WIDE if pa.types.is_integer(arg) else pa.float64()
+
     def state_types(self) -> list[pa.DataType]:
-        return [pa.float64(), pa.int64()]
+        return [self.sum_type, pa.int64()]
 
     def partial(self, args: Arrays, groups: Groups) -> list[pa.Array]:
+        if self.sum_type == WIDE:
+            total, n = group_sums(groups.ids, args[0], groups.count)
+            return [total.to_arrow(np.zeros(groups.count, dtype=bool)), pa.array(n)]
         values, valid = numeric(args[0], as_float=True)
         ids = groups.ids[valid]
         return [
@@ -172,15 +185,19 @@ class Avg:
         ]
 
     def merge(self, states: Arrays, groups: Groups) -> list[pa.Array]:
-        total, _ = numeric(states[0], as_float=True)
         n, _ = numeric(states[1])
-        return [
-            pa.array(sum_by(groups.ids, total, groups.count)),
-            pa.array(sum_by(groups.ids, n, groups.count)),
-        ]
+        counted = pa.array(sum_by(groups.ids, n, groups.count))
+        if self.sum_type == WIDE:
+            total, _ = group_sums(groups.ids, states[0], groups.count)
+            return [total.to_arrow(np.zeros(groups.count, dtype=bool)), counted]
+        floats, _ = numeric(states[0], as_float=True)
+        return [pa.array(sum_by(groups.ids, floats, groups.count)), counted]
 
     def final(self, states: Arrays) -> pa.Array:
-        total, _ = numeric(states[0], as_float=True)
+        if self.sum_type == WIDE:
+            total = floats(states[0])
+        else:
+            total, _ = numeric(states[0], as_float=True)
         n, _ = numeric(states[1])
         with np.errstate(invalid="ignore", divide="ignore"):
             return pa.array(total / np.maximum(n, 1), mask=n == 0)
@@ -309,7 +326,7 @@ def make_kernel(func: AggFunc, args: list[pa.DataType], param: float | None = No
     if func in ("min", "max"):
         return Extreme(args[0], func)
     if func == "avg":
-        return Avg()
+        return Avg(args[0])
     if func in ("var_samp", "var_pop", "stddev_samp", "stddev_pop"):
         return Moments(func)
     if func == "count_distinct":

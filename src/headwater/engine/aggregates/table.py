@@ -48,6 +48,14 @@ class Aggregation:
     def schema(self, by: Sequence[pa.Field]) -> pa.Schema:
         return pa.schema([*by, *self.state_fields])
 
+    def conform(self, state: pa.Table, schema: pa.Schema) -> pa.Table:
+        """A restored state table in today's state types.
+
+        State saved before integer sums became exact holds them as int64 (``sum``) or
+        float64 (``avg``); both convert to ``decimal128(38, 0)`` without loss.
+        """
+        return state if state.schema.equals(schema) else state.cast(schema)
+
     def partial(self, rows: pa.Table, by: Sequence[pa.Field]) -> pa.Table:
         """Aggregate pre-aggregation rows (``_k*``, ``_a*`` and ``by``) into a state table."""
         if rows.num_rows == 0:

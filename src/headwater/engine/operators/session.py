@@ -146,7 +146,7 @@ class SessionAggregate:
         self.watermark = self.watermark.with_state(meta["watermark"])
         self.counters = Counters()
         self.counters.load(meta["counters"])
-        self.open = tables["open"]
+        self.open = self.agg.conform(tables["open"], self.open_schema)
 
     def status(self) -> dict[str, Any]:
         ends = self.open[END].to_numpy() + self.gap

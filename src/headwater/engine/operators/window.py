@@ -218,7 +218,7 @@ class WindowAggregate:
         self.closed = meta["closed"]
         self.counters = Counters()
         self.counters.load(meta["counters"])
-        table = tables["panes"]
+        table = self.agg.conform(tables["panes"], self.agg.schema(self.by))
         panes = table[PANE].to_numpy()
         self.panes = {int(p): [table.filter(pa.array(panes == p))] for p in np.unique(panes)}
 
