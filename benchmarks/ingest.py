@@ -31,7 +31,7 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from serverproc import ADMIN_KEY, Server  # noqa: E402
+from serverproc import ADMIN_KEY, Server
 
 STREAM = {
     "name": "bench",
@@ -94,16 +94,32 @@ def parse_wrk(out: str) -> dict[str, float]:
     return res
 
 
-def wrk(url: str, body_file: Path, seconds: int, connections: int, pid: int, delay_ms: int = 0) -> dict[str, float]:
+def wrk(
+    url: str, body_file: Path, seconds: int, connections: int, pid: int, delay_ms: int = 0
+) -> dict[str, float]:
     script = body_file.with_suffix(".lua")
     pace = PACE.format(ms=delay_ms) if delay_ms else ""
     script.write_text(LUA.format(key=ADMIN_KEY, body=body_file, pace=pace))
-    cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url]
+    cmd = [
+        "wrk",
+        "-t",
+        "1",
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     cpu0 = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     res = parse_wrk(out)
     done = re.search(r"(\d+) requests in", out)
-    res["cpu_us_per_req"] = (cpu_seconds(pid) - cpu0) * 1e6 / max(1, int(done.group(1)) if done else 1)
+    res["cpu_us_per_req"] = (
+        (cpu_seconds(pid) - cpu0) * 1e6 / max(1, int(done.group(1)) if done else 1)
+    )
     return res
 
 
@@ -143,7 +159,9 @@ def main() -> None:
         sys.exit("wrk is needed (apt-get install wrk)")
     print(f"load average before: {load_average()}")
     tmp = Path(tempfile.mkdtemp(prefix="hw-bench-"))
-    srv = Server(tmp / "data", HEADWATER_LOG_LEVEL="warning", HEADWATER_STORE_MAX_LAG_ROWS="1000000000").start()
+    srv = Server(
+        tmp / "data", HEADWATER_LOG_LEVEL="warning", HEADWATER_STORE_MAX_LAG_ROWS="1000000000"
+    ).start()
     assert srv.proc is not None
     pid = srv.proc.pid
     try:
@@ -157,7 +175,9 @@ def main() -> None:
         wrk(url, body_file, 2, args.connections, pid)  # warm up
         peak = wrk(url, body_file, args.seconds, args.connections, pid)
         eps = peak["rps"] * args.batch
-        print(f"batched NDJSON ({args.batch} events/request, {ev_bytes:.0f} B/event, durable), {args.connections} connections:")
+        print(
+            f"batched NDJSON ({args.batch} events/request, {ev_bytes:.0f} B/event, durable), {args.connections} connections:"
+        )
         print(f"  {eps:,.0f} events/s  {eps * ev_bytes / 1e6:,.1f} MB/s  "
               f"p50 {peak['p50_ms']:.1f} ms  p99 {peak['p99_ms']:.1f} ms  non-2xx {peak['non2xx']:.0f}  "
               f"server CPU {peak['cpu_us_per_req'] / 1000:.2f} ms/request")  # fmt: skip
@@ -175,7 +195,9 @@ def main() -> None:
         small = decode_ceiling(1)
         print(f"decode+validate alone (one core, in-process): {ceiling:,.0f} events/s in {args.batch}-event bodies; "
               f"{1e6 / small:.0f} us per 1-event body")  # fmt: skip
-        print(f"ratio to the 100,000 events/s seed target: {eps / 100_000:.1f}x; to the 1M goal: {eps / 1e6:.2f}")
+        print(
+            f"ratio to the 100,000 events/s seed target: {eps / 100_000:.1f}x; to the 1M goal: {eps / 1e6:.2f}"
+        )
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -84,7 +84,8 @@ class Settings(BaseSettings):
         "4GB", description="Memory limit of the embedded DuckDB store."
     )
     duckdb_threads: int = Field(
-        1, description="Threads the embedded DuckDB store may use (1 leaves the other core to ingest)."
+        1,
+        description="Threads the embedded DuckDB store may use (1 leaves the other core to ingest).",
     )
 
     # engine

@@ -236,7 +236,9 @@ class IngestService:
             appends.append(self._log.append(st.topic, valid, meta))
         elif rec is not None and not batch.errors:
             # Nothing new to store (all duplicates), but the answer must still be durable.
-            appends.append(self._log.append(st.idempotency_topic, idempotency_marker(rec.key), meta))
+            appends.append(
+                self._log.append(st.idempotency_topic, idempotency_marker(rec.key), meta)
+            )
         try:
             with span("ingest.log_append", entries=len(appends), rows=valid.num_rows + n_rejected):
                 if len(appends) == 1:

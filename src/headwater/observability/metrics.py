@@ -8,75 +8,140 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 # ingest
 INGEST_ROWS = Counter(
-    "headwater_ingest_rows_total", "Rows received, by stream and outcome (accepted, rejected, duplicate).",
+    "headwater_ingest_rows_total",
+    "Rows received, by stream and outcome (accepted, rejected, duplicate).",
     ["tenant", "stream", "outcome"],
 )
-INGEST_BYTES = Counter("headwater_ingest_bytes_total", "Request body bytes received.", ["tenant", "stream"])
+INGEST_BYTES = Counter(
+    "headwater_ingest_bytes_total", "Request body bytes received.", ["tenant", "stream"]
+)
 INGEST_REQUESTS = Counter(
-    "headwater_ingest_requests_total", "Ingest requests, by answer status.", ["tenant", "stream", "status"]
+    "headwater_ingest_requests_total",
+    "Ingest requests, by answer status.",
+    ["tenant", "stream", "status"],
 )
 INGEST_DECODE_SECONDS = Histogram(
-    "headwater_ingest_decode_seconds", "Time to decode and validate one request body.",
+    "headwater_ingest_decode_seconds",
+    "Time to decode and validate one request body.",
     buckets=LATENCY_BUCKETS,
 )
 QUARANTINE_ROWS = Counter(
-    "headwater_quarantine_rows_total", "Rows sent to quarantine, by reason code.", ["tenant", "stream", "code"]
+    "headwater_quarantine_rows_total",
+    "Rows sent to quarantine, by reason code.",
+    ["tenant", "stream", "code"],
 )
 
 # log
 LOG_APPENDS = Counter("headwater_log_appends_total", "Entries appended to the log.")
 LOG_APPEND_BYTES = Counter("headwater_log_append_bytes_total", "Bytes appended to the log.")
 LOG_FSYNC_SECONDS = Histogram(
-    "headwater_log_fsync_seconds", "Duration of one group fsync of the log.", buckets=LATENCY_BUCKETS
+    "headwater_log_fsync_seconds",
+    "Duration of one group fsync of the log.",
+    buckets=LATENCY_BUCKETS,
 )
 LOG_GROUP_SIZE = Histogram(
-    "headwater_log_group_commit_entries", "Entries made durable by one group fsync.",
+    "headwater_log_group_commit_entries",
+    "Entries made durable by one group fsync.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 LOG_SIZE_BYTES = Gauge("headwater_log_size_bytes", "Bytes held by the log on disk.")
 LOG_CONSUMER_LAG_ROWS = Gauge(
-    "headwater_log_consumer_lag_rows", "Rows a consumer is behind the end of a topic.", ["consumer", "topic"]
+    "headwater_log_consumer_lag_rows",
+    "Rows a consumer is behind the end of a topic.",
+    ["consumer", "topic"],
 )
 
 # store
-STORE_WRITE_ROWS = Counter("headwater_store_write_rows_total", "Rows written to the store.", ["kind"])
+STORE_WRITE_ROWS = Counter(
+    "headwater_store_write_rows_total", "Rows written to the store.", ["kind"]
+)
 STORE_COMMIT_SECONDS = Histogram(
     "headwater_store_commit_seconds", "Duration of one store transaction.", buckets=LATENCY_BUCKETS
 )
 STORE_QUERY_SECONDS = Histogram(
-    "headwater_store_query_seconds", "Duration of one read query.", ["kind"], buckets=LATENCY_BUCKETS
+    "headwater_store_query_seconds",
+    "Duration of one read query.",
+    ["kind"],
+    buckets=LATENCY_BUCKETS,
 )
 
 # http
-HTTP_REQUESTS = Counter("headwater_http_requests_total", "HTTP requests by route and status.", ["route", "method", "status"])
+HTTP_REQUESTS = Counter(
+    "headwater_http_requests_total",
+    "HTTP requests by route and status.",
+    ["route", "method", "status"],
+)
 HTTP_REQUEST_SECONDS = Histogram(
-    "headwater_http_request_seconds", "HTTP request latency by route.", ["route", "method"],
+    "headwater_http_request_seconds",
+    "HTTP request latency by route.",
+    ["route", "method"],
     buckets=LATENCY_BUCKETS,
 )
 HTTP_REJECTED = Counter(
-    "headwater_http_pushback_total", "Requests answered 429 or 503 (pushback), by reason.", ["reason"]
+    "headwater_http_pushback_total",
+    "Requests answered 429 or 503 (pushback), by reason.",
+    ["reason"],
 )
 
 # engine
-PIPELINE_ROWS_IN = Counter("headwater_pipeline_rows_in_total", "Rows read by a pipeline.", ["tenant", "pipeline"])
-PIPELINE_ROWS_OUT = Counter("headwater_pipeline_rows_out_total", "Rows emitted by a pipeline.", ["tenant", "pipeline"])
-PIPELINE_LATE_ROWS = Counter("headwater_pipeline_late_rows_total", "Rows past allowed lateness.", ["tenant", "pipeline"])
-PIPELINE_ERROR_ROWS = Counter("headwater_pipeline_error_rows_total", "Rows a pipeline failed on.", ["tenant", "pipeline"])
+PIPELINE_ROWS_IN = Counter(
+    "headwater_pipeline_rows_in_total", "Rows read by a pipeline.", ["tenant", "pipeline"]
+)
+PIPELINE_ROWS_OUT = Counter(
+    "headwater_pipeline_rows_out_total", "Rows emitted by a pipeline.", ["tenant", "pipeline"]
+)
+PIPELINE_LATE_ROWS = Counter(
+    "headwater_pipeline_late_rows_total", "Rows past allowed lateness.", ["tenant", "pipeline"]
+)
+PIPELINE_ERROR_ROWS = Counter(
+    "headwater_pipeline_error_rows_total", "Rows a pipeline failed on.", ["tenant", "pipeline"]
+)
 PIPELINE_BATCH_SECONDS = Histogram(
-    "headwater_pipeline_batch_seconds", "Time to process and commit one micro-batch.", ["tenant", "pipeline"],
+    "headwater_pipeline_batch_seconds",
+    "Time to process and commit one micro-batch.",
+    ["tenant", "pipeline"],
     buckets=LATENCY_BUCKETS,
 )
-PIPELINE_WATERMARK_MS = Gauge("headwater_pipeline_watermark_ms", "Current watermark, epoch ms.", ["tenant", "pipeline"])
-PIPELINE_EVENT_LAG_SECONDS = Gauge(
-    "headwater_pipeline_event_time_lag_seconds", "Wall clock minus watermark.", ["tenant", "pipeline"]
+PIPELINE_WATERMARK_MS = Gauge(
+    "headwater_pipeline_watermark_ms", "Current watermark, epoch ms.", ["tenant", "pipeline"]
 )
-PIPELINE_LOG_LAG_ROWS = Gauge("headwater_pipeline_log_lag_rows", "Log end offset minus committed offset.", ["tenant", "pipeline"])
-PIPELINE_STATE_KEYS = Gauge("headwater_pipeline_state_keys", "Open groups held in pipeline state.", ["tenant", "pipeline"])
-PIPELINE_STATE_BYTES = Gauge("headwater_pipeline_state_bytes", "Bytes held in pipeline state.", ["tenant", "pipeline"])
+PIPELINE_EVENT_LAG_SECONDS = Gauge(
+    "headwater_pipeline_event_time_lag_seconds",
+    "Wall clock minus watermark.",
+    ["tenant", "pipeline"],
+)
+PIPELINE_LOG_LAG_ROWS = Gauge(
+    "headwater_pipeline_log_lag_rows",
+    "Log end offset minus committed offset.",
+    ["tenant", "pipeline"],
+)
+PIPELINE_STATE_KEYS = Gauge(
+    "headwater_pipeline_state_keys", "Open groups held in pipeline state.", ["tenant", "pipeline"]
+)
+PIPELINE_STATE_BYTES = Gauge(
+    "headwater_pipeline_state_bytes", "Bytes held in pipeline state.", ["tenant", "pipeline"]
+)
 
 # process (the default collector also exports process_* series)
-PROCESS_RSS_BYTES = Gauge("headwater_process_resident_memory_bytes", "Resident memory of the server process.")
+PROCESS_RSS_BYTES = Gauge(
+    "headwater_process_resident_memory_bytes", "Resident memory of the server process."
+)

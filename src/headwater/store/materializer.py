@@ -66,7 +66,9 @@ def _offsets(run: list[LogEntry]) -> pa.Array:
 class Feed:
     """One topic copied into one table."""
 
-    def __init__(self, tenant: str, topic: str, table: str, schema: Callable[[], pa.Schema]) -> None:
+    def __init__(
+        self, tenant: str, topic: str, table: str, schema: Callable[[], pa.Schema]
+    ) -> None:
         self.tenant, self.topic, self.table, self.schema = tenant, topic, table, schema
         self.consumer = f"materialize:{table}"
         self.offset: int | None = None
@@ -81,7 +83,9 @@ class Feed:
 
 
 class Materializer:
-    def __init__(self, log_: Log, store: ResultStore, batch_rows: int, feeds: Callable[[], Iterable[Feed]]) -> None:
+    def __init__(
+        self, log_: Log, store: ResultStore, batch_rows: int, feeds: Callable[[], Iterable[Feed]]
+    ) -> None:
         self._log = log_
         self._store = store
         self._batch_rows = batch_rows
@@ -125,7 +129,9 @@ class Materializer:
                 self._wanted[topic] = left
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="headwater-materializer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="headwater-materializer", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -161,7 +167,9 @@ class Materializer:
         for feed in self._feeds():
             feed = self._known.setdefault(feed.topic, feed)
             if feed.offset is None:
-                feed.offset = self._store.consumer_offsets(feed.tenant, feed.consumer).get(feed.topic, 0)
+                feed.offset = self._store.consumer_offsets(feed.tenant, feed.consumer).get(
+                    feed.topic, 0
+                )
                 feed.offset = max(feed.offset, self._log.start_offset(feed.topic))
             pending = self._log.end_offset(feed.topic) - feed.offset
             if pending <= 0:
@@ -184,7 +192,11 @@ class Materializer:
             with span("store.commit", table=feed.table, rows=rows.num_rows):
                 self._store.commit(
                     feed.tenant,
-                    ResultWrite(consumer=feed.consumer, offsets={feed.topic: end}, appends={feed.table: rows}),
+                    ResultWrite(
+                        consumer=feed.consumer,
+                        offsets={feed.topic: end},
+                        appends={feed.table: rows},
+                    ),
                 )
             feed.offset = end
             feed.last_commit = time.monotonic()

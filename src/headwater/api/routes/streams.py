@@ -42,7 +42,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing more than ``limit`` bytes without reading it all."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit; split it", limit=limit)
+        raise PayloadTooLarge(
+            f"body of {declared} bytes is over the {limit}-byte limit; split it", limit=limit
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -91,7 +93,10 @@ STREAM_BODY = {
                         "event_time": {"type": "string"},
                         "key": {"type": "array", "items": {"type": "string"}},
                         "id": {"type": "string"},
-                        "rules": {"type": "array", "items": {"type": "object", "properties": {"expr": {"type": "string"}}}},
+                        "rules": {
+                            "type": "array",
+                            "items": {"type": "object", "properties": {"expr": {"type": "string"}}},
+                        },
                         "allow_missing_event_time": {"type": "boolean"},
                         "dedup_horizon": {"type": "string"},
                     },
@@ -104,14 +109,23 @@ EVENTS_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}},
+            "application/json": {
+                "schema": {
+                    "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]
+                }
+            },
             "application/x-ndjson": {"schema": {"type": "string"}},
             "text/csv": {"schema": {"type": "string"}},
             "avro/binary": {"schema": {"type": "string", "format": "binary"}},
         },
     },
     "parameters": [
-        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}},
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+        },
     ],
 }
 
@@ -202,7 +216,9 @@ def _requests_counter(tenant: str, stream: str, status: int) -> Counter:
     return counter
 
 
-async def _ingest(p: Platform, st: StreamState, body: bytes, request: Request, key_id: str) -> IngestOutcome:
+async def _ingest(
+    p: Platform, st: StreamState, body: bytes, request: Request, key_id: str
+) -> IngestOutcome:
     return await p.ingest.ingest(
         st,
         body,
@@ -214,7 +230,9 @@ async def _ingest(p: Platform, st: StreamState, body: bytes, request: Request, k
     )
 
 
-def row_query(request: Request, tenant: str, table: str, time_column: str | None, columns: list[str]) -> tuple[RowQuery, str]:
+def row_query(
+    request: Request, tenant: str, table: str, time_column: str | None, columns: list[str]
+) -> tuple[RowQuery, str]:
     qp = request.query_params
     limit_s = qp.get("limit", "100")
     if not limit_s.isdigit() or not 1 <= int(limit_s) <= 100_000:
@@ -246,7 +264,15 @@ def typed_filters(q: RowQuery, st: StreamState) -> RowQuery:
     for k, v in q.filters.items():
         t = types.get(k)
         try:
-            out[k] = int(v) if t == "int" else float(v) if t == "float" else (v.lower() == "true") if t == "bool" else v
+            out[k] = (
+                int(v)
+                if t == "int"
+                else float(v)
+                if t == "float"
+                else (v.lower() == "true")
+                if t == "bool"
+                else v
+            )
         except ValueError as exc:
             raise BadRequest(f"filter {k}={v!r} is not a valid {t}", code="bad_filter") from exc
     return replace(q, filters=out)
@@ -260,7 +286,13 @@ async def read_events(name: str, request: Request) -> Response:
     p = platform(request)
     st = p.streams.get(who.tenant, name)
     await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
-    q, fmt = row_query(request, who.tenant, name, st.schema.event_time or "_received_ms", [*st.schema.field_names, "_offset"])
+    q, fmt = row_query(
+        request,
+        who.tenant,
+        name,
+        st.schema.event_time or "_received_ms",
+        [*st.schema.field_names, "_offset"],
+    )
     page = await asyncio.to_thread(p.store.read_rows, typed_filters(q, st))
     return table_response(page.rows, page.next_cursor, fmt)
 
@@ -272,7 +304,9 @@ async def count_events(name: str, request: Request) -> Response:
     p = platform(request)
     st = p.streams.get(who.tenant, name)
     await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
-    q, _ = row_query(request, who.tenant, name, st.schema.event_time or "_received_ms", st.schema.field_names)
+    q, _ = row_query(
+        request, who.tenant, name, st.schema.event_time or "_received_ms", st.schema.field_names
+    )
     return json_response({"count": p.store.count_rows(typed_filters(q, st))})
 
 
@@ -289,7 +323,9 @@ async def latest_events(name: str, request: Request) -> Response:
     if not n_s.isdigit() or not 1 <= int(n_s) <= 1000:
         raise BadRequest("n must be an integer from 1 to 1000", code="bad_limit")
     await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
-    rows = p.store.latest_per_key(who.tenant, name, st.schema.key, st.schema.event_time or "_received_ms", int(n_s))
+    rows = p.store.latest_per_key(
+        who.tenant, name, st.schema.key, st.schema.event_time or "_received_ms", int(n_s)
+    )
     return table_response(rows, None, request.query_params.get("format", "json"))
 
 
@@ -327,7 +363,11 @@ async def replay_quarantine(name: str, request: Request) -> Response:
     table = quarantine_table_of(name)
     offsets = data.get("offsets")
     if offsets is not None:
-        if not isinstance(offsets, list) or not all(isinstance(o, int) for o in offsets) or not offsets:
+        if (
+            not isinstance(offsets, list)
+            or not all(isinstance(o, int) for o in offsets)
+            or not offsets
+        ):
             raise BadRequest("offsets must be a non-empty list of integers", code="bad_replay")
         where = f"_offset IN ({', '.join(str(int(o)) for o in offsets[:10_000])})"
     elif isinstance(data.get("code"), str):
@@ -351,13 +391,15 @@ async def replay_quarantine(name: str, request: Request) -> Response:
         key = "replay:" + hashlib.sha256(",".join(map(str, offs)).encode()).hexdigest()[:32]
         out = await p.ingest.ingest(st, body, ctype, None, key, who.key_id, "replay")
         results.append({"offsets": offs, **orjson.loads(out.body)})
-    return json_response({
-        "replayed": sum(len(r["offsets"]) for r in results),
-        "accepted": sum(r["accepted"] for r in results),
-        "rejected": sum(r["rejected"] for r in results),
-        "duplicates": sum(r["duplicates"] for r in results),
-        "results": results,
-    })
+    return json_response(
+        {
+            "replayed": sum(len(r["offsets"]) for r in results),
+            "accepted": sum(r["accepted"] for r in results),
+            "rejected": sum(r["rejected"] for r in results),
+            "duplicates": sum(r["duplicates"] for r in results),
+            "results": results,
+        }
+    )
 
 
 def _replay_groups(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
