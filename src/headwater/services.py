@@ -16,7 +16,7 @@ from headwater.catalog.sqlite import Catalog
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.dedup import IdIndex
 from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord
-from headwater.ingest.service import IngestService, TokenBucket
+from headwater.ingest.service import InflightBudget, IngestService, TokenBucket
 from headwater.ingest.streams import (
     QUARANTINE_STORED_SCHEMA,
     StreamDirectory,
@@ -51,6 +51,7 @@ class Platform:
     bootstrap_secret: str | None = None
     extras: dict[str, object] = field(default_factory=dict)
     retention: RetentionClock = field(default_factory=RetentionClock)
+    inflight: InflightBudget = field(default_factory=lambda: InflightBudget(256 * 1024 * 1024))
 
     def feeds(self) -> Iterator[Feed]:
         for st in self.streams.all():
@@ -144,6 +145,7 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     platform = Platform(
         settings, clock, catalog, log_, store, streams, materializer, ingest, secret
     )
+    platform.inflight = InflightBudget(settings.max_inflight_bytes)
     platform_ref.append(platform)
     _recover(platform)
     materializer.start()

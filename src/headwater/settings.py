@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         64 * 1024 * 1024, description="Largest request body accepted (413 above)."
     )
+    max_inflight_bytes: int = Field(
+        256 * 1024 * 1024,
+        description="Request bytes processed at once across all ingest requests; beyond it ingest answers 503.",
+    )
     max_rows_per_request: int = Field(
         100_000, description="Most rows one request may carry (413 above)."
     )

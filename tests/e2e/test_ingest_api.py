@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import io
 import itertools
+import time
+from pathlib import Path
 
 import fastavro
 import orjson
@@ -304,3 +306,27 @@ def test_lying_content_length_stores_nothing_and_server_survives(server: Server)
     with server.client() as c:
         assert c.get("/health").status_code == 200
         assert c.get(f"/v1/streams/{name}/events/count").json()["count"] == 0
+
+
+def test_overload_answers_503_with_retry_after(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", HEADWATER_MAX_INFLIGHT_BYTES="1000").start()
+    try:
+        with srv.client() as c:
+            name = make_stream(c)
+            # a slow upload holds its declared bytes while it is being read
+            import socket
+
+            slow = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            slow.sendall(
+                f"POST /v1/streams/{name}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: 900\r\n\r\n[".encode()
+            )
+            time.sleep(0.5)
+            r = c.post(f"/v1/streams/{name}/events", json=[ev(i) for i in range(5)])
+            assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
+            assert int(r.headers["retry-after"]) >= 1
+            slow.close()
+            time.sleep(0.5)
+            assert c.post(f"/v1/streams/{name}/events", json=ev(1)).json()["accepted"] == 1
+    finally:
+        srv.stop()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import msgspec
@@ -39,6 +41,32 @@ class IngestOutcome:
     status: int
     body: bytes
     replayed: bool = False
+
+
+class InflightBudget:
+    """Bounds the request bytes being decoded and written at once (memory stays bounded).
+
+    A request that would take the total over the budget is answered 503 with
+    Retry-After before its body is read, instead of growing memory without limit.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+    @contextmanager
+    def hold(self, n: int) -> Iterator[None]:
+        if self.bytes and self.bytes + n > self.max_bytes:
+            m.HTTP_REJECTED.labels("inflight_bytes").inc()
+            raise Overloaded(
+                f"{self.bytes} request bytes are being processed (limit {self.max_bytes}); retry shortly",
+                retry_after_s=1.0,
+            )
+        self.bytes += n
+        try:
+            yield
+        finally:
+            self.bytes -= n
 
 
 class TokenBucket:

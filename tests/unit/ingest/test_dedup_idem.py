@@ -72,3 +72,21 @@ def test_token_bucket_lets_a_request_larger_than_the_burst_through_when_full() -
     assert b.take("k", 500, now_s=0) == 0
     assert b.take("k", 1, now_s=1) > 0  # in debt: 500 - 100 - 100 refilled
     assert b.take("k", 1, now_s=5) == 0
+
+
+def test_inflight_budget_refuses_beyond_the_limit_and_releases() -> None:
+    from headwater.errors import Overloaded
+    from headwater.ingest.service import InflightBudget
+
+    budget = InflightBudget(100)
+    with budget.hold(60):
+        with pytest.raises(Overloaded) as exc, budget.hold(50):
+            pass
+        assert exc.value.retry_after_s > 0
+        with budget.hold(40):
+            assert budget.bytes == 100
+    assert budget.bytes == 0
+    with budget.hold(
+        500
+    ):  # one request alone may use more than the budget (the body cap bounds it)
+        pass

@@ -192,9 +192,16 @@ async def ingest_events(name: str, request: Request) -> Response:
     who.require("admin", "writer")
     p = platform(request)
     st = p.streams.get(who.tenant, name)
+    declared = request.headers.get("content-length", "")
+    reserved = (
+        min(int(declared), p.settings.max_body_bytes)
+        if declared.isdigit()
+        else p.settings.max_body_bytes
+    )
     try:
-        body = await read_body(request, p.settings.max_body_bytes)
-        outcome = await _ingest(p, st, body, request, who.key_id)
+        with p.inflight.hold(reserved):
+            body = await read_body(request, p.settings.max_body_bytes)
+            outcome = await _ingest(p, st, body, request, who.key_id)
     except HeadwaterError as exc:
         _requests_counter(who.tenant, name, exc.status).inc()
         raise
