@@ -42,3 +42,14 @@ async def test_housekeeping_trims_materialized_aged_segments(tmp_path: Path) -> 
         assert rows == 5000
     finally:
         await p.close()
+
+
+def test_json_answers_keep_every_digit_of_huge_sums() -> None:
+    from decimal import Decimal
+
+    import orjson
+
+    from headwater.api.render import json_response
+
+    body = orjson.loads(json_response({"a": Decimal(2**64 + 1), "b": Decimal(5), "c": Decimal("1.5")}).body)
+    assert body == {"a": str(2**64 + 1), "b": 5, "c": 1.5}

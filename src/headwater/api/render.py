@@ -39,7 +39,10 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "replace")
     if isinstance(obj, Decimal):
-        return int(obj) if obj == obj.to_integral_value() and abs(obj) < 2**63 else float(obj)
+        if obj != obj.to_integral_value():
+            return float(obj)
+        # JSON numbers past 64 bits lose digits in most parsers: send those as exact text
+        return int(obj) if abs(obj) < 2**63 else str(obj)
     if isinstance(obj, datetime | date | time):
         return obj.isoformat()
     if isinstance(obj, timedelta):
