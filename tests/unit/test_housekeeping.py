@@ -51,5 +51,7 @@ def test_json_answers_keep_every_digit_of_huge_sums() -> None:
 
     from headwater.api.render import json_response
 
-    body = orjson.loads(json_response({"a": Decimal(2**64 + 1), "b": Decimal(5), "c": Decimal("1.5")}).body)
+    body = orjson.loads(
+        json_response({"a": Decimal(2**64 + 1), "b": Decimal(5), "c": Decimal("1.5")}).body
+    )
     assert body == {"a": str(2**64 + 1), "b": 5, "c": 1.5}
