@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import Counter
 from starlette.responses import Response
 
-from headwater.api.auth import authenticate
+from headwater.api.auth import Principal, authenticate
 from headwater.api.render import json_response, parse_time_bound, table_response
 from headwater.errors import BadRequest, HeadwaterError, PayloadTooLarge
 from headwater.ingest.service import IngestOutcome
@@ -285,14 +285,20 @@ def typed_filters(q: RowQuery, st: StreamState) -> RowQuery:
     return replace(q, filters=out)
 
 
-@router.get("/{name}/events")
-async def read_events(name: str, request: Request) -> Response:
-    """Stored rows by event-time range (``from`` inclusive, ``to`` exclusive), filters, cursor."""
+async def _readable_stream(request: Request, name: str) -> tuple[Principal, Platform, StreamState]:
+    """A reader's stream, once the store holds every row acknowledged before this request."""
     who = authenticate(request)
     who.require("admin", "reader")
     p = platform(request)
     st = p.streams.get(who.tenant, name)
     await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
+    return who, p, st
+
+
+@router.get("/{name}/events")
+async def read_events(name: str, request: Request) -> Response:
+    """Stored rows by event-time range (``from`` inclusive, ``to`` exclusive), filters, cursor."""
+    who, p, st = await _readable_stream(request, name)
     q, fmt = row_query(
         request,
         who.tenant,
@@ -306,11 +312,7 @@ async def read_events(name: str, request: Request) -> Response:
 
 @router.get("/{name}/events/count")
 async def count_events(name: str, request: Request) -> Response:
-    who = authenticate(request)
-    who.require("admin", "reader")
-    p = platform(request)
-    st = p.streams.get(who.tenant, name)
-    await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
+    who, p, st = await _readable_stream(request, name)
     q, _ = row_query(
         request, who.tenant, name, st.schema.event_time or "_received_ms", st.schema.field_names
     )
@@ -320,18 +322,19 @@ async def count_events(name: str, request: Request) -> Response:
 @router.get("/{name}/latest")
 async def latest_events(name: str, request: Request) -> Response:
     """The latest ``n`` rows of each key (by event time)."""
-    who = authenticate(request)
-    who.require("admin", "reader")
-    p = platform(request)
-    st = p.streams.get(who.tenant, name)
+    who, p, st = await _readable_stream(request, name)
     if not st.schema.key:
         raise BadRequest("this stream has no key fields; define 'key' to use latest", code="no_key")
     n_s = request.query_params.get("n", "1")
     if not n_s.isdigit() or not 1 <= int(n_s) <= 1000:
         raise BadRequest("n must be an integer from 1 to 1000", code="bad_limit")
-    await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
-    rows = p.store.latest_per_key(
-        who.tenant, name, st.schema.key, st.schema.event_time or "_received_ms", int(n_s)
+    rows = await asyncio.to_thread(
+        p.store.latest_per_key,
+        who.tenant,
+        name,
+        st.schema.key,
+        st.schema.event_time or "_received_ms",
+        int(n_s),
     )
     return table_response(rows, None, request.query_params.get("format", "json"))
 
