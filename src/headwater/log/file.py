@@ -1,19 +1,10 @@
 """``FileLog``: the embedded durable log — append-only segment files, group-committed.
 
-Layout: ``<directory>/<topic>/<base offset, 20 digits>.log``. Each segment holds entries
-framed as::
-
-    magic "HWL1" | crc32 u32 | offset u64 | rows u32 | meta_len u32 | payload_len u64
-    payload = meta | zero pad to 8 | Arrow IPC stream (one batch) | zero pad to 8
-
-Integers are little-endian; ``crc32`` covers the payload, then the header bytes after
-it (offset .. payload_len). Entries start and end 8-byte aligned, so Arrow buffers read
-back from a memory map are aligned and used without copying.
+The file format, segments and recovery live in ``headwater.log.segment``.
 
 One writer thread commits appends in groups: it writes everything pending, fdatasyncs
 each file it touched once, and only then publishes the entries to readers and resolves
-the appenders. A crash loses only unacknowledged entries; on open, a torn tail of a
-topic's last segment is cut off, and damage anywhere else is reported.
+the appenders. A crash loses only unacknowledged entries.
 """
 
 from __future__ import annotations
@@ -22,12 +13,9 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import struct
 import threading
 import time
-import zlib
-from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,219 +28,24 @@ from headwater.log.ports import (
     TOPIC_RE,
     AppendResult,
     LogClosed,
-    LogCorrupted,
     LogEntry,
     check_topic,
 )
+from headwater.log.segment import (
+    HEADER,
+    SEGMENT_SUFFIX,
+    Segment,
+    Topic,
+    decode_entry,
+    encode_header,
+    encode_payload,
+    fsync_dir,
+    recover_topic,
+    write_all,
+)
 from headwater.observability import metrics
 
-MAGIC = b"HWL1"
-HEADER = struct.Struct("<4sIQIIQ")  # magic, crc32, offset, rows, meta_len, payload_len
-_CRC_FROM = 8  # the crc covers the header from the offset field on
-_PAD = bytes(8)
-_SEGMENT_SUFFIX = ".log"
-_IOV_MAX = os.sysconf("SC_IOV_MAX")
-# Built once: without options, every writer reads two environment variables to pick them.
-_IPC_OPTIONS = pa.ipc.IpcWriteOptions()
 log = structlog.get_logger("headwater.log")
-
-
-def _pad8(n: int) -> int:
-    return -n % 8
-
-
-# ---------------------------------------------------------------- entry framing
-
-
-def encode_payload(batch: pa.RecordBatch, meta: bytes) -> tuple[list[bytes | pa.Buffer], int]:
-    """Serialize ``batch`` and ``meta``; return (payload parts, payload length)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema, options=_IPC_OPTIONS) as writer:
-        writer.write_batch(batch)
-    body = sink.getvalue()
-    parts: list[bytes | pa.Buffer] = [meta + _PAD[: _pad8(len(meta))], body]
-    if pad := _pad8(body.size):
-        parts.append(_PAD[:pad])
-    return parts, sum(len(p) if isinstance(p, bytes) else p.size for p in parts)
-
-
-def encode_header(offset: int, rows: int, meta_len: int, payload: list[bytes | pa.Buffer]) -> bytes:
-    """The header of an entry, with the checksum of ``payload`` and of the header fields."""
-    crc = 0
-    for part in payload:
-        crc = zlib.crc32(part, crc)
-    payload_len = sum(len(p) if isinstance(p, bytes) else p.size for p in payload)
-    fields = HEADER.pack(MAGIC, 0, offset, rows, meta_len, payload_len)[_CRC_FROM:]
-    return MAGIC + struct.pack("<I", zlib.crc32(fields, crc)) + fields
-
-
-def decode_entry(topic: str, buf: pa.Buffer) -> LogEntry:
-    """Decode the entry at the start of ``buf``; the batch shares ``buf``'s memory."""
-    _, _, offset, _, meta_len, payload_len = HEADER.unpack_from(buf.slice(0, HEADER.size))
-    meta = buf.slice(HEADER.size, meta_len).to_pybytes()
-    body_at = HEADER.size + meta_len + _pad8(meta_len)
-    body = buf.slice(body_at, HEADER.size + payload_len - body_at)
-    return LogEntry(topic, offset, pa.ipc.open_stream(body).read_next_batch(), meta)
-
-
-def check_entry(data: memoryview, pos: int, expected_offset: int) -> tuple[int, int] | str:
-    """Validate the entry framed at ``data[pos:]``: (rows, size), or what is wrong with it."""
-    if len(data) - pos < HEADER.size:
-        return "truncated header"
-    magic, crc, offset, rows, meta_len, payload_len = HEADER.unpack_from(data, pos)
-    if magic != MAGIC:
-        return "bad magic"
-    end = pos + HEADER.size + payload_len
-    if end > len(data):
-        return "truncated entry"
-    if meta_len > payload_len:
-        return "meta longer than the payload"
-    fields = data[pos + _CRC_FROM : pos + HEADER.size]
-    if zlib.crc32(fields, zlib.crc32(data[pos + HEADER.size : end])) != crc:
-        return "checksum mismatch"
-    if offset != expected_offset or rows == 0:
-        return f"entry offset {offset} with {rows} rows where offset {expected_offset} was expected"
-    return rows, HEADER.size + payload_len
-
-
-# ---------------------------------------------------------------- segments and topics
-
-
-class Segment:
-    """One segment file: written by the writer thread, read through a memory map."""
-
-    __slots__ = ("base", "fd", "mapped", "path", "published", "written")
-
-    def __init__(self, path: Path, base: int) -> None:
-        self.path = path
-        self.base = base
-        self.fd = -1  # open for writing while this is its topic's active segment
-        self.written = 0  # bytes written (writer thread only)
-        self.published = 0  # bytes readers may see (under the log lock)
-        self.mapped: pa.Buffer | None = None
-
-    def view(self, pos: int) -> pa.Buffer:
-        """The published bytes from ``pos`` on, zero-copy. Call with the log lock held."""
-        if self.mapped is None or self.mapped.size < self.published:
-            # The active segment grows: map it again. The old map lives on in any
-            # batch still using it; closing the file keeps the mapping.
-            with pa.memory_map(str(self.path)) as mm:
-                self.mapped = mm.read_buffer()
-        return self.mapped.slice(pos, self.published - pos)
-
-
-class Topic:
-    """Index of one topic: entry start offsets and file positions, ascending."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.segments: list[Segment] = []  # published segments, oldest first
-        self.bases: list[int] = []  # their base offsets, for bisect
-        self.starts = array("q")  # start offset of every published entry
-        self.positions = array("q")  # its position in its segment
-        self.end = 0  # one past the last published row
-        self.next = 0  # offset the next append gets (assigned, maybe not yet durable)
-        self.active: Segment | None = None  # the segment the writer appends to
-
-    def start(self) -> int:
-        return self.bases[0] if self.bases else self.end
-
-    def files(self) -> list[Segment]:
-        """Every segment on disk: the published ones and the one being written."""
-        if self.active is None or self.active in self.segments[-1:]:
-            return self.segments
-        return [*self.segments, self.active]
-
-    def publish(self, seg: Segment, pos: int, offset: int, rows: int, size: int) -> None:
-        if not self.segments or self.segments[-1] is not seg:
-            self.segments.append(seg)
-            self.bases.append(seg.base)
-        self.starts.append(offset)
-        self.positions.append(pos)
-        self.end = offset + rows
-        seg.published = pos + size
-
-    def locate(self, j: int) -> pa.Buffer:
-        """Bytes of entry ``j`` (and after). Lock held."""
-        seg = self.segments[bisect_right(self.bases, self.starts[j]) - 1]
-        return seg.view(self.positions[j])
-
-
-def recover_topic(directory: Path, sync: bool) -> Topic:
-    """Rebuild a topic's index from its segments, cutting a torn tail off the last one."""
-    topic = Topic(directory)
-    paths = sorted(
-        p for p in directory.iterdir() if p.suffix == _SEGMENT_SUFFIX and p.stem.isdigit()
-    )
-    for i, path in enumerate(paths):
-        seg = Segment(path, int(path.stem))
-        if topic.segments and seg.base != topic.end:
-            raise LogCorrupted(
-                f"log segment {path} starts at offset {seg.base} but the segment before it ends "
-                f"at {topic.end}; a segment file is missing or was renamed",
-                path=str(path),
-            )
-        topic.end = seg.base
-        _scan(topic, seg, last=i == len(paths) - 1, sync=sync)
-        topic.active = seg
-    topic.next = topic.end
-    return topic
-
-
-def _scan(topic: Topic, seg: Segment, *, last: bool, sync: bool) -> None:
-    with open(seg.path, "rb") as fh:
-        data = memoryview(fh.read())  # readinto a bytes buffer: one pass, no mmap cleanup
-    pos = 0
-    while pos < len(data):
-        checked = check_entry(data, pos, topic.end)
-        if isinstance(checked, str):
-            if not last:
-                raise LogCorrupted(
-                    f"log segment {seg.path} is damaged at byte {pos} ({checked}); it is not the "
-                    "last segment of its topic, so a crash cannot explain it. Restore the file "
-                    "from a backup, or move it and every later segment aside to drop that data",
-                    path=str(seg.path),
-                    position=pos,
-                )
-            log.warning("log_torn_tail_cut", path=str(seg.path), position=pos, reason=checked)
-            _truncate(seg.path, pos, sync)
-            break
-        rows, size = checked
-        topic.publish(seg, pos, topic.end, rows, size)
-        pos += size
-    seg.written = seg.published = pos
-    if pos == 0 and not last:
-        raise LogCorrupted(f"log segment {seg.path} is empty but is not the last of its topic")
-
-
-def _truncate(path: Path, size: int, sync: bool) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.ftruncate(fd, size)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (new or removed files) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_all(fd: int, parts: list[bytes | pa.Buffer]) -> None:
-    """Write ``parts`` in as few system calls as the kernel allows."""
-    for i in range(0, len(parts), _IOV_MAX):
-        chunk = parts[i : i + _IOV_MAX]
-        done = os.writev(fd, chunk)
-        if done < sum(len(p) if isinstance(p, bytes) else p.size for p in chunk):
-            rest = memoryview(b"".join(chunk))[done:]  # a short write: rare, so copying is fine
-            while rest:
-                rest = rest[os.write(fd, rest) :]
 
 
 @dataclass(slots=True, eq=False)
@@ -555,7 +348,7 @@ class FileLog:
             if not t.dir.exists():
                 t.dir.mkdir()
                 dirs.add(self.directory)
-            seg = Segment(t.dir / f"{item.offset:020d}{_SEGMENT_SUFFIX}", item.offset)
+            seg = Segment(t.dir / f"{item.offset:020d}{SEGMENT_SUFFIX}", item.offset)
             seg.fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
             dirs.add(t.dir)
             t.active = seg
