@@ -13,7 +13,8 @@ from headwater import __version__
 from headwater.api import errors
 from headwater.api.auth import KeyCache
 from headwater.api.middleware import RequestContext
-from headwater.api.routes import admin, health, query, streams
+from headwater.api.routes import admin, health, ingest, query, streams
+from headwater.api.routes.ingest import IngestEdge
 from headwater.observability import tracing
 from headwater.services import Platform
 
@@ -62,9 +63,10 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
     tracing.configure(platform.settings)
     app.state.on_stop.append(tracing.shutdown)
     errors.install(app)
-    for r in (health.router, streams.router, query.router, admin.router):
+    for r in (health.router, streams.router, ingest.router, query.router, admin.router):
         app.include_router(r)
     for ext in extensions or []:
         ext(app, platform)
+    app.add_middleware(IngestEdge)  # inside RequestContext: request ids, metrics, traces
     app.add_middleware(RequestContext)
     return app

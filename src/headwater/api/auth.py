@@ -53,7 +53,12 @@ class KeyCache:
 
 
 def authenticate(request: Request) -> Principal:
-    header = request.headers.get("authorization")
+    keys: KeyCache = request.app.state.keys
+    return principal_of(request.headers.get("authorization"), keys)
+
+
+def principal_of(header: str | None, keys: KeyCache) -> Principal:
+    """The principal of an ``Authorization`` header value; 401 with the reason if none."""
     if not header:
         raise Unauthorized(
             "missing API key: send 'Authorization: Bearer <key>'", code="missing_key"
@@ -61,7 +66,7 @@ def authenticate(request: Request) -> Principal:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized("malformed Authorization header: use 'Bearer <key>'", code="invalid_key")
-    key = request.app.state.keys.lookup(secret.strip())
+    key = keys.lookup(secret.strip())
     if key is None:
         raise Unauthorized("unknown API key", code="invalid_key")
     if key.revoked_ms is not None:

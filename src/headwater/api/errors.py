@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
+import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from headwater.api.render import json_response
+from headwater.api.render import JSON_OPTS, json_response
 from headwater.errors import HeadwaterError, Overloaded, RateLimited
 
 log = structlog.get_logger("headwater.api")
@@ -29,15 +30,27 @@ def error_response(
     return json_response({"error": body}, status, headers)
 
 
+def headwater_error(exc: HeadwaterError) -> tuple[int, bytes, dict[str, str]]:
+    """Status, JSON body and headers (``Retry-After`` on pushback) of an error answer."""
+    headers = {}
+    if isinstance(exc, RateLimited | Overloaded):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    if exc.status >= 500 and not isinstance(exc, Overloaded):
+        log.error("request_failed", code=exc.code, error=exc.message)
+    return exc.status, orjson.dumps({"error": exc.to_dict()}, option=JSON_OPTS), headers
+
+
+def unexpected_error(exc: Exception, path: str) -> tuple[int, bytes]:
+    log.error("unhandled_error", path=path, exc_info=exc)
+    message = f"unexpected {type(exc).__name__}; see the server log"
+    return 500, orjson.dumps({"error": {"code": "internal_error", "message": message}})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(HeadwaterError)
     async def _headwater(request: Request, exc: HeadwaterError) -> Response:
-        headers = {}
-        if isinstance(exc, RateLimited | Overloaded):
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-        if exc.status >= 500 and not isinstance(exc, Overloaded):
-            log.error("request_failed", code=exc.code, error=exc.message)
-        return json_response({"error": exc.to_dict()}, exc.status, headers)
+        status, body, headers = headwater_error(exc)
+        return Response(body, status, headers, "application/json")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -58,7 +71,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled_error", path=request.url.path)
-        return error_response(
-            500, "internal_error", f"unexpected {type(exc).__name__}; see the server log"
-        )
+        status, body = unexpected_error(exc, request.url.path)
+        return Response(body, status, media_type="application/json")

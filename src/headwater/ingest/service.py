@@ -18,10 +18,13 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from headwater.errors import Overloaded, RateLimited
+from headwater.errors import HeadwaterError, Overloaded, RateLimited
 from headwater.ingest.batch import DecodeLimits, RowError, ValidatedBatch, decode_and_validate
+from headwater.ingest.body import media_format
+from headwater.ingest.coalesce import COALESCE_BODY_BYTES, Coalescer, Waiting, split
 from headwater.ingest.dedup import hash_ids
 from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord, body_digest
+from headwater.ingest.small import row_texts
 from headwater.ingest.streams import QUARANTINE_SCHEMA, StreamState, log_schema
 from headwater.log.ports import Log
 from headwater.model.time import Clock
@@ -101,10 +104,16 @@ def csv_header(body: bytes, content_type: str) -> str | None:
 
 
 def quarantine_batch(
-    errors: list[RowError], fmt: str, header: str | None, version: int, now_ms: int, request_id: str
+    errors: list[RowError],
+    fmt: str,
+    header: str | None,
+    version: int,
+    now_ms: int,
+    request_id: str | list[str],
 ) -> pa.RecordBatch:
     raws = [(header + "\n" + e.raw) if header is not None else e.raw for e in errors]
     n = len(errors)
+    request_ids = [request_id] * n if isinstance(request_id, str) else request_id
     return pa.RecordBatch.from_arrays(
         [
             pa.array([e.row for e in errors], pa.int32()),
@@ -115,7 +124,7 @@ def quarantine_batch(
             pa.array([fmt] * n, pa.string()),
             pa.array([version] * n, pa.int32()),
             pa.array([now_ms] * n, pa.int64()),
-            pa.array([request_id] * n, pa.string()),
+            pa.array(request_ids, pa.string()),
         ],
         schema=QUARANTINE_SCHEMA,
     )
@@ -159,6 +168,7 @@ class IngestService:
         self._lag = lag_rows
         self._max_lag = max_lag_rows
         self._counters: dict[tuple[str, str], StreamCounters] = {}
+        self._coalescer = Coalescer(self._ingest_group)
 
     async def ingest(
         self,
@@ -172,6 +182,15 @@ class IngestService:
     ) -> IngestOutcome:
         self._check_pushback(st)
         now_ms = self._clock.now_ms()
+        if not idem_key:
+            lines = self._coalescible(st, body, content_type, content_encoding)
+            if lines is not None:
+                self._check_rate(principal, len(lines))
+                key = (st.tenant, st.schema.name, st.schema.version)
+                outcome: IngestOutcome = await self._coalescer.join(
+                    key, Waiting(st, lines, len(body), request_id)
+                )
+                return outcome
         digest = body_digest(body) if idem_key else ""
         if idem_key:
             cached = await self.idempotency.begin(
@@ -196,6 +215,17 @@ class IngestService:
             raise Overloaded(
                 f"the store is {lag} rows behind the log; slow down and retry",
                 retry_after_s=1.0,
+            )
+
+    def _check_rate(self, principal: str, rows: int) -> None:
+        if self._rate is None:
+            return
+        wait_s = self._rate.take(principal, rows, time.monotonic())
+        if wait_s > 0:
+            m.HTTP_REJECTED.labels("rate_limit").inc()
+            raise RateLimited(
+                f"rate limit of {self._rate.rate:g} rows/s for this key exceeded; retry later",
+                retry_after_s=wait_s,
             )
 
     async def _ingest(
@@ -228,47 +258,108 @@ class IngestService:
                     now_ms,
                 )
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
-        if self._rate is not None:
-            wait_s = self._rate.take(principal, batch.total_rows, time.monotonic())
-            if wait_s > 0:
-                m.HTTP_REJECTED.labels("rate_limit").inc()
-                raise RateLimited(
-                    f"rate limit of {self._rate.rate:g} rows/s for this key exceeded; retry later",
-                    retry_after_s=wait_s,
-                )
-        valid, reserved, duplicates = self._dedup(st, batch, now_ms)
-        n_rejected = len(batch.errors)
-        answer = orjson.dumps(
+        self._check_rate(principal, batch.total_rows)
+        valid, reserved, keep = self._dedup(st, batch, now_ms)
+        duplicates = 0 if keep is None else int(keep.size - keep.sum())
+        answer = self._answer(st, valid.num_rows, duplicates, batch.errors)
+        rec = IdemRecord(idem_key, digest, answer, now_ms) if idem_key else None
+        meta = msgspec.msgpack.encode(rec) if rec else b""
+        quarantine = None
+        if batch.errors:
+            quarantine = quarantine_batch(
+                batch.errors, format_of(content_type), csv_header(body, content_type),
+                schema.version, now_ms, request_id,
+            )  # fmt: skip
+        marker = rec is not None and not valid.num_rows and not batch.errors
+        await self._append(st, valid, quarantine, meta, reserved, marker=marker)
+        self._count(st, batch.errors, valid.num_rows, duplicates, len(body))
+        return rec, IngestOutcome(200, answer)
+
+    def _coalescible(
+        self, st: StreamState, body: bytes, content_type: str, content_encoding: str | None
+    ) -> list[bytes] | None:
+        """The rows of a small JSON body that can share a group with others, or None."""
+        if len(body) > COALESCE_BODY_BYTES or (content_encoding or "identity") != "identity":
+            return None
+        try:
+            fmt = media_format(content_type)
+        except HeadwaterError:
+            return None  # answered on its own, with the reason
+        return row_texts(body, fmt, st.schema, self._limits)
+
+    async def _ingest_group(self, group: list[Waiting]) -> None:
+        """Decode, dedup and append the rows of a group of requests; answer each one."""
+        st: StreamState = group[0].stream
+        schema = st.schema
+        now_ms = self._clock.now_ms()
+        counts = [len(w.lines) for w in group]
+        body = b"\n".join(line for w in group for line in w.lines) + b"\n"
+        t0 = time.perf_counter()
+        with span("ingest.decode", stream=schema.name, bytes=len(body), requests=len(group)):
+            batch = decode_and_validate(
+                body, "application/x-ndjson", None, schema, self._limits, now_ms
+            )
+        m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
+        valid, reserved, keep = self._dedup(st, batch, now_ms)
+        shares = split(counts, batch.valid_rows.to_numpy(), keep, batch.errors)
+        quarantine = None
+        if batch.errors:
+            quarantine = quarantine_batch(
+                [e for es in shares.errors for e in es], "json", None, schema.version, now_ms,
+                [group[k].request_id for k in shares.owners()],
+            )  # fmt: skip
+        await self._append(st, valid, quarantine, b"", reserved, marker=False)
+        duplicates = sum(shares.duplicates)
+        self._count(st, batch.errors, valid.num_rows, duplicates, sum(w.nbytes for w in group))
+        for w, accepted, dups, errors in zip(
+            group, shares.accepted, shares.duplicates, shares.errors, strict=True
+        ):
+            w.future.set_result(IngestOutcome(200, self._answer(st, accepted, dups, errors)))
+
+    def _answer(
+        self, st: StreamState, accepted: int, duplicates: int, errors: list[RowError]
+    ) -> bytes:
+        n_rejected = len(errors)
+        return orjson.dumps(
             {
-                "accepted": valid.num_rows,
+                "accepted": accepted,
                 "rejected": n_rejected,
                 "duplicates": duplicates,
                 "errors": [
                     {"row": e.row, "field": e.field, "code": e.code, "message": e.message}
-                    for e in batch.errors[: self._limits.max_errors]
+                    for e in errors[: self._limits.max_errors]
                 ],
                 "errors_truncated": n_rejected > self._limits.max_errors,
-                "schema_version": schema.version,
+                "schema_version": st.schema.version,
             }
         )
-        rec = IdemRecord(idem_key, digest, answer, now_ms) if idem_key else None
-        meta = msgspec.msgpack.encode(rec) if rec else b""
+
+    async def _append(
+        self,
+        st: StreamState,
+        valid: pa.RecordBatch,
+        quarantine: pa.RecordBatch | None,
+        meta: bytes,
+        reserved: np.ndarray | None,
+        marker: bool,
+    ) -> None:
+        """Append the valid and the rejected rows; return once both are durable.
+
+        ``marker``: nothing new to store (all duplicates), but the idempotency answer in
+        ``meta`` must still be durable. If the append fails, the ids reserved for the
+        valid rows are released so that a retry is not taken for a duplicate.
+        """
         appends = []
-        if batch.errors:
-            qb = quarantine_batch(
-                batch.errors, format_of(content_type), csv_header(body, content_type),
-                schema.version, now_ms, request_id,
-            )  # fmt: skip
-            appends.append(self._log.append(st.quarantine_topic, qb, meta))
+        if quarantine is not None:
+            appends.append(self._log.append(st.quarantine_topic, quarantine, meta))
         if valid.num_rows:
             appends.append(self._log.append(st.topic, valid, meta))
-        elif rec is not None and not batch.errors:
-            # Nothing new to store (all duplicates), but the answer must still be durable.
-            appends.append(
-                self._log.append(st.idempotency_topic, idempotency_marker(rec.key), meta)
-            )
+        elif marker:
+            key = msgspec.msgpack.decode(meta, type=IdemRecord).key
+            appends.append(self._log.append(st.idempotency_topic, idempotency_marker(key), meta))
         try:
-            with span("ingest.log_append", entries=len(appends), rows=valid.num_rows + n_rejected):
+            rows = valid.num_rows + (quarantine.num_rows if quarantine is not None else 0)
+            with span("ingest.log_append", entries=len(appends), rows=rows):
                 if len(appends) == 1:
                     await appends[0]  # gather would cost two more tasks per request
                 else:
@@ -277,25 +368,26 @@ class IngestService:
             if reserved is not None:
                 st.ids.discard(reserved)
             raise
-        self._count(st, batch, valid.num_rows, duplicates, len(body))
-        return rec, IngestOutcome(200, answer)
 
     def _dedup(
         self, st: StreamState, batch: ValidatedBatch, now_ms: int
-    ) -> tuple[pa.RecordBatch, np.ndarray | None, int]:
-        """Attach system columns; drop rows whose id was seen; reserve the new ids."""
+    ) -> tuple[pa.RecordBatch, np.ndarray | None, np.ndarray | None]:
+        """Attach system columns; drop rows whose id was seen; reserve the new ids.
+
+        Returns the rows to append, the reserved id hashes, and which valid rows were
+        kept (None when the stream has no id field: all of them).
+        """
         schema = st.schema
         table = batch.valid
         n = table.num_rows
         hashes: np.ndarray | None = None
         reserved = None
-        duplicates = 0
+        keep = None
         if schema.id is not None and n:
             hashes = hash_ids(table.column(schema.id))
             has_id = hashes != 0
             keep = st.ids.first_unseen(hashes) | ~has_id
-            duplicates = int(n - keep.sum())
-            if duplicates:
+            if not keep.all():
                 table = table.filter(pa.array(keep))
                 hashes = hashes[keep]
             reserved = hashes[hashes != 0]
@@ -309,10 +401,10 @@ class IngestService:
             if hashes is not None
             else pa.nulls(rows, pa.uint64()),
         ]
-        return pa.RecordBatch.from_arrays(cols, schema=log_schema(schema)), reserved, duplicates
+        return pa.RecordBatch.from_arrays(cols, schema=log_schema(schema)), reserved, keep
 
     def _count(
-        self, st: StreamState, batch: ValidatedBatch, accepted: int, dups: int, nbytes: int
+        self, st: StreamState, errors: list[RowError], accepted: int, dups: int, nbytes: int
     ) -> None:
         tenant, name = st.tenant, st.schema.name
         counters = self._counters.get((tenant, name))
@@ -323,10 +415,10 @@ class IngestService:
             counters.accepted.inc(accepted)
         if dups:
             counters.duplicate.inc(dups)
-        if batch.errors:
-            counters.rejected.inc(len(batch.errors))
+        if errors:
+            counters.rejected.inc(len(errors))
             codes: dict[str, int] = {}
-            for e in batch.errors:
+            for e in errors:
                 codes[e.code] = codes.get(e.code, 0) + 1
             for code, k in codes.items():
                 m.QUARANTINE_ROWS.labels(tenant, name, code).inc(k)

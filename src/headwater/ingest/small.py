@@ -28,6 +28,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
+from headwater.errors import HeadwaterError
 from headwater.ingest import cells
 from headwater.ingest.body import Format, as_text
 from headwater.ingest.convert import ARROW_ERRORS, kind
@@ -150,6 +151,32 @@ def decode_small(
         return _validate(structs, raw, plan, schema, limits, now_ms)
     except Unsure:
         return None
+
+
+def row_texts(
+    data: bytes, fmt: Format, schema: StreamSchema, limits: DecodeLimits
+) -> list[bytes] | None:
+    """Each row's JSON text, one line each, if this path reads ``data`` cleanly; else None.
+
+    Small requests that arrive together are joined into one NDJSON body (see
+    ``coalesce``). Only a single JSON object or NDJSON qualifies, and only when every
+    row decodes as the stream's types: a body the small path is unsure about, or one
+    with a request-level problem, is answered on its own. A row's text never holds a
+    line break once it is on one line (JSON strings cannot hold one), so the breaks of
+    a pretty-printed object become spaces.
+    """
+    try:
+        text = as_text(data)
+    except HeadwaterError:
+        return None
+    plan = plan_for(schema)
+    if fmt == "ndjson":
+        if _ndjson_rows(text, plan, limits) is None:
+            return None
+        return [line.strip() for line in text.split(b"\n") if line.strip(b" \t\r")]
+    if fmt != "json" or text.lstrip()[:1] != b"{" or _json_rows(text, plan, limits) is None:
+        return None
+    return [text.strip().replace(b"\r", b" ").replace(b"\n", b" ")]
 
 
 def _ndjson_rows(

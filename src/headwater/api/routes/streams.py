@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from prometheus_client import Counter
 from starlette.responses import Response
 
 from headwater.api.auth import Principal, authenticate
 from headwater.api.render import json_response, parse_time_bound, table_response
-from headwater.errors import BadRequest, HeadwaterError, PayloadTooLarge
-from headwater.ingest.service import IngestOutcome
+from headwater.errors import BadRequest, PayloadTooLarge
 from headwater.ingest.streams import StreamState, quarantine_table_of
 from headwater.model.schema import schema_from_dict, schema_to_dict
-from headwater.observability import metrics as m
 from headwater.services import Platform
 from headwater.store.ports import RowQuery
 
@@ -40,19 +38,23 @@ async def json_body(request: Request, limit: int = 1 << 20) -> Any:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing more than ``limit`` bytes without reading it all."""
-    declared = request.headers.get("content-length")
+    return await read_limited(request.headers.get("content-length"), request.stream(), limit)
+
+
+async def read_limited(declared: str | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """Join body chunks, refusing more than ``limit`` bytes (the declared length first)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
             f"body of {declared} bytes is over the {limit}-byte limit; split it", limit=limit
         )
-    chunks: list[bytes] = []
+    parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body is over the {limit}-byte limit; split it", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def describe(st: StreamState, p: Platform) -> dict[str, Any]:
@@ -105,29 +107,6 @@ STREAM_BODY = {
         },
     }
 }
-EVENTS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]
-                }
-            },
-            "application/x-ndjson": {"schema": {"type": "string"}},
-            "text/csv": {"schema": {"type": "string"}},
-            "avro/binary": {"schema": {"type": "string", "format": "binary"}},
-        },
-    },
-    "parameters": [
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": False,
-            "schema": {"type": "string"},
-        },
-    ],
-}
 
 
 @router.post("", status_code=201, openapi_extra=STREAM_BODY)
@@ -179,62 +158,6 @@ async def stream_versions(name: str, request: Request) -> Response:
     who = authenticate(request)
     st = platform(request).streams.get(who.tenant, name)
     return json_response({"versions": [schema_to_dict(v) for v in st.versions]})
-
-
-@router.post("/{name}/events", openapi_extra=EVENTS_BODY)
-async def ingest_events(name: str, request: Request) -> Response:
-    """Ingest events: JSON object or array, NDJSON, CSV (header row) or Avro OCF; gzip allowed.
-
-    The answer comes once every accepted row is durable: ``{"accepted", "rejected",
-    "duplicates", "errors": [{"row", "field", "code", "message"}]}``.
-    """
-    who = authenticate(request)
-    who.require("admin", "writer")
-    p = platform(request)
-    st = p.streams.get(who.tenant, name)
-    declared = request.headers.get("content-length", "")
-    reserved = (
-        min(int(declared), p.settings.max_body_bytes)
-        if declared.isdigit()
-        else p.settings.max_body_bytes
-    )
-    try:
-        with p.inflight.hold(reserved):
-            body = await read_body(request, p.settings.max_body_bytes)
-            outcome = await _ingest(p, st, body, request, who.key_id)
-    except HeadwaterError as exc:
-        _requests_counter(who.tenant, name, exc.status).inc()
-        raise
-    _requests_counter(who.tenant, name, outcome.status).inc()
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return Response(outcome.body, outcome.status, headers, "application/json")
-
-
-# ``labels()`` takes a lock and checks its arguments: bind each child once. The keys are
-# existing streams (an unknown one is refused before counting) and a few statuses.
-_REQUEST_COUNTERS: dict[tuple[str, str, int], Counter] = {}
-
-
-def _requests_counter(tenant: str, stream: str, status: int) -> Counter:
-    key = (tenant, stream, status)
-    counter = _REQUEST_COUNTERS.get(key)
-    if counter is None:
-        counter = _REQUEST_COUNTERS[key] = m.INGEST_REQUESTS.labels(tenant, stream, str(status))
-    return counter
-
-
-async def _ingest(
-    p: Platform, st: StreamState, body: bytes, request: Request, key_id: str
-) -> IngestOutcome:
-    return await p.ingest.ingest(
-        st,
-        body,
-        request.headers.get("content-type", "application/json"),
-        request.headers.get("content-encoding"),
-        request.headers.get("idempotency-key"),
-        key_id,
-        request.state.request_id if hasattr(request.state, "request_id") else "",
-    )
 
 
 def row_query(
