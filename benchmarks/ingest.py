@@ -6,7 +6,7 @@ stream, and drives it with ``wrk`` (C load generator, separate process). Prints:
 - batched events/s, MB/s and request latency p50/p99 at peak (closed loop);
 - p99 at about half of that rate: each connection waits between requests (wrk's
   ``delay()``) so that the offered rate is half the peak;
-- single-event requests/s and latency;
+- single-event requests/s and latency, without and with an ``Idempotency-Key`` each;
 - the server's CPU time per request (all its threads, from /proc): on a shared
   machine this moves much less than the rates do, so compare it between runs;
 - the decode+validate ceiling in-process (one core), for 1,000-event and 1-event bodies;
@@ -69,7 +69,17 @@ wrk.headers["Content-Type"] = "application/x-ndjson"
 local f = io.open("{body}", "rb")
 wrk.body = f:read("*all")
 f:close()
-{pace}"""
+{pace}{keyed}"""
+# A fresh Idempotency-Key on every request (per wrk thread: a random prefix and a counter).
+KEYED = """
+local prefix = tostring(math.random(1, 1e9))
+local sent = 0
+request = function()
+   sent = sent + 1
+   wrk.headers["Idempotency-Key"] = prefix .. "-" .. sent
+   return wrk.format()
+end
+"""
 # Think times drawn from an exponential distribution: arrivals close to a Poisson
 # process, rather than every connection firing in step.
 PACE = """
@@ -95,11 +105,19 @@ def parse_wrk(out: str) -> dict[str, float]:
 
 
 def wrk(
-    url: str, body_file: Path, seconds: int, connections: int, pid: int, delay_ms: int = 0
+    url: str,
+    body_file: Path,
+    seconds: int,
+    connections: int,
+    pid: int,
+    delay_ms: int = 0,
+    keyed: bool = False,
 ) -> dict[str, float]:
     script = body_file.with_suffix(".lua")
     pace = PACE.format(ms=delay_ms) if delay_ms else ""
-    script.write_text(LUA.format(key=ADMIN_KEY, body=body_file, pace=pace))
+    script.write_text(
+        LUA.format(key=ADMIN_KEY, body=body_file, pace=pace, keyed=KEYED if keyed else "")
+    )
     cmd = [
         "wrk",
         "-t",
@@ -191,6 +209,10 @@ def main() -> None:
         single = wrk(url, single_file, args.seconds, 32, pid)
         print(f"single-event requests (32 connections): {single['rps']:,.0f} req/s  p50 {single['p50_ms']:.1f} ms  "
               f"p99 {single['p99_ms']:.1f} ms  server CPU {single['cpu_us_per_req']:.0f} us/request")  # fmt: skip
+        keyed = wrk(url, single_file, args.seconds, 32, pid, keyed=True)
+        print(f"  with an Idempotency-Key each: {keyed['rps']:,.0f} req/s  p50 {keyed['p50_ms']:.1f} ms  "
+              f"p99 {keyed['p99_ms']:.1f} ms  non-2xx {keyed['non2xx']:.0f}  "
+              f"server CPU {keyed['cpu_us_per_req']:.0f} us/request")  # fmt: skip
         ceiling = decode_ceiling(args.batch)
         small = decode_ceiling(1)
         print(f"decode+validate alone (one core, in-process): {ceiling:,.0f} events/s in {args.batch}-event bodies; "

@@ -9,13 +9,12 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import msgspec
 import structlog
 
 from headwater.catalog.sqlite import Catalog
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.dedup import IdIndex
-from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord
+from headwater.ingest.idempotency import IdempotencyKeys, records_of
 from headwater.ingest.service import InflightBudget, IngestService, TokenBucket
 from headwater.ingest.streams import (
     QUARANTINE_STORED_SCHEMA,
@@ -191,8 +190,7 @@ def _recover(p: Platform) -> None:
                     if topic == st.topic and e.offset >= committed and st.schema.id is not None:
                         h = e.batch.column("_id_hash").drop_null().to_numpy()
                         st.ids.add(h)
-                    if e.meta:
-                        rec = msgspec.msgpack.decode(e.meta, type=IdemRecord)
+                    for rec in records_of(e.meta) if e.meta else ():
                         if now - rec.at_ms <= ttl_ms:
                             p.ingest.idempotency.remember(st.tenant, st.schema.name, rec)
                 offset = entries[-1].end

@@ -51,6 +51,8 @@ class Waiting:
     lines: list[bytes]
     nbytes: int  # of the request body
     request_id: str
+    idem_key: str | None = None
+    digest: str = ""  # of the body, when it has an Idempotency-Key
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

@@ -22,6 +22,12 @@ class IdemRecord(msgspec.Struct, frozen=True):
     at_ms: int
 
 
+def records_of(meta: bytes) -> list[IdemRecord]:
+    """The answers a log entry's ``meta`` holds: one (a request alone) or a list (a group)."""
+    found = msgspec.msgpack.decode(meta, type=IdemRecord | list[IdemRecord])
+    return found if isinstance(found, list) else [found]
+
+
 def body_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 

@@ -92,8 +92,8 @@ class TokenBucket:
         return 0.0
 
 
-def idempotency_marker(key: str) -> pa.RecordBatch:
-    return pa.record_batch({"key": pa.array([key], pa.string())})
+def idempotency_marker(keys: list[str]) -> pa.RecordBatch:
+    return pa.record_batch({"key": pa.array(keys, pa.string())})
 
 
 def csv_header(body: bytes, content_type: str) -> str | None:
@@ -182,15 +182,6 @@ class IngestService:
     ) -> IngestOutcome:
         self._check_pushback(st)
         now_ms = self._clock.now_ms()
-        if not idem_key:
-            lines = self._coalescible(st, body, content_type, content_encoding)
-            if lines is not None:
-                self._check_rate(principal, len(lines))
-                key = (st.tenant, st.schema.name, st.schema.version)
-                outcome: IngestOutcome = await self._coalescer.join(
-                    key, Waiting(st, lines, len(body), request_id)
-                )
-                return outcome
         digest = body_digest(body) if idem_key else ""
         if idem_key:
             cached = await self.idempotency.begin(
@@ -200,10 +191,21 @@ class IngestService:
                 return IngestOutcome(200, cached, replayed=True)
         rec: IdemRecord | None = None
         try:
-            rec, outcome = await self._ingest(
-                st, body, content_type, content_encoding, idem_key, digest, principal, request_id
+            lines = self._coalescible(st, body, content_type, content_encoding)
+            if lines is None:
+                rec, outcome = await self._ingest(
+                    st, body, content_type, content_encoding, idem_key, digest, principal,
+                    request_id,
+                )  # fmt: skip
+                return outcome
+            self._check_rate(principal, len(lines))
+            key = (st.tenant, st.schema.name, st.schema.version)
+            waiting = Waiting(st, lines, len(body), request_id, idem_key, digest)
+            joined: tuple[IdemRecord | None, IngestOutcome] = await self._coalescer.join(
+                key, waiting
             )
-            return outcome
+            rec = joined[0]
+            return joined[1]
         finally:
             if idem_key:
                 self.idempotency.finish(st.tenant, st.schema.name, rec, idem_key)
@@ -270,8 +272,7 @@ class IngestService:
                 batch.errors, format_of(content_type), csv_header(body, content_type),
                 schema.version, now_ms, request_id,
             )  # fmt: skip
-        marker = rec is not None and not valid.num_rows and not batch.errors
-        await self._append(st, valid, quarantine, meta, reserved, marker=marker)
+        await self._append(st, valid, quarantine, meta, reserved, [rec.key] if rec else [])
         self._count(st, batch.errors, valid.num_rows, duplicates, len(body))
         return rec, IngestOutcome(200, answer)
 
@@ -308,13 +309,23 @@ class IngestService:
                 [e for es in shares.errors for e in es], "json", None, schema.version, now_ms,
                 [group[k].request_id for k in shares.owners()],
             )  # fmt: skip
-        await self._append(st, valid, quarantine, b"", reserved, marker=False)
+        answers = [
+            self._answer(st, accepted, dups, errors)
+            for accepted, dups, errors in zip(
+                shares.accepted, shares.duplicates, shares.errors, strict=True
+            )
+        ]
+        recs = [
+            IdemRecord(w.idem_key, w.digest, answer, now_ms) if w.idem_key else None
+            for w, answer in zip(group, answers, strict=True)
+        ]
+        kept = [r for r in recs if r is not None]
+        meta = msgspec.msgpack.encode(kept) if kept else b""
+        await self._append(st, valid, quarantine, meta, reserved, [r.key for r in kept])
         duplicates = sum(shares.duplicates)
         self._count(st, batch.errors, valid.num_rows, duplicates, sum(w.nbytes for w in group))
-        for w, accepted, dups, errors in zip(
-            group, shares.accepted, shares.duplicates, shares.errors, strict=True
-        ):
-            w.future.set_result(IngestOutcome(200, self._answer(st, accepted, dups, errors)))
+        for w, rec, answer in zip(group, recs, answers, strict=True):
+            w.future.set_result((rec, IngestOutcome(200, answer)))
 
     def _answer(
         self, st: StreamState, accepted: int, duplicates: int, errors: list[RowError]
@@ -341,22 +352,22 @@ class IngestService:
         quarantine: pa.RecordBatch | None,
         meta: bytes,
         reserved: np.ndarray | None,
-        marker: bool,
+        keys: list[str],
     ) -> None:
         """Append the valid and the rejected rows; return once both are durable.
 
-        ``marker``: nothing new to store (all duplicates), but the idempotency answer in
-        ``meta`` must still be durable. If the append fails, the ids reserved for the
-        valid rows are released so that a retry is not taken for a duplicate.
+        ``meta`` holds the answers to the Idempotency-Keys ``keys``: when there is no row
+        to store (all duplicates), a marker entry makes them durable. If the append
+        fails, the ids reserved for the valid rows are released so that a retry is not
+        taken for a duplicate.
         """
         appends = []
         if quarantine is not None:
             appends.append(self._log.append(st.quarantine_topic, quarantine, meta))
         if valid.num_rows:
             appends.append(self._log.append(st.topic, valid, meta))
-        elif marker:
-            key = msgspec.msgpack.decode(meta, type=IdemRecord).key
-            appends.append(self._log.append(st.idempotency_topic, idempotency_marker(key), meta))
+        elif keys and quarantine is None:
+            appends.append(self._log.append(st.idempotency_topic, idempotency_marker(keys), meta))
         try:
             rows = valid.num_rows + (quarantine.num_rows if quarantine is not None else 0)
             with span("ingest.log_append", entries=len(appends), rows=rows):

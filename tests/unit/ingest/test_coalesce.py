@@ -1,6 +1,7 @@
 """Small requests ingested together answer exactly as they would one by one."""
 
 import asyncio
+import gzip
 
 import numpy as np
 import orjson
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from headwater.errors import HeadwaterError
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.coalesce import Coalescer, Waiting, split
-from headwater.ingest.idempotency import IdempotencyKeys
+from headwater.ingest.idempotency import IdempotencyKeys, body_digest, records_of
 from headwater.ingest.model import RowError
 from headwater.ingest.service import IngestOutcome, IngestService
 from headwater.ingest.streams import StreamState
@@ -57,15 +58,16 @@ async def ingest_all(
     svc: IngestService,
     s: StreamState,
     bodies: list[tuple[bytes, str]],
-    keyed: bool,
+    alone: bool,
     first: int = 0,
 ) -> list[IngestOutcome | str]:
-    """Send every body at once; ``keyed`` gives each an Idempotency-Key (never coalesced)."""
+    """Send every body at once; ``alone`` sends them gzipped, which never share a group."""
 
     async def one(k: int, body: bytes, ctype: str) -> IngestOutcome | str:
         try:
-            key = f"k{first + k}" if keyed else None
-            return await svc.ingest(s, body, ctype, None, key, "principal", f"req-{k}")
+            encoding = "gzip" if alone else None
+            data = gzip.compress(body) if alone else body
+            return await svc.ingest(s, data, ctype, encoding, None, "principal", f"req-{first + k}")
         except HeadwaterError as exc:
             return exc.code
 
@@ -81,7 +83,7 @@ async def test_concurrent_single_events_share_one_log_entry() -> None:
     bodies = [(orjson.dumps(row(i, 20.0 + i, f"e{i}")), "application/json") for i in range(40)]
     bodies.append((orjson.dumps(row(99, 999.0, "e99")), "application/json"))  # rejected
     bodies.append((orjson.dumps(row(5, 25.0, "e5")), "application/json"))  # duplicate
-    outcomes = await ingest_all(svc, s, bodies, keyed=False)
+    outcomes = await ingest_all(svc, s, bodies, alone=False)
     answers = [orjson.loads(o.body) for o in outcomes if isinstance(o, IngestOutcome)]
     assert [a["accepted"] for a in answers] == [1] * 40 + [0, 0]
     assert answers[40]["errors"] == [
@@ -114,7 +116,7 @@ async def test_request_level_problems_are_answered_alone() -> None:
         (b"", "application/x-ndjson"),
         (orjson.dumps(row(1, 1.0, "x")), "application/json"),
     ]
-    outcomes = await ingest_all(svc, s, bodies, keyed=False)
+    outcomes = await ingest_all(svc, s, bodies, alone=False)
     assert outcomes[:3] == ["malformed_json", "invalid_encoding", "empty_body"]
     assert isinstance(outcomes[3], IngestOutcome)
 
@@ -123,7 +125,7 @@ async def test_a_failed_append_fails_every_member_and_frees_their_ids() -> None:
     svc, log, s = service()
     await log.close()
     bodies = [(orjson.dumps(row(i, 1.0, f"e{i}")), "application/json") for i in range(5)]
-    outcomes = await ingest_all(svc, s, bodies, keyed=False)
+    outcomes = await ingest_all(svc, s, bodies, alone=False)
     assert all(isinstance(o, str) for o in outcomes)
     assert len(s.ids) == 0
 
@@ -150,15 +152,15 @@ def test_coalesced_answers_equal_one_by_one_answers(
         else:
             bodies.append((b"\n".join(map(orjson.dumps, objs)) + b"\n", ctype))
 
-    async def run(keyed: bool) -> tuple[list[object], list[object], list[object]]:
+    async def run(alone: bool) -> tuple[list[object], list[object], list[object]]:
         svc, log, s = service()
         outcomes = []
         # One at a time through the per-request path, all at once through the coalescer.
-        if keyed:
+        if alone:
             for k, b in enumerate(bodies):
-                outcomes += await ingest_all(svc, s, [b], keyed=True, first=k)
+                outcomes += await ingest_all(svc, s, [b], alone=True, first=k)
         else:
-            outcomes = await ingest_all(svc, s, bodies, keyed=False)
+            outcomes = await ingest_all(svc, s, bodies, alone=False)
         answers = [orjson.loads(o.body) if isinstance(o, IngestOutcome) else o for o in outcomes]
         return answers, stored(log, s.topic, "event_id"), stored(log, s.quarantine_topic, "code")
 
@@ -196,3 +198,36 @@ async def test_coalescer_passes_a_flush_failure_to_every_member() -> None:
     futures = [c.join("k", Waiting(None, [b"{}"], 2, "r")) for _ in range(3)]
     results = await asyncio.gather(*futures, return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_keyed_requests_share_an_entry_and_retries_get_their_own_answers() -> None:
+    svc, log, s = service()
+    bodies = [orjson.dumps(row(i, 20.0 if i != 2 else 999.0, None)) for i in range(4)]
+
+    async def send(k: int, body: bytes) -> IngestOutcome:
+        return await svc.ingest(s, body, "application/json", None, f"key-{k}", "p", f"r{k}")
+
+    first = await asyncio.gather(*(send(k, b) for k, b in enumerate(bodies)))
+    entries = log.read(s.topic, 0, 1 << 20)
+    assert len(entries) == 1 and entries[0].batch.num_rows == 3
+    assert sorted(r.key for r in records_of(entries[0].meta)) == [f"key-{k}" for k in range(4)]
+    again = await asyncio.gather(*(send(k, b) for k, b in enumerate(bodies)))
+    assert [o.body for o in again] == [o.body for o in first]
+    assert all(o.replayed for o in again) and len(log.read(s.topic, 0, 1 << 20)) == 1
+    # A process that starts again learns the answers from the entry's meta.
+    fresh = IdempotencyKeys(ttl_ms=60_000)
+    for rec in records_of(entries[0].meta):
+        fresh.remember("t", "readings", rec)
+    assert await fresh.begin("t", "readings", "key-2", body_digest(bodies[2]), NOW) == first[2].body
+
+
+async def test_keyed_requests_that_store_nothing_leave_a_durable_marker() -> None:
+    svc, log, s = service()
+    body = orjson.dumps(row(1, 20.0, "same-id"))
+    await svc.ingest(s, body, "application/json", None, None, "p", "r0")
+    outs = await asyncio.gather(
+        *(svc.ingest(s, body, "application/json", None, f"k{k}", "p", "r") for k in range(3))
+    )
+    assert [orjson.loads(o.body)["duplicates"] for o in outs] == [1, 1, 1]
+    markers = log.read(s.idempotency_topic, 0, 1 << 20)
+    assert [r.key for e in markers for r in records_of(e.meta)] == ["k0", "k1", "k2"]
