@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from headwater.catalog.sqlite import Catalog
+from headwater.ingest.answers import AnswerFile, answer_topics, copy_answers
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.dedup import IdIndex
 from headwater.ingest.idempotency import IdempotencyKeys, records_of
@@ -70,25 +71,23 @@ class Platform:
         return names
 
     def housekeeping(self) -> None:
-        """Trim the hot log (retention) and forget expired idempotency answers."""
+        """Copy new idempotency answers to disk, trim the hot log, forget expired answers."""
         now = self.clock.now_ms()
-        retention = max(
-            parse_duration_ms(self.settings.log_retention),
-            parse_duration_ms(self.settings.idempotency_ttl),
-        )
+        copied = copy_answers(self.log, self.streams.all(), self.ingest.idempotency)
+        retention = parse_duration_ms(self.settings.log_retention)
         pipelines = self.extras.get("pipelines")
         readers: dict[str, list[int]] = {}
         if pipelines is not None:
             for topic, offset in pipelines.consumer_offsets():  # type: ignore[attr-defined]
                 readers.setdefault(topic, []).append(offset)
         for st in self.streams.all():
-            for topic in (st.topic, st.quarantine_topic, st.idempotency_topic):
+            for topic in answer_topics(st):
                 end = self.log.end_offset(topic)
                 self.retention.mark(topic, now, end)
                 consumers = [
                     end if topic == st.idempotency_topic else self.materializer.committed(topic)
                 ]
-                consumers += readers.get(topic, [])
+                consumers += [copied.get(topic, 0), *readers.get(topic, [])]
                 cut = trim_point(self.retention.marks[topic], now, retention, consumers)
                 if cut > self.log.start_offset(topic):
                     self.log.trim(topic, cut)
@@ -100,6 +99,8 @@ class Platform:
         await self.log.close()
         self.store.close()
         self.catalog.close()
+        if self.ingest.idempotency.disk is not None:
+            self.ingest.idempotency.disk.close()
 
 
 def _schema_of(st: StreamState):  # type: ignore[no-untyped-def]
@@ -118,7 +119,9 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
         threads=settings.duckdb_threads,
     )
     streams = StreamDirectory(catalog, store)
-    idem = IdempotencyKeys(parse_duration_ms(settings.idempotency_ttl))
+    idem = IdempotencyKeys(
+        parse_duration_ms(settings.idempotency_ttl), AnswerFile(settings.answers_path)
+    )
     limits = DecodeLimits(
         max_body_bytes=settings.max_body_bytes,
         max_rows=settings.max_rows_per_request,
@@ -166,9 +169,15 @@ def _bootstrap(catalog: Catalog, settings: Settings, clock: Clock) -> str | None
 
 
 def _recover(p: Platform) -> None:
-    """Rebuild in-memory indexes from the store and the log tail after a (re)start."""
+    """Rebuild in-memory indexes from the store, the answer file and the log tail.
+
+    Only the log's tail is read: rows the store has not committed yet (their event ids)
+    and entries whose idempotency answers are not yet in the answer file.
+    """
     ttl_ms = parse_duration_ms(p.settings.idempotency_ttl)
     now = p.clock.now_ms()
+    keys = p.ingest.idempotency
+    on_disk = keys.disk.progress() if keys.disk is not None else {}
     for st in p.streams.all():
         if st.schema.id is not None:
             horizon = (
@@ -180,19 +189,19 @@ def _recover(p: Platform) -> None:
         committed = p.store.consumer_offsets(st.tenant, f"materialize:{st.schema.name}").get(
             st.topic, 0
         )
-        for topic in (st.topic, st.quarantine_topic, st.idempotency_topic):
-            offset = p.log.start_offset(topic)
-            while True:
-                entries = p.log.read(topic, offset, 1_000_000)
-                if not entries:
-                    break
+        for topic in answer_topics(st):
+            answers_from = on_disk.get(topic, 0)
+            hashes_from = committed if topic == st.topic and st.schema.id is not None else None
+            first = answers_from if hashes_from is None else min(answers_from, hashes_from)
+            offset = max(p.log.start_offset(topic), first)
+            while entries := p.log.read(topic, offset, 1_000_000):
                 for e in entries:
-                    if topic == st.topic and e.offset >= committed and st.schema.id is not None:
-                        h = e.batch.column("_id_hash").drop_null().to_numpy()
-                        st.ids.add(h)
-                    for rec in records_of(e.meta) if e.meta else ():
-                        if now - rec.at_ms <= ttl_ms:
-                            p.ingest.idempotency.remember(st.tenant, st.schema.name, rec)
+                    if hashes_from is not None and e.offset >= hashes_from:
+                        st.ids.add(e.batch.column("_id_hash").drop_null().to_numpy())
+                    if e.meta and e.offset >= answers_from:
+                        for rec in records_of(e.meta):
+                            if now - rec.at_ms <= ttl_ms:
+                                keys.remember(st.tenant, st.schema.name, rec)
                 offset = entries[-1].end
     log.info("recovered", streams=len(p.streams.all()))
 

@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     def catalog_path(self) -> Path:
         return self.data_dir / "catalog.sqlite"
 
+    @property
+    def answers_path(self) -> Path:
+        return self.data_dir / "answers.sqlite"
+
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings from the config file, the environment and explicit overrides."""

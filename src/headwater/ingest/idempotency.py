@@ -1,18 +1,25 @@
 """Idempotency-Key handling: a retried request gets the first answer back.
 
 Answers are recorded in the ``meta`` of the log entries written by the request, so
-the record is durable exactly when the rows are, and rebuilt from the log at start.
+the record is durable exactly when the rows are. Recent answers are held in memory;
+older ones are copied to an ``AnswerFile`` in the background (``ingest/answers.py``)
+and looked up there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from headwater.errors import Conflict
+
+if TYPE_CHECKING:
+    from headwater.ingest.answers import AnswerFile
 
 
 class IdemRecord(msgspec.Struct, frozen=True):
@@ -39,15 +46,40 @@ class _Pending:
 
 
 class IdempotencyKeys:
-    """Answers by (tenant, stream, key); keys expire after ``ttl_ms``."""
+    """Answers by (tenant, stream, key); keys expire after ``ttl_ms``.
 
-    def __init__(self, ttl_ms: int) -> None:
+    With a ``disk``, an answer leaves memory once it is copied there (``forget_copied``)
+    and a lookup that misses memory asks the disk.
+    """
+
+    def __init__(self, ttl_ms: int, disk: AnswerFile | None = None) -> None:
         self._ttl_ms = ttl_ms
+        self.disk = disk
         self._answers: dict[tuple[str, str, str], IdemRecord] = {}
         self._pending: dict[tuple[str, str, str], _Pending] = {}
+        self._lock = threading.Lock()  # the housekeeping thread prunes ``_answers``
+
+    def __len__(self) -> int:
+        """Answers held in memory."""
+        return len(self._answers)
 
     def remember(self, tenant: str, stream: str, rec: IdemRecord) -> None:
-        self._answers[(tenant, stream, rec.key)] = rec
+        with self._lock:
+            self._answers[(tenant, stream, rec.key)] = rec
+
+    def forget_copied(self, copied: list[tuple[str, str, IdemRecord]]) -> None:
+        """Drop from memory the answers now on disk (unless a newer one replaced them)."""
+        with self._lock:
+            for tenant, stream, rec in copied:
+                k = (tenant, stream, rec.key)
+                if self._answers.get(k) == rec:
+                    del self._answers[k]
+
+    def _lookup(self, k: tuple[str, str, str]) -> IdemRecord | None:
+        rec = self._answers.get(k)
+        if rec is None and self.disk is not None:
+            rec = self.disk.get(*k)
+        return rec
 
     async def begin(
         self, tenant: str, stream: str, key: str, digest: str, now_ms: int
@@ -57,7 +89,7 @@ class IdempotencyKeys:
         Raises Conflict when the key was used with a different body.
         """
         k = (tenant, stream, key)
-        rec = self._answers.get(k)
+        rec = self._lookup(k)
         if rec is not None and now_ms - rec.at_ms <= self._ttl_ms:
             if rec.body_sha256 != digest:
                 raise Conflict(
@@ -82,7 +114,8 @@ class IdempotencyKeys:
         k = (tenant, stream, key)
         pending = self._pending.pop(k, None)
         if rec is not None:
-            self._answers[k] = rec
+            with self._lock:
+                self._answers[k] = rec
         if pending is not None and not pending.done.done():
             if rec is not None:
                 pending.done.set_result(rec.answer)
@@ -95,7 +128,10 @@ class IdempotencyKeys:
                 pending.done.exception()  # mark retrieved: nobody may be waiting
 
     def expire(self, now_ms: int) -> int:
-        old = [k for k, r in self._answers.items() if now_ms - r.at_ms > self._ttl_ms]
-        for k in old:
-            del self._answers[k]
-        return len(old)
+        """Forget answers older than the TTL, in memory and on disk; return how many."""
+        with self._lock:
+            old = [k for k, r in self._answers.items() if now_ms - r.at_ms > self._ttl_ms]
+            for k in old:
+                del self._answers[k]
+        on_disk = self.disk.expire(now_ms - self._ttl_ms) if self.disk is not None else 0
+        return len(old) + on_disk
