@@ -104,6 +104,13 @@ def run_select(
             f"the query ran longer than {timeout_s:g}s and was stopped; narrow it or add a LIMIT",
             code="query_timeout",
         ) from exc
+    except duckdb.OutOfMemoryException as exc:
+        # DuckDB's own advice (SET memory_limit, threads) is not for API callers.
+        raise QueryError(
+            "the query needed more memory than the store may use (setting duckdb_memory_limit); "
+            "filter or aggregate more, narrow the time range, or add a LIMIT",
+            code="query_out_of_memory",
+        ) from exc
     except duckdb.Error as exc:
         if deadline.fired:
             raise QueryError(

@@ -69,3 +69,15 @@ def test_the_connection_cannot_reach_files_or_unlock_itself(
     local_table = conn.sql("SELECT 1").to_arrow_table()  # noqa: F841 - a Python variable a query must not see
     with pytest.raises(duckdb.CatalogException):
         conn.execute("SELECT * FROM local_table")
+
+
+def test_a_query_over_the_memory_limit_gets_its_own_code() -> None:
+    small = connect_locked(":memory:", memory_limit="32MB", threads=1)
+    try:
+        with pytest.raises(QueryError) as err:
+            run_select(small.cursor(), "SELECT len(l) FROM (SELECT list(i) AS l FROM range(50000000) t(i))",
+                       max_rows=10, timeout_s=30)  # fmt: skip
+        assert err.value.code == "query_out_of_memory"
+        assert "SET" not in err.value.message  # no advice the caller cannot follow
+    finally:
+        small.close()
