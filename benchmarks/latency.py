@@ -299,13 +299,14 @@ def cpu_seconds(srv: Server) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def py_spy(pid: int, seconds: float, out: str) -> subprocess.Popen[bytes] | None:
+def py_spy(pid: int, seconds: float, out: str, extra: str = "") -> subprocess.Popen[bytes] | None:
     if shutil.which("py-spy") is None:
         print("py-spy not found; no profile")
         return None
     cmd = ["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-o", out, "--nonblocking"]
     if out.endswith((".json", ".txt")):
         cmd += ["--format", "speedscope" if out.endswith(".json") else "raw"]
+    cmd += extra.split()
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -323,6 +324,9 @@ def main() -> None:
     ap.add_argument("--no-sse", action="store_true", help="no SSE subscribers (GET only)")
     ap.add_argument(
         "--py-spy", default=None, help="record the server with py-spy (.svg/.json/.txt)"
+    )
+    ap.add_argument(
+        "--py-spy-args", default="", help="more py-spy flags, e.g. '--gil' (GIL holders only)"
     )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hw-latency-"))
@@ -368,7 +372,11 @@ def run(args: Any, srv: Server) -> None:
     for e in ready:
         e.wait(30)
     time.sleep(max(0.0, measure[0] - time.monotonic()))
-    spy = py_spy(srv.proc.pid, args.seconds, args.py_spy) if args.py_spy and srv.proc else None
+    spy = (
+        py_spy(srv.proc.pid, args.seconds, args.py_spy, args.py_spy_args)
+        if args.py_spy and srv.proc
+        else None
+    )
     stop_wall = time.time() + (measure[1] - time.monotonic())
     fin: list[Windows] = []
     final = threading.Thread(

@@ -93,7 +93,10 @@ class Settings(BaseSettings):
     )
 
     # engine
-    checkpoint_interval_s: float = Field(1.0, description="Longest time between pipeline commits.")
+    checkpoint_interval_s: float = Field(
+        1.0,
+        description="Longest time between pipeline checkpoints (state, offsets, appended rows).",
+    )
     idle_timeout: str = Field(
         "30 seconds",
         description=(

@@ -30,10 +30,7 @@ class PipelineManager:
         self._runners: dict[tuple[str, str], PipelineRunner] = {}
         self._records: dict[tuple[str, str], PipelineRecord] = {}
         self._refs: dict[str, StoreReferenceTables] = {}
-        interval = platform.settings.checkpoint_interval_s
-        self._config = RunnerConfig(
-            commit_interval_s=min(0.1, interval), checkpoint_interval_s=interval
-        )
+        self._config = RunnerConfig(checkpoint_interval_s=platform.settings.checkpoint_interval_s)
 
     # lifecycle --------------------------------------------------------------------
     def start_all(self) -> None:
@@ -52,6 +49,7 @@ class PipelineManager:
     def stop_all(self) -> None:
         for runner in self._runners.values():
             runner.stop()
+        self.subs.close()
 
     def create(self, tenant: str, sql: str) -> dict[str, Any]:
         runner = self._build(tenant, sql)

@@ -1,23 +1,34 @@
 """Live subscriptions: committed rows of a table pushed to listeners (SSE).
 
-Writers publish from any thread after their commit; each subscriber has a bounded
-queue. A subscriber that falls behind gets a ``resync`` event instead of unbounded
-memory growth, and should re-read the table.
+Writers publish from any thread after their commit; ``publish`` only queues the rows
+(Arrow tables are immutable, nothing is copied), and one publisher thread encodes each
+table once (``JsonRows``, GIL released) and hands the payload to every subscriber's
+event loop. So a pipeline's commit cycle never waits on its readers.
+
+Each subscriber has a bounded queue. A subscriber that falls behind gets a ``resync``
+event instead of unbounded memory growth, and should re-read the table; so do all
+subscribers of a table whose rows pile up faster than the publisher encodes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 
 import orjson
 import pyarrow as pa
+import structlog
 
-from headwater.api.render import JSON_OPTS, _default
+from headwater.pipelines.json_rows import JsonRows
+
+log = structlog.get_logger("headwater.subscriptions")
 
 QUEUE_EVENTS = 256
+PENDING_TABLES = 64  # tables queued for encoding before the oldest give way to a resync
+RESYNC = b'{"kind": "resync", "rows": []}'
 
 
 @dataclass
@@ -26,10 +37,22 @@ class _Sub:
     queue: asyncio.Queue[bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    tenant: str
+    table: str
+    rows: pa.Table | None  # None: tell the subscribers to resync
+    kind: str = "rows"
+
+
 class Subscriptions:
     def __init__(self) -> None:
         self._subs: dict[tuple[str, str], list[_Sub]] = defaultdict(list)
         self._lock = threading.Lock()
+        self._pending: deque[_Pending] = deque()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()  # the running publisher's
 
     def subscribe(self, tenant: str, table: str) -> _Sub:
         sub = _Sub(asyncio.get_running_loop(), asyncio.Queue(QUEUE_EVENTS))
@@ -47,22 +70,89 @@ class Subscriptions:
         return bool(self._subs.get((tenant, table)))
 
     def publish(self, tenant: str, table: str, rows: pa.Table, kind: str = "rows") -> None:
-        """Send rows to every subscriber of the table (serialized once)."""
-        with self._lock:
-            subs = list(self._subs.get((tenant, table), []))
-        if not subs or rows.num_rows == 0:
+        """Queue rows for every subscriber of the table (encoded once, on the publisher)."""
+        if rows.num_rows == 0:
             return
-        payload = orjson.dumps(
-            {"kind": kind, "rows": rows.to_pylist()}, option=JSON_OPTS, default=_default
-        )
+        with self._lock:
+            if not self._subs.get((tenant, table)):
+                return
+            if len(self._pending) >= PENDING_TABLES:
+                # Encoding fell behind: the oldest rows give way, their readers re-read.
+                dropped = self._pending.popleft()
+                self._pending.append(_Pending(dropped.tenant, dropped.table, None))
+            self._pending.append(_Pending(tenant, table, rows, kind))
+            self._start_locked()
+            self._wake.notify()
+
+    def close(self) -> None:
+        """Stop the publisher thread; rows still queued are dropped, a later publish restarts it."""
+        with self._lock:
+            self._stop.set()
+            self._pending.clear()
+            self._wake.notify_all()
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def _start_locked(self) -> None:
+        if self._thread is None:
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop,), name="headwater-subscriptions", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, stop: threading.Event) -> None:
+        encoder = JsonRows()
+        try:
+            while True:
+                with self._lock:
+                    while not self._pending and not stop.is_set():
+                        self._wake.wait()
+                    if stop.is_set():
+                        return
+                    item = _take(self._pending)
+                    subs = list(self._subs.get((item.tenant, item.table), []))
+                if subs:
+                    self._deliver(encoder, item, subs)
+        finally:
+            encoder.close()
+
+    @staticmethod
+    def _deliver(encoder: JsonRows, item: _Pending, subs: list[_Sub]) -> None:
+        payload = RESYNC
+        if item.rows is not None:
+            try:
+                rows = encoder.encode(item.rows)
+                payload = b'{"kind":' + orjson.dumps(item.kind) + b',"rows":' + rows + b"}"
+            except Exception as exc:  # one bad value must not end the feeds of every table
+                log.error("subscription_encode_failed", table=item.table, error=repr(exc))
         for sub in subs:
-            sub.loop.call_soon_threadsafe(_offer, sub.queue, payload)
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to read
+                sub.loop.call_soon_threadsafe(_offer, sub.queue, payload)
+
+
+def _take(pending: deque[_Pending]) -> _Pending:
+    """The next item, with the rows of the same table queued right behind it: one event."""
+    item = pending.popleft()
+    if item.rows is None:
+        return item
+    tables = [item.rows]
+    while pending:
+        nxt = pending[0]
+        same = (nxt.tenant, nxt.table, nxt.kind) == (item.tenant, item.table, item.kind)
+        if not same or nxt.rows is None or not nxt.rows.schema.equals(item.rows.schema):
+            break
+        tables.append(pending.popleft().rows)
+    if len(tables) == 1:
+        return item
+    return _Pending(item.tenant, item.table, pa.concat_tables(tables), item.kind)
 
 
 def _offer(queue: asyncio.Queue[bytes], payload: bytes) -> None:
     if queue.full():
         while not queue.empty():
             queue.get_nowait()
-        queue.put_nowait(b'{"kind": "resync", "rows": []}')
+        queue.put_nowait(RESYNC)
         return
     queue.put_nowait(payload)

@@ -1,8 +1,10 @@
 """``DuckDBStore``: the embedded serving store, one DuckDB database file.
 
 Concurrency: one database instance; every read gets its own cursor (DuckDB's MVCC
-lets reads run beside a write), and writes — commits and DDL — go through one
-writer cursor under a lock, so they never conflict with each other.
+lets reads run beside a write). Each write takes a cursor from a small pool and the
+locks of the tables and the consumer it touches, so writes of different tables run
+side by side (DuckDB's optimistic concurrency sees no conflict between them) and
+writes of one table take turns, never conflicting. DDL also goes one at a time.
 
 Each tenant's table ``name`` is the physical table ``"t_{tenant}__{name}"``; the
 internal table ``_hw_tables`` maps logical names to physical ones with their key and
@@ -92,11 +94,12 @@ class DuckDBStore:
             threads=threads,
             checkpoint_threshold=checkpoint_threshold,
         )
-        self._writer = self._db.cursor()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # DDL and the catalog, one at a time
+        self._locks = _NamedLocks()  # writers of one table or consumer, one at a time
         self._cursor_lock = threading.Lock()
+        self._idle: list[duckdb.DuckDBPyConnection] = []  # write cursors not in use
         for ddl in q.CATALOG_DDL:
-            self._writer.execute(ddl)
+            self._db.execute(ddl)
         self._tables = self._load_catalog()
 
     # --- tables ---------------------------------------------------------------
@@ -108,7 +111,7 @@ class DuckDBStore:
         check_name("tenant", tenant)
         check_name("table", table)
         schema = normalize_schema(schema)
-        with self._write_lock:
+        with self._write_lock, self._locks.hold([_table_lock(tenant, table)]):
             info = self._tables.get((tenant, table))
             if info is None:
                 info = self._create(tenant, table, schema, tuple(key or ()))
@@ -155,7 +158,7 @@ class DuckDBStore:
 
     def drop_table(self, tenant: str, table: str) -> None:
         """Drop the table and its rows; dropping a missing table does nothing."""
-        with self._write_lock:
+        with self._write_lock, self._locks.hold([_table_lock(tenant, table)]):
             info = self._tables.get((tenant, table))
             if info is None:
                 return
@@ -171,10 +174,18 @@ class DuckDBStore:
     # --- writes ---------------------------------------------------------------
 
     def commit(self, tenant: str, write: ResultWrite) -> None:
-        """Apply every part of ``write`` in one transaction, or none of it."""
+        """Apply every part of ``write`` in one transaction, or none of it.
+
+        Commits that touch different tables and consumers run side by side (DuckDB's
+        MVCC never sees them conflict); commits to one table or consumer take turns.
+        So a pipeline's small upsert does not queue behind the materializer's bulk append.
+        """
         started = time.perf_counter()
         appended = upserted = 0
-        with self._write_lock, self._transaction() as cur:
+        names = [_table_lock(tenant, t) for t in [*write.appends, *write.upserts]]
+        if write.offsets or write.state is not None:
+            names.append(f"consumer:{tenant}/{write.consumer}")
+        with self._locks.hold(names), self._transaction() as cur:
             # Each part is checked just before it runs: a bad part rolls back the ones before.
             for table, rows in write.appends.items():
                 appended += self._append(cur, tenant, table, rows)
@@ -223,29 +234,37 @@ class DuckDBStore:
     def _save_consumer(
         self, cur: duckdb.DuckDBPyConnection, tenant: str, write: ResultWrite
     ) -> None:
-        found = cur.execute(q.LOAD_CONSUMER, [tenant, write.consumer]).fetchone()
+        # Offsets only: the state may be megabytes, and this write replaces it anyway.
+        found = cur.execute(q.LOAD_OFFSETS, [tenant, write.consumer]).fetchone()
         offsets = {**(json.loads(found[0]) if found else {}), **write.offsets}
         cur.execute(q.SAVE_CONSUMER, [tenant, write.consumer, json.dumps(offsets), write.state])
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        cur = self._writer
-        cur.begin()
+        with self._cursor_lock:
+            cur = self._idle.pop() if self._idle else self._db.cursor()
         try:
-            yield cur
-            cur.commit()
-        except duckdb.Error as exc:
-            cur.rollback()
-            raise HeadwaterError(f"the store refused the write: {exc}", code="store_error") from exc
-        except BaseException:
-            cur.rollback()
-            raise
+            cur.begin()
+            try:
+                yield cur
+                cur.commit()
+            except duckdb.Error as exc:
+                cur.rollback()
+                raise HeadwaterError(
+                    f"the store refused the write: {exc}", code="store_error"
+                ) from exc
+            except BaseException:
+                cur.rollback()
+                raise
+        finally:
+            with self._cursor_lock:
+                self._idle.append(cur)
 
     # --- reads ----------------------------------------------------------------
 
     def consumer_offsets(self, tenant: str, consumer: str) -> dict[str, int]:
         with self._reading("consumer") as cur:
-            found = cur.execute(q.LOAD_CONSUMER, [tenant, consumer]).fetchone()
+            found = cur.execute(q.LOAD_OFFSETS, [tenant, consumer]).fetchone()
         return {str(k): int(v) for k, v in json.loads(found[0]).items()} if found else {}
 
     def consumer_state(self, tenant: str, consumer: str) -> bytes | None:
@@ -316,8 +335,10 @@ class DuckDBStore:
                 cur.rollback()
 
     def close(self) -> None:
-        with self._write_lock:
-            self._writer.close()
+        with self._write_lock, self._cursor_lock:
+            for cur in self._idle:
+                cur.close()
+            self._idle.clear()
             self._db.close()
 
     # --- helpers --------------------------------------------------------------
@@ -349,7 +370,33 @@ class DuckDBStore:
 
     def _load_catalog(self) -> dict[tuple[str, str], _Table]:
         tables = {}
-        for tenant, name, physical, key, blob in self._writer.execute(q.LOAD_CATALOG).fetchall():
+        for tenant, name, physical, key, blob in self._db.execute(q.LOAD_CATALOG).fetchall():
             schema = pa.ipc.read_schema(pa.py_buffer(blob))
             tables[(tenant, name)] = _Table(physical, schema, tuple(key))
         return tables
+
+
+def _table_lock(tenant: str, table: str) -> str:
+    return f"table:{tenant}/{table}"
+
+
+class _NamedLocks:
+    """One lock per name, taken in name order (so two holders never wait on each other)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    @contextmanager
+    def hold(self, names: list[str]) -> Iterator[None]:
+        with self._guard:
+            locks = [self._locks.setdefault(n, threading.Lock()) for n in sorted(set(names))]
+        taken: list[threading.Lock] = []
+        try:
+            for lock in locks:
+                lock.acquire()
+                taken.append(lock)
+            yield
+        finally:
+            for lock in reversed(taken):
+                lock.release()

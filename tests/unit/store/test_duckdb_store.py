@@ -140,6 +140,54 @@ def test_reads_run_while_writes_commit(tmp_path: Path) -> None:
     store.close()
 
 
+def test_writers_of_different_tables_commit_side_by_side(tmp_path: Path) -> None:
+    """A bulk append, upserting pipelines and DDL at once: every write lands, none conflicts."""
+    store = open_store(tmp_path)
+    store.ensure_table("acme", "raw", ROWS)
+    for p in range(3):
+        store.ensure_table("acme", f"p{p}", MINUTE, key=["k", "window_start"])
+    errors: list[BaseException] = []
+
+    def materialize() -> None:
+        try:
+            for i in range(20):
+                store.commit(
+                    "acme",
+                    ResultWrite("m", {"t": (i + 1) * 5000}, appends={"raw": rows(i * 5000, 5000)}),
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    def pipeline(p: int) -> None:
+        try:
+            for i in range(60):
+                upserts = {f"p{p}": minute([f"k{j}" for j in range(50)], [i] * 50)}
+                state = b"s" * 1000 if i % 10 == 0 else None
+                store.commit("acme", ResultWrite(f"p{p}", {"t": i}, upserts=upserts, state=state))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=materialize),
+        *(threading.Thread(target=pipeline, args=(p,)) for p in range(3)),
+    ]
+    for t in threads:
+        t.start()
+    for n in range(5):  # DDL meanwhile: new tables, a widened one
+        store.ensure_table("acme", f"extra{n}", MINUTE)
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count_rows(RowQuery("acme", "raw")) == 100_000
+    assert store.consumer_offsets("acme", "m") == {"t": 100_000}
+    for p in range(3):
+        found = store.read_rows(RowQuery("acme", f"p{p}", limit=100)).rows
+        assert found["n"].to_pylist() == [59] * 50
+        assert store.consumer_offsets("acme", f"p{p}") == {"t": 59}
+        assert store.consumer_state("acme", f"p{p}") == b"s" * 1000
+    store.close()
+
+
 def test_physical_names_never_collide_across_tenants(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     store.ensure_table("a__b", "c", MINUTE)

@@ -54,13 +54,17 @@ def group_rows(columns: Sequence[ArrayLike], num_rows: int | None = None) -> Gro
         ids = np.zeros(n, dtype=np.int64)
         return Groups(ids, 1 if n else 0, np.zeros(1 if n else 0, dtype=np.int64))
     ids, card = _codes(columns[0])
+    dense = True  # ids are 0..card-1 in order of first appearance
     for column in columns[1:]:
         codes, size = _codes(column)
+        if size == 1:  # one value (e.g. the one pane of a batch) splits no group
+            continue
         if card * size >= 2**62:
             ids, card = _dense(ids)
         ids = ids * size + codes
         card *= size
-    ids, count = _dense(ids)
+        dense = False
+    ids, count = (ids, card) if dense else _dense(ids)
     running = np.maximum.accumulate(ids) if n else ids
     first = np.flatnonzero(np.diff(running, prepend=-1) > 0)
     return Groups(ids, count, first.astype(np.int64))

@@ -68,12 +68,18 @@ class Aggregation:
 
     def merge(self, tables: Sequence[pa.Table], by: Sequence[pa.Field]) -> pa.Table:
         """Combine state tables into one row per group."""
+        return self.merge_groups(tables, by)[0]
+
+    def merge_groups(
+        self, tables: Sequence[pa.Table], by: Sequence[pa.Field]
+    ) -> tuple[pa.Table, np.ndarray]:
+        """``merge``, and for each input row (tables in order) the output row it went to."""
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         if table.num_rows == 0:
-            return self.schema(by).empty_table()
+            return self.schema(by).empty_table(), np.empty(0, dtype=np.int64)
         groups = group_rows([table[f.name] for f in by], table.num_rows)
         if groups.count == table.num_rows and len(tables) == 1:
-            return table
+            return table, np.arange(table.num_rows, dtype=np.int64)
         states: list[pa.Array] = []
         column = 0
         for kernel in self.kernels:
@@ -81,7 +87,7 @@ class Aggregation:
             parts = [table[f.name] for f in self.state_fields[column : column + width]]
             states.extend(kernel.merge(parts, groups))
             column += width
-        return self._table(table, by, groups.first, states)
+        return self._table(table, by, groups.first, states), groups.ids
 
     def final(self, state: pa.Table, keep: Sequence[str] = ()) -> pa.Table:
         """Aggregate values (``_agg*``) next to the ``keep`` columns of ``state``."""

@@ -172,15 +172,38 @@ class WindowAggregate:
         if not touched:
             return None
         if self.spec is None:
-            return self._window(0, touched[0])
+            return self._pane_changes(0, touched[0])
         panes = np.array(sorted(touched), dtype=np.int64)
         _, starts = assign(panes, self.spec)
         after = self.closed if self.closed is not None else -(2**62)
         tables = []
+        whole = self.spec.size_ms == self.width  # a window is one pane (tumble)
         for start in np.unique(starts[starts > after]).tolist():
+            if whole:
+                tables.append(self._pane_changes(start, touched[start]))
+                continue
             inside = [t for p, t in touched.items() if start <= p < start + self.spec.size_ms]
             tables.append(self._window(start, pa.concat_tables(inside)))
         return concat(tables)
+
+    def _pane_changes(self, pane: int, part: pa.Table) -> pa.Table:
+        """The window of one pane, only the groups ``part`` (just added to it) touched.
+
+        The pane's parts are merged once, and the merge tells which of its rows the new
+        part went into: one pass over the pane's state per batch, not three.
+        """
+        held = self.panes[pane]
+        if held[-1] is not part:  # merged into the pane already (``MAX_PARTS``)
+            return self._window(pane, part)
+        merged, rows = self.agg.merge_groups(held, self.by)
+        self.panes[pane] = [merged]
+        picked = np.unique(rows[len(rows) - part.num_rows :])
+        changed = merged.take(pa.array(picked)) if len(picked) < merged.num_rows else merged
+        table = self.agg.final(changed, self.key_names)
+        if self.spec is None:
+            return table
+        starts = np.full(table.num_rows, pane, dtype=np.int64)
+        return with_window(table, starts, starts + self.spec.size_ms, len(self.keys))
 
     def _close(self) -> pa.Table | None:
         if self.spec is None:
