@@ -516,6 +516,17 @@ def test_id_hashes(store: ResultStore) -> None:
     assert len(store.id_hashes(TENANT, "minute", None)) == 0
 
 
+def test_rows_by_offset_give_back_what_the_log_held(store: ResultStore) -> None:
+    store.ensure_table(TENANT, "readings", READINGS)
+    append(store, "readings", readings([5, 3, 4], [3, 1, 2]))
+    append(store, "readings", readings([6, 7, 8, 9], [4, 5, 6, 7]))
+    got = store.rows_by_offset(TENANT, "readings", 4, 9, max_rows=3)
+    assert got.column("_offset").to_pylist() == [4, 5, 6]
+    assert got.schema == READINGS  # every column, system ones included, in its own type
+    assert store.rows_by_offset(TENANT, "readings", 9, 20, 100).column("_offset").to_pylist() == [9]
+    assert store.rows_by_offset(TENANT, "readings", 20, 30, 100).num_rows == 0
+
+
 # --- sql ----------------------------------------------------------------------
 
 

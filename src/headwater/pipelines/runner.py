@@ -205,10 +205,10 @@ class PipelineRunner:
         while not self._stop.is_set():
             committer.check()
             t0 = time.perf_counter()
-            entries = self._log.read(self.topic, offset, READ_ROWS)
+            entries, offset = self._read(offset)
             step = self._process(entries)
             if entries:
-                offset, dirty = entries[-1].end, True
+                dirty = True
             if _has_rows(step):
                 held = held.then(
                     StepOutput(appends=step.appends, late=step.late, errors=step.errors)
@@ -239,6 +239,26 @@ class PipelineRunner:
                 self._log.wait_blocking(self.topic, offset, wait)
         if dirty:
             committer.submit(Commit(fresh.then(held), offset, self.pipeline.snapshot()))
+
+    def _read(self, offset: int) -> tuple[list[LogEntry], int]:
+        """The next entries from ``offset`` on, and the offset that follows them.
+
+        Rows the log no longer holds (retention trims only what the store has) are read
+        back from the stream's table, so a pipeline started from the beginning of a
+        stream sees all of it, however old.
+        """
+        start = self._log.start_offset(self.topic)
+        if offset < start:
+            stream = self.topic[len(self.tenant) + 1 :]  # the topic is "tenant.stream"
+            rows = self._store.rows_by_offset(self.tenant, stream, offset, start, READ_ROWS)
+            if rows.num_rows:
+                offsets = rows.column("_offset")
+                stored = rows.drop_columns(["_offset"]).combine_chunks().to_batches()[0]
+                first, last = offsets[0].as_py(), offsets[-1].as_py()
+                return [LogEntry(self.topic, first, stored)], last + 1
+            offset = start  # nothing stored below the log's start
+        entries = self._log.read(self.topic, offset, READ_ROWS)
+        return entries, entries[-1].end if entries else offset
 
     def _process(self, entries: list[LogEntry]) -> StepOutput:
         """Run the entries (if any) through the pipeline, then let processing time pass."""

@@ -318,6 +318,20 @@ class DuckDBStore:
             found = cur.sql(sql, params=params).to_arrow_table()
         return found.column(0).combine_chunks().cast(pa.uint64())
 
+    def rows_by_offset(
+        self, tenant: str, table: str, start: int, end: int, max_rows: int
+    ) -> pa.Table:
+        """Rows with ``start <= _offset < end`` in offset order (see ``ResultStore``)."""
+        info = self._info(tenant, table)
+        cols = ", ".join(q.quote(n) for n in info.schema.names)
+        sql = (
+            f"SELECT {cols} FROM {q.quote(info.physical)} WHERE _offset >= ? AND _offset < ?"
+            " ORDER BY _offset LIMIT ?"
+        )
+        with self._reading("rows_by_offset") as cur:
+            found = cur.sql(sql, params=[start, end, max_rows]).to_arrow_table()
+        return self._typed(info, found)
+
     def sql(self, tenant: str, query: str, *, max_rows: int, timeout_s: float) -> pa.Table:
         """Run a read-only SELECT that can see only ``tenant``'s tables, by their names."""
         names = {

@@ -179,6 +179,14 @@ class MemoryStore:
             where = where & (pc.field("_received_ms") >= since_ms)
         return info.rows.filter(where).column("_id_hash").combine_chunks()
 
+    def rows_by_offset(
+        self, tenant: str, table: str, start: int, end: int, max_rows: int
+    ) -> pa.Table:
+        """Rows with ``start <= _offset < end`` in offset order (see ``ResultStore``)."""
+        rows = self._info(tenant, table).rows
+        found = rows.filter((pc.field("_offset") >= start) & (pc.field("_offset") < end))
+        return found.sort_by("_offset").slice(0, max_rows)
+
     def sql(self, tenant: str, query: str, *, max_rows: int, timeout_s: float) -> pa.Table:
         """Run a read-only SELECT that can see only ``tenant``'s tables, by their names."""
         rows = {

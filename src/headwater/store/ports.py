@@ -135,6 +135,14 @@ class ResultStore(Protocol):
         """Every stored ``_id_hash`` of a stream table (rows received at or after ``since_ms``)."""
         ...
 
+    def rows_by_offset(
+        self, tenant: str, table: str, start: int, end: int, max_rows: int
+    ) -> pa.Table:
+        """A stream table's rows with ``start <= _offset < end``, in offset order, at most
+        ``max_rows``: what its log topic held there, for readers of rows the log no longer has.
+        """
+        ...
+
     def sql(self, tenant: str, query: str, *, max_rows: int, timeout_s: float) -> pa.Table:
         """Run a read-only SELECT that can see only ``tenant``'s tables, by their names.
 

@@ -152,3 +152,28 @@ def test_a_failed_commit_fails_the_pipeline_with_the_store_s_reason() -> None:
     runner.stop()
     assert failures == ["RuntimeError: the disk is full"]
     assert runner.error == "RuntimeError: the disk is full"
+
+
+def test_a_pipeline_from_the_beginning_reads_rows_the_log_no_longer_holds() -> None:
+    """Retention trimmed the first entries (they were stored): they come from the store."""
+    log, store, failures = MemoryLog(), MemoryStore(), []
+    store.ensure_table("default", "readings", pa.schema([*SCHEMA, pa.field("_offset", pa.int64())]))
+    for devices in (["a", "b"], ["a"], ["c", "a"]):
+        start = log.end_offset(TOPIC)
+        append(log, devices, 1_000)
+        stored = log.read(TOPIC, start)[0].batch
+        offsets = pa.array(range(start, start + stored.num_rows), pa.int64())
+        store.commit("default", ResultWrite("materialize:readings", {TOPIC: start + stored.num_rows},
+                                            appends={"readings": pa.Table.from_batches([stored]).append_column("_offset", offsets)}))  # fmt: skip
+    log.trim(TOPIC, 3)
+    assert log.start_offset(TOPIC) == 3
+    runner = make_runner(log, store, CFG, failures)
+    runner.start()
+    try:
+        wait_for(lambda: rows(store) == {"a": 3, "b": 1, "c": 1})
+        append(log, ["b"], 2_000)  # and then the log, from where the store ended
+        wait_for(lambda: rows(store) == {"a": 3, "b": 2, "c": 1})
+    finally:
+        runner.stop()
+    assert failures == []
+    assert store.consumer_offsets("default", runner.consumer) == {TOPIC: 6}
