@@ -28,6 +28,7 @@ from headwater.log.file import FileLog
 from headwater.log.ports import Log
 from headwater.log.retention import RetentionClock, trim_point
 from headwater.model.time import Clock, SystemClock, parse_duration_ms, parse_iso_ms
+from headwater.observability import metrics as m
 from headwater.settings import Settings
 from headwater.store.duckdb import DuckDBStore
 from headwater.store.materializer import Feed, Materializer
@@ -93,6 +94,23 @@ class Platform:
                     self.log.trim(topic, cut)
                     self.retention.forget_before(topic, cut)
         self.ingest.idempotency.expire(now)
+        self._expire_rows(now)
+
+    def _expire_rows(self, now_ms: int) -> None:
+        """Delete stored rows (and quarantined ones) received longer ago than their stream's
+        ``retention``. Rows still in the hot log stay there until ``log_retention``."""
+        for st in self.streams.all():
+            if not st.schema.retention:
+                continue
+            cut = now_ms - parse_duration_ms(st.schema.retention)
+            name = st.schema.name
+            gone = self.store.delete_before(st.tenant, name, "_received_ms", cut)
+            gone += self.store.delete_before(
+                st.tenant, quarantine_table_of(name), "received_ms", cut
+            )
+            if gone:
+                m.STORE_ROWS_EXPIRED.labels(st.tenant, name).inc(gone)
+                log.info("rows_expired", tenant=st.tenant, stream=name, rows=gone)
 
     async def close(self) -> None:
         self.materializer.stop()

@@ -527,6 +527,17 @@ def test_rows_by_offset_give_back_what_the_log_held(store: ResultStore) -> None:
     assert store.rows_by_offset(TENANT, "readings", 20, 30, 100).num_rows == 0
 
 
+def test_delete_before_drops_old_rows_only(store: ResultStore) -> None:
+    seeded(store, 10)  # _received_ms = 1000 + offset
+    assert store.delete_before(TENANT, "readings", "_received_ms", 1_004) == 4
+    assert store.rows_by_offset(TENANT, "readings", 0, 100, 100).column("_offset").to_pylist() == [
+        *range(4, 10)
+    ]
+    assert store.delete_before(TENANT, "readings", "_received_ms", 1_004) == 0
+    with pytest.raises(BadRequest):
+        store.delete_before(TENANT, "readings", "device_id", 5)
+
+
 # --- sql ----------------------------------------------------------------------
 
 

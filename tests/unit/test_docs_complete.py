@@ -165,3 +165,20 @@ def test_the_example_config_file_loads(tmp_path: Path, monkeypatch: pytest.Monke
     for key, value in tomllib.loads(example.group(1)).items():
         got = getattr(settings, key)
         assert (str(got) if isinstance(got, Path) else got) == value, key
+
+
+def test_every_stream_definition_field_is_documented() -> None:
+    import json
+
+    from headwater.model.schema import Field, Rule, StreamSchema, check_schema, schema_from_dict
+
+    text = (DOCS / "streams.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)`", text, re.M))
+    documented |= {m for group in re.findall(r"^\| `fields\[\]\.([a-z_`, ]+)` \|", text, re.M)
+                   for m in re.findall(r"[a-z_]+", group)}  # fmt: skip
+    for struct in (StreamSchema, Field):
+        missing = set(struct.__struct_fields__) - documented - {"version", "rules"} - {"type"}
+        assert not missing, f"{struct.__name__} fields missing from docs/streams.md: {missing}"
+    assert "rules" in documented and set(Rule.__struct_fields__) <= {"expr", "code", "message"}
+    example = json.loads(text.split("```json", 1)[1].split("```", 1)[0])
+    check_schema(schema_from_dict(example))  # the example is a valid definition

@@ -8,6 +8,7 @@ from headwater.model.schema import schema_from_dict
 from headwater.model.time import ManualClock
 from headwater.services import build_platform
 from headwater.settings import Settings
+from headwater.store.ports import RowQuery
 
 
 async def test_housekeeping_trims_materialized_aged_segments(tmp_path: Path) -> None:
@@ -55,3 +56,35 @@ def test_json_answers_keep_every_digit_of_huge_sums() -> None:
         json_response({"a": Decimal(2**64 + 1), "b": Decimal(5), "c": Decimal("1.5")}).body
     )
     assert body == {"a": str(2**64 + 1), "b": 5, "c": 1.5}
+
+
+async def test_stream_retention_deletes_old_stored_and_quarantined_rows(tmp_path: Path) -> None:
+    from headwater.observability import metrics as m
+
+    clock = ManualClock(1_000_000_000)
+    p = build_platform(Settings(data_dir=tmp_path, bootstrap_key="k"), clock)
+    try:
+        schema = {"name": "r", "retention": "1 hour",
+                  "fields": [{"name": "x", "type": "int", "min": 0}]}  # fmt: skip
+        st = p.streams.create("default", schema_from_dict(schema), 0, set())
+        body = b'{"x": 1}\n{"x": -1}\n'
+        await p.ingest.ingest(st, body, "application/x-ndjson", None, None, "k", "old")
+        clock.advance(3_000_000)  # 50 minutes later
+        await p.ingest.ingest(st, body, "application/x-ndjson", None, None, "k", "new")
+        assert await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
+        assert await p.materializer.caught_up(
+            st.quarantine_topic, p.log.end_offset(st.quarantine_topic)
+        )
+        before = m.STORE_ROWS_EXPIRED.labels("default", "r")._value.get()
+        p.housekeeping()
+
+        def count(table: str) -> int:
+            return p.store.count_rows(RowQuery("default", table))
+
+        assert (count("r"), count("quarantine__r")) == (2, 2)  # nothing is an hour old yet
+        clock.advance(1_000_000)  # the first request is now 66 minutes old
+        p.housekeeping()
+        assert (count("r"), count("quarantine__r")) == (1, 1)
+        assert m.STORE_ROWS_EXPIRED.labels("default", "r")._value.get() - before == 2
+    finally:
+        await p.close()

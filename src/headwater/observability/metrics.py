@@ -74,6 +74,11 @@ LOG_CONSUMER_LAG_ROWS = Gauge(
 STORE_WRITE_ROWS = Counter(
     "headwater_store_write_rows_total", "Rows written to the store.", ["kind"]
 )
+STORE_ROWS_EXPIRED = Counter(
+    "headwater_store_rows_expired_total",
+    "Rows deleted from a stream's table (and its quarantine) by the stream's retention.",
+    ["tenant", "stream"],
+)
 STORE_COMMIT_SECONDS = Histogram(
     "headwater_store_commit_seconds", "Duration of one store transaction.", buckets=LATENCY_BUCKETS
 )

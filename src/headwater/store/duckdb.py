@@ -32,7 +32,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from headwater.errors import Conflict, HeadwaterError, IncompatibleSchema, NotFound
+from headwater.errors import BadRequest, Conflict, HeadwaterError, IncompatibleSchema, NotFound
 from headwater.observability.metrics import (
     STORE_COMMIT_SECONDS,
     STORE_QUERY_SECONDS,
@@ -317,6 +317,18 @@ class DuckDBStore:
         with self._reading("id_hashes") as cur:
             found = cur.sql(sql, params=params).to_arrow_table()
         return found.column(0).combine_chunks().cast(pa.uint64())
+
+    def delete_before(self, tenant: str, table: str, column: str, before_ms: int) -> int:
+        """Delete the rows whose int64 ms ``column`` is below ``before_ms``; return how many."""
+        info = self._info(tenant, table)
+        if column not in info.schema.names or not pa.types.is_integer(
+            info.schema.field(column).type
+        ):
+            raise BadRequest(f"table {table!r} has no integer column {column!r}", code="bad_column")
+        sql = f"DELETE FROM {q.quote(info.physical)} WHERE {q.quote(column)} < ?"
+        with self._locks.hold([_table_lock(tenant, table)]), self._transaction() as cur:
+            found = cur.execute(sql, [before_ms]).fetchone()
+        return int(found[0]) if found else 0
 
     def rows_by_offset(
         self, tenant: str, table: str, start: int, end: int, max_rows: int

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from headwater.errors import Conflict, IncompatibleSchema, NotFound
+from headwater.errors import BadRequest, Conflict, IncompatibleSchema, NotFound
 from headwater.query.paging import RowPlan, next_cursor, plan_rows
 from headwater.query.runner import connect_locked, run_select
 from headwater.query.sandbox import rewrite_select
@@ -178,6 +178,20 @@ class MemoryStore:
         if since_ms is not None and "_received_ms" in info.schema.names:
             where = where & (pc.field("_received_ms") >= since_ms)
         return info.rows.filter(where).column("_id_hash").combine_chunks()
+
+    def delete_before(self, tenant: str, table: str, column: str, before_ms: int) -> int:
+        """Delete the rows whose int64 ms ``column`` is below ``before_ms``; return how many."""
+        info = self._info(tenant, table)
+        if column not in info.schema.names or not pa.types.is_integer(
+            info.schema.field(column).type
+        ):
+            raise BadRequest(f"table {table!r} has no integer column {column!r}", code="bad_column")
+        with self._lock:
+            info = self._info(tenant, table)
+            kept = info.rows.filter(pc.field(column).is_null() | (pc.field(column) >= before_ms))
+            # Copy on write, as every write here: readers hold consistent snapshots.
+            self._tables = {**self._tables, (tenant, table): _Table(info.schema, info.key, kept)}
+        return int(info.rows.num_rows - kept.num_rows)
 
     def rows_by_offset(
         self, tenant: str, table: str, start: int, end: int, max_rows: int

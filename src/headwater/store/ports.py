@@ -135,6 +135,13 @@ class ResultStore(Protocol):
         """Every stored ``_id_hash`` of a stream table (rows received at or after ``since_ms``)."""
         ...
 
+    def delete_before(self, tenant: str, table: str, column: str, before_ms: int) -> int:
+        """Delete the rows whose int64 ms ``column`` is below ``before_ms`` (retention).
+
+        Returns how many went; rows with no value there stay.
+        """
+        ...
+
     def rows_by_offset(
         self, tenant: str, table: str, start: int, end: int, max_rows: int
     ) -> pa.Table:

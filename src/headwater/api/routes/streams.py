@@ -79,6 +79,7 @@ FIELD_SCHEMA = {
         "regex": {"type": "string"},
         "max_length": {"type": "integer"},
         "unit": {"type": "string", "enum": ["iso", "s", "ms", "us"]},
+        "description": {"type": "string"},
     },
 }
 STREAM_BODY = {
@@ -97,10 +98,20 @@ STREAM_BODY = {
                         "id": {"type": "string"},
                         "rules": {
                             "type": "array",
-                            "items": {"type": "object", "properties": {"expr": {"type": "string"}}},
+                            "items": {
+                                "type": "object",
+                                "required": ["expr"],
+                                "properties": {
+                                    "expr": {"type": "string"},
+                                    "code": {"type": "string"},
+                                    "message": {"type": "string"},
+                                },
+                            },
                         },
                         "allow_missing_event_time": {"type": "boolean"},
                         "dedup_horizon": {"type": "string"},
+                        "retention": {"type": "string"},
+                        "description": {"type": "string"},
                     },
                 }
             }
