@@ -6,7 +6,7 @@ them, then times, one request at a time over keep-alive HTTP:
 
 - ``GET /v1/streams/bench/events`` over a 1-minute event-time range, 100 rows;
 - the same for one device (key filter);
-- ``GET /v1/streams/bench/latest?n=1``: the latest row of each of the 10k devices;
+- ``GET /v1/streams/bench/latest``: the latest row of one device, and of each of the 10k;
 - ``GET /v1/streams/bench/events/count``;
 - ``POST /v1/query``: an aggregate over every row (per-site count/avg/max), and a
   per-device top-10 over every row.
@@ -121,6 +121,7 @@ def main() -> None:
             cases: list[tuple[str, Callable[[], object]]] = [
                 ("rows, 1-minute range, limit 100", lambda: c.get("/v1/streams/bench/events", params=window).raise_for_status()),
                 ("rows of one device, limit 100", lambda: c.get("/v1/streams/bench/events", params={"device_id": "device-04242", "limit": 100}).raise_for_status()),
+                ("latest row of one device", lambda: c.get("/v1/streams/bench/latest", params={"device_id": "device-04242"}).raise_for_status()),
                 ("latest row of every device (10k rows)", lambda: c.get("/v1/streams/bench/latest", params={"n": 1}).raise_for_status()),
                 ("count", lambda: c.get("/v1/streams/bench/events/count").raise_for_status()),
                 ("SQL: per-site count/avg/max, all rows", lambda: c.post("/v1/query", json={"sql": SITE_SQL}).raise_for_status()),

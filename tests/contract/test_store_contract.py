@@ -492,6 +492,12 @@ def test_latest_per_key(store: ResultStore) -> None:
     assert latest.schema.field("ts").type == TS
     one = store.latest_per_key(TENANT, "readings", ["device_id", "status"], "ts", 1)
     assert one.num_rows == 6
+    only = store.latest_per_key(TENANT, "readings", ["device_id"], "ts", 2, {"device_id": "d1"})
+    assert only.column("_offset").to_pylist() == [7, 4]  # d1 holds offsets 1, 4, 7
+    assert (
+        store.latest_per_key(TENANT, "readings", ["device_id"], "ts", 1, {"status": None}).num_rows
+        == 0
+    )
     with pytest.raises(BadRequest):
         store.latest_per_key(TENANT, "readings", ["nope"], "ts", 1)
 

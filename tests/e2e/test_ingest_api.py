@@ -271,6 +271,13 @@ def test_query_and_paging(server: Server) -> None:
         assert q["columns"] == ["device_id", "n"] and [r[1] for r in q["rows"]] == [9, 8, 8]
         bad = c.post("/v1/query", json={"sql": f"DELETE FROM {name}"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "read_only"
+        latest = c.get(f"/v1/streams/{name}/latest", params={"n": 2}).json()["rows"]
+        assert [r["device_id"] for r in latest] == ["d0", "d0", "d1", "d1", "d2", "d2"]
+        assert [r["event_id"] for r in latest[:2]] == ["e24", "e21"]  # newest first
+        one = c.get(f"/v1/streams/{name}/latest", params={"device_id": "d1"}).json()["rows"]
+        assert [r["event_id"] for r in one] == ["e22"]
+        bad = c.get(f"/v1/streams/{name}/latest", params={"nope": "x"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "unknown_column"
 
 
 def test_bootstrap_key_is_stored_as_digest(server: Server) -> None:

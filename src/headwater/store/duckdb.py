@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -293,15 +294,25 @@ class DuckDBStore:
         return int(found[0]) if found else 0
 
     def latest_per_key(
-        self, tenant: str, table: str, key: list[str], time_column: str, n: int
+        self,
+        tenant: str,
+        table: str,
+        key: list[str],
+        time_column: str,
+        n: int,
+        filters: dict[str, Any] | None = None,
     ) -> pa.Table:
         """The latest ``n`` rows of each key by ``time_column``, ordered by key, newest first."""
         info = self._info(tenant, table)
         require_columns(table, info.schema, [*key, time_column])
         tiebreak = "_offset" if "_offset" in info.schema.names else q.ROWID
-        sql = q.latest_per_key(info.physical, info.visible, key, time_column, tiebreak)
+        plan = plan_rows(
+            RowQuery(tenant, table, filters=filters or {}), info.schema, info.key, q.ROWID
+        )
+        where, params = q.where_clause(plan, with_cursor=False)
+        sql = q.latest_per_key(info.physical, info.visible, key, time_column, tiebreak, where)
         with self._reading("latest") as cur:
-            found = cur.sql(sql, params=[n]).to_arrow_table()
+            found = cur.sql(sql, params=[*params, n]).to_arrow_table()
         return self._typed(info, found)
 
     def id_hashes(self, tenant: str, table: str, since_ms: int | None) -> pa.Array:

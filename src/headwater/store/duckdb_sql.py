@@ -185,12 +185,17 @@ def _lexicographic(cols: list[str], values: list[Any], op: str) -> tuple[str, li
 
 
 def latest_per_key(
-    physical: str, columns: Sequence[str], key: Sequence[str], time_column: str, tiebreak: str
+    physical: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    time_column: str,
+    tiebreak: str,
+    where: str = "",
 ) -> str:
     keys = ", ".join(map(quote, key))
     newest = f"{quote(time_column)} DESC NULLS LAST, {column_ref(tiebreak)} DESC"
     return (
-        f"SELECT {', '.join(map(quote, columns))} FROM {quote(physical)} "
+        f"SELECT {', '.join(map(quote, columns))} FROM {quote(physical)}{where} "
         f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest}) <= ? "
         f"ORDER BY {keys}, {newest}"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -157,12 +158,24 @@ class MemoryStore:
         return int(info.rows.num_rows if where is None else info.rows.filter(where).num_rows)
 
     def latest_per_key(
-        self, tenant: str, table: str, key: list[str], time_column: str, n: int
+        self,
+        tenant: str,
+        table: str,
+        key: list[str],
+        time_column: str,
+        n: int,
+        filters: dict[str, Any] | None = None,
     ) -> pa.Table:
         """The latest ``n`` rows of each key by ``time_column``, ordered by key, newest first."""
         info = self._info(tenant, table)
         require_columns(table, info.schema, [*key, time_column])
         rows = _with_position(info.rows)
+        plan = plan_rows(
+            RowQuery(tenant, table, filters=filters or {}), info.schema, info.key, POSITION
+        )
+        where = _where(plan, with_cursor=False)
+        if where is not None:
+            rows = rows.filter(where)
         tiebreak = "_offset" if "_offset" in info.schema.names else POSITION
         newest = [(time_column, "descending", "at_end"), (tiebreak, "descending", "at_end")]
         keys = [(k, "ascending", "at_end") for k in key] + newest

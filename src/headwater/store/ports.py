@@ -126,9 +126,18 @@ class ResultStore(Protocol):
     def count_rows(self, query: RowQuery) -> int: ...
 
     def latest_per_key(
-        self, tenant: str, table: str, key: list[str], time_column: str, n: int
+        self,
+        tenant: str,
+        table: str,
+        key: list[str],
+        time_column: str,
+        n: int,
+        filters: dict[str, Any] | None = None,
     ) -> pa.Table:
-        """The latest ``n`` rows of each key by ``time_column``, ordered by key, newest first."""
+        """The latest ``n`` rows of each key by ``time_column``, ordered by key, newest first.
+
+        ``filters`` keeps only the rows equal to them first, as ``RowQuery.filters`` does.
+        """
         ...
 
     def id_hashes(self, tenant: str, table: str, since_ms: int | None) -> pa.Array:

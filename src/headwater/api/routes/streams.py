@@ -255,13 +255,14 @@ async def count_events(name: str, request: Request) -> Response:
 
 @router.get("/{name}/latest")
 async def latest_events(name: str, request: Request) -> Response:
-    """The latest ``n`` rows of each key (by event time)."""
+    """The latest ``n`` rows of each key (by event time); ``?field=value`` filters first."""
     who, p, st = await _readable_stream(request, name)
     if not st.schema.key:
         raise BadRequest("this stream has no key fields; define 'key' to use latest", code="no_key")
     n_s = request.query_params.get("n", "1")
     if not n_s.isdigit() or not 1 <= int(n_s) <= 1000:
         raise BadRequest("n must be an integer from 1 to 1000", code="bad_limit")
+    q, fmt = row_query(request, who.tenant, name, None, st.schema.field_names)
     rows = await asyncio.to_thread(
         p.store.latest_per_key,
         who.tenant,
@@ -269,8 +270,9 @@ async def latest_events(name: str, request: Request) -> Response:
         st.schema.key,
         st.schema.event_time or "_received_ms",
         int(n_s),
+        typed_filters(q, st).filters,
     )
-    return table_response(rows, None, request.query_params.get("format", "json"))
+    return table_response(rows, None, fmt)
 
 
 @router.get("/{name}/quarantine")
