@@ -494,6 +494,9 @@ def test_latest_per_key(store: ResultStore) -> None:
     assert one.num_rows == 6
     only = store.latest_per_key(TENANT, "readings", ["device_id"], "ts", 2, {"device_id": "d1"})
     assert only.column("_offset").to_pylist() == [7, 4]  # d1 holds offsets 1, 4, 7
+    append(store, "readings", readings([12], [None], ["d0"]))  # no event time: ranks last
+    d0 = store.latest_per_key(TENANT, "readings", ["device_id"], "ts", 9, {"device_id": "d0"})
+    assert d0.column("_offset").to_pylist() == [9, 6, 3, 0, 12]
     assert (
         store.latest_per_key(TENANT, "readings", ["device_id"], "ts", 1, {"status": None}).num_rows
         == 0

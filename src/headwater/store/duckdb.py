@@ -310,9 +310,11 @@ class DuckDBStore:
             RowQuery(tenant, table, filters=filters or {}), info.schema, info.key, q.ROWID
         )
         where, params = q.where_clause(plan, with_cursor=False)
-        sql = q.latest_per_key(info.physical, info.visible, key, time_column, tiebreak, where)
+        sql, n_first = q.latest_per_key(
+            info.physical, info.visible, key, time_column, tiebreak, where
+        )
         with self._reading("latest") as cur:
-            found = cur.sql(sql, params=[*params, n]).to_arrow_table()
+            found = cur.sql(sql, params=[n, *params] if n_first else [*params, n]).to_arrow_table()
         return self._typed(info, found)
 
     def id_hashes(self, tenant: str, table: str, since_ms: int | None) -> pa.Array:

