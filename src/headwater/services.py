@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import structlog
 
 from headwater.catalog.sqlite import Catalog
-from headwater.ingest.answers import AnswerFile, answer_topics, copy_answers
+from headwater.ingest.answers import AnswerFile, answer_topics, copy_answers, read_answers
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.dedup import IdIndex
-from headwater.ingest.idempotency import IdempotencyKeys, records_of
+from headwater.ingest.idempotency import IdempotencyKeys
 from headwater.ingest.service import InflightBudget, IngestService, TokenBucket
 from headwater.ingest.streams import (
     QUARANTINE_STORED_SCHEMA,
@@ -204,23 +204,18 @@ def _recover(p: Platform) -> None:
             since = now - horizon if horizon is not None else None
             stored = p.store.id_hashes(st.tenant, st.schema.name, since)
             st.ids = IdIndex(stored.to_numpy(zero_copy_only=False).astype("uint64"))
-        committed = p.store.consumer_offsets(st.tenant, f"materialize:{st.schema.name}").get(
-            st.topic, 0
-        )
-        for topic in answer_topics(st):
-            answers_from = on_disk.get(topic, 0)
-            hashes_from = committed if topic == st.topic and st.schema.id is not None else None
-            first = answers_from if hashes_from is None else min(answers_from, hashes_from)
-            offset = max(p.log.start_offset(topic), first)
-            while entries := p.log.read(topic, offset, 1_000_000):
+            # and the ids of rows the store has not committed yet
+            materialized = p.store.consumer_offsets(st.tenant, f"materialize:{st.schema.name}")
+            offset = max(p.log.start_offset(st.topic), materialized.get(st.topic, 0))
+            while entries := p.log.read(st.topic, offset, 1_000_000):
                 for e in entries:
-                    if hashes_from is not None and e.offset >= hashes_from:
-                        st.ids.add(e.batch.column("_id_hash").drop_null().to_numpy())
-                    if e.meta and e.offset >= answers_from:
-                        for rec in records_of(e.meta):
-                            if now - rec.at_ms <= ttl_ms:
-                                keys.remember(st.tenant, st.schema.name, rec)
+                    st.ids.add(e.batch.column("_id_hash").drop_null().to_numpy())
                 offset = entries[-1].end
+        for topic in answer_topics(st):  # answers not yet copied to the answer file
+            found, _ = read_answers(p.log, st, topic, on_disk.get(topic, 0))
+            for _, _, rec in found:
+                if now - rec.at_ms <= ttl_ms:
+                    keys.remember(st.tenant, st.schema.name, rec)
     log.info("recovered", streams=len(p.streams.all()))
 
 

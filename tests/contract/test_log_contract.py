@@ -238,3 +238,16 @@ async def test_append_after_close_raises_a_clear_error(log: Log) -> None:
     with pytest.raises(LogClosed):
         log.append_blocking(TOPIC, rows(0, 1))
     await log.close()  # closing twice is harmless
+
+
+async def test_read_meta_gives_whole_entries_without_their_rows(log: Log) -> None:
+    for i in range(12):
+        await log.append(TOPIC, rows(i * 100, 100), meta=f"m{i}".encode() if i % 2 else b"")
+    got = log.read_meta(TOPIC, 250, max_entries=3)
+    assert got == [(200, 300, b""), (300, 400, b"m3"), (400, 500, b"")]
+    every = log.read_meta(TOPIC, 0)
+    assert [(s, e) for s, e, _ in every] == [(i * 100, i * 100 + 100) for i in range(12)]
+    assert [m for _, _, m in every] == [e.meta for e in log.read(TOPIC, 0, max_rows=10**9)]
+    assert log.read_meta(TOPIC, 1200) == [] and log.read_meta("default.none", 0) == []
+    log.trim(TOPIC, 650)
+    assert log.read_meta(TOPIC, 0)[0][0] == log.start_offset(TOPIC)

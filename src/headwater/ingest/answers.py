@@ -115,17 +115,18 @@ def answer_topics(st: StreamState) -> tuple[str, str, str]:
 
 
 def read_answers(log: Log, st: StreamState, topic: str, start: int) -> tuple[list[Answer], int]:
-    """The answers in the meta of ``topic``'s entries from ``start`` on; and where it ended."""
+    """The answers in the meta of ``topic``'s entries from ``start`` on; and where it ended.
+
+    Only the entries' headers are read: their rows stay undecoded.
+    """
     found: list[Answer] = []
     offset = max(start, log.start_offset(topic))
-    while True:
-        entries = log.read(topic, offset, 1_000_000)
-        if not entries:
-            return found, offset
-        for e in entries:
-            if e.meta:
-                found += [(st.tenant, st.schema.name, r) for r in records_of(e.meta)]
-        offset = entries[-1].end
+    while entries := log.read_meta(topic, offset):
+        for _, _, meta in entries:
+            if meta:
+                found += [(st.tenant, st.schema.name, r) for r in records_of(meta)]
+        offset = entries[-1][1]
+    return found, offset
 
 
 def copy_answers(log: Log, streams: Iterable[StreamState], keys: IdempotencyKeys) -> dict[str, int]:

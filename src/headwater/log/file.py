@@ -15,7 +15,7 @@ import fcntl
 import os
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from headwater.log.segment import (
     decode_entry,
     encode_header,
     encode_payload,
+    entry_meta,
     fsync_dir,
     recover_topic,
     write_all,
@@ -180,6 +181,25 @@ class FileLog:
         if entries:
             entries[0] = sliced(entries[0], offset)
         return entries
+
+    def read_meta(
+        self, topic: str, offset: int, max_entries: int = 10_000
+    ) -> list[tuple[int, int, bytes]]:
+        """Entries' offsets and meta from the headers alone (see ``Log.read_meta``)."""
+        check_topic(topic)
+        with self._lock:
+            self._check_open(reading=True)
+            t = self._topics.get(topic)
+            if t is None or offset >= t.end or not t.starts:
+                return []
+            first = max(bisect_right(t.starts, offset) - 1, 0)
+            last = min(len(t.starts), first + max_entries)
+            ends = [*t.starts[first + 1 : last + 1], t.end][: last - first]
+            views = [
+                (t.starts[j], end, t.locate(j))
+                for j, end in zip(range(first, last), ends, strict=True)
+            ]
+        return [(start, end, entry_meta(view)) for start, end, view in views]
 
     async def wait(self, topic: str, offset: int, timeout_s: float) -> bool:
         """Wait until ``end_offset(topic) > offset``; False on timeout or close."""

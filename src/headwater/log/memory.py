@@ -199,6 +199,19 @@ class MemoryLog:
             entries = t.entries[picked.start : picked.stop]
         return [sliced(e, offset) for e in entries]
 
+    def read_meta(
+        self, topic: str, offset: int, max_entries: int = 10_000
+    ) -> list[tuple[int, int, bytes]]:
+        check_topic(topic)
+        with self._lock:
+            self._check_open()
+            t = self._topics.get(topic)
+            if t is None or offset >= t.end or not t.entries:
+                return []
+            first = max(bisect_right(t.starts, offset) - 1, 0)
+            entries = t.entries[first : first + max_entries]
+        return [(e.offset, e.end, e.meta) for e in entries]
+
     async def wait(self, topic: str, offset: int, timeout_s: float) -> bool:
         check_topic(topic)
         return await self._waiters.wait(topic, offset, timeout_s)

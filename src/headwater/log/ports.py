@@ -100,6 +100,13 @@ class Log(Protocol):
         """
         ...
 
+    def read_meta(
+        self, topic: str, offset: int, max_entries: int = 10_000
+    ) -> list[tuple[int, int, bytes]]:
+        """``(first offset, end offset, meta)`` of whole entries, from the one holding
+        ``offset`` on (or the first retained one), without decoding their rows."""
+        ...
+
     async def wait(self, topic: str, offset: int, timeout_s: float) -> bool:
         """Wait until the topic's end offset is past ``offset``; False on timeout."""
         ...

@@ -70,6 +70,12 @@ def encode_header(offset: int, rows: int, meta_len: int, payload: list[bytes | p
     return MAGIC + struct.pack("<I", zlib.crc32(fields, crc)) + fields
 
 
+def entry_meta(buf: pa.Buffer) -> bytes:
+    """The meta of the entry at the start of ``buf``, leaving its rows undecoded."""
+    meta_len = HEADER.unpack_from(buf.slice(0, HEADER.size))[4]
+    return bytes(buf.slice(HEADER.size, meta_len).to_pybytes())
+
+
 def decode_entry(topic: str, buf: pa.Buffer) -> LogEntry:
     """Decode the entry at the start of ``buf``; the batch shares ``buf``'s memory."""
     _, _, offset, _, meta_len, payload_len = HEADER.unpack_from(buf.slice(0, HEADER.size))
