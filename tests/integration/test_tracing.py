@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from headwater.api.app import create_app
+from headwater.api.app import create_app, front_door
 from headwater.observability import tracing
 from headwater.services import Platform, build_platform
 from headwater.settings import Settings
@@ -38,10 +38,15 @@ def _log_context_route(app: FastAPI, _: Platform) -> None:
         return dict(structlog.contextvars.get_contextvars())
 
 
-@pytest.fixture
-async def traced(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, InMemorySpanExporter]]:
+# The application as built, and behind the server's front door (the events route skips
+# FastAPI's middleware there): requests must be traced the same way through both.
+@pytest.fixture(params=["app", "front_door"])
+async def traced(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[httpx.AsyncClient, InMemorySpanExporter]]:
     platform = build_platform(Settings(data_dir=tmp_path / "data", bootstrap_key=ADMIN_KEY))
-    app = create_app(platform, [_log_context_route])
+    built = create_app(platform, [_log_context_route])
+    app = front_door(built) if request.param == "front_door" else built
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

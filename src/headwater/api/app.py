@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from headwater import __version__
 from headwater.api import errors
 from headwater.api.auth import KeyCache
 from headwater.api.middleware import RequestContext
 from headwater.api.routes import admin, health, ingest, query, streams
-from headwater.api.routes.ingest import IngestEdge
+from headwater.api.routes.ingest import EVENTS_PATH, IngestEdge
 from headwater.observability import tracing
 from headwater.services import Platform
 
@@ -70,3 +71,27 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
     app.add_middleware(IngestEdge)  # inside RequestContext: request ids, metrics, traces
     app.add_middleware(RequestContext)
     return app
+
+
+def front_door(app: FastAPI) -> ASGIApp:
+    """What the server runs: the events route goes straight to ``IngestEdge``.
+
+    Inside the application the edge still sits behind FastAPI's own middleware (error
+    pages, telemetry, body limits), which wraps every send; the hottest route needs
+    none of it, as the edge answers its own errors. Every other request, and the
+    lifespan, go to the application unchanged.
+    """
+    hot = RequestContext(IngestEdge(app))
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and EVENTS_PATH.fullmatch(scope["path"])
+        ):
+            scope["app"] = app
+            await hot(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return serve

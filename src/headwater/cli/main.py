@@ -32,7 +32,7 @@ def run_server(settings: Settings, extensions_for: str = "serve") -> None:
     import uvicorn
     from rich.console import Console
 
-    from headwater.api.app import create_app
+    from headwater.api.app import create_app, front_door
     from headwater.observability.logging import configure
     from headwater.services import build_platform
 
@@ -53,7 +53,7 @@ def run_server(settings: Settings, extensions_for: str = "serve") -> None:
         f"Headwater listening on http://{settings.host}:{settings.port}  (API docs at /docs)"
     )
     uvicorn.run(
-        fastapi_app, host=settings.host, port=settings.port, log_level="warning",
+        front_door(fastapi_app), host=settings.host, port=settings.port, log_level="warning",
         loop="uvloop", http="httptools", access_log=False, timeout_graceful_shutdown=5,
     )  # fmt: skip
 
