@@ -1,4 +1,4 @@
-"""The examples in the pipelines package's docstrings run as tests."""
+"""The examples in docstrings run as tests, in every module of the package."""
 
 import doctest
 import importlib
@@ -6,11 +6,9 @@ import pkgutil
 
 import pytest
 
-import headwater.pipelines
+import headwater
 
-MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(headwater.pipelines.__path__, "headwater.pipelines.")
-)
+MODULES = sorted(m.name for m in pkgutil.walk_packages(headwater.__path__, "headwater."))
 
 
 @pytest.mark.parametrize("name", MODULES)
