@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgspec
 import numpy as np
@@ -296,10 +296,14 @@ class IngestService:
         counts = [len(w.lines) for w in group]
         body = b"\n".join(line for w in group for line in w.lines) + b"\n"
         t0 = time.perf_counter()
+        # Each member kept within the per-request limits; their union is not a request.
+        limits = replace(
+            self._limits,
+            max_body_bytes=max(self._limits.max_body_bytes, len(body)),
+            max_rows=max(self._limits.max_rows, sum(counts)),
+        )
         with span("ingest.decode", stream=schema.name, bytes=len(body), requests=len(group)):
-            batch = decode_and_validate(
-                body, "application/x-ndjson", None, schema, self._limits, now_ms
-            )
+            batch = decode_and_validate(body, "application/x-ndjson", None, schema, limits, now_ms)
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
         valid, reserved, keep = self._dedup(st, batch, now_ms)
         shares = split(counts, batch.valid_rows.to_numpy(), keep, batch.errors)

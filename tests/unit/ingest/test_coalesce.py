@@ -231,3 +231,17 @@ async def test_keyed_requests_that_store_nothing_leave_a_durable_marker() -> Non
     assert [orjson.loads(o.body)["duplicates"] for o in outs] == [1, 1, 1]
     markers = log.read(s.idempotency_topic, 0, 1 << 20)
     assert [r.key for e in markers for r in records_of(e.meta)] == ["k0", "k1", "k2"]
+
+
+async def test_a_group_may_hold_more_than_one_request_may() -> None:
+    log = MemoryLog()
+    tight = DecodeLimits(300, 3, 32, 0, 86_400_000, 100)  # 300-byte bodies of 3 rows at most
+    svc = IngestService(
+        log, ManualClock(NOW), tight, IdempotencyKeys(ttl_ms=60_000), None,
+        lag_rows=lambda st: 0, max_lag_rows=1,  # type: ignore[arg-type]
+    )  # fmt: skip
+    s = StreamState("t", SCHEMA, [SCHEMA])
+    bodies = [(orjson.dumps(row(i, 20.0, f"e{i}")), "application/json") for i in range(20)]
+    outcomes = await ingest_all(svc, s, bodies, alone=False)
+    assert all(isinstance(o, IngestOutcome) for o in outcomes)
+    assert len(log.read(s.topic, 0, 1 << 20)) == 1 and log.end_offset(s.topic) == 20
