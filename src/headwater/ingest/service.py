@@ -189,23 +189,26 @@ class IngestService:
             )
             if cached is not None:
                 return IngestOutcome(200, cached, replayed=True)
+        lines = self._coalescible(st, body, content_type, content_encoding)
+        if lines is not None:
+            try:
+                self._check_rate(principal, len(lines))
+            except BaseException:
+                if idem_key:
+                    self.idempotency.finish(st.tenant, st.schema.name, None, idem_key)
+                raise
+            key = (st.tenant, st.schema.name, st.schema.version)
+            # The group settles the Idempotency-Key, even if this request is cancelled meanwhile.
+            outcome: IngestOutcome = await self._coalescer.join(
+                key, Waiting(st, lines, len(body), request_id, idem_key, digest)
+            )
+            return outcome
         rec: IdemRecord | None = None
         try:
-            lines = self._coalescible(st, body, content_type, content_encoding)
-            if lines is None:
-                rec, outcome = await self._ingest(
-                    st, body, content_type, content_encoding, idem_key, digest, principal,
-                    request_id,
-                )  # fmt: skip
-                return outcome
-            self._check_rate(principal, len(lines))
-            key = (st.tenant, st.schema.name, st.schema.version)
-            waiting = Waiting(st, lines, len(body), request_id, idem_key, digest)
-            joined: tuple[IdemRecord | None, IngestOutcome] = await self._coalescer.join(
-                key, waiting
+            rec, outcome = await self._ingest(
+                st, body, content_type, content_encoding, idem_key, digest, principal, request_id
             )
-            rec = joined[0]
-            return joined[1]
+            return outcome
         finally:
             if idem_key:
                 self.idempotency.finish(st.tenant, st.schema.name, rec, idem_key)
@@ -289,8 +292,25 @@ class IngestService:
         return row_texts(body, fmt, st.schema, self._limits)
 
     async def _ingest_group(self, group: list[Waiting]) -> None:
-        """Decode, dedup and append the rows of a group of requests; answer each one."""
+        """Ingest a group of requests as one; answer each and settle its Idempotency-Key."""
         st: StreamState = group[0].stream
+        try:
+            recs, answers = await self._store_group(st, group)
+        except BaseException:
+            for w in group:  # a retry of these keys will run again
+                if w.idem_key:
+                    self.idempotency.finish(st.tenant, st.schema.name, None, w.idem_key)
+            raise
+        for w, rec, answer in zip(group, recs, answers, strict=True):
+            if rec is not None and w.idem_key:
+                self.idempotency.finish(st.tenant, st.schema.name, rec, w.idem_key)
+            if not w.future.done():  # a request cancelled meanwhile has nobody to answer
+                w.future.set_result(IngestOutcome(200, answer))
+
+    async def _store_group(
+        self, st: StreamState, group: list[Waiting]
+    ) -> tuple[list[IdemRecord | None], list[bytes]]:
+        """Decode, dedup and append the group's rows; each member's record and answer."""
         schema = st.schema
         now_ms = self._clock.now_ms()
         counts = [len(w.lines) for w in group]
@@ -328,8 +348,7 @@ class IngestService:
         await self._append(st, valid, quarantine, meta, reserved, [r.key for r in kept])
         duplicates = sum(shares.duplicates)
         self._count(st, batch.errors, valid.num_rows, duplicates, sum(w.nbytes for w in group))
-        for w, rec, answer in zip(group, recs, answers, strict=True):
-            w.future.set_result((rec, IngestOutcome(200, answer)))
+        return recs, answers
 
     def _answer(
         self, st: StreamState, accepted: int, duplicates: int, errors: list[RowError]

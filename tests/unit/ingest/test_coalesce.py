@@ -245,3 +245,34 @@ async def test_a_group_may_hold_more_than_one_request_may() -> None:
     outcomes = await ingest_all(svc, s, bodies, alone=False)
     assert all(isinstance(o, IngestOutcome) for o in outcomes)
     assert len(log.read(s.topic, 0, 1 << 20)) == 1 and log.end_offset(s.topic) == 20
+
+
+async def test_a_cancelled_request_does_not_cost_the_others_their_answers() -> None:
+    svc, log, s = service()
+    tasks = [
+        asyncio.ensure_future(
+            svc.ingest(
+                s, orjson.dumps(row(i, 1.0, f"e{i}")), "application/json", None, None, "p", "r"
+            )
+        )
+        for i in range(5)
+    ]
+    await asyncio.sleep(0)  # every request has joined the group
+    tasks[1].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[1], asyncio.CancelledError)
+    assert [orjson.loads(o.body)["accepted"] for k, o in enumerate(done) if k != 1] == [1, 1, 1, 1]
+    # The cancelled request's row was in the group's entry: a retry with its id is a duplicate.
+    assert log.end_offset(s.topic) == 5
+
+
+async def test_a_cancelled_keyed_request_is_answered_on_retry_not_stored_twice() -> None:
+    svc, log, s = service()
+    body = orjson.dumps(row(1, 1.0, None))  # no event id: only the key protects it
+    task = asyncio.ensure_future(svc.ingest(s, body, "application/json", None, "k1", "p", "r"))
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    # Retried at once, before the group is written: it waits for the first answer.
+    again = await svc.ingest(s, body, "application/json", None, "k1", "p", "r")
+    assert again.replayed and log.end_offset(s.topic) == 1
