@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 
 import msgspec
 import numpy as np
@@ -203,15 +204,26 @@ class IngestService:
                 key, Waiting(st, lines, len(body), request_id, idem_key, digest)
             )
             return outcome
-        rec: IdemRecord | None = None
-        try:
-            rec, outcome = await self._ingest(
-                st, body, content_type, content_encoding, idem_key, digest, principal, request_id
-            )
-            return outcome
-        finally:
-            if idem_key:
-                self.idempotency.finish(st.tenant, st.schema.name, rec, idem_key)
+        work = self._ingest(
+            st, body, content_type, content_encoding, idem_key, digest, principal, request_id
+        )
+        if not idem_key:
+            return (await work)[1]
+        # Its own task, so that a request cancelled while its rows are written still
+        # settles its key with the answer they got (a retry then gets that answer).
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(partial(self._settle, st, idem_key))
+        return (await asyncio.shield(task))[1]
+
+    def _settle(
+        self,
+        st: StreamState,
+        key: str,
+        task: asyncio.Future[tuple[IdemRecord | None, IngestOutcome]],
+    ) -> None:
+        failed = task.cancelled() or task.exception() is not None
+        rec = None if failed else task.result()[0]
+        self.idempotency.finish(st.tenant, st.schema.name, rec, key)
 
     def _check_pushback(self, st: StreamState) -> None:
         lag = self._lag(st)

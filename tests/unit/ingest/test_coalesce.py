@@ -2,9 +2,11 @@
 
 import asyncio
 import gzip
+from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +17,7 @@ from headwater.ingest.idempotency import IdempotencyKeys, body_digest, records_o
 from headwater.ingest.model import RowError
 from headwater.ingest.service import IngestOutcome, IngestService
 from headwater.ingest.streams import StreamState
+from headwater.log.file import FileLog
 from headwater.log.memory import MemoryLog
 from headwater.model.schema import schema_from_dict
 from headwater.model.time import ManualClock
@@ -266,13 +269,29 @@ async def test_a_cancelled_request_does_not_cost_the_others_their_answers() -> N
     assert log.end_offset(s.topic) == 5
 
 
-async def test_a_cancelled_keyed_request_is_answered_on_retry_not_stored_twice() -> None:
-    svc, log, s = service()
-    body = orjson.dumps(row(1, 1.0, None))  # no event id: only the key protects it
-    task = asyncio.ensure_future(svc.ingest(s, body, "application/json", None, "k1", "p", "r"))
-    await asyncio.sleep(0)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    # Retried at once, before the group is written: it waits for the first answer.
-    again = await svc.ingest(s, body, "application/json", None, "k1", "p", "r")
-    assert again.replayed and log.end_offset(s.topic) == 1
+@pytest.mark.parametrize("encoding", [None, "gzip"])  # in a group, and on its own
+async def test_a_cancelled_keyed_request_is_answered_on_retry_not_stored_twice(
+    tmp_path: Path, encoding: str | None
+) -> None:
+    log = FileLog(tmp_path / "log")  # a real append waits for its fsync: time to cancel
+    svc = IngestService(
+        log, ManualClock(NOW), LIMITS, IdempotencyKeys(ttl_ms=60_000), None,
+        lag_rows=lambda st: 0, max_lag_rows=1,  # type: ignore[arg-type]
+    )  # fmt: skip
+    s = StreamState("t", SCHEMA, [SCHEMA])
+    raw = orjson.dumps(row(1, 1.0, None))  # no event id: only the key protects it
+    body = gzip.compress(raw) if encoding else raw
+    try:
+        task = asyncio.ensure_future(
+            svc.ingest(s, body, "application/json", encoding, "k1", "p", "r")
+        )
+        for _ in range(3):
+            await asyncio.sleep(0)  # in the middle of its append
+        assert not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        # Retried at once, before the append is durable: it waits for the first answer.
+        again = await svc.ingest(s, body, "application/json", encoding, "k1", "p", "r")
+        assert again.replayed and log.end_offset(s.topic) == 1
+    finally:
+        await log.close()
