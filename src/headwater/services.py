@@ -27,7 +27,7 @@ from headwater.ingest.streams import (
 from headwater.log.file import FileLog
 from headwater.log.ports import Log
 from headwater.log.retention import RetentionClock, trim_point
-from headwater.model.time import Clock, SystemClock, parse_duration_ms, parse_iso_ms
+from headwater.model.time import Clock, SystemClock, parse_duration_ms
 from headwater.observability import metrics as m
 from headwater.settings import Settings
 from headwater.store.duckdb import DuckDBStore
@@ -140,14 +140,7 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     idem = IdempotencyKeys(
         parse_duration_ms(settings.idempotency_ttl), AnswerFile(settings.answers_path)
     )
-    limits = DecodeLimits(
-        max_body_bytes=settings.max_body_bytes,
-        max_rows=settings.max_rows_per_request,
-        max_depth=settings.max_json_depth,
-        min_ts_ms=parse_iso_ms(settings.timestamp_min),
-        max_future_ms=parse_duration_ms(settings.timestamp_max_future),
-        max_errors=settings.max_errors_reported,
-    )
+    limits = DecodeLimits.from_settings(settings)
     rate = (
         TokenBucket(settings.rate_limit_rows_per_s, settings.rate_limit_burst_rows)
         if settings.rate_limit_rows_per_s > 0

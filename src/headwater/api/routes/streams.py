@@ -120,17 +120,22 @@ STREAM_BODY = {
 }
 
 
+async def _definition(request: Request) -> dict[str, Any]:
+    """A stream definition from the body; its version is the server's to give."""
+    data = await json_body(request)
+    if not isinstance(data, dict):
+        raise BadRequest("a stream definition is a JSON object", code="invalid_schema")
+    data.pop("version", None)
+    return data
+
+
 @router.post("", status_code=201, openapi_extra=STREAM_BODY)
 async def create_stream(request: Request) -> Response:
     """Create a stream with a schema (fields, constraints, event time, key, id)."""
     who = authenticate(request)
     who.require("admin")
     p = platform(request)
-    data = await json_body(request)
-    if not isinstance(data, dict):
-        raise BadRequest("a stream definition is a JSON object", code="invalid_schema")
-    data.pop("version", None)
-    schema = schema_from_dict(data)
+    schema = schema_from_dict(await _definition(request))
     st = p.streams.create(who.tenant, schema, p.clock.now_ms(), taken=p.table_names(who.tenant))
     return json_response(describe(st, p), 201)
 
@@ -155,11 +160,7 @@ async def evolve_stream(name: str, request: Request) -> Response:
     who = authenticate(request)
     who.require("admin")
     p = platform(request)
-    data = await json_body(request)
-    if not isinstance(data, dict):
-        raise BadRequest("a stream definition is a JSON object", code="invalid_schema")
-    data.pop("version", None)
-    data["name"] = name
+    data = {**await _definition(request), "name": name}
     st, changes = p.streams.evolve(who.tenant, schema_from_dict(data), p.clock.now_ms())
     return json_response({**describe(st, p), "changes": changes})
 
