@@ -81,6 +81,13 @@ class RateLimited(HeadwaterError):
         self.retry_after_s = retry_after_s
 
 
+class QuotaExceeded(HeadwaterError):
+    """A tenant owns as many objects of a kind as its quota allows."""
+
+    code = "quota_exceeded"
+    status = 429
+
+
 class Overloaded(HeadwaterError):
     code = "overloaded"
     status = 503

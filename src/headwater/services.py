@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from headwater.catalog.quotas import Quotas, TenantQuotas
 from headwater.catalog.sqlite import Catalog
 from headwater.ingest.answers import AnswerFile, answer_topics, copy_answers, read_answers
 from headwater.ingest.batch import DecodeLimits
@@ -49,6 +50,7 @@ class Platform:
     streams: StreamDirectory
     materializer: Materializer
     ingest: IngestService
+    quotas: TenantQuotas
     bootstrap_secret: str | None = None
     extras: dict[str, object] = field(default_factory=dict)
     retention: RetentionClock = field(default_factory=RetentionClock)
@@ -146,6 +148,7 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
         if settings.rate_limit_rows_per_s > 0
         else None
     )
+    quotas = TenantQuotas(catalog, Quotas.from_settings(settings))
     platform_ref: list[Platform] = []
     materializer = Materializer(
         log_, store, settings.store_batch_rows, lambda: platform_ref[0].feeds()
@@ -153,10 +156,10 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     ingest = IngestService(
         log_, clock, limits, idem, rate,
         lag_rows=lambda st: materializer.lag(st.topic),  # type: ignore[arg-type]
-        max_lag_rows=settings.store_max_lag_rows,
+        max_lag_rows=settings.store_max_lag_rows, tenant_rates=quotas,
     )  # fmt: skip
     platform = Platform(
-        settings, clock, catalog, log_, store, streams, materializer, ingest, secret
+        settings, clock, catalog, log_, store, streams, materializer, ingest, quotas, secret
     )
     platform.inflight = InflightBudget(settings.max_inflight_bytes)
     platform_ref.append(platform)

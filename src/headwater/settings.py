@@ -105,6 +105,38 @@ class Settings(BaseSettings):
         ),
     )
 
+    # tenant quotas (defaults; an operator sets a tenant's own with PUT /v1/tenants/{name}/quotas)
+    quota_streams: int = Field(200, ge=0, description="Streams a tenant may own (0 = no limit).")
+    quota_pipelines: int = Field(50, ge=0, description="Pipelines a tenant may own (0 = no limit).")
+    quota_reference_tables: int = Field(
+        100, ge=0, description="Reference tables a tenant may own (0 = no limit)."
+    )
+    quota_subscribers: int = Field(
+        100,
+        ge=0,
+        description="Live (SSE) subscriptions a tenant may hold open at once (0 = no limit).",
+    )
+    quota_ingest_rows_per_s: float = Field(
+        0.0,
+        ge=0,
+        description="Rows/s a tenant may ingest over all its keys (0 = no limit); over it, 429.",
+    )
+    quota_ingest_bytes_per_s: float = Field(
+        0.0,
+        ge=0,
+        description="Request bytes/s a tenant may ingest over all its keys (0 = no limit); over it, 429.",
+    )
+    sse_buffer_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of events one live subscriber may have waiting; a subscriber further behind is disconnected with a final event saying why.",
+    )
+    sse_write_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a live subscriber may leave an event unread before it is disconnected.",
+    )
+
     # demo
     demo_devices: int = Field(50, description="Simulated devices in the demo.")
     demo_rate: float = Field(200.0, description="Simulated events per second in the demo.")

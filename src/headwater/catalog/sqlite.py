@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS pipelines (
     tenant TEXT NOT NULL, name TEXT NOT NULL, sql TEXT NOT NULL, status TEXT NOT NULL,
     reason TEXT, created_ms INTEGER NOT NULL, PRIMARY KEY (tenant, name)
 );
+CREATE TABLE IF NOT EXISTS tenant_quotas (tenant TEXT PRIMARY KEY, spec TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reference_tables (
     tenant TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL, created_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant, name)
@@ -205,6 +206,19 @@ class Catalog:
     def reference_tables(self, tenant: str) -> dict[str, dict[str, Any]]:
         rows = self._q("SELECT name, spec FROM reference_tables WHERE tenant = ?", (tenant,))
         return {r[0]: msgspec.json.decode(r[1]) for r in rows}
+
+    def tenant_quotas(self, tenant: str) -> dict[str, Any]:
+        """The tenant's own quotas (those it does not set take the defaults)."""
+        rows = self._q("SELECT spec FROM tenant_quotas WHERE tenant = ?", (tenant,))
+        out: dict[str, Any] = msgspec.json.decode(rows[0][0]) if rows else {}
+        return out
+
+    def put_tenant_quotas(self, tenant: str, quotas: dict[str, Any]) -> None:
+        self._q(
+            "INSERT INTO tenant_quotas (tenant, spec) VALUES (?, ?) "
+            "ON CONFLICT (tenant) DO UPDATE SET spec = excluded.spec",
+            (tenant, msgspec.json.encode(quotas).decode()),
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Protocol
 
 import msgspec
 import numpy as np
@@ -150,6 +151,11 @@ class StreamCounters:
         self.rejected = m.INGEST_ROWS.labels(tenant, name, "rejected")
 
 
+class TenantRates(Protocol):
+    def take_ingest(self, tenant: str, rows: int, nbytes: int, now_s: float) -> None:
+        """Raise ``RateLimited`` when the tenant's ingest quotas are used up."""
+
+
 class IngestService:
     def __init__(
         self,
@@ -160,12 +166,14 @@ class IngestService:
         rate_limit: TokenBucket | None,
         lag_rows: LagProbe,
         max_lag_rows: int,
+        tenant_rates: TenantRates | None = None,
     ) -> None:
         self._log = log
         self._clock = clock
         self._limits = limits
         self.idempotency = idempotency
         self._rate = rate_limit
+        self._tenant_rates = tenant_rates
         self._lag = lag_rows
         self._max_lag = max_lag_rows
         self._counters: dict[tuple[str, str], StreamCounters] = {}
@@ -193,7 +201,7 @@ class IngestService:
         lines = self._coalescible(st, body, content_type, content_encoding)
         if lines is not None:
             try:
-                self._check_rate(principal, len(lines))
+                self._check_rate(st.tenant, principal, len(lines), len(body))
             except BaseException:
                 if idem_key:
                     self.idempotency.finish(st.tenant, st.schema.name, None, idem_key)
@@ -234,7 +242,13 @@ class IngestService:
                 retry_after_s=1.0,
             )
 
-    def _check_rate(self, principal: str, rows: int) -> None:
+    def _check_rate(self, tenant: str, principal: str, rows: int, nbytes: int) -> None:
+        if self._tenant_rates is not None:
+            try:
+                self._tenant_rates.take_ingest(tenant, rows, nbytes, time.monotonic())
+            except RateLimited:
+                m.HTTP_REJECTED.labels("tenant_quota").inc()
+                raise
         if self._rate is None:
             return
         wait_s = self._rate.take(principal, rows, time.monotonic())
@@ -275,7 +289,7 @@ class IngestService:
                     now_ms,
                 )
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
-        self._check_rate(principal, batch.total_rows)
+        self._check_rate(st.tenant, principal, batch.total_rows, len(body))
         valid, reserved, keep = self._dedup(st, batch, now_ms)
         duplicates = 0 if keep is None else int(keep.size - keep.sum())
         answer = self._answer(st, valid.num_rows, duplicates, batch.errors)

@@ -58,6 +58,7 @@ class PipelineManager:
             raise Conflict(
                 f"{name!r} is already the name of a stream, table or pipeline", code="name_taken"
             )
+        self._p.quotas.check_count(tenant, "pipelines", len(self.names(tenant)))
         self._ensure_tables(tenant, runner)
         if runner.pipeline.plan.options.start == "latest":
             offset = self._p.log.end_offset(runner.topic)

@@ -5,9 +5,10 @@ Writers publish from any thread after their commit; ``publish`` only queues the 
 table once (``JsonRows``, GIL released) and hands the payload to every subscriber's
 event loop. So a pipeline's commit cycle never waits on its readers.
 
-Each subscriber has a bounded queue. A subscriber that falls behind gets a ``resync``
-event instead of unbounded memory growth, and should re-read the table; so do all
-subscribers of a table whose rows pile up faster than the publisher encodes them.
+Each subscriber has a buffer bounded in bytes: a subscriber that falls further behind
+gets a final ``closed`` event saying why and is disconnected (it should reconnect and
+re-read the table). All subscribers of a table whose rows pile up faster than the
+publisher encodes them get a ``resync`` event and should re-read the table.
 """
 
 from __future__ import annotations
@@ -22,19 +23,36 @@ import orjson
 import pyarrow as pa
 import structlog
 
+from headwater.errors import QuotaExceeded
 from headwater.pipelines.json_rows import JsonRows
 
 log = structlog.get_logger("headwater.subscriptions")
 
-QUEUE_EVENTS = 256
+BUFFER_BYTES = 8 * 1024 * 1024  # default of ``sse_buffer_bytes``
 PENDING_TABLES = 64  # tables queued for encoding before the oldest give way to a resync
 RESYNC = b'{"kind": "resync", "rows": []}'
+SLOW = (
+    b'{"kind": "closed", "reason": "slow_subscriber", "message": "this subscriber fell more '
+    b"than its buffer behind the table and is disconnected; reconnect and re-read the rows "
+    b'since the last one you have", "rows": []}'
+)
 
 
 @dataclass
 class _Sub:
+    """One subscriber's buffer: events wait in ``queue``, ``waiting`` bytes of them."""
+
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[bytes]
+    tenant: str
+    limit_bytes: int = BUFFER_BYTES
+    waiting: int = 0
+    closed: bool = False  # the final event is queued: nothing more goes in
+
+    async def next(self) -> bytes:
+        payload = await self.queue.get()
+        self.waiting -= len(payload)
+        return payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +72,24 @@ class Subscriptions:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()  # the running publisher's
 
-    def subscribe(self, tenant: str, table: str) -> _Sub:
-        sub = _Sub(asyncio.get_running_loop(), asyncio.Queue(QUEUE_EVENTS))
+    def subscribe(
+        self, tenant: str, table: str, limit: int = 0, buffer_bytes: int = BUFFER_BYTES
+    ) -> _Sub:
+        """A new subscriber; ``QuotaExceeded`` when the tenant already has ``limit`` (0: none)."""
+        sub = _Sub(asyncio.get_running_loop(), asyncio.Queue(), tenant, buffer_bytes)
         with self._lock:
+            held = self.count(tenant)
+            if limit and held >= limit:
+                raise QuotaExceeded(
+                    f"this tenant has {held} live subscriptions open, its quota; close one, "
+                    "or ask an operator to raise quota 'subscribers'",
+                    quota="subscribers", limit=limit,
+                )  # fmt: skip
             self._subs[(tenant, table)].append(sub)
         return sub
+
+    def count(self, tenant: str) -> int:
+        return sum(len(subs) for (t, _), subs in self._subs.items() if t == tenant)
 
     def unsubscribe(self, tenant: str, table: str, sub: _Sub) -> None:
         with self._lock:
@@ -129,7 +160,7 @@ class Subscriptions:
                 log.error("subscription_encode_failed", table=item.table, error=repr(exc))
         for sub in subs:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to read
-                sub.loop.call_soon_threadsafe(_offer, sub.queue, payload)
+                sub.loop.call_soon_threadsafe(_offer, sub, payload)
 
 
 def _take(pending: deque[_Pending]) -> _Pending:
@@ -149,10 +180,15 @@ def _take(pending: deque[_Pending]) -> _Pending:
     return _Pending(item.tenant, item.table, pa.concat_tables(tables), item.kind)
 
 
-def _offer(queue: asyncio.Queue[bytes], payload: bytes) -> None:
-    if queue.full():
-        while not queue.empty():
-            queue.get_nowait()
-        queue.put_nowait(RESYNC)
+def _offer(sub: _Sub, payload: bytes) -> None:
+    """Queue ``payload`` (on the subscriber's loop); past its buffer, the final event."""
+    if sub.closed:
         return
-    queue.put_nowait(payload)
+    if sub.waiting + len(payload) > sub.limit_bytes:
+        while not sub.queue.empty():
+            sub.queue.get_nowait()
+        sub.closed = True
+        payload = SLOW
+        sub.waiting = 0
+    sub.waiting += len(payload)
+    sub.queue.put_nowait(payload)

@@ -168,3 +168,36 @@ async def test_a_publisher_that_falls_behind_tells_subscribers_to_resync(
         assert events[2]["rows"] == [{"n": 3}]
     finally:
         subs.close()
+
+
+async def test_a_subscriber_past_its_buffer_gets_a_final_event_and_nothing_more() -> None:
+    subs = Subscriptions()
+    try:
+        sub = subs.subscribe("t", "counts", buffer_bytes=2048)
+        rows = pa.table({"k": ["x" * 300] * 3})  # ~1 KB an event
+        for _ in range(3):
+            subs.publish("t", "counts", rows)
+        events: list[dict] = []
+        while not events or events[-1]["kind"] != "closed":
+            events.append(orjson.loads(await asyncio.wait_for(sub.next(), 5)))
+        assert events[-1]["reason"] == "slow_subscriber"
+        assert all(e["kind"] == "rows" for e in events[:-1]) and len(events) <= 2
+        witness = subs.subscribe("t", "counts")  # offered after ``sub``, on the same loop
+        subs.publish("t", "counts", rows)
+        await asyncio.wait_for(witness.next(), 5)
+        assert sub.queue.empty() and sub.waiting == 0
+    finally:
+        subs.close()
+
+
+async def test_subscriptions_per_tenant_stop_at_the_limit() -> None:
+    from headwater.errors import QuotaExceeded
+
+    subs = Subscriptions()
+    a = subs.subscribe("t", "x", limit=2)
+    subs.subscribe("t", "y", limit=2)
+    subs.subscribe("u", "x", limit=2)  # another tenant's count is its own
+    with pytest.raises(QuotaExceeded):
+        subs.subscribe("t", "z", limit=2)
+    subs.unsubscribe("t", "x", a)
+    subs.subscribe("t", "z", limit=2)

@@ -9,7 +9,7 @@ from headwater.api.auth import authenticate
 from headwater.api.render import json_response
 from headwater.api.routes.streams import json_body, platform
 from headwater.catalog.sqlite import ROLES, ApiKey
-from headwater.errors import BadRequest, Conflict, Forbidden
+from headwater.errors import BadRequest, Conflict, Forbidden, NotFound
 from headwater.model.schema import NAME_RE
 from headwater.services import DEFAULT_TENANT
 
@@ -83,3 +83,50 @@ async def list_tenants(request: Request) -> Response:
     p = platform(request)
     names = p.catalog.tenants() if who.tenant == DEFAULT_TENANT else [who.tenant]
     return json_response({"tenants": names})
+
+
+def _quota_view(request: Request, tenant: str) -> dict[str, object]:
+    p = platform(request)
+    usage = {
+        "streams": len(p.streams.in_tenant(tenant)),
+        "pipelines": sum(1 for r in p.catalog.pipelines(tenant)),
+        "reference_tables": len(p.catalog.reference_tables(tenant)),
+        "subscribers": request.app.state.pipelines.subs.count(tenant)
+        if hasattr(request.app.state, "pipelines")
+        else 0,
+    }
+    return {"tenant": tenant, "quotas": p.quotas.of(tenant).to_dict(), "usage": usage}
+
+
+def _quota_tenant(request: Request, tenant: str, *, change: bool) -> None:
+    """Operators see and set any tenant's quotas; a tenant's admins see their own."""
+    who = authenticate(request)
+    who.require("admin")
+    if who.tenant == DEFAULT_TENANT:
+        if tenant not in platform(request).catalog.tenants():
+            raise NotFound(f"tenant {tenant!r} does not exist", code="unknown_tenant")
+        return
+    if change or tenant != who.tenant:
+        raise Forbidden(
+            "only admins of the default tenant set quotas or see other tenants' quotas",
+            code="insufficient_role",
+        )
+
+
+@router.get("/tenants/{tenant}/quotas")
+async def get_quotas(tenant: str, request: Request) -> Response:
+    """The tenant's quotas in force and what it uses of them."""
+    _quota_tenant(request, tenant, change=False)
+    return json_response(_quota_view(request, tenant))
+
+
+@router.put("/tenants/{tenant}/quotas")
+async def put_quotas(tenant: str, request: Request) -> Response:
+    """Set the tenant's own quotas, e.g. ``{"pipelines": 5, "ingest_rows_per_s": 10000}``;
+    quotas left out take the server's defaults (0 = no limit)."""
+    _quota_tenant(request, tenant, change=True)
+    data = await json_body(request)
+    if not isinstance(data, dict):
+        raise BadRequest("send a JSON object of quotas", code="bad_quota")
+    platform(request).quotas.set(tenant, data)
+    return json_response(_quota_view(request, tenant))

@@ -6,16 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from headwater.api.auth import authenticate, authenticate_query_key
 from headwater.api.render import json_response
 from headwater.api.routes.streams import json_body, platform, read_body
+from headwater.api.sse import EventStream
 from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.ingest.batch import decode_and_validate
 from headwater.model.schema import arrow_schema, check_schema, schema_from_dict
 from headwater.pipelines.manager import PipelineManager
-from headwater.pipelines.subscriptions import Subscriptions
+from headwater.pipelines.subscriptions import SLOW, Subscriptions
 from headwater.services import Platform
 from headwater.store.ports import ResultWrite
 
@@ -111,6 +112,9 @@ async def create_reference_table(request: Request) -> Response:
     m = manager(request)
     if spec.name in p.table_names(who.tenant) or spec.name in m.reserved_names(who.tenant):
         raise Conflict(f"{spec.name!r} is already taken", code="name_taken")
+    p.quotas.check_count(
+        who.tenant, "reference_tables", len(p.catalog.reference_tables(who.tenant))
+    )
     p.store.ensure_table(who.tenant, spec.name, arrow_schema(spec), list(spec.key))
     p.catalog.put_reference_table(who.tenant, spec.name, data, p.clock.now_ms())
     m.reference_added(who.tenant, spec.name)
@@ -162,23 +166,26 @@ async def subscribe(name: str, request: Request) -> Response:
     if name not in p.table_names(who.tenant) and name not in m.reserved_names(who.tenant):
         raise NotFound(f"table {name!r} does not exist", code="unknown_table")
     subs: Subscriptions = m.subs
-    sub = subs.subscribe(who.tenant, name)
+    settings = p.settings
+    sub = subs.subscribe(
+        who.tenant, name, p.quotas.of(who.tenant).subscribers, settings.sse_buffer_bytes
+    )
 
     async def events() -> AsyncIterator[bytes]:
-        try:
-            yield b": subscribed\n\n"
-            while True:
-                try:
-                    payload = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
-                except TimeoutError:
-                    yield b": heartbeat\n\n"
-                    continue
-                yield b"data: " + payload + b"\n\n"
-        finally:
-            subs.unsubscribe(who.tenant, name, sub)
+        yield b": subscribed\n\n"
+        while True:
+            try:
+                payload = await asyncio.wait_for(sub.next(), HEARTBEAT_S)
+            except TimeoutError:
+                yield b": heartbeat\n\n"
+                continue
+            yield b"data: " + payload + b"\n\n"
+            if payload is SLOW:
+                return
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return EventStream(
+        events(), settings.sse_write_timeout_s, lambda: subs.unsubscribe(who.tenant, name, sub)
+    )
 
 
 def install(app: FastAPI, platform_: Platform) -> None:
