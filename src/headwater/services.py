@@ -97,6 +97,7 @@ class Platform:
                     self.retention.forget_before(topic, cut)
         self.ingest.idempotency.expire(now)
         self._expire_rows(now)
+        self.catalog.forget_audit_before(now - parse_duration_ms(self.settings.audit_retention))
 
     def _expire_rows(self, now_ms: int) -> None:
         """Delete stored rows (and quarantined ones) received longer ago than their stream's

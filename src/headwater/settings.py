@@ -137,6 +137,10 @@ class Settings(BaseSettings):
         description="Longest a live subscriber may leave an event unread before it is disconnected.",
     )
 
+    audit_retention: str = Field(
+        "365 days", description="How long the audit trail of administrative actions is kept."
+    )
+
     # demo
     demo_devices: int = Field(50, description="Simulated devices in the demo.")
     demo_rate: float = Field(200.0, description="Simulated events per second in the demo.")

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from headwater import __version__
 from headwater.api import errors
+from headwater.api.audit import AuditTrail
 from headwater.api.auth import KeyCache
 from headwater.api.middleware import RequestContext
 from headwater.api.routes import admin, health, ingest, query, streams
@@ -69,6 +70,7 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
     for ext in extensions or []:
         ext(app, platform)
     app.add_middleware(IngestEdge)  # inside RequestContext: request ids, metrics, traces
+    app.add_middleware(AuditTrail, catalog=platform.catalog, clock=platform.clock)
     app.add_middleware(RequestContext)
     return app
 

@@ -54,7 +54,9 @@ class KeyCache:
 
 def authenticate(request: Request) -> Principal:
     keys: KeyCache = request.app.state.keys
-    return principal_of(request.headers.get("authorization"), keys)
+    who = principal_of(request.headers.get("authorization"), keys)
+    request.state.principal = who  # for the audit trail
+    return who
 
 
 def principal_of(header: str | None, keys: KeyCache) -> Principal:

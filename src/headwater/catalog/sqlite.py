@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS pipelines (
     tenant TEXT NOT NULL, name TEXT NOT NULL, sql TEXT NOT NULL, status TEXT NOT NULL,
     reason TEXT, created_ms INTEGER NOT NULL, PRIMARY KEY (tenant, name)
 );
+CREATE TABLE IF NOT EXISTS audit_log (
+    at_ms INTEGER NOT NULL, tenant TEXT NOT NULL, key_id TEXT NOT NULL, role TEXT NOT NULL,
+    action TEXT NOT NULL, target TEXT NOT NULL, status INTEGER NOT NULL, client TEXT,
+    request_id TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_log_by_tenant ON audit_log (tenant, at_ms);
 CREATE TABLE IF NOT EXISTS tenant_quotas (tenant TEXT PRIMARY KEY, spec TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reference_tables (
     tenant TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL, created_ms INTEGER NOT NULL,
@@ -63,6 +69,21 @@ class PipelineRecord:
     status: str
     reason: str | None
     created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One administrative action: who (tenant, key, role), what, when, from where."""
+
+    at_ms: int
+    tenant: str
+    key_id: str
+    role: str
+    action: str  # "DELETE /v1/pipelines/{name}"
+    target: str  # the path as called: "/v1/pipelines/device_minute"
+    status: int
+    client: str | None
+    request_id: str | None
 
 
 class Catalog:
@@ -206,6 +227,35 @@ class Catalog:
     def reference_tables(self, tenant: str) -> dict[str, dict[str, Any]]:
         rows = self._q("SELECT name, spec FROM reference_tables WHERE tenant = ?", (tenant,))
         return {r[0]: msgspec.json.decode(r[1]) for r in rows}
+
+    # audit trail --------------------------------------------------------------------
+    def audit(self, entry: AuditEntry) -> None:
+        self._q(
+            "INSERT INTO audit_log (at_ms, tenant, key_id, role, action, target, status, client, "
+            "request_id) VALUES (?,?,?,?,?,?,?,?,?)",
+            (entry.at_ms, entry.tenant, entry.key_id, entry.role, entry.action, entry.target,
+             entry.status, entry.client, entry.request_id),
+        )  # fmt: skip
+
+    def audit_entries(
+        self, tenant: str | None, since_ms: int, until_ms: int, limit: int
+    ) -> list[AuditEntry]:
+        """Newest first; every tenant's when ``tenant`` is None."""
+        where = "at_ms >= ? AND at_ms < ?"
+        args: list[int | str] = [since_ms, until_ms]
+        if tenant is not None:
+            where += " AND tenant = ?"
+            args.append(tenant)
+        rows = self._q(
+            "SELECT at_ms, tenant, key_id, role, action, target, status, client, request_id "
+            f"FROM audit_log WHERE {where} ORDER BY at_ms DESC, rowid DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [AuditEntry(*r) for r in rows]
+
+    def forget_audit_before(self, cut_ms: int) -> int:
+        with self._lock:
+            return self._db.execute("DELETE FROM audit_log WHERE at_ms < ?", (cut_ms,)).rowcount
 
     def tenant_quotas(self, tenant: str) -> dict[str, Any]:
         """The tenant's own quotas (those it does not set take the defaults)."""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
 from headwater.api.routes.streams import json_body, platform
-from headwater.catalog.sqlite import ROLES, ApiKey
+from headwater.catalog.sqlite import ROLES, ApiKey, AuditEntry
 from headwater.errors import BadRequest, Conflict, Forbidden, NotFound
 from headwater.model.schema import NAME_RE
+from headwater.model.time import ms_to_datetime, parse_iso_ms
 from headwater.services import DEFAULT_TENANT
 
 router = APIRouter(prefix="/v1", tags=["admin"])
@@ -130,3 +133,52 @@ async def put_quotas(tenant: str, request: Request) -> Response:
         raise BadRequest("send a JSON object of quotas", code="bad_quota")
     platform(request).quotas.set(tenant, data)
     return json_response(_quota_view(request, tenant))
+
+
+@router.get("/audit")
+async def audit_trail(request: Request) -> Response:
+    """Administrative actions, newest first: ``?from=&to=`` (ISO-8601), ``?limit=`` (≤ 1000).
+
+    A tenant's admins see their tenant's; operators (admins of the default tenant) see
+    every tenant's, or one with ``?tenant=``.
+    """
+    who = authenticate(request)
+    who.require("admin")
+    q = request.query_params
+    tenant: str | None = who.tenant
+    if who.tenant == DEFAULT_TENANT:
+        tenant = q.get("tenant") or None
+    elif q.get("tenant") not in (None, who.tenant):
+        raise Forbidden("only operators read other tenants' audit trails", code="insufficient_role")
+    try:
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        raise BadRequest("limit must be a whole number from 1 to 1000", code="bad_limit") from None
+    if not 1 <= limit <= 1000:
+        raise BadRequest("limit must be a whole number from 1 to 1000", code="bad_limit")
+    since = _instant_ms(q.get("from"), "from", 0)
+    until = _instant_ms(q.get("to"), "to", 2**62)
+    entries = await asyncio.to_thread(
+        platform(request).catalog.audit_entries, tenant, since, until, limit
+    )
+    return json_response({"entries": [_audit_view(e) for e in entries]})
+
+
+def _instant_ms(text: str | None, name: str, default: int) -> int:
+    if not text:
+        return default
+    try:
+        return parse_iso_ms(text)
+    except ValueError:
+        raise BadRequest(
+            f"{name} must be an ISO-8601 time with an offset, e.g. 2026-12-06T10:00:00Z",
+            code="bad_time",
+        ) from None
+
+
+def _audit_view(e: AuditEntry) -> dict[str, object]:
+    return {
+        "at": ms_to_datetime(e.at_ms), "tenant": e.tenant, "key_id": e.key_id, "role": e.role,
+        "action": e.action, "target": e.target, "status": e.status, "client": e.client,
+        "request_id": e.request_id,
+    }  # fmt: skip
