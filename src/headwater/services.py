@@ -5,9 +5,10 @@ Embedded mode: ``FileLog`` in the data dir, ``DuckDBStore`` file, SQLite catalog
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -34,6 +35,7 @@ from headwater.settings import Settings
 from headwater.store.duckdb import DuckDBStore
 from headwater.store.materializer import Feed, Materializer
 from headwater.store.ports import ResultStore
+from headwater.store.tombstones import Tombstones
 
 log = structlog.get_logger("headwater")
 
@@ -51,6 +53,8 @@ class Platform:
     materializer: Materializer
     ingest: IngestService
     quotas: TenantQuotas
+    tombstones: Tombstones
+    ingest_limits: DecodeLimits
     bootstrap_secret: str | None = None
     extras: dict[str, object] = field(default_factory=dict)
     retention: RetentionClock = field(default_factory=RetentionClock)
@@ -58,7 +62,7 @@ class Platform:
 
     def feeds(self) -> Iterator[Feed]:
         for st in self.streams.all():
-            yield Feed(st.tenant, st.topic, st.schema.name, _schema_of(st))
+            yield Feed(st.tenant, st.topic, st.schema.name, _schema_of(st), st.schema.subject)
             yield Feed(
                 st.tenant,
                 st.quarantine_topic,
@@ -143,16 +147,19 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     idem = IdempotencyKeys(
         parse_duration_ms(settings.idempotency_ttl), AnswerFile(settings.answers_path)
     )
-    limits = DecodeLimits.from_settings(settings)
+    limits = replace(DecodeLimits.from_settings(settings), pii_key=_pii_key(settings))
     rate = (
         TokenBucket(settings.rate_limit_rows_per_s, settings.rate_limit_burst_rows)
         if settings.rate_limit_rows_per_s > 0
         else None
     )
     quotas = TenantQuotas(catalog, Quotas.from_settings(settings))
+    tombstones = Tombstones()
+    for tenant, stream, subject, erased_ms in catalog.erasures():
+        tombstones.add(tenant, stream, subject, erased_ms)
     platform_ref: list[Platform] = []
     materializer = Materializer(
-        log_, store, settings.store_batch_rows, lambda: platform_ref[0].feeds()
+        log_, store, settings.store_batch_rows, lambda: platform_ref[0].feeds(), tombstones
     )
     ingest = IngestService(
         log_, clock, limits, idem, rate,
@@ -160,13 +167,32 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
         max_lag_rows=settings.store_max_lag_rows, tenant_rates=quotas,
     )  # fmt: skip
     platform = Platform(
-        settings, clock, catalog, log_, store, streams, materializer, ingest, quotas, secret
-    )
+        settings, clock, catalog, log_, store, streams, materializer, ingest, quotas,
+        tombstones, limits, secret,
+    )  # fmt: skip
     platform.inflight = InflightBudget(settings.max_inflight_bytes)
     platform_ref.append(platform)
     _recover(platform)
     materializer.start()
     return platform
+
+
+def _pii_key(settings: Settings) -> bytes:
+    """The secret of pii 'hash' fields: made once, kept in the data dir (owner-only)."""
+    path = settings.data_dir / "pii.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+            fh.flush()
+            os.fsync(fh.fileno())
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise RuntimeError(
+            f"{path} is damaged ({len(key)} bytes, not 32): restore it from a backup; "
+            "without it, new pii 'hash' values no longer match the stored ones"
+        )
+    return key
 
 
 def _bootstrap(catalog: Catalog, settings: Settings, clock: Clock) -> str | None:

@@ -547,6 +547,24 @@ def test_delete_before_drops_old_rows_only(store: ResultStore) -> None:
         store.delete_before(TENANT, "readings", "device_id", 5)
 
 
+def test_delete_in_drops_the_rows_holding_the_values_only(store: ResultStore) -> None:
+    seeded(store, 10)
+    devices = store.rows_by_offset(TENANT, "readings", 0, 100, 100).column("device_id")
+    gone = {devices[0].as_py(), devices[1].as_py()}
+    expected = sum(1 for d in devices.to_pylist() if d in gone)
+    values = pa.array([*gone, None, "nobody"])
+    assert store.delete_in(TENANT, "readings", "device_id", values) == expected
+    left = store.rows_by_offset(TENANT, "readings", 0, 100, 100).column("device_id").to_pylist()
+    assert len(left) == 10 - expected and not gone & set(left)
+    assert store.delete_in(TENANT, "readings", "device_id", values) == 0
+    # values are cast to the column's type; those that cannot be one match nothing
+    kept = store.rows_by_offset(TENANT, "readings", 0, 100, 100).column("_offset")[0].as_py()
+    assert store.delete_in(TENANT, "readings", "_offset", pa.array([str(kept), "x"])) == 1
+    assert kept not in store.rows_by_offset(TENANT, "readings", 0, 100, 100).column("_offset")
+    with pytest.raises(BadRequest):
+        store.delete_in(TENANT, "readings", "nope", values)
+
+
 # --- sql ----------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from headwater.api import errors
 from headwater.api.audit import AuditTrail
 from headwater.api.auth import KeyCache
 from headwater.api.middleware import RequestContext
-from headwater.api.routes import admin, health, ingest, query, streams
+from headwater.api.routes import admin, health, ingest, query, streams, subjects
 from headwater.api.routes.ingest import EVENTS_PATH, IngestEdge
 from headwater.observability import tracing
 from headwater.services import Platform
@@ -65,7 +65,14 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
     tracing.configure(platform.settings)
     app.state.on_stop.append(tracing.shutdown)
     errors.install(app)
-    for r in (health.router, streams.router, ingest.router, query.router, admin.router):
+    for r in (
+        health.router,
+        streams.router,
+        subjects.router,
+        ingest.router,
+        query.router,
+        admin.router,
+    ):
         app.include_router(r)
     for ext in extensions or []:
         ext(app, platform)

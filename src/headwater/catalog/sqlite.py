@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS audit_log (
     request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_log_by_tenant ON audit_log (tenant, at_ms);
+CREATE TABLE IF NOT EXISTS erasures (
+    tenant TEXT NOT NULL, stream TEXT NOT NULL, subject TEXT NOT NULL, erased_ms INTEGER NOT NULL,
+    report TEXT, PRIMARY KEY (tenant, stream, subject)
+);
 CREATE TABLE IF NOT EXISTS tenant_quotas (tenant TEXT PRIMARY KEY, spec TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reference_tables (
     tenant TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL, created_ms INTEGER NOT NULL,
@@ -256,6 +260,26 @@ class Catalog:
     def forget_audit_before(self, cut_ms: int) -> int:
         with self._lock:
             return self._db.execute("DELETE FROM audit_log WHERE at_ms < ?", (cut_ms,)).rowcount
+
+    # erased data subjects ------------------------------------------------------------
+    def add_erasure(self, tenant: str, stream: str, subject: str, erased_ms: int) -> None:
+        """The tombstone, first: from here on no reader brings the subject's rows back."""
+        self._q(
+            "INSERT INTO erasures (tenant, stream, subject, erased_ms) VALUES (?,?,?,?) "
+            "ON CONFLICT (tenant, stream, subject) DO UPDATE SET erased_ms = excluded.erased_ms",
+            (tenant, stream, subject, erased_ms),
+        )
+
+    def erasure_done(self, tenant: str, stream: str, subject: str, report: dict[str, Any]) -> None:
+        self._q(
+            "UPDATE erasures SET report = ? WHERE tenant = ? AND stream = ? AND subject = ?",
+            (msgspec.json.encode(report).decode(), tenant, stream, subject),
+        )
+
+    def erasures(self) -> list[tuple[str, str, str, int]]:
+        """Every tombstone: (tenant, stream, subject, erased_ms)."""
+        rows = self._q("SELECT tenant, stream, subject, erased_ms FROM erasures")
+        return [(str(t), str(s), str(v), int(ms)) for t, s, v, ms in rows]
 
     def tenant_quotas(self, tenant: str) -> dict[str, Any]:
         """The tenant's own quotas (those it does not set take the defaults)."""

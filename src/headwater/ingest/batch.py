@@ -26,6 +26,7 @@ from headwater.ingest.body import Format, inflate, media_format
 from headwater.ingest.csv_decode import decode_csv
 from headwater.ingest.json_decode import decode_json, decode_ndjson
 from headwater.ingest.model import Decoded, DecodeLimits, RowError, ValidatedBatch
+from headwater.ingest.pii import apply_pii
 from headwater.ingest.small import SMALL_BODY_BYTES, decode_small
 from headwater.ingest.validate import validate
 from headwater.model.schema import StreamSchema
@@ -64,11 +65,13 @@ def decode_and_validate(
     """
     fmt = media_format(content_type)
     data = inflate(body, content_encoding, limits.max_body_bytes)
+    batch = None
     if fmt in SMALL_FORMATS and len(data) <= SMALL_BODY_BYTES:
         batch = decode_small(data, fmt, schema, limits, now_ms)
-        if batch is not None:
-            return batch
-    return decode_vectorized(data, fmt, schema, limits, now_ms)
+    if batch is None:
+        batch = decode_vectorized(data, fmt, schema, limits, now_ms)
+    header = data.split(b"\n", 1)[0].decode("utf-8", "replace") if fmt == "csv" else None
+    return apply_pii(batch, schema, limits.pii_key, header)
 
 
 def decode_vectorized(

@@ -35,6 +35,7 @@ class DecodeLimits:
     min_ts_ms: int
     max_future_ms: int
     max_errors: int
+    pii_key: bytes = b""  # the secret of pii 'hash' fields (see ``ingest.pii``)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DecodeLimits:

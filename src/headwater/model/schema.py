@@ -16,6 +16,7 @@ from headwater.errors import IncompatibleSchema, InvalidSchema
 
 FieldType = Literal["string", "int", "float", "bool", "timestamp", "json"]
 TimeUnit = Literal["iso", "s", "ms", "us"]
+Pii = Literal["mask", "hash", "drop"]
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 RESERVED_PREFIX = "_"
@@ -44,6 +45,7 @@ class Field(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fiel
     max_length: int | None = None
     unit: TimeUnit = "iso"
     description: str | None = None
+    pii: Pii | None = None  # applied at ingest: stored rows and quarantine never hold the value
 
 
 class Rule(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
@@ -67,6 +69,7 @@ class StreamSchema(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     allow_missing_event_time: bool = False
     dedup_horizon: str | None = None  # None: ids are remembered for as long as rows are kept
     retention: str | None = None
+    subject: str | None = None  # the field naming a data subject, for erasure requests
     description: str | None = None
     version: int = 1
 
@@ -120,6 +123,10 @@ def check_schema(schema: StreamSchema) -> None:
                 raise InvalidSchema(f"field {f.name!r}: regex does not compile: {exc}") from exc
         if f.unit != "iso" and f.type != "timestamp":
             raise InvalidSchema(f"field {f.name!r}: unit applies to timestamp fields")
+        if f.pii in ("mask", "hash") and f.type != "string":
+            raise InvalidSchema(
+                f"field {f.name!r}: pii {f.pii!r} applies to string fields; use 'drop' for others"
+            )
     names = {f.name: f for f in schema.fields}
     if schema.event_time is not None:
         if schema.event_time not in names:
@@ -129,6 +136,25 @@ def check_schema(schema: StreamSchema) -> None:
     for k in schema.key:
         if k not in names:
             raise InvalidSchema(f"key field {k!r} is not a field of the stream")
+    keyed = {"key": schema.key, "id": [schema.id] if schema.id else [], "event_time": [
+        schema.event_time] if schema.event_time else []}  # fmt: skip
+    for role, fields_ in keyed.items():
+        for k in fields_:
+            if k in names and names[k].pii in ("mask", "drop"):
+                raise InvalidSchema(
+                    f"field {k!r} is the stream's {role}, so it cannot be pii {names[k].pii!r} "
+                    "(the value is needed); use pii 'hash' to keep it usable but unreadable"
+                )
+    if schema.subject is not None:
+        if schema.subject not in names:
+            raise InvalidSchema(f"subject {schema.subject!r} is not a field of the stream")
+        if names[schema.subject].type not in ("string", "int"):
+            raise InvalidSchema(f"subject field {schema.subject!r} must be a string or int field")
+        if names[schema.subject].pii in ("mask", "drop"):
+            raise InvalidSchema(
+                f"subject field {schema.subject!r} cannot be pii "
+                f"{names[schema.subject].pii!r}: erasure finds a subject's rows by its value"
+            )
     if schema.id is not None:
         if schema.id not in names:
             raise InvalidSchema(f"id field {schema.id!r} is not a field of the stream")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
@@ -12,13 +13,16 @@ from headwater.catalog.sqlite import PipelineRecord
 from headwater.engine import Pipeline, plan_pipeline
 from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.ingest.streams import StreamState
+from headwater.log.ports import LogEntry
 from headwater.model.schema import arrow_schema
 from headwater.model.time import ms_to_datetime, parse_duration_ms
 from headwater.pipelines.references import StoreReferenceTables
 from headwater.pipelines.runner import PipelineRunner, RunnerConfig, errors_table, late_table
 from headwater.pipelines.subscriptions import Subscriptions
 from headwater.services import Platform
+from headwater.store.materializer import conform
 from headwater.store.ports import ResultWrite
+from headwater.store.tombstones import Tombstones
 
 log = structlog.get_logger("headwater.pipelines")
 
@@ -101,6 +105,14 @@ class PipelineManager:
     def consumer_offsets(self) -> list[tuple[str, int]]:
         """(topic, committed offset) of every pipeline, paused or failed ones included."""
         return [(r.topic, r.offset) for r in self._runners.values()]
+
+    def readers_of(self, tenant: str, topic: str) -> list[tuple[list[str], int]]:
+        """For each pipeline of ``tenant`` reading ``topic``: its tables and committed offset."""
+        return [
+            ([r.name, late_table(r.name), errors_table(r.name)], r.offset)
+            for (t, _), r in list(self._runners.items())
+            if t == tenant and r.topic == topic
+        ]
 
     def names(self, tenant: str) -> list[str]:
         return sorted(n for t, n in self._records if t == tenant)
@@ -194,6 +206,7 @@ class PipelineManager:
         return PipelineRunner(
             tenant, pipeline, st.topic, lambda: arrow_schema(st.schema), self._p.log, self._p.store,
             self.subs, self._p.clock, self._config, lambda reason: self._fail(tenant, name, reason),
+            partial(erased_rows, self._p.tombstones, st),
         )  # fmt: skip
 
     def _stream(self, tenant: str, name: str) -> StreamState:
@@ -228,6 +241,21 @@ class PipelineManager:
     def _fail(self, tenant: str, name: str, reason: str) -> None:
         log.error("pipeline_failed", tenant=tenant, pipeline=name, reason=reason)
         self._set(tenant, name, "failed", reason)
+
+
+def erased_rows(
+    tombstones: Tombstones, st: StreamState, entries: list[LogEntry]
+) -> pa.Array | None:
+    """Which rows of ``entries`` to keep, when the stream has erased data subjects."""
+    subject = st.schema.subject
+    if subject is None or not tombstones.any(st.tenant, st.schema.name):
+        return None
+    schema = pa.schema([pa.field(subject, pa.string()), pa.field("_received_ms", pa.int64())])
+    rows = conform(entries, schema)
+    return tombstones.keep(
+        st.tenant, st.schema.name, rows.column(subject).combine_chunks(),
+        rows.column("_received_ms").combine_chunks(),
+    )  # fmt: skip
 
 
 def _waiting(st: dict[str, Any], lateness_ms: int) -> str | None:

@@ -122,6 +122,7 @@ class PipelineRunner:
         clock: Clock,
         config: RunnerConfig,
         on_failure: Callable[[str], None],
+        erased: Callable[[list[LogEntry]], pa.Array | None] = lambda _: None,
     ) -> None:
         self.tenant = tenant
         self.pipeline = pipeline
@@ -133,6 +134,7 @@ class PipelineRunner:
         self._clock = clock
         self._config = config
         self._on_failure = on_failure
+        self._erased = erased  # a keep-mask of the rows of erased data subjects, or None
         self.consumer = f"pipeline:{pipeline.name}"
         self.offset = 0
         self.counters = Counters()
@@ -266,6 +268,9 @@ class PipelineRunner:
         out = StepOutput()
         if entries:
             batch = conform(entries, self._input_schema())
+            keep = self._erased(entries)
+            if keep is not None:
+                batch = batch.filter(keep)
             with span(
                 "pipeline.batch", tenant=self.tenant, pipeline=self.name, rows=batch.num_rows
             ):

@@ -48,6 +48,7 @@ from headwater.store.ports import (
     ResultWrite,
     RowPage,
     RowQuery,
+    cast_values,
     check_name,
     check_rows,
     check_upsert,
@@ -55,6 +56,7 @@ from headwater.store.ports import (
     merge_schema,
     normalize_rows,
     normalize_schema,
+    require_column,
     require_columns,
 )
 
@@ -341,6 +343,23 @@ class DuckDBStore:
         sql = f"DELETE FROM {q.quote(info.physical)} WHERE {q.quote(column)} < ?"
         with self._locks.hold([_table_lock(tenant, table)]), self._transaction() as cur:
             found = cur.execute(sql, [before_ms]).fetchone()
+        return int(found[0]) if found else 0
+
+    def delete_in(self, tenant: str, table: str, column: str, values: pa.Array) -> int:
+        """Delete the rows whose ``column`` holds one of ``values``; return how many."""
+        info = self._info(tenant, table)
+        name = require_column(table, info.schema, column)
+        wanted = pa.table({"v": cast_values(values, info.schema.field(name).type)})
+        sql = (
+            f"DELETE FROM {q.quote(info.physical)} WHERE {q.quote(name)} IN "
+            "(SELECT v FROM __hw_erase WHERE v IS NOT NULL)"
+        )
+        with self._locks.hold([_table_lock(tenant, table)]), self._transaction() as cur:
+            cur.register("__hw_erase", wanted)
+            try:
+                found = cur.execute(sql).fetchone()
+            finally:
+                cur.unregister("__hw_erase")
         return int(found[0]) if found else 0
 
     def rows_by_offset(

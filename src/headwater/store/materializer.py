@@ -22,6 +22,7 @@ from headwater.log.ports import Log, LogEntry
 from headwater.observability import metrics as m
 from headwater.observability.tracing import span
 from headwater.store.ports import ResultStore, ResultWrite
+from headwater.store.tombstones import Tombstones
 
 log = structlog.get_logger("headwater.materializer")
 
@@ -67,9 +68,15 @@ class Feed:
     """One topic copied into one table."""
 
     def __init__(
-        self, tenant: str, topic: str, table: str, schema: Callable[[], pa.Schema]
+        self,
+        tenant: str,
+        topic: str,
+        table: str,
+        schema: Callable[[], pa.Schema],
+        subject: str | None = None,
     ) -> None:
         self.tenant, self.topic, self.table, self.schema = tenant, topic, table, schema
+        self.subject = subject  # the field erasures name, on stream tables
         self.consumer = f"materialize:{table}"
         self.offset: int | None = None
         self.last_commit = 0.0
@@ -84,8 +91,14 @@ class Feed:
 
 class Materializer:
     def __init__(
-        self, log_: Log, store: ResultStore, batch_rows: int, feeds: Callable[[], Iterable[Feed]]
+        self,
+        log_: Log,
+        store: ResultStore,
+        batch_rows: int,
+        feeds: Callable[[], Iterable[Feed]],
+        tombstones: Tombstones | None = None,
     ) -> None:
+        self._tombstones = tombstones or Tombstones()
         self._log = log_
         self._store = store
         self._batch_rows = batch_rows
@@ -188,6 +201,7 @@ class Materializer:
             if not entries:
                 continue
             rows = conform(entries, feed.schema())
+            rows = self._tombstones.filter(feed.tenant, feed.table, feed.subject, rows)
             end = entries[-1].end
             with span("store.commit", table=feed.table, rows=rows.num_rows):
                 self._store.commit(

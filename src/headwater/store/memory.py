@@ -25,6 +25,7 @@ from headwater.store.ports import (
     ResultWrite,
     RowPage,
     RowQuery,
+    cast_values,
     check_name,
     check_rows,
     check_upsert,
@@ -32,6 +33,7 @@ from headwater.store.ports import (
     merge_schema,
     normalize_rows,
     normalize_schema,
+    require_column,
     require_columns,
 )
 
@@ -203,6 +205,16 @@ class MemoryStore:
             info = self._info(tenant, table)
             kept = info.rows.filter(pc.field(column).is_null() | (pc.field(column) >= before_ms))
             # Copy on write, as every write here: readers hold consistent snapshots.
+            self._tables = {**self._tables, (tenant, table): _Table(info.schema, info.key, kept)}
+        return int(info.rows.num_rows - kept.num_rows)
+
+    def delete_in(self, tenant: str, table: str, column: str, values: pa.Array) -> int:
+        """Delete the rows whose ``column`` holds one of ``values``; return how many."""
+        with self._lock:
+            info = self._info(tenant, table)
+            col = info.rows.column(require_column(table, info.schema, column))
+            wanted = cast_values(values, col.type)
+            kept = info.rows.filter(pc.invert(pc.fill_null(pc.is_in(col, wanted), False)))
             self._tables = {**self._tables, (tenant, table): _Table(info.schema, info.key, kept)}
         return int(info.rows.num_rows - kept.num_rows)
 

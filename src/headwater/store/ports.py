@@ -151,6 +151,13 @@ class ResultStore(Protocol):
         """
         ...
 
+    def delete_in(self, tenant: str, table: str, column: str, values: pa.Array) -> int:
+        """Delete the rows whose ``column`` holds one of ``values`` (erasure); how many went.
+
+        ``values`` are cast to the column's type; a value that cannot be one matches nothing.
+        """
+        ...
+
     def rows_by_offset(
         self, tenant: str, table: str, start: int, end: int, max_rows: int
     ) -> pa.Table:
@@ -170,6 +177,29 @@ class ResultStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def require_column(table: str, schema: pa.Schema, column: str) -> str:
+    if column not in schema.names:
+        raise BadRequest(f"table {table!r} has no column {column!r}", code="bad_column")
+    return column
+
+
+def cast_values(values: pa.Array, to: pa.DataType) -> pa.Array:
+    """``values`` as ``to``; those that cannot be one become null (and match nothing)."""
+    if values.type == to:
+        return values
+    try:
+        return values.cast(to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([_cast_one(v, to) for v in values.to_pylist()], to)
+
+
+def _cast_one(value: object, to: pa.DataType) -> object:
+    try:
+        return pa.array([value]).cast(to)[0].as_py()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
 
 
 def is_truncated(table: pa.Table) -> bool:
