@@ -105,7 +105,8 @@ def test_erasure_removes_a_subject_everywhere_and_stays_erased(tmp_path: Path) -
             sql = "CREATE PIPELINE after_restart AS SELECT user FROM signups"
             assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
             wait_for(
-                lambda: users(c, "after_restart") == ["u1", "u2", "u3"], "the pipeline after restart"
+                lambda: users(c, "after_restart") == ["u1", "u2", "u3"],
+                "the pipeline after restart",
             )  # one u1: the row sent after the erasure
     finally:
         server.stop()
@@ -117,7 +118,11 @@ def test_erasure_needs_a_subject_field_and_a_value_of_its_type(server: Server) -
         assert c.post("/v1/streams", json=plain).status_code == 201
         r = c.delete("/v1/streams/plain/subjects/x")
         assert r.status_code == 400 and r.json()["error"]["code"] == "no_subject_field"
-        numbered = {"name": "numbered", "fields": [{"name": "uid", "type": "int"}], "subject": "uid"}
+        numbered = {
+            "name": "numbered",
+            "fields": [{"name": "uid", "type": "int"}],
+            "subject": "uid",
+        }
         assert c.post("/v1/streams", json=numbered).status_code == 201
         r = c.delete("/v1/streams/numbered/subjects/abc")
         assert r.status_code == 400 and r.json()["error"]["code"] == "bad_subject"
