@@ -3,10 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+echo "test.sh: installing Headwater and its test dependencies into .venv (pip), then, if missing," \
+  "prometheus and chromium from Debian (apt-get, system-wide; see scripts/install-test-deps.sh)" >&2
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 ./scripts/install-test-deps.sh
+export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}  # example counts sized for CI (tests/examples.py)
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

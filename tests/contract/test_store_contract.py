@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from examples import examples
 from headwater.errors import BadRequest, Conflict, IncompatibleSchema, NotFound, QueryError
 from headwater.store.duckdb import DuckDBStore
 from headwater.store.memory import MemoryStore
@@ -404,7 +405,9 @@ def test_paging_matches_a_sort_of_everything(
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.data())
 def test_paging_returns_every_row_once_in_order_with_appends_between_pages(

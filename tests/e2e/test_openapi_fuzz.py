@@ -5,6 +5,7 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from examples import examples
 from serverproc import ADMIN_KEY, READINGS, Server
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -22,7 +23,10 @@ def test_no_route_answers_5xx(server: Server) -> None:
 
         @given(case=op.as_strategy())
         @settings(
-            max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None
+            max_examples=examples(20),
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
         )
         def check(case: schemathesis.Case) -> None:
             r = case.call(base_url=server.url, headers=AUTH, timeout=30)

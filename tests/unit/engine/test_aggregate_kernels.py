@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from examples import examples
 from headwater.engine.aggregates.groups import group_rows, regroup
 from headwater.engine.aggregates.int128 import WIDE, Int128, group_sums, read
 from headwater.engine.aggregates.kernels import make_kernel
@@ -142,7 +143,7 @@ NEAR_EDGES = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     values=st.lists(st.one_of(st.none(), NEAR_EDGES), min_size=1, max_size=60),
     data=st.data(),

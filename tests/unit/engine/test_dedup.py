@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from examples import examples
 from headwater.engine.operators.dedup import Dedup
 from headwater.engine.operators.seen import STATE, SeenIds, Work, id_hashes
 from headwater.engine.plan import DedupSpec, Options
@@ -66,7 +67,7 @@ def streams(draw: st.DrawFn) -> tuple[list[list[dict[str, Any]]], int, int]:
     return batches, draw(st.sampled_from([0, 1, 500, 2_000])), draw(st.sampled_from([0, 700]))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(stream=streams(), data=st.data())
 def test_dedup_equals_the_row_by_row_rule(
     stream: tuple[list[list[dict[str, Any]]], int, int], data: st.DataObject
@@ -183,7 +184,7 @@ GOLDEN_STRINGS = (
 GOLDEN_INTS = ["e220a8397b1dcdaf", "e4d971771b652c20", "00aa50ea8e0fa9eb"]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(values=st.lists(st.one_of(st.text(max_size=40), st.binary(max_size=40)), max_size=40))
 def test_a_hash_depends_on_the_value_alone(values: list[str | bytes]) -> None:
     texts = [v if isinstance(v, str) else v.hex() for v in values]

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from examples import examples
 from headwater.engine import Pipeline, StepOutput
 
 SCHEMA = pa.schema(
@@ -219,7 +220,9 @@ def late_pairs(outs: list[StepOutput]) -> set[tuple[int, int | None]]:
 
 
 KINDS = ["tumble", "hop", "session"]
-SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @pytest.mark.parametrize("kind", KINDS)

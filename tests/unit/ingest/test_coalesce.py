@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from examples import examples
 from headwater.errors import HeadwaterError
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.coalesce import Coalescer, Waiting, split
@@ -139,7 +140,7 @@ rows = st.lists(st.tuples(temps, ids), min_size=1, max_size=4)
 ctypes = st.sampled_from(["application/json", "application/x-ndjson"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(rows, ctypes), min_size=1, max_size=12))
 def test_coalesced_answers_equal_one_by_one_answers(
     requests: list[tuple[list[tuple[float | None, str | None]], str]],

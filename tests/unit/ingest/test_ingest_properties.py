@@ -22,6 +22,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from examples import examples
 from headwater.errors import HeadwaterError
 from headwater.ingest.batch import DecodeLimits, ValidatedBatch, decode_and_validate
 from headwater.model.schema import ARROW_TYPES, StreamSchema, schema_from_dict
@@ -52,7 +53,9 @@ SCHEMA = schema_from_dict(
         "rules": [{"expr": "epoch >= ts", "code": "epoch_before_ts"}],
     }
 )
-PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INT64 = (-(2**63), 2**63 - 1)
 
@@ -587,7 +590,7 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.binary(max_size=300) | mutated(),
     st.sampled_from(CONTENT_TYPES),

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from examples import examples
 from headwater.api.render import JSON_OPTS, _default
 from headwater.pipelines import subscriptions as subs_module
 from headwater.pipelines.json_rows import SMALL_ROWS, JsonRows
@@ -71,7 +72,7 @@ def test_types_duckdb_would_encode_differently_go_the_python_way() -> None:
     assert ENCODER.encode(small) == python_json(small)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     st.lists(
         st.tuples(
