@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import re
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -24,6 +26,7 @@ READINGS_FIELDS: list[dict[str, object]] = READINGS["fields"]  # type: ignore[as
 pytestmark = pytest.mark.slow
 
 _seq = itertools.count()
+T = TypeVar("T")
 
 
 def make_stream(c: httpx.Client) -> str:
@@ -250,3 +253,148 @@ def test_pipeline_page_stays_responsive_under_a_stream_of_updates(
         assert draws < updates / 10, (draws, updates)
         assert max(gaps) < 1000, f"a frame took {max(gaps):.0f} ms"
         screenshot(page, "pipeline-load")
+
+
+def wait_until(fn: Callable[[], T | None], what: str, timeout_s: float = 20.0) -> T:
+    """``fn()`` once it answers something truthy; fail after ``timeout_s`` saying ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = fn()
+        if out:
+            return out
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def table_rows(c: httpx.Client, table: str, count: int) -> list[dict[str, object]] | None:
+    r = c.get(f"/v1/tables/{table}/rows", params={"limit": 1000})
+    rows: list[dict[str, object]] = r.json()["rows"] if r.status_code == 200 else []
+    return rows if len(rows) == count else None
+
+
+def test_create_replace_and_drop_a_pipeline_from_the_ui(server: Server, page: Page) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        post(c, name, [ev(i) for i in range(30)])  # temperatures 20 .. 29, three of each
+        pipe = f"{name}_hot"
+        sign_in(page, server)
+        page.get_by_test_id("new-pipeline").click()
+        sql = page.get_by_test_id("pipeline-sql-input")
+        expect(sql).to_have_value(
+            re.compile(r"^CREATE PIPELINE \w+ AS")
+        )  # a template to start from
+        sql.fill(
+            f"CREATE PIPELINE {pipe} AS\nSELECT device_id, temperature\nFROM {name}\nWHERE temperature >= 25"
+        )
+        editor = page.get_by_test_id("pipeline-sql-input-editor")
+        expect(editor.locator(".tok-kw").first).to_have_text("CREATE")  # highlighted as typed
+        expect(editor.locator(".tok-num")).to_have_text(["25"])
+        page.get_by_test_id("create-pipeline").click()
+        expect(page).to_have_url(re.compile(rf"#/pipelines/{pipe}$"))
+        expect(page.get_by_test_id("pipeline-status")).to_have_text("running")
+        wait_until(lambda: table_rows(c, pipe, 15), "the created pipeline's 15 rows")
+        screenshot(page, "pipeline-created")
+
+        page.get_by_test_id("edit-sql").click()
+        expect(sql).to_have_value(re.compile("temperature >= 25"))  # starts from the current SQL
+        sql.fill(
+            f"CREATE PIPELINE {pipe} AS\nSELECT device_id, temperature * 10 AS t10\nFROM {name}\nWHERE temperature >= 28"
+        )
+        page.get_by_test_id("replace").click()
+        expect(page.get_by_test_id("replace-confirm")).to_contain_text("state and its tables")
+        screenshot(page, "pipeline-replace-confirm")
+        page.get_by_test_id("confirm-replace").click()
+        expect(page.get_by_test_id("replaced")).to_contain_text("state and tables reset")
+        expect(page.get_by_test_id("pipeline-sql")).to_contain_text("t10")
+        rows = wait_until(lambda: table_rows(c, pipe, 6), "the replaced pipeline's 6 rows")
+        assert sorted(r["t10"] for r in rows) == [280.0] * 3 + [290.0] * 3  # type: ignore[type-var]
+        assert c.get(f"/v1/pipelines/{pipe}").json()["sql"].endswith(">= 28")
+
+        page.get_by_test_id("drop").click()
+        expect(page.get_by_test_id("drop-confirm")).to_contain_text(f"Drop pipeline {pipe}?")
+        page.get_by_test_id("drop-tables").check()
+        page.get_by_test_id("confirm-drop").click()
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        assert c.get(f"/v1/pipelines/{pipe}").status_code == 404
+        assert c.get(f"/v1/tables/{pipe}/rows").status_code == 404
+        expect(page.get_by_test_id(f"pipeline-{pipe}")).to_have_count(0)
+
+
+def test_a_pipeline_sql_error_is_marked_at_the_servers_line_and_column(
+    server: Server, page: Page
+) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        bad = f"CREATE PIPELINE {name}_bad AS\nSELECT device_id,\n  count(*) AS n\nFROM {name}\nGROUP BY device_id"
+        answer = c.post("/v1/pipelines", json={"sql": bad})
+        assert answer.status_code == 400
+        where = re.search(
+            r"line (\d+), column (\d+)", answer.json()["error"]["details"]["position"]
+        )
+        assert where is not None
+        line, column = int(where[1]), int(where[2])
+    sign_in(page, server, hash_="#/create/pipeline")
+    sql = page.get_by_test_id("pipeline-sql-input")
+    sql.fill(bad)
+    page.get_by_test_id("create-pipeline").click()
+    expect(page.get_by_test_id("pipeline-answer").locator(".alert code")).to_have_text(
+        "unsupported_sql"
+    )
+    editor = page.get_by_test_id("pipeline-sql-input-editor")
+    expect(editor).to_have_attribute("data-error-line", str(line))
+    expect(editor).to_have_attribute("data-error-column", str(column))
+    expect(editor).to_contain_text(f"Error at line {line}, column {column}")
+    bad_line = bad.split("\n")[line - 1]
+    expect(editor.locator(".line-err")).to_have_text(bad_line)
+    token = re.match(r"\w+", bad_line[column - 1 :])
+    assert token is not None
+    expect(editor.locator(".tok-err")).to_have_text(token[0])
+    offset = sum(len(x) + 1 for x in bad.split("\n")[: line - 1]) + column - 1
+    assert sql.evaluate("el => el.selectionStart") == offset  # the cursor waits at the error
+    screenshot(page, "pipeline-sql-error")
+    sql.press("End")
+    sql.press_sequentially(" ")  # editing clears the mark
+    expect(editor).not_to_have_attribute("data-error-line", str(line))
+    expect(editor.locator(".tok-err")).to_have_count(0)
+
+
+def test_create_a_stream_from_the_ui(server: Server, page: Page) -> None:
+    name = f"ui_form_{next(_seq)}"
+    sign_in(page, server)
+    page.get_by_test_id("new-stream").click()
+    page.get_by_label("stream name").fill(name)
+    rows = page.locator("tr.field-row")
+    expect(rows).to_have_count(2)  # ts (timestamp, required) and value (float) to start from
+    rows.nth(1).get_by_label("min").fill("0")
+    rows.nth(1).get_by_label("max").fill("100")
+    for field in ("device", "level", "_eid"):
+        page.get_by_test_id("add-field").click()
+        rows.last.get_by_label("field name").fill(field)
+    rows.nth(2).get_by_label("required").check()
+    rows.nth(3).get_by_label("allowed values").fill("low, high")
+    page.get_by_label("event time field").select_option("ts")
+    page.get_by_test_id("key-fields").get_by_label("device").check()
+    page.get_by_label("id field").select_option("_eid")
+    page.get_by_test_id("create-stream").click()
+    refused = page.get_by_test_id("stream-answer").locator(".alert")
+    expect(refused.locator("code")).to_have_text("invalid_schema")  # the server's reason, shown
+    expect(refused).to_contain_text("field name '_eid' is not valid")
+    screenshot(page, "stream-create-error")
+
+    rows.nth(4).get_by_label("field name").fill("eid")
+    page.get_by_label("id field").select_option("eid")
+    expect(page.get_by_test_id("stream-json")).to_contain_text('"id": "eid"')
+    page.get_by_test_id("create-stream").click()
+    expect(page).to_have_url(re.compile(rf"#/streams/{name}$"))
+    expect(page.get_by_test_id("schema")).to_contain_text("level")
+    with server.client() as c:
+        s = c.get(f"/v1/streams/{name}").json()
+        assert s["event_time"] == "ts" and s["key"] == ["device"] and s["id"] == "eid"
+        fields = {f["name"]: f for f in s["fields"]}
+        assert fields["value"]["min"] == 0 and fields["value"]["max"] == 100
+        assert fields["device"]["required"] is True and fields["level"]["enum"] == ["low", "high"]
+        out = post(
+            c, name, [{"ts": "2026-11-21T10:00:00Z", "value": 101, "device": "a", "eid": "1"}]
+        )
+        assert out["rejected"] == 1  # the constraint set in the form holds
+    screenshot(page, "stream-created")

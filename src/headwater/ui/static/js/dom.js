@@ -114,6 +114,8 @@ export function cellText(v) {
   return String(v);
 }
 
+const CELL_CHARS = 80; // longer cells are cut; the title keeps the whole text
+
 /** A table of ``rows`` (arrays) under ``columns``, at most ``cap`` rows shown. */
 export function dataTable(columns, rows, { cap = 500, rowAttrs } = {}) {
   const shown = rows.slice(0, cap);
@@ -123,13 +125,14 @@ export function dataTable(columns, rows, { cap = 500, rowAttrs } = {}) {
       rowAttrs ? rowAttrs(r, i) : {},
       r.map((v) => {
         const text = cellText(v);
-        return h("td", { title: text.length > 60 ? text : null, class: typeof v === "number" ? "num" : null }, text);
+        const shown = text.length > CELL_CHARS ? `${text.slice(0, CELL_CHARS)}…` : text;
+        return h("td", { title: shown !== text ? text : null, class: typeof v === "number" ? "num" : null }, shown);
       }),
     ),
   );
   const table = h(
     "table",
-    { class: "data" },
+    { class: "data cells" },
     h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
     h("tbody", {}, body),
   );

@@ -4,12 +4,13 @@
 import { api } from "./api.js";
 import { Chart } from "./charts.js";
 import { dataTable, errorBox, fill, h, isTimeText } from "./dom.js";
+import { SqlEditor } from "./editor.js";
 
 const LAST_SQL = "headwater.sql";
 const MAX_SHOWN = 1000;
 
 export function mount(root) {
-  const sql = h("textarea", { class: "sql-input", rows: 6, spellcheck: "false", "aria-label": "SQL", "data-testid": "sql" });
+  const sql = new SqlEditor({ label: "SQL", testid: "sql", rows: 6 });
   sql.value = sessionStorage.getItem(LAST_SQL) || "SELECT 1 AS one";
   const run = h("button", { type: "submit", "data-testid": "run" }, "Run");
   const status = h("span", { class: "muted small", "data-testid": "query-status" });
@@ -22,25 +23,25 @@ export function mount(root) {
     h("div", { class: "card-head" }, h("h2", {}, "Chart"), h("span", { class: "spacer" }),
       h("label", {}, "x ", xSel), h("label", {}, "y ", ySel), kind),
     chartBox);
-  const tables = h("p", { class: "small muted" });
+  const tables = h("div", { class: "chips small muted", "data-testid": "tables" });
 
   root.append(
     h("h1", {}, "Query"),
     h("section", { class: "card" },
       h("form", { class: "query-form", onsubmit: (e) => { e.preventDefault(); execute(); } },
-        sql, h("div", { class: "row" }, run, status, h("span", { class: "spacer" }), h("span", { class: "muted small" }, "Ctrl+Enter runs"))),
+        sql.root, h("div", { class: "row" }, run, status, h("span", { class: "spacer" }), h("span", { class: "muted small" }, "Ctrl+Enter runs"))),
       tables),
     h("section", { class: "card" }, h("h2", {}, "Result"), result),
     chartCard,
   );
-  sql.addEventListener("keydown", (e) => {
+  sql.area.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
       e.preventDefault();
       execute();
     }
   });
   api("/v1/tables").then(({ tables: names }) => {
-    fill(tables, "Tables: ", names.length ? names.map((n) => h("code", {
+    fill(tables, h("span", {}, "Tables:"), names.length ? names.map((n) => h("code", {
       class: "chip", title: "insert a query of this table",
       onclick: () => { sql.value = `SELECT * FROM ${n} LIMIT 100`; },
     }, n)) : "none yet");
@@ -77,6 +78,7 @@ export function mount(root) {
       status.textContent = "failed";
       chartCard.hidden = true;
       fill(result, errorBox(err));
+      sql.showError(err);
     } finally {
       run.disabled = false;
     }
