@@ -148,7 +148,7 @@ def test_quarantine_replay_per_row_and_per_code(server: Server, page: Page) -> N
         expect(tail).to_have_count(2)
 
         # Replay every row of a code: still refused, and the answer says so.
-        page.get_by_label("reason code").select_option("not_in_enum")
+        page.get_by_label("Replay every row with code").select_option("not_in_enum")
         page.get_by_test_id("replay-code").click()
         expect(answer).to_contain_text(
             "Replayed code not_in_enum: 1 row(s), 0 accepted, 1 rejected again"
@@ -398,3 +398,140 @@ def test_create_a_stream_from_the_ui(server: Server, page: Page) -> None:
         )
         assert out["rejected"] == 1  # the constraint set in the form holds
     screenshot(page, "stream-created")
+
+
+def test_quarantine_filter_and_replay_by_code_are_separate_labelled_tools(
+    server: Server, page: Page
+) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        post(c, name, [ev(0), ev(1, temperature=999), ev(2, temperature=998), ev(3, status="boom")])
+        sign_in(page, server, hash_=f"#/streams/{name}")
+        quarantine = page.get_by_test_id("quarantine").locator("tbody tr")
+        expect(quarantine).to_have_count(3)
+        show = page.get_by_label("Show rows with code")
+        expect(page.get_by_test_id("quarantine-filter-tool")).to_contain_text("changes nothing")
+        expect(page.get_by_test_id("quarantine-replay-tool")).to_contain_text("validation again")
+
+        show.select_option("not_in_enum")  # filtering only narrows the list
+        expect(quarantine).to_have_count(1)
+        expect(quarantine.first).to_contain_text("not_in_enum")
+        expect(page.get_by_test_id("replay-answer")).to_be_empty()
+        show.select_option("")
+        expect(quarantine).to_have_count(3)
+        assert len(c.get(f"/v1/streams/{name}/quarantine").json()["rows"]) == 3
+
+        page.get_by_label("Replay every row with code").select_option("above_max")
+        replay = page.get_by_test_id("replay-code")
+        expect(replay).to_have_text("Replay every above_max row")  # says what it will do
+        screenshot(page, "quarantine-tools")
+        replay.click()
+        expect(page.get_by_test_id("replay-answer")).to_contain_text(
+            "Replayed code above_max: 2 row(s), 0 accepted, 2 rejected again"
+        )
+
+
+def test_stateless_pipeline_shows_a_dash_for_event_time_lag_with_the_reason(
+    server: Server, page: Page
+) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        pipe = f"{name}_proj"
+        sql = f"CREATE PIPELINE {pipe} AS SELECT device_id, temperature FROM {name}"
+        assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+        post(c, name, [ev(i) for i in range(5)])
+        wait_until(lambda: table_rows(c, pipe, 5), "the pipeline's 5 rows")
+        sign_in(page, server)
+        lag = page.get_by_test_id(f"pipeline-{pipe}").get_by_test_id("event-time-lag")
+        expect(lag).to_have_text("—")
+        expect(lag).to_have_attribute(
+            "title", re.compile("stateless pipeline .* no event-time lag")
+        )
+        page.get_by_role("link", name=pipe).click()
+        fact = page.get_by_test_id("event-time-lag")
+        expect(fact).to_have_text("—")
+        expect(fact).to_have_attribute("title", re.compile("no watermark"))
+        expect(page.get_by_test_id("no-lag")).to_contain_text("log lag")
+        screenshot(page, "pipeline-stateless")
+
+
+def at(minute: int, **over: object) -> dict[str, object]:
+    return ev(0, ts=f"2026-11-21T10:{minute:02d}:00Z", event_id=f"m{minute}", **over)
+
+
+def test_query_chart_breaks_lines_at_gaps_and_draws_categories_as_bars(
+    server: Server, page: Page
+) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        events = [at(m, temperature=20.0 + m % 7) for m in [*range(10), *range(30, 40)]]
+        events[5]["temperature"] = None  # 10:05 has no value
+        post(c, name, events)
+    sign_in(page, server, hash_="#/query")
+    page.get_by_test_id("sql").fill(f"SELECT ts, temperature FROM {name} ORDER BY ts")
+    page.get_by_test_id("run").click()
+    chart = page.get_by_test_id("query-chart").locator(".chart")
+    expect(chart).to_have_attribute("data-kind", "line")
+    expect(chart).to_have_attribute("data-segments", "3")  # 10:00-10:04 | 10:06-10:09 | 10:30-10:39
+    first = page.get_by_test_id("result").locator("tbody tr").first.locator("time")
+    expect(first).to_have_text("2026-11-21 10:00:00Z")  # one format: ISO, UTC
+    expect(first).to_have_attribute("title", re.compile(r"\(local time\)$"))
+    screenshot(page, "query-gaps")
+
+    page.get_by_test_id("sql").fill(
+        f"SELECT status, count(*) AS n FROM {name} GROUP BY status ORDER BY status"
+    )
+    page.get_by_test_id("run").click()
+    expect(page.get_by_test_id("query-status")).to_contain_text("1 row(s)")
+    expect(chart).to_have_attribute("data-kind", "bar")
+    expect(page.get_by_label("chart kind")).to_have_value("bar")
+
+
+def test_pipeline_result_chart_breaks_each_series_at_missing_windows(
+    server: Server, page: Page
+) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        pipe = f"{name}_gaps"
+        sql = (f"CREATE PIPELINE {pipe} AS SELECT device_id, window_start, count(*) AS n "
+               f"FROM TUMBLE({name}, ts, INTERVAL '1 minute') GROUP BY device_id, window_start "
+               f"WITH (emit = 'changes')")  # fmt: skip
+        assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+        minutes = [0, 1, 2, 3, 20, 21, 22, 23]  # nothing from 10:04 to 10:19
+        post(c, name, [ev(0, device_id=d, ts=f"2026-11-21T10:{m:02d}:00Z", event_id=f"{d}{m}")
+                       for m in minutes for d in ("d0", "d1")])  # fmt: skip
+        wait_until(lambda: table_rows(c, pipe, 16), "16 windows")
+        sign_in(page, server, hash_=f"#/pipelines/{pipe}")
+        chart = page.get_by_test_id("result-chart")
+        expect(chart).to_have_attribute("data-kind", "line")
+        expect(chart).to_have_attribute("data-segments", "2,2")  # one break per device
+        screenshot(page, "pipeline-gaps")
+
+
+def test_query_page_never_overflows_the_window(fresh_server: Server, page: Page) -> None:
+    with fresh_server.client() as c:
+        for i in range(30):
+            r = c.post(
+                "/v1/streams", json={**READINGS, "name": f"a_long_stream_name_for_chips_{i}"}
+            )
+            assert r.status_code == 201, r.text
+        post(c, "a_long_stream_name_for_chips_0", [ev(i) for i in range(20)])
+    sign_in(page, fresh_server, hash_="#/query")
+    chips = page.get_by_test_id("tables").locator(".chip")
+    expect(chips).to_have_count(30)
+    page.get_by_test_id("sql").fill(
+        "SELECT *, repeat('wide ', 40) AS w1, repeat('x', 300) AS w2, 1 AS c1, 2 AS c2, 3 AS c3, "
+        "4 AS c4, 5 AS c5 FROM a_long_stream_name_for_chips_0"
+    )
+    page.get_by_test_id("run").click()
+    expect(page.get_by_test_id("result").locator("tbody tr")).to_have_count(20)
+    for width in (1360, 760):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_function("w => window.innerWidth === w", arg=width)
+        tops = chips.evaluate_all("els => new Set(els.map((e) => e.offsetTop)).size")
+        assert tops > 1, "the table chips should wrap onto several lines"
+        sizes = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert sizes[0] <= sizes[1], f"the page overflows the window: {sizes}"
+        wrap = page.get_by_test_id("result").locator(".table-wrap")
+        assert wrap.evaluate("el => el.scrollWidth > el.clientWidth")  # the table scrolls inside
+        screenshot(page, f"query-overflow-{width}")

@@ -4,7 +4,7 @@
 import { ApiError, api, apiOptional, apiText, enc, health, parseMetrics } from "./api.js";
 import { Ring, sparkline } from "./charts.js";
 import { STATELESS_LAG } from "./pipeline.js";
-import { every, fill, fmtBytes, fmtDuration, fmtNum, fmtRate, fmtTime, h, onFrame, pill, statusPill } from "./dom.js";
+import { every, fill, fmtBytes, fmtDuration, fmtNum, fmtRate, h, onFrame, pill, statusPill, timeEl } from "./dom.js";
 
 const RATE_POINTS = 90;
 
@@ -178,7 +178,7 @@ async function pipelinesView() {
       return h("tr", { "data-testid": `pipeline-${p.name}` },
         h("td", {}, h("a", { href: `#/pipelines/${enc(p.name)}` }, p.name)),
         h("td", { title: p.reason || "" }, statusPill(p.status)),
-        h("td", {}, fmtTime(p.watermark)),
+        h("td", { class: "nowrap" }, timeEl(p.watermark)),
         h("td", { class: "num" }, fmtNum(m.log_lag_rows)),
         p.kind === "stateless"
           ? h("td", { class: "num", title: STATELESS_LAG, "data-testid": "event-time-lag" }, "—")

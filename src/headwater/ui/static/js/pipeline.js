@@ -3,7 +3,7 @@
 
 import { api, enc } from "./api.js";
 import { Chart, Ring } from "./charts.js";
-import { errorBox, every, fill, fmtBytes, fmtDuration, fmtNum, fmtTime, h, statusPill } from "./dom.js";
+import { errorBox, every, fill, fmtBytes, fmtDuration, fmtNum, h, statusPill, timeEl } from "./dom.js";
 import { pipelineControls } from "./pipeline_edit.js";
 import { ResultChart } from "./results.js";
 
@@ -70,7 +70,7 @@ export function mount(root, [name]) {
     resumeBtn.disabled = p.status === "running";
     if (els.sql.textContent !== p.sql) els.sql.textContent = p.sql;
     fill(els.facts, [
-      ["watermark", fmtTime(p.watermark)], ["rows in", fmtNum(m.rows_in)], ["rows out", fmtNum(m.rows_out)],
+      ["watermark", timeEl(p.watermark)], ["rows in", fmtNum(m.rows_in)], ["rows out", fmtNum(m.rows_out)],
       ["late rows", fmtNum(m.late_rows)], ["error rows", fmtNum(m.error_rows)], ["log lag", `${fmtNum(m.log_lag_rows)} rows`],
       ["event-time lag", stateless ? h("span", { title: STATELESS_LAG, "data-testid": "event-time-lag" }, "—")
         : h("span", { "data-testid": "event-time-lag" }, fmtDuration(m.event_time_lag_s))], ["state", `${fmtNum(m.state_keys)} keys, ${fmtBytes(m.state_bytes)}`],
