@@ -180,6 +180,17 @@ def test_query_page_shows_table_chart_and_errors(server: Server, page: Page) -> 
     page.get_by_test_id("run").click()
     expect(result.locator(".alert code")).to_have_text("unknown_table")
     expect(result.locator(".alert")).to_contain_text("no_such_table")
+
+    sql.fill("SELECT *\nFORM no_such_table")  # the server says where: marked in the editor
+    page.get_by_test_id("run").click()
+    expect(result.locator(".alert code")).to_have_text("syntax_error")
+    message = result.locator(".alert").inner_text()
+    where = re.search(r"line (\d+), column (\d+)", message)
+    assert where is not None, message
+    editor = page.get_by_test_id("sql-editor")
+    expect(editor).to_have_attribute("data-error-line", where[1])
+    expect(editor).to_have_attribute("data-error-column", where[2])
+    expect(editor.locator(".line-err")).to_have_text("FORM no_such_table")
     screenshot(page, "query-error")
 
 

@@ -94,9 +94,16 @@ export function fmtBytes(v) {
   return `${nf.format(v)} ${units[i]}`;
 }
 
+/** Epoch ms of a time the API wrote (epoch ms, or ISO text; text without a zone is UTC). */
+export function timeMs(v) {
+  if (typeof v === "number") return v;
+  const text = String(v).replace(" ", "T");
+  return Date.parse(/(Z|[+-]\d\d:?\d\d)$/i.test(text) ? text : `${text}Z`);
+}
+
 function toDate(v) {
   if (v === null || v === undefined || v === "") return null;
-  const d = new Date(v); // epoch ms, or ISO text
+  const d = new Date(timeMs(v));
   return Number.isNaN(d.getTime()) ? null : d;
 }
 

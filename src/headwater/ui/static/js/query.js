@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 import { Chart } from "./charts.js";
-import { dataTable, errorBox, fill, h, isTimeText } from "./dom.js";
+import { dataTable, errorBox, fill, h, isTimeText, timeMs } from "./dom.js";
 import { SqlEditor } from "./editor.js";
 
 const LAST_SQL = "headwater.sql";
@@ -132,7 +132,7 @@ function chartData(answer, { xcol, ycol, kind, split }, chart) {
   chart.time = xi >= 0 && rows.some((r) => isTimeText(r[xi]));
   const xOf = (r, i) => {
     const v = xi >= 0 ? r[xi] : i + 1;
-    return typeof v === "number" ? v : chart.time ? Date.parse(v) : i + 1;
+    return typeof v === "number" ? v : chart.time ? timeMs(v) : i + 1;
   };
   const groups = new Map();
   rows.forEach((r, i) => {
