@@ -76,11 +76,14 @@ export function mount(root, [name]) {
   }, (err) => fill(els.tail, errorBox(err)));
 
   let quarantineKey = "";
+  let loads = 0; // only the latest load renders: a slow earlier one must not undo a new filter
   async function loadQuarantine(force = false) {
+    const mine = ++loads;
     const list = `${path}/quarantine?order=desc&limit=200`;
-    const { rows: all } = await api(list);
     const shown = els.show.value;
+    const { rows: all } = await api(list);
     const rows = shown ? (await api(`${list}&code=${enc(shown)}`)).rows : all;
+    if (mine !== loads) return;
     const key = shown + rows.map((r) => r._offset ?? `${r.received_ms}:${r.row}`).join(",")
       + all.map((r) => r.code).join(",");
     if (key === quarantineKey && !force) return;
