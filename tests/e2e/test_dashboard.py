@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import re
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -24,6 +26,7 @@ READINGS_FIELDS: list[dict[str, object]] = READINGS["fields"]  # type: ignore[as
 pytestmark = pytest.mark.slow
 
 _seq = itertools.count()
+T = TypeVar("T")
 
 
 def make_stream(c: httpx.Client) -> str:
@@ -145,7 +148,7 @@ def test_quarantine_replay_per_row_and_per_code(server: Server, page: Page) -> N
         expect(tail).to_have_count(2)
 
         # Replay every row of a code: still refused, and the answer says so.
-        page.get_by_label("reason code").select_option("not_in_enum")
+        page.get_by_label("Replay every row with code").select_option("not_in_enum")
         page.get_by_test_id("replay-code").click()
         expect(answer).to_contain_text(
             "Replayed code not_in_enum: 1 row(s), 0 accepted, 1 rejected again"
@@ -177,6 +180,17 @@ def test_query_page_shows_table_chart_and_errors(server: Server, page: Page) -> 
     page.get_by_test_id("run").click()
     expect(result.locator(".alert code")).to_have_text("unknown_table")
     expect(result.locator(".alert")).to_contain_text("no_such_table")
+
+    sql.fill("SELECT *\nFORM no_such_table")  # the server says where: marked in the editor
+    page.get_by_test_id("run").click()
+    expect(result.locator(".alert code")).to_have_text("syntax_error")
+    message = result.locator(".alert").inner_text()
+    where = re.search(r"line (\d+), column (\d+)", message)
+    assert where is not None, message
+    editor = page.get_by_test_id("sql-editor")
+    expect(editor).to_have_attribute("data-error-line", where[1])
+    expect(editor).to_have_attribute("data-error-column", where[2])
+    expect(editor.locator(".line-err")).to_have_text("FORM no_such_table")
     screenshot(page, "query-error")
 
 
@@ -250,3 +264,285 @@ def test_pipeline_page_stays_responsive_under_a_stream_of_updates(
         assert draws < updates / 10, (draws, updates)
         assert max(gaps) < 1000, f"a frame took {max(gaps):.0f} ms"
         screenshot(page, "pipeline-load")
+
+
+def wait_until(fn: Callable[[], T | None], what: str, timeout_s: float = 20.0) -> T:
+    """``fn()`` once it answers something truthy; fail after ``timeout_s`` saying ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = fn()
+        if out:
+            return out
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def table_rows(c: httpx.Client, table: str, count: int) -> list[dict[str, object]] | None:
+    r = c.get(f"/v1/tables/{table}/rows", params={"limit": 1000})
+    rows: list[dict[str, object]] = r.json()["rows"] if r.status_code == 200 else []
+    return rows if len(rows) == count else None
+
+
+def test_create_replace_and_drop_a_pipeline_from_the_ui(server: Server, page: Page) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        post(c, name, [ev(i) for i in range(30)])  # temperatures 20 .. 29, three of each
+        pipe = f"{name}_hot"
+        sign_in(page, server)
+        page.get_by_test_id("new-pipeline").click()
+        sql = page.get_by_test_id("pipeline-sql-input")
+        expect(sql).to_have_value(
+            re.compile(r"^CREATE PIPELINE \w+ AS")
+        )  # a template to start from
+        sql.fill(
+            f"CREATE PIPELINE {pipe} AS\nSELECT device_id, temperature\nFROM {name}\nWHERE temperature >= 25"
+        )
+        editor = page.get_by_test_id("pipeline-sql-input-editor")
+        expect(editor.locator(".tok-kw").first).to_have_text("CREATE")  # highlighted as typed
+        expect(editor.locator(".tok-num")).to_have_text(["25"])
+        page.get_by_test_id("create-pipeline").click()
+        expect(page).to_have_url(re.compile(rf"#/pipelines/{pipe}$"))
+        expect(page.get_by_test_id("pipeline-status")).to_have_text("running")
+        wait_until(lambda: table_rows(c, pipe, 15), "the created pipeline's 15 rows")
+        screenshot(page, "pipeline-created")
+
+        page.get_by_test_id("edit-sql").click()
+        expect(sql).to_have_value(re.compile("temperature >= 25"))  # starts from the current SQL
+        sql.fill(
+            f"CREATE PIPELINE {pipe} AS\nSELECT device_id, temperature * 10 AS t10\nFROM {name}\nWHERE temperature >= 28"
+        )
+        page.get_by_test_id("replace").click()
+        expect(page.get_by_test_id("replace-confirm")).to_contain_text("state and its tables")
+        screenshot(page, "pipeline-replace-confirm")
+        page.get_by_test_id("confirm-replace").click()
+        expect(page.get_by_test_id("replaced")).to_contain_text("state and tables reset")
+        expect(page.get_by_test_id("pipeline-sql")).to_contain_text("t10")
+        rows = wait_until(lambda: table_rows(c, pipe, 6), "the replaced pipeline's 6 rows")
+        assert sorted(r["t10"] for r in rows) == [280.0] * 3 + [290.0] * 3  # type: ignore[type-var]
+        assert c.get(f"/v1/pipelines/{pipe}").json()["sql"].endswith(">= 28")
+
+        page.get_by_test_id("drop").click()
+        expect(page.get_by_test_id("drop-confirm")).to_contain_text(f"Drop pipeline {pipe}?")
+        page.get_by_test_id("drop-tables").check()
+        page.get_by_test_id("confirm-drop").click()
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        assert c.get(f"/v1/pipelines/{pipe}").status_code == 404
+        assert c.get(f"/v1/tables/{pipe}/rows").status_code == 404
+        expect(page.get_by_test_id(f"pipeline-{pipe}")).to_have_count(0)
+
+
+def test_a_pipeline_sql_error_is_marked_at_the_servers_line_and_column(
+    server: Server, page: Page
+) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        bad = f"CREATE PIPELINE {name}_bad AS\nSELECT device_id,\n  count(*) AS n\nFROM {name}\nGROUP BY device_id"
+        answer = c.post("/v1/pipelines", json={"sql": bad})
+        assert answer.status_code == 400
+        where = re.search(
+            r"line (\d+), column (\d+)", answer.json()["error"]["details"]["position"]
+        )
+        assert where is not None
+        line, column = int(where[1]), int(where[2])
+    sign_in(page, server, hash_="#/create/pipeline")
+    sql = page.get_by_test_id("pipeline-sql-input")
+    sql.fill(bad)
+    page.get_by_test_id("create-pipeline").click()
+    expect(page.get_by_test_id("pipeline-answer").locator(".alert code")).to_have_text(
+        "unsupported_sql"
+    )
+    editor = page.get_by_test_id("pipeline-sql-input-editor")
+    expect(editor).to_have_attribute("data-error-line", str(line))
+    expect(editor).to_have_attribute("data-error-column", str(column))
+    expect(editor).to_contain_text(f"Error at line {line}, column {column}")
+    bad_line = bad.split("\n")[line - 1]
+    expect(editor.locator(".line-err")).to_have_text(bad_line)
+    token = re.match(r"\w+", bad_line[column - 1 :])
+    assert token is not None
+    expect(editor.locator(".tok-err")).to_have_text(token[0])
+    offset = sum(len(x) + 1 for x in bad.split("\n")[: line - 1]) + column - 1
+    assert sql.evaluate("el => el.selectionStart") == offset  # the cursor waits at the error
+    screenshot(page, "pipeline-sql-error")
+    sql.press("End")
+    sql.press_sequentially(" ")  # editing clears the mark
+    expect(editor).not_to_have_attribute("data-error-line", str(line))
+    expect(editor.locator(".tok-err")).to_have_count(0)
+
+
+def test_create_a_stream_from_the_ui(server: Server, page: Page) -> None:
+    name = f"ui_form_{next(_seq)}"
+    sign_in(page, server)
+    page.get_by_test_id("new-stream").click()
+    page.get_by_label("stream name").fill(name)
+    rows = page.locator("tr.field-row")
+    expect(rows).to_have_count(2)  # ts (timestamp, required) and value (float) to start from
+    rows.nth(1).get_by_label("min").fill("0")
+    rows.nth(1).get_by_label("max").fill("100")
+    for field in ("device", "level", "_eid"):
+        page.get_by_test_id("add-field").click()
+        rows.last.get_by_label("field name").fill(field)
+    rows.nth(2).get_by_label("required").check()
+    rows.nth(3).get_by_label("allowed values").fill("low, high")
+    page.get_by_label("event time field").select_option("ts")
+    page.get_by_test_id("key-fields").get_by_label("device").check()
+    page.get_by_label("id field").select_option("_eid")
+    page.get_by_test_id("create-stream").click()
+    refused = page.get_by_test_id("stream-answer").locator(".alert")
+    expect(refused.locator("code")).to_have_text("invalid_schema")  # the server's reason, shown
+    expect(refused).to_contain_text("field name '_eid' is not valid")
+    screenshot(page, "stream-create-error")
+
+    rows.nth(4).get_by_label("field name").fill("eid")
+    page.get_by_label("id field").select_option("eid")
+    expect(page.get_by_test_id("stream-json")).to_contain_text('"id": "eid"')
+    page.get_by_test_id("create-stream").click()
+    expect(page).to_have_url(re.compile(rf"#/streams/{name}$"))
+    expect(page.get_by_test_id("schema")).to_contain_text("level")
+    with server.client() as c:
+        s = c.get(f"/v1/streams/{name}").json()
+        assert s["event_time"] == "ts" and s["key"] == ["device"] and s["id"] == "eid"
+        fields = {f["name"]: f for f in s["fields"]}
+        assert fields["value"]["min"] == 0 and fields["value"]["max"] == 100
+        assert fields["device"]["required"] is True and fields["level"]["enum"] == ["low", "high"]
+        out = post(
+            c, name, [{"ts": "2026-11-21T10:00:00Z", "value": 101, "device": "a", "eid": "1"}]
+        )
+        assert out["rejected"] == 1  # the constraint set in the form holds
+    screenshot(page, "stream-created")
+
+
+def test_quarantine_filter_and_replay_by_code_are_separate_labelled_tools(
+    server: Server, page: Page
+) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        post(c, name, [ev(0), ev(1, temperature=999), ev(2, temperature=998), ev(3, status="boom")])
+        sign_in(page, server, hash_=f"#/streams/{name}")
+        quarantine = page.get_by_test_id("quarantine").locator("tbody tr")
+        expect(quarantine).to_have_count(3)
+        show = page.get_by_label("Show rows with code")
+        expect(page.get_by_test_id("quarantine-filter-tool")).to_contain_text("changes nothing")
+        expect(page.get_by_test_id("quarantine-replay-tool")).to_contain_text("validation again")
+
+        show.select_option("not_in_enum")  # filtering only narrows the list
+        expect(quarantine).to_have_count(1)
+        expect(quarantine.first).to_contain_text("not_in_enum")
+        expect(page.get_by_test_id("replay-answer")).to_be_empty()
+        show.select_option("")
+        expect(quarantine).to_have_count(3)
+        assert len(c.get(f"/v1/streams/{name}/quarantine").json()["rows"]) == 3
+
+        page.get_by_label("Replay every row with code").select_option("above_max")
+        replay = page.get_by_test_id("replay-code")
+        expect(replay).to_have_text("Replay every above_max row")  # says what it will do
+        screenshot(page, "quarantine-tools")
+        replay.click()
+        expect(page.get_by_test_id("replay-answer")).to_contain_text(
+            "Replayed code above_max: 2 row(s), 0 accepted, 2 rejected again"
+        )
+
+
+def test_stateless_pipeline_shows_a_dash_for_event_time_lag_with_the_reason(
+    server: Server, page: Page
+) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        pipe = f"{name}_proj"
+        sql = f"CREATE PIPELINE {pipe} AS SELECT device_id, temperature FROM {name}"
+        assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+        post(c, name, [ev(i) for i in range(5)])
+        wait_until(lambda: table_rows(c, pipe, 5), "the pipeline's 5 rows")
+        sign_in(page, server)
+        lag = page.get_by_test_id(f"pipeline-{pipe}").get_by_test_id("event-time-lag")
+        expect(lag).to_have_text("—")
+        expect(lag).to_have_attribute(
+            "title", re.compile("stateless pipeline .* no event-time lag")
+        )
+        page.get_by_role("link", name=pipe).click()
+        fact = page.get_by_test_id("event-time-lag")
+        expect(fact).to_have_text("—")
+        expect(fact).to_have_attribute("title", re.compile("no watermark"))
+        expect(page.get_by_test_id("no-lag")).to_contain_text("log lag")
+        screenshot(page, "pipeline-stateless")
+
+
+def at(minute: int, **over: object) -> dict[str, object]:
+    return ev(0, ts=f"2026-11-21T10:{minute:02d}:00Z", event_id=f"m{minute}", **over)
+
+
+def test_query_chart_breaks_lines_at_gaps_and_draws_categories_as_bars(
+    server: Server, page: Page
+) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        events = [at(m, temperature=20.0 + m % 7) for m in [*range(10), *range(30, 40)]]
+        events[5]["temperature"] = None  # 10:05 has no value
+        post(c, name, events)
+    sign_in(page, server, hash_="#/query")
+    page.get_by_test_id("sql").fill(f"SELECT ts, temperature FROM {name} ORDER BY ts")
+    page.get_by_test_id("run").click()
+    chart = page.get_by_test_id("query-chart").locator(".chart")
+    expect(chart).to_have_attribute("data-kind", "line")
+    expect(chart).to_have_attribute("data-segments", "3")  # 10:00-10:04 | 10:06-10:09 | 10:30-10:39
+    first = page.get_by_test_id("result").locator("tbody tr").first.locator("time")
+    expect(first).to_have_text("2026-11-21 10:00:00Z")  # one format: ISO, UTC
+    expect(first).to_have_attribute("title", re.compile(r"\(local time\)$"))
+    screenshot(page, "query-gaps")
+
+    page.get_by_test_id("sql").fill(
+        f"SELECT status, count(*) AS n FROM {name} GROUP BY status ORDER BY status"
+    )
+    page.get_by_test_id("run").click()
+    expect(page.get_by_test_id("query-status")).to_contain_text("1 row(s)")
+    expect(chart).to_have_attribute("data-kind", "bar")
+    expect(page.get_by_label("chart kind")).to_have_value("bar")
+
+
+def test_pipeline_result_chart_breaks_each_series_at_missing_windows(
+    server: Server, page: Page
+) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        pipe = f"{name}_gaps"
+        sql = (f"CREATE PIPELINE {pipe} AS SELECT device_id, window_start, count(*) AS n "
+               f"FROM TUMBLE({name}, ts, INTERVAL '1 minute') GROUP BY device_id, window_start "
+               f"WITH (emit = 'changes')")  # fmt: skip
+        assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+        minutes = [0, 1, 2, 3, 20, 21, 22, 23]  # nothing from 10:04 to 10:19
+        post(c, name, [ev(0, device_id=d, ts=f"2026-11-21T10:{m:02d}:00Z", event_id=f"{d}{m}")
+                       for m in minutes for d in ("d0", "d1")])  # fmt: skip
+        wait_until(lambda: table_rows(c, pipe, 16), "16 windows")
+        sign_in(page, server, hash_=f"#/pipelines/{pipe}")
+        chart = page.get_by_test_id("result-chart")
+        expect(chart).to_have_attribute("data-kind", "line")
+        expect(chart).to_have_attribute("data-segments", "2,2")  # one break per device
+        screenshot(page, "pipeline-gaps")
+
+
+def test_query_page_never_overflows_the_window(fresh_server: Server, page: Page) -> None:
+    with fresh_server.client() as c:
+        for i in range(30):
+            r = c.post(
+                "/v1/streams", json={**READINGS, "name": f"a_long_stream_name_for_chips_{i}"}
+            )
+            assert r.status_code == 201, r.text
+        post(c, "a_long_stream_name_for_chips_0", [ev(i) for i in range(20)])
+    sign_in(page, fresh_server, hash_="#/query")
+    chips = page.get_by_test_id("tables").locator(".chip")
+    expect(chips).to_have_count(30)
+    page.get_by_test_id("sql").fill(
+        "SELECT *, repeat('wide ', 40) AS w1, repeat('x', 300) AS w2, 1 AS c1, 2 AS c2, 3 AS c3, "
+        "4 AS c4, 5 AS c5 FROM a_long_stream_name_for_chips_0"
+    )
+    page.get_by_test_id("run").click()
+    expect(page.get_by_test_id("result").locator("tbody tr")).to_have_count(20)
+    for width in (1360, 760):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_function("w => window.innerWidth === w", arg=width)
+        tops = chips.evaluate_all("els => new Set(els.map((e) => e.offsetTop)).size")
+        assert tops > 1, "the table chips should wrap onto several lines"
+        sizes = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert sizes[0] <= sizes[1], f"the page overflows the window: {sizes}"
+        wrap = page.get_by_test_id("result").locator(".table-wrap")
+        assert wrap.evaluate("el => el.scrollWidth > el.clientWidth")  # the table scrolls inside
+        screenshot(page, f"query-overflow-{width}")

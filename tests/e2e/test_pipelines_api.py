@@ -260,3 +260,39 @@ def test_a_row_the_sql_fails_on_goes_to_the_error_table(server: Server) -> None:
         assert [e["device_id"] for e in errors] == ["two"] and "two" in errors[0]["_error"]
         st = c.get(f"/v1/pipelines/{name}").json()
         assert st["status"] == "running" and st["metrics"]["error_rows"] == 1
+
+
+def test_replace_checks_the_new_sql_first_then_resets_state_and_tables(server: Server) -> None:
+    with server.client() as c:
+        s = stream(c)
+        name = f"{s}_r"
+        old = f"CREATE PIPELINE {name} AS SELECT device_id, temperature * 2 AS t2 FROM {s} WHERE temperature > 10"
+        assert c.post("/v1/pipelines", json={"sql": old}).status_code == 201
+        events = [
+            {"device_id": "a", "ts": ts(1), "temperature": t, "event_id": f"x{t}"}
+            for t in (5, 15, 25)
+        ]
+        assert c.post(f"/v1/streams/{s}/events", json=events).json()["accepted"] == 3
+        assert wait_for(lambda: len(c.get(f"/v1/tables/{name}/rows").json()["rows"]) == 2)
+
+        bad = f"CREATE PIPELINE {name} AS\nSELECT device_id, count(*) AS n\nFROM {s}\nGROUP BY device_id"
+        r = c.put(f"/v1/pipelines/{name}", json={"sql": bad})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_sql"
+        other = c.put(f"/v1/pipelines/{name}", json={"sql": old.replace(name, f"{name}x", 1)})
+        assert (
+            other.status_code == 400 and other.json()["error"]["code"] == "pipeline_name_mismatch"
+        )
+        missing = c.put(f"/v1/pipelines/{name}_none", json={"sql": old})
+        assert missing.status_code == 404
+        assert c.get(f"/v1/pipelines/{name}").json()["sql"] == old  # untouched by the refusals
+
+        new = f"CREATE PIPELINE {name} AS SELECT device_id, temperature + 1 AS t1 FROM {s} WHERE temperature > 20"
+        r = c.put(f"/v1/pipelines/{name}", json={"sql": new})
+        assert r.status_code == 200, r.text
+        assert r.json()["sql"] == new and r.json()["status"] == "running"
+        rows = wait_for(
+            lambda: (lambda rs: rs if len(rs) == 1 else None)(
+                c.get(f"/v1/tables/{name}/rows").json()["rows"]
+            )
+        )
+        assert rows[0]["t1"] == 26.0 and "t2" not in rows[0]  # re-read from the start, new table

@@ -1,4 +1,4 @@
-"""Pipeline lifecycle: create, list, status, pause, resume, drop; restart after a restart."""
+"""Pipeline lifecycle: create, replace, list, status, pause, resume, drop; restart after a restart."""
 
 from __future__ import annotations
 
@@ -75,6 +75,22 @@ class PipelineManager:
         self._runners[(tenant, name)] = runner
         runner.start()
         return self.status(tenant, name)
+
+    def replace(self, tenant: str, name: str, sql: str) -> dict[str, Any]:
+        """Replace a pipeline's SQL. The new SQL is checked first, so a mistake leaves the
+        old pipeline running; then the old one is dropped with its state and tables, and
+        the new one starts over from the stream's start (or its ``WITH (start = ...)``).
+        """
+        self._runner(tenant, name)
+        new_name = self._build(tenant, sql).name
+        if new_name != name:
+            raise BadRequest(
+                f"the SQL creates pipeline {new_name!r}, but this replaces {name!r}: "
+                f"write CREATE PIPELINE {name} AS ..., or create {new_name!r} with POST /v1/pipelines",
+                code="pipeline_name_mismatch",
+            )
+        self.drop(tenant, name, drop_tables=True)
+        return self.create(tenant, sql)
 
     def pause(self, tenant: str, name: str) -> dict[str, Any]:
         runner = self._runner(tenant, name)

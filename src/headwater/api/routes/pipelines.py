@@ -45,13 +45,30 @@ async def create_pipeline(request: Request) -> Response:
     """Create and start a pipeline: ``{"sql": "CREATE PIPELINE name AS SELECT ..."}``."""
     who = authenticate(request)
     who.require("admin")
+    sql = await _sql_body(request)
+    out = await asyncio.to_thread(manager(request).create, who.tenant, sql)
+    return json_response(out, 201)
+
+
+@router.put("/pipelines/{name}", openapi_extra=PIPELINE_BODY)
+async def replace_pipeline(name: str, request: Request) -> Response:
+    """Replace a pipeline's SQL (same name). The new SQL is checked before anything
+    changes; then the pipeline's state and tables are reset and it re-reads the stream."""
+    who = authenticate(request)
+    who.require("admin")
+    sql = await _sql_body(request)
+    out = await asyncio.to_thread(manager(request).replace, who.tenant, name, sql)
+    return json_response(out)
+
+
+async def _sql_body(request: Request) -> str:
     data = await json_body(request)
     if not isinstance(data, dict) or not isinstance(data.get("sql"), str):
         raise BadRequest(
             "send {'sql': 'CREATE PIPELINE name AS SELECT ...'}", code="invalid_request"
         )
-    out = await asyncio.to_thread(manager(request).create, who.tenant, data["sql"])
-    return json_response(out, 201)
+    sql: str = data["sql"]
+    return sql
 
 
 @router.get("/pipelines")

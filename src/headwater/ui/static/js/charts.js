@@ -1,7 +1,7 @@
 // Hand-written charts: ring buffers for live series, SVG sparklines, and a canvas
 // line/bar chart that redraws at most once per frame however often its data changes.
 
-import { h, onFrame, fmtNum } from "./dom.js";
+import { h, onFrame, fmtNum, fmtTime } from "./dom.js";
 
 export const PALETTE = ["#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16",
   "#f97316", "#14b8a6", "#a855f7", "#64748b"];
@@ -101,11 +101,39 @@ function timeTicks(lo, hi, count = 5) {
   return { ticks: out, step };
 }
 
+/** Axis labels are cuts of the one time format (UTC, hence the Z). */
 function timeLabel(ms, step) {
   const iso = new Date(ms).toISOString();
-  if (step >= 86400e3) return iso.slice(5, 10);
-  if (step >= 60e3) return iso.slice(11, 16);
-  return iso.slice(11, 19);
+  if (step >= 86400e3) return iso.slice(0, 10);
+  if (step >= 60e3) return `${iso.slice(11, 16)}Z`;
+  return `${iso.slice(11, 19)}Z`;
+}
+
+/**
+ * The runs of a series to join with lines, as ``[first, last]`` index pairs. A run ends at
+ * a missing value, or where the next point is more than ``factor`` times the usual step
+ * (the lower median of the steps) away: a line across a gap would invent data.
+ */
+export function segments(xs, ys, factor = 2) {
+  const steps = [];
+  for (let i = 1; i < xs.length; i += 1) if (xs[i] > xs[i - 1]) steps.push(xs[i] - xs[i - 1]);
+  steps.sort((a, b) => a - b);
+  const usual = steps.length ? steps[Math.floor((steps.length - 1) / 2)] : Infinity;
+  const out = [];
+  let start = -1;
+  for (let i = 0; i < xs.length; i += 1) {
+    if (!Number.isFinite(ys[i])) {
+      if (start >= 0) out.push([start, i - 1]);
+      start = -1;
+    } else if (start < 0) {
+      start = i;
+    } else if (xs[i] - xs[i - 1] > factor * usual) {
+      out.push([start, i - 1]);
+      start = i;
+    }
+  }
+  if (start >= 0) out.push([start, xs.length - 1]);
+  return out;
 }
 
 /**
@@ -180,6 +208,8 @@ export class Chart {
   draw() {
     this.draws += 1;
     this.root.dataset.draws = String(this.draws);
+    this.root.dataset.kind = this.kind;
+    delete this.root.dataset.segments;
     const f = this.frame();
     if (!f.w) return;
     const dpr = window.devicePixelRatio || 1;
@@ -242,33 +272,30 @@ export class Chart {
     }
   }
 
+  /** One path per run of a series (see ``segments``); a lone point is drawn as a dot. */
   lines(ctx, px, py) {
-    this.series.forEach((s, k) => {
+    const counts = this.series.map((s, k) => {
       ctx.strokeStyle = s.color || PALETTE[k % PALETTE.length];
       ctx.fillStyle = ctx.strokeStyle;
       ctx.lineWidth = 1.75;
-      ctx.beginPath();
-      let open = false;
-      for (let i = 0; i < s.xs.length; i += 1) {
-        const v = s.ys[i];
-        if (v === null || v === undefined || !Number.isFinite(v)) {
-          open = false;
-          continue;
-        }
-        if (open) ctx.lineTo(px(s.xs[i]), py(v));
-        else ctx.moveTo(px(s.xs[i]), py(v));
-        open = true;
-      }
-      ctx.stroke();
-      if (s.xs.length <= 60) {
-        for (let i = 0; i < s.xs.length; i += 1) {
-          if (!Number.isFinite(s.ys[i])) continue;
-          ctx.beginPath();
-          ctx.arc(px(s.xs[i]), py(s.ys[i]), 2.5, 0, Math.PI * 2);
-          ctx.fill();
+      const runs = segments(s.xs, s.ys);
+      for (const [first, last] of runs) {
+        ctx.beginPath();
+        ctx.moveTo(px(s.xs[first]), py(s.ys[first]));
+        for (let i = first + 1; i <= last; i += 1) ctx.lineTo(px(s.xs[i]), py(s.ys[i]));
+        ctx.stroke();
+        if (first === last || s.xs.length <= 60) {
+          for (let i = first; i <= last; i += 1) {
+            ctx.beginPath();
+            ctx.arc(px(s.xs[i]), py(s.ys[i]), 2.5, 0, Math.PI * 2);
+            ctx.fill();
+          }
         }
       }
+      return runs.length;
     });
+    // The drawn runs per series, for anyone (a test, a screen reader) that cannot see the canvas.
+    this.root.dataset.segments = counts.join(",");
   }
 
   bars(ctx, b, px, py) {
@@ -312,7 +339,7 @@ export class Chart {
       }
       if (best >= 0) lines.push(`${s.name}: ${fmtNum(s.ys[best])}`);
       if (best >= 0 && lines.length === 1) {
-        lines.unshift(this.time ? new Date(s.xs[best]).toISOString().slice(0, 19) + "Z" : fmtNum(s.xs[best]));
+        lines.unshift(this.time ? fmtTime(s.xs[best]) : fmtNum(s.xs[best]));
       }
     }
     this.tip.textContent = lines.join("\n");

@@ -94,11 +94,33 @@ export function fmtBytes(v) {
   return `${nf.format(v)} ${units[i]}`;
 }
 
+/** Epoch ms of a time the API wrote (epoch ms, or ISO text; text without a zone is UTC). */
+export function timeMs(v) {
+  if (typeof v === "number") return v;
+  const text = String(v).replace(" ", "T");
+  return Date.parse(/(Z|[+-]\d\d:?\d\d)$/i.test(text) ? text : `${text}Z`);
+}
+
+function toDate(v) {
+  if (v === null || v === undefined || v === "") return null;
+  const d = new Date(timeMs(v));
+  return Number.isNaN(d.getTime()) ? null : d;
+}
+
+/** Every time on the dashboard reads the same: ISO UTC, "2026-12-06 10:00:00Z" (ms when any). */
 export function fmtTime(v) {
-  if (v === null || v === undefined || v === "") return "–";
-  const d = typeof v === "number" ? new Date(v) : new Date(v);
-  if (Number.isNaN(d.getTime())) return String(v);
-  return d.toISOString().replace("T", " ").replace(/\.000Z$|Z$/, "Z");
+  const d = toDate(v);
+  if (!d) return v === null || v === undefined || v === "" ? "–" : String(v);
+  return d.toISOString().replace("T", " ").replace(/\.000Z$/, "Z");
+}
+
+/** A ``<time>`` showing ``fmtTime(v)``, with the browser's local time on hover. */
+export function timeEl(v) {
+  const d = toDate(v);
+  return h("time", {
+    datetime: d ? d.toISOString() : null,
+    title: d ? `${d.toLocaleString(undefined, { timeZoneName: "short" })} (local time)` : null,
+  }, fmtTime(v));
 }
 
 /** An ISO-8601 time as the API writes it (browsers' Date.parse accepts far more). */
@@ -114,6 +136,8 @@ export function cellText(v) {
   return String(v);
 }
 
+const CELL_CHARS = 80; // longer cells are cut; the title keeps the whole text
+
 /** A table of ``rows`` (arrays) under ``columns``, at most ``cap`` rows shown. */
 export function dataTable(columns, rows, { cap = 500, rowAttrs } = {}) {
   const shown = rows.slice(0, cap);
@@ -122,14 +146,16 @@ export function dataTable(columns, rows, { cap = 500, rowAttrs } = {}) {
       "tr",
       rowAttrs ? rowAttrs(r, i) : {},
       r.map((v) => {
+        if (isTimeText(v)) return h("td", { class: "nowrap" }, timeEl(v));
         const text = cellText(v);
-        return h("td", { title: text.length > 60 ? text : null, class: typeof v === "number" ? "num" : null }, text);
+        const shown = text.length > CELL_CHARS ? `${text.slice(0, CELL_CHARS)}…` : text;
+        return h("td", { title: shown !== text ? text : null, class: typeof v === "number" ? "num" : null }, shown);
       }),
     ),
   );
   const table = h(
     "table",
-    { class: "data" },
+    { class: "data cells" },
     h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
     h("tbody", {}, body),
   );

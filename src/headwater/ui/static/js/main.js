@@ -5,14 +5,18 @@ import { ApiError, checkKey, onAnswer, session } from "./api.js";
 import { h } from "./dom.js";
 import * as overview from "./overview.js";
 import * as pipeline from "./pipeline.js";
+import * as newPipeline from "./pipeline_edit.js";
 import * as query from "./query.js";
 import * as stream from "./stream.js";
+import * as newStream from "./stream_new.js";
 
 const ROUTES = [
   [/^#?\/?$/, overview, "overview"],
   [/^#\/streams\/([^/]+)$/, stream, "overview"],
   [/^#\/pipelines\/([^/]+)$/, pipeline, "overview"],
   [/^#\/query$/, query, "query"],
+  [/^#\/create\/pipeline$/, newPipeline, "overview"],
+  [/^#\/create\/stream$/, newStream, "overview"],
 ];
 
 const app = document.getElementById("app");

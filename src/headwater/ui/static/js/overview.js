@@ -3,7 +3,8 @@
 
 import { ApiError, api, apiOptional, apiText, enc, health, parseMetrics } from "./api.js";
 import { Ring, sparkline } from "./charts.js";
-import { every, fill, fmtBytes, fmtDuration, fmtNum, fmtRate, fmtTime, h, onFrame, pill, statusPill } from "./dom.js";
+import { STATELESS_LAG } from "./pipeline.js";
+import { every, fill, fmtBytes, fmtDuration, fmtNum, fmtRate, h, onFrame, pill, statusPill, timeEl } from "./dom.js";
 
 const RATE_POINTS = 90;
 
@@ -24,14 +25,18 @@ export function mount(root) {
       h("div", { class: "card" }, h("h2", {}, "Health"), els.health),
       h("div", { class: "card" }, h("h2", {}, "Ingest"), totalBox, els.totals)),
     h("section", { class: "card" },
-      h("h2", {}, "Streams"),
+      h("div", { class: "card-head" }, h("h2", {}, "Streams"), h("span", { class: "spacer" }),
+        h("a", { class: "button", href: "#/create/stream", "data-testid": "new-stream" }, "New stream")),
       h("div", { class: "table-wrap" },
         h("table", { class: "data", "data-testid": "streams" },
           h("thead", {}, h("tr", {}, ["Stream", "Rate", "Last 90 s", "Rows in log", "Stored", "Accepted*", "Quarantined*", "Schema"]
             .map((c) => h("th", {}, c)))),
           els.streams)),
       els.streamsNote),
-    h("section", { class: "card" }, h("h2", {}, "Pipelines"), els.pipelines),
+    h("section", { class: "card" },
+      h("div", { class: "card-head" }, h("h2", {}, "Pipelines"), h("span", { class: "spacer" }),
+        h("a", { class: "button", href: "#/create/pipeline", "data-testid": "new-pipeline" }, "New pipeline")),
+      els.pipelines),
   );
 
   const state = { streams: [], prev: new Map(), rates: new Map(), total: new Ring(RATE_POINTS), counts: new Map() };
@@ -95,7 +100,7 @@ function renderStreams(els, state, rows, totalBox) {
     ["quarantined*", fmtNum(sum((s) => s.quarantined ?? (state.counts.get(s.name) || {}).rejected))],
   ].map(([k, v]) => h("div", { class: "fact" }, h("span", { class: "muted small" }, k), h("b", {}, v))));
   if (!state.streams.length) {
-    fill(els.streams, h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No streams yet: create one with POST /v1/streams.")));
+    fill(els.streams, h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No streams yet: create one with New stream or POST /v1/streams.")));
     rows.clear();
     return;
   }
@@ -164,7 +169,7 @@ async function pipelinesView() {
   const answer = await apiOptional("/v1/pipelines");
   if (answer === null) return h("p", { class: "muted" }, "This server has no pipelines API.");
   const list = answer.pipelines || [];
-  if (!list.length) return h("p", { class: "muted" }, "No pipelines yet: create one with POST /v1/pipelines.");
+  if (!list.length) return h("p", { class: "muted" }, "No pipelines yet: create one with New pipeline or POST /v1/pipelines.");
   const head = ["Pipeline", "Status", "Watermark", "Log lag", "Event-time lag", "Rows in", "Rows out", "Late", "Errors"];
   return h("div", { class: "table-wrap" }, h("table", { class: "data" },
     h("thead", {}, h("tr", {}, head.map((c) => h("th", {}, c)))),
@@ -173,9 +178,11 @@ async function pipelinesView() {
       return h("tr", { "data-testid": `pipeline-${p.name}` },
         h("td", {}, h("a", { href: `#/pipelines/${enc(p.name)}` }, p.name)),
         h("td", { title: p.reason || "" }, statusPill(p.status)),
-        h("td", {}, fmtTime(p.watermark)),
+        h("td", { class: "nowrap" }, timeEl(p.watermark)),
         h("td", { class: "num" }, fmtNum(m.log_lag_rows)),
-        h("td", { class: "num" }, fmtDuration(m.event_time_lag_s)),
+        p.kind === "stateless"
+          ? h("td", { class: "num", title: STATELESS_LAG, "data-testid": "event-time-lag" }, "—")
+          : h("td", { class: "num", "data-testid": "event-time-lag" }, fmtDuration(m.event_time_lag_s)),
         h("td", { class: "num" }, fmtNum(m.rows_in)),
         h("td", { class: "num" }, fmtNum(m.rows_out)),
         h("td", { class: "num" }, fmtNum(m.late_rows)),

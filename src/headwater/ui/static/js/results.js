@@ -4,7 +4,7 @@
 
 import { api, enc, session } from "./api.js";
 import { Chart } from "./charts.js";
-import { every, fill, h, isTimeText, onFrame } from "./dom.js";
+import { every, fill, h, isTimeText, onFrame, timeMs } from "./dom.js";
 
 const MAX_ROWS = 5000; // rows kept in the browser; the oldest (by x) go first
 const MAX_GROUPS = 10;
@@ -187,6 +187,6 @@ function identity(row, key, columns, xcol) {
 
 function xValue(v) {
   if (typeof v === "number") return v;
-  const t = Date.parse(v);
+  const t = timeMs(v);
   return Number.isNaN(t) ? 0 : t;
 }

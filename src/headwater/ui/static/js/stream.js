@@ -2,7 +2,7 @@
 // quarantine browser with replay per row or per reason code.
 
 import { api, enc } from "./api.js";
-import { cellText, errorBox, every, fill, fmtNum, fmtTime, h, onFrame } from "./dom.js";
+import { cellText, errorBox, every, fill, fmtNum, fmtTime, h, isTimeText, onFrame, timeEl } from "./dom.js";
 
 const TAIL_ROWS = 50;
 const HIDDEN = new Set(["_id_hash", "_schema_version"]);
@@ -16,8 +16,11 @@ export function mount(root, [name]) {
     tailNote: h("span", { class: "muted small", "data-testid": "tail-note" }),
     quarantine: h("div", { "data-testid": "quarantine" }),
     answer: h("div", { class: "answer", "data-testid": "replay-answer", "aria-live": "polite" }),
-    codes: h("select", { "aria-label": "reason code" }),
+    show: h("select", { id: "quarantine-show", "data-testid": "quarantine-filter" }),
+    codes: h("select", { id: "quarantine-replay-code", "data-testid": "replay-code-select" }),
   };
+  const replayCode = h("button", { type: "button", "data-testid": "replay-code", onclick: () => replay({ code: els.codes.value }) },
+    "Replay every row with this code");
   const pause = h("button", { class: "ghost", type: "button" }, "Pause");
   root.append(
     h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " / stream"),
@@ -30,10 +33,14 @@ export function mount(root, [name]) {
       els.tail),
     h("section", { class: "card" },
       h("div", { class: "card-head" }, h("h2", {}, "Quarantine"), h("span", { class: "spacer" }),
-        els.codes,
-        h("button", { type: "button", "data-testid": "replay-code", onclick: () => replay({ code: els.codes.value }) },
-          "Replay all of this code"),
         h("button", { class: "ghost", type: "button", onclick: () => loadQuarantine(true) }, "Refresh")),
+      h("div", { class: "quarantine-tools" },
+        h("div", { class: "tool", "data-testid": "quarantine-filter-tool" },
+          h("label", { for: "quarantine-show" }, "Show rows with code"), els.show,
+          h("span", { class: "muted small" }, "filters the list below; changes nothing")),
+        h("div", { class: "tool replay-tool", "data-testid": "quarantine-replay-tool" },
+          h("label", { for: "quarantine-replay-code" }, "Replay every row with code"), els.codes, replayCode,
+          h("span", { class: "muted small" }, "sends them through validation again (after a schema fix)"))),
       els.answer,
       els.quarantine),
   );
@@ -64,22 +71,34 @@ export function mount(root, [name]) {
     seen = lastMax;
     lastMax = top;
     tailRows = rows;
-    els.tailNote.textContent = `${rows.length} newest, updated ${new Date().toLocaleTimeString()}`;
+    els.tailNote.textContent = `${rows.length} newest, updated ${fmtTime(Date.now())}`;
     renderTail();
   }, (err) => fill(els.tail, errorBox(err)));
 
   let quarantineKey = "";
+  let loads = 0; // only the latest load renders: a slow earlier one must not undo a new filter
   async function loadQuarantine(force = false) {
-    const { rows } = await api(`${path}/quarantine?order=desc&limit=200`);
-    const key = rows.map((r) => r._offset ?? `${r.received_ms}:${r.row}`).join(",");
+    const mine = ++loads;
+    const list = `${path}/quarantine?order=desc&limit=200`;
+    const shown = els.show.value;
+    const { rows: all } = await api(list);
+    const rows = shown ? (await api(`${list}&code=${enc(shown)}`)).rows : all;
+    if (mine !== loads) return;
+    const key = shown + rows.map((r) => r._offset ?? `${r.received_ms}:${r.row}`).join(",")
+      + all.map((r) => r.code).join(",");
     if (key === quarantineKey && !force) return;
     quarantineKey = key;
-    const codes = [...new Set(rows.map((r) => r.code))].sort();
+    const codes = [...new Set(all.map((r) => r.code))].sort();
     const chosen = els.codes.value;
+    fill(els.show, h("option", { value: "" }, "(every code)"),
+      codes.map((c) => h("option", { value: c, selected: c === shown }, c)));
     fill(els.codes, codes.map((c) => h("option", { value: c, selected: c === chosen }, c)));
-    els.codes.disabled = !codes.length;
+    els.codes.disabled = replayCode.disabled = !codes.length;
+    replayCode.textContent = codes.length ? `Replay every ${els.codes.value} row` : "Nothing to replay";
     fill(els.quarantine, quarantineTable(rows, (offset) => replay({ offsets: [offset] })));
   }
+  els.show.addEventListener("change", () => loadQuarantine(true));
+  els.codes.addEventListener("change", () => (replayCode.textContent = `Replay every ${els.codes.value} row`));
   const stopQuarantine = every(5000, () => loadQuarantine(), (err) => fill(els.quarantine, errorBox(err)));
 
   async function replay(body) {
@@ -142,7 +161,7 @@ function tailTable(schema, rows, seen) {
   return h("div", { class: "table-wrap" }, h("table", { class: "data tail" },
     h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, c === "_received_ms" ? "received" : c === "_offset" ? "offset" : c)))),
     h("tbody", {}, rows.map((r) => h("tr", { class: seen >= 0 && r._offset > seen ? "new" : null },
-      cols.map((c) => h("td", {}, c === "_received_ms" ? fmtTime(r[c]) : cellText(r[c]))))))));
+      cols.map((c) => h("td", {}, c === "_received_ms" || isTimeText(r[c]) ? timeEl(r[c]) : cellText(r[c]))))))));
 }
 
 function quarantineTable(rows, onReplay) {
@@ -151,7 +170,7 @@ function quarantineTable(rows, onReplay) {
     h("thead", {}, h("tr", {}, ["Offset", "Received", "Code", "Field", "Message", "Raw", ""].map((c) => h("th", {}, c)))),
     h("tbody", {}, rows.map((r) => h("tr", { "data-offset": r._offset },
       h("td", { class: "num" }, r._offset ?? "–"),
-      h("td", { class: "nowrap" }, fmtTime(r.received_ms)),
+      h("td", { class: "nowrap" }, timeEl(r.received_ms)),
       h("td", {}, h("code", {}, r.code)),
       h("td", {}, r.field || ""),
       h("td", {}, r.message),
