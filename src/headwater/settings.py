@@ -97,6 +97,16 @@ class Settings(BaseSettings):
         1.0,
         description="Longest time between pipeline checkpoints (state, offsets, appended rows).",
     )
+    pipeline_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads that run every pipeline's cycles, however many pipelines there are.",
+    )
+    pipeline_commit_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads that write every pipeline's commits to the store (in order per pipeline).",
+    )
     idle_timeout: str = Field(
         "30 seconds",
         description=(

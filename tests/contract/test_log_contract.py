@@ -150,6 +150,20 @@ async def test_wait_blocking_wakes_on_append_from_the_loop(log: Log) -> None:
     assert woke_after and woke_after[0] - appended < 0.5
 
 
+async def test_wait_any_blocking_wakes_when_any_topic_passes_its_offset(log: Log) -> None:
+    await log.append("t.a", rows(0, 2))
+    assert log.wait_any_blocking({"t.a": 1, "t.b": 0}, 5.0)  # a is past 1 already
+    assert not log.wait_any_blocking({"t.a": 2, "t.b": 0}, 0.05)
+    woke: list[bool] = []
+    thread = threading.Thread(
+        target=lambda: woke.append(log.wait_any_blocking({"t.a": 2, "t.b": 0}, 30.0))
+    )
+    thread.start()
+    await log.append("t.b", rows(0, 1))
+    await asyncio.to_thread(thread.join)
+    assert woke == [True]
+
+
 async def test_close_releases_waiters(log: Log) -> None:
     waiter = asyncio.create_task(log.wait(TOPIC, 0, timeout_s=10.0))
     await asyncio.sleep(0.01)

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,6 +211,10 @@ class FileLog:
         """``wait`` for threads."""
         check_topic(topic)
         return self._waiters.wait_blocking(topic, offset, timeout_s)
+
+    def wait_any_blocking(self, positions: Mapping[str, int], timeout_s: float) -> bool:
+        """``wait_blocking`` on several topics: True once any passes its offset."""
+        return self._waiters.wait_any_blocking(positions, timeout_s)
 
     def end_offset(self, topic: str) -> int:
         """One past the last durable row of ``topic`` (0 if it has none)."""

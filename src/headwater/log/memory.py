@@ -12,7 +12,7 @@ import contextlib
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -120,9 +120,12 @@ class EndWaiters:
                     waiters.remove(waiter)
 
     def wait_blocking(self, topic: str, offset: int, timeout_s: float) -> bool:
+        return self.wait_any_blocking({topic: offset}, timeout_s)
+
+    def wait_any_blocking(self, positions: Mapping[str, int], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while self._end_of(topic) <= offset:
+            while all(self._end_of(t) <= o for t, o in positions.items()):
                 remaining = deadline - time.monotonic()
                 if self._closed or remaining <= 0:
                     return False
@@ -219,6 +222,9 @@ class MemoryLog:
     def wait_blocking(self, topic: str, offset: int, timeout_s: float) -> bool:
         check_topic(topic)
         return self._waiters.wait_blocking(topic, offset, timeout_s)
+
+    def wait_any_blocking(self, positions: Mapping[str, int], timeout_s: float) -> bool:
+        return self._waiters.wait_any_blocking(positions, timeout_s)
 
     def end_offset(self, topic: str) -> int:
         with self._lock:

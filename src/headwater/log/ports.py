@@ -14,6 +14,7 @@ so a topic is always safe to use as a file name or a NATS subject.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -113,6 +114,11 @@ class Log(Protocol):
 
     def wait_blocking(self, topic: str, offset: int, timeout_s: float) -> bool:
         """``wait`` for callers in threads."""
+        ...
+
+    def wait_any_blocking(self, positions: Mapping[str, int], timeout_s: float) -> bool:
+        """Block until any topic's end passes its offset in ``positions`` (True), or
+        ``timeout_s`` passes or the log closes (False): one thread serving many readers."""
         ...
 
     def end_offset(self, topic: str) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from headwater.engine import StepOutput
@@ -64,16 +65,25 @@ class CommitFailed(RuntimeError):
 
 
 class Committer:
-    def __init__(self, name: str, key: Sequence[str], write: Callable[[Commit], None]) -> None:
+    """Writes a pipeline's commits in order on ``writers`` (shared by every pipeline; one
+    write of this pipeline at a time), or on a thread of its own when none is given."""
+
+    def __init__(
+        self,
+        name: str,
+        key: Sequence[str],
+        write: Callable[[Commit], None],
+        writers: Executor | None = None,
+    ) -> None:
         self._key = tuple(key)
         self._write = write
         self._cond = threading.Condition()
         self._pending: Commit | None = None
-        self._busy = False
+        self._busy = False  # a write task is queued or running
         self._closed = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"commit-{name}", daemon=True)
-        self._thread.start()
+        self._own = writers is None
+        self._writers = writers or ThreadPoolExecutor(1, thread_name_prefix=f"commit-{name}")
 
     def submit(self, commit: Commit) -> None:
         """Queue ``commit`` after the ones before it; raise if an earlier one failed.
@@ -92,6 +102,9 @@ class Committer:
             pending = self._pending
             self._pending = commit if pending is None else combine(pending, commit, self._key)
             self._cond.notify_all()
+            if not self._busy:
+                self._busy = True
+                self._writers.submit(self._run)
 
     def check(self) -> None:
         """Raise ``CommitFailed`` if a commit failed."""
@@ -108,32 +121,29 @@ class Committer:
             self._raise_locked()
 
     def close(self) -> None:
-        """Stop the thread once the commits submitted so far are written."""
+        """Return once the commits submitted so far are written (or one failed)."""
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
-        self._thread.join(timeout=30)
+            self._cond.wait_for(lambda: not self._busy, 30)
+        if self._own:
+            self._writers.shutdown(wait=False)
 
     def _raise_locked(self) -> None:
         if self._error is not None:
             raise CommitFailed(f"{type(self._error).__name__}: {self._error}") from self._error
 
     def _run(self) -> None:
+        """Write what is pending until nothing is (on a writer thread)."""
         while True:
             with self._cond:
-                self._cond.wait_for(
-                    lambda: self._pending is not None or self._closed or self._error is not None
-                )
                 if self._pending is None or self._error is not None:
+                    self._busy = False
+                    self._cond.notify_all()
                     return
-                commit, self._pending, self._busy = self._pending, None, True
+                commit, self._pending = self._pending, None
                 self._cond.notify_all()
             try:
                 self._write(commit)
             except BaseException as exc:  # handed to the runner, which fails the pipeline
                 with self._cond:
                     self._error = exc
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()

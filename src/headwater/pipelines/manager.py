@@ -18,6 +18,7 @@ from headwater.model.schema import arrow_schema
 from headwater.model.time import ms_to_datetime, parse_duration_ms
 from headwater.pipelines.references import StoreReferenceTables
 from headwater.pipelines.runner import PipelineRunner, RunnerConfig, errors_table, late_table
+from headwater.pipelines.scheduler import Scheduler
 from headwater.pipelines.subscriptions import Subscriptions
 from headwater.services import Platform
 from headwater.store.materializer import conform
@@ -35,6 +36,11 @@ class PipelineManager:
         self._records: dict[tuple[str, str], PipelineRecord] = {}
         self._refs: dict[str, StoreReferenceTables] = {}
         self._config = RunnerConfig(checkpoint_interval_s=platform.settings.checkpoint_interval_s)
+        self._scheduler = Scheduler(
+            platform.log,
+            platform.settings.pipeline_threads,
+            platform.settings.pipeline_commit_threads,
+        )
 
     # lifecycle --------------------------------------------------------------------
     def start_all(self) -> None:
@@ -48,11 +54,12 @@ class PipelineManager:
             self._runners[(rec.tenant, rec.name)] = runner
             self._records[(rec.tenant, rec.name)] = rec
             if rec.status == "running":
-                runner.start()
+                runner.start(self._scheduler)
 
     def stop_all(self) -> None:
         for runner in self._runners.values():
             runner.stop()
+        self._scheduler.close()
         self.subs.close()
 
     def create(self, tenant: str, sql: str) -> dict[str, Any]:
@@ -73,7 +80,7 @@ class PipelineManager:
         self._p.catalog.put_pipeline(rec)
         self._records[(tenant, name)] = rec
         self._runners[(tenant, name)] = runner
-        runner.start()
+        runner.start(self._scheduler)
         return self.status(tenant, name)
 
     def replace(self, tenant: str, name: str, sql: str) -> dict[str, Any]:
@@ -101,7 +108,7 @@ class PipelineManager:
     def resume(self, tenant: str, name: str) -> dict[str, Any]:
         runner = self._runner(tenant, name)
         self._set(tenant, name, "running", None)
-        runner.start()
+        runner.start(self._scheduler)
         return self.status(tenant, name)
 
     def drop(self, tenant: str, name: str, drop_tables: bool) -> None:

@@ -26,6 +26,7 @@ from headwater.model.time import Clock
 from headwater.observability import metrics as m
 from headwater.observability.tracing import span
 from headwater.pipelines.committer import Commit, CommitFailed, Committer
+from headwater.pipelines.scheduler import Scheduler
 from headwater.pipelines.subscriptions import Subscriptions
 from headwater.store.materializer import conform
 from headwater.store.ports import ResultStore, ResultWrite
@@ -136,12 +137,15 @@ class PipelineRunner:
         self._on_failure = on_failure
         self._erased = erased  # a keep-mask of the rows of erased data subjects, or None
         self.consumer = f"pipeline:{pipeline.name}"
-        self.offset = 0
+        self.offset = 0  # committed
         self.counters = Counters()
         self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._labels = (tenant, pipeline.name)
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._done.set()
+        self._scheduler: Scheduler | None = None
+        self._cycle: _Cycle | None = None
 
     @property
     def name(self) -> str:
@@ -149,20 +153,30 @@ class PipelineRunner:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return not self._done.is_set()
 
-    def start(self) -> None:
+    @property
+    def read_offset(self) -> int:
+        """Where the next cycle reads (ahead of ``offset`` until the checkpoint)."""
+        return self._cycle.offset if self._cycle is not None else self.offset
+
+    def start(self, scheduler: Scheduler) -> None:
+        """Run on ``scheduler``'s threads (until ``stop``, or a failure)."""
         if self.running:
             return
         self._stop.clear()
+        self._done.clear()
         self.error = None
-        self._thread = threading.Thread(target=self._run, name=f"pipeline-{self.name}", daemon=True)
-        self._thread.start()
+        self._cycle = None
+        self._scheduler = scheduler
+        self._scheduler.add(self)
 
     def stop(self) -> None:
+        """Write a last checkpoint and leave the scheduler; returns when done."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        if self._scheduler is not None:
+            self._scheduler.wake(self)
+        self._done.wait(timeout=30)
 
     def _restore(self) -> None:
         state = self._store.consumer_state(self.tenant, self.consumer)
@@ -170,77 +184,89 @@ class PipelineRunner:
             self.pipeline.restore(state)
         self.offset = self._store.consumer_offsets(self.tenant, self.consumer).get(self.topic, 0)
 
-    def _run(self) -> None:
-        committer: Committer | None = None
+    def cycle(self) -> float | None:
+        """One turn on a scheduler thread: seconds until the next one, None when finished."""
         try:
-            self._restore()
-            committer = Committer(self.name, self.pipeline.output_key, self._write)
-            self._loop(committer)
-            committer.drain()
+            if self._cycle is None:
+                self._restore()
+                assert self._scheduler is not None
+                committer = Committer(
+                    self.name, self.pipeline.output_key, self._write, self._scheduler.commits
+                )
+                self._cycle = _Cycle(committer, self.offset, time.monotonic())
+            c = self._cycle
+            if self._stop.is_set():
+                self._finish(c)
+                return None
+            return self._turn(c)
         except Exception as exc:
             cause = exc.__cause__ if isinstance(exc, CommitFailed) and exc.__cause__ else exc
             self.error = f"{type(cause).__name__}: {cause}"
             log.error("pipeline_failed", tenant=self.tenant, pipeline=self.name, error=self.error)
             self._on_failure(self.error)
-        finally:
-            if committer is not None:
-                committer.close()
+            self._close()
+            return None
 
-    def _loop(self, committer: Committer) -> None:
-        """Process batches; flush result upserts at once, checkpoint everything less often.
+    def _finish(self, c: _Cycle) -> None:
+        try:
+            if c.dirty:
+                c.committer.submit(Commit(c.fresh.then(c.held), c.offset, self.pipeline.snapshot()))
+            c.committer.drain()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._cycle is not None:
+            self._cycle.committer.close()
+        self._cycle = None
+        self._done.set()
+
+    def _turn(self, c: _Cycle) -> float:
+        """Process what the log holds; flush result upserts at once, checkpoint less often.
 
         Upserts are idempotent (keyed by group and window), so they may be written ahead
         of the checkpoint: a replay after a crash recomputes and rewrites the same rows.
         Appends (stateless output, late and error rows), the state snapshot and the
         offsets are written together, at a checkpoint, so nothing is ever doubled.
-        Each cycle reads all the log holds (up to ``READ_ROWS``), so under load the
-        batches grow with the time a cycle takes; the ``committer`` writes while the
-        next cycle runs.
+        Each turn reads all the log holds (up to ``READ_ROWS``), so under load the
+        batches grow with the time a turn takes; the committer writes meanwhile.
         """
-        held = StepOutput()  # appends, late and error rows since the last checkpoint
-        fresh = StepOutput()  # upserts since the last flush
-        offset = self.offset
-        last_flush = last_checkpoint = last_report = time.monotonic()
-        dirty = False
+        c.committer.check()
+        t0 = time.perf_counter()
+        entries, c.offset = self._read(c.offset)
+        step = self._process(entries)
         key = self.pipeline.output_key
-        always_checkpoint = self.pipeline.plan.kind == "stateless"  # its state is tiny
-        while not self._stop.is_set():
-            committer.check()
-            t0 = time.perf_counter()
-            entries, offset = self._read(offset)
-            step = self._process(entries)
-            if entries:
-                dirty = True
-            if _has_rows(step):
-                held = held.then(
-                    StepOutput(appends=step.appends, late=step.late, errors=step.errors)
-                )
-                fresh = fresh.then(StepOutput(upserts=step.upserts), key)
-                dirty = True
-            clock = time.monotonic()
-            decision = next_commit(
-                self._config, clock, last_flush, last_checkpoint, dirty=dirty,
-                upserts=fresh.upserts is not None and fresh.upserts.num_rows > 0,
-                always_checkpoint=always_checkpoint,
-            )  # fmt: skip
-            if decision == "checkpoint":
-                state = self.pipeline.snapshot()
-                committer.submit(Commit(fresh.then(held), offset, state, t0))
-                held, fresh, dirty = StepOutput(), StepOutput(), False
-                last_flush = last_checkpoint = clock
-            elif decision == "flush":
-                committer.submit(Commit(fresh, started=t0))
-                fresh, last_flush = StepOutput(), clock
-            if clock - last_report >= REPORT_INTERVAL_S:
-                self._report()
-                last_report = clock
-            if not entries:
-                wait = self._config.idle_wait_s
-                if fresh.upserts is not None and fresh.upserts.num_rows:  # flush once the gap is up
-                    wait = min(wait, max(0.0, self._config.flush_gap_s - (clock - last_flush)))
-                self._log.wait_blocking(self.topic, offset, wait)
-        if dirty:
-            committer.submit(Commit(fresh.then(held), offset, self.pipeline.snapshot()))
+        if entries:
+            c.dirty = True
+        if _has_rows(step):
+            c.held = c.held.then(
+                StepOutput(appends=step.appends, late=step.late, errors=step.errors)
+            )
+            c.fresh = c.fresh.then(StepOutput(upserts=step.upserts), key)
+            c.dirty = True
+        clock = time.monotonic()
+        decision = next_commit(
+            self._config, clock, c.last_flush, c.last_checkpoint, dirty=c.dirty,
+            upserts=c.fresh.upserts is not None and c.fresh.upserts.num_rows > 0,
+            always_checkpoint=self.pipeline.plan.kind == "stateless",  # its state is tiny
+        )  # fmt: skip
+        if decision == "checkpoint":
+            state = self.pipeline.snapshot()
+            c.committer.submit(Commit(c.fresh.then(c.held), c.offset, state, t0))
+            c.held, c.fresh, c.dirty = StepOutput(), StepOutput(), False
+            c.last_flush = c.last_checkpoint = clock
+        elif decision == "flush":
+            c.committer.submit(Commit(c.fresh, started=t0))
+            c.fresh, c.last_flush = StepOutput(), clock
+        if clock - c.last_report >= REPORT_INTERVAL_S:
+            self._report()
+            c.last_report = clock
+        if entries:
+            return 0.0
+        wait = self._config.idle_wait_s
+        if c.fresh.upserts is not None and c.fresh.upserts.num_rows:  # flush once the gap is up
+            wait = min(wait, max(0.0, self._config.flush_gap_s - (clock - c.last_flush)))
+        return wait
 
     def _read(self, offset: int) -> tuple[list[LogEntry], int]:
         """The next entries from ``offset`` on, and the offset that follows them.
@@ -336,6 +362,23 @@ class PipelineRunner:
 
     def log_lag(self) -> int:
         return max(0, self._log.end_offset(self.topic) - self.offset)
+
+
+@dataclass
+class _Cycle:
+    """What a running pipeline carries from one turn to the next."""
+
+    committer: Committer
+    offset: int  # read up to here
+    last_flush: float
+    held: StepOutput = field(default_factory=StepOutput)  # appends, late, errors since checkpoint
+    fresh: StepOutput = field(default_factory=StepOutput)  # upserts since the last flush
+    dirty: bool = False
+    last_checkpoint: float = 0.0
+    last_report: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.last_checkpoint = self.last_report = self.last_flush
 
 
 def _has_rows(step: StepOutput) -> bool:

@@ -1,7 +1,7 @@
 """A runner flushes results at once, checkpoints state + offsets + appends together."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pytest
@@ -10,6 +10,7 @@ from headwater.engine import Pipeline
 from headwater.log.memory import MemoryLog
 from headwater.model.time import ManualClock
 from headwater.pipelines.runner import PipelineRunner, RunnerConfig, late_table, next_commit
+from headwater.pipelines.scheduler import Scheduler
 from headwater.pipelines.subscriptions import Subscriptions
 from headwater.store.memory import MemoryStore
 from headwater.store.ports import ResultWrite, RowQuery
@@ -51,6 +52,19 @@ def test_a_stateless_pipeline_checkpoints_every_cycle() -> None:
     assert decision == "checkpoint"
 
 
+@pytest.fixture
+def scheduler() -> Iterator[Callable[[MemoryLog], Scheduler]]:
+    """Schedulers for the test's logs (one thread each), closed after it."""
+    made: dict[int, Scheduler] = {}
+
+    def on(log: MemoryLog) -> Scheduler:
+        return made.setdefault(id(log), Scheduler(log, threads=1, commit_threads=1))
+
+    yield on
+    for s in made.values():
+        s.close()
+
+
 def wait_for(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -84,12 +98,14 @@ def append(log: MemoryLog, devices: list[str], ts_ms: int) -> None:
     log.append_blocking(TOPIC, pa.record_batch([pa.array(devices), ts], schema=SCHEMA))
 
 
-def test_results_are_visible_before_the_checkpoint_and_a_restart_counts_once() -> None:
+def test_results_are_visible_before_the_checkpoint_and_a_restart_counts_once(
+    scheduler: Callable[[MemoryLog], Scheduler],
+) -> None:
     log, store, failures = MemoryLog(), MemoryStore(), []
     slow = RunnerConfig(checkpoint_interval_s=3600)  # only stop() checkpoints
     runner = make_runner(log, store, slow, failures)
     append(log, ["a", "a", "b"], 1_000)
-    runner.start()
+    runner.start(scheduler(log))
     try:
         wait_for(lambda: rows(store) == {"a": 2, "b": 1})
         # Flushed upserts carry no offsets and no state: those wait for the checkpoint.
@@ -101,7 +117,7 @@ def test_results_are_visible_before_the_checkpoint_and_a_restart_counts_once() -
     assert runner.offset == 3
     append(log, ["a", "c"], 2_000)
     again = make_runner(log, store, slow, failures)  # a restart: restore, then resume
-    again.start()
+    again.start(scheduler(log))
     try:
         wait_for(lambda: rows(store) == {"a": 3, "b": 1, "c": 1})
     finally:
@@ -110,26 +126,28 @@ def test_results_are_visible_before_the_checkpoint_and_a_restart_counts_once() -
     assert store.consumer_offsets("default", again.consumer) == {TOPIC: 5}
 
 
-def test_a_crash_between_checkpoints_replays_into_the_same_rows() -> None:
+def test_a_crash_between_checkpoints_replays_into_the_same_rows(
+    scheduler: Callable[[MemoryLog], Scheduler],
+) -> None:
     """Upserts flushed after the last checkpoint are recomputed, not counted twice."""
     log, store, failures = MemoryLog(), MemoryStore(), []
     slow = RunnerConfig(checkpoint_interval_s=3600)
     append(log, ["a"], 1_000)
     first = make_runner(log, store, slow, failures)
-    first.start()
+    first.start(scheduler(log))
     wait_for(lambda: rows(store) == {"a": 1})
     first.stop()
     offsets = store.consumer_offsets("default", first.consumer)
     state = store.consumer_state("default", first.consumer)
     append(log, ["a", "a"], 2_000)
     second = make_runner(log, store, slow, failures)
-    second.start()
+    second.start(scheduler(log))
     wait_for(lambda: rows(store) == {"a": 3})  # flushed, not yet checkpointed
     second.stop()
     # As if the second run had crashed before its checkpoint: back to the first one.
     store.commit("default", ResultWrite(first.consumer, offsets, state=state))
     third = make_runner(log, store, slow, failures)
-    third.start()
+    third.start(scheduler(log))
     try:
         wait_for(lambda: third.counters.rows_out > 0)  # its rows are written
         assert rows(store) == {"a": 3}
@@ -143,18 +161,22 @@ class FailingStore(MemoryStore):
         raise RuntimeError("the disk is full")
 
 
-def test_a_failed_commit_fails_the_pipeline_with_the_store_s_reason() -> None:
+def test_a_failed_commit_fails_the_pipeline_with_the_store_s_reason(
+    scheduler: Callable[[MemoryLog], Scheduler],
+) -> None:
     log, failures = MemoryLog(), []
     runner = make_runner(log, FailingStore(), CFG, failures)
     append(log, ["a"], 1_000)
-    runner.start()
+    runner.start(scheduler(log))
     wait_for(lambda: bool(failures))
     runner.stop()
     assert failures == ["RuntimeError: the disk is full"]
     assert runner.error == "RuntimeError: the disk is full"
 
 
-def test_a_pipeline_from_the_beginning_reads_rows_the_log_no_longer_holds() -> None:
+def test_a_pipeline_from_the_beginning_reads_rows_the_log_no_longer_holds(
+    scheduler: Callable[[MemoryLog], Scheduler],
+) -> None:
     """Retention trimmed the first entries (they were stored): they come from the store."""
     log, store, failures = MemoryLog(), MemoryStore(), []
     store.ensure_table("default", "readings", pa.schema([*SCHEMA, pa.field("_offset", pa.int64())]))
@@ -168,7 +190,7 @@ def test_a_pipeline_from_the_beginning_reads_rows_the_log_no_longer_holds() -> N
     log.trim(TOPIC, 3)
     assert log.start_offset(TOPIC) == 3
     runner = make_runner(log, store, CFG, failures)
-    runner.start()
+    runner.start(scheduler(log))
     try:
         wait_for(lambda: rows(store) == {"a": 3, "b": 1, "c": 1})
         append(log, ["b"], 2_000)  # and then the log, from where the store ended
