@@ -16,9 +16,11 @@ from headwater.ingest.answers import AnswerFile, answer_topics, copy_answers, re
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.dedup import IdIndex
 from headwater.ingest.idempotency import IdempotencyKeys
+from headwater.ingest.quarantine import mark_replayed, update_in_place
+from headwater.ingest.replay import QuarantineReplay
 from headwater.ingest.service import InflightBudget, IngestService, TokenBucket
 from headwater.ingest.streams import (
-    QUARANTINE_STORED_SCHEMA,
+    QUARANTINE_TOPIC_VIEW,
     StreamDirectory,
     StreamState,
     quarantine_table_of,
@@ -49,6 +51,7 @@ class Platform:
     streams: StreamDirectory
     materializer: Materializer
     ingest: IngestService
+    replay: QuarantineReplay
     bootstrap_secret: str | None = None
     extras: dict[str, object] = field(default_factory=dict)
     retention: RetentionClock = field(default_factory=RetentionClock)
@@ -56,12 +59,17 @@ class Platform:
 
     def feeds(self) -> Iterator[Feed]:
         for st in self.streams.all():
-            yield Feed(st.tenant, st.topic, st.schema.name, _schema_of(st))
+            quarantine = quarantine_table_of(st.schema.name)
+            # Replayed rows mark their quarantine rows in the commit that stores them.
+            yield Feed(
+                st.tenant, st.topic, st.schema.name, _schema_of(st), mark_replayed(quarantine)
+            )
             yield Feed(
                 st.tenant,
                 st.quarantine_topic,
-                quarantine_table_of(st.schema.name),
-                lambda: QUARANTINE_STORED_SCHEMA,
+                quarantine,
+                lambda: QUARANTINE_TOPIC_VIEW,
+                update_in_place(quarantine),
             )
 
     def table_names(self, tenant: str) -> set[str]:
@@ -155,8 +163,9 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
         lag_rows=lambda st: materializer.lag(st.topic),  # type: ignore[arg-type]
         max_lag_rows=settings.store_max_lag_rows,
     )  # fmt: skip
+    replay = QuarantineReplay(log_, store, ingest, clock, limits, materializer.caught_up)
     platform = Platform(
-        settings, clock, catalog, log_, store, streams, materializer, ingest, secret
+        settings, clock, catalog, log_, store, streams, materializer, ingest, replay, secret
     )
     platform.inflight = InflightBudget(settings.max_inflight_bytes)
     platform_ref.append(platform)

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord, records_of
+from headwater.ingest.quarantine import REPLAY_META
 from headwater.ingest.streams import StreamState
 from headwater.log.ports import Log
 
@@ -123,7 +124,7 @@ def read_answers(log: Log, st: StreamState, topic: str, start: int) -> tuple[lis
     offset = max(start, log.start_offset(topic))
     while entries := log.read_meta(topic, offset):
         for _, _, meta in entries:
-            if meta:
+            if meta and not meta.startswith(REPLAY_META):  # replays keep no answers
                 found += [(st.tenant, st.schema.name, r) for r in records_of(meta)]
         offset = entries[-1][1]
     return found, offset

@@ -63,13 +63,29 @@ def _offsets(run: list[LogEntry]) -> pa.Array:
     return pa.array(np.concatenate([np.arange(e.offset, e.end, dtype=np.int64) for e in run]))
 
 
+Updates = dict[str, tuple[pa.Table, list[str]]]
+Shape = Callable[[list[LogEntry], pa.Table], tuple[pa.Table, Updates]]
+"""Entries and their conformed rows → the rows to append and the updates (``ResultWrite``)
+to commit with them."""
+
+
+def append_all(entries: list[LogEntry], rows: pa.Table) -> tuple[pa.Table, Updates]:
+    return rows, {}
+
+
 class Feed:
-    """One topic copied into one table."""
+    """One topic copied into one table; ``shape`` may turn some entries into updates."""
 
     def __init__(
-        self, tenant: str, topic: str, table: str, schema: Callable[[], pa.Schema]
+        self,
+        tenant: str,
+        topic: str,
+        table: str,
+        schema: Callable[[], pa.Schema],
+        shape: Shape = append_all,
     ) -> None:
         self.tenant, self.topic, self.table, self.schema = tenant, topic, table, schema
+        self.shape = shape
         self.consumer = f"materialize:{table}"
         self.offset: int | None = None
         self.last_commit = 0.0
@@ -187,7 +203,7 @@ class Materializer:
             entries = self._log.read(feed.topic, feed.offset, self._batch_rows)
             if not entries:
                 continue
-            rows = conform(entries, feed.schema())
+            rows, updates = feed.shape(entries, conform(entries, feed.schema()))
             end = entries[-1].end
             with span("store.commit", table=feed.table, rows=rows.num_rows):
                 self._store.commit(
@@ -196,6 +212,7 @@ class Materializer:
                         consumer=feed.consumer,
                         offsets={feed.topic: end},
                         appends={feed.table: rows},
+                        updates=updates,
                     ),
                 )
             feed.offset = end
