@@ -337,3 +337,14 @@ def test_overload_answers_503_with_retry_after(tmp_path: Path) -> None:
             assert c.post(f"/v1/streams/{name}/events", json=ev(1)).json()["accepted"] == 1
     finally:
         srv.stop()
+
+
+def test_ndjson_sent_as_json_gets_a_hint(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        body = b"\n".join(orjson.dumps(ev(i)) for i in range(3))
+        r = c.post(
+            f"/v1/streams/{name}/events", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_json"
+        assert "send application/x-ndjson for one object per line" in r.json()["error"]["message"]
