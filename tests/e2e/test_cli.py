@@ -215,6 +215,26 @@ def test_sql_prints_rows_and_server_errors(server: Server) -> None:
     assert proc.returncode == 1 and "query_error" in proc.stderr and "nope" in proc.stderr
 
 
+def test_sql_prints_a_page_and_says_how_many_rows_it_left_out(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        c.post(f"/v1/streams/{name}/events", json=[ev(i) for i in range(250)])
+    query = f"SELECT * FROM {name} ORDER BY event_id"
+    proc = hw(server.url, "sql", query, "--format", "ndjson")
+    assert proc.returncode == 0, proc.stderr
+    rows = [orjson.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 100 and "150 more rows not shown (250 in all)" in proc.stderr
+    # internal columns only when named
+    assert not any(k.startswith("_") for k in rows[0])
+    proc = hw(server.url, "sql", query, "--format", "ndjson", "--limit", "0")
+    assert len(proc.stdout.splitlines()) == 250 and "not shown" not in proc.stderr
+    proc = hw(server.url, "sql", query, "--limit", "5")
+    assert "5 rows" in proc.stderr and "245 more rows not shown" in proc.stderr
+    named = f"SELECT *, _offset FROM {name} LIMIT 1"
+    proc = hw(server.url, "sql", named, "--format", "json")
+    assert "_offset" in orjson.loads(proc.stdout)[0] and "_id_hash" not in proc.stdout
+
+
 def test_status_lists_streams_and_says_when_the_server_is_down(server: Server) -> None:
     with server.client() as c:
         name = make_stream(c)
