@@ -16,11 +16,12 @@ from headwater.ingest.answers import AnswerFile, answer_topics, copy_answers, re
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.dedup import IdIndex
 from headwater.ingest.idempotency import IdempotencyKeys
-from headwater.ingest.quarantine import mark_replayed, update_in_place
+from headwater.ingest.quarantine import mark_replayed, new_quarantined, update_in_place
 from headwater.ingest.replay import QuarantineReplay
 from headwater.ingest.service import InflightBudget, IngestService, TokenBucket
 from headwater.ingest.streams import (
-    QUARANTINE_TOPIC_VIEW,
+    QUARANTINE_STORED_SCHEMA,
+    QUARANTINE_UPDATES_SCHEMA,
     StreamDirectory,
     StreamState,
     quarantine_table_of,
@@ -68,7 +69,14 @@ class Platform:
                 st.tenant,
                 st.quarantine_topic,
                 quarantine,
-                lambda: QUARANTINE_TOPIC_VIEW,
+                lambda: QUARANTINE_STORED_SCHEMA,
+                new_quarantined,
+            )
+            yield Feed(
+                st.tenant,
+                st.quarantine_updates_topic,
+                quarantine,
+                lambda: QUARANTINE_UPDATES_SCHEMA,
                 update_in_place(quarantine),
             )
 

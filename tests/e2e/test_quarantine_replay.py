@@ -67,6 +67,7 @@ def test_a_failed_replay_updates_rows_in_place_then_a_fix_replays_them_once(
                 ("quarantined", attempt, "above_max")
             }
             assert all(r["last_attempt_ms"] for r in rows)
+            assert c.get(f"/v1/streams/{name}").json()["quarantined"] == 24
 
         fix_schema(c, name)
         out = replay(c, name, {"code": "above_max"})

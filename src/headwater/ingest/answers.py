@@ -110,9 +110,9 @@ class AnswerFile:
 Answer = tuple[str, str, IdemRecord]  # tenant, stream, record
 
 
-def answer_topics(st: StreamState) -> tuple[str, str, str]:
-    """The topics whose entries may carry a stream's answers."""
-    return st.topic, st.quarantine_topic, st.idempotency_topic
+def answer_topics(st: StreamState) -> tuple[str, ...]:
+    """The topics whose entries may carry a stream's answers (and that retention trims)."""
+    return st.topic, st.quarantine_topic, st.idempotency_topic, st.quarantine_updates_topic
 
 
 def read_answers(log: Log, st: StreamState, topic: str, start: int) -> tuple[list[Answer], int]:

@@ -9,8 +9,9 @@ the store:
   materializer stores the entry's rows and marks those quarantine rows ``replayed``
   (with the offset each was stored at) in one store transaction;
 - the row fails again, or its event id is already stored: an *update entry* on the
-  quarantine topic (rows with ``replay_of`` set) carries its new reason, or state
-  ``duplicate``; the materializer updates the row in place instead of adding one.
+  stream's quarantine updates topic (``replay_of`` names the row) carries its new
+  reason, or state ``duplicate``; the materializer updates the row in place. (The
+  quarantine topic itself only ever holds rejected rows: its end offset counts them.)
 
 So a crash at any instant leaves either no trace of a replay, or a durable entry whose
 state change the store applies with its rows, exactly once (the change and the
@@ -24,7 +25,6 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from headwater.log.ports import LogEntry
 
@@ -101,33 +101,24 @@ def mark_replayed(table: str) -> Shape:
     return shape
 
 
+def new_quarantined(entries: list[LogEntry], rows: pa.Table) -> tuple[pa.Table, Updates]:
+    """The quarantine topic's shape: its rows, in state ``quarantined``, never replayed."""
+    n = rows.num_rows
+    state = pa.repeat(pa.scalar(QUARANTINED), n)
+    rows = rows.set_column(rows.schema.get_field_index("state"), "state", state)
+    attempts = pa.repeat(pa.scalar(0, pa.int32()), n)
+    i = rows.schema.get_field_index("replay_attempts")
+    return rows.set_column(i, "replay_attempts", attempts), {}
+
+
 def update_in_place(table: str) -> Shape:
-    """A quarantine feed's shape: new rows appended, update entries applied in place."""
+    """The quarantine updates topic's shape: no rows to add, each one an update in place."""
 
     def shape(entries: list[LogEntry], rows: pa.Table) -> tuple[pa.Table, Updates]:
-        return split_quarantine(table, rows)
+        update = rows.select(UPDATE_FIELDS).append_column("_offset", rows.column("replay_of"))
+        return rows.slice(0, 0).select([]), {table: (update, ["_offset"])}
 
     return shape
-
-
-def split_quarantine(table: str, rows: pa.Table) -> tuple[pa.Table, Updates]:
-    """Quarantine-topic rows (with ``replay_of``) → new rows to append, updates in place."""
-    is_update = rows.column("replay_of").is_valid()
-    fresh = rows.filter(pc.invert(is_update)).drop_columns(["replay_of"])
-    n = fresh.num_rows
-    fresh = fresh.set_column(
-        fresh.schema.get_field_index("state"), "state", pa.repeat(pa.scalar(QUARANTINED), n)
-    ).set_column(
-        fresh.schema.get_field_index("replay_attempts"),
-        "replay_attempts",
-        pa.repeat(pa.scalar(0, pa.int32()), n),
-    )
-    changed = rows.filter(is_update)
-    if not changed.num_rows:
-        return fresh, {}
-    offsets = changed.column("replay_of")
-    update = changed.select(UPDATE_FIELDS).append_column("_offset", offsets)
-    return fresh, {table: (update, ["_offset"])}
 
 
 def replayed_updates(table: str, entries: list[LogEntry]) -> Updates:

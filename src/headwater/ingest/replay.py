@@ -107,7 +107,7 @@ class QuarantineReplay:
         }
 
     async def _settled(self, st: StreamState) -> None:
-        for topic in (st.quarantine_topic, st.topic):
+        for topic in (st.quarantine_topic, st.quarantine_updates_topic, st.topic):
             if not await self._caught_up(topic, self._log.end_offset(topic)):
                 raise Overloaded(
                     f"the store has not applied the latest entries of {topic!r} yet; retry shortly",
@@ -150,7 +150,7 @@ class QuarantineReplay:
                 [offsets[i] for i, _ in changed], [e for _, e in changed],
                 [attempts[i] for i, _ in changed], st.schema.version, now,
             )  # fmt: skip
-            appends.append(self._log.append(st.quarantine_topic, update))
+            appends.append(self._log.append(st.quarantine_updates_topic, update))
         try:
             done = await asyncio.gather(*appends)
         except BaseException:

@@ -15,7 +15,7 @@ from headwater.catalog.sqlite import Catalog
 from headwater.errors import Conflict, NotFound
 from headwater.ingest.dedup import IdIndex
 from headwater.ingest.plan import arrow_schema_of, per_schema
-from headwater.ingest.quarantine import QUARANTINED, REPLAY_OF, STATE_FIELDS
+from headwater.ingest.quarantine import QUARANTINED, REPLAY_OF, STATE_FIELDS, UPDATE_FIELDS
 from headwater.ingest.rules import compile_rules
 from headwater.model.schema import StreamSchema, check_evolution, check_schema
 from headwater.store.ports import ResultStore, ResultWrite
@@ -44,8 +44,10 @@ QUARANTINE_SCHEMA = pa.schema(
 QUARANTINE_STORED_SCHEMA = pa.schema(
     [*QUARANTINE_SCHEMA, pa.field("_offset", pa.int64()), *STATE_FIELDS]
 )
-# What the quarantine topic's entries hold, new rows and updates alike (see ``quarantine``).
-QUARANTINE_TOPIC_VIEW = pa.schema([*QUARANTINE_STORED_SCHEMA, REPLAY_OF])
+# What the quarantine updates topic's entries hold (see ``quarantine``).
+QUARANTINE_UPDATES_SCHEMA = pa.schema(
+    [REPLAY_OF, *(f for f in QUARANTINE_STORED_SCHEMA if f.name in UPDATE_FIELDS)]
+)
 
 
 def topic_of(tenant: str, stream: str) -> str:
@@ -86,6 +88,11 @@ class StreamState:
     @property
     def quarantine_topic(self) -> str:
         return quarantine_topic_of(self.tenant, self.schema.name)
+
+    @property
+    def quarantine_updates_topic(self) -> str:
+        """Changes of quarantined rows made by replays (``headwater.ingest.quarantine``)."""
+        return f"{self.tenant}.{self.schema.name}.quarantine_updates"
 
     @property
     def idempotency_topic(self) -> str:

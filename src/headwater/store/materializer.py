@@ -211,7 +211,7 @@ class Materializer:
                     ResultWrite(
                         consumer=feed.consumer,
                         offsets={feed.topic: end},
-                        appends={feed.table: rows},
+                        appends={feed.table: rows} if rows.num_rows else {},
                         updates=updates,
                     ),
                 )

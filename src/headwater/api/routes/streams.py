@@ -288,7 +288,9 @@ async def list_quarantine(name: str, request: Request) -> Response:
     who.require("admin", "reader")
     p = platform(request)
     st = p.streams.get(who.tenant, name)
-    await p.materializer.caught_up(st.quarantine_topic, p.log.end_offset(st.quarantine_topic))
+    # Rows and their states: replays change them through these three topics.
+    for topic in (st.quarantine_topic, st.quarantine_updates_topic, st.topic):
+        await p.materializer.caught_up(topic, p.log.end_offset(topic))
     cols = ["row", "field", "code", "format", "schema_version", "request_id", "_offset", "state"]
     state = request.query_params.get("state")
     if state is not None and state not in STATES:

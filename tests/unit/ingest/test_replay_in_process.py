@@ -28,7 +28,7 @@ def sql(p: Platform, query: str) -> list[dict[str, Any]]:
 
 
 async def settle(p: Platform, st: StreamState) -> None:
-    for topic in (st.topic, st.quarantine_topic):
+    for topic in (st.topic, st.quarantine_topic, st.quarantine_updates_topic):
         assert await p.materializer.caught_up(topic, p.log.end_offset(topic))
 
 
