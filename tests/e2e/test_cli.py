@@ -230,6 +230,7 @@ def test_sql_prints_a_page_and_says_how_many_rows_it_left_out(server: Server) ->
     assert len(proc.stdout.splitlines()) == 250 and "not shown" not in proc.stderr
     proc = hw(server.url, "sql", query, "--limit", "5")
     assert "5 rows" in proc.stderr and "245 more rows not shown" in proc.stderr
+    assert "internal columns not shown: _offset" in proc.stderr
     named = f"SELECT *, _offset FROM {name} LIMIT 1"
     proc = hw(server.url, "sql", named, "--format", "json")
     assert "_offset" in orjson.loads(proc.stdout)[0] and "_id_hash" not in proc.stdout

@@ -131,3 +131,12 @@ def test_a_kill_after_the_replay_answer_neither_loses_nor_repeats(fresh_server: 
         assert len(quarantine(c, name, state="replayed")) == 10
         assert replay(c, name, {"code": "above_max"})["replayed"] == 0
         assert stored(c, name) == 10
+
+
+def test_bad_replay_requests_are_4xx_with_a_code(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        for body in ([], {}, {"offsets": []}, {"offsets": [-1]}, {"offsets": [1 << 70]},
+                     {"offsets": ["3"]}, {"code": 5}, {"offsets": list(range(10_001))}):  # fmt: skip
+            r = c.post(f"/v1/streams/{name}/quarantine/replay", json=body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "bad_replay", body

@@ -100,6 +100,11 @@ def sql(
     write_rows(fmt, columns, shown, out_console())
     if fmt == "table":
         err_console.print(f"[dim]{len(shown):,} row{'s' if len(shown) != 1 else ''}[/]")
+        if answer.get("hidden_columns"):
+            names = ", ".join(answer["hidden_columns"])
+            err_console.print(
+                f"[dim]internal columns not shown: {escape(names)} (name them to see them)[/]"
+            )
     capped = max_rows is not None or not limit  # the server's cap, not the page, cut it
     note = cut_note(len(shown), len(rows), bool(answer.get("truncated")), capped)
     if note:

@@ -53,9 +53,15 @@ class Selection:
             if (
                 not isinstance(offsets, list)
                 or not offsets
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                or not all(
+                    isinstance(o, int) and not isinstance(o, bool) and 0 <= o < 1 << 63
+                    for o in offsets
+                )
             ):
-                raise BadRequest("offsets must be a non-empty list of integers", code="bad_replay")
+                raise BadRequest(
+                    "offsets must be a non-empty list of quarantine offsets (integers from 0)",
+                    code="bad_replay",
+                )
             if len(offsets) > MAX_OFFSETS:
                 raise BadRequest(
                     f"{len(offsets)} offsets is over the {MAX_OFFSETS} one replay takes; split them",
