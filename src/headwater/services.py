@@ -18,9 +18,12 @@ from headwater.ingest.answers import AnswerFile, answer_topics, copy_answers, re
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.dedup import IdIndex
 from headwater.ingest.idempotency import IdempotencyKeys
+from headwater.ingest.quarantine import mark_replayed, new_quarantined, update_in_place
+from headwater.ingest.replay import QuarantineReplay
 from headwater.ingest.service import InflightBudget, IngestService, TokenBucket
 from headwater.ingest.streams import (
     QUARANTINE_STORED_SCHEMA,
+    QUARANTINE_UPDATES_SCHEMA,
     StreamDirectory,
     StreamState,
     quarantine_table_of,
@@ -52,6 +55,7 @@ class Platform:
     streams: StreamDirectory
     materializer: Materializer
     ingest: IngestService
+    replay: QuarantineReplay
     quotas: TenantQuotas
     tombstones: Tombstones
     ingest_limits: DecodeLimits
@@ -62,12 +66,25 @@ class Platform:
 
     def feeds(self) -> Iterator[Feed]:
         for st in self.streams.all():
-            yield Feed(st.tenant, st.topic, st.schema.name, _schema_of(st), st.schema.subject)
+            quarantine = quarantine_table_of(st.schema.name)
+            # Replayed rows mark their quarantine rows in the commit that stores them.
+            yield Feed(
+                st.tenant, st.topic, st.schema.name, _schema_of(st), mark_replayed(quarantine),
+                st.schema.subject,
+            )  # fmt: skip
             yield Feed(
                 st.tenant,
                 st.quarantine_topic,
-                quarantine_table_of(st.schema.name),
+                quarantine,
                 lambda: QUARANTINE_STORED_SCHEMA,
+                new_quarantined,
+            )
+            yield Feed(
+                st.tenant,
+                st.quarantine_updates_topic,
+                quarantine,
+                lambda: QUARANTINE_UPDATES_SCHEMA,
+                update_in_place(quarantine),
             )
 
     def table_names(self, tenant: str) -> set[str]:
@@ -166,8 +183,9 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
         lag_rows=lambda st: materializer.lag(st.topic),  # type: ignore[arg-type]
         max_lag_rows=settings.store_max_lag_rows, tenant_rates=quotas,
     )  # fmt: skip
+    replay = QuarantineReplay(log_, store, ingest, clock, limits, materializer.caught_up)
     platform = Platform(
-        settings, clock, catalog, log_, store, streams, materializer, ingest, quotas,
+        settings, clock, catalog, log_, store, streams, materializer, ingest, replay, quotas,
         tombstones, limits, secret,
     )  # fmt: skip
     platform.inflight = InflightBudget(settings.max_inflight_bytes)

@@ -698,3 +698,28 @@ def test_sql_errors_speak_of_the_users_table_names(store: ResultStore) -> None:
         store.sql(TENANT, "SELECT no_such_column FROM readings", max_rows=10, timeout_s=5)
     assert err.value.code == "query_error"
     assert "t_acme__" not in err.value.message
+
+
+def test_updates_set_the_columns_they_carry_on_matching_rows(store: ResultStore) -> None:
+    schema = pa.schema([("_offset", pa.int64()), ("state", pa.string()), ("n", pa.int32())])
+    store.ensure_table(TENANT, "q", schema)
+    append(store, "q", pa.table({"_offset": [0, 1, 2], "state": ["a"] * 3, "n": [0, 0, 0]}, schema))
+    change = pa.table({"_offset": [2, 1, 9, 2], "state": ["b", "c", "x", "d"], "n": [1, 1, 1, 2]})
+    change = change.cast(schema)
+    write = ResultWrite("u", {"t": 1}, updates={"q": (change, ["_offset"])})
+    store.commit(TENANT, write)
+    store.commit(TENANT, write)  # applying the same update again changes nothing more
+    rows = store.read_rows(RowQuery(TENANT, "q")).rows.to_pylist()
+    assert rows == [
+        {"_offset": 0, "state": "a", "n": 0},
+        {"_offset": 1, "state": "c", "n": 1},
+        {"_offset": 2, "state": "d", "n": 2},  # the last row of a match wins; 9 matches nothing
+    ]
+    # Only the carried columns change; NULL is a value like any other.
+    nulls = pa.table({"_offset": [0], "state": pa.array([None], pa.string())})
+    store.commit(TENANT, ResultWrite("u", {}, updates={"q": (nulls, ["_offset"])}))
+    assert store.read_rows(RowQuery(TENANT, "q")).rows.to_pylist()[0] == {
+        "_offset": 0, "state": None, "n": 0
+    }  # fmt: skip
+    with pytest.raises(BadRequest):
+        store.commit(TENANT, ResultWrite("u", {}, updates={"q": (nulls, ["nope"])}))

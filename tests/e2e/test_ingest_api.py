@@ -337,3 +337,37 @@ def test_overload_answers_503_with_retry_after(tmp_path: Path) -> None:
             assert c.post(f"/v1/streams/{name}/events", json=ev(1)).json()["accepted"] == 1
     finally:
         srv.stop()
+
+
+def test_ndjson_sent_as_json_gets_a_hint(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        body = b"\n".join(orjson.dumps(ev(i)) for i in range(3))
+        r = c.post(
+            f"/v1/streams/{name}/events", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_json"
+        assert "send application/x-ndjson for one object per line" in r.json()["error"]["message"]
+
+
+def test_query_hides_internal_columns_unless_the_query_names_them(server: Server) -> None:
+    with server.client() as c:
+        name = make_stream(c)
+        c.post(f"/v1/streams/{name}/events", json=[ev(0), ev(1)])
+
+        def query(sql: str) -> dict[str, object]:
+            r = c.post("/v1/query", json={"sql": sql})
+            assert r.status_code == 200, r.text
+            out: dict[str, object] = r.json()
+            return out
+
+        star = query(f"SELECT * FROM {name}")
+        assert star["columns"] == [f["name"] for f in READINGS["fields"]]  # type: ignore[index]
+        assert star["hidden_columns"] == ["_offset", "_received_ms", "_schema_version", "_id_hash"]
+        assert all(len(r) == len(star["columns"]) for r in star["rows"])  # type: ignore[arg-type]
+        named = query(f"SELECT _received_ms, * FROM {name} WHERE _offset >= 0")
+        assert named["columns"][0] == "_received_ms" and "_offset" in named["columns"]  # type: ignore[index,operator]
+        assert "_id_hash" not in named["columns"]  # type: ignore[operator]
+        assert query(f"SELECT count(*) AS _n FROM {name}")["columns"] == ["_n"]
+        joined = query(f"SELECT a.*, b._offset FROM {name} a JOIN {name} b USING (event_id)")
+        assert joined["columns"][-1] == "_offset" and "_received_ms" not in joined["columns"]  # type: ignore[index,operator]

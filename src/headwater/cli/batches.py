@@ -1,4 +1,8 @@
-"""Cutting an NDJSON, CSV or Avro file into request bodies, without reading it all.
+"""Cutting an NDJSON, JSON, CSV or Avro file into request bodies.
+
+NDJSON, CSV and Avro are read as they are sent, never whole. A ``.json`` file is one JSON
+document (an object, or an array of objects): it is read whole and each object is sent as
+one NDJSON row; a ``.json`` file that is not one document is read as NDJSON.
 
 Each :class:`Batch` is one ``POST /v1/streams/{name}/events`` body. Cutting is
 deterministic: the same file with the same options gives the same bodies, so the
@@ -15,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-CONTENT_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv", "avro": "avro/binary"}
+CONTENT_TYPES = {
+    "ndjson": "application/x-ndjson", "json": "application/x-ndjson", "csv": "text/csv",
+    "avro": "avro/binary",
+}  # fmt: skip
 EXTENSIONS = {
-    ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv",
+    ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json", ".csv": "csv",
     ".avro": "avro", ".avr": "avro",
 }  # fmt: skip
 
@@ -31,7 +38,7 @@ class Batch:
     rows: int
     consumed_bytes: int
     content_type: str
-    lines: list[int] = field(default_factory=list)
+    lines: list[int | None] = field(default_factory=list)  # None: not a line of its own
 
     def line_of(self, row: int) -> int | None:
         return self.lines[row] if 0 <= row < len(self.lines) else None
@@ -42,14 +49,14 @@ def format_of(path: str, explicit: str | None) -> str:
     if explicit:
         fmt = explicit.lower()
         if fmt not in CONTENT_TYPES:
-            raise ValueError(f"unknown format {explicit!r}; use ndjson, csv or avro")
+            raise ValueError(f"unknown format {explicit!r}; use ndjson, json, csv or avro")
         return fmt
     name = path.lower().removesuffix(".gz")
     for ext, fmt in EXTENSIONS.items():
         if name.endswith(ext):
             return fmt
     raise ValueError(
-        f"cannot tell the format of {path!r} from its name; pass --format ndjson, csv or avro"
+        f"cannot tell the format of {path!r} from its name; pass --format ndjson, json, csv or avro"
     )
 
 
@@ -87,7 +94,7 @@ def batches(
     if fmt == "avro":
         yield from avro_batches(fh, batch_rows)
         return
-    recs = records(fh, quoted=fmt == "csv")
+    recs = json_records(fh) if fmt == "json" else records(fh, quoted=fmt == "csv")
     header: bytes | None = None
     if fmt == "csv":
         first = next(recs, None)
@@ -97,7 +104,7 @@ def batches(
     yield from text_batches(recs, fmt, batch_rows, max_batch_bytes, header)
 
 
-def records(fh: Iterable[bytes], quoted: bool = False) -> Iterator[tuple[int, bytes, int]]:
+def records(fh: Iterable[bytes], quoted: bool = False) -> Iterator[tuple[int | None, bytes, int]]:
     """``(line number, record, bytes read)`` for each non-blank record, line endings dropped.
 
     With ``quoted`` (CSV), a record goes on over line breaks inside a quoted field: it
@@ -127,8 +134,42 @@ def records(fh: Iterable[bytes], quoted: bool = False) -> Iterator[tuple[int, by
             yield start, rec, size
 
 
+def json_records(fh: IO[bytes]) -> Iterator[tuple[int | None, bytes, int]]:
+    """The objects of a JSON document (an object or an array), one compact record each.
+
+    Records of an array have no line number (``None``). A file that is not one JSON
+    document (e.g. NDJSON named ``.json``) is read line by line instead.
+
+    >>> list(json_records(io.BytesIO(b'[{"a": 1},\\n {"a": 2}]')))
+    [(None, b'{"a":1}', 9), (None, b'{"a":2}', 12)]
+    >>> list(json_records(io.BytesIO(b'{"a": 1}\\n{"a": 2}\\n')))
+    [(1, b'{"a": 1}', 9), (2, b'{"a": 2}', 9)]
+    """
+    import orjson
+
+    data = fh.read()
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        yield from records(io.BytesIO(data))
+        return
+    if isinstance(doc, dict):
+        yield None, orjson.dumps(doc), len(data)
+        return
+    if not isinstance(doc, list):
+        raise ValueError(
+            f"a .json file holds an object or an array of objects, not a {type(doc).__name__}"
+        )
+    left = len(data)
+    for i, item in enumerate(doc):
+        rec = orjson.dumps(item)
+        nbytes = left if i == len(doc) - 1 else min(left, len(rec) + 2)
+        left -= nbytes
+        yield None, rec, nbytes
+
+
 def text_batches(
-    recs: Iterable[tuple[int, bytes, int]],
+    recs: Iterable[tuple[int | None, bytes, int]],
     fmt: str,
     batch_rows: int,
     max_batch_bytes: int,
@@ -138,7 +179,7 @@ def text_batches(
     head = b"" if header is None else header + b"\n"
     index = 0
     parts: list[bytes] = []
-    lines: list[int] = []
+    lines: list[int | None] = []
     size = consumed = 0
     for line, rec, nbytes in recs:
         parts.append(rec)

@@ -40,6 +40,7 @@ from headwater.cli.client import (
 from headwater.cli.send_report import Tally, print_summary, progress_bar
 
 RETRY_STATUSES = {429, 502, 503, 504}
+EXIT_REJECTED = 3  # every batch answered, some rows rejected (and kept in quarantine)
 FATAL_STATUSES = {401, 403, 404, 415}
 
 
@@ -169,13 +170,16 @@ def _settle(
 def send(
     stream: Annotated[str, typer.Argument(help="Stream to send to (it must exist).")],
     file: Annotated[
-        str, typer.Argument(help="NDJSON, CSV (header row) or Avro file; - for stdin.")
+        str,
+        typer.Argument(
+            help="NDJSON, JSON (an object or an array), CSV (header row) or Avro file; - for stdin."
+        ),
     ],
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = None,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="ndjson, csv or avro (default: by file extension)."),
+        typer.Option("--format", help="ndjson, json, csv or avro (default: by file extension)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per request.")] = 5000,
     max_batch_bytes: Annotated[
@@ -204,8 +208,9 @@ def send(
 ) -> None:
     """Send a file of events to a stream in batches, safely re-runnable.
 
-    Exits 0 when every batch was answered 2xx (rows may still have been rejected: they
-    are counted and kept in quarantine), 1 otherwise, 130 when interrupted.
+    Exits 0 when every row was stored (or was a duplicate), 3 when every batch was
+    answered but some rows were rejected (they are counted and kept in quarantine), 1 when
+    a batch failed or the input could not be read, 130 when interrupted.
     """
     try:
         fmt_name = format_of(file, fmt)
@@ -231,6 +236,8 @@ def send(
         raise typer.Exit(130)
     if tally.failed or tally.input_error:
         raise typer.Exit(1)
+    if tally.rejected:
+        raise typer.Exit(EXIT_REJECTED)
 
 
 def run(

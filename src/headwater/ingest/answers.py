@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord, records_of
+from headwater.ingest.quarantine import REPLAY_META
 from headwater.ingest.streams import StreamState
 from headwater.log.ports import Log
 
@@ -109,9 +110,9 @@ class AnswerFile:
 Answer = tuple[str, str, IdemRecord]  # tenant, stream, record
 
 
-def answer_topics(st: StreamState) -> tuple[str, str, str]:
-    """The topics whose entries may carry a stream's answers."""
-    return st.topic, st.quarantine_topic, st.idempotency_topic
+def answer_topics(st: StreamState) -> tuple[str, ...]:
+    """The topics whose entries may carry a stream's answers (and that retention trims)."""
+    return st.topic, st.quarantine_topic, st.idempotency_topic, st.quarantine_updates_topic
 
 
 def read_answers(log: Log, st: StreamState, topic: str, start: int) -> tuple[list[Answer], int]:
@@ -123,7 +124,7 @@ def read_answers(log: Log, st: StreamState, topic: str, start: int) -> tuple[lis
     offset = max(start, log.start_offset(topic))
     while entries := log.read_meta(topic, offset):
         for _, _, meta in entries:
-            if meta:
+            if meta and not meta.startswith(REPLAY_META):  # replays keep no answers
                 found += [(st.tenant, st.schema.name, r) for r in records_of(meta)]
         offset = entries[-1][1]
     return found, offset

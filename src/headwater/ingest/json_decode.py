@@ -136,7 +136,7 @@ def decode_json(data: bytes, schema: StreamSchema, limits: DecodeLimits) -> Deco
         error = exc
     layout = array_layout(buf)
     if layout is None:
-        raise malformed(f"the body is not valid JSON ({error}); fix its syntax")
+        raise not_json(data, error)
     deep = set(np.flatnonzero(layout.depths > limits.max_depth).tolist())
     raw = _span_text(data, layout.starts, layout.ends)
     return _one_by_one(data, layout.starts, layout.ends, deep, codec, schema, limits, raw)
@@ -156,6 +156,31 @@ def malformed(message: str) -> BadRequest:
     return BadRequest(message, code="malformed_json")
 
 
+def not_json(data: bytes, error: Exception | None) -> BadRequest:
+    """The error of a body that does not parse as JSON, with a hint when it is NDJSON.
+
+    >>> not_json(b'{"a": 1}\\n{"a": 2}\\n', None).message
+    'the body holds one JSON object per line, not one JSON document: send application/x-ndjson for one object per line'
+    """
+    if looks_like_ndjson(data):
+        return malformed(
+            "the body holds one JSON object per line, not one JSON document: "
+            "send application/x-ndjson for one object per line"
+        )
+    return malformed(f"the body is not valid JSON ({error}); fix its syntax")
+
+
+def looks_like_ndjson(data: bytes) -> bool:
+    """Whether the first line is a whole JSON object (or array) and more lines follow."""
+    first, _, rest = data.lstrip().partition(b"\n")
+    if not rest.strip():
+        return False
+    try:
+        return isinstance(ANY.decode(first), dict | list)
+    except ROW_ERRORS:
+        return False
+
+
 def _single_object(
     data: bytes, depth: int, codec: RowCodec, schema: StreamSchema, limits: DecodeLimits
 ) -> Decoded:
@@ -168,11 +193,11 @@ def _single_object(
     except msgspec.ValidationError:
         pass
     except ROW_ERRORS as exc:
-        raise malformed(f"the body is not valid JSON ({exc}); fix its syntax") from exc
+        raise not_json(data, exc) from exc
     try:
         value = ANY.decode(data)
     except ROW_ERRORS as exc:
-        raise malformed(f"the body is not valid JSON ({exc}); fix its syntax") from exc
+        raise not_json(data, exc) from exc
     columns = [from_values([value.get(f.name)], f) for f in schema.fields]
     return _decoded([c for c, _ in columns], schema, [e for _, e in columns], [], 1, raw, rows=[0])
 

@@ -290,7 +290,7 @@ class IngestService:
                 )
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
         self._check_rate(st.tenant, principal, batch.total_rows, len(body))
-        valid, reserved, keep = self._dedup(st, batch, now_ms)
+        valid, reserved, keep = self.dedup(st, batch, now_ms)
         duplicates = 0 if keep is None else int(keep.size - keep.sum())
         answer = self._answer(st, valid.num_rows, duplicates, batch.errors)
         rec = IdemRecord(idem_key, digest, answer, now_ms) if idem_key else None
@@ -302,7 +302,7 @@ class IngestService:
                 schema.version, now_ms, request_id,
             )  # fmt: skip
         await self._append(st, valid, quarantine, meta, reserved, [rec.key] if rec else [])
-        self._count(st, batch.errors, valid.num_rows, duplicates, len(body))
+        self.count(st, batch.errors, valid.num_rows, duplicates, len(body))
         return rec, IngestOutcome(200, answer)
 
     def _coalescible(
@@ -351,7 +351,7 @@ class IngestService:
         with span("ingest.decode", stream=schema.name, bytes=len(body), requests=len(group)):
             batch = decode_and_validate(body, "application/x-ndjson", None, schema, limits, now_ms)
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
-        valid, reserved, keep = self._dedup(st, batch, now_ms)
+        valid, reserved, keep = self.dedup(st, batch, now_ms)
         shares = split(counts, batch.valid_rows.to_numpy(), keep, batch.errors)
         quarantine = None
         if batch.errors:
@@ -373,7 +373,7 @@ class IngestService:
         meta = msgspec.msgpack.encode(kept) if kept else b""
         await self._append(st, valid, quarantine, meta, reserved, [r.key for r in kept])
         duplicates = sum(shares.duplicates)
-        self._count(st, batch.errors, valid.num_rows, duplicates, sum(w.nbytes for w in group))
+        self.count(st, batch.errors, valid.num_rows, duplicates, sum(w.nbytes for w in group))
         return recs, answers
 
     def _answer(
@@ -429,7 +429,7 @@ class IngestService:
                 st.ids.discard(reserved)
             raise
 
-    def _dedup(
+    def dedup(
         self, st: StreamState, batch: ValidatedBatch, now_ms: int
     ) -> tuple[pa.RecordBatch, np.ndarray | None, np.ndarray | None]:
         """Attach system columns; drop rows whose id was seen; reserve the new ids.
@@ -463,7 +463,7 @@ class IngestService:
         ]
         return pa.RecordBatch.from_arrays(cols, schema=log_schema(schema)), reserved, keep
 
-    def _count(
+    def count(
         self, st: StreamState, errors: list[RowError], accepted: int, dups: int, nbytes: int
     ) -> None:
         tenant, name = st.tenant, st.schema.name

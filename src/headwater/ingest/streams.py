@@ -15,9 +15,10 @@ from headwater.catalog.sqlite import Catalog
 from headwater.errors import Conflict, NotFound
 from headwater.ingest.dedup import IdIndex
 from headwater.ingest.plan import arrow_schema_of, per_schema
+from headwater.ingest.quarantine import QUARANTINED, REPLAY_OF, STATE_FIELDS, UPDATE_FIELDS
 from headwater.ingest.rules import compile_rules
 from headwater.model.schema import StreamSchema, check_evolution, check_schema
-from headwater.store.ports import ResultStore
+from headwater.store.ports import ResultStore, ResultWrite
 
 SYSTEM_FIELDS = [
     pa.field("_received_ms", pa.int64()),
@@ -40,7 +41,13 @@ QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 
-QUARANTINE_STORED_SCHEMA = pa.schema([*QUARANTINE_SCHEMA, pa.field("_offset", pa.int64())])
+QUARANTINE_STORED_SCHEMA = pa.schema(
+    [*QUARANTINE_SCHEMA, pa.field("_offset", pa.int64()), *STATE_FIELDS]
+)
+# What the quarantine updates topic's entries hold (see ``quarantine``).
+QUARANTINE_UPDATES_SCHEMA = pa.schema(
+    [REPLAY_OF, *(f for f in QUARANTINE_STORED_SCHEMA if f.name in UPDATE_FIELDS)]
+)
 
 
 def topic_of(tenant: str, stream: str) -> str:
@@ -83,6 +90,11 @@ class StreamState:
         return quarantine_topic_of(self.tenant, self.schema.name)
 
     @property
+    def quarantine_updates_topic(self) -> str:
+        """Changes of quarantined rows made by replays (``headwater.ingest.quarantine``)."""
+        return f"{self.tenant}.{self.schema.name}.quarantine_updates"
+
+    @property
     def idempotency_topic(self) -> str:
         """Answers of requests that stored no row (all duplicates) are kept here."""
         return f"{self.tenant}.{self.schema.name}.idempotency"
@@ -96,6 +108,7 @@ class StreamDirectory:
         for tenant, schema in catalog.all_streams():
             versions = catalog.stream_versions(tenant, schema.name)
             self._streams[(tenant, schema.name)] = StreamState(tenant, schema, versions)
+            _upgrade_quarantine(store, tenant, schema.name)
 
     def get(self, tenant: str, name: str) -> StreamState:
         st = self._streams.get((tenant, name))
@@ -147,6 +160,25 @@ class StreamDirectory:
         st.schema = new
         st.versions.append(new)
         return st, changes or ["constraints changed"]
+
+
+def _upgrade_quarantine(store: ResultStore, tenant: str, stream: str) -> None:
+    """Give a quarantine table made before rows had a state its state columns; its rows
+    are all ``quarantined`` (nothing could be replayed in place then)."""
+    table = quarantine_table_of(stream)
+    before = store.table_schema(tenant, table)
+    store.ensure_table(tenant, table, QUARANTINE_STORED_SCHEMA)
+    if before is None or "state" in before.names:
+        return
+    offsets = store.sql(
+        tenant, f"SELECT _offset FROM {table} WHERE state IS NULL", max_rows=1 << 40, timeout_s=600
+    ).column(0)
+    rows = pa.table({
+        "_offset": offsets,
+        "state": pa.repeat(pa.scalar(QUARANTINED), len(offsets)),
+        "replay_attempts": pa.repeat(pa.scalar(0, pa.int32()), len(offsets)),
+    })  # fmt: skip
+    store.commit(tenant, ResultWrite("upgrade", {}, updates={table: (rows, ["_offset"])}))
 
 
 def _with_version(schema: StreamSchema, version: int) -> StreamSchema:

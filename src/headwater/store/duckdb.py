@@ -51,6 +51,7 @@ from headwater.store.ports import (
     cast_values,
     check_name,
     check_rows,
+    check_update,
     check_upsert,
     last_per_key,
     merge_schema,
@@ -185,7 +186,7 @@ class DuckDBStore:
         """
         started = time.perf_counter()
         appended = upserted = 0
-        names = [_table_lock(tenant, t) for t in [*write.appends, *write.upserts]]
+        names = [_table_lock(tenant, t) for t in [*write.appends, *write.upserts, *write.updates]]
         if write.offsets or write.state is not None:
             names.append(f"consumer:{tenant}/{write.consumer}")
         with self._locks.hold(names), self._transaction() as cur:
@@ -194,6 +195,8 @@ class DuckDBStore:
                 appended += self._append(cur, tenant, table, rows)
             for table, (rows, key) in write.upserts.items():
                 upserted += self._upsert(cur, tenant, table, rows, key)
+            for table, (rows, match) in write.updates.items():
+                self._update(cur, tenant, table, rows, match)
             if write.offsets or write.state is not None:
                 self._save_consumer(cur, tenant, write)
         STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
@@ -226,6 +229,22 @@ class DuckDBStore:
             sql = q.upsert(info.physical, info.schema, rows.column_names, key, WRITE_VIEW)
             self._run_with_rows(cur, sql, rows)
         return int(rows.num_rows)
+
+    def _update(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        tenant: str,
+        table: str,
+        rows: pa.Table,
+        match: list[str],
+    ) -> None:
+        info = self._info(tenant, table)
+        check_update(table, info.schema, rows, match)
+        if rows.num_rows and len(match) < rows.num_columns:
+            rows = last_per_key(normalize_rows(rows), match)
+            self._run_with_rows(
+                cur, q.update(info.physical, rows.column_names, match, WRITE_VIEW), rows
+            )
 
     def _run_with_rows(self, cur: duckdb.DuckDBPyConnection, sql: str, rows: pa.Table) -> None:
         cur.register(WRITE_VIEW, rows)  # an Arrow scan: no copy until DuckDB writes the rows

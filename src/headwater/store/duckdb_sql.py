@@ -109,6 +109,13 @@ def upsert(
     return head + "DO UPDATE SET " + ", ".join(f"{quote(n)} = EXCLUDED.{quote(n)}" for n in rest)
 
 
+def update(physical: str, present: Sequence[str], match: Sequence[str], view: str) -> str:
+    """Set the columns a row carries on the stored rows whose ``match`` columns equal its own."""
+    sets = ", ".join(f"{quote(n)} = u.{quote(n)}" for n in present if n not in match)
+    on = " AND ".join(f"{quote(physical)}.{quote(n)} = u.{quote(n)}" for n in match)
+    return f"UPDATE {quote(physical)} SET {sets} FROM {quote(view)} AS u WHERE {on}"
+
+
 def select_rows(physical: str, columns: Sequence[str], plan: RowPlan) -> tuple[str, list[Any]]:
     """One page of rows: the plan's bounds, filters and cursor, ordered, limit + 1 rows."""
     extra = [ROWID] if ROWID in plan.order_columns else []

@@ -64,8 +64,18 @@ def _offsets(run: list[LogEntry]) -> pa.Array:
     return pa.array(np.concatenate([np.arange(e.offset, e.end, dtype=np.int64) for e in run]))
 
 
+Updates = dict[str, tuple[pa.Table, list[str]]]
+Shape = Callable[[list[LogEntry], pa.Table], tuple[pa.Table, Updates]]
+"""Entries and their conformed rows → the rows to append and the updates (``ResultWrite``)
+to commit with them."""
+
+
+def append_all(entries: list[LogEntry], rows: pa.Table) -> tuple[pa.Table, Updates]:
+    return rows, {}
+
+
 class Feed:
-    """One topic copied into one table."""
+    """One topic copied into one table; ``shape`` may turn some entries into updates."""
 
     def __init__(
         self,
@@ -73,9 +83,11 @@ class Feed:
         topic: str,
         table: str,
         schema: Callable[[], pa.Schema],
+        shape: Shape = append_all,
         subject: str | None = None,
     ) -> None:
         self.tenant, self.topic, self.table, self.schema = tenant, topic, table, schema
+        self.shape = shape
         self.subject = subject  # the field erasures name, on stream tables
         self.consumer = f"materialize:{table}"
         self.offset: int | None = None
@@ -200,7 +212,7 @@ class Materializer:
             entries = self._log.read(feed.topic, feed.offset, self._batch_rows)
             if not entries:
                 continue
-            rows = conform(entries, feed.schema())
+            rows, updates = feed.shape(entries, conform(entries, feed.schema()))
             rows = self._tombstones.filter(feed.tenant, feed.table, feed.subject, rows)
             end = entries[-1].end
             with span("store.commit", table=feed.table, rows=rows.num_rows):
@@ -209,7 +221,8 @@ class Materializer:
                     ResultWrite(
                         consumer=feed.consumer,
                         offsets={feed.topic: end},
-                        appends={feed.table: rows},
+                        appends={feed.table: rows} if rows.num_rows else {},
+                        updates=updates,
                     ),
                 )
             feed.offset = end

@@ -28,6 +28,7 @@ from headwater.store.ports import (
     cast_values,
     check_name,
     check_rows,
+    check_update,
     check_upsert,
     last_per_key,
     merge_schema,
@@ -121,6 +122,12 @@ class MemoryStore:
                 check_rows(table, info.schema, rows)
                 staged[(tenant, table)] = replace(
                     info, rows=_upsert(info, normalize_rows(rows), key)
+                )
+            for table, (rows, match) in write.updates.items():
+                info = staged.get((tenant, table)) or self._info(tenant, table)
+                check_update(table, info.schema, rows, match)
+                staged[(tenant, table)] = replace(
+                    info, rows=_update(info, normalize_rows(rows), match)
                 )
             if write.offsets or write.state is not None:
                 offsets, state = self._consumers.get((tenant, write.consumer), ({}, None))
@@ -271,6 +278,35 @@ def _upsert(info: _Table, rows: pa.Table, key: list[str]) -> pa.Table:
     new = _conform(last_per_key(rows, key), info.schema)
     kept = info.rows.join(new.select(key), keys=key, join_type="left anti", use_threads=False)
     return pa.concat_tables([_conform(kept, info.schema), new])
+
+
+def _update(info: _Table, rows: pa.Table, match: list[str]) -> pa.Table:
+    """Stored rows with the columns ``rows`` carry replaced where ``match`` columns are equal."""
+    if not rows.num_rows or not info.rows.num_rows:
+        return info.rows
+    hit, new = "__headwater_hit", "__headwater_new_"
+    sets = [c for c in rows.column_names if c not in match]
+    changes = last_per_key(rows, match)
+    changes = changes.cast(
+        pa.schema(
+            [
+                info.schema.field(c) if c in match else f
+                for c, f in zip(changes.column_names, changes.schema, strict=True)
+            ]
+        )
+    ).rename_columns([c if c in match else new + c for c in rows.column_names])
+    changes = changes.append_column(hit, pa.repeat(pa.scalar(True), changes.num_rows))
+    joined = _with_position(info.rows).join(
+        changes, keys=match, join_type="left outer", use_threads=False
+    )
+    joined = joined.sort_by(POSITION)
+    found = joined.column(hit).is_valid()
+    out = info.rows
+    for c in sets:
+        i = out.schema.get_field_index(c)
+        value = joined.column(new + c).cast(out.schema.field(c).type)
+        out = out.set_column(i, c, pc.if_else(found, value, joined.column(c)))
+    return out
 
 
 def _with_position(rows: pa.Table) -> pa.Table:

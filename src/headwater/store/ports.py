@@ -87,6 +87,10 @@ class ResultWrite:
       with the topics it committed before.
     - ``state``: opaque snapshot of the consumer's state (e.g. Arrow IPC bytes), or None
       to leave it unchanged.
+    - ``updates``: table name -> (rows, match columns); each row sets the other columns it
+      carries on the stored rows whose match columns equal its own (any table, keyed or
+      not). Rows that match nothing change nothing; applied after the appends and
+      upserts, the last row per match winning. Applying one twice gives the same table.
     """
 
     consumer: str
@@ -94,6 +98,7 @@ class ResultWrite:
     appends: dict[str, pa.Table] = field(default_factory=dict)
     upserts: dict[str, tuple[pa.Table, list[str]]] = field(default_factory=dict)
     state: bytes | None = None
+    updates: dict[str, tuple[pa.Table, list[str]]] = field(default_factory=dict)
 
 
 class ResultStore(Protocol):
@@ -355,6 +360,16 @@ def check_upsert(table: str, table_key: tuple[str, ...], rows: pa.Table, key: li
             raise BadRequest(
                 f"upsert into {table!r}: key column {k!r} is missing or NULL", code="null_key"
             )
+
+
+def check_update(table: str, schema: pa.Schema, rows: pa.Table, match: list[str]) -> None:
+    """Refuse an update with no match columns, or matching on a column it does not carry."""
+    if not match or any(c not in rows.column_names for c in match):
+        raise BadRequest(
+            f"update of {table!r} must carry its match columns {match}", code="bad_update"
+        )
+    require_columns(table, schema, match)
+    check_rows(table, schema, rows)
 
 
 def last_per_key(rows: pa.Table, key: list[str]) -> pa.Table:

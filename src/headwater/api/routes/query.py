@@ -11,6 +11,7 @@ from headwater.api.auth import authenticate
 from headwater.api.render import json_response, table_response
 from headwater.api.routes.streams import json_body, platform, row_query
 from headwater.errors import BadRequest, NotFound
+from headwater.query.columns import visible
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
@@ -83,7 +84,11 @@ async def run_query(request: Request) -> Response:
         timeout_s=p.settings.query_timeout_s,
     )
     truncated = bool(table.schema.metadata and table.schema.metadata.get(b"truncated") == b"true")
+    # Internal columns (_offset, _received_ms, ...) only when the query names them.
+    table, internal = visible(table, data["sql"])
     cols = table.column_names
     # column-wise: duplicate column names (SELECT a, * ...) must not collapse
     rows = [list(r) for r in zip(*(col.to_pylist() for col in table.columns), strict=True)]
-    return json_response({"columns": cols, "rows": rows, "truncated": truncated})
+    return json_response(
+        {"columns": cols, "rows": rows, "truncated": truncated, "hidden_columns": internal}
+    )

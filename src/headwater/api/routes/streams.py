@@ -13,6 +13,8 @@ from starlette.responses import Response
 from headwater.api.auth import Principal, authenticate
 from headwater.api.render import json_response, parse_time_bound, table_response
 from headwater.errors import BadRequest, PayloadTooLarge
+from headwater.ingest.quarantine import STATES
+from headwater.ingest.replay import Selection
 from headwater.ingest.streams import StreamState, quarantine_table_of
 from headwater.model.schema import schema_from_dict, schema_to_dict
 from headwater.services import Platform
@@ -281,13 +283,19 @@ async def latest_events(name: str, request: Request) -> Response:
 
 @router.get("/{name}/quarantine")
 async def list_quarantine(name: str, request: Request) -> Response:
-    """Rejected rows with reason code, field, message, raw text, schema version, receive time."""
+    """Rejected rows with reason code, field, message, raw text, schema version, receive time,
+    and replay state (``?state=quarantined|replayed|duplicate`` filters by it)."""
     who = authenticate(request)
     who.require("admin", "reader")
     p = platform(request)
     st = p.streams.get(who.tenant, name)
-    await p.materializer.caught_up(st.quarantine_topic, p.log.end_offset(st.quarantine_topic))
-    cols = ["row", "field", "code", "format", "schema_version", "request_id", "_offset"]
+    # Rows and their states: replays change them through these three topics.
+    for topic in (st.quarantine_topic, st.quarantine_updates_topic, st.topic):
+        await p.materializer.caught_up(topic, p.log.end_offset(topic))
+    cols = ["row", "field", "code", "format", "schema_version", "request_id", "_offset", "state"]
+    state = request.query_params.get("state")
+    if state is not None and state not in STATES:
+        raise BadRequest(f"state must be one of {', '.join(STATES)}", code="bad_state")
     q, fmt = row_query(request, who.tenant, quarantine_table_of(name), "received_ms", cols)
     page = await asyncio.to_thread(p.store.read_rows, q)
     return table_response(page.rows, page.next_cursor, fmt)
@@ -297,66 +305,13 @@ async def list_quarantine(name: str, request: Request) -> Response:
 async def replay_quarantine(name: str, request: Request) -> Response:
     """Re-ingest quarantined rows (after fixing the schema): ``{"offsets": [..]}`` or ``{"code": ..}``.
 
-    Rows that now pass are ingested once: a replay of the same rows is answered from
-    its first answer (an idempotency key derived from the quarantine offsets).
+    Only rows in state ``quarantined`` are taken, so each row is replayed at most once:
+    a row that passes becomes ``replayed`` (with the offset it was stored at), one that
+    fails again stays ``quarantined`` with its new reason, updated in place.
     """
-    import hashlib
-
     who = authenticate(request)
     who.require("admin")
     p = platform(request)
     st = p.streams.get(who.tenant, name)
-    data = await json_body(request)
-    if not isinstance(data, dict):
-        raise BadRequest("send {'offsets': [...]} or {'code': '...'}", code="bad_replay")
-    await p.materializer.caught_up(st.quarantine_topic, p.log.end_offset(st.quarantine_topic))
-    table = quarantine_table_of(name)
-    offsets = data.get("offsets")
-    if offsets is not None:
-        if (
-            not isinstance(offsets, list)
-            or not all(isinstance(o, int) for o in offsets)
-            or not offsets
-        ):
-            raise BadRequest("offsets must be a non-empty list of integers", code="bad_replay")
-        where = f"_offset IN ({', '.join(str(int(o)) for o in offsets[:10_000])})"
-    elif isinstance(data.get("code"), str):
-        where = "code = '" + data["code"].replace("'", "''") + "'"
-    else:
-        raise BadRequest("send {'offsets': [...]} or {'code': '...'}", code="bad_replay")
-    rows = p.store.sql(
-        who.tenant, f"SELECT _offset, raw, format FROM {table} WHERE {where} ORDER BY _offset",
-        max_rows=100_000, timeout_s=p.settings.query_timeout_s,
-    ).to_pylist()  # fmt: skip
-    results = []
-    for fmt, group in _replay_groups(rows):
-        offs = [r["_offset"] for r in group]
-        if fmt == "csv":
-            header = group[0]["raw"].split("\n", 1)[0]
-            body = (header + "\n" + "\n".join(r["raw"].split("\n", 1)[1] for r in group)).encode()
-            ctype = "text/csv"
-        else:
-            body = "\n".join(r["raw"] for r in group).encode()
-            ctype = "application/x-ndjson"
-        key = "replay:" + hashlib.sha256(",".join(map(str, offs)).encode()).hexdigest()[:32]
-        out = await p.ingest.ingest(st, body, ctype, None, key, who.key_id, "replay")
-        results.append({"offsets": offs, **orjson.loads(out.body)})
-    return json_response(
-        {
-            "replayed": sum(len(r["offsets"]) for r in results),
-            "accepted": sum(r["accepted"] for r in results),
-            "rejected": sum(r["rejected"] for r in results),
-            "duplicates": sum(r["duplicates"] for r in results),
-            "results": results,
-        }
-    )
-
-
-def _replay_groups(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Group rows that can share one body: JSON-ish rows together, CSV rows by header."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        fmt = "csv" if r["format"] == "csv" else "json"
-        header = r["raw"].split("\n", 1)[0] if fmt == "csv" else ""
-        groups.setdefault((fmt, header), []).append(r)
-    return [(fmt, g) for (fmt, _), g in groups.items()]
+    selection = Selection.parse(await json_body(request))
+    return json_response(await p.replay.replay(st, selection))

@@ -167,10 +167,11 @@ function tailTable(schema, rows, seen) {
 function quarantineTable(rows, onReplay) {
   if (!rows.length) return h("p", { class: "muted" }, "Nothing in quarantine.");
   return h("div", { class: "table-wrap" }, h("table", { class: "data" },
-    h("thead", {}, h("tr", {}, ["Offset", "Received", "Code", "Field", "Message", "Raw", ""].map((c) => h("th", {}, c)))),
+    h("thead", {}, h("tr", {}, ["Offset", "Received", "State", "Code", "Field", "Message", "Raw", ""].map((c) => h("th", {}, c)))),
     h("tbody", {}, rows.map((r) => h("tr", { "data-offset": r._offset },
       h("td", { class: "num" }, r._offset ?? "–"),
       h("td", { class: "nowrap" }, timeEl(r.received_ms)),
+      h("td", { title: stateTitle(r) }, r.state || "quarantined"),
       h("td", {}, h("code", {}, r.code)),
       h("td", {}, r.field || ""),
       h("td", {}, r.message),
@@ -178,7 +179,13 @@ function quarantineTable(rows, onReplay) {
       h("td", {}, replayButton(r, onReplay)))))));
 }
 
+function stateTitle(row) {
+  if (row.state === "replayed") return `stored at offset ${row.replayed_offset}`;
+  return row.replay_attempts ? `${row.replay_attempts} replay attempt(s)` : "";
+}
+
 function replayButton(row, onReplay) {
+  if (row.state && row.state !== "quarantined") return "";
   if (row._offset === undefined) {
     return h("button", { class: "small", type: "button", disabled: true, title: "this server does not list quarantine offsets" }, "Replay");
   }
