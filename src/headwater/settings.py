@@ -136,6 +136,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Request bytes/s a tenant may ingest over all its keys (0 = no limit); over it, 429.",
     )
+    quota_sources: int = Field(50, ge=0, description="Sources a tenant may own (0 = no limit).")
+    webhook_max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest webhook delivery accepted (413 above); deliveries carry no API key.",
+    )
     sse_buffer_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024,

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from headwater.errors import BadRequest, QuotaExceeded, RateLimited
 from headwater.settings import Settings
 
-COUNTED = ("streams", "pipelines", "reference_tables", "subscribers")
+COUNTED = ("streams", "pipelines", "reference_tables", "subscribers", "sources")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,7 @@ class Quotas:
     pipelines: int = 0
     reference_tables: int = 0
     subscribers: int = 0
+    sources: int = 0
     ingest_rows_per_s: float = 0.0
     ingest_bytes_per_s: float = 0.0
 
@@ -31,7 +32,7 @@ class Quotas:
     def from_settings(cls, s: Settings) -> Quotas:
         return cls(
             s.quota_streams, s.quota_pipelines, s.quota_reference_tables, s.quota_subscribers,
-            s.quota_ingest_rows_per_s, s.quota_ingest_bytes_per_s,
+            s.quota_sources, s.quota_ingest_rows_per_s, s.quota_ingest_bytes_per_s,
         )  # fmt: skip
 
     def with_overrides(self, overrides: dict[str, Any]) -> Quotas:

@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS erasures (
     tenant TEXT NOT NULL, stream TEXT NOT NULL, subject TEXT NOT NULL, erased_ms INTEGER NOT NULL,
     report TEXT, PRIMARY KEY (tenant, stream, subject)
 );
+CREATE TABLE IF NOT EXISTS sources (
+    tenant TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, stream TEXT NOT NULL,
+    config TEXT NOT NULL, status TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
 CREATE TABLE IF NOT EXISTS tenant_quotas (tenant TEXT PRIMARY KEY, spec TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reference_tables (
     tenant TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL, created_ms INTEGER NOT NULL,
@@ -72,6 +77,17 @@ class PipelineRecord:
     sql: str
     status: str
     reason: str | None
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    tenant: str
+    name: str
+    kind: str
+    stream: str
+    config: dict[str, Any]
+    status: str  # running | paused
     created_ms: int
 
 
@@ -260,6 +276,33 @@ class Catalog:
     def forget_audit_before(self, cut_ms: int) -> int:
         with self._lock:
             return self._db.execute("DELETE FROM audit_log WHERE at_ms < ?", (cut_ms,)).rowcount
+
+    # sources --------------------------------------------------------------------------
+    def put_source(self, rec: SourceRecord) -> None:
+        self._q(
+            "INSERT INTO sources (tenant, name, kind, stream, config, status, created_ms) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (rec.tenant, rec.name, rec.kind, rec.stream, msgspec.json.encode(rec.config).decode(),
+             rec.status, rec.created_ms),
+        )  # fmt: skip
+
+    def set_source_status(self, tenant: str, name: str, status: str) -> None:
+        self._q(
+            "UPDATE sources SET status = ? WHERE tenant = ? AND name = ?", (status, tenant, name)
+        )
+
+    def drop_source(self, tenant: str, name: str) -> None:
+        self._q("DELETE FROM sources WHERE tenant = ? AND name = ?", (tenant, name))
+
+    def sources(self) -> list[SourceRecord]:
+        rows = self._q(
+            "SELECT tenant, name, kind, stream, config, status, created_ms FROM sources "
+            "ORDER BY tenant, name"
+        )
+        return [
+            SourceRecord(t, n, k, s, msgspec.json.decode(c), st, ms)
+            for t, n, k, s, c, st, ms in rows
+        ]
 
     # erased data subjects ------------------------------------------------------------
     def add_erasure(self, tenant: str, stream: str, subject: str, erased_ms: int) -> None:

@@ -97,6 +97,9 @@ def _quota_view(request: Request, tenant: str) -> dict[str, object]:
         "subscribers": request.app.state.pipelines.subs.count(tenant)
         if hasattr(request.app.state, "pipelines")
         else 0,
+        "sources": len(request.app.state.sources.in_tenant(tenant))
+        if hasattr(request.app.state, "sources")
+        else 0,
     }
     return {"tenant": tenant, "quotas": p.quotas.of(tenant).to_dict(), "usage": usage}
 
