@@ -59,6 +59,10 @@ def compile_plan(
 ) -> Compiled:
     """Build the queries and kernels; ``tables`` supplies reference tables per batch."""
     _check_time_columns(plan, input_schema)
+    if plan.scoring is not None:  # the projection reads the scores too
+        for s in plan.scoring.scores:
+            kind = pa.bool_() if s.func == "is_anomaly" else pa.float64()
+            input_schema = input_schema.append(pa.field(s.column, kind))
     missing = [t for t in plan.references if t not in references]
     if missing:
         raise QueryError(f"pipeline {plan.name}: unknown reference table(s) {', '.join(missing)}")

@@ -39,6 +39,7 @@ from typing import Any
 import pyarrow as pa
 
 from headwater.engine.compile import compile_plan, ref_name
+from headwater.engine.operators.anomaly import AnomalyScore
 from headwater.engine.operators.base import Operator, StepOutput, error_schema, late_schema
 from headwater.engine.operators.dedup import Dedup
 from headwater.engine.operators.session import SessionAggregate
@@ -69,6 +70,8 @@ class Pipeline:
         self.operators: list[Operator] = []
         if plan.dedup is not None:
             self.operators.append(Dedup(plan.dedup, plan.options, input_schema))
+        if plan.scoring is not None:
+            self.operators.append(AnomalyScore(plan.scoring, input_schema, f"pipeline {plan.name}"))
         main: Operator
         if plan.kind == "stateless":
             main = Stateless(self.compiled)

@@ -98,6 +98,44 @@ class Aggregate:
     position: str = ""
 
 
+ScoreFunc = Literal[
+    "zscore", "ewma", "ewma_zscore", "seasonal_zscore", "anomaly_score", "is_anomaly"
+]
+Method = Literal["zscore", "ewma"]
+Season = Literal["hour_of_day", "day_of_week", "hour_of_week"]
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """One anomaly function call, e.g. ``zscore(temperature) OVER (...)``.
+
+    ``value`` is the argument's DuckDB SQL; the result lands in column ``column``.
+    """
+
+    func: ScoreFunc
+    column: str
+    value: str
+    method: Method = "zscore"
+    alpha: float = 0.1
+    warmup: int = 10
+    threshold: float = 3.0
+    season: Season | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scoring:
+    """The anomaly functions of a pipeline: one ``PARTITION BY`` / ``ORDER BY`` for all.
+
+    Rows pass ``filter`` (the WHERE clause) before they are scored; ``qualify`` filters the
+    scored rows (``QUALIFY is_anomaly(...) OVER (...)``).
+    """
+
+    partition: tuple[str, ...]
+    order: str
+    scores: tuple[Score, ...]
+    filter: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """The ``WITH (...)`` options of a pipeline, durations in ms."""
@@ -135,6 +173,7 @@ class Plan:
     having: str | None = None
     grouped: bool = False
     options: Options = field(default_factory=Options)
+    scoring: Scoring | None = None  # anomaly functions, computed before ``projection``
 
     @property
     def kind(self) -> PlanKind:
@@ -171,6 +210,8 @@ class Plan:
         """The event-time column the plan's watermark follows, if any."""
         if self.window is not None:
             return self.window.time_column
+        if self.scoring is not None:
+            return self.scoring.order
         return self.dedup.time_column if self.dedup is not None else None
 
     def output_schema(

@@ -33,6 +33,7 @@ from headwater.engine.plan import Column, Options, Plan
 from headwater.engine.sql.calls import is_aggregate
 from headwater.engine.sql.grouping import WINDOW_COLUMNS, read_grouping
 from headwater.engine.sql.options import parse_options
+from headwater.engine.sql.scoring import extract_scoring, scored_plan
 from headwater.engine.sql.sources import Source, read_source
 from headwater.engine.sql.text import (
     Statement,
@@ -66,10 +67,14 @@ def plan_pipeline(sql: str, *, streams: Collection[str] = ()) -> Plan:
     statement = split_statement(sql)
     options = parse_options(statement.options, sql)
     select = _parse(statement)
+    select, scoring, qualify = extract_scoring(select, sql)
     _check_clauses(select, statement)
     source = read_source(select, sql, streams)
     _check_nodes(select, sql)
     filter_sql = _filter(select, sql)
+    if scoring is not None:
+        return scored_plan(_stateless(statement, source, options, select, filter_sql), scoring,
+                           qualify, select)  # fmt: skip
     having = select.args.get("having")
     grouped = select.args.get("group") is not None or any(
         is_aggregate(n) for item in select.expressions for n in item.walk()

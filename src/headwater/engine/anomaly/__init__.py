@@ -1,0 +1,1 @@
+"""Anomaly scores per key over a stream: z-scores, EWMA, seasonal baselines."""
