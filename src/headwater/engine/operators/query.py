@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from headwater.engine.connection import Config, connect_duckdb
 from headwater.errors import QueryError, UnsupportedSQL
 
 BATCH = "__hw_batch"
@@ -58,16 +59,13 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def connect() -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB that can read registered Arrow tables and nothing else."""
-    con = duckdb.connect(
-        config={
-            "enable_external_access": False,
-            "autoload_known_extensions": False,
-            "autoinstall_known_extensions": False,
-            "threads": 1,
-        }
-    )
-    con.execute("SET lock_configuration = true")
-    return con
+    config: Config = {
+        "enable_external_access": False,
+        "autoload_known_extensions": False,
+        "autoinstall_known_extensions": False,
+        "threads": 1,
+    }
+    return connect_duckdb(config=config)
 
 
 @dataclass(frozen=True, slots=True)

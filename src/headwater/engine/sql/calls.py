@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-import duckdb
 from sqlglot import exp
 
+from headwater.engine.connection import connect_duckdb
 from headwater.engine.plan import AggFunc
 from headwater.engine.sql.text import node_offset, unsupported
 
@@ -64,7 +64,7 @@ class Call:
 @cache
 def duckdb_aggregates() -> frozenset[str]:
     """Every aggregate function name DuckDB knows (so none slips through as a scalar)."""
-    with duckdb.connect() as con:
+    with connect_duckdb(lock=False) as con:
         rows = con.sql(
             "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
             "WHERE function_type = 'aggregate'"
