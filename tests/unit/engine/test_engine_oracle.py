@@ -84,7 +84,9 @@ MODEST = st.integers(-(10**12), 10**12)
 def streams(draw: st.DrawFn, disorder: int, ints: st.SearchStrategy[int] = MODEST) -> Stream:
     n = draw(st.integers(1, 120))
     keys = draw(st.lists(st.sampled_from(["a", "b", "c", None]), min_size=n, max_size=n))
-    ts = draw(st.lists(st.integers(0, 400_000), min_size=n, max_size=n))
+    # multiples of 5 s put rows exactly a gap (15 s) or a window apart: the boundaries
+    times = st.one_of(st.integers(0, 400_000), st.integers(0, 80).map(lambda x: x * 5_000))
+    ts = draw(st.lists(times, min_size=n, max_size=n))
     values = st.one_of(st.none(), st.integers(-2_000, 2_000).map(lambda x: x / 8))
     v = draw(st.lists(values, min_size=n, max_size=n))
     i = draw(st.lists(st.one_of(st.none(), ints), min_size=n, max_size=n))
@@ -153,7 +155,7 @@ def expected(counted: pa.Table, kind: str) -> dict[tuple[Any, int], dict[str, An
     aggs += ", approx_quantile(v, 0.5) AS q50, quantile_cont(v, 0.9) AS q90"
     if kind == "session":
         sql = f"""
-        WITH s AS (SELECT *, CASE WHEN t - lag(t) OVER (PARTITION BY k ORDER BY t, rid) < {GAP}
+        WITH s AS (SELECT *, CASE WHEN t - lag(t) OVER (PARTITION BY k ORDER BY t, rid) <= {GAP}
                    THEN 0 ELSE 1 END AS fresh FROM pairs),
              s2 AS (SELECT *, sum(fresh) OVER (PARTITION BY k ORDER BY t, rid
                     ROWS UNBOUNDED PRECEDING) AS sid FROM s)
