@@ -287,3 +287,16 @@ def test_state_saved_with_int64_sums_restores_as_exact_sums() -> None:
     fresh = agg.partial(pa.table({"_k0": ["a"], "_a0": [2**62]}), by)
     out = agg.final(agg.merge([state, fresh], by), ["_k0"])
     assert out.to_pylist() == [{"_k0": "a", "_agg0": Decimal(2**63), "_agg1": float(2**62)}]
+
+
+def test_quantile_states_merge_from_slices() -> None:
+    """Window panes hand over slices of state tables: offsets must not shift values."""
+    agg = Aggregation([Aggregate("quantile_cont", "_agg0", ("_a0",), 0.5)], {"_a0": pa.float64()})
+    by = [pa.field("_k0", pa.string())]
+    rows = pa.table(
+        {"_k0": ["a", "b", "c", "a", "b", "c"], "_a0": [1.0, 10.0, 100.0, 3.0, 30.0, 300.0]}
+    )
+    state = agg.partial(rows, by)
+    merged = agg.merge([state.slice(1, 2), state.slice(0, 1), state.slice(1, 1)], by)
+    out = agg.final(merged, ["_k0"]).to_pylist()
+    assert sorted((r["_k0"], r["_agg0"]) for r in out) == [("a", 2.0), ("b", 20.0), ("c", 200.0)]

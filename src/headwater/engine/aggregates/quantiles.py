@@ -65,10 +65,21 @@ class Quantile:
         return _state(groups.ids[valid], values[valid], Sketches.none(), groups.count)
 
     def merge(self, states: Arrays, groups: Groups) -> list[pa.Array]:
-        parents, values = flatten(states[1])
-        raw = values.to_numpy(zero_copy_only=False).astype(np.float64)
+        lists = as_array(states[1])
+        sizes = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False)
+        sizes = sizes.astype(np.int64)
         sketches = Sketches.of(states[0], states[2], groups.ids)
-        return _state(groups.ids[parents], raw, sketches, groups.count)
+        n = np.bincount(groups.ids, weights=sizes, minlength=groups.count).astype(np.int64)
+        big = _big(n, sketches)
+        to_sketch = big[groups.ids]
+        merged = _concat(lists, sizes, groups.ids, ~to_sketch, groups.count)
+        if not big.any():
+            return [pa.array(n), merged, pa.nulls(groups.count, pa.binary())]
+        parents, values = flatten(lists)
+        loose = to_sketch[parents]
+        raw = values.to_numpy(zero_copy_only=False).astype(np.float64)[loose]
+        column = _sketch_column(big, groups.ids[parents][loose], raw, sketches)
+        return [pa.array(n), merged, column]
 
     def final(self, states: Arrays) -> pa.Array:
         n, _ = numeric(states[0])
@@ -82,8 +93,7 @@ class Quantile:
     def _exact(self, lists: pa.Array) -> F64:
         """Each list's quantile (NaN for empty lists), all at once."""
         parents, values = flatten(lists)
-        x = values.to_numpy(zero_copy_only=False).astype(np.float64)
-        x = x[np.lexsort((x, parents))]
+        x = _sorted_within(parents, values.to_numpy(zero_copy_only=False).astype(np.float64))
         sizes = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         n = sizes.astype(np.float64)
@@ -111,6 +121,17 @@ class Quantile:
         return float(min(max(sketch.get_quantile(self.q), low), high))
 
 
+def _sorted_within(parents: I64, x: F64) -> F64:
+    """``x`` sorted within each run of equal ``parents`` (which ascend): one float sort for
+    the ranks, then one sort of (parent, rank) packed in an int64 (3x ``np.lexsort``)."""
+    order = np.argsort(x)
+    rank = np.empty(len(x), dtype=np.int64)
+    rank[order] = np.arange(len(x), dtype=np.int64)
+    packed = np.sort((parents << 32) | rank)
+    positions: I64 = packed & 0xFFFFFFFF
+    return np.asarray(x[order][positions], dtype=np.float64)
+
+
 class Sketches:
     """The serialized sketches among some state rows: their group ids, bytes and counts."""
 
@@ -136,18 +157,53 @@ class Sketches:
 def _state(ids: I64, values: F64, sketches: Sketches, count: int) -> list[pa.Array]:
     """The state of ``count`` groups from loose values and serialized sketches."""
     n = np.bincount(ids, minlength=count).astype(np.int64)
-    np.add.at(n, sketches.ids, sketches.counts)
-    big = n > EXACT_LIMIT
-    big[sketches.ids] = True
+    big = _big(n, sketches)
     small = ~big[ids]
-    lists = regroup(ids[small], pa.array(values[small], pa.float64()), count)
+    ids_small, values_small = ids[small], values[small]
+    order = np.argsort(ids_small)  # the order inside a list does not matter: not stable
+    lists = regroup(ids_small[order], pa.array(values_small[order], pa.float64()), count)
     if not big.any():
         return [pa.array(n), lists, pa.nulls(count, pa.binary())]
-    blobs = _sketch_groups(np.flatnonzero(big), ids[~small], values[~small], sketches)
-    where = np.full(count, 0, dtype=np.int64)
+    return [pa.array(n), lists, _sketch_column(big, ids[~small], values[~small], sketches)]
+
+
+def _big(n: I64, sketches: Sketches) -> npt.NDArray[np.bool_]:
+    """Which groups hold a sketch: those with one already, and those past the limit.
+    Adds the sketches' counts to ``n``."""
+    np.add.at(n, sketches.ids, sketches.counts)
+    big: npt.NDArray[np.bool_] = n > EXACT_LIMIT
+    big[sketches.ids] = True
+    return big
+
+
+def _concat(
+    lists: pa.Array, sizes: I64, groups: I64, keep: npt.NDArray[np.bool_], count: int
+) -> pa.Array:
+    """The lists of the ``keep`` rows concatenated per group, moved in one scatter (a sort
+    of the rows, none of the values)."""
+    kept = np.where(keep, sizes, 0)
+    order = np.argsort(groups, kind="stable")
+    start = np.empty(len(groups), dtype=np.int64)
+    start[order] = np.cumsum(kept[order]) - kept[order]  # where each row's values go
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(np.bincount(groups, weights=kept, minlength=count).astype(np.int64), out=offsets[1:])
+    parents, values = flatten(lists)
+    x = values.to_numpy(zero_copy_only=False).astype(np.float64)
+    within = np.arange(len(x), dtype=np.int64) - (np.cumsum(sizes) - sizes)[parents]
+    moving = keep[parents]
+    out = np.empty(int(offsets[-1]), dtype=np.float64)
+    out[start[parents[moving]] + within[moving]] = x[moving]
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(out))
+
+
+def _sketch_column(
+    big: npt.NDArray[np.bool_], ids: I64, values: F64, sketches: Sketches
+) -> pa.Array:
+    """The sketch column: one serialized sketch per ``big`` group, NULL elsewhere."""
+    blobs = _sketch_groups(np.flatnonzero(big), ids, values, sketches)
+    where = np.zeros(len(big), dtype=np.int64)
     where[big] = np.arange(int(big.sum()))
-    column = pa.array(blobs, pa.binary()).take(pa.array(where, mask=~big))
-    return [pa.array(n), lists, column]
+    return pa.array(blobs, pa.binary()).take(pa.array(where, mask=~big))
 
 
 def _sketch_groups(groups: I64, ids: I64, values: F64, sketches: Sketches) -> list[bytes]:
