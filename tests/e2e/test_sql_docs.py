@@ -48,6 +48,7 @@ AGGREGATE_NAMES = {
     "stddev_pop": "stddev_pop(x)",
     "approx_count_distinct": "approx_count_distinct(x)",
     "approx_quantile": "approx_quantile(x, q)",
+    "quantile_cont": "quantile_cont(x, q)",
     "arg_min": "arg_min(x, by)",
     "arg_max": "arg_max(x, by)",
 }

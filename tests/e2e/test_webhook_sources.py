@@ -75,9 +75,7 @@ def test_bad_missing_or_stale_signatures_are_401_never_stored(server: Server) ->
         r = c.post("/v1/webhooks/gh2", content=raw, headers={"Content-Type": "application/json"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "missing_signature"
         odd = {**headers, "X-Hub-Signature-256": "sha256=\u00e9\u00e9"}
-        r = c.post(
-            "/v1/webhooks/gh2", content=raw, headers={k: v.encode() for k, v in odd.items()}
-        )
+        r = c.post("/v1/webhooks/gh2", content=raw, headers={k: v.encode() for k, v in odd.items()})
         assert r.status_code == 401
         assert c.get("/v1/streams/pushes2/events").json()["rows"] == []
         assert c.get("/v1/sources/gh2").json()["refused"] == 3

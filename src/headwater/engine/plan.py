@@ -35,6 +35,7 @@ AggFunc = Literal[
     "stddev_pop",
     "approx_count_distinct",
     "approx_quantile",
+    "quantile_cont",
     "arg_min",
     "arg_max",
 ]

@@ -14,7 +14,8 @@ before the batch:
   emitted then, exactly once. A row is late *for a window* iff that window is closed;
   a hop row may be late for some of its windows and count in the others.
 - session: a row is late iff ``ts < wm - L``. This is the rule under which a late row can
-  never touch a session already emitted (sessions close when ``last + gap + L <= wm``).
+  never touch a session already emitted (sessions close when ``last + gap + L < wm``:
+  a row at exactly ``last + gap`` still joins, see ``sessionize``).
 
 >>> spec = WindowSpec("hop", "ts", size_ms=60_000, slide_ms=20_000)
 >>> rows, starts = assign(np.array([65_000]), spec)
@@ -110,11 +111,14 @@ def session_late(ts: I64, watermark_ms: int, lateness_ms: int) -> npt.NDArray[np
 def sessionize(groups: I64, starts: I64, ends: I64, gap_ms: int) -> tuple[I64, int]:
     """Merge intervals ``[start, end]`` of the same group into sessions.
 
-    Two intervals share a session when the later one starts less than ``gap_ms`` after
+    Two intervals share a session when the later one starts at most ``gap_ms`` after
     everything before it in its group has ended (rows are intervals with start == end).
-    Returns a session id per interval (ordered by group, then time) and the count.
+    This is Flink's rule: an event at ``t`` opens the window ``[t, t + gap)``, and windows
+    merge when they intersect, their bounds included, so events exactly ``gap`` apart
+    share a session. Returns a session id per interval (ordered by group, then time)
+    and the count.
 
-    >>> sessionize(np.array([0, 0, 0, 1]), np.array([0, 5, 30, 0]), np.array([0, 5, 30, 0]), 10)
+    >>> sessionize(np.array([0, 0, 0, 1]), np.array([0, 10, 21, 0]), np.array([0, 10, 21, 0]), 10)
     (array([0, 0, 1, 2]), 3)
     """
     n = len(groups)
@@ -124,7 +128,7 @@ def sessionize(groups: I64, starts: I64, ends: I64, gap_ms: int) -> tuple[I64, i
     g, s, e = groups[order], starts[order], ends[order]
     reach = _segmented_cummax(g, e)
     new = np.ones(n, dtype=bool)
-    new[1:] = (g[1:] != g[:-1]) | (s[1:] - reach[:-1] >= gap_ms)
+    new[1:] = (g[1:] != g[:-1]) | (s[1:] - reach[:-1] > gap_ms)
     ids_sorted = np.cumsum(new) - 1
     ids = np.empty(n, dtype=np.int64)
     ids[order] = ids_sorted

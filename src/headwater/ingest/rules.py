@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
+from headwater.engine.connection import Config, connect_duckdb
 from headwater.errors import InvalidSchema
 from headwater.ingest.plan import per_schema
 from headwater.model.schema import Rule, StreamSchema
@@ -253,16 +254,14 @@ _local = threading.local()
 def _connection() -> duckdb.DuckDBPyConnection:
     con: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
     if con is None:
-        con = duckdb.connect(
-            config={
-                "enable_external_access": False,
-                "autoinstall_known_extensions": False,
-                "autoload_known_extensions": False,
-                "threads": 1,
-                "memory_limit": "256MB",
-            }
-        )
-        con.execute("SET lock_configuration = true")
+        config: Config = {
+            "enable_external_access": False,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "threads": 1,
+            "memory_limit": "256MB",
+        }
+        con = connect_duckdb(config=config)
         _local.con = con
     return con
 

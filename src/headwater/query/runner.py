@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import duckdb
 import pyarrow as pa
 
+from headwater.engine.connection import connect_duckdb
 from headwater.errors import QueryError
 from headwater.store.ports import TRUNCATED_KEY
 
@@ -39,10 +40,7 @@ def connect_locked(
         "python_enable_replacements": False,  # no query may read a Python variable by name
         **config,
     }
-    conn = duckdb.connect(database, config=settings)
-    conn.execute("SET GLOBAL TimeZone = 'UTC'")  # ICU is built in but loads after connect
-    conn.execute("SET lock_configuration = true")
-    return conn
+    return connect_duckdb(database, settings)
 
 
 class _Deadline:

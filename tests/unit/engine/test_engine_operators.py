@@ -167,6 +167,42 @@ def test_sessions_bridge_across_batches() -> None:
     ]
 
 
+SESSION_SQL = (
+    "CREATE PIPELINE p AS SELECT device_id, window_start, window_end, count(*) AS n "
+    "FROM SESSION(readings, ts, INTERVAL '30 seconds') GROUP BY device_id, window_start, "
+    "window_end"
+)
+
+
+def test_a_session_takes_an_event_exactly_a_gap_after_its_last() -> None:
+    p = Pipeline.from_sql(SESSION_SQL, SCHEMA)
+    steps = [
+        p.process(rows(("a", 0, 1.0, "ok", "e"), ("b", 0, 1.0, "ok", "e")), 0),
+        p.process(rows(("a", 30_000, 1.0, "ok", "e"), ("b", 30_001, 1.0, "ok", "e")), 1),
+        p.finish(2),
+    ]
+    out = [r for step in steps if step.upserts is not None for r in step.upserts.to_pylist()]
+    got = sorted((r["device_id"], r["window_start"], r["window_end"], r["n"]) for r in out)
+    assert got == [
+        ("a", at(0), at(60_000), 2),
+        ("b", at(0), at(30_000), 1),
+        ("b", at(30_001), at(60_001), 1),
+    ]
+
+
+def test_a_session_stays_open_while_an_event_at_its_end_can_still_join() -> None:
+    """The watermark at last + gap does not close the session: an event at last + gap is
+    not late, and it joins."""
+    p = Pipeline.from_sql(SESSION_SQL, SCHEMA)
+    p.process(rows(("a", 0, 1.0, "ok", "e")), 0)
+    assert p.process(rows(("z", 30_000, 1.0, "ok", "e")), 1).upserts is None  # watermark 30 s
+    joined = p.process(rows(("a", 30_000, 1.0, "ok", "e")), 2)
+    assert joined.late is None or joined.late.num_rows == 0
+    closed = p.process(rows(("z", 60_001, 1.0, "ok", "e")), 3).upserts
+    assert closed is not None
+    assert sorted((r["device_id"], r["n"]) for r in closed.to_pylist()) == [("a", 2), ("z", 1)]
+
+
 def test_idle_timeout_closes_the_last_window_with_a_manual_clock() -> None:
     clock = ManualClock(1_000_000)
     p = Pipeline.from_sql(

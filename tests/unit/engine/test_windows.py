@@ -90,6 +90,16 @@ def test_sessions_merge_within_gap_and_bridge() -> None:
     assert ids.tolist() == [0, 0, 1]
 
 
+def test_events_exactly_a_gap_apart_share_a_session() -> None:
+    """Flink's rule: windows [t, t + gap) and [t + gap, ...) touch, so they merge."""
+    ids, count = sessionize(ms(0, 0), ms(0, 10), ms(0, 10), gap_ms=10)
+    assert count == 1 and ids.tolist() == [0, 0]
+    ids, count = sessionize(ms(0, 0), ms(0, 11), ms(0, 11), gap_ms=10)
+    assert count == 2
+    # an open session [0, 5] and a row exactly a gap after its end
+    assert sessionize(ms(0, 0), ms(0, 15), ms(5, 15), gap_ms=10)[1] == 1
+
+
 def test_session_late_rule() -> None:
     assert session_late(ms(89, 90, 91), watermark_ms=100, lateness_ms=10).tolist() == [
         True,

@@ -28,7 +28,16 @@ from headwater.engine.aggregates.int128 import WIDE, exact_int64_sums, floats, g
 from headwater.engine.plan import AggFunc
 
 Arrays = Sequence[pa.Array | pa.ChunkedArray]
-NUMERIC_ONLY = ("sum", "avg", "var_samp", "var_pop", "stddev_samp", "stddev_pop", "approx_quantile")
+NUMERIC_ONLY = (
+    "sum",
+    "avg",
+    "var_samp",
+    "var_pop",
+    "stddev_samp",
+    "stddev_pop",
+    "approx_quantile",
+    "quantile_cont",
+)
 F64 = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
 
@@ -311,7 +320,8 @@ class ArgBy:
 
 def make_kernel(func: AggFunc, args: list[pa.DataType], param: float | None = None) -> Kernel:
     """The kernel of ``func`` for argument types ``args``; ``TypeError`` if they don't fit."""
-    from headwater.engine.aggregates.sketches import HyperLogLog, QuantileSketch
+    from headwater.engine.aggregates.quantiles import Quantile
+    from headwater.engine.aggregates.sketches import HyperLogLog
 
     if func in NUMERIC_ONLY and not is_numeric(args[0]):
         raise TypeError(f"{func} needs a number, not {args[0]}; cast the argument")
@@ -333,6 +343,7 @@ def make_kernel(func: AggFunc, args: list[pa.DataType], param: float | None = No
         return CountDistinct(args[0])
     if func == "approx_count_distinct":
         return HyperLogLog()
-    if func == "approx_quantile":
-        return QuantileSketch(0.5 if param is None else param)
+    if func in ("approx_quantile", "quantile_cont"):
+        q = 0.5 if param is None else param
+        return Quantile(q, "hazen" if func == "approx_quantile" else "linear")
     return ArgBy(args[0], args[1], "min" if func == "arg_min" else "max")

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from headwater.engine.aggregates.groups import as_array, group_rows
 from headwater.engine.aggregates.kernels import Kernel, make_kernel
+from headwater.engine.aggregates.quantiles import Quantile, upgrade
 from headwater.engine.plan import Aggregate
 
 
@@ -52,9 +53,20 @@ class Aggregation:
         """A restored state table in today's state types.
 
         State saved before integer sums became exact holds them as int64 (``sum``) or
-        float64 (``avg``); both convert to ``decimal128(38, 0)`` without loss.
+        float64 (``avg``); both convert to ``decimal128(38, 0)`` without loss. Quantile
+        state saved as log buckets becomes the buckets' values (``quantiles.upgrade``).
         """
-        return state if state.schema.equals(schema) else state.cast(schema)
+        if state.schema.equals(schema):
+            return state
+        columns = {name: state[name] for name in state.column_names}
+        for i, kernel in enumerate(self.kernels):
+            prefix = f"_s{i}_"
+            names = [n for n in columns if n.startswith(prefix)]
+            if isinstance(kernel, Quantile) and len(names) != len(kernel.state_types()):
+                old = [columns.pop(n) for n in sorted(names)]
+                columns.update({f"{prefix}{j}": c for j, c in enumerate(upgrade(old))})
+        table = pa.table([columns[f.name] for f in schema], names=schema.names)
+        return table.cast(schema)
 
     def partial(self, rows: pa.Table, by: Sequence[pa.Field]) -> pa.Table:
         """Aggregate pre-aggregation rows (``_k*``, ``_a*`` and ``by``) into a state table."""

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from headwater.engine.connection import Config, connect_duckdb
 from headwater.errors import QueryError, UnsupportedSQL
 
 BATCH = "__hw_batch"
@@ -71,17 +72,13 @@ def connect() -> duckdb.DuckDBPyConnection:
     global _ENGINE_DB
     with _ENGINE_LOCK:
         if _ENGINE_DB is None:
-            db = duckdb.connect(
-                config={
-                    "enable_external_access": False,
-                    "autoload_known_extensions": False,
-                    "autoinstall_known_extensions": False,
-                    "threads": 1,
-                }
-            )
-            db.execute("SET GLOBAL TimeZone = 'UTC'")  # expressions in UTC, whatever TZ says
-            db.execute("SET lock_configuration = true")
-            _ENGINE_DB = db
+            config: Config = {
+                "enable_external_access": False,
+                "autoload_known_extensions": False,
+                "autoinstall_known_extensions": False,
+                "threads": 1,
+            }
+            _ENGINE_DB = connect_duckdb(config=config)
         return _ENGINE_DB.cursor()
 
 

@@ -1,11 +1,12 @@
-"""Session windows: per key, rows closer than ``gap`` in event time share a session.
+"""Session windows: per key, rows at most ``gap`` apart in event time share a session.
 
 State is one table of open sessions: keys, ``_start`` / ``_end`` (first and last event
 time, ms) and the aggregate states. Per batch, the batch's rows and the open sessions
 are treated as intervals and merged with ``windows.sessionize`` (so a row between two
 sessions bridges them into one); the batch's rows are aggregated per resulting session
 and merged with the sessions' states, all vectorized. A session closes, and is emitted
-once, when ``_end + gap + allowed_lateness <= watermark``; its ``window_end`` is
+once, when ``_end + gap + allowed_lateness < watermark`` (a row at ``_end + gap`` would
+still join it: Flink's rule, see ``windows.sessionize``); its ``window_end`` is
 ``_end + gap``. A row is late iff ``ts < watermark - allowed_lateness``.
 """
 
@@ -127,7 +128,7 @@ class SessionAggregate:
         if self.open.num_rows == 0:
             return None
         ends = self.open[END].to_numpy()
-        closing = ends + self.gap + self.lateness <= self.watermark.watermark_ms
+        closing = ends + self.gap + self.lateness < self.watermark.watermark_ms
         if not closing.any():
             return None
         done = self.open.filter(pa.array(closing))

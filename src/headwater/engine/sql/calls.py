@@ -8,8 +8,8 @@ mergeable across micro-batches. Supported (DuckDB names, aliases in brackets):
 - ``sum``, ``avg`` [``mean``], ``min``, ``max``
 - ``var_samp`` [``variance``], ``var_pop``, ``stddev_samp`` [``stddev``], ``stddev_pop``
 - ``approx_count_distinct(x)``: HyperLogLog, 4096 registers, standard error 1.6%
-- ``approx_quantile(x, q)`` [``quantile_cont(x, q)``, ``median(x)``]: a log-bucket
-  sketch with 1% relative accuracy (see ``headwater.engine.aggregates.sketches``)
+- ``approx_quantile(x, q)``, ``quantile_cont(x, q)`` [``median(x)``]: exact up to 512
+  values per group, a KLL sketch beyond (see ``headwater.engine.aggregates.quantiles``)
 - ``arg_min(x, by)`` [``min_by``], ``arg_max(x, by)`` [``max_by``]: ``x`` at the
   smallest/largest ``by`` (e.g. the first/last value by event time); rows where ``x``
   or ``by`` is NULL are skipped; ties go to the row that arrived first.
@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-import duckdb
 from sqlglot import exp
 
+from headwater.engine.connection import connect_duckdb
 from headwater.engine.plan import AggFunc
 from headwater.engine.sql.text import node_offset, unsupported
 
@@ -40,15 +40,15 @@ SIMPLE: dict[type[exp.Expr], AggFunc] = {
     exp.Variance: "var_samp",
     exp.VariancePop: "var_pop",
     exp.ApproxDistinct: "approx_count_distinct",
-    exp.Median: "approx_quantile",
+    exp.Median: "quantile_cont",
 }
 ANONYMOUS: dict[str, AggFunc] = {"mean": "avg", "var_samp": "var_samp"}
 HINTS = {
     "first": "use arg_min(x, ts) for the first value by event time",
     "last": "use arg_max(x, ts) for the last value by event time",
     "any_value": "use arg_min(x, ts) or arg_max(x, ts)",
-    "quantile_disc": "use approx_quantile(x, q)",
-    "quantile": "use approx_quantile(x, q)",
+    "quantile_disc": "use approx_quantile(x, q) or quantile_cont(x, q)",
+    "quantile": "use approx_quantile(x, q) or quantile_cont(x, q)",
 }
 
 
@@ -64,7 +64,7 @@ class Call:
 @cache
 def duckdb_aggregates() -> frozenset[str]:
     """Every aggregate function name DuckDB knows (so none slips through as a scalar)."""
-    with duckdb.connect() as con:
+    with connect_duckdb(lock=False) as con:
         rows = con.sql(
             "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
             "WHERE function_type = 'aggregate'"
@@ -123,7 +123,10 @@ def _read(node: exp.Expr, sql: str) -> Call:
     if isinstance(node, exp.ApproxQuantile | exp.PercentileCont):
         q = node.args.get("quantile") or node.args.get("expression")
         _plain(node, name, [node.this], 1, sql)
-        return Call("approx_quantile", (node.this,), _quantile(q, name, node, sql))
+        quantile: AggFunc = (
+            "approx_quantile" if isinstance(node, exp.ApproxQuantile) else "quantile_cont"
+        )
+        return Call(quantile, (node.this,), _quantile(q, name, node, sql))
     if isinstance(node, exp.ArgMin | exp.ArgMax):
         if node.args.get("count") is not None:
             raise unsupported(f"{name} with a count", sql, node_offset(node), "use two arguments")

@@ -32,10 +32,12 @@ from sqlglot.errors import ParseError
 from headwater.engine.plan import Column, Options, Plan
 from headwater.engine.sql.calls import is_aggregate
 from headwater.engine.sql.grouping import WINDOW_COLUMNS, read_grouping
+from headwater.engine.sql.hints import check_foreign, syntax_hint
 from headwater.engine.sql.options import parse_options
 from headwater.engine.sql.scoring import extract_scoring, scored_plan
 from headwater.engine.sql.sources import Source, read_source
 from headwater.engine.sql.text import (
+    SESSION_ALIAS,
     Statement,
     keyword_offset,
     node_offset,
@@ -55,6 +57,26 @@ CLAUSES = {
     "windows": ("WINDOW", "WINDOW clause"),
     "laterals": ("LATERAL", "LATERAL"),
     "sample": ("USING", "SAMPLE"),
+    "into": ("INTO", "SELECT INTO"),
+    "match": ("MATCH_RECOGNIZE", "MATCH_RECOGNIZE"),
+    "connect": ("CONNECT", "CONNECT BY"),
+    "pivots": ("PIVOT", "PIVOT"),
+    "prewhere": ("PREWHERE", "PREWHERE"),
+    "distribute": ("DISTRIBUTE", "DISTRIBUTE BY"),
+    "sort": ("SORT", "SORT BY"),
+    "cluster": ("CLUSTER", "CLUSTER BY"),
+    "locks": ("FOR", "FOR UPDATE / FOR SHARE"),
+    "exclude": ("EXCLUDE", "EXCLUDE"),
+    "settings": ("SETTINGS", "SETTINGS"),
+    "format": ("FORMAT", "FORMAT"),
+    "options": ("OPTION", "OPTION"),
+    "hint": ("/*+", "query hints"),
+}
+SOURCES = {
+    "TUMBLE": "TUMBLE(stream, time_column, INTERVAL size)",
+    "HOP": "HOP(stream, time_column, INTERVAL slide, INTERVAL size)",
+    "SESSION": "SESSION(stream, time_column, INTERVAL gap)",
+    "DEDUP": "DEDUP(stream, id_column, time_column, INTERVAL horizon)",
 }
 HINTS = {
     "ORDER BY": "a continuous query has no end to sort; order when you query the result table",
@@ -65,6 +87,7 @@ HINTS = {
 def plan_pipeline(sql: str, *, streams: Collection[str] = ()) -> Plan:
     """Plan ``CREATE PIPELINE ...``. ``streams``: known stream names (refused in JOIN)."""
     statement = split_statement(sql)
+    check_foreign(statement)
     options = parse_options(statement.options, sql)
     select = _parse(statement)
     select, scoring, qualify = extract_scoring(select, sql)
@@ -111,8 +134,7 @@ def _parse(statement: Statement) -> exp.Select:
     except ParseError as exc:
         err = exc.errors[0] if exc.errors else {}
         line, col = err.get("line") or 1, err.get("col") or 1
-        offset = sum(len(x) + 1 for x in sql.split("\n")[: line - 1]) + max(col - 1, 0)
-        raise syntax_error(sql, offset, str(err.get("description") or exc)) from exc
+        raise syntax_hint(statement, line, col, str(err.get("description") or exc)) from exc
     if len(parsed) != 1:
         raise syntax_error(sql, None, "a pipeline holds exactly one SELECT")
     node = parsed[0]
@@ -129,7 +151,7 @@ def _check_clauses(select: exp.Select, statement: Statement) -> None:
     for key, value in select.args.items():
         if not value or key in ALLOWED_CLAUSES:
             continue
-        word, construct = CLAUSES.get(key, (key.upper(), key.upper()))
+        word, construct = CLAUSES.get(key, ("", "this clause"))
         first = node_offset(value) if isinstance(value, exp.Expr) else None
         if isinstance(value, list) and value and isinstance(value[0], exp.Expr):
             first = node_offset(value[0])
@@ -156,6 +178,15 @@ def _check_nodes(select: exp.Select, sql: str) -> None:
             raise unsupported("WITHIN GROUP", sql, node_offset(node), "use approx_quantile(x, q)")
         if isinstance(node, exp.Placeholder | exp.Parameter):
             raise unsupported("query parameter", sql, node_offset(node), "write the value")
+        if isinstance(node, exp.Anonymous) and node.find_ancestor(exp.From) is None:
+            name = str(node.name).upper().replace(SESSION_ALIAS, "SESSION")
+            if name in SOURCES:
+                raise unsupported(
+                    f"{name}(...) outside FROM",
+                    sql,
+                    node_offset(node),
+                    f"{name} is a source: FROM {SOURCES[name]}, then GROUP BY window_start",
+                )
 
 
 def _filter(select: exp.Select, sql: str) -> str | None:

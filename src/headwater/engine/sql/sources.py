@@ -35,6 +35,25 @@ SHAPES = {
 }
 
 
+# SQL words for the parser's names of what may follow a table or stand in FROM
+TABLE_CLAUSES = {
+    "sample": "TABLESAMPLE",
+    "pivots": "PIVOT / UNPIVOT",
+    "version": "FOR SYSTEM_TIME AS OF",
+    "system_time": "FOR SYSTEM_TIME",
+    "laterals": "LATERAL",
+    "joins": "JOIN",
+    "ordinality": "WITH ORDINALITY",
+    "only": "ONLY",
+    "partition": "PARTITION",
+    "changes": "CHANGES",
+    "rows_from": "ROWS FROM",
+    "indexed": "INDEXED BY",
+    "hints": "table hints",
+}
+FROM_ITEMS = {"values": "VALUES", "unnest": "unnest()", "pivot": "PIVOT"}
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     stream: str
@@ -50,7 +69,8 @@ def read_source(select: exp.Select, sql: str, streams: Collection[str]) -> Sourc
         raise unsupported("SELECT without FROM", sql, node_offset(select), "read from a stream")
     table = from_.this
     if not isinstance(table, exp.Table):
-        what = "subquery in FROM" if isinstance(table, exp.Subquery) else f"FROM {table.key}"
+        item = FROM_ITEMS.get(table.key, "anything but a stream")
+        what = "subquery in FROM" if isinstance(table, exp.Subquery) else f"FROM {item}"
         raise unsupported(what, sql, node_offset(table), "read one stream, windowed or not")
     _plain_table(table, sql)
     window: WindowSpec | None = None
@@ -69,7 +89,8 @@ def _plain_table(table: exp.Table, sql: str) -> None:
         raise unsupported("qualified table name", sql, node_offset(table), "name the stream alone")
     for key, value in table.args.items():
         if value and key not in ("this", "alias"):
-            raise unsupported(f"{key.upper()} on a table", sql, node_offset(table), "drop it")
+            what = TABLE_CLAUSES.get(key, "this table clause")
+            raise unsupported(f"{what} on a table", sql, node_offset(table), "drop it")
 
 
 def _table_function(

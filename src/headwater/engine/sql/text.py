@@ -31,6 +31,7 @@ class Statement:
     body: str  # same length as ``sql``; blanks outside the SELECT
     options: list[tuple[str, str, int]]  # (key, value, offset of the key)
     tokens: list[Token]
+    body_tokens: list[Token]  # the SELECT's, as written (SESSION not renamed)
 
 
 def where(sql: str, offset: int | None) -> str:
@@ -42,9 +43,15 @@ def where(sql: str, offset: int | None) -> str:
     return f"line {line}, column {column}"
 
 
+def _as_written(text: str) -> str:
+    """Text rendered from the parsed body, with SESSION as the user wrote it."""
+    return text.replace(SESSION_ALIAS, "SESSION")
+
+
 def unsupported(construct: str, sql: str, offset: int | None, hint: str) -> UnsupportedSQL:
     """The error for a construct the engine does not run, naming it and where it is."""
     at = where(sql, offset)
+    construct, hint = _as_written(construct), _as_written(hint)
     return UnsupportedSQL(
         f"{construct} at {at} is not supported in a streaming pipeline: {hint}",
         construct=construct,
@@ -54,6 +61,7 @@ def unsupported(construct: str, sql: str, offset: int | None, hint: str) -> Unsu
 
 def syntax_error(sql: str, offset: int | None, message: str) -> BadRequest:
     at = where(sql, offset)
+    message = _as_written(message)
     return BadRequest(f"SQL syntax error at {at}: {message}", code="sql_syntax_error", position=at)
 
 
@@ -82,7 +90,37 @@ def tokenize(sql: str) -> list[Token]:
     try:
         return list(DuckDB().tokenize(sql))
     except TokenError as exc:
+        quote = unclosed_quote(sql)
+        if quote is not None:
+            raise syntax_error(
+                sql, quote, f"the string opened by {sql[quote]} is never closed"
+            ) from exc
         raise syntax_error(sql, None, str(exc)) from exc
+
+
+def unclosed_quote(sql: str) -> int | None:
+    r"""The offset of a quote (' or ") that is never closed, outside -- comments.
+
+    >>> unclosed_quote("SELECT 'it''s' -- don't\nFROM 'x"), unclosed_quote("SELECT 'a'")
+    (29, None)
+    """
+    opened: int | None = None
+    i = 0
+    while i < len(sql):
+        c = sql[i]
+        if opened is None and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = len(sql) if end < 0 else end
+            continue
+        if opened is None and c in "'\"":
+            opened = i
+        elif opened is not None and c == sql[opened]:
+            if sql[i + 1 : i + 2] == c:  # '' inside a string is one quote
+                i += 1
+            else:
+                opened = None
+        i += 1
+    return opened
 
 
 def split_statement(sql: str) -> Statement:
@@ -101,7 +139,8 @@ def split_statement(sql: str) -> Statement:
             and body_tokens[i + 1].token_type == TokenType.L_PAREN
         ):
             chars[token.start : token.end + 1] = SESSION_ALIAS
-    return Statement(sql=sql, name=name, body="".join(chars), options=options, tokens=tokens)
+    body = "".join(chars)
+    return Statement(sql, name, body, options, tokens, body_tokens)
 
 
 def _header(sql: str, tokens: list[Token]) -> tuple[str, int]:
