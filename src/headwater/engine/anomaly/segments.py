@@ -35,7 +35,11 @@ class Segments:
 
     @classmethod
     def of(cls, slots: I64, times: I64) -> Segments:
-        order = np.lexsort((times, slots)).astype(np.int64)
+        if len(times) < 2 or bool((times[1:] >= times[:-1]).all()):  # in time order already
+            small = slots.astype(np.uint16) if len(slots) and slots.max() < 65_536 else slots
+            order = np.argsort(small, kind="stable").astype(np.int64)  # radix sort when small
+        else:
+            order = np.lexsort((times, slots)).astype(np.int64)
         slot = slots[order]
         n = len(slot)
         firsts = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1]]) if n else np.empty(0, np.int64)

@@ -159,10 +159,17 @@ def scored_plan(plan: Plan, scoring: Scoring, qualify: str | None, select: exp.S
             "score in one pipeline, enrich its results in another",
         )  # fmt: skip
     hidden = ", ".join(f'"{s.column}"' for s in scoring.scores)
-    projection = tuple(
-        Column(c.name, f"{c.expr} EXCLUDE ({hidden})") if c.name == "*" else c
-        for c in plan.projection
-    )
+    projection = tuple(_picked(c, hidden) for c in plan.projection)
     return replace(
         plan, scoring=replace(scoring, filter=plan.filter), filter=qualify, projection=projection
     )
+
+
+def _picked(c: Column, hidden: str) -> Column:
+    """A projection column; a bare score or column under an alias is a plain pick."""
+    if c.name == "*":
+        return Column(c.name, f"{c.expr} EXCLUDE ({hidden})")
+    name = c.expr.strip('"')
+    if c.source is None and c.expr in (f'"{name}"', name) and name.isidentifier():
+        return Column(c.name, c.expr, name)
+    return c
