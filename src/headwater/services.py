@@ -29,6 +29,7 @@ from headwater.log.ports import Log
 from headwater.log.retention import RetentionClock, trim_point
 from headwater.model.time import Clock, SystemClock, parse_duration_ms
 from headwater.observability import metrics as m
+from headwater.query.pool import QueryPool
 from headwater.settings import Settings
 from headwater.store.duckdb import DuckDBStore
 from headwater.store.materializer import Feed, Materializer
@@ -53,6 +54,7 @@ class Platform:
     extras: dict[str, object] = field(default_factory=dict)
     retention: RetentionClock = field(default_factory=RetentionClock)
     inflight: InflightBudget = field(default_factory=lambda: InflightBudget(256 * 1024 * 1024))
+    queries: QueryPool = field(default_factory=lambda: QueryPool(threads=8, per_tenant=4))
 
     def feeds(self) -> Iterator[Feed]:
         for st in self.streams.all():
@@ -117,6 +119,7 @@ class Platform:
         await self.log.close()
         self.store.close()
         self.catalog.close()
+        self.queries.close()
         if self.ingest.idempotency.disk is not None:
             self.ingest.idempotency.disk.close()
 
@@ -156,8 +159,9 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
         max_lag_rows=settings.store_max_lag_rows,
     )  # fmt: skip
     platform = Platform(
-        settings, clock, catalog, log_, store, streams, materializer, ingest, secret
-    )
+        settings, clock, catalog, log_, store, streams, materializer, ingest, secret,
+        queries=QueryPool(settings.query_threads, settings.query_concurrency_per_tenant),
+    )  # fmt: skip
     platform.inflight = InflightBudget(settings.max_inflight_bytes)
     platform_ref.append(platform)
     _recover(platform)

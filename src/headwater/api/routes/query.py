@@ -8,9 +8,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from headwater.api.auth import authenticate
-from headwater.api.render import json_response, table_response
+from headwater.api.render import dumps_json, json_response, table_response
 from headwater.api.routes.streams import json_body, platform, row_query
 from headwater.errors import BadRequest, NotFound
+from headwater.query.guarded import encode_answer
+from headwater.query.limits import QueryBudget, QueryLimits
+from headwater.store.ports import is_truncated
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
@@ -60,9 +63,12 @@ SQL_BODY = {
 
 @router.post("/query", openapi_extra=SQL_BODY)
 async def run_query(request: Request) -> Response:
-    """Read-only SQL over this tenant's streams and tables: ``{"sql": "SELECT ..."}``."""
-    import asyncio
+    """Read-only SQL over this tenant's streams and tables: ``{"sql": "SELECT ..."}``.
 
+    The query runs in the query pool (a per-tenant share, 429 ``too_many_queries``
+    beyond it) under the query caps of ``headwater.query.limits``: parsing, running and
+    encoding the answer all count against one deadline.
+    """
     who = authenticate(request)
     who.require("admin", "reader")
     p = platform(request)
@@ -75,15 +81,14 @@ async def run_query(request: Request) -> Response:
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         raise BadRequest("max_rows must be a positive integer", code="invalid_request")
     max_rows = min(requested, p.settings.query_max_rows)
-    table = await asyncio.to_thread(
-        p.store.sql,
-        who.tenant,
-        data["sql"],
-        max_rows=max_rows,
-        timeout_s=p.settings.query_timeout_s,
-    )
-    truncated = bool(table.schema.metadata and table.schema.metadata.get(b"truncated") == b"true")
-    cols = table.column_names
-    # column-wise: duplicate column names (SELECT a, * ...) must not collapse
-    rows = [list(r) for r in zip(*(col.to_pylist() for col in table.columns), strict=True)]
-    return json_response({"columns": cols, "rows": rows, "truncated": truncated})
+    limits = QueryLimits.from_settings(p.settings)
+
+    def answer() -> bytes:
+        budget = QueryBudget.start(limits)
+        table = p.store.sql(
+            who.tenant, data["sql"], max_rows=max_rows, timeout_s=limits.timeout_s, budget=budget
+        )
+        return encode_answer(table, is_truncated(table), budget, dumps_json)
+
+    body = await p.queries.run(who.tenant, answer)
+    return Response(body, media_type="application/json")
