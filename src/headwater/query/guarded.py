@@ -119,17 +119,19 @@ def fetch(
     try:
         with watch:
             reader = cursor.sql(sql).to_arrow_reader(BATCH_ROWS)
-            schema = reader.schema
-            for batch in reader:
-                watch.check()
-                batches.append(batch)
-                rows += batch.num_rows
-                size += batch.nbytes
-                if size > budget.limits.max_answer_bytes:
-                    raise answer_too_large(budget)
-                if rows > max_rows:
-                    break
-            reader.close()
+            try:  # closed on every path: the cursor refuses new statements while it is open
+                schema = reader.schema
+                for batch in reader:
+                    watch.check()
+                    batches.append(batch)
+                    rows += batch.num_rows
+                    size += batch.nbytes
+                    if size > budget.limits.max_answer_bytes:
+                        raise answer_too_large(budget)
+                    if rows > max_rows:
+                        break
+            finally:
+                reader.close()
         watch.check()
     except duckdb.InterruptException as exc:
         raise watch.error() from exc
