@@ -60,6 +60,12 @@ class QueryLimits:
     max_chain: int = 500  # binary operators in one parenthesised group
 
     @classmethod
+    def for_server_sql(cls, timeout_s: float) -> QueryLimits:
+        """Caps for SQL the server writes itself (e.g. a quarantine replay's long
+        ``_offset IN (...)`` list): the default caps, without the text size caps."""
+        return cls(timeout_s=timeout_s, max_sql_chars=2**62, max_sql_tokens=2**62)
+
+    @classmethod
     def from_settings(cls, settings: Any) -> QueryLimits:
         return cls(
             timeout_s=settings.query_timeout_s,
@@ -113,6 +119,14 @@ def check_sql_text(sql: str, limits: QueryLimits) -> None:
         )
 
 
+def without_recursion_error(fn: Callable[[], T]) -> T:
+    """``fn()``, with a parser's ``RecursionError`` answered as ``sql_too_deep``."""
+    try:
+        return fn()
+    except RecursionError:
+        raise _too_deep("nests too deeply to parse") from None
+
+
 def _too_deep(what: str) -> QueryError:
     return QueryError(
         f"the query {what} (setting query_max_sql_depth): "
@@ -160,13 +174,11 @@ class QueryBudget:
         a parse left behind is bounded by the text checks and finishes on its own.
         """
         check_sql_text(sql, self.limits)
-        future = _PARSERS.submit(parse, sql)
+        future = _PARSERS.submit(without_recursion_error, lambda: parse(sql))
         try:
             return future.result(timeout=max(self.remaining(), 0.0))
         except FutureTimeout:
             raise self.timeout_error() from None
-        except RecursionError:
-            raise _too_deep("nests too deeply to parse") from None
 
 
 def bound_values(tree: exp.Expr, limits: QueryLimits) -> exp.Expr:

@@ -16,6 +16,7 @@ from headwater.query.guarded import fetch, names_cleaner
 from headwater.query.limits import QueryBudget, QueryLimits
 from headwater.store.ports import TRUNCATED_KEY
 
+
 def connect_locked(
     database: str, *, memory_limit: str, threads: int, **config: str | int
 ) -> duckdb.DuckDBPyConnection:
@@ -57,7 +58,7 @@ def run_select(
     physical table names back to the user's names, so error messages speak of the
     tables the user wrote.
     """
-    budget = budget or QueryBudget.start(QueryLimits(timeout_s=timeout_s))
+    budget = budget or QueryBudget.start(QueryLimits.for_server_sql(timeout_s))
     table, truncated = fetch(
         cursor, sql, budget, max_rows=max_rows, clean=names_cleaner(names or {})
     )

@@ -372,7 +372,7 @@ class DuckDBStore:
             name.lower(): info.physical for (t, name), info in self._tables.items() if t == tenant
         }
         # Query caps (issue 9): parse and run inside one budget; see headwater.query.limits.
-        budget = budget or QueryBudget.start(QueryLimits(timeout_s=timeout_s))
+        budget = budget or QueryBudget.start(QueryLimits.for_server_sql(timeout_s))
         select = budget.parse(query, lambda sql: rewrite_select(sql, names.get, budget.transform))
         with self._reading("sql") as cur:
             cur.begin()  # rolled back below: nothing a query does can stick

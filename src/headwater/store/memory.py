@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from headwater.errors import BadRequest, Conflict, IncompatibleSchema, NotFound
-from headwater.query.paging import RowPlan, next_cursor, plan_rows
 from headwater.query.limits import QueryBudget, QueryLimits
+from headwater.query.paging import RowPlan, next_cursor, plan_rows
 from headwater.query.runner import connect_locked, run_select
 from headwater.query.sandbox import rewrite_select
 from headwater.store.ports import (
@@ -230,7 +230,7 @@ class MemoryStore:
             for (t, name), info in self._tables.items()
             if t == tenant
         }
-        budget = budget or QueryBudget.start(QueryLimits(timeout_s=timeout_s))
+        budget = budget or QueryBudget.start(QueryLimits.for_server_sql(timeout_s))
         select = budget.parse(
             query,
             lambda sql: rewrite_select(

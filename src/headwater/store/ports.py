@@ -175,7 +175,8 @@ class ResultStore(Protocol):
 
         At most ``max_rows`` rows come back; when more existed the schema metadata
         holds ``TRUNCATED_KEY: b"true"`` (see ``is_truncated``). ``budget`` carries the
-        query caps, parsing included (default: the default caps with ``timeout_s``).
+        query caps, parsing included; user SQL always comes with one (without it the
+        SQL is the server's own: ``QueryLimits.for_server_sql(timeout_s)``).
         Raises ``QueryError`` (codes ``read_only``, ``forbidden_function``,
         ``unknown_table``, ``query_timeout``, ``syntax_error``, ``query_error``, and the
         caps' ``sql_too_long``, ``sql_too_deep``, ``query_too_large``,

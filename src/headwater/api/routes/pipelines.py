@@ -16,6 +16,7 @@ from headwater.ingest.batch import decode_and_validate
 from headwater.model.schema import arrow_schema, check_schema, schema_from_dict
 from headwater.pipelines.manager import PipelineManager
 from headwater.pipelines.subscriptions import Subscriptions
+from headwater.query.limits import QueryLimits, check_sql_text, without_recursion_error
 from headwater.services import Platform
 from headwater.store.ports import ResultWrite
 
@@ -49,7 +50,10 @@ async def create_pipeline(request: Request) -> Response:
         raise BadRequest(
             "send {'sql': 'CREATE PIPELINE name AS SELECT ...'}", code="invalid_request"
         )
-    out = await asyncio.to_thread(manager(request).create, who.tenant, data["sql"])
+    # Query caps (issue 9): pipeline SQL gets the same text checks as ad-hoc SQL.
+    check_sql_text(data["sql"], QueryLimits.from_settings(platform(request).settings))
+    create = manager(request).create
+    out = await asyncio.to_thread(without_recursion_error, lambda: create(who.tenant, data["sql"]))
     return json_response(out, 201)
 
 
