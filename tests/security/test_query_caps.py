@@ -161,6 +161,10 @@ def test_a_tenant_over_its_share_gets_429_while_others_are_served(capped: Server
         assert health.status_code == 200
         assert all(still_running), "the other tenant was served only after the costly queries"
         assert [refused(f.result()) for f in costly] == ["query_timeout", "query_timeout"]
+    with capped.client() as c:
+        metrics = c.get("/metrics").text
+    assert 'headwater_query_limited_requests_total{code="too_many_queries"}' in metrics
+    assert 'headwater_query_limited_requests_total{code="query_timeout"}' in metrics
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,10 @@ from headwater.errors import QueryError
 
 T = TypeVar("T")
 
+LIMIT_CODES = frozenset(
+    {"query_timeout", "query_out_of_memory", "answer_too_large", "query_too_large",
+     "sql_too_long", "sql_too_deep", "too_many_queries"}
+)  # fmt: skip
 VALUE_MARKER = "hw_value_too_large"  # the text our error() guards raise, mapped to query_too_large
 # Tokens as the checks need them: quoted text and comments are single tokens.
 _TOKEN = re.compile(

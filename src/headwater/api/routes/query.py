@@ -10,9 +10,10 @@ from starlette.responses import Response
 from headwater.api.auth import authenticate
 from headwater.api.render import dumps_json, json_response, table_response
 from headwater.api.routes.streams import json_body, platform, row_query
-from headwater.errors import BadRequest, NotFound
+from headwater.errors import BadRequest, HeadwaterError, NotFound
+from headwater.observability.metrics import QUERY_LIMITED
 from headwater.query.guarded import encode_answer
-from headwater.query.limits import QueryBudget, QueryLimits
+from headwater.query.limits import LIMIT_CODES, QueryBudget, QueryLimits
 from headwater.store.ports import is_truncated
 
 router = APIRouter(prefix="/v1", tags=["query"])
@@ -90,5 +91,10 @@ async def run_query(request: Request) -> Response:
         )
         return encode_answer(table, is_truncated(table), budget, dumps_json)
 
-    body = await p.queries.run(who.tenant, answer)
+    try:
+        body = await p.queries.run(who.tenant, answer)
+    except HeadwaterError as exc:
+        if exc.code in LIMIT_CODES:
+            QUERY_LIMITED.labels(exc.code).inc()
+        raise
     return Response(body, media_type="application/json")
