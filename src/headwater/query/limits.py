@@ -286,7 +286,14 @@ def _check_format(node: exp.Func, cap: int) -> None:
             f"{node.sql_name().lower()}() needs a literal format string here",
             code="query_too_large",
         )
-    widths = [int(w) for w in re.findall(r"\d+", template.this)]
+    text = template.this
+    specs = re.findall(r"%[-+ #0']*(\d*)(?:\.(\d+))?", text)  # printf: width and precision
+    specs += [
+        (w, "")
+        for spec in re.findall(r"\{[^{}]*?:([^{}]*)\}", text)
+        for w in re.findall(r"\d+", spec)
+    ]
+    widths = [int(w) for pair in specs for w in pair if w]
     if widths and max(widths) > cap:
         raise QueryError(
             f"a width in the format string is over {cap:,} (setting query_max_value_bytes)",
