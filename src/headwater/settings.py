@@ -99,8 +99,8 @@ class Settings(BaseSettings):
         "64MB", description="Largest answer one ad-hoc query may return (answer_too_large above)."
     )
     query_max_value_bytes: str = Field(
-        "1MB",
-        description="Largest value repeat(), lpad(), list_resize() and the like may build in a query (query_too_large above).",
+        "256KB",
+        description="Largest value range() lists, repeat(), lpad(), list_resize() and the like may build in a query (query_too_large above).",
     )
     query_max_sql_chars: int = Field(
         100_000, description="Longest SQL text a query may have (sql_too_long above)."

@@ -11,8 +11,7 @@ One ``QueryBudget`` follows a query from its first byte of SQL to its last byte 
 3. ``bound_values`` rewrites the functions whose output size is set by an argument
    (``repeat``, ``lpad``, ``range`` as a list, ...). DuckDB builds such a value in one
    call, outside its buffer manager and deaf to interruption, so the size is checked
-   before the call (``query_too_large``) or the list is built by an interruptible
-   aggregate instead.
+   before the call (``query_too_large``).
 4. ``guarded.fetch`` (``headwater.query.guarded``) runs the statement with a watcher
    that interrupts it at the deadline or when the process grew by more than
    ``query_memory_limit``, and counts answer bytes batch by batch.
@@ -38,6 +37,7 @@ LIMIT_CODES = frozenset(
     {"query_timeout", "query_out_of_memory", "answer_too_large", "query_too_large",
      "sql_too_long", "sql_too_deep", "too_many_queries"}
 )  # fmt: skip
+ELEMENT_BYTES = 8  # a list element counts as 8 bytes (BIGINT, DOUBLE, TIMESTAMP)
 VALUE_MARKER = "hw_value_too_large"  # the text our error() guards raise, mapped to query_too_large
 # Tokens as the checks need them: quoted text and comments are single tokens.
 _TOKEN = re.compile(
@@ -57,7 +57,7 @@ class QueryLimits:
     timeout_s: float = 10.0
     memory_bytes: int = 1024**3
     max_answer_bytes: int = 64 * 1024**2
-    max_value_bytes: int = 1024**2
+    max_value_bytes: int = 256 * 1024
     max_sql_chars: int = 100_000
     max_sql_depth: int = 32
     max_sql_tokens: int = 20_000
@@ -188,18 +188,16 @@ class QueryBudget:
 def bound_values(tree: exp.Expr, limits: QueryLimits) -> exp.Expr:
     """Rewrite calls that build one value of an argument-given size so they stay bounded.
 
-    ``range``/``generate_series`` as lists become an aggregate over the row-generating
-    table function (interruptible, watched for memory); ``repeat``, ``lpad``/``rpad``,
+    ``range``/``generate_series`` as lists, ``repeat``, ``lpad``/``rpad``,
     ``list_resize``/``array_resize``, ``bar`` and ``equi_width_bins`` check their size
-    argument first; ``printf``/``format`` take only literal formats with small widths.
+    argument first (``error()`` in a ``CASE``); ``printf``/``format`` take only literal
+    formats with small widths. Row generators in ``FROM`` stream and stay as they are.
     """
     _keep_column_names(tree)
     for node in list(tree.find_all(exp.Func)):
         if isinstance(node.parent, (exp.From, exp.Join, exp.Lateral, exp.Table)):
             continue  # row generators in FROM stream in chunks
-        replacement = _bounded(node, limits.max_value_bytes)
-        if replacement is not None:
-            node.replace(replacement)
+        _bounded(node, limits.max_value_bytes)
     return tree
 
 
@@ -222,49 +220,59 @@ def _keep_column_names(tree: exp.Expr) -> None:
                 column.replace(exp.alias_(column.copy(), column.sql(dialect="duckdb"), quoted=True))
 
 
-def _bounded(node: exp.Func, cap: int) -> exp.Expr | None:
+def _bounded(node: exp.Func, cap: int) -> None:
     name = node.sql_name().lower() if not isinstance(node, exp.Anonymous) else node.name.lower()
     args = [a for a in node.args.get("expressions") or []]
     if isinstance(node, exp.GenerateSeries):
-        if node.find_ancestor(exp.Lambda) is not None:
-            raise QueryError(
-                "range()/generate_series() lists are not allowed inside a lambda; "
-                "generate the rows with FROM range(...) instead",
-                code="query_too_large",
-            )
-        return _list_of_rows(node)
-    if isinstance(node, exp.Repeat):
+        _bounded_series(node, cap)
+    elif isinstance(node, exp.Repeat):
         size = exp.Mul(this=_p(node.args["times"]), expression=_length(node.this))
         node.set("times", _guard(node.args["times"], size, cap, "repeat"))
     elif isinstance(node, exp.Pad):
         node.set("expression", _guard(node.args["expression"], node.args["expression"], cap, name))
     elif name in ("list_resize", "array_resize") and len(args) >= 2:
-        args[1].replace(_guard(args[1], args[1], cap, name))
+        args[1].replace(_guard(args[1], _elements(args[1]), cap, name))
     elif name == "bar" and len(args) >= 4:
         args[3].replace(_guard(args[3], args[3], cap, name))
     elif name == "equi_width_bins" and len(args) >= 3:
-        args[2].replace(_guard(args[2], args[2], cap, name))
+        args[2].replace(_guard(args[2], _elements(args[2]), cap, name))
     elif name in ("printf", "format", "sprintf"):
         _check_format(node, cap)
     return None
 
 
-def _list_of_rows(node: exp.GenerateSeries) -> exp.Expr:
-    """``range(a, b)`` as a list -> ``(SELECT COALESCE(list(v ORDER BY v), []) FROM range(a, b))``."""
-    query: exp.Expr = exp.maybe_parse(
-        "SELECT COALESCE(LIST(_hw_v ORDER BY _hw_v), []) FROM RANGE(0) AS _hw_r(_hw_v)",
-        dialect="duckdb",
+def _bounded_series(node: exp.GenerateSeries, cap: int) -> None:
+    """``range(a, b, step)`` as a list: ``b`` may lie at most ``cap`` bytes of elements
+    past ``a``. Written with ``+``, ``*`` and comparisons only, so it holds for numbers
+    and for timestamps with an interval step alike."""
+    start, step = _p(node.args["start"]), _p(node.args.get("step") or exp.Literal.number(1))
+    end = node.args["end"]
+    furthest = exp.Add(
+        this=start,
+        expression=exp.Mul(this=step, expression=exp.Literal.number(cap // ELEMENT_BYTES)),
     )
-    template = query.find(exp.GenerateSeries)
-    assert template is not None
-    template.replace(node.copy())
-    return exp.Subquery(this=query)
+    ascending = exp.GT(
+        this=exp.Add(this=start.copy(), expression=step.copy()), expression=start.copy()
+    )
+    past = exp.Case(
+        ifs=[exp.If(this=ascending, true=exp.GT(this=_p(end), expression=furthest))],
+        default=exp.LT(this=_p(end), expression=furthest.copy()),
+    )
+    name = "range" if node.args.get("is_end_exclusive") else "generate_series"
+    node.set("end", _guard(end, past, 0, name, reported=cap))
 
 
-def _guard(value: exp.Expr, size: exp.Expr, cap: int, name: str) -> exp.Expr:
-    """``CASE WHEN size > cap THEN error(...) ELSE value END``."""
-    message = f"{VALUE_MARKER}:{name}:{cap}"
-    too_big = exp.GT(this=_p(size), expression=exp.Literal.number(cap))
+def _elements(count: exp.Expr) -> exp.Expr:
+    return exp.Mul(this=_p(count), expression=exp.Literal.number(ELEMENT_BYTES))
+
+
+def _guard(
+    value: exp.Expr, size: exp.Expr, cap: int, name: str, reported: int | None = None
+) -> exp.Expr:
+    """``CASE WHEN size > cap THEN error(...) ELSE value END`` (``size`` alone when
+    ``cap`` is 0: a condition already)."""
+    message = f"{VALUE_MARKER}:{name}:{reported or cap}"
+    too_big = exp.GT(this=_p(size), expression=exp.Literal.number(cap)) if cap else size
     error = exp.Anonymous(this="error", expressions=[exp.Literal.string(message)])
     return exp.Case(ifs=[exp.If(this=too_big, true=error)], default=_p(value))
 
@@ -307,8 +315,9 @@ def value_too_large(message: str, limits: QueryLimits) -> QueryError | None:
     if found is None:
         return None
     return QueryError(
-        f"{found.group(1)}() would build a value over {int(found.group(2)):,} characters or "
-        "elements (setting query_max_value_bytes); ask for a smaller size",
+        f"{found.group(1)}() would build one value over {int(found.group(2)):,} bytes "
+        "(setting query_max_value_bytes); ask for a smaller size, or generate rows with "
+        "FROM range(...) instead of a list",
         code="query_too_large",
         function=found.group(1),
     )

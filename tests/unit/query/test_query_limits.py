@@ -123,6 +123,12 @@ def test_a_range_per_row_and_an_unnamed_column(conn: duckdb.DuckDBPyConnection) 
     got = run(conn, "SELECT x, range(x) FROM (VALUES (1), (2)) t(x) ORDER BY x")
     assert got.column(1).to_pylist() == [[0], [0, 1]]
     assert got.column_names[0] == "x" and "range" in got.column_names[1].lower()
+    lists = "SELECT range(TIMESTAMP '2020-01-01', TIMESTAMP '2020-01-02', INTERVAL 12 HOUR) AS t, "
+    got = run(conn, lists + "list_transform([1, 2], y -> range(y)) AS l, range(5, 0, -2) AS d")
+    assert [len(got["t"][0].as_py()), got["l"][0].as_py(), got["d"][0].as_py()] == [2, [[0], [0, 1]], [5, 3, 1]]  # fmt: skip
+    largest = LIMITS.max_value_bytes // 8
+    assert run(conn, f"SELECT len(range({largest})) AS n").to_pylist() == [{"n": largest}]
+    assert code_of(conn, f"SELECT range({largest + 1})") == "query_too_large"
 
 
 @pytest.mark.parametrize(
@@ -135,6 +141,11 @@ def test_a_range_per_row_and_an_unnamed_column(conn: duckdb.DuckDBPyConnection) 
         "SELECT bar(1, 0, 10, 20000)",
         "SELECT printf('%20000d', 1)",
         "SELECT printf(x, 1) FROM (VALUES ('%d')) t(x)",
+        "SELECT range(100000000)",
+        "SELECT generate_series(0, -100000000, -1)",
+        "SELECT len(range(x)) FROM (VALUES (3), (100000000)) t(x)",
+        "SELECT range(TIMESTAMP '2020-01-01', TIMESTAMP '2030-01-01', INTERVAL 1 MINUTE)",
+        "SELECT list_transform([1, 100000000], y -> range(y))",
     ],
 )
 def test_one_big_value_is_refused_before_it_is_built(
@@ -146,7 +157,6 @@ def test_one_big_value_is_refused_before_it_is_built(
 @pytest.mark.parametrize(
     "sql",
     [
-        "SELECT range(100000000)",
         "SELECT string_agg(repeat('x', 1000), '') FROM range(1000000)",
         "SELECT len(list(i)) FROM range(100000000) t(i)",
     ],
