@@ -23,7 +23,8 @@ import duckdb
 import pyarrow as pa
 
 from headwater.errors import QueryError
-from headwater.query.limits import QueryBudget, value_too_large
+from headwater.query.limits import QueryBudget
+from headwater.query.values import value_too_large
 
 BATCH_ROWS = 8192
 POLL_S = 0.005
@@ -140,9 +141,7 @@ def fetch(
     except duckdb.Error as exc:
         if watch.reason is not None:
             raise watch.error() from exc
-        raise value_too_large(str(exc), budget.limits) or QueryError(
-            clean(str(exc)), code="query_error"
-        ) from exc
+        raise value_too_large(str(exc)) or QueryError(clean(str(exc)), code="query_error") from exc
     table = pa.Table.from_batches(batches, schema=schema)
     return table.slice(0, max_rows), rows > max_rows
 
