@@ -188,3 +188,10 @@ def test_pipeline_sql_gets_the_same_text_checks(capped: Server, expression: str,
         assert made.status_code in (201, 409), made.text
         sql = f"CREATE PIPELINE deep AS SELECT device_id, {expression} AS x FROM deep_readings"
         assert refused(c.post("/v1/pipelines", json={"sql": sql}, timeout=120.0)) == code
+
+
+def test_a_stream_rule_too_deep_to_parse_is_a_4xx(capped: Server) -> None:
+    rule = {"expr": "(" * 300 + "temperature > 0" + ")" * 300, "code": "deep"}
+    with capped.client() as c:
+        r = c.post("/v1/streams", json={**READINGS, "name": "deep_rules", "rules": [rule]})
+        assert refused(r) == "sql_too_deep"

@@ -96,7 +96,7 @@ def check_sql_text(sql: str, limits: QueryLimits) -> None:
     """Refuse SQL too long or too deep to parse safely, in one linear scan of its text."""
     if len(sql) > limits.max_sql_chars:
         raise QueryError(
-            f"the query is {len(sql):,} characters long; the limit is {limits.max_sql_chars:,} "
+            f"the SQL is {len(sql):,} characters long; the limit is {limits.max_sql_chars:,} "
             "(setting query_max_sql_chars): shorten it, e.g. move long value lists into a table",
             code="sql_too_long",
         )
@@ -117,7 +117,7 @@ def check_sql_text(sql: str, limits: QueryLimits) -> None:
                 raise _too_deep(f"chains more than {limits.max_chain} operators in one expression")
     if tokens > limits.max_sql_tokens:
         raise QueryError(
-            f"the query has {tokens:,} tokens; the limit is {limits.max_sql_tokens:,}: "
+            f"the SQL has {tokens:,} tokens; the limit is {limits.max_sql_tokens:,}: "
             "shorten it, e.g. move long value lists into a table",
             code="sql_too_long",
         )
@@ -133,7 +133,7 @@ def without_recursion_error(fn: Callable[[], T]) -> T:
 
 def _too_deep(what: str) -> QueryError:
     return QueryError(
-        f"the query {what} (setting query_max_sql_depth): "
+        f"the SQL {what} (setting query_max_sql_depth): "
         "split it into CTEs or put long value lists in a table",
         code="sql_too_deep",
     )
