@@ -29,6 +29,7 @@ from headwater.log.ports import Log
 from headwater.log.retention import RetentionClock, trim_point
 from headwater.model.time import Clock, SystemClock, parse_duration_ms
 from headwater.observability import metrics as m
+from headwater.query.limits import QueryLimits
 from headwater.query.pool import QueryPool
 from headwater.settings import Settings
 from headwater.store.duckdb import DuckDBStore
@@ -130,6 +131,7 @@ def _schema_of(st: StreamState):  # type: ignore[no-untyped-def]
 
 def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     clock = clock or SystemClock()
+    QueryLimits.from_settings(settings)  # a malformed size setting stops the start, not a query
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(settings.catalog_path)
     secret = _bootstrap(catalog, settings, clock)

@@ -26,12 +26,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlglot import exp
 
 from headwater.errors import QueryError
 from headwater.query.values import bound_values
+
+if TYPE_CHECKING:
+    from headwater.settings import Settings
 
 T = TypeVar("T")
 
@@ -70,15 +73,22 @@ class QueryLimits:
         return cls(timeout_s=timeout_s, max_sql_chars=2**62, max_sql_tokens=2**62)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> QueryLimits:
+    def from_settings(cls, settings: Settings) -> QueryLimits:
         return cls(
             timeout_s=settings.query_timeout_s,
-            memory_bytes=parse_bytes(settings.query_memory_limit),
-            max_answer_bytes=parse_bytes(settings.query_max_answer_bytes),
-            max_value_bytes=parse_bytes(settings.query_max_value_bytes),
+            memory_bytes=_size(settings, "query_memory_limit"),
+            max_answer_bytes=_size(settings, "query_max_answer_bytes"),
+            max_value_bytes=_size(settings, "query_max_value_bytes"),
             max_sql_chars=settings.query_max_sql_chars,
             max_sql_depth=settings.query_max_sql_depth,
         )
+
+
+def _size(settings: Settings, name: str) -> int:
+    try:
+        return parse_bytes(getattr(settings, name))
+    except ValueError as exc:
+        raise ValueError(f"setting {name}: {exc}") from None
 
 
 def parse_bytes(text: str | int) -> int:

@@ -371,7 +371,7 @@ class DuckDBStore:
         names = {
             name.lower(): info.physical for (t, name), info in self._tables.items() if t == tenant
         }
-        # Query caps (issue 9): parse and run inside one budget; see headwater.query.limits.
+        # Query caps: parse and run inside one budget (headwater.query.limits).
         budget = budget or QueryBudget.start(QueryLimits.for_server_sql(timeout_s))
         select = budget.parse(query, lambda sql: rewrite_select(sql, names.get, budget.transform))
         with self._reading("sql") as cur:

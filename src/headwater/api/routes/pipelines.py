@@ -50,7 +50,7 @@ async def create_pipeline(request: Request) -> Response:
         raise BadRequest(
             "send {'sql': 'CREATE PIPELINE name AS SELECT ...'}", code="invalid_request"
         )
-    # Query caps (issue 9): pipeline SQL gets the same text checks as ad-hoc SQL.
+    # Query caps: pipeline SQL gets the same text checks as ad-hoc SQL (headwater.query.limits).
     check_sql_text(data["sql"], QueryLimits.from_settings(platform(request).settings))
     create = manager(request).create
     out = await asyncio.to_thread(without_recursion_error, lambda: create(who.tenant, data["sql"]))
