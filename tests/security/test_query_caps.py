@@ -88,13 +88,15 @@ def test_a_list_of_a_hundred_million_is_refused_before_it_is_built(capped: Serve
 )
 def test_growth_stops_near_the_memory_cap(capped: Server, sql: str) -> None:
     assert capped.proc is not None
+    Path(f"/proc/{capped.proc.pid}/clear_refs").write_text("5")  # VmHWM restarts from VmRSS
     before = memory_kb(capped.proc.pid)
     with capped.client() as c:
         r = query(c, sql)
         assert refused(r) == "query_out_of_memory"
         assert "query_memory_limit" in r.json()["error"]["message"]
     peak_kb = memory_kb(capped.proc.pid)["VmHWM"]
-    allowed_kb = max(before["VmHWM"], before["VmRSS"] + 2 * MEMORY_CAP // 1024)
+    # an aggregate's last copy of its result cannot be interrupted: up to twice the cap
+    allowed_kb = before["VmRSS"] + 2 * MEMORY_CAP // 1024
     assert peak_kb <= allowed_kb, f"peak {peak_kb} kB, allowed {allowed_kb} kB"
 
 
