@@ -120,7 +120,7 @@ def quality(keys: int, length: int) -> None:
         table, label = family(name, rng, keys, length)
         for method, expr in METHODS.items():
             expr = (
-                expr.replace("is_anomaly(v", f"is_anomaly(v").replace(")", f") {W}", 1)
+                expr.replace("is_anomaly(v", "is_anomaly(v").replace(")", f") {W}", 1)
                 if "seasonal" not in method
                 else f"abs(coalesce(seasonal_zscore(v, 'hour_of_day', 5) {W}, 0)) > 3"
             )

@@ -34,6 +34,8 @@ from headwater.log.ports import Log
 from headwater.log.retention import RetentionClock, trim_point
 from headwater.model.time import Clock, SystemClock, parse_duration_ms
 from headwater.observability import metrics as m
+from headwater.query.limits import QueryLimits
+from headwater.query.pool import QueryPool
 from headwater.settings import Settings
 from headwater.store.duckdb import DuckDBStore
 from headwater.store.materializer import Feed, Materializer
@@ -63,6 +65,7 @@ class Platform:
     extras: dict[str, object] = field(default_factory=dict)
     retention: RetentionClock = field(default_factory=RetentionClock)
     inflight: InflightBudget = field(default_factory=lambda: InflightBudget(256 * 1024 * 1024))
+    queries: QueryPool = field(default_factory=lambda: QueryPool(threads=8, per_tenant=4))
 
     def feeds(self) -> Iterator[Feed]:
         for st in self.streams.all():
@@ -141,6 +144,7 @@ class Platform:
         await self.log.close()
         self.store.close()
         self.catalog.close()
+        self.queries.close()
         if self.ingest.idempotency.disk is not None:
             self.ingest.idempotency.disk.close()
 
@@ -151,6 +155,7 @@ def _schema_of(st: StreamState):  # type: ignore[no-untyped-def]
 
 def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     clock = clock or SystemClock()
+    QueryLimits.from_settings(settings)  # a malformed size setting stops the start, not a query
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(settings.catalog_path)
     secret = _bootstrap(catalog, settings, clock)
@@ -187,6 +192,7 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     platform = Platform(
         settings, clock, catalog, log_, store, streams, materializer, ingest, replay, quotas,
         tombstones, limits, secret,
+        queries=QueryPool(settings.query_threads, settings.query_concurrency_per_tenant),
     )  # fmt: skip
     platform.inflight = InflightBudget(settings.max_inflight_bytes)
     platform_ref.append(platform)

@@ -91,6 +91,29 @@ class Settings(BaseSettings):
         1,
         description="Threads the embedded DuckDB store may use (1 leaves the other core to ingest).",
     )
+    query_memory_limit: str = Field(
+        "1GB",
+        description="Most memory one ad-hoc query may make the server grow by (query_out_of_memory above).",
+    )
+    query_max_answer_bytes: str = Field(
+        "64MB", description="Largest answer one ad-hoc query may return (answer_too_large above)."
+    )
+    query_max_value_bytes: str = Field(
+        "256KB",
+        description="Largest value range() lists, repeat(), lpad(), list_resize() and the like may build in a query (query_too_large above).",
+    )
+    query_max_sql_chars: int = Field(
+        100_000, description="Longest SQL text a query may have (sql_too_long above)."
+    )
+    query_max_sql_depth: int = Field(
+        32,
+        description="Deepest nesting of parentheses and CASE a query may have (sql_too_deep above).",
+    )
+    query_threads: int = Field(8, description="Threads that run ad-hoc queries, for all tenants.")
+    query_concurrency_per_tenant: int = Field(
+        4,
+        description="Queries one tenant may run at once (429 too_many_queries above); kept below query_threads.",
+    )
 
     # engine
     checkpoint_interval_s: float = Field(

@@ -26,12 +26,12 @@ def rows_of(table: pa.Table) -> list[dict[str, Any]]:
 def json_response(
     content: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(
-        orjson.dumps(content, option=JSON_OPTS, default=_default),
-        status,
-        headers,
-        "application/json",
-    )
+    return Response(dumps_json(content), status, headers, "application/json")
+
+
+def dumps_json(content: Any) -> bytes:
+    """The JSON bytes of ``content`` as every answer renders them."""
+    return orjson.dumps(content, option=JSON_OPTS, default=_default)
 
 
 def _default(obj: Any) -> Any:

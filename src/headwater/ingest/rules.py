@@ -76,7 +76,13 @@ class _NotArrow(Exception):
 @per_schema
 def compile_rules(schema: StreamSchema) -> list[CompiledRule]:
     """Parse and check a schema's rules; raises InvalidSchema naming the bad rule."""
-    return _compile(msgspec.json.encode(schema))
+    try:
+        return _compile(msgspec.json.encode(schema))
+    except RecursionError:  # the parser recurses once per level: deep SQL is bad input
+        raise InvalidSchema(
+            "a rule nests too deeply to parse; write it with fewer nested parentheses",
+            code="sql_too_deep",
+        ) from None
 
 
 @lru_cache(maxsize=256)

@@ -88,6 +88,11 @@ STORE_QUERY_SECONDS = Histogram(
     ["kind"],
     buckets=LATENCY_BUCKETS,
 )
+QUERY_LIMITED = Counter(
+    "headwater_query_limited_requests_total",
+    "Ad-hoc queries stopped or refused by a query cap, by the answer's code.",
+    ["code"],
+)
 
 # http
 HTTP_REQUESTS = Counter(

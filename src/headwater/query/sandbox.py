@@ -65,13 +65,20 @@ class SandboxedSelect:
     tables: dict[str, str]
 
 
-def rewrite_select(query: str, resolve: Resolve) -> SandboxedSelect:
-    """Check ``query`` and point its table references at the tenant's physical tables."""
+def rewrite_select(
+    query: str, resolve: Resolve, transform: Callable[[exp.Expr], exp.Expr] | None = None
+) -> SandboxedSelect:
+    """Check ``query`` and point its table references at the tenant's physical tables.
+
+    ``transform`` (e.g. ``query.limits.bound_values``) rewrites the checked tree last.
+    """
     tree = _parse_one(query)
     _check_statements(tree)
     _check_functions(tree)
     used: dict[str, str] = {}
     _rewrite_scope(tree, frozenset(), resolve, used)
+    if transform is not None:
+        tree = transform(tree)
     return SandboxedSelect(tree.sql(dialect="duckdb"), used)
 
 

@@ -39,6 +39,7 @@ from headwater.observability.metrics import (
     STORE_QUERY_SECONDS,
     STORE_WRITE_ROWS,
 )
+from headwater.query.limits import QueryBudget, QueryLimits
 from headwater.query.paging import next_cursor, plan_rows
 from headwater.query.runner import connect_locked, run_select
 from headwater.query.sandbox import rewrite_select
@@ -395,18 +396,28 @@ class DuckDBStore:
             found = cur.sql(sql, params=[start, end, max_rows]).to_arrow_table()
         return self._typed(info, found)
 
-    def sql(self, tenant: str, query: str, *, max_rows: int, timeout_s: float) -> pa.Table:
+    def sql(
+        self,
+        tenant: str,
+        query: str,
+        *,
+        max_rows: int,
+        timeout_s: float,
+        budget: QueryBudget | None = None,
+    ) -> pa.Table:
         """Run a read-only SELECT that can see only ``tenant``'s tables, by their names."""
         names = {
             name.lower(): info.physical for (t, name), info in self._tables.items() if t == tenant
         }
-        select = rewrite_select(query, names.get)
+        # Query caps: parse and run inside one budget (headwater.query.limits).
+        budget = budget or QueryBudget.start(QueryLimits.for_server_sql(timeout_s))
+        select = budget.parse(query, lambda sql: rewrite_select(sql, names.get, budget.transform))
         with self._reading("sql") as cur:
             cur.begin()  # rolled back below: nothing a query does can stick
             try:
                 return run_select(
                     cur, select.sql, max_rows=max_rows, timeout_s=timeout_s,
-                    names={p: logical for logical, p in select.tables.items()},
+                    names={p: logical for logical, p in select.tables.items()}, budget=budget,
                 )  # fmt: skip
             finally:
                 cur.rollback()

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from headwater.errors import BadRequest, Conflict, IncompatibleSchema, NotFound
+from headwater.query.limits import QueryBudget, QueryLimits
 from headwater.query.paging import RowPlan, next_cursor, plan_rows
 from headwater.query.runner import connect_locked, run_select
 from headwater.query.sandbox import rewrite_select
@@ -233,20 +234,36 @@ class MemoryStore:
         found = rows.filter((pc.field("_offset") >= start) & (pc.field("_offset") < end))
         return found.sort_by("_offset").slice(0, max_rows)
 
-    def sql(self, tenant: str, query: str, *, max_rows: int, timeout_s: float) -> pa.Table:
+    def sql(
+        self,
+        tenant: str,
+        query: str,
+        *,
+        max_rows: int,
+        timeout_s: float,
+        budget: QueryBudget | None = None,
+    ) -> pa.Table:
         """Run a read-only SELECT that can see only ``tenant``'s tables, by their names."""
         rows = {
             f"t_{name.lower()}": info.rows
             for (t, name), info in self._tables.items()
             if t == tenant
         }
-        select = rewrite_select(query, lambda name: f"t_{name}" if f"t_{name}" in rows else None)
+        budget = budget or QueryBudget.start(QueryLimits.for_server_sql(timeout_s))
+        select = budget.parse(
+            query,
+            lambda sql: rewrite_select(
+                sql, lambda name: f"t_{name}" if f"t_{name}" in rows else None, budget.transform
+            ),
+        )
         db = connect_locked(":memory:", memory_limit="1GB", threads=1)
         try:
             for physical in set(select.tables.values()):
                 db.register(physical, rows[physical])  # only the tables the query names exist
             names = {p: logical for logical, p in select.tables.items()}
-            return run_select(db, select.sql, max_rows=max_rows, timeout_s=timeout_s, names=names)
+            return run_select(
+                db, select.sql, max_rows=max_rows, timeout_s=timeout_s, names=names, budget=budget
+            )
         finally:
             db.close()
 

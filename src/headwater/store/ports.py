@@ -32,11 +32,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pyarrow as pa
 
 from headwater.errors import BadRequest, IncompatibleSchema
+
+if TYPE_CHECKING:
+    from headwater.query.limits import QueryBudget
 
 Order = Literal["asc", "desc"]
 
@@ -171,13 +174,25 @@ class ResultStore(Protocol):
         """
         ...
 
-    def sql(self, tenant: str, query: str, *, max_rows: int, timeout_s: float) -> pa.Table:
+    def sql(
+        self,
+        tenant: str,
+        query: str,
+        *,
+        max_rows: int,
+        timeout_s: float,
+        budget: QueryBudget | None = None,
+    ) -> pa.Table:
         """Run a read-only SELECT that can see only ``tenant``'s tables, by their names.
 
         At most ``max_rows`` rows come back; when more existed the schema metadata
-        holds ``TRUNCATED_KEY: b"true"`` (see ``is_truncated``). Raises ``QueryError``
-        (codes ``read_only``, ``forbidden_function``, ``unknown_table``,
-        ``query_timeout``, ``syntax_error``, ``query_error``).
+        holds ``TRUNCATED_KEY: b"true"`` (see ``is_truncated``). ``budget`` carries the
+        query caps, parsing included; user SQL always comes with one (without it the
+        SQL is the server's own: ``QueryLimits.for_server_sql(timeout_s)``).
+        Raises ``QueryError`` (codes ``read_only``, ``forbidden_function``,
+        ``unknown_table``, ``query_timeout``, ``syntax_error``, ``query_error``, and the
+        caps' ``sql_too_long``, ``sql_too_deep``, ``query_too_large``,
+        ``query_out_of_memory``, ``answer_too_large``).
         """
         ...
 

@@ -17,6 +17,7 @@ from headwater.ingest.batch import decode_and_validate
 from headwater.model.schema import arrow_schema, check_schema, schema_from_dict
 from headwater.pipelines.manager import PipelineManager
 from headwater.pipelines.subscriptions import SLOW, Subscriptions
+from headwater.query.limits import QueryLimits, check_sql_text, without_recursion_error
 from headwater.services import Platform
 from headwater.store.ports import ResultWrite
 
@@ -46,7 +47,8 @@ async def create_pipeline(request: Request) -> Response:
     who = authenticate(request)
     who.require("admin")
     sql = await _sql_body(request)
-    out = await asyncio.to_thread(manager(request).create, who.tenant, sql)
+    create = manager(request).create
+    out = await asyncio.to_thread(without_recursion_error, lambda: create(who.tenant, sql))
     return json_response(out, 201)
 
 
@@ -57,7 +59,8 @@ async def replace_pipeline(name: str, request: Request) -> Response:
     who = authenticate(request)
     who.require("admin")
     sql = await _sql_body(request)
-    out = await asyncio.to_thread(manager(request).replace, who.tenant, name, sql)
+    replace = manager(request).replace
+    out = await asyncio.to_thread(without_recursion_error, lambda: replace(who.tenant, name, sql))
     return json_response(out)
 
 
@@ -68,6 +71,8 @@ async def _sql_body(request: Request) -> str:
             "send {'sql': 'CREATE PIPELINE name AS SELECT ...'}", code="invalid_request"
         )
     sql: str = data["sql"]
+    # Query caps: pipeline SQL gets the same text checks as ad-hoc SQL (headwater.query.limits).
+    check_sql_text(sql, QueryLimits.from_settings(platform(request).settings))
     return sql
 
 

@@ -8,10 +8,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from headwater.api.auth import authenticate
-from headwater.api.render import json_response, table_response
+from headwater.api.render import dumps_json, json_response, table_response
 from headwater.api.routes.streams import json_body, platform, row_query
-from headwater.errors import BadRequest, NotFound
+from headwater.errors import BadRequest, HeadwaterError, NotFound
+from headwater.observability.metrics import QUERY_LIMITED
 from headwater.query.columns import visible
+from headwater.query.guarded import encode_answer
+from headwater.query.limits import LIMIT_CODES, QueryBudget, QueryLimits
+from headwater.store.ports import is_truncated
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
@@ -61,9 +65,12 @@ SQL_BODY = {
 
 @router.post("/query", openapi_extra=SQL_BODY)
 async def run_query(request: Request) -> Response:
-    """Read-only SQL over this tenant's streams and tables: ``{"sql": "SELECT ..."}``."""
-    import asyncio
+    """Read-only SQL over this tenant's streams and tables: ``{"sql": "SELECT ..."}``.
 
+    The query runs in the query pool (a per-tenant share, 429 ``too_many_queries``
+    beyond it) under the query caps of ``headwater.query.limits``: parsing, running and
+    encoding the answer all count against one deadline.
+    """
     who = authenticate(request)
     who.require("admin", "reader")
     p = platform(request)
@@ -76,19 +83,22 @@ async def run_query(request: Request) -> Response:
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         raise BadRequest("max_rows must be a positive integer", code="invalid_request")
     max_rows = min(requested, p.settings.query_max_rows)
-    table = await asyncio.to_thread(
-        p.store.sql,
-        who.tenant,
-        data["sql"],
-        max_rows=max_rows,
-        timeout_s=p.settings.query_timeout_s,
-    )
-    truncated = bool(table.schema.metadata and table.schema.metadata.get(b"truncated") == b"true")
-    # Internal columns (_offset, _received_ms, ...) only when the query names them.
-    table, internal = visible(table, data["sql"])
-    cols = table.column_names
-    # column-wise: duplicate column names (SELECT a, * ...) must not collapse
-    rows = [list(r) for r in zip(*(col.to_pylist() for col in table.columns), strict=True)]
-    return json_response(
-        {"columns": cols, "rows": rows, "truncated": truncated, "hidden_columns": internal}
-    )
+    limits = QueryLimits.from_settings(p.settings)
+
+    def answer() -> bytes:
+        budget = QueryBudget.start(limits)
+        table = p.store.sql(
+            who.tenant, data["sql"], max_rows=max_rows, timeout_s=limits.timeout_s, budget=budget
+        )
+        truncated = is_truncated(table)
+        # Internal columns (_offset, _received_ms, ...) only when the query names them.
+        table, internal = visible(table, data["sql"])
+        return encode_answer(table, truncated, budget, dumps_json, {"hidden_columns": internal})
+
+    try:
+        body = await p.queries.run(who.tenant, answer)
+    except HeadwaterError as exc:
+        if exc.code in LIMIT_CODES:
+            QUERY_LIMITED.labels(exc.code).inc()
+        raise
+    return Response(body, media_type="application/json")
