@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from headwater.cli.options import DirOpt
 
 app = typer.Typer(no_args_is_help=True, help="API keys, made with local access to the data dir.")
 
@@ -29,14 +30,7 @@ def create(
     ],
     tenant: Annotated[str, typer.Option(help="The tenant the key belongs to.")] = "default",
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            help="Data directory [env HEADWATER_DATA_DIR].",
-            show_default="./headwater-data",
-        ),
-    ] = None,
+    data_dir: DirOpt = None,
 ) -> None:
     """Make a new key and print it (on stdout, alone, so that scripts can capture it)."""
     from headwater.catalog.sqlite import Catalog

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
+from headwater.cli.options import ConfigOpt, DirOpt, HostOpt, PortOpt
 from headwater.settings import Settings, load_settings
 
 app = typer.Typer(no_args_is_help=True, help="Headwater: real-time data processing in one process.")
-
-HostOpt = Annotated[str | None, typer.Option(help="Address to listen on [env HEADWATER_HOST].")]
-PortOpt = Annotated[int | None, typer.Option(help="Port [env HEADWATER_PORT].")]
-DirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data directory [env HEADWATER_DATA_DIR].")
-]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file [env HEADWATER_CONFIG].")
-]
 
 
 def _settings(
