@@ -15,6 +15,7 @@ import gc
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from rich.console import Console
@@ -30,14 +31,32 @@ class StartupError(Exception):
     """The server cannot start; the message says why and what to do, in one line."""
 
 
-def bind_port(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port``, or a StartupError saying how to pick another port."""
+def bind_port(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to ``host:port`` (each address a name has, as uvicorn would bind them),
+    or a StartupError saying how to pick another port."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise StartupError(f"cannot listen on {host!r}: {exc.strerror}; check --host") from None
-    sock = socket.socket(family, kind, proto)
+    addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in found))
+    sockets: list[socket.socket] = []
+    try:
+        for family, address in addresses:
+            sockets.append(_bound(family, address, host, port, dual=len(addresses) == 1))
+    except StartupError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bound(
+    family: socket.AddressFamily, address: tuple[Any, ...], host: str, port: int, dual: bool
+) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6 and not dual:  # its IPv4 twin gets its own socket
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     try:
         sock.bind(address)
     except OSError as exc:
@@ -50,7 +69,6 @@ def bind_port(host: str, port: int) -> socket.socket:
         raise StartupError(
             f"cannot listen on {host}:{port}: {exc.strerror}; pick another --host or --port"
         ) from None
-    sock.set_inheritable(True)
     return sock
 
 
@@ -132,7 +150,7 @@ class _Server(uvicorn.Server):
 
 def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "") -> None:
     """Bind, lock, build and serve until a signal; StartupError when it cannot start."""
-    sock = bind_port(settings.host, settings.port)
+    sockets = bind_port(settings.host, settings.port)
     lock_data_dir(settings.data_dir)  # held, with its fd, until the process exits
 
     from headwater.api.app import create_app, front_door
@@ -159,7 +177,7 @@ def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "
     # full passes, which otherwise pause the event loop for tens of milliseconds.
     gc.freeze()
     try:
-        _Server(config, ready).run(sockets=[sock])
+        _Server(config, ready).run(sockets=sockets)
     finally:
         # Frozen objects are never collected, not even at exit: DuckDB's and Arrow's native
         # objects would outlive their modules, and nanobind reports each one as leaked.
