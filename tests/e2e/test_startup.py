@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from serverproc import ADMIN_KEY, READINGS, Server, free_port
 
@@ -42,6 +43,22 @@ def test_a_taken_port_costs_one_line_and_creates_nothing(tmp_path: Path) -> None
     assert f"port {port}" in line and "in use" in line
     assert "--port" in line and "HEADWATER_PORT" in line
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(("host", "port", "says"), [
+    ("127.0.0.1", "99999", "out of range"),
+    ("127.0.0.1", "0", "out of range"),
+    ("192.0.2.1", "8000", "cannot listen on 192.0.2.1:8000"),
+    ("no-such-host.invalid", "8000", "cannot listen on 'no-such-host.invalid'"),
+])  # fmt: skip
+def test_an_address_it_cannot_listen_on_costs_one_line(
+    tmp_path: Path, host: str, port: str, says: str
+) -> None:
+    done = headwater("serve", "--host", host, "--port", port, "--data-dir", str(tmp_path / "d"))
+    assert done.returncode == 1
+    [line] = lines(done.stdout + done.stderr)
+    assert says in line
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_second_server_on_the_same_data_dir_costs_one_line(tmp_path: Path) -> None:

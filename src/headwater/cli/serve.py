@@ -34,6 +34,8 @@ class StartupError(Exception):
 def bind_port(host: str, port: int) -> list[socket.socket]:
     """Sockets bound to ``host:port`` (each address a name has, as uvicorn would bind them),
     or a StartupError saying how to pick another port."""
+    if not 1 <= port <= 65535:  # getaddrinfo would quietly wrap it around
+        raise StartupError(f"port {port} is out of range; pick one from 1 to 65535 with --port")
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
