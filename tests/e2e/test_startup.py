@@ -154,3 +154,23 @@ def test_sigterm_shuts_down_quietly(tmp_path: Path) -> None:
     assert srv.proc.wait(30) == -signal.SIGTERM
     out = srv.log_path.read_text()
     assert "nanobind" not in out and "Traceback" not in out
+
+
+def test_bad_settings_cost_one_line_each_and_create_nothing(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    bad_toml, unknown = tmp_path / "bad.toml", tmp_path / "unknown.toml"
+    bad_toml.write_text("port = [\n")
+    unknown.write_text("prot = 8000\n")
+    cases = [
+        (["serve", "--data-dir", data], {"HEADWATER_PORT": "abc"}, "HEADWATER_PORT"),
+        (["serve", "--config", str(unknown), "--data-dir", data], {}, "unknown setting 'prot'"),
+        (["serve", "--config", str(bad_toml), "--data-dir", data], {}, "not valid TOML"),
+        (["demo", "--config", str(tmp_path / "none.toml")], {}, "cannot read the config file"),
+        (["keys", "create", "--role", "admin"], {"HEADWATER_FSYNC": "maybe"}, "setting fsync"),
+    ]
+    for args, env, says in cases:
+        done = headwater(*args, **env)
+        assert done.returncode == 2, (args, done.stderr)
+        [line] = lines(done.stdout + done.stderr)
+        assert says in line, line
+    assert not (tmp_path / "data").exists()

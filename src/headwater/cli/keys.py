@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from headwater.cli.options import DirOpt
+from headwater.cli.options import DirOpt, load_or_exit
 
 app = typer.Typer(no_args_is_help=True, help="API keys, made with local access to the data dir.")
 
@@ -35,9 +35,8 @@ def create(
     """Make a new key and print it (on stdout, alone, so that scripts can capture it)."""
     from headwater.catalog.sqlite import Catalog
     from headwater.errors import HeadwaterError
-    from headwater.settings import load_settings
 
-    settings = load_settings(None, data_dir=data_dir)
+    settings = load_or_exit(None, data_dir=data_dir)
     if not settings.catalog_path.exists():
         typer.echo(
             f"headwater: no catalog in {settings.data_dir}; start the server there once "

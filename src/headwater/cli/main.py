@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from headwater.cli.options import ConfigOpt, DirOpt, HostOpt, PortOpt
-from headwater.settings import Settings, load_settings
+from headwater.cli.options import ConfigOpt, DirOpt, HostOpt, PortOpt, load_or_exit
+from headwater.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Headwater: real-time data processing in one process.")
 
@@ -16,7 +16,7 @@ app = typer.Typer(no_args_is_help=True, help="Headwater: real-time data processi
 def _settings(
     host: str | None, port: int | None, data_dir: Path | None, config: Path | None, **kw: Any
 ) -> Settings:
-    return load_settings(config, host=host, port=port, data_dir=data_dir, **kw)
+    return load_or_exit(config, host=host, port=port, data_dir=data_dir, **kw)
 
 
 def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "") -> None:

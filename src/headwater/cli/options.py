@@ -7,7 +7,7 @@ environment or the config file; the help text says the default the settings give
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,3 +43,34 @@ ConfigOpt = Annotated[
         show_default=False,
     ),
 ]  # fmt: skip
+
+
+def load_or_exit(config: Path | None, **overrides: Any) -> Settings:
+    """The settings, or one line per problem (bad value, unknown name, unreadable file), exit 2."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from headwater.settings import load_settings
+
+    try:
+        return load_settings(config, **overrides)
+    except ValidationError as exc:
+        problems = [_problem(error) for error in exc.errors()]
+    except tomllib.TOMLDecodeError as exc:
+        problems = [f"the config file is not valid TOML: {exc}"]
+    except OSError as exc:
+        problems = [f"cannot read the config file {exc.filename}: {exc.strerror}"]
+    for problem in problems:
+        typer.echo(f"headwater: {problem}", err=True)
+    raise typer.Exit(2)
+
+
+def _problem(error: Any) -> str:
+    name = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {name!r}; docs/configuration.md lists them all"
+    return (
+        f"setting {name}: {error['msg']} (got {error['input']!r}); "
+        f"set it in HEADWATER_{name.upper()} or the config file"
+    )
