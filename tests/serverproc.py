@@ -25,9 +25,16 @@ def free_port() -> int:
 
 class Server:
     def __init__(
-        self, data_dir: Path, port: int | None = None, command: str = "serve", **env: str
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        command: str = "serve",
+        bootstrap_key: str | None = ADMIN_KEY,
+        **env: str,
     ) -> None:
+        """``bootstrap_key=None`` lets the server make its own admin key, as a first start does."""
         self.data_dir = data_dir
+        self.bootstrap_key = bootstrap_key
         self.port = port or free_port()
         self.command = command
         self.env = env
@@ -36,12 +43,10 @@ class Server:
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
     def start(self, timeout_s: float = 30.0) -> Server:
-        env = {
-            **os.environ,
-            "HEADWATER_BOOTSTRAP_KEY": ADMIN_KEY,
-            "HEADWATER_LOG_LEVEL": "warning",
-            **self.env,
-        }
+        env = {**os.environ, "HEADWATER_LOG_LEVEL": "warning", **self.env}
+        env.pop("HEADWATER_BOOTSTRAP_KEY", None)
+        if self.bootstrap_key is not None:
+            env["HEADWATER_BOOTSTRAP_KEY"] = self.bootstrap_key
         with open(self.log_path, "ab") as log:
             self.proc = self._spawn(env, log)
         self._wait_healthy(timeout_s)

@@ -59,68 +59,93 @@ WHERE status = 'warn' OR value < 0""",
 
 router = APIRouter(prefix="/api/v1", tags=["demo"])
 
+MAX_LIMIT = 10_000
+
 
 def _demo(request: Request) -> tuple[Platform, Simulator]:
     return request.app.state.platform, request.app.state.simulator
 
 
+def _where(category: str | None) -> str:
+    """A ``WHERE`` clause for the category filter; the value is checked against the known set."""
+    if category is None:
+        return ""
+    if category not in CATEGORIES:
+        raise BadRequest(
+            f"unknown category {category!r}; use one of {', '.join(CATEGORIES)}",
+            code="unknown_category",
+        )
+    return f"WHERE category = '{category}'"
+
+
+def _check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be from 1 to {MAX_LIMIT}, got {limit}", code="bad_limit")
+    return limit
+
+
 @router.get("/health")
 async def demo_health(request: Request) -> Response:
+    """``{"status": "healthy"}``, with the simulator's state and how many events it sent."""
     _p, sim = _demo(request)
-    return json_response({"status": "ok", "ingestion": "running" if sim.running else "stopped",
+    return json_response({"status": "healthy", "ingestion": "running" if sim.running else "stopped",
                           "events_sent": sim.sent})  # fmt: skip
 
 
-@router.api_route("/start-ingestion", methods=["POST", "GET"])
+@router.post("/start-ingestion")
 async def start_ingestion(request: Request) -> Response:
+    """Start the simulated fleet; starting it again while it runs changes nothing."""
     _, sim = _demo(request)
     started = sim.start()
-    return json_response(
-        {"status": "started" if started else "already_running", "rate": sim.config.rate}
-    )
+    return json_response({"message": "Data ingestion started",
+                          "status": "started" if started else "already_running",
+                          "rate": sim.config.rate})  # fmt: skip
 
 
-@router.api_route("/stop-ingestion", methods=["POST", "GET"])
+@router.post("/stop-ingestion")
 async def stop_ingestion(request: Request) -> Response:
+    """Stop the simulated fleet; stopping it again changes nothing."""
     _, sim = _demo(request)
     stopped = await sim.stop()
-    return json_response(
-        {"status": "stopped" if stopped else "already_stopped", "events_sent": sim.sent}
-    )
+    return json_response({"message": "Data ingestion stopped",
+                          "status": "stopped" if stopped else "already_stopped",
+                          "events_sent": sim.sent})  # fmt: skip
 
 
 @router.get("/raw-data")
-async def raw_data(request: Request, limit: int = 100) -> Response:
-    """The latest raw readings, newest first."""
-    if not 1 <= limit <= 10_000:
-        raise BadRequest("limit must be from 1 to 10000", code="bad_limit")
+async def raw_data(request: Request, limit: int = 100, category: str | None = None) -> Response:
+    """A list of the latest raw readings, newest first (``?category=``, ``?limit=`` up to 10000)."""
+    where, limit = _where(category), _check_limit(limit)
     p, _ = _demo(request)
     st = p.streams.get(DEFAULT_TENANT, "readings")
     await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic), timeout_s=2.0)
     rows = await asyncio.to_thread(
         p.store.sql, DEFAULT_TENANT,
-        f"SELECT device_id, category, ts AS timestamp, value, temperature, status, event_id "
-        f"FROM readings ORDER BY ts DESC LIMIT {int(limit)}",
+        f"SELECT ts AS timestamp, value, category, device_id, temperature, status, event_id "
+        f"FROM readings {where} ORDER BY ts DESC LIMIT {limit}",
         max_rows=limit, timeout_s=10,
     )  # fmt: skip
-    data = rows.to_pylist()
-    return json_response({"data": data, "count": len(data)})
+    return json_response(rows.to_pylist())
 
 
 @router.get("/processed-data")
-async def processed_data(request: Request) -> Response:
-    """Per category: average value, count and the latest event time."""
+async def processed_data(
+    request: Request, limit: int = 100, category: str | None = None
+) -> Response:
+    """A list, per category: average value, count and the latest event time."""
+    where, limit = _where(category), _check_limit(limit)
     p, _ = _demo(request)
     try:
         rows = await asyncio.to_thread(
             p.store.sql, DEFAULT_TENANT,
-            "SELECT category, avg_value, count, last_timestamp FROM category_stats ORDER BY category",
-            max_rows=1000, timeout_s=10,
+            f"SELECT category, avg_value, count, last_timestamp FROM category_stats {where} "
+            f"ORDER BY category LIMIT {limit}",
+            max_rows=limit, timeout_s=10,
         )  # fmt: skip
         data: list[dict[str, Any]] = rows.to_pylist()
     except NotFound:
-        data = []
-    return json_response({"data": data, "count": len(data)})
+        data = []  # the pipeline has not written its table yet
+    return json_response(data)
 
 
 def install(app: FastAPI, platform: Platform) -> None:

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     log_format: str = Field("json", description="Log format: json or console.")
+    metrics_deprecated_names: bool = Field(
+        False, description="Also serve the metric names deprecated in this release."
+    )
 
     # ingest limits
     max_body_bytes: int = Field(

@@ -274,4 +274,75 @@ def test_pipeline_series_show_up_in_prometheus(stack: tuple[Server, Prometheus])
     prom.wait_for(f"headwater_pipeline_rows_in_total{labels}", lambda v: v == 40.0)
     prom.wait_for(f"headwater_pipeline_rows_out_total{labels}", lambda v: (v or 0) > 0)
     prom.wait_for(f"headwater_pipeline_log_lag_rows{labels}", lambda v: v == 0.0)
-    assert prom.value(f"headwater_pipeline_watermark_ms{labels}") is not None
+    watermark = prom.value(f"headwater_pipeline_watermark_timestamp_seconds{labels}")
+    assert watermark is not None and 1.7e9 < watermark < 1.9e9  # 2026, in seconds
+    assert prom.value(f"headwater_pipeline_watermark_ms{labels}") is None  # deprecated, off
+
+
+def live_metrics(server: Server) -> str:
+    with server.client() as c:
+        r = c.get("/metrics")
+        assert r.status_code == 200
+        return r.text
+
+
+def check_metrics(text: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+def test_promtool_finds_no_problem_in_live_metrics(stack: tuple[Server, Prometheus]) -> None:
+    server, _ = stack
+    with server.client() as c:
+        assert c.post("/v1/streams", json={**READINGS, "name": "lint_in"}).status_code == 201
+        sql = (
+            "CREATE PIPELINE lint_per_device AS SELECT device_id, window_start, window_end, "
+            "count(*) AS n FROM TUMBLE(lint_in, ts, INTERVAL '1 minute') "
+            "GROUP BY device_id, window_start, window_end WITH (emit = 'changes')"
+        )
+        assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+        assert c.post("/v1/streams/lint_in/events", json=events(0, 40)).status_code == 200
+    deadline = time.monotonic() + 30
+    while 'headwater_pipeline_watermark_timestamp_seconds{pipeline="lint_per_device"' not in (
+        text := live_metrics(server).replace('tenant="default",', "")
+    ):
+        assert time.monotonic() < deadline, "no watermark series for lint_per_device"
+        time.sleep(0.1)
+    done = check_metrics(live_metrics(server))
+    assert (done.returncode, done.stdout + done.stderr) == (0, ""), done.stdout + done.stderr
+    assert "headwater_pipeline_watermark_ms" not in text
+
+
+def test_the_deprecated_watermark_name_is_served_on_request(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", HEADWATER_METRICS_DEPRECATED_NAMES="true").start()
+    try:
+        with server.client() as c:
+            assert c.post("/v1/streams", json=READINGS).status_code == 201
+            sql = (
+                "CREATE PIPELINE per_device AS SELECT device_id, window_start, window_end, "
+                "count(*) AS n FROM TUMBLE(readings, ts, INTERVAL '1 minute') "
+                "GROUP BY device_id, window_start, window_end WITH (emit = 'changes')"
+            )
+            assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+            assert c.post("/v1/streams/readings/events", json=events(0, 40)).status_code == 200
+        pattern = r'headwater_pipeline_watermark_{}\{{[^}}]*pipeline="per_device"[^}}]*\}} (\S+)'
+        deadline = time.monotonic() + 30
+        while not re.search(pattern.format("ms"), text := live_metrics(server)):
+            assert time.monotonic() < deadline, "no deprecated watermark series"
+            time.sleep(0.1)
+        old = float(re.findall(pattern.format("ms"), text)[0])
+        new = float(re.findall(pattern.format("timestamp_seconds"), text)[0])
+        assert old == new * 1000
+        done = check_metrics(text)  # the one problem promtool finds is the deprecated name
+        problems = lines_of(done.stdout + done.stderr)
+        assert problems == [
+            "headwater_pipeline_watermark_ms metric names should not contain abbreviated units"
+        ]
+    finally:
+        server.stop()
+
+
+def lines_of(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from headwater import __version__
-from headwater.api import errors
+from headwater.api import docs, errors
 from headwater.api.audit import AuditTrail
 from headwater.api.auth import KeyCache
 from headwater.api.middleware import RequestContext
@@ -57,6 +57,8 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
         version=__version__,
         description="Real-time data processing: ingest, validate, stream SQL, store and serve events.",
         lifespan=lifespan,
+        docs_url=None,  # served from assets inside the package, see headwater.api.docs
+        redoc_url=None,
     )
     app.state.platform = platform
     app.state.keys = KeyCache(platform.catalog)
@@ -65,6 +67,7 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
     tracing.configure(platform.settings)
     app.state.on_stop.append(tracing.shutdown)
     errors.install(app)
+    docs.install(app)
     for r in (
         health.router,
         streams.router,

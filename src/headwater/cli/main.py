@@ -2,60 +2,34 @@
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from headwater.settings import Settings, load_settings
+from headwater.cli.options import ConfigOpt, DirOpt, HostOpt, PortOpt, load_or_exit
+from headwater.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Headwater: real-time data processing in one process.")
-
-HostOpt = Annotated[str | None, typer.Option(help="Address to listen on [env HEADWATER_HOST].")]
-PortOpt = Annotated[int | None, typer.Option(help="Port [env HEADWATER_PORT].")]
-DirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data directory [env HEADWATER_DATA_DIR].")
-]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file [env HEADWATER_CONFIG].")
-]
 
 
 def _settings(
     host: str | None, port: int | None, data_dir: Path | None, config: Path | None, **kw: Any
 ) -> Settings:
-    return load_settings(config, host=host, port=port, data_dir=data_dir, **kw)
+    return load_or_exit(config, host=host, port=port, data_dir=data_dir, **kw)
 
 
-def run_server(settings: Settings, extensions_for: str = "serve") -> None:
-    import uvicorn
-    from rich.console import Console
+def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "") -> None:
+    """Serve until a signal; a server that cannot start says why in one line, exit code 1."""
+    from headwater.cli.serve import StartupError, run_server
 
-    from headwater.api.app import create_app, front_door
-    from headwater.observability.logging import configure
-    from headwater.services import build_platform
-
-    configure(settings.log_level, settings.log_format)
-    platform = build_platform(settings)
-    console = Console(stderr=True)
-    if platform.bootstrap_secret and not settings.bootstrap_key:
-        console.print(
-            f"[bold green]Admin API key (shown once, store it now):[/] {platform.bootstrap_secret}"
-        )
-    from headwater.extensions import extensions
-
-    fastapi_app = create_app(platform, extensions(extensions_for))
-    # Everything built so far lives as long as the server: keep it out of the collector's
-    # full passes, which otherwise pause the event loop for tens of milliseconds.
-    gc.freeze()
-    console.print(
-        f"Headwater listening on http://{settings.host}:{settings.port}  (API docs at /docs)"
-    )
-    uvicorn.run(
-        front_door(fastapi_app), host=settings.host, port=settings.port, log_level="warning",
-        loop="uvloop", http="httptools", access_log=False, timeout_graceful_shutdown=5,
-    )  # fmt: skip
+    try:
+        run_server(settings, extensions_for, intro)
+    except StartupError as exc:
+        typer.echo(f"headwater: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C: the server has shut down in order
+        raise typer.Exit(130) from None
 
 
 @app.callback()
@@ -76,28 +50,28 @@ def demo(
     host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None
 ) -> None:
     """Run the server with a simulated IoT fleet, a `readings` stream and sample pipelines."""
-    from rich.console import Console
-
     settings = _settings(host, port, data_dir, config)
     base = f"http://{settings.host}:{settings.port}"
-    Console(stderr=True).print(
+    intro = (
         "[bold]Headwater demo[/]: simulated devices stream into [cyan]readings[/]; pipelines "
         "[cyan]device_minute[/], [cyan]category_stats[/], [cyan]anomalies[/] run on it.\n"
         f"  dashboard   {base}/\n  API docs    {base}/docs\n"
         f"  demo API    {base}/api/v1/processed-data  {base}/api/v1/raw-data\n"
         f"  start/stop  POST {base}/api/v1/start-ingestion  /api/v1/stop-ingestion"
+        "  (ingestion is running)"
     )
-    run_server(settings, "demo")
+    run_server(settings, "demo", intro)
 
 
 def _client_commands() -> None:
     """Commands that talk to a running server over its HTTP API."""
-    from headwater.cli import send, sql, status, tail
+    from headwater.cli import keys, send, sql, status, tail
 
     app.command("status")(status.status)
     app.command("send")(send.send)
     app.command("sql")(sql.sql)
     app.command("tail")(tail.tail)
+    app.add_typer(keys.app, name="keys")
 
 
 _client_commands()

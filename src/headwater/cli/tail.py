@@ -199,10 +199,10 @@ def tail(
         float, typer.Option(min=0.05, help="Seconds between polls of a stream.")
     ] = 1.0,
     max_rows: Annotated[
-        int | None, typer.Option(min=1, help="Stop after this many new rows.")
+        int | None, typer.Option(min=1, help="Stop after this many new rows (default: no limit).")
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(min=0, help="Stop after this many seconds.")
+        float | None, typer.Option(min=0, help="Stop after this many seconds (default: no limit).")
     ] = None,
 ) -> None:
     """Print new rows of a stream or table as they arrive (Ctrl-C to stop)."""

@@ -6,7 +6,7 @@ Names follow ``headwater_<subsystem>_<what>_<unit>``. Each one is documented in
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -131,9 +131,6 @@ PIPELINE_BATCH_SECONDS = Histogram(
     ["tenant", "pipeline"],
     buckets=LATENCY_BUCKETS,
 )
-PIPELINE_WATERMARK_MS = Gauge(
-    "headwater_pipeline_watermark_ms", "Current watermark, epoch ms.", ["tenant", "pipeline"]
-)
 PIPELINE_EVENT_LAG_SECONDS = Gauge(
     "headwater_pipeline_event_time_lag_seconds",
     "Wall clock minus watermark.",
@@ -149,6 +146,20 @@ PIPELINE_STATE_KEYS = Gauge(
 )
 PIPELINE_STATE_BYTES = Gauge(
     "headwater_pipeline_state_bytes", "Bytes held in pipeline state.", ["tenant", "pipeline"]
+)
+PIPELINE_WATERMARK_SECONDS = Gauge(
+    "headwater_pipeline_watermark_timestamp_seconds",
+    "Current watermark, Unix time in seconds.",
+    ["tenant", "pipeline"],
+)
+
+# Deprecated names, served only with ``metrics_deprecated_names = true``; gone next release.
+DEPRECATED = CollectorRegistry(auto_describe=True)
+PIPELINE_WATERMARK_MS = Gauge(
+    "headwater_pipeline_watermark_ms",
+    "Deprecated: use headwater_pipeline_watermark_timestamp_seconds. Current watermark, epoch ms.",
+    ["tenant", "pipeline"],
+    registry=DEPRECATED,
 )
 
 # process (the default collector also exports process_* series)

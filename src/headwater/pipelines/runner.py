@@ -352,6 +352,7 @@ class PipelineRunner:
         st = self.pipeline.status()
         wm = st.get("watermark_ms")
         if wm is not None:
+            m.PIPELINE_WATERMARK_SECONDS.labels(*self._labels).set(wm / 1000)
             m.PIPELINE_WATERMARK_MS.labels(*self._labels).set(wm)
             m.PIPELINE_EVENT_LAG_SECONDS.labels(*self._labels).set(
                 max(0.0, (self._clock.now_ms() - wm) / 1000)

@@ -57,7 +57,10 @@ async def metrics(request: Request) -> Response:
     p = platform(request)
     m.LOG_SIZE_BYTES.set(p.log.size_bytes())
     m.PROCESS_RSS_BYTES.set(_rss_bytes())
-    return Response(generate_latest(), 200, media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest()
+    if p.settings.metrics_deprecated_names:
+        body += generate_latest(m.DEPRECATED)
+    return Response(body, 200, media_type=CONTENT_TYPE_LATEST)
 
 
 def _rss_bytes() -> int:
