@@ -158,7 +158,7 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     platform = Platform(
         settings, clock, catalog, log_, store, streams, materializer, ingest, secret
     )
-    platform.inflight = InflightBudget(settings.max_inflight_bytes)
+    platform.inflight = InflightBudget(settings.max_inflight_bytes, settings.max_inflight_share)
     platform_ref.append(platform)
     _recover(platform)
     materializer.start()

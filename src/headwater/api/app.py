@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from headwater import __version__
 from headwater.api import errors
 from headwater.api.auth import KeyCache
+from headwater.api.edge import EdgeGuard
 from headwater.api.middleware import RequestContext
 from headwater.api.routes import admin, health, ingest, query, streams
 from headwater.api.routes.ingest import EVENTS_PATH, IngestEdge
@@ -69,6 +70,7 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
     for ext in extensions or []:
         ext(app, platform)
     app.add_middleware(IngestEdge)  # inside RequestContext: request ids, metrics, traces
+    app.add_middleware(EdgeGuard)  # one Authorization header, hardened browser pages
     app.add_middleware(RequestContext)
     return app
 
@@ -81,7 +83,7 @@ def front_door(app: FastAPI) -> ASGIApp:
     none of it, as the edge answers its own errors. Every other request, and the
     lifespan, go to the application unchanged.
     """
-    hot = RequestContext(IngestEdge(app))
+    hot = RequestContext(EdgeGuard(IngestEdge(app)))
 
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         if (

@@ -20,6 +20,12 @@ DirOpt = Annotated[
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="TOML config file [env HEADWATER_CONFIG].")
 ]
+CertOpt = Annotated[
+    Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS [env HEADWATER_TLS_CERT].")
+]
+KeyOpt = Annotated[
+    Path | None, typer.Option("--tls-key", help="PEM key of --tls-cert [env HEADWATER_TLS_KEY].")
+]
 
 
 def _settings(
@@ -33,6 +39,7 @@ def run_server(settings: Settings, extensions_for: str = "serve") -> None:
     from rich.console import Console
 
     from headwater.api.app import create_app, front_door
+    from headwater.api.connections import server_options
     from headwater.observability.logging import configure
     from headwater.services import build_platform
 
@@ -49,12 +56,13 @@ def run_server(settings: Settings, extensions_for: str = "serve") -> None:
     # Everything built so far lives as long as the server: keep it out of the collector's
     # full passes, which otherwise pause the event loop for tens of milliseconds.
     gc.freeze()
+    scheme = "https" if settings.tls_cert else "http"
     console.print(
-        f"Headwater listening on http://{settings.host}:{settings.port}  (API docs at /docs)"
+        f"Headwater listening on {scheme}://{settings.host}:{settings.port}  (API docs at /docs)"
     )
     uvicorn.run(
         front_door(fastapi_app), host=settings.host, port=settings.port, log_level="warning",
-        loop="uvloop", http="httptools", access_log=False, timeout_graceful_shutdown=5,
+        loop="uvloop", access_log=False, timeout_graceful_shutdown=5, **server_options(settings),
     )  # fmt: skip
 
 
@@ -65,21 +73,23 @@ def _root() -> None:
 
 @app.command()
 def serve(
-    host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None
-) -> None:
+    host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None,
+    tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+) -> None:  # fmt: skip
     """Run the server: ingest, pipelines, store and API in one process."""
-    run_server(_settings(host, port, data_dir, config))
+    run_server(_settings(host, port, data_dir, config, tls_cert=tls_cert, tls_key=tls_key))
 
 
 @app.command()
 def demo(
-    host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None
-) -> None:
+    host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None,
+    tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+) -> None:  # fmt: skip
     """Run the server with a simulated IoT fleet, a `readings` stream and sample pipelines."""
     from rich.console import Console
 
-    settings = _settings(host, port, data_dir, config)
-    base = f"http://{settings.host}:{settings.port}"
+    settings = _settings(host, port, data_dir, config, tls_cert=tls_cert, tls_key=tls_key)
+    base = f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}"
     Console(stderr=True).print(
         "[bold]Headwater demo[/]: simulated devices stream into [cyan]readings[/]; pipelines "
         "[cyan]device_minute[/], [cyan]category_stats[/], [cyan]anomalies[/] run on it.\n"

@@ -35,6 +35,8 @@ class DecodeLimits:
     min_ts_ms: int
     max_future_ms: int
     max_errors: int
+    max_gzip_members: int = 64
+    rule_timeout_s: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DecodeLimits:
@@ -45,6 +47,8 @@ class DecodeLimits:
             min_ts_ms=parse_iso_ms(settings.timestamp_min),
             max_future_ms=parse_duration_ms(settings.timestamp_max_future),
             max_errors=settings.max_errors_reported,
+            max_gzip_members=settings.max_gzip_members,
+            rule_timeout_s=settings.rule_timeout_s,
         )
 
 

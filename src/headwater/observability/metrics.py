@@ -106,6 +106,11 @@ HTTP_REJECTED = Counter(
     "Requests answered 429 or 503 (pushback), by reason.",
     ["reason"],
 )
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "headwater_http_connections_refused_total",
+    "Connections closed by the edge's limits (header size or count, slow client, caps), by reason.",
+    ["reason"],
+)
 
 # engine
 PIPELINE_ROWS_IN = Counter(

@@ -22,6 +22,7 @@ from headwater.api.auth import KeyCache, principal_of
 from headwater.api.errors import headwater_error, unexpected_error
 from headwater.api.routes.streams import read_limited
 from headwater.errors import HeadwaterError
+from headwater.ingest.inflight import Claim
 from headwater.ingest.service import IngestOutcome
 from headwater.observability import metrics as m
 from headwater.services import Platform
@@ -81,11 +82,11 @@ async def ingest_request(
     who.require("admin", "writer")
     st = p.streams.get(who.tenant, name)
     limit = p.settings.max_body_bytes
-    declared = headers.get("content-length", "")
-    reserved = min(int(declared), limit) if declared.isdigit() else limit
+    declared = headers.get("content-length")
     try:
-        with p.inflight.hold(reserved):
-            body = await read_limited(declared or None, chunks, limit)
+        # Bytes are held as they arrive: a declared length that never comes holds nothing.
+        with p.inflight.claim(who.tenant, who.key_id) as claim:
+            body = await read_limited(declared, _held(chunks, claim), limit)
             outcome = await p.ingest.ingest(
                 st,
                 body,
@@ -100,6 +101,12 @@ async def ingest_request(
         raise
     _requests_counter(who.tenant, name, outcome.status).inc()
     return outcome
+
+
+async def _held(chunks: AsyncIterator[bytes], claim: Claim) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        claim.take(len(chunk))
+        yield chunk
 
 
 def _headers(outcome: IngestOutcome) -> dict[str, str] | None:
