@@ -44,6 +44,7 @@ def run_server(settings: Settings, extensions_for: str = "serve") -> None:
     from headwater.services import build_platform
 
     configure(settings.log_level, settings.log_format)
+    edge = server_options(settings)  # checked before anything starts
     platform = build_platform(settings)
     console = Console(stderr=True)
     if platform.bootstrap_secret and not settings.bootstrap_key:
@@ -62,7 +63,7 @@ def run_server(settings: Settings, extensions_for: str = "serve") -> None:
     )
     uvicorn.run(
         front_door(fastapi_app), host=settings.host, port=settings.port, log_level="warning",
-        loop="uvloop", access_log=False, timeout_graceful_shutdown=5, **server_options(settings),
+        loop="uvloop", access_log=False, timeout_graceful_shutdown=5, **edge,
     )  # fmt: skip
 
 
