@@ -14,10 +14,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from serverproc import ADMIN_KEY, READINGS, Server
 
 from headwater.errors import Overloaded
 from headwater.ingest.service import InflightBudget
+from serverproc import ADMIN_KEY, READINGS, Server
 
 PER_CLIENT = 40
 LIMITS = {
@@ -213,7 +213,9 @@ def test_connections_per_client_address_are_capped(server: Server) -> None:
 @pytest.mark.parametrize(
     ("method", "path"), [("POST", "/v1/streams/readings/events"), ("GET", "/v1/streams")]
 )
-def test_duplicate_authorization_headers_are_refused(server: Server, method: str, path: str) -> None:
+def test_duplicate_authorization_headers_are_refused(
+    server: Server, method: str, path: str
+) -> None:
     """The ingest edge (plain ASGI) and the framework's routes answer alike."""
     with server.client() as c:
         r = c.request(
@@ -260,4 +262,5 @@ def test_one_tenant_holding_its_share_leaves_room_for_the_others() -> None:
         with budget.claim("polite", "k3") as c:
             c.take(250)
             assert budget.bytes == 500
-    assert budget.bytes == 0 and not budget.by_owner
+    assert budget.bytes == 0
+    assert not budget.by_owner

@@ -6,10 +6,10 @@ import gzip
 from collections.abc import Iterator
 
 import pytest
-from serverproc import READINGS, Server
 
 from headwater.errors import BadRequest
 from headwater.ingest.body import inflate
+from serverproc import READINGS, Server
 
 ROW = b'{"device_id": "d1", "ts": "2026-11-21T10:00:00Z", "temperature": 21.5}\n'
 NDJSON_GZIP = {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"}

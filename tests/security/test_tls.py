@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from serverproc import ADMIN_KEY, Server
 
 

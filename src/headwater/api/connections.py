@@ -70,7 +70,6 @@ class GuardedProtocol(HttpToolsProtocol):
         self._address: str | None = None  # set once counted against its client
         self._in_headers = True
         self._header_bytes = 0
-        self._header_count = 0
         self._started = 0.0  # when the current phase (headers or body) began
         self._last_read = 0.0  # when body bytes last came
         self._body_bytes = 0
@@ -143,18 +142,10 @@ class GuardedProtocol(HttpToolsProtocol):
             return False
         return True
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_headers = True
-        self._header_count = 0
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.max_headers:
-            raise _HeadersTooLarge
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # Counted once complete: ``max_header_bytes`` already bounds what they can hold.
+        if len(self.headers) > self.limits.max_headers:
+            raise _HeadersTooLarge
         self._in_headers = False
         self._header_bytes = 0
         self._in_body = True

@@ -19,7 +19,6 @@ headwater.errors.Overloaded: tenant 'a' holds 500 request bytes in flight (its s
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,22 +32,13 @@ class InflightBudget:
     def __init__(self, max_bytes: int, share: float = 1.0) -> None:
         self.max_bytes = max_bytes
         self.share_bytes = max(1, int(max_bytes * share))
+        self.key_share_bytes = max(1, self.share_bytes // 2)
         self.bytes = 0
-        self.by_owner: Counter[str] = Counter()
+        self.by_owner: dict[tuple[str, str], int] = {}
 
-    @contextmanager
-    def claim(self, tenant: str | None = None, key: str | None = None) -> Iterator[Claim]:
-        """A request's claim on the budget; all its bytes are given back on exit."""
-        owners = []
-        if tenant is not None:
-            owners.append((f"tenant {tenant!r}", self.share_bytes))
-        if key is not None:
-            owners.append((f"key {key!r}", max(1, self.share_bytes // 2)))
-        c = Claim(self, tuple(owners))
-        try:
-            yield c
-        finally:
-            c.release()
+    def claim(self, tenant: str | None = None, key: str | None = None) -> Claim:
+        """A request's claim on the budget (a context manager: its bytes come back on exit)."""
+        return Claim(self, tenant, key)
 
     @contextmanager
     def hold(self, n: int) -> Iterator[None]:
@@ -61,10 +51,23 @@ class InflightBudget:
 class Claim:
     """The bytes one request holds; grows as its body is read."""
 
-    def __init__(self, budget: InflightBudget, owners: tuple[tuple[str, int], ...]) -> None:
+    __slots__ = ("budget", "bytes", "owners")
+
+    def __init__(self, budget: InflightBudget, tenant: str | None, key: str | None) -> None:
         self.budget = budget
-        self.owners = owners
         self.bytes = 0
+        owners = []
+        if tenant is not None:
+            owners.append((("tenant", tenant), budget.share_bytes))
+        if key is not None:
+            owners.append((("key", key), budget.key_share_bytes))
+        self.owners = owners
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def take(self, n: int) -> None:
         """Hold ``n`` more bytes, or raise Overloaded (503) when over the budget or a share."""
@@ -74,25 +77,30 @@ class Claim:
                 "inflight_bytes",
                 f"{b.bytes} request bytes are in flight (limit {b.max_bytes}); retry shortly",
             )
+        held_by = b.by_owner
         for owner, cap in self.owners:
-            held = b.by_owner[owner]
+            held = held_by.get(owner, 0)
             if held + n > cap and held > self.bytes:
                 _refuse(
                     "inflight_share",
-                    f"{owner} holds {held} request bytes in flight (its share is "
-                    f"{cap} of {b.max_bytes}); retry shortly",
+                    f"{owner[0]} {owner[1]!r} holds {held} request bytes in flight (its share "
+                    f"is {cap} of {b.max_bytes}); retry shortly",
                 )
         b.bytes += n
         for owner, _ in self.owners:
-            b.by_owner[owner] += n
+            held_by[owner] = held_by.get(owner, 0) + n
         self.bytes += n
 
     def release(self) -> None:
+        if not self.bytes:
+            return
         b = self.budget
         b.bytes -= self.bytes
         for owner, _ in self.owners:
-            b.by_owner[owner] -= self.bytes
-            if b.by_owner[owner] <= 0:
+            left = b.by_owner[owner] - self.bytes
+            if left > 0:
+                b.by_owner[owner] = left
+            else:
                 del b.by_owner[owner]
         self.bytes = 0
 

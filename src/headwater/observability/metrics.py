@@ -49,6 +49,10 @@ QUARANTINE_ROWS = Counter(
     "Rows sent to quarantine, by reason code.",
     ["tenant", "stream", "code"],
 )
+INGEST_INFLIGHT_BYTES = Gauge(
+    "headwater_ingest_inflight_bytes",
+    "Request bytes held in the in-flight budget (read, being decoded or written), at scrape time.",
+)
 
 # log
 LOG_APPENDS = Counter("headwater_log_appends_total", "Entries appended to the log.")

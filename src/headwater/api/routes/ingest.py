@@ -22,7 +22,6 @@ from headwater.api.auth import KeyCache, principal_of
 from headwater.api.errors import headwater_error, unexpected_error
 from headwater.api.routes.streams import read_limited
 from headwater.errors import HeadwaterError
-from headwater.ingest.inflight import Claim
 from headwater.ingest.service import IngestOutcome
 from headwater.observability import metrics as m
 from headwater.services import Platform
@@ -86,7 +85,7 @@ async def ingest_request(
     try:
         # Bytes are held as they arrive: a declared length that never comes holds nothing.
         with p.inflight.claim(who.tenant, who.key_id) as claim:
-            body = await read_limited(declared, _held(chunks, claim), limit)
+            body = await read_limited(declared, chunks, limit, claim.take)
             outcome = await p.ingest.ingest(
                 st,
                 body,
@@ -101,12 +100,6 @@ async def ingest_request(
         raise
     _requests_counter(who.tenant, name, outcome.status).inc()
     return outcome
-
-
-async def _held(chunks: AsyncIterator[bytes], claim: Claim) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        claim.take(len(chunk))
-        yield chunk
 
 
 def _headers(outcome: IngestOutcome) -> dict[str, str] | None:
