@@ -210,6 +210,26 @@ def test_connections_per_client_address_are_capped(server: Server) -> None:
         assert time.monotonic() < deadline, "a new connection is still refused"
 
 
+def test_connections_in_all_are_capped(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", HEADWATER_MAX_CONNECTIONS="10").start()
+    try:
+        held = [connect(srv, timeout_s=3.0) for _ in range(13)]
+        try:
+            refused = []
+            for s in held[10:]:
+                try:
+                    refused.append(read_answer(s))
+                except TimeoutError:
+                    refused.append(b"")  # still open: not refused
+        finally:
+            for s in held:
+                s.close()
+    finally:
+        srv.stop()
+    assert all(a.startswith(b"HTTP/1.1 503") for a in refused), refused
+    assert {error_code(a) for a in refused} == {"too_many_connections"}
+
+
 @pytest.mark.parametrize(
     ("method", "path"), [("POST", "/v1/streams/readings/events"), ("GET", "/v1/streams")]
 )
