@@ -21,7 +21,8 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="TOML config file [env HEADWATER_CONFIG].")
 ]
 CertOpt = Annotated[
-    Path | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS [env HEADWATER_TLS_CERT].")
+    Path | None,
+    typer.Option("--tls-cert", help="PEM certificate: serve HTTPS [env HEADWATER_TLS_CERT]."),
 ]
 KeyOpt = Annotated[
     Path | None, typer.Option("--tls-key", help="PEM key of --tls-cert [env HEADWATER_TLS_KEY].")

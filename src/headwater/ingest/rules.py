@@ -60,9 +60,15 @@ MAX_BISECT_QUERIES = 64
 # generate_series, list and string builders, format/printf, replace) or whose cost is
 # super-linear (levenshtein and other edit distances) are refused when the stream is
 # created; with ``MAX_RULE_NODES`` this bounds a rule's work by the size of the batch.
-ALLOWED_FUNCTIONS = frozenset(
-    ["length", "lower", "upper", "trim", "substring", "startswith", "contains", "strposition", "left", "right", "concat", "coalesce", "nullif", "greatest", "least", "case", "if", "cast", "trycast", "abs", "round", "floor", "ceil", "sqrt", "ln", "sign", "pow", "mod", "timestamptrunc", "datetrunc", "extract", "year", "month", "day", "hour", "minute", "second", "dayofweek", "dayofyear", "week", "quarter", "datediff", "timestampdiff", "timetounix", "unixtotime", "regexplike", "regexpfullmatch", "jsonextract", "jsonextractscalar", "strlen", "epoch_ms", "isnan", "isinf"]
-)
+ALLOWED_FUNCTIONS = frozenset((
+    "length", "lower", "upper", "trim", "substring", "startswith", "contains", "strposition",
+    "left", "right", "concat", "coalesce", "nullif", "greatest", "least", "case", "if", "cast",
+    "trycast", "abs", "round", "floor", "ceil", "sqrt", "ln", "sign", "pow", "mod",
+    "timestamptrunc", "datetrunc", "extract", "year", "month", "day", "hour", "minute",
+    "second", "dayofweek", "dayofyear", "week", "quarter", "datediff", "timestampdiff",
+    "timetounix", "unixtotime", "regexplike", "regexpfullmatch", "jsonextract",
+    "jsonextractscalar", "strlen", "epoch_ms", "isnan", "isinf",
+))  # fmt: skip
 MAX_RULE_NODES = 200
 
 
