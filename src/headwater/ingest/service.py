@@ -40,8 +40,8 @@ from headwater.observability.tracing import span
 # (~10 ms of decoding) decode on the event loop; larger ones in a thread, so that one huge
 # body does not stall every other request.
 INLINE_DECODE_BYTES = 1 << 20
-# Gzip bodies, and streams whose rules DuckDB evaluates, decode in these threads whatever
-# their size (neither has a cost bounded by a small body).
+# Gzip and Avro bodies, and streams whose rules DuckDB evaluates, decode in these threads
+# whatever their size (none has a cost bounded by a small body).
 DECODE_THREADS = 2
 
 
@@ -245,7 +245,7 @@ class IngestService:
         t0 = time.perf_counter()
         with span("ingest.decode", stream=schema.name, bytes=len(body)):
             args = (body, content_type, content_encoding, schema, self._limits, now_ms)
-            if self._inline(len(body), content_encoding, schema):
+            if self._inline(len(body), content_type, content_encoding, schema):
                 batch = decode_and_validate(*args)
             else:
                 loop = asyncio.get_running_loop()
@@ -268,11 +268,17 @@ class IngestService:
         return rec, IngestOutcome(200, answer)
 
     @staticmethod
-    def _inline(nbytes: int, content_encoding: str | None, schema: StreamSchema) -> bool:
-        """Whether a body decodes on the event loop: small, plain, and no rule run by DuckDB."""
+    def _inline(
+        nbytes: int, content_type: str, content_encoding: str | None, schema: StreamSchema
+    ) -> bool:
+        """Whether a body decodes on the event loop: small, plain text, no rule run by DuckDB.
+
+        Gzip and Avro (whose blocks may be deflated) can inflate far past their size.
+        """
         return (
             nbytes <= INLINE_DECODE_BYTES
             and (content_encoding or "identity").strip().lower() in ("identity", "")
+            and "avro" not in content_type.lower()
             and not needs_sql(schema)
         )
 
@@ -321,7 +327,7 @@ class IngestService:
         )
         with span("ingest.decode", stream=schema.name, bytes=len(body), requests=len(group)):
             args = (body, "application/x-ndjson", None, schema, limits, now_ms)
-            if self._inline(len(body), None, schema):
+            if self._inline(len(body), "application/x-ndjson", None, schema):
                 batch = decode_and_validate(*args)
             else:
                 loop = asyncio.get_running_loop()
