@@ -8,6 +8,8 @@ import base64
 import hashlib
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,3 +286,18 @@ def test_one_tenant_holding_its_share_leaves_room_for_the_others() -> None:
             assert budget.bytes == 500
     assert budget.bytes == 0
     assert not budget.by_owner
+
+
+def test_the_connection_cap_stays_below_the_open_files_limit() -> None:
+    """A cap the process could not reach would let connections exhaust its files first."""
+    script = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))\n"
+        "from headwater.api.connections import server_options\n"
+        "from headwater.settings import Settings\n"
+        "print(server_options(Settings()).get('http').limits.max_connections)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert int(out.stdout.split()[-1]) == 600 - 512

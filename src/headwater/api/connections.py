@@ -17,19 +17,22 @@ bounded amount of memory, file descriptors and time:
 
 from __future__ import annotations
 
+import resource
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httptools
 import orjson
+import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from headwater.observability import metrics as m
 from headwater.settings import Settings
 
 CHECK_EVERY_S = 0.5
+log = structlog.get_logger("headwater.http")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +227,31 @@ def server_options(s: Settings) -> dict[str, Any]:
     """uvicorn options for the edge: the guarded protocol, and TLS when configured."""
     if (s.tls_cert is None) != (s.tls_key is None):
         raise ValueError("TLS needs both tls_cert and tls_key (--tls-cert and --tls-key)")
-    options: dict[str, Any] = {"http": guarded_protocol(ConnectionLimits.from_settings(s))}
+    limits = ConnectionLimits.from_settings(s)
+    room = _file_descriptor_room(limits.max_connections + FD_RESERVE) - FD_RESERVE
+    if room < limits.max_connections:
+        log.warning("max_connections_lowered", to=room, setting=limits.max_connections,
+                    reason="the process may not open that many files (ulimit -n)")  # fmt: skip
+        limits = replace(limits, max_connections=max(16, room))
+    options: dict[str, Any] = {"http": guarded_protocol(limits)}
     if s.tls_cert is not None and s.tls_key is not None:
         options["ssl_certfile"] = str(s.tls_cert)
         options["ssl_keyfile"] = str(s.tls_key)
     return options
+
+
+# Files the server keeps open besides connections: log segments, DuckDB, SQLite, sockets.
+FD_RESERVE = 512
+
+
+def _file_descriptor_room(wanted: int) -> int:
+    """Raise the open-files limit towards ``wanted`` (up to the hard limit); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return wanted if soft == resource.RLIM_INFINITY else int(soft)
