@@ -244,12 +244,7 @@ class IngestService:
         now_ms = self._clock.now_ms()
         t0 = time.perf_counter()
         with span("ingest.decode", stream=schema.name, bytes=len(body)):
-            args = (body, content_type, content_encoding, schema, self._limits, now_ms)
-            if self._inline(len(body), content_type, content_encoding, schema):
-                batch = decode_and_validate(*args)
-            else:
-                loop = asyncio.get_running_loop()
-                batch = await loop.run_in_executor(self._pool, decode_and_validate, *args)
+            batch = await self.decode(body, content_type, content_encoding, schema, now_ms)
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
         self._check_rate(principal, batch.total_rows)
         valid, reserved, keep = self._dedup(st, batch, now_ms)
@@ -266,6 +261,22 @@ class IngestService:
         await self._append(st, valid, quarantine, meta, reserved, [rec.key] if rec else [])
         self._count(st, batch.errors, valid.num_rows, duplicates, len(body))
         return rec, IngestOutcome(200, answer)
+
+    async def decode(
+        self,
+        body: bytes,
+        content_type: str,
+        content_encoding: str | None,
+        schema: StreamSchema,
+        now_ms: int,
+        limits: DecodeLimits | None = None,
+    ) -> ValidatedBatch:
+        """``decode_and_validate`` on the event loop when cheap, else in ingest's threads."""
+        args = (body, content_type, content_encoding, schema, limits or self._limits, now_ms)
+        if self._inline(len(body), content_type, content_encoding, schema):
+            return decode_and_validate(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, decode_and_validate, *args)
 
     @staticmethod
     def _inline(
@@ -326,12 +337,7 @@ class IngestService:
             max_rows=max(self._limits.max_rows, sum(counts)),
         )
         with span("ingest.decode", stream=schema.name, bytes=len(body), requests=len(group)):
-            args = (body, "application/x-ndjson", None, schema, limits, now_ms)
-            if self._inline(len(body), "application/x-ndjson", None, schema):
-                batch = decode_and_validate(*args)
-            else:
-                loop = asyncio.get_running_loop()
-                batch = await loop.run_in_executor(self._pool, decode_and_validate, *args)
+            batch = await self.decode(body, "application/x-ndjson", None, schema, now_ms, limits)
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
         valid, reserved, keep = self._dedup(st, batch, now_ms)
         shares = split(counts, batch.valid_rows.to_numpy(), keep, batch.errors)
