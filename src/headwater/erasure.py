@@ -3,7 +3,8 @@
 ``DELETE /v1/streams/{name}/subjects/{value}`` on a stream that declares a ``subject``
 field. In order:
 
-1. A tombstone goes into the catalog (durable) and into the readers' filter: from then
+1. The store catches up with what was acknowledged. Then a tombstone goes into the
+   catalog (durable) and into the readers' filter: from then
    on the materializer, pipelines and backfills drop the subject's rows received at or
    before the erasure, though the hot log still holds them until log retention trims it.
 2. The store catches up with the log, then the subject's rows go from the stream's table,
@@ -52,8 +53,10 @@ async def erase_subject(
             code="no_subject_field",
         )
     value = _stored_value(p, st, subject, raw_value)
-    now = p.clock.now_ms()
     name = st.schema.name
+    # What was acknowledged so far is stored first, so the deletes below find (and count) it.
+    await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic), SETTLE_S)
+    now = p.clock.now_ms()
     await asyncio.to_thread(p.catalog.add_erasure, st.tenant, name, value, now)
     p.tombstones.add(st.tenant, name, value, now)
     end = p.log.end_offset(st.topic)

@@ -194,7 +194,7 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
         tombstones, limits, secret,
         queries=QueryPool(settings.query_threads, settings.query_concurrency_per_tenant),
     )  # fmt: skip
-    platform.inflight = InflightBudget(settings.max_inflight_bytes)
+    platform.inflight = InflightBudget(settings.max_inflight_bytes, settings.max_inflight_share)
     platform_ref.append(platform)
     _recover(platform)
     materializer.start()

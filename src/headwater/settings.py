@@ -66,6 +66,39 @@ class Settings(BaseSettings):
     idempotency_ttl: str = Field(
         "24 hours", description="How long Idempotency-Key answers are remembered."
     )
+    max_inflight_share: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="Share of max_inflight_bytes one tenant, and one key, may hold at once.",
+    )
+    max_gzip_members: int = Field(
+        64, description="Most gzip members one request body may hold (400 above)."
+    )
+    rule_timeout_s: float = Field(
+        2.0, description="Longest the cross-field rules of one ingest request may run."
+    )
+
+    # HTTP edge: connections, headers, slow clients, TLS
+    max_header_bytes: int = Field(
+        64 * 1024, description="Largest request line and headers of one request (431 above)."
+    )
+    max_headers: int = Field(100, description="Most header fields in one request (431 above).")
+    header_timeout_s: float = Field(
+        10.0, description="Longest a client may take to send a request's headers (408)."
+    )
+    body_timeout_s: float = Field(
+        30.0, description="Longest pause allowed while a request body arrives (408)."
+    )
+    body_min_rate_bytes_s: int = Field(
+        1024, description="Slowest average rate a request body may arrive at (408 below)."
+    )
+    max_connections: int = Field(4096, description="Most open client connections in all.")
+    max_connections_per_client: int = Field(
+        256, description="Most open connections from one client address."
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate chain to serve HTTPS with.")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
 
     # log
     log_segment_bytes: int = Field(

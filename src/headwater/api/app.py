@@ -14,6 +14,7 @@ from headwater import __version__
 from headwater.api import docs, errors
 from headwater.api.audit import AuditTrail
 from headwater.api.auth import KeyCache
+from headwater.api.edge import EdgeGuard
 from headwater.api.middleware import RequestContext
 from headwater.api.routes import admin, health, ingest, query, streams, subjects
 from headwater.api.routes.ingest import EVENTS_PATH, IngestEdge
@@ -81,6 +82,7 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
         ext(app, platform)
     app.add_middleware(IngestEdge)  # inside RequestContext: request ids, metrics, traces
     app.add_middleware(AuditTrail, catalog=platform.catalog, clock=platform.clock)
+    app.add_middleware(EdgeGuard)  # one Authorization header, hardened browser pages
     app.add_middleware(RequestContext)
     return app
 
@@ -93,7 +95,7 @@ def front_door(app: FastAPI) -> ASGIApp:
     none of it, as the edge answers its own errors. Every other request, and the
     lifespan, go to the application unchanged.
     """
-    hot = RequestContext(IngestEdge(app))
+    hot = RequestContext(EdgeGuard(IngestEdge(app)))
 
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         if (

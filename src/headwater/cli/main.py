@@ -7,7 +7,15 @@ from typing import Any
 
 import typer
 
-from headwater.cli.options import ConfigOpt, DirOpt, HostOpt, PortOpt, load_or_exit
+from headwater.cli.options import (
+    CertOpt,
+    ConfigOpt,
+    DirOpt,
+    HostOpt,
+    KeyOpt,
+    PortOpt,
+    load_or_exit,
+)
 from headwater.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Headwater: real-time data processing in one process.")
@@ -39,19 +47,21 @@ def _root() -> None:
 
 @app.command()
 def serve(
-    host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None
-) -> None:
+    host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None,
+    tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+) -> None:  # fmt: skip
     """Run the server: ingest, pipelines, store and API in one process."""
-    run_server(_settings(host, port, data_dir, config))
+    run_server(_settings(host, port, data_dir, config, tls_cert=tls_cert, tls_key=tls_key))
 
 
 @app.command()
 def demo(
-    host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None
-) -> None:
+    host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None,
+    tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+) -> None:  # fmt: skip
     """Run the server with a simulated IoT fleet, a `readings` stream and sample pipelines."""
-    settings = _settings(host, port, data_dir, config)
-    base = f"http://{settings.host}:{settings.port}"
+    settings = _settings(host, port, data_dir, config, tls_cert=tls_cert, tls_key=tls_key)
+    base = f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}"
     intro = (
         "[bold]Headwater demo[/]: simulated devices stream into [cyan]readings[/]; pipelines "
         "[cyan]device_minute[/], [cyan]category_stats[/], [cyan]anomalies[/] run on it.\n"

@@ -45,6 +45,22 @@ ConfigOpt = Annotated[
 ]  # fmt: skip
 
 
+CertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert", help="PEM certificate: serve HTTPS \\[default: none; env HEADWATER_TLS_CERT]",
+        show_default=False,
+    ),
+]  # fmt: skip
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-key", help="PEM key of --tls-cert \\[default: none; env HEADWATER_TLS_KEY]",
+        show_default=False,
+    ),
+]  # fmt: skip
+
+
 def load_or_exit(config: Path | None, **overrides: Any) -> Settings:
     """The settings, or one line per problem (bad value, unknown name, unreadable file), exit 2."""
     import tomllib

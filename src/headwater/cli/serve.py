@@ -152,6 +152,12 @@ class _Server(uvicorn.Server):
 
 def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "") -> None:
     """Bind, lock, build and serve until a signal; StartupError when it cannot start."""
+    from headwater.api.connections import server_options
+
+    try:
+        edge = server_options(settings)  # checked before anything starts
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     sockets = bind_port(settings.host, settings.port)
     lock_data_dir(settings.data_dir)  # held, with its fd, until the process exits
 
@@ -163,8 +169,9 @@ def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "
     configure(settings.log_level, settings.log_format)
     platform = build_platform(settings)
     fastapi_app = create_app(platform, extensions(extensions_for))
+    scheme = "https" if settings.tls_cert else "http"
     listening = (
-        f"Headwater listening on http://{settings.host}:{settings.port}  (API docs at /docs)"
+        f"Headwater listening on {scheme}://{settings.host}:{settings.port}  (API docs at /docs)"
     )
     ready = [
         *([intro] if intro else []),
@@ -172,8 +179,8 @@ def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "
         listening,
     ]
     config = uvicorn.Config(
-        front_door(fastapi_app), log_level="warning", loop="uvloop", http="httptools",
-        access_log=False, timeout_graceful_shutdown=5,
+        front_door(fastapi_app), log_level="warning", loop="uvloop", access_log=False,
+        timeout_graceful_shutdown=5, **edge,
     )  # fmt: skip
     # Everything built so far lives as long as the server: keep it out of the collector's
     # full passes, which otherwise pause the event loop for tens of milliseconds.

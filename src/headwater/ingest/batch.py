@@ -64,7 +64,7 @@ def decode_and_validate(
     same answer without the fixed cost of Arrow compute calls.
     """
     fmt = media_format(content_type)
-    data = inflate(body, content_encoding, limits.max_body_bytes)
+    data = inflate(body, content_encoding, limits.max_body_bytes, limits.max_gzip_members)
     batch = None
     if fmt in SMALL_FORMATS and len(data) <= SMALL_BODY_BYTES:
         batch = decode_small(data, fmt, schema, limits, now_ms)

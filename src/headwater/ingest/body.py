@@ -7,7 +7,7 @@ Everything here is request-level: a problem rejects the whole body with a
 from __future__ import annotations
 
 import zlib
-from typing import Literal
+from typing import Any, Literal
 
 from headwater.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -55,11 +55,12 @@ def media_format(content_type: str | None) -> Format:
     return fmt
 
 
-def inflate(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+def inflate(body: bytes, content_encoding: str | None, limit: int, max_members: int = 64) -> bytes:
     """Undo ``Content-Encoding``, never producing more than ``limit`` bytes.
 
     Decompression streams with an output cap, so a small gzip bomb costs at most
-    ``limit`` bytes of memory before it is refused.
+    ``limit`` bytes of memory before it is refused; a body of more than ``max_members``
+    gzip members is refused, and the work is linear in the body's size.
     """
     if len(body) > limit:
         raise PayloadTooLarge(f"the body is {len(body)} bytes; the limit is {limit}")
@@ -70,18 +71,36 @@ def inflate(body: bytes, content_encoding: str | None, limit: int) -> bytes:
         raise UnsupportedMediaType(
             f"Content-Encoding {content_encoding!r} is not supported; send gzip or no encoding"
         )
-    return _gunzip(body, limit)
+    return _gunzip(body, limit, max_members)
 
 
-def _gunzip(body: bytes, limit: int) -> bytes:
+# Input is fed in slices: at the end of a member zlib copies the input it did not use,
+# which for a whole body of many members would cost quadratic time.
+GUNZIP_SLICE = 64 * 1024
+
+
+def _gunzip(body: bytes, limit: int, max_members: int) -> bytes:
     out: list[bytes] = []
-    size = 0
-    rest = body
+    size = members = pos = 0
+    view = memoryview(body)
+    inflater: Any = None
+    pending = b""  # input left over after the previous member's end
     # A gzip stream may hold several members back to back (RFC 1952 §2.2).
-    while rest:
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    while pending or pos < len(body):
+        if inflater is None:
+            members += 1
+            if members > max_members:
+                raise BadRequest(
+                    f"the gzip body holds more than {max_members} members; compress it as one",
+                    code="too_many_gzip_members",
+                )
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        data: bytes | memoryview = pending or view[pos : pos + GUNZIP_SLICE]
+        if not pending:
+            pos += len(data)
+        pending = b""
         try:
-            chunk = inflater.decompress(rest, limit - size + 1)
+            chunk = inflater.decompress(data, limit - size + 1)
         except zlib.error as exc:
             raise BadRequest(
                 f"the body is not valid gzip ({exc}); compress it with gzip or drop Content-Encoding",
@@ -92,13 +111,14 @@ def _gunzip(body: bytes, limit: int) -> bytes:
             raise PayloadTooLarge(
                 f"the body inflates to more than {limit} bytes; send it in smaller requests"
             )
-        if not inflater.eof:
-            raise BadRequest(
-                "the gzip body is truncated; send the complete compressed body",
-                code="malformed_gzip",
-            )
         out.append(chunk)
-        rest = inflater.unused_data
+        if inflater.eof:
+            pending, inflater = inflater.unused_data, None
+    if inflater is not None:
+        raise BadRequest(
+            "the gzip body is truncated; send the complete compressed body",
+            code="malformed_gzip",
+        )
     return b"".join(out)
 
 

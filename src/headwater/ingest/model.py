@@ -36,6 +36,8 @@ class DecodeLimits:
     max_future_ms: int
     max_errors: int
     pii_key: bytes = b""  # the secret of pii 'hash' fields (see ``ingest.pii``)
+    max_gzip_members: int = 64
+    rule_timeout_s: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DecodeLimits:
@@ -46,6 +48,8 @@ class DecodeLimits:
             min_ts_ms=parse_iso_ms(settings.timestamp_min),
             max_future_ms=parse_duration_ms(settings.timestamp_max_future),
             max_errors=settings.max_errors_reported,
+            max_gzip_members=settings.max_gzip_members,
+            rule_timeout_s=settings.rule_timeout_s,
         )
 
 

@@ -11,6 +11,7 @@ NULL passes. ``now()`` and ``current_timestamp`` mean the ingest clock's now.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,7 +27,7 @@ import sqlglot
 from sqlglot import exp
 
 from headwater.engine.connection import Config, connect_duckdb
-from headwater.errors import InvalidSchema
+from headwater.errors import BadRequest, InvalidSchema
 from headwater.ingest.plan import per_schema
 from headwater.model.schema import Rule, StreamSchema
 
@@ -55,6 +56,21 @@ ARITHMETIC: dict[type[exp.Expression], str] = {
 FORBIDDEN = (exp.Select, exp.Subquery, exp.Table, exp.Query, exp.Command)
 NOW_FUNCTIONS = {"now", "get_current_timestamp", "transaction_timestamp"}
 MAX_BISECT_QUERIES = 64
+# Functions a rule may call: each costs time and memory linear in its input. Functions
+# whose output can be far larger than their input (repeat, lpad/rpad, range,
+# generate_series, list and string builders, format/printf, replace) or whose cost is
+# super-linear (levenshtein and other edit distances) are refused when the stream is
+# created; with ``MAX_RULE_NODES`` this bounds a rule's work by the size of the batch.
+ALLOWED_FUNCTIONS = frozenset((
+    "length", "lower", "upper", "trim", "substring", "startswith", "contains", "strposition",
+    "left", "right", "concat", "coalesce", "nullif", "greatest", "least", "case", "if", "cast",
+    "trycast", "abs", "round", "floor", "ceil", "sqrt", "ln", "sign", "pow", "mod",
+    "timestamptrunc", "datetrunc", "extract", "year", "month", "day", "hour", "minute",
+    "second", "dayofweek", "dayofyear", "week", "quarter", "datediff", "timestampdiff",
+    "timetounix", "unixtotime", "regexplike", "regexpfullmatch", "jsonextract",
+    "jsonextractscalar", "strlen", "epoch_ms", "isnan", "isinf",
+))  # fmt: skip
+MAX_RULE_NODES = 200
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,7 @@ def _compile_rule(rule: Rule, kinds: dict[str, tuple[str, str]]) -> CompiledRule
         if isinstance(node, exp.Column) and node.name.lower() not in kinds:
             raise InvalidSchema(f"rule {rule.expr!r} names {node.name!r}, which is not a field")
     tree = tree.transform(_now_as_column)
+    _check_cost(rule, tree)
     sql = tree.sql(dialect="duckdb")
     _bind(rule, sql, kinds)
     try:
@@ -116,6 +133,34 @@ def _compile_rule(rule: Rule, kinds: dict[str, tuple[str, str]]) -> CompiledRule
         {kinds[c.name.lower()][0] for c in tree.find_all(exp.Column) if c.name != "__now"}
     )
     return CompiledRule(rule, sql, arrow, tuple(names))
+
+
+def _check_cost(rule: Rule, tree: exp.Expression) -> None:
+    """Refuse a rule whose cost is not bounded by its input: see ``ALLOWED_FUNCTIONS``."""
+    nodes = 0
+    for node in tree.walk():
+        nodes += 1
+        if not isinstance(node, exp.Func) or isinstance(node, exp.Connector):
+            continue
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else node.key
+        if name not in ALLOWED_FUNCTIONS:
+            shown = node.sql_name() if not isinstance(node, exp.Anonymous) else node.name
+            raise InvalidSchema(
+                f"rule {rule.expr!r} calls {shown.lower()}, which a rule may not use: its cost "
+                "is not bounded by the row; see docs/streams.md for the functions rules may call",
+                code="rule_too_costly",
+            )
+    if nodes > MAX_RULE_NODES:
+        raise InvalidSchema(
+            f"rule {rule.expr!r} has {nodes} terms; a rule may have at most {MAX_RULE_NODES}, "
+            "split it into several rules",
+            code="rule_too_costly",
+        )
+
+
+def needs_sql(schema: StreamSchema) -> bool:
+    """Whether a rule of ``schema`` runs in DuckDB (a millisecond or more per batch)."""
+    return bool(schema.rules) and any(r.arrow is None for r in compile_rules(schema))
 
 
 def _bind(rule: Rule, sql: str, kinds: dict[str, tuple[str, str]]) -> None:
@@ -232,15 +277,20 @@ def _require(condition: bool) -> None:
         raise _NotArrow
 
 
-def failing(rule: CompiledRule, table: pa.Table, now_ms: int) -> tuple[Mask, dict[int, str]]:
-    """Rows of ``table`` where the rule is FALSE, and rows where it cannot be evaluated."""
+def failing(
+    rule: CompiledRule, table: pa.Table, now_ms: int, deadline: float
+) -> tuple[Mask, dict[int, str]]:
+    """Rows of ``table`` where the rule is FALSE, and rows where it cannot be evaluated.
+
+    DuckDB's work stops at ``deadline`` (``time.monotonic()``): the body is refused (400).
+    """
     if rule.arrow is not None:
         try:
             result = rule.arrow({name: _array(table.column(name)) for name in rule.columns})
             return _false_mask(result, table.num_rows), {}
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             pass  # e.g. checked arithmetic overflowed: let DuckDB give the SQL answer
-    return _duckdb_failing(rule, table, now_ms)
+    return _duckdb_failing(rule, table, now_ms, deadline)
 
 
 def _array(column: pa.ChunkedArray) -> pa.Array:
@@ -273,7 +323,7 @@ def _connection() -> duckdb.DuckDBPyConnection:
 
 
 def _duckdb_failing(
-    rule: CompiledRule, table: pa.Table, now_ms: int
+    rule: CompiledRule, table: pa.Table, now_ms: int, deadline: float
 ) -> tuple[Mask, dict[int, str]]:
     n = table.num_rows
     batch = table.append_column("__pos", pa.array(np.arange(n, dtype=np.int64)))
@@ -281,21 +331,32 @@ def _duckdb_failing(
     mask = np.zeros(n, dtype=bool)
     errors: dict[int, str] = {}
     budget = [MAX_BISECT_QUERIES]
-    _bisect(rule.sql, batch, mask, errors, budget)
+    _bisect(rule, batch, mask, errors, budget, deadline)
     return mask, errors
 
 
 def _bisect(
-    sql: str, batch: pa.Table, mask: Mask, errors: dict[int, str], budget: list[int]
+    rule: CompiledRule,
+    batch: pa.Table,
+    mask: Mask,
+    errors: dict[int, str],
+    budget: list[int],
+    deadline: float,
 ) -> None:
     """Run the rule; when a row makes DuckDB fail, halve the batch to find which."""
     con = _connection()
     budget[0] -= 1
     try:
         con.register("__batch", batch)
-        found = con.execute(f"SELECT __pos FROM __batch WHERE ({sql}) IS FALSE").fetchnumpy()
+        found = _timed(con, f"SELECT __pos FROM __batch WHERE ({rule.sql}) IS FALSE", deadline)
         mask[found["__pos"].astype(np.int64)] = True
         return
+    except duckdb.InterruptException as exc:
+        raise BadRequest(
+            f"the stream's rule `{rule.rule.expr}` took longer than its time budget on this "
+            "body; send fewer rows per request or simplify the rule",
+            code="rule_timeout",
+        ) from exc
     except duckdb.Error as exc:
         if batch.num_rows == 1 or budget[0] <= 0:
             for pos in batch["__pos"].to_pylist():
@@ -304,5 +365,19 @@ def _bisect(
     finally:
         con.unregister("__batch")
     half = batch.num_rows // 2
-    _bisect(sql, batch.slice(0, half), mask, errors, budget)
-    _bisect(sql, batch.slice(half), mask, errors, budget)
+    _bisect(rule, batch.slice(0, half), mask, errors, budget, deadline)
+    _bisect(rule, batch.slice(half), mask, errors, budget, deadline)
+
+
+def _timed(con: duckdb.DuckDBPyConnection, sql: str, deadline: float) -> dict[str, Any]:
+    """Run ``sql``, interrupting it at ``deadline``."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise duckdb.InterruptException("the rule's time budget is spent")
+    timer = threading.Timer(remaining, con.interrupt)
+    timer.start()
+    try:
+        found: dict[str, Any] = con.execute(sql).fetchnumpy()
+        return found
+    finally:
+        timer.cancel()

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Protocol
@@ -26,9 +25,12 @@ from headwater.ingest.body import media_format
 from headwater.ingest.coalesce import COALESCE_BODY_BYTES, Coalescer, Waiting, split
 from headwater.ingest.dedup import hash_ids
 from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord, body_digest
+from headwater.ingest.inflight import InflightBudget
+from headwater.ingest.rules import needs_sql
 from headwater.ingest.small import row_texts
 from headwater.ingest.streams import QUARANTINE_SCHEMA, StreamState, log_schema
 from headwater.log.ports import Log
+from headwater.model.schema import StreamSchema
 from headwater.model.time import Clock
 from headwater.observability import metrics as m
 from headwater.observability.tracing import span
@@ -39,6 +41,12 @@ from headwater.observability.tracing import span
 # (~10 ms of decoding) decode on the event loop; larger ones in a thread, so that one huge
 # body does not stall every other request.
 INLINE_DECODE_BYTES = 1 << 20
+# Gzip and Avro bodies, and streams whose rules DuckDB evaluates, decode in these threads
+# whatever their size (none has a cost bounded by a small body).
+DECODE_THREADS = 2
+
+
+__all__ = ["InflightBudget", "IngestOutcome", "IngestService", "TokenBucket"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,32 +54,6 @@ class IngestOutcome:
     status: int
     body: bytes
     replayed: bool = False
-
-
-class InflightBudget:
-    """Bounds the request bytes being decoded and written at once (memory stays bounded).
-
-    A request that would take the total over the budget is answered 503 with
-    Retry-After before its body is read, instead of growing memory without limit.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-
-    @contextmanager
-    def hold(self, n: int) -> Iterator[None]:
-        if self.bytes and self.bytes + n > self.max_bytes:
-            m.HTTP_REJECTED.labels("inflight_bytes").inc()
-            raise Overloaded(
-                f"{self.bytes} request bytes are being processed (limit {self.max_bytes}); retry shortly",
-                retry_after_s=1.0,
-            )
-        self.bytes += n
-        try:
-            yield
-        finally:
-            self.bytes -= n
 
 
 class TokenBucket:
@@ -178,6 +160,8 @@ class IngestService:
         self._max_lag = max_lag_rows
         self._counters: dict[tuple[str, str], StreamCounters] = {}
         self._coalescer = Coalescer(self._ingest_group)
+        # Its own threads: ingest never takes the default pool that queries and reads use.
+        self._pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="ingest-decode")
 
     async def ingest(
         self,
@@ -274,20 +258,7 @@ class IngestService:
         now_ms = self._clock.now_ms()
         t0 = time.perf_counter()
         with span("ingest.decode", stream=schema.name, bytes=len(body)):
-            if len(body) <= INLINE_DECODE_BYTES:
-                batch = decode_and_validate(
-                    body, content_type, content_encoding, schema, self._limits, now_ms
-                )
-            else:
-                batch = await asyncio.to_thread(
-                    decode_and_validate,
-                    body,
-                    content_type,
-                    content_encoding,
-                    schema,
-                    self._limits,
-                    now_ms,
-                )
+            batch = await self.decode(body, content_type, content_encoding, schema, now_ms)
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
         self._check_rate(st.tenant, principal, batch.total_rows, len(body))
         valid, reserved, keep = self.dedup(st, batch, now_ms)
@@ -304,6 +275,37 @@ class IngestService:
         await self._append(st, valid, quarantine, meta, reserved, [rec.key] if rec else [])
         self.count(st, batch.errors, valid.num_rows, duplicates, len(body))
         return rec, IngestOutcome(200, answer)
+
+    async def decode(
+        self,
+        body: bytes,
+        content_type: str,
+        content_encoding: str | None,
+        schema: StreamSchema,
+        now_ms: int,
+        limits: DecodeLimits | None = None,
+    ) -> ValidatedBatch:
+        """``decode_and_validate`` on the event loop when cheap, else in ingest's threads."""
+        args = (body, content_type, content_encoding, schema, limits or self._limits, now_ms)
+        if self._inline(len(body), content_type, content_encoding, schema):
+            return decode_and_validate(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, decode_and_validate, *args)
+
+    @staticmethod
+    def _inline(
+        nbytes: int, content_type: str, content_encoding: str | None, schema: StreamSchema
+    ) -> bool:
+        """Whether a body decodes on the event loop: small, plain text, no rule run by DuckDB.
+
+        Gzip and Avro (whose blocks may be deflated) can inflate far past their size.
+        """
+        return (
+            nbytes <= INLINE_DECODE_BYTES
+            and (content_encoding or "identity").strip().lower() in ("identity", "")
+            and "avro" not in content_type.lower()
+            and not needs_sql(schema)
+        )
 
     def _coalescible(
         self, st: StreamState, body: bytes, content_type: str, content_encoding: str | None
@@ -349,7 +351,7 @@ class IngestService:
             max_rows=max(self._limits.max_rows, sum(counts)),
         )
         with span("ingest.decode", stream=schema.name, bytes=len(body), requests=len(group)):
-            batch = decode_and_validate(body, "application/x-ndjson", None, schema, limits, now_ms)
+            batch = await self.decode(body, "application/x-ndjson", None, schema, now_ms, limits)
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
         valid, reserved, keep = self.dedup(st, batch, now_ms)
         shares = split(counts, batch.valid_rows.to_numpy(), keep, batch.errors)

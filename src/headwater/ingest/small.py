@@ -268,7 +268,7 @@ def _validate(
     except ARROW_ERRORS as exc:
         raise Unsure from exc
     if schema.rules and ok:
-        table, ok = _apply_rules(table, ok, schema, failed, now_ms)
+        table, ok = _apply_rules(table, ok, schema, failed, now_ms, limits.rule_timeout_s)
     errors = [_row_error(f, raw, limits, now_ms) for f in sorted(failed.values(), key=_row)]
     return ValidatedBatch(
         valid=table, valid_rows=pa.array(ok, type=pa.int64()), errors=errors, total_rows=n
@@ -329,11 +329,16 @@ def _check(
 
 
 def _apply_rules(
-    table: pa.Table, ok: list[int], schema: StreamSchema, failed: dict[int, Failure], now_ms: int
+    table: pa.Table,
+    ok: list[int],
+    schema: StreamSchema,
+    failed: dict[int, Failure],
+    now_ms: int,
+    timeout_s: float,
 ) -> tuple[pa.Table, list[int]]:
     """Run the schema's rules on the rows that passed the field checks, as ``validate`` does."""
     ledger = Ledger(table.num_rows)
-    check_rules(table, schema, ledger, now_ms)
+    check_rules(table, schema, ledger, now_ms, timeout_s)
     still = ledger.ok()
     if still.all():
         return table, ok

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +90,7 @@ def validate(decoded: Decoded, schema: StreamSchema, limits: DecodeLimits, now_m
         columns[k] = _check_field(columns[k], field, k, schema, ledger, limits, now_ms)
     table = pa.Table.from_arrays(columns, schema=arrow_schema_of(schema))
     if schema.rules and n:
-        check_rules(table, schema, ledger, now_ms)
+        check_rules(table, schema, ledger, now_ms, limits.rule_timeout_s)
     ok = ledger.ok()
     if ok.all():
         return Verdict(table, decoded.rows, [])
@@ -180,13 +181,17 @@ def matches(column: pa.Array, pattern: str) -> pa.Array:
         )
 
 
-def check_rules(table: pa.Table, schema: StreamSchema, ledger: Ledger, now_ms: int) -> None:
+def check_rules(
+    table: pa.Table, schema: StreamSchema, ledger: Ledger, now_ms: int, timeout_s: float
+) -> None:
+    """Mark the rows that break a rule; all rules of one body share ``timeout_s`` (400 past it)."""
+    deadline = time.monotonic() + timeout_s
     for rule in rules.compile_rules(schema):
         open_rows = np.flatnonzero(ledger.ok())
         if open_rows.size == 0:
             return
         subset = table if open_rows.size == table.num_rows else table.take(pa.array(open_rows))
-        false, errors = rules.failing(rule, subset, now_ms)
+        false, errors = rules.failing(rule, subset, now_ms, deadline)
         for pos, message in errors.items():
             ledger.mark_one(int(open_rows[pos]), RULES, rule.rule.code, message)
         hit = np.zeros(len(ledger.code), dtype=bool)

@@ -49,6 +49,10 @@ QUARANTINE_ROWS = Counter(
     "Rows sent to quarantine, by reason code.",
     ["tenant", "stream", "code"],
 )
+INGEST_INFLIGHT_BYTES = Gauge(
+    "headwater_ingest_inflight_bytes",
+    "Request bytes held in the in-flight budget (read, being decoded or written), at scrape time.",
+)
 
 # log
 LOG_APPENDS = Counter("headwater_log_appends_total", "Entries appended to the log.")
@@ -109,6 +113,11 @@ HTTP_REQUEST_SECONDS = Histogram(
 HTTP_REJECTED = Counter(
     "headwater_http_pushback_total",
     "Requests answered 429 or 503 (pushback), by reason.",
+    ["reason"],
+)
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "headwater_http_connections_refused_total",
+    "Connections closed by the edge's limits (header size or count, slow client, caps), by reason.",
     ["reason"],
 )
 

@@ -57,6 +57,7 @@ async def metrics(request: Request) -> Response:
     p = platform(request)
     m.LOG_SIZE_BYTES.set(p.log.size_bytes())
     m.PROCESS_RSS_BYTES.set(_rss_bytes())
+    m.INGEST_INFLIGHT_BYTES.set(p.inflight.bytes)
     body = generate_latest()
     if p.settings.metrics_deprecated_names:
         body += generate_latest(m.DEPRECATED)

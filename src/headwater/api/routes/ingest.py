@@ -81,11 +81,11 @@ async def ingest_request(
     who.require("admin", "writer")
     st = p.streams.get(who.tenant, name)
     limit = p.settings.max_body_bytes
-    declared = headers.get("content-length", "")
-    reserved = min(int(declared), limit) if declared.isdigit() else limit
+    declared = headers.get("content-length")
     try:
-        with p.inflight.hold(reserved):
-            body = await read_limited(declared or None, chunks, limit)
+        # Bytes are held as they arrive: a declared length that never comes holds nothing.
+        with p.inflight.claim(who.tenant, who.key_id) as claim:
+            body = await read_limited(declared, chunks, limit, claim.take)
             outcome = await p.ingest.ingest(
                 st,
                 body,

@@ -10,10 +10,9 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate, authenticate_query_key
 from headwater.api.render import json_response
-from headwater.api.routes.streams import json_body, platform, read_body
+from headwater.api.routes.streams import json_body, platform, read_limited
 from headwater.api.sse import EventStream
 from headwater.errors import BadRequest, Conflict, NotFound
-from headwater.ingest.batch import decode_and_validate
 from headwater.model.schema import arrow_schema, check_schema, schema_from_dict
 from headwater.pipelines.manager import PipelineManager
 from headwater.pipelines.subscriptions import SLOW, Subscriptions
@@ -155,11 +154,15 @@ async def upsert_reference_rows(name: str, request: Request) -> Response:
     spec = schema_from_dict(
         {k: v for k, v in specs[name].items() if k in ("name", "fields", "key", "description")}
     )
-    body = await read_body(request, p.settings.max_body_bytes)
-    batch = decode_and_validate(
-        body, request.headers.get("content-type", "application/json"), request.headers.get("content-encoding"),
-        spec, p.ingest._limits, p.clock.now_ms(),
-    )  # fmt: skip
+    limit, headers = p.settings.max_body_bytes, request.headers
+    with p.inflight.claim(who.tenant, who.key_id) as claim:
+        body = await read_limited(
+            headers.get("content-length"), request.stream(), limit, claim.take
+        )
+        batch = await p.ingest.decode(
+            body, headers.get("content-type", "application/json"),
+            headers.get("content-encoding"), spec, p.clock.now_ms(),
+        )  # fmt: skip
     if batch.valid.num_rows:
         write = ResultWrite(
             consumer=f"reference:{name}", offsets={}, upserts={name: (batch.valid, list(spec.key))}

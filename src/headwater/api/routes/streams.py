@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -43,8 +43,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return await read_limited(request.headers.get("content-length"), request.stream(), limit)
 
 
-async def read_limited(declared: str | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """Join body chunks, refusing more than ``limit`` bytes (the declared length first)."""
+async def read_limited(
+    declared: str | None,
+    chunks: AsyncIterator[bytes],
+    limit: int,
+    on_chunk: Callable[[int], None] | None = None,
+) -> bytes:
+    """Join body chunks, refusing more than ``limit`` bytes (the declared length first).
+
+    ``on_chunk`` is told each chunk's size as it arrives (to hold it against a budget).
+    """
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
             f"body of {declared} bytes is over the {limit}-byte limit; split it", limit=limit
@@ -55,6 +63,8 @@ async def read_limited(declared: str | None, chunks: AsyncIterator[bytes], limit
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body is over the {limit}-byte limit; split it", limit=limit)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
         parts.append(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
