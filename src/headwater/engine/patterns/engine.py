@@ -104,7 +104,7 @@ class PatternEngine:
         names = variables(parse_pattern(spec.pattern))
         self._check(spec, schema, set(names))
         self.cap = spec.max_partial_matches or DEFAULT_MAX_PARTIAL
-        self.con = connect() if connect is not None else duckdb.connect(config={"threads": 1})
+        self.con = (connect or _connect)()
         columns = set(schema.names)
         self.local: dict[str, str] = {}
         self.python: dict[str, cond.Fn] = {}
@@ -170,6 +170,7 @@ class PatternEngine:
                     if g.threads and part.ts[g.start - part.base] + self.spec.within_ms <= watermark_ms:
                         g.threads = []
                 self._decide(part)
+                self._trim(part)
         return self._flush()
 
     def finish(self) -> pa.Table:
@@ -360,6 +361,16 @@ class PatternEngine:
             "retained_rows": sum(len(p.ts) for p in self.parts.values()),
             **self.counters,
         }
+
+
+_DB: list[duckdb.DuckDBPyConnection] = []
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    """A cursor on one shared in-memory database (a database costs threads, a cursor not)."""
+    if not _DB:
+        _DB.append(duckdb.connect(config={"threads": 1, "enable_external_access": False}))
+    return _DB[0].cursor()
 
 
 def _tag(rows: pa.Table, pid: np.ndarray, seq: np.ndarray) -> pa.Table:

@@ -102,7 +102,7 @@ class _Parser:
         self.text = text
         self.tokens: list[tuple[str, int]] = []
         pos = 0
-        while pos < len(text):
+        while text[pos:].strip():
             m = _TOKEN.match(text, pos)
             if m is None or m.end() == pos or m.lastindex is None:
                 break
