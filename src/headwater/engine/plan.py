@@ -17,10 +17,12 @@ from typing import Literal
 
 import pyarrow as pa
 
+from headwater.engine.patterns.engine import PatternSpec
+
 WindowKind = Literal["tumble", "hop", "session"]
 EmitMode = Literal["final", "changes"]
 StartFrom = Literal["earliest", "latest"]
-PlanKind = Literal["stateless", "window", "session", "group"]
+PlanKind = Literal["stateless", "window", "session", "group", "pattern"]
 AggFunc = Literal[
     "count_star",
     "count",
@@ -135,9 +137,12 @@ class Plan:
     having: str | None = None
     grouped: bool = False
     options: Options = field(default_factory=Options)
+    pattern: PatternSpec | None = None  # MATCH_RECOGNIZE; projection/filter apply to matches
 
     @property
     def kind(self) -> PlanKind:
+        if self.pattern is not None:
+            return "pattern"
         if not self.grouped:
             return "stateless"
         if self.window is None:
@@ -171,6 +176,8 @@ class Plan:
         """The event-time column the plan's watermark follows, if any."""
         if self.window is not None:
             return self.window.time_column
+        if self.pattern is not None:
+            return self.pattern.order_by
         return self.dedup.time_column if self.dedup is not None else None
 
     def output_schema(

@@ -32,6 +32,7 @@ from sqlglot.errors import ParseError
 from headwater.engine.plan import Column, Options, Plan
 from headwater.engine.sql.calls import is_aggregate
 from headwater.engine.sql.grouping import WINDOW_COLUMNS, read_grouping
+from headwater.engine.sql.match_recognize import is_match_recognize, plan_match_recognize
 from headwater.engine.sql.options import parse_options
 from headwater.engine.sql.sources import Source, read_source
 from headwater.engine.sql.text import (
@@ -64,6 +65,8 @@ HINTS = {
 def plan_pipeline(sql: str, *, streams: Collection[str] = ()) -> Plan:
     """Plan ``CREATE PIPELINE ...``. ``streams``: known stream names (refused in JOIN)."""
     statement = split_statement(sql)
+    if is_match_recognize(statement):
+        return plan_match_recognize(statement, streams)
     options = parse_options(statement.options, sql)
     select = _parse(statement)
     _check_clauses(select, statement)
