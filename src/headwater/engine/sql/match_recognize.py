@@ -63,14 +63,14 @@ def plan_match_recognize(statement: Statement, streams: Collection[str] = ()) ->
     cap, rest = _cap(statement)
     options = parse_options(rest, sql)
     within_ms, body = _within(statement)
-    select = _parse(sql, body)
-    mr = select.args["match"]
-    source, alias = _source(select, sql)
     pattern, pattern_at = _pattern_text(statement)
     try:
         parse_pattern(pattern)
     except PatternError as exc:
         raise syntax_error(sql, pattern_at + exc.column - 1, str(exc)) from exc
+    select = _parse(sql, body)
+    mr = select.args["match"]
+    source, alias = _source(select, sql)
     if within_ms is None and cap is None:
         raise unsupported(
             "MATCH_RECOGNIZE without WITHIN",
@@ -181,17 +181,18 @@ def _source(select: exp.Select, sql: str) -> tuple[str, str]:
 
 
 def _pattern_text(statement: Statement) -> tuple[str, int]:
+    """The text inside ``PATTERN ( ... )`` and its offset: up to the last ``)`` before
+    WITHIN or DEFINE, so an unbalanced pattern is reported by the pattern parser."""
     tokens = statement.tokens
-    for i, tok in enumerate(tokens):
-        if tok.text.upper() == "PATTERN" and i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.L_PAREN:
-            depth, j = 0, i + 1
-            while j < len(tokens):
-                depth += tokens[j].token_type == TokenType.L_PAREN
-                depth -= tokens[j].token_type == TokenType.R_PAREN
-                if depth == 0:
-                    start = tokens[i + 1].end + 1
-                    return statement.sql[start : tokens[j].start], start
-                j += 1
+    for i, tok in enumerate(tokens[:-1]):
+        if tok.text.upper() != "PATTERN" or tokens[i + 1].token_type != TokenType.L_PAREN:
+            continue
+        start = tokens[i + 1].end + 1
+        ends = [j for j in range(i + 2, len(tokens)) if tokens[j].text.upper() in ("WITHIN", "DEFINE")]
+        stop = ends[0] if ends else len(tokens)
+        closing = [j for j in range(i + 2, stop) if tokens[j].token_type == TokenType.R_PAREN]
+        if closing:
+            return statement.sql[start : tokens[closing[-1]].start], start
     raise syntax_error(statement.sql, None, "MATCH_RECOGNIZE needs PATTERN (...)")
 
 
