@@ -47,7 +47,7 @@ __all__ = ["is_match_recognize", "plan_match_recognize", "split_statement"]
 
 CAP_OPTION = "max_partial_matches"
 SKIP_RE = re.compile(
-    r"AFTER\s+MATCH\s+SKIP\s+(PAST\s+LAST\s+ROW|TO\s+NEXT\s+ROW|TO\s+(FIRST|LAST)\s+(\w+)|TO\s+(\w+))$",
+    r"AFTER\s+MATCH\s+SKIP\s+(PAST\s+LAST\s+ROW|TO\s+NEXT\s+ROW|TO\s+(FIRST|LAST)\s+(\w+))$",
     re.IGNORECASE,
 )
 ALLOWED = {"expressions", "from_", "match", "where", "kind"}
@@ -210,8 +210,6 @@ def _skip(mr: exp.MatchRecognize, sql: str) -> tuple[SkipKind, str | None]:
     if m.group(2):
         kind: SkipKind = "to_first" if m.group(2).upper() == "FIRST" else "to_last"
         return kind, m.group(3).upper()
-    if m.group(4):
-        return "to_last", m.group(4).upper()  # SKIP TO var means SKIP TO LAST var
     return ("past_last_row" if m.group(1).upper().startswith("PAST") else "to_next_row"), None
 
 
