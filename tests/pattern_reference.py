@@ -21,8 +21,9 @@ Labels = tuple[tuple[int, str], ...]
 Cond = Callable[[list[dict[str, Any]], int, str, Labels], bool]
 
 
-def parses(node: Node, pos: int, labels: Labels, rows: list[dict[str, Any]],
-           conds: dict[str, Cond]) -> Iterator[tuple[int, Labels]]:
+def parses(
+    node: Node, pos: int, labels: Labels, rows: list[dict[str, Any]], conds: dict[str, Cond]
+) -> Iterator[tuple[int, Labels]]:
     if isinstance(node, Var):
         cond = conds.get(node.name)
         if pos < len(rows) and (cond is None or cond(rows, pos, node.name, labels)):
@@ -36,8 +37,9 @@ def parses(node: Node, pos: int, labels: Labels, rows: list[dict[str, Any]],
         yield from _repeat(node, 0, pos, labels, rows, conds)
 
 
-def _seq(items: list[Node], pos: int, labels: Labels, rows: list[dict[str, Any]],
-         conds: dict[str, Cond]) -> Iterator[tuple[int, Labels]]:
+def _seq(
+    items: list[Node], pos: int, labels: Labels, rows: list[dict[str, Any]], conds: dict[str, Cond]
+) -> Iterator[tuple[int, Labels]]:
     if not items:
         yield pos, labels
         return
@@ -45,8 +47,14 @@ def _seq(items: list[Node], pos: int, labels: Labels, rows: list[dict[str, Any]]
         yield from _seq(items[1:], p, lab, rows, conds)
 
 
-def _repeat(q: Quant, count: int, pos: int, labels: Labels, rows: list[dict[str, Any]],
-            conds: dict[str, Cond]) -> Iterator[tuple[int, Labels]]:
+def _repeat(
+    q: Quant,
+    count: int,
+    pos: int,
+    labels: Labels,
+    rows: list[dict[str, Any]],
+    conds: dict[str, Cond],
+) -> Iterator[tuple[int, Labels]]:
     more = q.high is None or count < q.high
     stop = count >= q.low
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import orjson
+
 from pattern_reference import reference_matches
 from serverproc import READINGS, Server
 
@@ -65,8 +66,14 @@ def test_rising_runs_match_the_reference_and_late_rows_are_kept(server: Server) 
         post(c, "mr_in", shuffled[:120])
         post(c, "mr_in", shuffled[120:])
         # a far-later row moves the watermark past everything above
-        post(c, "mr_in", [{"device_id": "zz", "ts": iso(3600), "temperature": 0.0, "event_id": "end"}])
-        post(c, "mr_in", [{"device_id": "d0", "ts": iso(10), "temperature": 9.0, "event_id": "late"}])
+        post(
+            c,
+            "mr_in",
+            [{"device_id": "zz", "ts": iso(3600), "temperature": 0.0, "event_id": "end"}],
+        )
+        post(
+            c, "mr_in", [{"device_id": "d0", "ts": iso(10), "temperature": 9.0, "event_id": "late"}]
+        )
 
         want = []
         for d in ("d0", "d1", "d2"):
@@ -104,10 +111,17 @@ def test_match_recognize_errors_say_what_to_fix(server: Server) -> None:
         base = SQL.format(name="bad", stream="mr_bad")
         cases = [
             (base.replace(" WITHIN INTERVAL '1' MINUTE", ""), "unsupported_sql", "WITHIN"),
-            (base.replace("A B{{2,}} C".replace("{{", "{").replace("}}", "}"), "A (B C"),
-             "sql_syntax_error", "missing ')'"),
+            (
+                base.replace("A B{{2,}} C".replace("{{", "{").replace("}}", "}"), "A (B C"),
+                "sql_syntax_error",
+                "missing ')'",
+            ),
             (base.replace("PREV(B.temperature)", "NEXT(B.temperature)"), "query_error", "NEXT"),
-            (base.replace("ONE ROW PER MATCH", "ALL ROWS PER MATCH"), "unsupported_sql", "ALL ROWS"),
+            (
+                base.replace("ONE ROW PER MATCH", "ALL ROWS PER MATCH"),
+                "unsupported_sql",
+                "ALL ROWS",
+            ),
         ]
         for sql, code, words in cases:
             r = c.post("/v1/pipelines", json={"sql": sql})

@@ -7,18 +7,22 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from pattern_reference import reference_matches
 
 from headwater.engine import Pipeline, plan_pipeline
 from headwater.errors import BadRequest, QueryError, UnsupportedSQL
+from pattern_reference import reference_matches
 
 SCHEMA = pa.schema(
     [("device_id", pa.string()), ("ts", pa.timestamp("ms", tz="UTC")), ("v", pa.int64())]
 )
 
 
-def sql(skip: str = "PAST LAST ROW", within: str = "WITHIN INTERVAL '1' MINUTE",
-        options: str = "WITH (watermark_delay = '5 seconds')", pattern: str = "A B+ C") -> str:
+def sql(
+    skip: str = "PAST LAST ROW",
+    within: str = "WITHIN INTERVAL '1' MINUTE",
+    options: str = "WITH (watermark_delay = '5 seconds')",
+    pattern: str = "A B+ C",
+) -> str:
     return f"""CREATE PIPELINE runs AS
 SELECT * FROM s MATCH_RECOGNIZE (
   PARTITION BY device_id ORDER BY ts
@@ -93,9 +97,7 @@ def test_refusals_say_what_to_fix(edit: tuple[str, str], error: type, words: str
 
 def events(n: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    return [
-        {"device_id": f"d{i % 2}", "ts": 1_000 * i, "v": rng.randint(0, 4)} for i in range(n)
-    ]
+    return [{"device_id": f"d{i % 2}", "ts": 1_000 * i, "v": rng.randint(0, 4)} for i in range(n)]
 
 
 def expected(rows: list[dict[str, Any]]) -> list[tuple[str, int, int]]:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from pattern_reference import Cond, reference_matches
 
 from headwater.engine.patterns import (
     ConditionError,
@@ -16,6 +15,7 @@ from headwater.engine.patterns import (
     PatternSpec,
     parse_pattern,
 )
+from pattern_reference import Cond, reference_matches
 
 MINUTE = 60_000
 SKIPS = [("past_last_row", None), ("to_next_row", None), ("to_first", "B"), ("to_last", "B")]
@@ -49,8 +49,14 @@ def falling(rows: list[dict[str, Any]], i: int, var: str, labels: Any) -> bool:
     return i > 0 and rows[i]["price"] < rows[i - 1]["price"]
 
 
-def expect(pattern: str, rows: list[dict[str, Any]], conds: dict[str, Cond], skip: str,
-           to: str | None, within: int | None) -> list[tuple[int, int]]:
+def expect(
+    pattern: str,
+    rows: list[dict[str, Any]],
+    conds: dict[str, Cond],
+    skip: str,
+    to: str | None,
+    within: int | None,
+) -> list[tuple[int, int]]:
     found = reference_matches(pattern, rows, conds, within=within, skip=skip, skip_to=to)
     return [(rows[m[0][0]]["t"], rows[m[-1][0]]["t"]) for m in found]
 
@@ -61,9 +67,17 @@ def test_rising_run(skip: str, to: str | None) -> None:
     spec = PatternSpec(
         "A B+ C",
         (("B", "B.price > PREV(B.price)"), ("C", "C.price < PREV(C.price)")),
-        (("start_t", "FIRST(A.t)"), ("end_t", "LAST(C.t)"), ("top", "LAST(B.price)"),
-         ("rises", "COUNT(B.*)")),
-        partition_by=("sym",), order_by="t", skip=skip, skip_to=to, within_ms=MINUTE,  # type: ignore[arg-type]
+        (
+            ("start_t", "FIRST(A.t)"),
+            ("end_t", "LAST(C.t)"),
+            ("top", "LAST(B.price)"),
+            ("rises", "COUNT(B.*)"),
+        ),
+        partition_by=("sym",),
+        order_by="t",
+        skip=skip,
+        skip_to=to,
+        within_ms=MINUTE,  # type: ignore[arg-type]
     )
     got = run(spec, TICKS, ticks(prices))
     want = expect("A B+ C", ticks(prices), {"B": rising, "C": falling}, skip, to, MINUTE)
@@ -79,7 +93,11 @@ def test_v_shape(skip: str, to: str | None) -> None:
         "A B+ C+",
         (("B", "B.price < PREV(B.price)"), ("C", "C.price > PREV(C.price)")),
         (("start_t", "FIRST(A.t)"), ("end_t", "LAST(C.t)"), ("bottom", "MIN(B.price)")),
-        partition_by=("sym",), order_by="t", skip=skip, skip_to=to, within_ms=MINUTE,  # type: ignore[arg-type]
+        partition_by=("sym",),
+        order_by="t",
+        skip=skip,
+        skip_to=to,
+        within_ms=MINUTE,  # type: ignore[arg-type]
     )
     got = run(spec, TICKS, ticks(prices))
     want = expect("A B+ C+", ticks(prices), {"B": falling, "C": rising}, skip, to, MINUTE)
@@ -100,7 +118,11 @@ def test_three_failed_logins_then_success_within_five_minutes(skip: str, to: str
         "F{3,} S",
         (("F", "NOT F.ok"), ("S", "S.ok")),
         (("first_fail", "FIRST(F.t)"), ("success", "LAST(S.t)"), ("fails", "COUNT(F.*)")),
-        partition_by=("user",), order_by="t", skip=skip, skip_to=to, within_ms=5 * MINUTE,  # type: ignore[arg-type]
+        partition_by=("user",),
+        order_by="t",
+        skip=skip,
+        skip_to=to,
+        within_ms=5 * MINUTE,  # type: ignore[arg-type]
     )
     got = run(spec, LOGINS, rows)
     conds: dict[str, Cond] = {
@@ -127,11 +149,18 @@ def test_vectorized_and_per_thread_conditions_agree() -> None:
     prices = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4]
     rows = ticks(prices) + ticks(prices[::-1], sym="Y")
     measures = (("s", "FIRST(A.t)"), ("e", "LAST(t)"), ("avg_b", "AVG(B.price)"))
-    local = PatternSpec("A B{2,} C", (("B", "B.price >= PREV(price)"),), measures,
-                        ("sym",), "t", within_ms=MINUTE)
+    local = PatternSpec(
+        "A B{2,} C", (("B", "B.price >= PREV(price)"),), measures, ("sym",), "t", within_ms=MINUTE
+    )
     # COUNT(B.*) >= 1 is always true, but makes the condition read the match so far.
-    threaded = PatternSpec("A B{2,} C", (("B", "B.price >= PREV(price) AND COUNT(B.*) >= 1"),),
-                           measures, ("sym",), "t", within_ms=MINUTE)
+    threaded = PatternSpec(
+        "A B{2,} C",
+        (("B", "B.price >= PREV(price) AND COUNT(B.*) >= 1"),),
+        measures,
+        ("sym",),
+        "t",
+        within_ms=MINUTE,
+    )
     assert PatternEngine(local, TICKS).local and not PatternEngine(local, TICKS).python
     assert PatternEngine(threaded, TICKS).python
     got = run(local, TICKS, rows)
@@ -144,15 +173,23 @@ def test_history_condition_compares_with_the_first_row() -> None:
         "A B* C",
         (("B", "B.price <= FIRST(A.price) + 1"), ("C", "C.price > FIRST(A.price) * 2")),
         (("a", "FIRST(A.price)"), ("c", "LAST(C.price)"), ("bs", "COUNT(B.*)")),
-        ("sym",), "t", within_ms=MINUTE,
+        ("sym",),
+        "t",
+        within_ms=MINUTE,
     )
     got = run(spec, TICKS, ticks([5, 6, 4, 11, 3, 3, 7]))
     assert got == [{"sym": "X", "a": 5, "c": 11, "bs": 2}, {"sym": "X", "a": 3, "c": 7, "bs": 1}]
 
 
 def test_within_drops_old_partial_matches_on_the_watermark() -> None:
-    spec = PatternSpec("A B", (("A", "price = 1"), ("B", "price = 2")), (("t", "LAST(B.t)"),),
-                       ("sym",), "t", within_ms=10_000)
+    spec = PatternSpec(
+        "A B",
+        (("A", "price = 1"), ("B", "price = 2")),
+        (("t", "LAST(B.t)"),),
+        ("sym",),
+        "t",
+        within_ms=10_000,
+    )
     engine = PatternEngine(spec, TICKS)
     engine.push(pa.Table.from_pylist(ticks([1]), schema=TICKS))
     assert engine.status()["partial_matches"] == 1
@@ -164,8 +201,9 @@ def test_within_drops_old_partial_matches_on_the_watermark() -> None:
 
 
 def test_cap_on_partial_matches() -> None:
-    spec = PatternSpec("A+ B", (("B", "price = 2"),), (("n", "COUNT(A.*)"),), ("sym",), "t",
-                       max_partial_matches=3)
+    spec = PatternSpec(
+        "A+ B", (("B", "price = 2"),), (("n", "COUNT(A.*)"),), ("sym",), "t", max_partial_matches=3
+    )
     engine = PatternEngine(spec, TICKS)
     engine.push(pa.Table.from_pylist(ticks([1] * 10), schema=TICKS))
     status = engine.status()

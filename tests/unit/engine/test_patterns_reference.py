@@ -10,16 +10,17 @@ length and, per variable, how many rows it took and the sum of their row numbers
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pyarrow as pa
-from examples import examples
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from pattern_reference import Cond, Labels, reference_matches
 
+from examples import examples
 from headwater.engine.patterns import PatternEngine, PatternError, PatternSpec, parse_pattern
 from headwater.engine.patterns.syntax import variables
+from pattern_reference import Cond, Labels, reference_matches
 
 VARS = ("A", "B", "C")
 SCHEMA = pa.schema([("p", pa.int64()), ("t", pa.int64()), ("i", pa.int64()), ("v", pa.int64())])
@@ -57,8 +58,9 @@ def condition(kind: int, var: str, other: str, k: int) -> tuple[str, Cond]:
         )
     return (
         f"v + SUM({var}.v) < {k + 4}",
-        lambda r, i, x, lab: r[i]["v"] + sum(r[j]["v"] for j, v in lab if v == var) + r[i]["v"]
-        < k + 4,
+        lambda r, i, x, lab: (
+            r[i]["v"] + sum(r[j]["v"] for j, v in lab if v == var) + r[i]["v"] < k + 4
+        ),
     )
 
 
@@ -88,9 +90,11 @@ patterns = st.recursive(
     ),
     max_leaves=5,
 )
-SKIPS = [("past_last_row", None)] + [("to_next_row", None)] + [
-    (k, v) for k in ("to_first", "to_last") for v in VARS
-]
+SKIPS = (
+    [("past_last_row", None)]
+    + [("to_next_row", None)]
+    + [(k, v) for k in ("to_first", "to_last") for v in VARS]
+)
 
 
 @st.composite
@@ -110,7 +114,9 @@ def measures(names: set[str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def summarize(match: Labels, part_rows: list[dict[str, Any]], p: int, names: set[str]) -> dict[str, Any]:
+def summarize(
+    match: Labels, part_rows: list[dict[str, Any]], p: int, names: set[str]
+) -> dict[str, Any]:
     ids = [part_rows[i]["i"] for i, _ in match]
     out: dict[str, Any] = {"p": p, "first_i": ids[0], "last_i": ids[-1], "n": len(ids)}
     for v in sorted({x for _, x in match} | names):
@@ -124,7 +130,7 @@ def run_engine(spec: PatternSpec, data: list[dict[str, Any]], cuts: list[int], s
     table = pa.Table.from_pylist(data, schema=SCHEMA)
     out: list[dict[str, Any]] = []
     bounds = sorted({0, len(data), *[c % (len(data) + 1) for c in cuts]})
-    for j, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    for j, (a, b) in enumerate(itertools.pairwise(bounds)):
         out += engine.push(table.slice(a, b - a)).to_pylist()
         if j == save:
             fresh = PatternEngine(spec, SCHEMA)

@@ -27,7 +27,7 @@ from headwater.engine.operators.base import (
     late_rows,
 )
 from headwater.engine.operators.emit import project
-from headwater.engine.operators.query import connect, conform
+from headwater.engine.operators.query import conform, connect
 from headwater.engine.patterns import ConditionError, PatternEngine
 from headwater.engine.plan import Plan
 from headwater.engine.state import pack, unpack
@@ -82,8 +82,9 @@ class PatternMatch:
         if len(ts):
             self.watermark = self.watermark.observe(int(ts.max()), now_ms)
         out = self._release()
-        return self.counters.count(StepOutput(appends=out.appends, late=late,
-                                              errors=concat([errors, out.errors])), n)
+        return self.counters.count(
+            StepOutput(appends=out.appends, late=late, errors=concat([errors, out.errors])), n
+        )
 
     def on_time(self, now_ms: int) -> StepOutput:
         self.watermark = self.watermark.on_time(now_ms)

@@ -41,8 +41,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from headwater.engine.patterns import conditions as cond
-from headwater.engine.patterns.nfa import Labels, closure, compile_pattern, labels_list, step
-from headwater.engine.patterns.state import dump_state, load_state
 from headwater.engine.patterns.measures import (
     MATCH,
     ORD,
@@ -50,6 +48,8 @@ from headwater.engine.patterns.measures import (
     measure_sql,
     measures_query,
 )
+from headwater.engine.patterns.nfa import Labels, closure, compile_pattern, labels_list, step
+from headwater.engine.patterns.state import dump_state, load_state
 from headwater.engine.patterns.syntax import parse_pattern, variables
 
 SkipKind = Literal["past_last_row", "to_next_row", "to_first", "to_last"]
@@ -167,7 +167,10 @@ class PatternEngine:
         if self.spec.within_ms is not None:
             for part in self.parts.values():
                 for g in part.groups:
-                    if g.threads and part.ts[g.start - part.base] + self.spec.within_ms <= watermark_ms:
+                    if (
+                        g.threads
+                        and part.ts[g.start - part.base] + self.spec.within_ms <= watermark_ms
+                    ):
                         g.threads = []
                 self._decide(part)
                 self._trim(part)
@@ -196,7 +199,7 @@ class PatternEngine:
 
     def _feed(self, part: Part, rows: pa.Table, flags: list[dict[str, bool]]) -> None:
         ts = event_ms(rows[self.spec.order_by])
-        if len(ts) and part.ts and ts[0] < part.ts[-1] or bool(np.any(np.diff(ts) < 0)):
+        if (len(ts) and part.ts and ts[0] < part.ts[-1]) or bool(np.any(np.diff(ts) < 0)):
             raise ValueError("rows must arrive in event-time order within a partition")
         part.rows = pa.concat_tables([part.rows, rows]) if part.rows.num_rows else rows
         part.ts.extend(int(t) for t in ts)

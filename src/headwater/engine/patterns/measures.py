@@ -79,13 +79,11 @@ def _aggregate(n: exp.Expr, what: str) -> exp.Expr:
     return sqlglot.parse_one(f"{func}({inner}){_where(var)}", read="duckdb")
 
 
-def measures_query(
-    source: str, partition_by: list[str], measures: list[tuple[str, str]]
-) -> str:
+def measures_query(source: str, partition_by: list[str], measures: list[tuple[str, str]]) -> str:
     """The whole query: partition columns, then each ``(name, sql)`` measure."""
     items = [f"(list({_q(p)} ORDER BY {ORD}))[1] AS {_q(p)}" for p in partition_by]
     items += [f"{sql} AS {_q(name)}" for name, sql in measures]
     return f"SELECT {', '.join(items)} FROM {source} GROUP BY {MATCH} ORDER BY {MATCH}"
 
 
-__all__ = ["measure_sql", "measures_query", "MATCH", "VAR", "ORD"]
+__all__ = ["MATCH", "ORD", "VAR", "measure_sql", "measures_query"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from headwater.engine.patterns.syntax import Alt, Node, Quant, Seq, Var, parse_pattern
 
-__all__ = ["Labels", "compile_pattern", "parse_pattern", "closure", "labels_list"]
+__all__ = ["Labels", "closure", "compile_pattern", "labels_list", "parse_pattern"]
 
 Instr = tuple[Any, ...]
 # A thread's rows so far as a shared linked list: (row index, variable, previous) or None.

@@ -78,8 +78,10 @@ def variables(node: Node) -> list[str]:
     """The pattern's variables, in order of first appearance."""
     if isinstance(node, Var):
         return [node.name]
-    children = node.items if isinstance(node, Seq) else (
-        node.options if isinstance(node, Alt) else (node.node,)
+    children = (
+        node.items
+        if isinstance(node, Seq)
+        else (node.options if isinstance(node, Alt) else (node.node,))
     )
     out: list[str] = []
     for child in children:

@@ -40,7 +40,13 @@ from sqlglot.errors import ParseError
 from headwater.engine.patterns import PatternError, PatternSpec, SkipKind, parse_pattern
 from headwater.engine.plan import Column, Plan
 from headwater.engine.sql.options import parse_options
-from headwater.engine.sql.text import Statement, node_offset, split_statement, syntax_error, unsupported
+from headwater.engine.sql.text import (
+    Statement,
+    node_offset,
+    split_statement,
+    syntax_error,
+    unsupported,
+)
 from headwater.model.time import parse_duration_ms
 
 __all__ = ["is_match_recognize", "plan_match_recognize", "split_statement"]
@@ -87,7 +93,9 @@ def plan_match_recognize(statement: Statement, streams: Collection[str] = ()) ->
             for d in mr.args.get("define") or []
         ),
         measures=tuple(_measure(m, sql) for m in mr.args.get("measures") or []),
-        partition_by=tuple(_column(c, sql, "PARTITION BY") for c in mr.args.get("partition_by") or []),
+        partition_by=tuple(
+            _column(c, sql, "PARTITION BY") for c in mr.args.get("partition_by") or []
+        ),
         order_by=_order(mr, sql),
         skip=skip,
         skip_to=skip_to,
@@ -129,7 +137,11 @@ def _within(statement: Statement) -> tuple[int | None, str]:
         if tok.text.upper() != "WITHIN":
             continue
         parts = tokens[i + 1 : i + 4]
-        if len(parts) < 2 or parts[0].text.upper() != "INTERVAL" or parts[1].token_type != TokenType.STRING:
+        if (
+            len(parts) < 2
+            or parts[0].text.upper() != "INTERVAL"
+            or parts[1].token_type != TokenType.STRING
+        ):
             raise syntax_error(statement.sql, tok.start, "write WITHIN INTERVAL '5' MINUTE")
         text, last = parts[1].text, parts[1]
         if len(parts) == 3 and _unit(parts[2]):
@@ -158,7 +170,9 @@ def _parse(sql: str, body: str) -> exp.Select:
         offset = sum(len(x) + 1 for x in sql.split("\n")[: line - 1]) + max(col - 1, 0)
         raise syntax_error(sql, offset, str(err.get("description") or exc)) from exc
     if not isinstance(node, exp.Select) or node.args.get("match") is None:
-        raise syntax_error(sql, None, "MATCH_RECOGNIZE follows the stream: FROM s MATCH_RECOGNIZE (...)")
+        raise syntax_error(
+            sql, None, "MATCH_RECOGNIZE follows the stream: FROM s MATCH_RECOGNIZE (...)"
+        )
     for key, value in node.args.items():
         if value and key not in ALLOWED:
             what = key.upper().rstrip("_")
@@ -174,7 +188,9 @@ def _parse(sql: str, body: str) -> exp.Select:
 def _source(select: exp.Select, sql: str) -> tuple[str, str]:
     table = select.args["from_"].this
     if not isinstance(table, exp.Table) or table.args.get("joins") or select.args.get("joins"):
-        raise unsupported("MATCH_RECOGNIZE over this source", sql, node_offset(table), "name a stream")
+        raise unsupported(
+            "MATCH_RECOGNIZE over this source", sql, node_offset(table), "name a stream"
+        )
     mr = select.args["match"]
     alias = mr.args.get("alias")
     return str(table.name), str(alias.name) if alias is not None else str(table.name)
@@ -188,7 +204,9 @@ def _pattern_text(statement: Statement) -> tuple[str, int]:
         if tok.text.upper() != "PATTERN" or tokens[i + 1].token_type != TokenType.L_PAREN:
             continue
         start = tokens[i + 1].end + 1
-        ends = [j for j in range(i + 2, len(tokens)) if tokens[j].text.upper() in ("WITHIN", "DEFINE")]
+        ends = [
+            j for j in range(i + 2, len(tokens)) if tokens[j].text.upper() in ("WITHIN", "DEFINE")
+        ]
         stop = ends[0] if ends else len(tokens)
         closing = [j for j in range(i + 2, stop) if tokens[j].token_type == TokenType.R_PAREN]
         if closing:
