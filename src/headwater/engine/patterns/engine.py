@@ -125,7 +125,8 @@ class PatternEngine:
         self.query = measures_query(ROWS, list(spec.partition_by), measures)
         self.output_schema = self._run_measures(self._matched_schema().empty_table()).schema
         self.parts: dict[tuple[Any, ...], Part] = {}
-        self.pending: list[pa.Table] = []
+        self.pending: list[tuple[Part, list[tuple[int, str]]]] = []
+        self.touched: list[Part] = []  # partitions to trim once their matches are taken
         self.counters = {"matches": 0, "dropped_partial_matches": 0, "condition_errors": 0}
 
     @staticmethod
@@ -173,7 +174,7 @@ class PatternEngine:
                     ):
                         g.threads = []
                 self._decide(part)
-                self._trim(part)
+                self.touched.append(part)
         return self._flush()
 
     def finish(self) -> pa.Table:
@@ -182,6 +183,7 @@ class PatternEngine:
             for g in part.groups:
                 g.threads = []
             self._decide(part)
+            self.touched.append(part)
         return self._flush()
 
     def _keys(self, rows: pa.Table) -> list[tuple[Any, ...]]:
@@ -208,7 +210,7 @@ class PatternEngine:
         for j in range(rows.num_rows):
             part.count += 1
             self._row(part, part.count - 1, flags[j])
-        self._trim(part)
+        self.touched.append(part)
 
     def _row(self, part: Part, r: int, flags: dict[str, bool]) -> None:
         t, within = part.ts[r - part.base], self.spec.within_ms
@@ -277,10 +279,7 @@ class PatternEngine:
         return target if kind != "to_next_row" and target > start else start + 1
 
     def _emit(self, part: Part, matched: list[tuple[int, str]]) -> None:
-        rows = part.rows.take([r - part.base for r, _ in matched])
-        rows = rows.append_column(VAR, pa.array([v for _, v in matched], pa.string()))
-        rows = rows.append_column(ORD, pa.array(range(len(matched)), pa.int64()))
-        self.pending.append(rows)
+        self.pending.append((part, matched))  # rows are taken, per partition, in _flush
         self.counters["matches"] += 1
 
     def _trim(self, part: Part) -> None:
@@ -339,14 +338,33 @@ class PatternEngine:
             self.con.unregister(ROWS)
 
     def _flush(self) -> pa.Table:
-        if not self.pending:
+        """Measures of the matches decided since the last flush, in the order decided;
+        then rows no open match needs are let go."""
+        pending, self.pending = self.pending, []
+        tables = []
+        by_part: dict[int, list[int]] = {}
+        for m, (part, _) in enumerate(pending):
+            by_part.setdefault(id(part), []).append(m)
+        for ms in by_part.values():
+            part = pending[ms[0]][0]
+            matched = [pending[m][1] for m in ms]
+            rows = np.array([r for one in matched for r, _ in one], dtype=np.int64) - part.base
+            taken = part.rows.take(pa.array(rows))
+            sizes = [len(one) for one in matched]
+            extra = {
+                VAR: pa.array([v for one in matched for _, v in one], pa.string()),
+                ORD: pa.array(np.concatenate([np.arange(n) for n in sizes]), pa.int64()),
+                MATCH: pa.array(np.repeat(np.array(ms, dtype=np.int64), sizes), pa.int64()),
+            }
+            for name, values in extra.items():
+                taken = taken.append_column(name, values)
+            tables.append(taken)
+        for part in self.touched:
+            self._trim(part)
+        self.touched = []
+        if not tables:
             return self.output_schema.empty_table()
-        tables, self.pending = self.pending, []
-        numbered = [
-            t.append_column(MATCH, pa.array(np.full(t.num_rows, i, dtype=np.int64)))
-            for i, t in enumerate(tables)
-        ]
-        return self._run_measures(pa.concat_tables(numbered)).cast(self.output_schema)
+        return self._run_measures(pa.concat_tables(tables)).cast(self.output_schema)
 
     # ---- state -------------------------------------------------------------------------
 

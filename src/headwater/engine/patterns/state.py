@@ -100,3 +100,4 @@ def load_state(engine: PatternEngine, data: bytes) -> None:
         engine.parts[key_tuple] = part
     engine.counters = {k: int(v) for k, v in meta["counters"].items()}
     engine.pending = []
+    engine.touched = []
