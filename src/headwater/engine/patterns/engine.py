@@ -38,9 +38,15 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from headwater.engine.patterns import conditions as cond
+from headwater.engine.patterns.batch import (
+    ROWS,
+    event_ms,
+    local_flags,
+    run_sql,
+    shared_connection,
+)
 from headwater.engine.patterns.measures import (
     MATCH,
     ORD,
@@ -53,7 +59,6 @@ from headwater.engine.patterns.state import dump_state, load_state
 from headwater.engine.patterns.syntax import parse_pattern, variables
 
 SkipKind = Literal["past_last_row", "to_next_row", "to_first", "to_last"]
-ROWS = "__hw_pattern_rows"
 DEFAULT_MAX_PARTIAL = 100_000
 
 
@@ -104,7 +109,7 @@ class PatternEngine:
         names = variables(parse_pattern(spec.pattern))
         self._check(spec, schema, set(names))
         self.cap = spec.max_partial_matches or DEFAULT_MAX_PARTIAL
-        self.con = (connect or _connect)()
+        self.con = (connect or shared_connection)()
         columns = set(schema.names)
         self.local: dict[str, str] = {}
         self.python: dict[str, cond.Fn] = {}
@@ -155,12 +160,14 @@ class PatternEngine:
         if rows.num_rows:
             rows = rows.select(self.schema.names)
             keys = self._keys(rows)
-            flags = self._local_flags(rows, keys)
+            history = {k: (p.count, p.rows) for k in set(keys) if (p := self.parts.get(k))}
+            flags = local_flags(self.con, self.local, self.lookback, history, rows, keys)
             order: dict[tuple[Any, ...], list[int]] = {}
             for i, k in enumerate(keys):
                 order.setdefault(k, []).append(i)
             for key, idx in order.items():
-                self._feed(self._part(key, rows), rows.take(idx), [flags[i] for i in idx])
+                mine = rows.take(pa.array(idx, pa.int64()))
+                self._feed(self._part(key), mine, [flags[i] for i in idx])
         return self._flush()
 
     def expire(self, watermark_ms: int) -> pa.Table:
@@ -191,7 +198,7 @@ class PatternEngine:
             return [()] * rows.num_rows
         return list(zip(*(rows[c].to_pylist() for c in self.spec.partition_by), strict=True))
 
-    def _part(self, key: tuple[Any, ...], rows: pa.Table) -> Part:
+    def _part(self, key: tuple[Any, ...]) -> Part:
         part = self.parts.get(key)
         if part is None:
             empty = self.schema.empty_table()
@@ -292,50 +299,14 @@ class PatternEngine:
             part.cols = {c: v[drop:] for c, v in part.cols.items()}
             part.base = keep
 
-    # ---- vectorized conditions and measures -------------------------------------------
-
-    def _local_flags(self, rows: pa.Table, keys: list[tuple[Any, ...]]) -> list[dict[str, bool]]:
-        if not self.local:
-            return [{} for _ in range(rows.num_rows)]
-        ids: dict[tuple[Any, ...], int] = {}
-        pid = np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
-        seq = np.empty(len(keys), dtype=np.int64)
-        seen: dict[int, int] = {}
-        parts: list[pa.Table] = []
-        for key, p in ids.items():
-            part = self.parts.get(key)
-            seen[p] = part.count if part is not None else 0
-            if part is not None and self.lookback:
-                ctx = part.rows.slice(max(0, part.rows.num_rows - self.lookback))
-                n = ctx.num_rows
-                parts.append(_tag(ctx, np.full(n, p), np.arange(part.count - n, part.count)))
-        for i, p in enumerate(pid):
-            seq[i] = seen[int(p)]
-            seen[int(p)] += 1
-        parts.append(_tag(rows, pid, seq))
-        table = pa.concat_tables(parts)
-        table = table.append_column("_pos", pa.array(np.arange(table.num_rows)))
-        names = list(self.local)
-        items = ", ".join(f"{sql} AS c{i}" for i, sql in enumerate(self.local.values()))
-        self.con.register(ROWS, table)
-        try:
-            out = self.con.sql(f"SELECT {items} FROM {ROWS} ORDER BY _pos").to_arrow_table()
-        finally:
-            self.con.unregister(ROWS)
-        tail = out.slice(out.num_rows - rows.num_rows)
-        cols = [tail.column(i).to_pylist() for i in range(len(names))]
-        return [{v: bool(cols[j][i]) for j, v in enumerate(names)} for i in range(rows.num_rows)]
+    # ---- measures ----------------------------------------------------------------------
 
     def _matched_schema(self) -> pa.Schema:
         extra = [pa.field(VAR, pa.string()), pa.field(ORD, pa.int64()), pa.field(MATCH, pa.int64())]
         return pa.schema([*self.schema, *extra])
 
     def _run_measures(self, matched: pa.Table) -> pa.Table:
-        self.con.register(ROWS, matched)
-        try:
-            return self.con.sql(self.query).to_arrow_table()
-        finally:
-            self.con.unregister(ROWS)
+        return run_sql(self.con, matched, self.query)
 
     def _flush(self) -> pa.Table:
         """Measures of the matches decided since the last flush, in the order decided;
@@ -382,25 +353,3 @@ class PatternEngine:
             "retained_rows": sum(len(p.ts) for p in self.parts.values()),
             **self.counters,
         }
-
-
-_DB: list[duckdb.DuckDBPyConnection] = []
-
-
-def _connect() -> duckdb.DuckDBPyConnection:
-    """A cursor on one shared in-memory database (a database costs threads, a cursor not)."""
-    if not _DB:
-        _DB.append(duckdb.connect(config={"threads": 1, "enable_external_access": False}))
-    return _DB[0].cursor()
-
-
-def _tag(rows: pa.Table, pid: np.ndarray, seq: np.ndarray) -> pa.Table:
-    rows = rows.append_column("_p", pa.array(np.asarray(pid, dtype=np.int64)))
-    return rows.append_column("_i", pa.array(np.asarray(seq, dtype=np.int64)))
-
-
-def event_ms(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Event times as int64 ms (timestamps of any unit, or integers taken as ms)."""
-    if pa.types.is_timestamp(column.type):
-        column = pc.cast(pc.cast(column, pa.timestamp("ms", tz=column.type.tz)), pa.int64())
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)

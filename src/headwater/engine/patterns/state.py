@@ -70,7 +70,8 @@ def dump_state(engine: PatternEngine) -> bytes:
 
 
 def load_state(engine: PatternEngine, data: bytes) -> None:
-    from headwater.engine.patterns.engine import Group, Part, event_ms
+    from headwater.engine.patterns.batch import event_ms
+    from headwater.engine.patterns.engine import Group, Part
 
     meta, tables = unpack(data)
     if meta.get("version") != VERSION:
