@@ -200,6 +200,18 @@ def test_within_drops_old_partial_matches_on_the_watermark() -> None:
     assert engine.status()["retained_rows"] == 0
 
 
+def test_a_key_with_nothing_open_is_forgotten_unless_prev_needs_its_last_rows() -> None:
+    rows = [{"sym": f"k{i}", "t": i, "price": 1} for i in range(50)]
+    spec = PatternSpec("A B", (("A", "price = 2"),), (), ("sym",), "t", within_ms=MINUTE)
+    engine = PatternEngine(spec, TICKS)
+    engine.push(pa.Table.from_pylist(rows, schema=TICKS))
+    assert engine.status()["partitions"] == 0
+    spec = PatternSpec("A B", (("A", "price > PREV(price)"),), (), ("sym",), "t", within_ms=MINUTE)
+    engine = PatternEngine(spec, TICKS)
+    engine.push(pa.Table.from_pylist(rows, schema=TICKS))
+    assert engine.status()["partitions"] == 50 and engine.status()["retained_rows"] == 50
+
+
 def test_cap_on_partial_matches() -> None:
     spec = PatternSpec(
         "A+ B", (("B", "price = 2"),), (("n", "COUNT(A.*)"),), ("sym",), "t", max_partial_matches=3

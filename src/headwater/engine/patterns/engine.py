@@ -331,7 +331,10 @@ class PatternEngine:
                 taken = taken.append_column(name, values)
             tables.append(taken)
         for part in self.touched:
-            self._trim(part)
+            if not part.groups and not self.lookback:  # nothing to remember for this key
+                self.parts.pop(part.key, None)
+            else:
+                self._trim(part)
         self.touched = []
         if not tables:
             return self.output_schema.empty_table()
