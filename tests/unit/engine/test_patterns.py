@@ -225,6 +225,12 @@ def test_cap_on_partial_matches() -> None:
     assert out.to_pylist() == [{"sym": "X", "n": 1}]
 
 
+def test_measures_name_known_variables() -> None:
+    spec = PatternSpec("A B", (), (("n", "COUNT(Z.*)"),), ("sym",), "t", within_ms=MINUTE)
+    with pytest.raises(ConditionError, match="no pattern variable Z"):
+        PatternEngine(spec, TICKS)
+
+
 def test_without_within_or_cap_is_refused() -> None:
     spec = PatternSpec("A B", (), (), ("sym",), "t")
     with pytest.raises(ConditionError, match="WITHIN"):

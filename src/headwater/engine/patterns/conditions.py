@@ -70,11 +70,11 @@ def check_refs(node: exp.Expr, variables: set[str], columns: set[str], what: str
             )
         if name in ("CLASSIFIER", "MATCH_NUMBER", "RUNNING", "FINAL"):
             raise ConditionError(f"{what}: {name} is not supported")
-        if isinstance(n, exp.Column) and not isinstance(n.this, exp.Star):
+        if isinstance(n, exp.Column):
             var = var_of(n)
             if var is not None and var not in variables:
                 raise ConditionError(f"{what}: {n.sql()} names no pattern variable {var}")
-            if n.name not in columns:
+            if not isinstance(n.this, exp.Star) and n.name not in columns:
                 raise ConditionError(f"{what}: the stream has no column {n.name!r}")
 
 
