@@ -58,6 +58,10 @@ def compile_plan(
     tables: TableSource | None = None,
 ) -> Compiled:
     """Build the queries and kernels; ``tables`` supplies reference tables per batch."""
+    if plan.pattern is not None:
+        from headwater.engine.operators.pattern import compile_pattern_plan
+
+        return compile_pattern_plan(plan, input_schema)
     _check_time_columns(plan, input_schema)
     if plan.scoring is not None:  # the projection reads the scores too
         for s in plan.scoring.scores:
@@ -110,6 +114,11 @@ def _check_time_columns(plan: Plan, schema: pa.Schema) -> None:
                 f"pipeline {plan.name}: time column {name!r} is {t}; "
                 "use a timestamp (or integer epoch-ms) column"
             )
+
+
+def compile_rows(plan: Plan, columns: tuple[Column, ...], schema: pa.Schema) -> RowQuery:
+    """The projection (and WHERE) of ``plan`` over rows of ``schema``, with no joins."""
+    return _rows_query(plan, columns, schema, lambda: {}, with_row=False)
 
 
 def _rows_query(

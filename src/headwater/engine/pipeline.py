@@ -42,6 +42,7 @@ from headwater.engine.compile import compile_plan, ref_name
 from headwater.engine.operators.anomaly import AnomalyScore
 from headwater.engine.operators.base import Operator, StepOutput, error_schema, late_schema
 from headwater.engine.operators.dedup import Dedup
+from headwater.engine.operators.pattern import PatternMatch
 from headwater.engine.operators.session import SessionAggregate
 from headwater.engine.operators.stateless import Stateless
 from headwater.engine.operators.window import WindowAggregate
@@ -75,6 +76,8 @@ class Pipeline:
         main: Operator
         if plan.kind == "stateless":
             main = Stateless(self.compiled)
+        elif plan.kind == "pattern":
+            main = PatternMatch(self.compiled)
         elif plan.kind == "session":
             main = SessionAggregate(self.compiled)
         else:

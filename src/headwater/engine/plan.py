@@ -17,10 +17,12 @@ from typing import Literal
 
 import pyarrow as pa
 
+from headwater.engine.patterns.engine import PatternSpec
+
 WindowKind = Literal["tumble", "hop", "session"]
 EmitMode = Literal["final", "changes"]
 StartFrom = Literal["earliest", "latest"]
-PlanKind = Literal["stateless", "window", "session", "group"]
+PlanKind = Literal["stateless", "window", "session", "group", "pattern"]
 AggFunc = Literal[
     "count_star",
     "count",
@@ -175,9 +177,12 @@ class Plan:
     grouped: bool = False
     options: Options = field(default_factory=Options)
     scoring: Scoring | None = None  # anomaly functions, computed before ``projection``
+    pattern: PatternSpec | None = None  # MATCH_RECOGNIZE; projection/filter apply to matches
 
     @property
     def kind(self) -> PlanKind:
+        if self.pattern is not None:
+            return "pattern"
         if not self.grouped:
             return "stateless"
         if self.window is None:
@@ -213,6 +218,8 @@ class Plan:
             return self.window.time_column
         if self.scoring is not None:
             return self.scoring.order
+        if self.pattern is not None:
+            return self.pattern.order_by
         return self.dedup.time_column if self.dedup is not None else None
 
     def output_schema(

@@ -76,7 +76,6 @@ def test_flink_window_functions_get_the_headwater_form(
     [
         ("SELECT `device_id` FROM readings", "backtick-quoted name `device_id`", "line 2, column 8", 'double quotes ("device_id")'),
         ("SELECT device_id,\n  PROCTIME() AS seen FROM readings", "PROCTIME() (processing time)", "line 3, column 3", "TUMBLE(readings, ts, INTERVAL '1 minute')"),
-        ("SELECT * FROM readings\nMATCH_RECOGNIZE (PARTITION BY device_id ORDER BY ts MEASURES A.ts AS t PATTERN (A B) DEFINE A AS A.temperature > 10)", "MATCH_RECOGNIZE", "line 3, column 1", "SESSION window"),
         ("SELECT * FROM readings r\nJOIN devices FOR SYSTEM_TIME AS OF r.ts AS d ON r.device_id = d.device_id", "FOR SYSTEM_TIME AS OF (temporal join)", "line 3, column 14", "JOIN devices d ON"),
         ("SELECT * FROM readings WATERMARK FOR ts AS ts - INTERVAL '5' SECOND", "WATERMARK FOR", "line 2, column 24", "watermark_delay = '5 seconds'"),
         ("SELECT SESSION(ts) AS s FROM readings", "SESSION(...) outside FROM", "line 2, column 8", "FROM SESSION(stream, time_column, INTERVAL gap)"),

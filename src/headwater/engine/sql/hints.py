@@ -3,7 +3,7 @@
 Before parsing, the pipeline's tokens are scanned for constructs of other streaming
 dialects that DuckDB's grammar would only report as a syntax error far from the cause:
 Flink's window table functions (``TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), ...))``),
-backtick-quoted names, ``PROCTIME()``, ``MATCH_RECOGNIZE``, ``FOR SYSTEM_TIME AS OF``
+backtick-quoted names, ``PROCTIME()``, ``FOR SYSTEM_TIME AS OF``
 and ``WATERMARK FOR``. Each is refused as ``unsupported_sql`` with its position and the
 Headwater form. A syntax error names the token where parsing stopped, its line and
 column, and a keyword it may be a typo of.
@@ -32,11 +32,6 @@ WINDOWS = {"TUMBLE", "HOP", "SESSION", "CUMULATE"}
 KEYWORDS = ["SELECT", "FROM", "WHERE", "GROUP", "HAVING", "JOIN", "LEFT", "USING",
             "INTERVAL", "CASE", "WHEN", "THEN", "ELSE", "DISTINCT", "TUMBLE", "SESSION",
             "DEDUP", "FILTER", "CAST"]  # fmt: skip
-MATCH_HINT = (
-    "pattern matching is not available in pipelines yet: for a condition that holds for "
-    "a while use an alert rule with 'for', for per-key sequences a SESSION window with "
-    "count_if(...) and arg_max(x, ts)"
-)
 
 
 PROCTIME_HINT = (
@@ -75,8 +70,6 @@ def _foreign(tokens: Sequence[Token], i: int, sql: str) -> BadRequest | None:
         and WINDOWS.intersection(after[1:2])
     ):
         return _flink_window(tokens, i, sql)
-    if word == "MATCH_RECOGNIZE":
-        return unsupported("MATCH_RECOGNIZE", sql, token.start, MATCH_HINT)
     if word == "PROCTIME" and after[:1] == ["("]:
         return unsupported("PROCTIME() (processing time)", sql, token.start, PROCTIME_HINT)
     if token.token_type == TokenType.FOR and after == ["SYSTEM_TIME", "AS", "OF"]:

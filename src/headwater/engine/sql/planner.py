@@ -33,6 +33,7 @@ from headwater.engine.plan import Column, Options, Plan
 from headwater.engine.sql.calls import is_aggregate
 from headwater.engine.sql.grouping import WINDOW_COLUMNS, read_grouping
 from headwater.engine.sql.hints import check_foreign, syntax_hint
+from headwater.engine.sql.match_recognize import is_match_recognize, plan_match_recognize
 from headwater.engine.sql.options import parse_options
 from headwater.engine.sql.scoring import extract_scoring, scored_plan
 from headwater.engine.sql.sources import Source, read_source
@@ -87,6 +88,8 @@ HINTS = {
 def plan_pipeline(sql: str, *, streams: Collection[str] = ()) -> Plan:
     """Plan ``CREATE PIPELINE ...``. ``streams``: known stream names (refused in JOIN)."""
     statement = split_statement(sql)
+    if is_match_recognize(statement):
+        return plan_match_recognize(statement, streams)
     check_foreign(statement)
     options = parse_options(statement.options, sql)
     select = _parse(statement)
