@@ -52,9 +52,12 @@ GROUP BY category
 WITH (emit = 'changes')""",
     "anomalies": """CREATE PIPELINE anomalies AS
 SELECT device_id, category, ts, value, temperature,
+       zscore(value) OVER (PARTITION BY device_id ORDER BY ts) AS z,
+       anomaly_score(value, 'ewma', 0.1) OVER (PARTITION BY device_id ORDER BY ts) AS score,
        CASE WHEN value < 0 THEN 'negative' ELSE 'spike' END AS kind
 FROM readings
-WHERE status = 'warn' OR value < 0""",
+WHERE status <> 'error' AND value IS NOT NULL
+QUALIFY is_anomaly(value, 4) OVER (PARTITION BY device_id ORDER BY ts)""",
 }
 
 router = APIRouter(prefix="/api/v1", tags=["demo"])

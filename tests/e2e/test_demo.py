@@ -160,3 +160,16 @@ def test_demo_pipelines_run_and_the_counts_add_up(demo: Server) -> None:
 
 def test_only_the_classic_endpoints_need_no_key(demo: Server) -> None:
     assert httpx.get(demo.url + "/v1/streams").status_code == 401
+
+
+def test_the_anomalies_pipeline_flags_readings_far_off_their_device(demo: Server) -> None:
+    with demo.client() as c:
+        deadline = time.monotonic() + 60
+        rows: list[dict] = []
+        while not rows and time.monotonic() < deadline:
+            rows = c.get("/v1/tables/anomalies/rows", params={"limit": 50}).json()["rows"]
+            if not rows:
+                time.sleep(0.5)
+        assert rows, "no anomaly flagged within a minute of simulated readings"
+        assert all(abs(r["z"]) > 4 for r in rows)  # the rule is_anomaly(value, 4) applies
+        assert {r["kind"] for r in rows} <= {"negative", "spike"}
