@@ -1,6 +1,7 @@
 """Wiring: build the adapters the settings ask for and hand them to the core.
 
-Embedded mode: ``FileLog`` in the data dir, ``DuckDBStore`` file, SQLite catalog.
+Embedded mode: ``FileLog`` in the data dir, ``DuckDBStore`` (a DuckDB file per tenant),
+SQLite catalog.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from headwater.model.time import Clock, SystemClock, parse_duration_ms
 from headwater.observability import metrics as m
 from headwater.settings import Settings
 from headwater.store.duckdb import DuckDBStore
+from headwater.store.duckdb_migrate import migrate_shared_store
 from headwater.store.materializer import Feed, Materializer
 from headwater.store.ports import ResultStore
 
@@ -131,10 +133,14 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     catalog = Catalog(settings.catalog_path)
     secret = _bootstrap(catalog, settings, clock)
     log_ = FileLog(settings.log_dir, segment_bytes=settings.log_segment_bytes, fsync=settings.fsync)
+    migrate_shared_store(
+        settings.legacy_store_path, settings.store_dir, memory_limit=settings.duckdb_memory_limit
+    )
     store = DuckDBStore(
-        settings.store_path,
+        settings.store_dir,
         memory_limit=settings.duckdb_memory_limit,
         threads=settings.duckdb_threads,
+        tenant_memory_limit=settings.duckdb_tenant_memory_limit,
     )
     streams = StreamDirectory(catalog, store)
     idem = IdempotencyKeys(

@@ -126,6 +126,6 @@ def run_select(
 
 
 def _clean(message: str, names: Mapping[str, str]) -> str:
-    for physical, logical in names.items():
-        message = message.replace(physical, logical)
+    for physical in sorted(names, key=len, reverse=True):  # "_cte#10" before "_cte#1"
+        message = message.replace(physical, names[physical])
     return message

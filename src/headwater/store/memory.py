@@ -216,18 +216,16 @@ class MemoryStore:
 
     def sql(self, tenant: str, query: str, *, max_rows: int, timeout_s: float) -> pa.Table:
         """Run a read-only SELECT that can see only ``tenant``'s tables, by their names."""
-        rows = {
-            f"t_{name.lower()}": info.rows
-            for (t, name), info in self._tables.items()
-            if t == tenant
-        }
-        select = rewrite_select(query, lambda name: f"t_{name}" if f"t_{name}" in rows else None)
+        tables = {name: f"t_{name}" for (t, name) in self._tables if t == tenant}
+        select = rewrite_select(query, tables)
         db = connect_locked(":memory:", memory_limit="1GB", threads=1)
         try:
-            for physical in set(select.tables.values()):
-                db.register(physical, rows[physical])  # only the tables the query names exist
-            names = {p: logical for logical, p in select.tables.items()}
-            return run_select(db, select.sql, max_rows=max_rows, timeout_s=timeout_s, names=names)
+            for logical, physical in select.tables.items():
+                # only the tables the query names exist
+                db.register(physical, self._tables[(tenant, logical)].rows)
+            return run_select(
+                db, select.sql, max_rows=max_rows, timeout_s=timeout_s, names=select.names
+            )
         finally:
             db.close()
 
