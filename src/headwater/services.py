@@ -28,6 +28,7 @@ from headwater.ingest.streams import (
 from headwater.log.file import FileLog
 from headwater.log.ports import Log
 from headwater.log.retention import RetentionClock, trim_point
+from headwater.model.names import tables_of
 from headwater.model.time import Clock, SystemClock, parse_duration_ms
 from headwater.observability import metrics as m
 from headwater.settings import Settings
@@ -65,6 +66,17 @@ class Platform:
                 quarantine_table_of(st.schema.name),
                 lambda: QUARANTINE_STORED_SCHEMA,
             )
+
+    def occupied_tables(self, tenant: str) -> set[str]:
+        """Every store table the tenant's streams, pipelines and reference tables occupy."""
+        out: set[str] = set()
+        for s in self.streams.in_tenant(tenant):
+            out |= set(tables_of("stream", s.schema.name))
+        for p in self.catalog.pipelines(tenant):
+            out |= set(tables_of("pipeline", p.name))
+        for name in self.catalog.reference_tables(tenant):
+            out |= set(tables_of("reference", name))
+        return out
 
     def table_names(self, tenant: str) -> set[str]:
         names = {s.schema.name for s in self.streams.in_tenant(tenant)}

@@ -5,7 +5,7 @@ names as literal rows (DuckDB's own catalog views would list the store's bookkee
 schema too), and a query naming a table the tenant does not have is told which it has.
 
 >>> show_tables(exp.Show(this="TABLES"), ["b", "a"]).sql(dialect="duckdb")
-"SELECT name FROM (VALUES ('a'), ('b')) AS _tables(name) ORDER BY name"
+"SELECT name FROM (VALUES ('a'), ('b')) AS _tables(name) ORDER BY name NULLS FIRST"
 """
 
 from __future__ import annotations

@@ -189,15 +189,24 @@ class _Scope:
     def rewrite(self, node: exp.Expr, ctes: dict[str, str]) -> None:
         """Rewrite references below ``node``; ``ctes`` maps folded CTE names in scope to new ones.
 
-        Scoping follows SQL: a CTE is visible in its query's body, in the CTEs after it,
-        and in itself when the WITH is recursive. A name outside that scope is a table.
+        Scoping follows DuckDB: a CTE is visible in its query's body, in the CTEs after
+        it, and in the recursive term of its own UNION when the WITH is recursive. A name
+        outside that scope is a table.
         """
         with_ = node.args.get("with_") if isinstance(node, exp.Query) else None
         if isinstance(with_, exp.With):
             for cte in with_.expressions:
                 name = cte.alias_or_name
                 inner = {**ctes, fold(name): self._rename_cte(cte)}
-                self.rewrite(cte.this, inner if with_.args.get("recursive") else ctes)
+                body = cte.this
+                if with_.args.get("recursive") and isinstance(body, exp.Union):
+                    # DuckDB binds the CTE's own name in the recursive term (the
+                    # right side of the top UNION) only; in the anchor it is a table.
+                    self.rewrite_part(body, "this", ctes)
+                    self.rewrite_part(body, "expression", inner)
+                    self._rewrite_modifiers(body, ctes)
+                else:
+                    self.rewrite(body, ctes)
                 ctes = inner
         for child in list(node.iter_expressions()):
             if child is with_:
@@ -205,6 +214,19 @@ class _Scope:
             if isinstance(child, exp.Table):
                 self._rewrite_table(child, ctes)
             self.rewrite(child, ctes)
+
+    def rewrite_part(self, node: exp.Expr, arg: str, ctes: dict[str, str]) -> None:
+        part = node.args.get(arg)
+        if isinstance(part, exp.Table):
+            self._rewrite_table(part, ctes)
+        if isinstance(part, exp.Expr):
+            self.rewrite(part, ctes)
+
+    def _rewrite_modifiers(self, union: exp.Union, ctes: dict[str, str]) -> None:
+        """ORDER BY, LIMIT and the like of the UNION itself: outside the recursion."""
+        for arg, value in union.args.items():
+            if arg not in ("this", "expression") and isinstance(value, exp.Expr):
+                self.rewrite_part(union, arg, ctes)
 
     def _rename_cte(self, cte: exp.CTE) -> str:
         name = cte.alias_or_name

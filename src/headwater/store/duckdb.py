@@ -58,7 +58,7 @@ class DuckDBStore:
     >>> store.commit("acme", ResultWrite("job", {"topic": 2}, upserts={"counts": (pa.table({"k": ["a"], "n": [1]}), ["k"])}))
     >>> store.sql("acme", "SELECT n FROM counts", max_rows=10, timeout_s=1).to_pylist()
     [{'n': 1}]
-    >>> sorted(p.name for p in store.root.iterdir())
+    >>> sorted(p.name for p in store.root.glob("*.duckdb"))
     ['acme.duckdb']
     >>> store.close()
     """

@@ -6,13 +6,15 @@ import os
 import tempfile
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
 from headwater.api.routes.streams import platform
 from headwater.observability import metrics as m
+from headwater.observability.exposition import exposition
+from headwater.services import DEFAULT_TENANT
 
 router = APIRouter(tags=["operations"])
 
@@ -52,12 +54,16 @@ async def ready(request: Request) -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    """Prometheus text format."""
-    authenticate(request)
+    """Prometheus text format: every series for operators (admins of the default tenant),
+    the caller's own tenant's series for admins and readers of other tenants."""
+    who = authenticate(request)
+    who.require("admin", "reader")
     p = platform(request)
     m.LOG_SIZE_BYTES.set(p.log.size_bytes())
     m.PROCESS_RSS_BYTES.set(_rss_bytes())
-    return Response(generate_latest(), 200, media_type=CONTENT_TYPE_LATEST)
+    operator = who.tenant == DEFAULT_TENANT and who.role == "admin"
+    body = exposition(None if operator else who.tenant)
+    return Response(body, 200, media_type=CONTENT_TYPE_LATEST)
 
 
 def _rss_bytes() -> int:
