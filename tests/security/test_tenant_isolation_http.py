@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hostile_sql import hostile_queries
+from hypothesis import HealthCheck, given, settings
 
 from serverproc import Server
 
@@ -106,6 +108,16 @@ def test_a_reader_of_another_tenant_gets_no_row_of_the_bank(
     assert "ledger" not in r.json()["error"]["message"].split(";")[-1]  # not in the hint
 
 
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(sql=hostile_queries())
+def test_generated_hostile_queries_get_no_row_of_the_bank(world: dict[str, Any], sql: str) -> None:
+    r = query(world["reader"], sql)
+    assert r.status_code in (200, 400), r.text
+    assert SECRET not in r.text and "987654321" not in r.text, sql
+
+
 def test_an_unknown_table_lists_the_callers_tables_only(world: dict[str, Any]) -> None:
     r = query(world["reader"], "SELECT * FROM note")
     assert r.status_code == 400
@@ -186,3 +198,8 @@ def test_tenants_name_their_objects_freely_and_409s_stay_inside_a_tenant(
     r = world["mallory"].post("/v1/streams", json=LEDGER)
     assert r.status_code == 409
     assert "bank" not in r.text
+
+
+def test_tenant_names_differing_only_in_case_are_refused(world: dict[str, Any]) -> None:
+    r = world["tenants"].admin.post("/v1/tenants", json={"name": "BANK"})
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "tenant_exists")

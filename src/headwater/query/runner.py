@@ -107,7 +107,7 @@ def run_select(
     except duckdb.OutOfMemoryException as exc:
         # DuckDB's own advice (SET memory_limit, threads) is not for API callers.
         raise QueryError(
-            "the query needed more memory than the store may use (setting duckdb_memory_limit); "
+            "the query needed more memory than the tenant's store may use (setting duckdb_tenant_memory_limit); "
             "filter or aggregate more, narrow the time range, or add a LIMIT",
             code="query_out_of_memory",
         ) from exc

@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from headwater.errors import HeadwaterError, NotFound
+from headwater.errors import Conflict, HeadwaterError, NotFound
 from headwater.observability.metrics import STORE_COMMIT_SECONDS, STORE_WRITE_ROWS
 from headwater.store import duckdb_sql as q
 from headwater.store.duckdb_tenant import TenantDatabase
@@ -96,6 +96,13 @@ class DuckDBStore:
             db = self._dbs.get(tenant)
             if db is not None:
                 return db
+            if any(t.lower() == tenant.lower() for t in self._dbs):
+                # Their files would be one file on a case-insensitive file system.
+                raise Conflict(
+                    f"tenant {tenant!r} differs from another tenant only in letter case; "
+                    "its tables cannot be stored apart from that tenant's",
+                    code="tenant_name_clash",
+                )
             share = min(self._per_tenant, self._left)
             if share < MIN_TENANT_BYTES:
                 raise StoreMemoryExhausted(

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from headwater.errors import HeadwaterError
+from headwater.errors import Conflict, HeadwaterError
 from headwater.store.duckdb import DuckDBStore
 from headwater.store.ports import ResultWrite, RowQuery
 
@@ -199,6 +199,15 @@ def test_each_tenant_has_its_own_database_file(tmp_path: Path) -> None:
     ]
     assert store.count_rows(RowQuery("a__b", "c")) == 0
     assert store.consumer_offsets("a__b", "p") == {}
+    store.close()
+
+
+def test_tenants_differing_only_in_case_are_kept_apart(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.ensure_table("acme", "t", MINUTE)
+    with pytest.raises(Conflict) as err:
+        store.ensure_table("ACME", "t", MINUTE)  # one file on a case-insensitive file system
+    assert err.value.code == "tenant_name_clash"
     store.close()
 
 
