@@ -10,8 +10,8 @@ so it is still one transaction of one database.
 Memory: each instance gets ``tenant_memory_limit`` of the shared ``memory_limit``
 (less when less is left); when too little is left for another tenant, creating its
 first table answers 503 ``store_memory_exhausted`` — the total stays what the
-configuration says. Instances open when a tenant first has a table (or at start, for
-files already there) and stay open.
+configuration says. Instances open when a tenant first creates a table or runs a query
+(or at start, for files already there) and stay open.
 """
 
 from __future__ import annotations

@@ -107,3 +107,66 @@ def test_select_into_is_refused() -> None:
     with pytest.raises(QueryError) as err:
         rewrite("SELECT 1 INTO x")
     assert err.value.code == "read_only"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # Not a UNION: DuckDB binds the inner name to the table, so the sandbox does too.
+        "WITH RECURSIVE secret AS (SELECT * FROM secret) SELECT * FROM secret",
+        # The anchor of a recursive UNION sees tables, not the CTE itself.
+        "WITH RECURSIVE secret AS (SELECT * FROM secret UNION ALL SELECT 1) SELECT * FROM secret",
+    ],
+)
+def test_recursive_ctes_are_scoped_as_duckdb_scopes_them(sql: str) -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite(sql)
+    assert err.value.code == "unknown_table"
+
+
+def test_a_cte_can_never_shadow_a_table() -> None:
+    sql = "WITH readings AS (SELECT 1 AS x) SELECT * FROM (WITH minute AS (SELECT 2) SELECT 1), readings"
+    got = rewrite(sql)
+    assert got == (
+        'WITH "_cte#1" AS (SELECT 1 AS x) SELECT * FROM (WITH "_cte#2" AS (SELECT 2) SELECT 1), '
+        '"_cte#1" AS readings'
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["t_ban\u212a", "READINGS\u0301", "\uff52eadings", "ﬁle", "readi\u017fngs"]
+)
+def test_look_alike_names_are_refused(name: str) -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite(f'WITH "{name}" AS (SELECT 1) SELECT * FROM readings')
+    assert err.value.code == "ambiguous_name"
+
+
+def test_non_ascii_names_that_fold_alike_everywhere_are_names_like_others() -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite('SELECT * FROM "données"')
+    assert err.value.code == "unknown_table"
+    assert rewrite('WITH "données" AS (SELECT 1) SELECT * FROM "données"') == (
+        'WITH "_cte#1" AS (SELECT 1) SELECT * FROM "_cte#1" AS "données"'
+    )
+
+
+def test_an_unknown_table_lists_the_tenants_tables() -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite("SELECT * FROM reading")
+    assert err.value.message == (
+        "table 'reading' does not exist; this tenant's tables: minute, readings"
+    )
+    with pytest.raises(QueryError) as err:
+        rewrite_select("SELECT * FROM x", {})
+    assert "no tables yet" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SHOW TABLES", "SELECT table_name FROM information_schema.tables", "SHOW ALL TABLES"],
+)
+def test_catalog_views_list_the_tenants_tables_as_literals(sql: str) -> None:
+    got = rewrite(sql)
+    assert "('minute'), ('readings')" in got
+    assert "information_schema" not in got
