@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         "512MB",
         description=(
             "Memory limit of one tenant's DuckDB database, taken from duckdb_memory_limit; when "
-            "too little is left for another tenant, its first table answers 503."
+            "too little is left for another tenant, its first table or query answers 503."
         ),
     )
 
