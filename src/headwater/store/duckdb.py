@@ -8,8 +8,9 @@ one; the SQL sandbox stays in front as a second wall. Every commit touches one t
 so it is still one transaction of one database.
 
 Memory: each instance gets ``tenant_memory_limit`` of the shared ``memory_limit``
-(less when less is left); when too little is left for another tenant, creating its
-first table answers 503 ``store_memory_exhausted`` — the total stays what the
+(less when less is left; the tenants already stored at start share it evenly if they
+do not all fit at full size); when too little is left for another tenant, its first
+table or query answers 503 ``store_memory_exhausted`` — the total stays what the
 configuration says. Instances open when a tenant first creates a table or runs a query
 (or at start, for files already there) and stay open.
 """
@@ -82,12 +83,15 @@ class DuckDBStore:
         self._per_tenant = min(per_tenant, self._left)
         self._open_lock = threading.Lock()
         self._dbs: dict[str, TenantDatabase] = {}
-        for path in sorted(root.glob(f"*{SUFFIX}")):
-            self._open(path.name.removesuffix(SUFFIX))
+        found = sorted(root.glob(f"*{SUFFIX}"))
+        # Tenants already stored all open now: more than fit at full size share evenly.
+        at_start = min(self._per_tenant, self._left // max(1, len(found)))
+        for path in found:
+            self._open(path.name.removesuffix(SUFFIX), at_start)
 
     # --- tenants --------------------------------------------------------------
 
-    def _open(self, tenant: str) -> TenantDatabase:
+    def _open(self, tenant: str, share: int | None = None) -> TenantDatabase:
         """The tenant's database, opened (and created) now if it is not open yet."""
         db = self._dbs.get(tenant)
         if db is not None:
@@ -103,7 +107,7 @@ class DuckDBStore:
                     "its tables cannot be stored apart from that tenant's",
                     code="tenant_name_clash",
                 )
-            share = min(self._per_tenant, self._left)
+            share = min(share or self._per_tenant, self._left)
             if share < MIN_TENANT_BYTES:
                 raise StoreMemoryExhausted(
                     f"the store's memory (duckdb_memory_limit) is shared out among {len(self._dbs)} "

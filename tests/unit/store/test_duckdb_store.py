@@ -229,6 +229,19 @@ def test_tenants_share_the_memory_limit(tmp_path: Path) -> None:
     assert limits == [("80.0 MiB",), ("80.0 MiB",), ("40.0 MiB",)]
     store.close()
 
+    # More tenants stored than fit at full size: at start they share the total evenly.
+    store = DuckDBStore(
+        tmp_path / "store", memory_limit="120MiB", threads=1, tenant_memory_limit="80MiB"
+    )
+    limits = [
+        store._dbs[t]._db.execute("SELECT current_setting('memory_limit')").fetchone()
+        for t in "abc"
+    ]
+    assert limits == [("40.0 MiB",)] * 3
+    with pytest.raises(HeadwaterError):
+        store.ensure_table("d", "t", MINUTE)
+    store.close()
+
 
 def test_the_database_refuses_file_access_and_setting_changes(tmp_path: Path) -> None:
     store = open_store(tmp_path)
