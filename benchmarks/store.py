@@ -198,8 +198,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="hw-store-", dir=args.dir))
     try:
         store = DuckDBStore(
-            root / "store.duckdb",
+            root / "store",
             memory_limit="4GB",
+            tenant_memory_limit="4GB",  # the one tenant gets it all
             threads=2,
             checkpoint_threshold=args.threshold,
         )

@@ -157,7 +157,7 @@ def install(app: FastAPI, platform: Platform) -> None:
     tenant = DEFAULT_TENANT
     if not any(s.schema.name == "readings" for s in platform.streams.in_tenant(tenant)):
         platform.streams.create(
-            tenant, schema_from_dict(STREAM), now, taken=platform.table_names(tenant)
+            tenant, schema_from_dict(STREAM), now, taken=platform.occupied_tables(tenant)
         )
     st = platform.streams.get(tenant, "readings")
     ss = platform.settings

@@ -1,6 +1,7 @@
 """Wiring: build the adapters the settings ask for and hand them to the core.
 
-Embedded mode: ``FileLog`` in the data dir, ``DuckDBStore`` file, SQLite catalog.
+Embedded mode: ``FileLog`` in the data dir, ``DuckDBStore`` (a DuckDB file per tenant),
+SQLite catalog.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ from headwater.ingest.streams import (
 from headwater.log.file import FileLog
 from headwater.log.ports import Log
 from headwater.log.retention import RetentionClock, trim_point
+from headwater.model.names import tables_of
 from headwater.model.time import Clock, SystemClock, parse_duration_ms
 from headwater.observability import metrics as m
 from headwater.query.limits import QueryLimits
 from headwater.query.pool import QueryPool
 from headwater.settings import Settings
 from headwater.store.duckdb import DuckDBStore
+from headwater.store.duckdb_migrate import migrate_shared_store
 from headwater.store.materializer import Feed, Materializer
 from headwater.store.ports import ResultStore
 from headwater.store.tombstones import Tombstones
@@ -89,6 +92,17 @@ class Platform:
                 lambda: QUARANTINE_UPDATES_SCHEMA,
                 update_in_place(quarantine),
             )
+
+    def occupied_tables(self, tenant: str) -> set[str]:
+        """Every store table the tenant's streams, pipelines and reference tables occupy."""
+        out: set[str] = set()
+        for s in self.streams.in_tenant(tenant):
+            out |= set(tables_of("stream", s.schema.name))
+        for p in self.catalog.pipelines(tenant):
+            out |= set(tables_of("pipeline", p.name))
+        for name in self.catalog.reference_tables(tenant):
+            out |= set(tables_of("reference", name))
+        return out
 
     def table_names(self, tenant: str) -> set[str]:
         names = {s.schema.name for s in self.streams.in_tenant(tenant)}
@@ -160,10 +174,14 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     catalog = Catalog(settings.catalog_path)
     secret = _bootstrap(catalog, settings, clock)
     log_ = FileLog(settings.log_dir, segment_bytes=settings.log_segment_bytes, fsync=settings.fsync)
+    migrate_shared_store(
+        settings.legacy_store_path, settings.store_dir, memory_limit=settings.duckdb_memory_limit
+    )
     store = DuckDBStore(
-        settings.store_path,
+        settings.store_dir,
         memory_limit=settings.duckdb_memory_limit,
         threads=settings.duckdb_threads,
+        tenant_memory_limit=settings.duckdb_tenant_memory_limit,
     )
     streams = StreamDirectory(catalog, store)
     idem = IdempotencyKeys(

@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         4,
         description="Queries one tenant may run at once (429 too_many_queries above); kept below query_threads.",
     )
+    duckdb_tenant_memory_limit: str = Field(
+        "512MB",
+        description=(
+            "Memory limit of one tenant's DuckDB database, taken from duckdb_memory_limit; when "
+            "too little is left for another tenant, its first table or query answers 503."
+        ),
+    )
 
     # engine
     checkpoint_interval_s: float = Field(
@@ -253,7 +260,13 @@ class Settings(BaseSettings):
         return self.data_dir / "log"
 
     @property
-    def store_path(self) -> Path:
+    def store_dir(self) -> Path:
+        """One DuckDB database per tenant: ``store/<tenant>.duckdb``."""
+        return self.data_dir / "store"
+
+    @property
+    def legacy_store_path(self) -> Path:
+        """The single store file of earlier versions, migrated into ``store_dir`` on start."""
         return self.data_dir / "store.duckdb"
 
     @property

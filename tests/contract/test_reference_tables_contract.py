@@ -81,7 +81,7 @@ def make_store_memory(_: Path, names: list[str]) -> tuple[Harness, ResultStore |
 
 
 def make_store_duckdb(tmp_path: Path, names: list[str]) -> tuple[Harness, ResultStore | None]:
-    store = DuckDBStore(tmp_path / "store.duckdb", memory_limit="512MB", threads=2)
+    store = DuckDBStore(tmp_path / "store", memory_limit="512MB", threads=2)
     return StoreHarness(store, names), store
 
 

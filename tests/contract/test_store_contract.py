@@ -40,7 +40,7 @@ def make_memory(_: Path) -> ResultStore:
 
 
 def make_duckdb(tmp_path: Path) -> ResultStore:
-    return DuckDBStore(tmp_path / "store.duckdb", memory_limit="512MB", threads=2)
+    return DuckDBStore(tmp_path / "store", memory_limit="512MB", threads=2)
 
 
 @pytest.fixture(params=[make_memory, make_duckdb], ids=["memory", "duckdb"])
@@ -618,7 +618,8 @@ def test_sql_stops_at_the_timeout(store: ResultStore) -> None:
 
 SECRET_NAMES = [
     "secret", "SECRET", '"secret"', "t_other__secret", '"t_other__secret"', "main.t_other__secret",
-    "memory.main.t_other__secret", "_hw_tables", "_hw_consumers", "information_schema.tables",
+    "memory.main.t_other__secret", "_hw_tables", "_hw_consumers", "_hw.tables", "_hw.consumers",
+    "information_schema.columns", "pg_catalog.pg_tables",
 ]  # fmt: skip
 
 
@@ -637,6 +638,36 @@ def test_sql_never_reaches_another_tenants_table(store: ResultStore, name: str) 
             max_rows=10,
             timeout_s=5,
         )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SHOW TABLES",
+        "SHOW ALL TABLES",
+        "SELECT table_name AS name FROM information_schema.tables ORDER BY 1",
+        "SELECT t.table_name FROM information_schema.tables t WHERE t.table_schema = 'main' ORDER BY 1",
+    ],
+)
+def test_the_catalog_a_query_sees_is_the_tenants_tables(store: ResultStore, sql: str) -> None:
+    store.ensure_table("other", "secret", MINUTE)
+    seeded(store, 2)
+    store.ensure_table(TENANT, "minute", MINUTE)
+    found = store.sql(TENANT, sql, max_rows=10, timeout_s=5)
+    assert found.column(0).to_pylist() == ["minute", "readings"]
+    empty = store.sql("nobody", sql, max_rows=10, timeout_s=5)
+    assert empty.num_rows == 0
+
+
+def test_an_unknown_table_is_told_the_tenants_tables(store: ResultStore) -> None:
+    store.ensure_table("other", "secret", MINUTE)
+    seeded(store, 2)
+    with pytest.raises(QueryError) as err:
+        store.sql(TENANT, "SELECT * FROM reading", max_rows=10, timeout_s=5)
+    assert err.value.code == "unknown_table"
+    assert err.value.status == 400
+    assert "readings" in err.value.message
+    assert "secret" not in err.value.message
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from headwater.ingest.dedup import IdIndex
 from headwater.ingest.plan import arrow_schema_of, per_schema
 from headwater.ingest.quarantine import QUARANTINED, REPLAY_OF, STATE_FIELDS, UPDATE_FIELDS
 from headwater.ingest.rules import compile_rules
+from headwater.model.names import QUARANTINE_PREFIX, check_free
 from headwater.model.schema import StreamSchema, check_evolution, check_schema
 from headwater.store.ports import ResultStore, ResultWrite
 
@@ -59,7 +60,7 @@ def quarantine_topic_of(tenant: str, stream: str) -> str:
 
 
 def quarantine_table_of(stream: str) -> str:
-    return f"quarantine__{stream}"
+    return QUARANTINE_PREFIX + stream
 
 
 @per_schema
@@ -128,14 +129,15 @@ class StreamDirectory:
     def create(
         self, tenant: str, schema: StreamSchema, now_ms: int, taken: set[str]
     ) -> StreamState:
-        """Create a new stream; ``taken`` holds other table names of the tenant."""
+        """Create a new stream; ``taken`` holds the tables the tenant's objects occupy."""
         check_schema(schema)
         compile_rules(schema)
-        if (tenant, schema.name) in self._streams or schema.name in taken:
+        if (tenant, schema.name) in self._streams:
             raise Conflict(
                 f"{schema.name!r} already exists; use PUT /v1/streams/{schema.name} to change its schema",
                 code="stream_exists",
             )
+        check_free("stream", schema.name, taken)
         schema = _with_version(schema, 1)
         self._store.ensure_table(tenant, schema.name, store_schema(schema))
         self._store.ensure_table(tenant, quarantine_table_of(schema.name), QUARANTINE_STORED_SCHEMA)

@@ -11,9 +11,10 @@ import structlog
 
 from headwater.catalog.sqlite import PipelineRecord
 from headwater.engine import Pipeline, plan_pipeline
-from headwater.errors import BadRequest, Conflict, NotFound
+from headwater.errors import BadRequest, NotFound
 from headwater.ingest.streams import StreamState
 from headwater.log.ports import LogEntry
+from headwater.model.names import check_free
 from headwater.model.schema import arrow_schema
 from headwater.model.time import ms_to_datetime, parse_duration_ms
 from headwater.pipelines.references import StoreReferenceTables
@@ -65,10 +66,7 @@ class PipelineManager:
     def create(self, tenant: str, sql: str) -> dict[str, Any]:
         runner = self._build(tenant, sql)
         name = runner.name
-        if name in self._p.table_names(tenant) or name in self.reserved_names(tenant):
-            raise Conflict(
-                f"{name!r} is already the name of a stream, table or pipeline", code="name_taken"
-            )
+        check_free("pipeline", name, self._p.occupied_tables(tenant) | self.reserved_names(tenant))
         self._p.quotas.check_count(tenant, "pipelines", len(self.names(tenant)))
         self._ensure_tables(tenant, runner)
         if runner.pipeline.plan.options.start == "latest":

@@ -22,6 +22,7 @@ import structlog
 
 from headwater.engine import Pipeline, StepOutput
 from headwater.log.ports import Log, LogEntry
+from headwater.model.names import ERRORS_SUFFIX, LATE_SUFFIX
 from headwater.model.time import Clock
 from headwater.observability import metrics as m
 from headwater.observability.tracing import span
@@ -103,11 +104,11 @@ class Counters:
 
 
 def late_table(name: str) -> str:
-    return f"{name}_late"
+    return name + LATE_SUFFIX
 
 
 def errors_table(name: str) -> str:
-    return f"{name}_errors"
+    return name + ERRORS_SUFFIX
 
 
 class PipelineRunner:

@@ -182,8 +182,8 @@ def names_cleaner(names: Mapping[str, str]) -> Callable[[str], str]:
     """A message cleaner that speaks of the user's table names, not the physical ones."""
 
     def clean(message: str) -> str:
-        for physical, logical in names.items():
-            message = message.replace(physical, logical)
+        for physical in sorted(names, key=len, reverse=True):  # "_cte#10" before "_cte#1"
+            message = message.replace(physical, names[physical])
         return message
 
     return clean

@@ -1,79 +1,51 @@
-"""``DuckDBStore``: the embedded serving store, one DuckDB database file.
+"""``DuckDBStore``: the embedded serving store, one DuckDB database file per tenant.
 
-Concurrency: one database instance; every read gets its own cursor (DuckDB's MVCC
-lets reads run beside a write). Each write takes a cursor from a small pool and the
-locks of the tables and the consumer it touches, so writes of different tables run
-side by side (DuckDB's optimistic concurrency sees no conflict between them) and
-writes of one table take turns, never conflicting. DDL also goes one at a time.
+Tenant ``t`` lives in ``<root>/t.duckdb``, a DuckDB instance of its own (see
+``TenantDatabase``): its tables, its consumers' offsets and state, and its users' SQL.
+A query of tenant ``a`` runs on ``a``'s instance, where no other tenant's table
+exists, so no spelling of a name (CTEs, quoting, case, Unicode look-alikes) can reach
+one; the SQL sandbox stays in front as a second wall. Every commit touches one tenant,
+so it is still one transaction of one database.
 
-Each tenant's table ``name`` is the physical table ``"t_{tenant}__{name}"``; the
-internal table ``_hw_tables`` maps logical names to physical ones with their key and
-Arrow schema, and ``_hw_consumers`` holds consumer offsets and state. Commits write
-rows, offsets and state in one transaction, which is what makes consumers exactly-once.
-
-User SQL cannot touch files: the database runs with ``enable_external_access=false``
-(no file, network or extension access for any query) and ``lock_configuration=true``
-(no statement can turn it back on). Checkpoints run at ``checkpoint_threshold`` of
-WAL (16MB): with large appends written straight to the database file, a checkpoint
-after every few batches stays short, where larger thresholds traded that for rare
-multi-second stalls and longer WAL replays at restart.
+Memory: each instance gets ``tenant_memory_limit`` of the shared ``memory_limit``
+(less when less is left; the tenants already stored at start share it evenly if they
+do not all fit at full size); past the total, a further tenant gets the least a database
+can work with (32 MiB) and a warning is logged: tenants are created by operators, so
+their number, and this overcommit, is theirs to bound. Instances open when a tenant first creates a table or runs a query
+(or at start, for files already there) and stay open.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
+import structlog
 
-from headwater.errors import BadRequest, Conflict, HeadwaterError, IncompatibleSchema, NotFound
-from headwater.observability.metrics import (
-    STORE_COMMIT_SECONDS,
-    STORE_QUERY_SECONDS,
-    STORE_WRITE_ROWS,
-)
-from headwater.query.limits import QueryBudget, QueryLimits
-from headwater.query.paging import next_cursor, plan_rows
-from headwater.query.runner import connect_locked, run_select
-from headwater.query.sandbox import rewrite_select
+from headwater.errors import Conflict, NotFound
+from headwater.observability.metrics import STORE_COMMIT_SECONDS, STORE_WRITE_ROWS
+from headwater.query.limits import QueryBudget
 from headwater.store import duckdb_sql as q
+from headwater.store.duckdb_tenant import TenantDatabase
 from headwater.store.ports import (
-    HIDDEN_COLUMNS,
     ResultWrite,
     RowPage,
     RowQuery,
-    cast_values,
     check_name,
-    check_rows,
-    check_update,
-    check_upsert,
-    last_per_key,
-    merge_schema,
-    normalize_rows,
     normalize_schema,
-    require_column,
     require_columns,
 )
 
-WRITE_VIEW = "_hw_rows"
+log = structlog.get_logger("headwater.store")
 
-
-@dataclass(frozen=True, slots=True)
-class _Table:
-    physical: str
-    schema: pa.Schema
-    key: tuple[str, ...]
-
-    @property
-    def visible(self) -> list[str]:
-        return [n for n in self.schema.names if n not in HIDDEN_COLUMNS]
+SUFFIX = ".duckdb"
+MIN_TENANT_BYTES = 32 * 1024 * 1024  # below this a DuckDB instance cannot do useful work
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
 
 
 class DuckDBStore:
@@ -81,31 +53,88 @@ class DuckDBStore:
 
     >>> import tempfile
     >>> from pathlib import Path
-    >>> store = DuckDBStore(Path(tempfile.mkdtemp()) / "store.duckdb", memory_limit="256MB", threads=1)
+    >>> store = DuckDBStore(Path(tempfile.mkdtemp()) / "store", memory_limit="512MB", threads=1)
     >>> store.ensure_table("acme", "counts", pa.schema([("k", pa.string()), ("n", pa.int64())]), key=["k"])
     >>> store.commit("acme", ResultWrite("job", {"topic": 2}, upserts={"counts": (pa.table({"k": ["a"], "n": [1]}), ["k"])}))
     >>> store.sql("acme", "SELECT n FROM counts", max_rows=10, timeout_s=1).to_pylist()
     [{'n': 1}]
+    >>> sorted(p.name for p in store.root.glob("*.duckdb"))
+    ['acme.duckdb']
     >>> store.close()
     """
 
     def __init__(
-        self, path: Path, *, memory_limit: str, threads: int, checkpoint_threshold: str = "16MB"
+        self,
+        root: Path,
+        *,
+        memory_limit: str,
+        threads: int,
+        tenant_memory_limit: str | None = None,
+        checkpoint_threshold: str = "16MB",
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = connect_locked(
-            str(path),
-            memory_limit=memory_limit,
-            threads=threads,
-            checkpoint_threshold=checkpoint_threshold,
-        )
-        self._write_lock = threading.Lock()  # DDL and the catalog, one at a time
-        self._locks = _NamedLocks()  # writers of one table or consumer, one at a time
-        self._cursor_lock = threading.Lock()
-        self._idle: list[duckdb.DuckDBPyConnection] = []  # write cursors not in use
-        for ddl in q.CATALOG_DDL:
-            self._db.execute(ddl)
-        self._tables = self._load_catalog()
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self._threads = threads
+        self._checkpoint_threshold = checkpoint_threshold
+        self._left = parse_bytes(memory_limit)
+        # Unset: a quarter each, so four tenants fit at full size.
+        per_tenant = parse_bytes(tenant_memory_limit) if tenant_memory_limit else self._left // 4
+        self._per_tenant = min(per_tenant, self._left)
+        self._open_lock = threading.Lock()
+        self._dbs: dict[str, TenantDatabase] = {}
+        found = sorted(root.glob(f"*{SUFFIX}"))
+        # Tenants already stored all open now: more than fit at full size share evenly.
+        at_start = min(self._per_tenant, self._left // max(1, len(found)))
+        for path in found:
+            self._open(path.name.removesuffix(SUFFIX), at_start)
+
+    # --- tenants --------------------------------------------------------------
+
+    def _open(self, tenant: str, share: int | None = None) -> TenantDatabase:
+        """The tenant's database, opened (and created) now if it is not open yet."""
+        db = self._dbs.get(tenant)
+        if db is not None:
+            return db
+        with self._open_lock:
+            db = self._dbs.get(tenant)
+            if db is not None:
+                return db
+            if any(t.lower() == tenant.lower() for t in self._dbs):
+                # Their files would be one file on a case-insensitive file system.
+                raise Conflict(
+                    f"tenant {tenant!r} differs from another tenant only in letter case; "
+                    "its tables cannot be stored apart from that tenant's",
+                    code="tenant_name_clash",
+                )
+            share = min(share or self._per_tenant, self._left)
+            if share < MIN_TENANT_BYTES:
+                # Tenants are created by operators, so their number is bounded by them: past
+                # the total, each further tenant gets the least a database can work with.
+                log.warning(
+                    "store_memory_overcommitted", tenant=tenant, tenants=len(self._dbs),
+                    advice="raise duckdb_memory_limit or lower duckdb_tenant_memory_limit",
+                )  # fmt: skip
+                share = MIN_TENANT_BYTES
+            db = TenantDatabase(
+                self.root / f"{tenant}{SUFFIX}",
+                memory_limit=f"{share // 2**20}MiB",
+                threads=self._threads,
+                checkpoint_threshold=self._checkpoint_threshold,
+            )
+            self._left -= share
+            self._dbs = {**self._dbs, tenant: db}  # copy on write: readers take no lock
+            return db
+
+    def _existing(self, tenant: str, table: str) -> TenantDatabase:
+        db = self._dbs.get(tenant)
+        if db is None:
+            raise NotFound(f"table {table!r} does not exist", code="unknown_table", table=table)
+        return db
+
+    def tenant_tables(self, tenant: str) -> list[str]:
+        """Names of the tenant's tables, sorted."""
+        db = self._dbs.get(tenant)
+        return db.names() if db is not None else []
 
     # --- tables ---------------------------------------------------------------
 
@@ -116,204 +145,61 @@ class DuckDBStore:
         check_name("tenant", tenant)
         check_name("table", table)
         schema = normalize_schema(schema)
-        with self._write_lock, self._locks.hold([_table_lock(tenant, table)]):
-            info = self._tables.get((tenant, table))
-            if info is None:
-                info = self._create(tenant, table, schema, tuple(key or ()))
-            else:
-                info = self._evolve(tenant, table, info, schema, key)
-            # Copy on write: readers iterate the catalog without taking the lock.
-            self._tables = {**self._tables, (tenant, table): info}
-
-    def _create(self, tenant: str, table: str, schema: pa.Schema, key: tuple[str, ...]) -> _Table:
-        require_columns(table, schema, key)
-        physical = q.physical_name(tenant, table)
-        for (t, name), other in self._tables.items():
-            if (
-                t == tenant and name.lower() == table.lower()
-            ) or other.physical.lower() == physical.lower():
-                raise Conflict(
-                    f"table {table!r} clashes with existing table {name!r}; choose another name"
-                )
-        info = _Table(physical, schema, key)
-        self._apply_ddl([q.create_table(physical, schema, key)], tenant, table, info)
-        return info
-
-    def _evolve(
-        self, tenant: str, table: str, info: _Table, schema: pa.Schema, key: list[str] | None
-    ) -> _Table:
-        if key is not None and tuple(key) != info.key:
-            raise IncompatibleSchema(
-                f"table {table!r} is keyed by {list(info.key)}; its key cannot become {key}"
-            )
-        merged = merge_schema(table, info.schema, schema, list(info.key))
-        if merged.equals(info.schema):
-            return info
-        new = _Table(info.physical, merged, info.key)
-        self._apply_ddl(q.evolve_table(info.physical, info.schema, merged), tenant, table, new)
-        return new
-
-    def _apply_ddl(self, ddl: list[str], tenant: str, table: str, info: _Table) -> None:
-        """Run ``ddl`` and record ``info`` in the catalog, in one transaction."""
-        row = [tenant, table, info.physical, list(info.key), info.schema.serialize().to_pybytes()]
-        with self._transaction() as cur:
-            for statement in ddl:
-                cur.execute(statement)
-            cur.execute(q.SAVE_TABLE, row)
+        require_columns(table, schema, key or [])
+        self._open(tenant).ensure_table(table, schema, key)
 
     def drop_table(self, tenant: str, table: str) -> None:
         """Drop the table and its rows; dropping a missing table does nothing."""
-        with self._write_lock, self._locks.hold([_table_lock(tenant, table)]):
-            info = self._tables.get((tenant, table))
-            if info is None:
-                return
-            with self._transaction() as cur:
-                cur.execute(f"DROP TABLE IF EXISTS {q.quote(info.physical)}")
-                cur.execute(q.DROP_TABLE_ROW, [tenant, table])
-            self._tables = {k: v for k, v in self._tables.items() if k != (tenant, table)}
+        db = self._dbs.get(tenant)
+        if db is not None:
+            db.drop_table(table)
 
     def table_schema(self, tenant: str, table: str) -> pa.Schema | None:
-        info = self._tables.get((tenant, table))
-        return None if info is None else info.schema
+        db = self._dbs.get(tenant)
+        return None if db is None else db.table_schema(table)
 
     # --- writes ---------------------------------------------------------------
 
     def commit(self, tenant: str, write: ResultWrite) -> None:
-        """Apply every part of ``write`` in one transaction, or none of it.
+        """Apply every part of ``write`` in one transaction of the tenant's database.
 
         Commits that touch different tables and consumers run side by side (DuckDB's
         MVCC never sees them conflict); commits to one table or consumer take turns.
         So a pipeline's small upsert does not queue behind the materializer's bulk append.
         """
         started = time.perf_counter()
-        appended = upserted = 0
-        names = [_table_lock(tenant, t) for t in [*write.appends, *write.upserts, *write.updates]]
-        if write.offsets or write.state is not None:
-            names.append(f"consumer:{tenant}/{write.consumer}")
-        with self._locks.hold(names), self._transaction() as cur:
-            # Each part is checked just before it runs: a bad part rolls back the ones before.
-            for table, rows in write.appends.items():
-                appended += self._append(cur, tenant, table, rows)
-            for table, (rows, key) in write.upserts.items():
-                upserted += self._upsert(cur, tenant, table, rows, key)
-            for table, (rows, match) in write.updates.items():
-                self._update(cur, tenant, table, rows, match)
-            if write.offsets or write.state is not None:
-                self._save_consumer(cur, tenant, write)
+        if write.appends or write.upserts:
+            db = self._existing(tenant, next(iter([*write.appends, *write.upserts])))
+        else:
+            db = self._open(tenant)
+        appended, upserted = db.commit(write)
         STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         STORE_WRITE_ROWS.labels("append").inc(appended)
         STORE_WRITE_ROWS.labels("upsert").inc(upserted)
 
-    def _append(
-        self, cur: duckdb.DuckDBPyConnection, tenant: str, table: str, rows: pa.Table
-    ) -> int:
-        info = self._info(tenant, table)
-        check_rows(table, info.schema, rows)
-        if rows.num_rows:
-            self._run_with_rows(cur, q.append(info.physical, WRITE_VIEW), normalize_rows(rows))
-        return int(rows.num_rows)
+    def delete_before(self, tenant: str, table: str, column: str, before_ms: int) -> int:
+        """Delete the rows whose int64 ms ``column`` is below ``before_ms``; return how many."""
+        return self._existing(tenant, table).delete_before(table, column, before_ms)
 
-    def _upsert(
-        self,
-        cur: duckdb.DuckDBPyConnection,
-        tenant: str,
-        table: str,
-        rows: pa.Table,
-        key: list[str],
-    ) -> int:
-        info = self._info(tenant, table)
-        check_upsert(table, info.key, rows, key)
-        check_rows(table, info.schema, rows)
-        if rows.num_rows:
-            # ON CONFLICT may not touch one row twice per statement: the last row per key wins first.
-            rows = last_per_key(normalize_rows(rows), key)
-            sql = q.upsert(info.physical, info.schema, rows.column_names, key, WRITE_VIEW)
-            self._run_with_rows(cur, sql, rows)
-        return int(rows.num_rows)
-
-    def _update(
-        self,
-        cur: duckdb.DuckDBPyConnection,
-        tenant: str,
-        table: str,
-        rows: pa.Table,
-        match: list[str],
-    ) -> None:
-        info = self._info(tenant, table)
-        check_update(table, info.schema, rows, match)
-        if rows.num_rows and len(match) < rows.num_columns:
-            rows = last_per_key(normalize_rows(rows), match)
-            self._run_with_rows(
-                cur, q.update(info.physical, rows.column_names, match, WRITE_VIEW), rows
-            )
-
-    def _run_with_rows(self, cur: duckdb.DuckDBPyConnection, sql: str, rows: pa.Table) -> None:
-        cur.register(WRITE_VIEW, rows)  # an Arrow scan: no copy until DuckDB writes the rows
-        try:
-            cur.execute(sql)
-        finally:
-            cur.unregister(WRITE_VIEW)
-
-    def _save_consumer(
-        self, cur: duckdb.DuckDBPyConnection, tenant: str, write: ResultWrite
-    ) -> None:
-        # Offsets only: the state may be megabytes, and this write replaces it anyway.
-        found = cur.execute(q.LOAD_OFFSETS, [tenant, write.consumer]).fetchone()
-        offsets = {**(json.loads(found[0]) if found else {}), **write.offsets}
-        cur.execute(q.SAVE_CONSUMER, [tenant, write.consumer, json.dumps(offsets), write.state])
-
-    @contextmanager
-    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self._cursor_lock:
-            cur = self._idle.pop() if self._idle else self._db.cursor()
-        try:
-            cur.begin()
-            try:
-                yield cur
-                cur.commit()
-            except duckdb.Error as exc:
-                cur.rollback()
-                raise HeadwaterError(
-                    f"the store refused the write: {exc}", code="store_error"
-                ) from exc
-            except BaseException:
-                cur.rollback()
-                raise
-        finally:
-            with self._cursor_lock:
-                self._idle.append(cur)
+    def delete_in(self, tenant: str, table: str, column: str, values: pa.Array) -> int:
+        """Delete the rows whose ``column`` holds one of ``values``; return how many."""
+        return self._existing(tenant, table).delete_in(table, column, values)
 
     # --- reads ----------------------------------------------------------------
 
     def consumer_offsets(self, tenant: str, consumer: str) -> dict[str, int]:
-        with self._reading("consumer") as cur:
-            found = cur.execute(q.LOAD_OFFSETS, [tenant, consumer]).fetchone()
-        return {str(k): int(v) for k, v in json.loads(found[0]).items()} if found else {}
+        db = self._dbs.get(tenant)
+        return {} if db is None else db.consumer(consumer)[0]
 
     def consumer_state(self, tenant: str, consumer: str) -> bytes | None:
-        with self._reading("consumer") as cur:
-            found = cur.execute(q.LOAD_CONSUMER, [tenant, consumer]).fetchone()
-        return None if found is None or found[1] is None else bytes(found[1])
+        db = self._dbs.get(tenant)
+        return None if db is None else db.consumer(consumer)[1]
 
     def read_rows(self, query: RowQuery) -> RowPage:
-        info = self._info(query.tenant, query.table)
-        plan = plan_rows(query, info.schema, info.key, q.ROWID)
-        sql, params = q.select_rows(info.physical, info.visible, plan)
-        with self._reading("rows") as cur:
-            found = cur.sql(sql, params=params).to_arrow_table()
-        page = found.slice(0, plan.limit)
-        cursor = next_cursor(plan, page) if found.num_rows > plan.limit else None
-        return RowPage(self._typed(info, page.select(info.visible)), cursor)
+        return self._existing(query.tenant, query.table).read_rows(query)
 
     def count_rows(self, query: RowQuery) -> int:
-        info = self._info(query.tenant, query.table)
-        plan = plan_rows(query, info.schema, info.key, q.ROWID)
-        where, params = q.where_clause(plan, with_cursor=False)
-        with self._reading("count") as cur:
-            found = cur.execute(
-                f"SELECT count(*) FROM {q.quote(info.physical)}{where}", params
-            ).fetchone()
-        return int(found[0]) if found else 0
+        return self._existing(query.tenant, query.table).count_rows(query)
 
     def latest_per_key(
         self,
@@ -325,76 +211,34 @@ class DuckDBStore:
         filters: dict[str, Any] | None = None,
     ) -> pa.Table:
         """The latest ``n`` rows of each key by ``time_column``, ordered by key, newest first."""
-        info = self._info(tenant, table)
-        require_columns(table, info.schema, [*key, time_column])
-        tiebreak = "_offset" if "_offset" in info.schema.names else q.ROWID
-        plan = plan_rows(
-            RowQuery(tenant, table, filters=filters or {}), info.schema, info.key, q.ROWID
-        )
-        where, params = q.where_clause(plan, with_cursor=False)
-        sql, n_first = q.latest_per_key(
-            info.physical, info.visible, key, time_column, tiebreak, where
-        )
-        with self._reading("latest") as cur:
-            found = cur.sql(sql, params=[n, *params] if n_first else [*params, n]).to_arrow_table()
-        return self._typed(info, found)
+        db = self._existing(tenant, table)
+        return db.latest_per_key(table, key, time_column, n, filters or {})
 
     def id_hashes(self, tenant: str, table: str, since_ms: int | None) -> pa.Array:
         """Every stored ``_id_hash`` of a stream table (rows received at or after ``since_ms``)."""
-        info = self._info(tenant, table)
-        if "_id_hash" not in info.schema.names:
+        db = self._existing(tenant, table)
+        schema = db.info(table).schema
+        if "_id_hash" not in schema.names:
             return pa.array([], pa.uint64())
-        sql = f"SELECT _id_hash FROM {q.quote(info.physical)} WHERE _id_hash IS NOT NULL"
-        params = []
-        if since_ms is not None and "_received_ms" in info.schema.names:
+        sql = f"SELECT _id_hash FROM {q.table_ref(table)} WHERE _id_hash IS NOT NULL"
+        params: list[Any] = []
+        if since_ms is not None and "_received_ms" in schema.names:
             sql += " AND _received_ms >= ?"
             params.append(since_ms)
-        with self._reading("id_hashes") as cur:
-            found = cur.sql(sql, params=params).to_arrow_table()
+        found = db.select("id_hashes", sql, params)
         return found.column(0).combine_chunks().cast(pa.uint64())
-
-    def delete_before(self, tenant: str, table: str, column: str, before_ms: int) -> int:
-        """Delete the rows whose int64 ms ``column`` is below ``before_ms``; return how many."""
-        info = self._info(tenant, table)
-        if column not in info.schema.names or not pa.types.is_integer(
-            info.schema.field(column).type
-        ):
-            raise BadRequest(f"table {table!r} has no integer column {column!r}", code="bad_column")
-        sql = f"DELETE FROM {q.quote(info.physical)} WHERE {q.quote(column)} < ?"
-        with self._locks.hold([_table_lock(tenant, table)]), self._transaction() as cur:
-            found = cur.execute(sql, [before_ms]).fetchone()
-        return int(found[0]) if found else 0
-
-    def delete_in(self, tenant: str, table: str, column: str, values: pa.Array) -> int:
-        """Delete the rows whose ``column`` holds one of ``values``; return how many."""
-        info = self._info(tenant, table)
-        name = require_column(table, info.schema, column)
-        wanted = pa.table({"v": cast_values(values, info.schema.field(name).type)})
-        sql = (
-            f"DELETE FROM {q.quote(info.physical)} WHERE {q.quote(name)} IN "
-            "(SELECT v FROM __hw_erase WHERE v IS NOT NULL)"
-        )
-        with self._locks.hold([_table_lock(tenant, table)]), self._transaction() as cur:
-            cur.register("__hw_erase", wanted)
-            try:
-                found = cur.execute(sql).fetchone()
-            finally:
-                cur.unregister("__hw_erase")
-        return int(found[0]) if found else 0
 
     def rows_by_offset(
         self, tenant: str, table: str, start: int, end: int, max_rows: int
     ) -> pa.Table:
         """Rows with ``start <= _offset < end`` in offset order (see ``ResultStore``)."""
-        info = self._info(tenant, table)
-        cols = ", ".join(q.quote(n) for n in info.schema.names)
+        db = self._existing(tenant, table)
+        cols = ", ".join(q.quote(n) for n in db.info(table).schema.names)
         sql = (
-            f"SELECT {cols} FROM {q.quote(info.physical)} WHERE _offset >= ? AND _offset < ?"
+            f"SELECT {cols} FROM {q.table_ref(table)} WHERE _offset >= ? AND _offset < ?"
             " ORDER BY _offset LIMIT ?"
         )
-        with self._reading("rows_by_offset") as cur:
-            found = cur.sql(sql, params=[start, end, max_rows]).to_arrow_table()
-        return self._typed(info, found)
+        return db.typed(table, db.select("rows_by_offset", sql, [start, end, max_rows]))
 
     def sql(
         self,
@@ -405,86 +249,25 @@ class DuckDBStore:
         timeout_s: float,
         budget: QueryBudget | None = None,
     ) -> pa.Table:
-        """Run a read-only SELECT that can see only ``tenant``'s tables, by their names."""
-        names = {
-            name.lower(): info.physical for (t, name), info in self._tables.items() if t == tenant
-        }
-        # Query caps: parse and run inside one budget (headwater.query.limits).
-        budget = budget or QueryBudget.start(QueryLimits.for_server_sql(timeout_s))
-        select = budget.parse(query, lambda sql: rewrite_select(sql, names.get, budget.transform))
-        with self._reading("sql") as cur:
-            cur.begin()  # rolled back below: nothing a query does can stick
-            try:
-                return run_select(
-                    cur, select.sql, max_rows=max_rows, timeout_s=timeout_s,
-                    names={p: logical for logical, p in select.tables.items()}, budget=budget,
-                )  # fmt: skip
-            finally:
-                cur.rollback()
+        """Run a read-only SELECT on the tenant's own database: only its tables exist there."""
+        check_name("tenant", tenant)
+        return self._open(tenant).sql(query, max_rows=max_rows, timeout_s=timeout_s, budget=budget)
 
     def close(self) -> None:
-        with self._write_lock, self._cursor_lock:
-            for cur in self._idle:
-                cur.close()
-            self._idle.clear()
-            self._db.close()
-
-    # --- helpers --------------------------------------------------------------
-
-    def _info(self, tenant: str, table: str) -> _Table:
-        info = self._tables.get((tenant, table))
-        if info is None:
-            raise NotFound(f"table {table!r} does not exist", code="unknown_table", table=table)
-        return info
-
-    @contextmanager
-    def _reading(self, kind: str) -> Iterator[duckdb.DuckDBPyConnection]:
-        started = time.perf_counter()
-        with self._cursor_lock:
-            cur = self._db.cursor()
-        try:
-            yield cur
-        except duckdb.Error as exc:
-            raise HeadwaterError(f"the store could not answer: {exc}", code="store_error") from exc
-        finally:
-            cur.close()
-            STORE_QUERY_SECONDS.labels(kind).observe(time.perf_counter() - started)
-
-    @staticmethod
-    def _typed(info: _Table, rows: pa.Table) -> pa.Table:
-        """DuckDB's Arrow types (e.g. timestamp[us]) cast back to the table's own."""
-        target = pa.schema([info.schema.field(n) for n in rows.column_names])
-        return rows.cast(target, safe=False)
-
-    def _load_catalog(self) -> dict[tuple[str, str], _Table]:
-        tables = {}
-        for tenant, name, physical, key, blob in self._db.execute(q.LOAD_CATALOG).fetchall():
-            schema = pa.ipc.read_schema(pa.py_buffer(blob))
-            tables[(tenant, name)] = _Table(physical, schema, tuple(key))
-        return tables
+        with self._open_lock:
+            for db in self._dbs.values():
+                db.close()
+            self._dbs = {}
 
 
-def _table_lock(tenant: str, table: str) -> str:
-    return f"table:{tenant}/{table}"
+def parse_bytes(size: str) -> int:
+    """Bytes of a DuckDB-style size ("4GB", "512MiB", "1.5 GB").
 
-
-class _NamedLocks:
-    """One lock per name, taken in name order (so two holders never wait on each other)."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
-
-    @contextmanager
-    def hold(self, names: list[str]) -> Iterator[None]:
-        with self._guard:
-            locks = [self._locks.setdefault(n, threading.Lock()) for n in sorted(set(names))]
-        taken: list[threading.Lock] = []
-        try:
-            for lock in locks:
-                lock.acquire()
-                taken.append(lock)
-            yield
-        finally:
-            for lock in reversed(taken):
-                lock.release()
+    >>> parse_bytes("4GB"), parse_bytes("512MiB")
+    (4000000000, 536870912)
+    """
+    found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", size)
+    unit = found.group(2).lower() if found else ""
+    if found is None or unit not in _UNITS:
+        raise ValueError(f"{size!r} is not a size; write e.g. '4GB' or '512MiB'")
+    return int(float(found.group(1)) * _UNITS[unit])

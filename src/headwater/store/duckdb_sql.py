@@ -1,7 +1,7 @@
 """The SQL text the DuckDB store runs: types, catalog, DDL, writes and row reads.
 
 Everything here is a pure function of names, schemas and plans, so the statements can
-be read (and tested) apart from the connection handling in ``duckdb.py``. Values always
+be read (and tested) apart from the connection handling in ``duckdb_tenant.py``. Values always
 travel as bound parameters; only identifiers are spliced in, and always quoted.
 """
 
@@ -16,27 +16,28 @@ from headwater.query.paging import RowPlan
 
 ROWID = "rowid"  # DuckDB's insertion-order pseudo column, the tiebreak of last resort
 
+SCHEMA = "_hw"  # the store's own bookkeeping; user SQL may never name it
+
 CATALOG_DDL = (
-    """CREATE TABLE IF NOT EXISTS _hw_tables (
-        tenant VARCHAR, name VARCHAR, physical VARCHAR NOT NULL,
-        key_columns VARCHAR[] NOT NULL, arrow_schema BLOB NOT NULL,
-        PRIMARY KEY (tenant, name))""",
-    """CREATE TABLE IF NOT EXISTS _hw_consumers (
-        tenant VARCHAR, consumer VARCHAR, offsets VARCHAR NOT NULL, state BLOB,
-        PRIMARY KEY (tenant, consumer))""",
+    f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.tables (
+        name VARCHAR PRIMARY KEY, key_columns VARCHAR[] NOT NULL, arrow_schema BLOB NOT NULL)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.consumers (
+        consumer VARCHAR PRIMARY KEY, offsets VARCHAR NOT NULL, state BLOB)""",
 )
-LOAD_CATALOG = "SELECT tenant, name, physical, key_columns, arrow_schema FROM _hw_tables"
-SAVE_TABLE = "INSERT OR REPLACE INTO _hw_tables VALUES (?, ?, ?, ?, ?)"
-DROP_TABLE_ROW = "DELETE FROM _hw_tables WHERE tenant = ? AND name = ?"
-LOAD_CONSUMER = "SELECT offsets, state FROM _hw_consumers WHERE tenant = ? AND consumer = ?"
-LOAD_OFFSETS = "SELECT offsets FROM _hw_consumers WHERE tenant = ? AND consumer = ?"
-SAVE_CONSUMER = """INSERT INTO _hw_consumers VALUES (?, ?, ?, ?)
-    ON CONFLICT (tenant, consumer) DO UPDATE
+LOAD_CATALOG = f"SELECT name, key_columns, arrow_schema FROM {SCHEMA}.tables"
+SAVE_TABLE = f"INSERT OR REPLACE INTO {SCHEMA}.tables VALUES (?, ?, ?)"
+DROP_TABLE_ROW = f"DELETE FROM {SCHEMA}.tables WHERE name = ?"
+LOAD_CONSUMER = f"SELECT offsets, state FROM {SCHEMA}.consumers WHERE consumer = ?"
+LOAD_OFFSETS = f"SELECT offsets FROM {SCHEMA}.consumers WHERE consumer = ?"
+SAVE_CONSUMER = f"""INSERT INTO {SCHEMA}.consumers VALUES (?, ?, ?)
+    ON CONFLICT (consumer) DO UPDATE
     SET offsets = EXCLUDED.offsets, state = COALESCE(EXCLUDED.state, state)"""
 
 
-def physical_name(tenant: str, table: str) -> str:
-    return f"t_{tenant}__{table}"
+def table_ref(name: str) -> str:
+    """A tenant table, qualified by its schema: a CTE of the same name can never shadow it."""
+    return "main." + quote(name)
 
 
 def quote(name: str) -> str:
@@ -68,7 +69,7 @@ def create_table(physical: str, schema: pa.Schema, key: Sequence[str]) -> str:
     if key:
         # The primary key gives upserts their ON CONFLICT target (an ART index lookup per row).
         columns.append(f"PRIMARY KEY ({', '.join(map(quote, key))})")
-    return f"CREATE TABLE {quote(physical)} ({', '.join(columns)})"
+    return f"CREATE TABLE {table_ref(physical)} ({', '.join(columns)})"
 
 
 def evolve_table(physical: str, old: pa.Schema, new: pa.Schema) -> list[str]:
@@ -77,18 +78,18 @@ def evolve_table(physical: str, old: pa.Schema, new: pa.Schema) -> list[str]:
     for f in new:
         if f.name not in old.names:
             statements.append(
-                f"ALTER TABLE {quote(physical)} ADD COLUMN {quote(f.name)} {duck_type(f.type)}"
+                f"ALTER TABLE {table_ref(physical)} ADD COLUMN {quote(f.name)} {duck_type(f.type)}"
             )
         elif old.field(f.name).type != f.type:
             statements.append(
-                f"ALTER TABLE {quote(physical)} ALTER COLUMN {quote(f.name)} SET DATA TYPE {duck_type(f.type)}"
+                f"ALTER TABLE {table_ref(physical)} ALTER COLUMN {quote(f.name)} SET DATA TYPE {duck_type(f.type)}"
             )
     return statements
 
 
 def append(physical: str, view: str) -> str:
     # BY NAME: the batch may hold a subset of the columns, in any order; the rest are NULL.
-    return f"INSERT INTO {quote(physical)} BY NAME SELECT * FROM {quote(view)}"
+    return f"INSERT INTO {table_ref(physical)} BY NAME SELECT * FROM {quote(view)}"
 
 
 def upsert(
@@ -100,7 +101,7 @@ def upsert(
         quote(n) if n in present else f"NULL::{duck_type(schema.field(n).type)}" for n in names
     ]
     head = (
-        f"INSERT INTO {quote(physical)} ({', '.join(map(quote, names))}) "
+        f"INSERT INTO {table_ref(physical)} ({', '.join(map(quote, names))}) "
         f"SELECT {', '.join(values)} FROM {quote(view)} ON CONFLICT ({', '.join(map(quote, key))}) "
     )
     rest = [n for n in names if n not in key]
@@ -131,7 +132,7 @@ def select_rows(physical: str, columns: Sequence[str], plan: RowPlan) -> tuple[s
         )
         order.append(f"{column_ref(c)} {direction}{nulls}")
     sql = (
-        f"SELECT {', '.join([*map(quote, columns), *extra])} FROM {quote(physical)}{where} "
+        f"SELECT {', '.join([*map(quote, columns), *extra])} FROM {table_ref(physical)}{where} "
         f"ORDER BY {', '.join(order)} LIMIT ?"
     )
     return sql, [*params, plan.limit + 1]
@@ -212,13 +213,13 @@ def latest_per_key(
         t = quote(time_column)
         rank = f"({t} IS NOT NULL, {t}, {quote(tiebreak)})"  # a NULL time ranks last
         latest = (
-            f"SELECT unnest(max_by(_row, {rank}, ?)) AS _r FROM {quote(physical)} AS _row"
+            f"SELECT unnest(max_by(_row, {rank}, ?)) AS _r FROM {table_ref(physical)} AS _row"
             f"{where} GROUP BY {keys}"
         )
         flat = f"SELECT unnest(_r, recursive := true) FROM ({latest})"
         return f"SELECT {cols} FROM ({flat}) ORDER BY {keys}, {newest}", True
     return (
-        f"SELECT {cols} FROM {quote(physical)}{where} "
+        f"SELECT {cols} FROM {table_ref(physical)}{where} "
         f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest}) <= ? "
         f"ORDER BY {keys}, {newest}"
     ), False

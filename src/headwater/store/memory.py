@@ -244,25 +244,23 @@ class MemoryStore:
         budget: QueryBudget | None = None,
     ) -> pa.Table:
         """Run a read-only SELECT that can see only ``tenant``'s tables, by their names."""
-        rows = {
-            f"t_{name.lower()}": info.rows
-            for (t, name), info in self._tables.items()
-            if t == tenant
-        }
+        tables = {name: f"t_{name}" for (t, name) in self._tables if t == tenant}
         budget = budget or QueryBudget.start(QueryLimits.for_server_sql(timeout_s))
         select = budget.parse(
-            query,
-            lambda sql: rewrite_select(
-                sql, lambda name: f"t_{name}" if f"t_{name}" in rows else None, budget.transform
-            ),
+            query, lambda sql: rewrite_select(sql, tables, transform=budget.transform)
         )
         db = connect_locked(":memory:", memory_limit="1GB", threads=1)
         try:
-            for physical in set(select.tables.values()):
-                db.register(physical, rows[physical])  # only the tables the query names exist
-            names = {p: logical for logical, p in select.tables.items()}
+            for logical, physical in select.tables.items():
+                # only the tables the query names exist
+                db.register(physical, self._tables[(tenant, logical)].rows)
             return run_select(
-                db, select.sql, max_rows=max_rows, timeout_s=timeout_s, names=names, budget=budget
+                db,
+                select.sql,
+                max_rows=max_rows,
+                timeout_s=timeout_s,
+                names=select.names,
+                budget=budget,
             )
         finally:
             db.close()

@@ -30,7 +30,7 @@ def conn() -> Iterator[duckdb.DuckDBPyConnection]:
 
 def run(conn: duckdb.DuckDBPyConnection, sql: str, limits: QueryLimits = LIMITS) -> pa.Table:
     budget = QueryBudget.start(limits)
-    select = budget.parse(sql, lambda text: rewrite_select(text, {}.get, budget.transform))
+    select = budget.parse(sql, lambda text: rewrite_select(text, {}, transform=budget.transform))
     return run_select(conn, select.sql, max_rows=100, timeout_s=limits.timeout_s, budget=budget)
 
 
@@ -93,7 +93,9 @@ _expressions = st.recursive(
 def test_no_shape_of_sql_escapes_as_a_recursion_error(expression: str) -> None:
     budget = QueryBudget.start(QueryLimits(timeout_s=30))
     try:
-        budget.parse(f"SELECT {expression}", lambda s: rewrite_select(s, {}.get, budget.transform))
+        budget.parse(
+            f"SELECT {expression}", lambda s: rewrite_select(s, {}, transform=budget.transform)
+        )
     except QueryError as exc:
         assert exc.code in ("sql_too_deep", "sql_too_long", "syntax_error", "query_timeout")
 
@@ -102,7 +104,7 @@ def test_parsing_counts_against_the_deadline() -> None:
     values = ", ".join(f"'v{i:06d}'" for i in range(7_000))
     budget = QueryBudget.start(QueryLimits(timeout_s=0.01))
     with pytest.raises(QueryError) as err:
-        budget.parse(f"SELECT 1 WHERE 1 IN ({values})", lambda s: rewrite_select(s, {}.get))
+        budget.parse(f"SELECT 1 WHERE 1 IN ({values})", lambda s: rewrite_select(s, {}))
     assert err.value.code == "query_timeout"
 
 

@@ -7,30 +7,30 @@ import pytest
 from headwater.errors import QueryError
 from headwater.query.sandbox import rewrite_select
 
-TABLES = {"readings": "t_a__readings", "minute": "t_a__minute"}
+TABLES = {"readings": "readings", "minute": "minute"}
 
 
 def rewrite(sql: str) -> str:
-    return rewrite_select(sql, TABLES.get).sql
+    return rewrite_select(sql, TABLES, schema="main").sql
 
 
 @pytest.mark.parametrize(
     ("sql", "want"),
     [
-        ("SELECT * FROM readings", 'SELECT * FROM "t_a__readings" AS readings'),
-        ("FROM readings", 'SELECT * FROM "t_a__readings" AS readings'),
-        ("SELECT r.ts FROM Readings r", 'SELECT r.ts FROM "t_a__readings" AS r'),
+        ("SELECT * FROM readings", 'SELECT * FROM main."readings" AS readings'),
+        ("FROM readings", 'SELECT * FROM main."readings" AS readings'),
+        ("SELECT r.ts FROM Readings r", 'SELECT r.ts FROM main."readings" AS r'),
         (
             "SELECT readings.ts FROM readings JOIN minute USING (device_id)",
-            'SELECT readings.ts FROM "t_a__readings" AS readings JOIN "t_a__minute" AS minute USING (device_id)',
+            'SELECT readings.ts FROM main."readings" AS readings JOIN main."minute" AS minute USING (device_id)',
         ),
         (
             "WITH readings AS (SELECT 1 AS x) SELECT * FROM readings",
-            "WITH readings AS (SELECT 1 AS x) SELECT * FROM readings",
+            'WITH "_cte#1" AS (SELECT 1 AS x) SELECT * FROM "_cte#1" AS readings',
         ),
         (
             "SELECT (SELECT max(n) FROM minute) FROM readings",
-            'SELECT (SELECT MAX(n) FROM "t_a__minute" AS minute) FROM "t_a__readings" AS readings',
+            'SELECT (SELECT MAX(n) FROM main."minute" AS minute) FROM main."readings" AS readings',
         ),
         ("SELECT * FROM range(3)", "SELECT * FROM RANGE(0, 3)"),
         ("SELECT * FROM unnest([1, 2])", "SELECT * FROM UNNEST([1, 2])"),
@@ -41,8 +41,8 @@ def test_table_references_point_at_physical_tables(sql: str, want: str) -> None:
 
 
 def test_the_tables_a_query_reads_are_reported() -> None:
-    select = rewrite_select("SELECT * FROM readings, minute", TABLES.get)
-    assert select.tables == {"readings": "t_a__readings", "minute": "t_a__minute"}
+    select = rewrite_select("SELECT * FROM readings, minute", TABLES)
+    assert select.tables == {"readings": "readings", "minute": "minute"}
 
 
 @pytest.mark.parametrize(
@@ -64,11 +64,14 @@ def test_cte_names_follow_sql_scoping(sql: str) -> None:
 
 def test_a_recursive_cte_sees_itself() -> None:
     sql = "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r"
-    assert rewrite(sql) == sql
+    assert rewrite(sql) == (
+        'WITH RECURSIVE "_cte#1" AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM "_cte#1" AS r '
+        'WHERE n < 3) SELECT * FROM "_cte#1" AS r'
+    )
 
 
 @pytest.mark.parametrize(
-    "name", ["t_a__readings", "main.readings", "memory.main.t_b__x", "'/etc/passwd'"]
+    "name", ["t_a__readings", "main.readings", "memory.main.t_b__x", "'/etc/passwd'", "_hw.tables"]
 )
 def test_physical_qualified_and_file_names_are_unknown(name: str) -> None:
     with pytest.raises(QueryError) as err:
@@ -104,3 +107,66 @@ def test_select_into_is_refused() -> None:
     with pytest.raises(QueryError) as err:
         rewrite("SELECT 1 INTO x")
     assert err.value.code == "read_only"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # Not a UNION: DuckDB binds the inner name to the table, so the sandbox does too.
+        "WITH RECURSIVE secret AS (SELECT * FROM secret) SELECT * FROM secret",
+        # The anchor of a recursive UNION sees tables, not the CTE itself.
+        "WITH RECURSIVE secret AS (SELECT * FROM secret UNION ALL SELECT 1) SELECT * FROM secret",
+    ],
+)
+def test_recursive_ctes_are_scoped_as_duckdb_scopes_them(sql: str) -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite(sql)
+    assert err.value.code == "unknown_table"
+
+
+def test_a_cte_can_never_shadow_a_table() -> None:
+    sql = "WITH readings AS (SELECT 1 AS x) SELECT * FROM (WITH minute AS (SELECT 2) SELECT 1), readings"
+    got = rewrite(sql)
+    assert got == (
+        'WITH "_cte#1" AS (SELECT 1 AS x) SELECT * FROM (WITH "_cte#2" AS (SELECT 2) SELECT 1), '
+        '"_cte#1" AS readings'
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["t_ban\u212a", "READINGS\u0301", "\uff52eadings", "ﬁle", "readi\u017fngs"]
+)
+def test_look_alike_names_are_refused(name: str) -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite(f'WITH "{name}" AS (SELECT 1) SELECT * FROM readings')
+    assert err.value.code == "ambiguous_name"
+
+
+def test_non_ascii_names_that_fold_alike_everywhere_are_names_like_others() -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite('SELECT * FROM "données"')
+    assert err.value.code == "unknown_table"
+    assert rewrite('WITH "données" AS (SELECT 1) SELECT * FROM "données"') == (
+        'WITH "_cte#1" AS (SELECT 1) SELECT * FROM "_cte#1" AS "données"'
+    )
+
+
+def test_an_unknown_table_lists_the_tenants_tables() -> None:
+    with pytest.raises(QueryError) as err:
+        rewrite("SELECT * FROM reading")
+    assert err.value.message == (
+        "table 'reading' does not exist; this tenant's tables: minute, readings"
+    )
+    with pytest.raises(QueryError) as err:
+        rewrite_select("SELECT * FROM x", {})
+    assert "no tables yet" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SHOW TABLES", "SELECT table_name FROM information_schema.tables", "SHOW ALL TABLES"],
+)
+def test_catalog_views_list_the_tenants_tables_as_literals(sql: str) -> None:
+    got = rewrite(sql)
+    assert "('minute'), ('readings')" in got
+    assert "information_schema" not in got

@@ -21,7 +21,7 @@ MINUTE = pa.schema([("k", pa.string()), ("window_start", TS), ("n", pa.int64())]
 
 
 def open_store(path: Path) -> DuckDBStore:
-    return DuckDBStore(path / "store.duckdb", memory_limit="256MB", threads=2)
+    return DuckDBStore(path / "store", memory_limit="256MB", threads=2)
 
 
 def rows(start: int, n: int) -> pa.Table:
@@ -73,10 +73,10 @@ def test_a_failure_inside_the_transaction_rolls_back_every_statement(
     )
 
     def fail_after_rows_were_written(cur: duckdb.DuckDBPyConnection, *_: Any) -> None:
-        assert cur.execute('SELECT count(*) FROM "t_acme__rows"').fetchone() == (5,)
+        assert cur.execute('SELECT count(*) FROM "rows"').fetchone() == (5,)
         cur.execute("SELECT * FROM no_such_table")  # a real DuckDB error mid-transaction
 
-    monkeypatch.setattr(store, "_save_consumer", fail_after_rows_were_written)
+    monkeypatch.setattr(store._dbs["acme"], "_save_consumer", fail_after_rows_were_written)
     write = ResultWrite(
         "p",
         {"a": 9},
@@ -188,18 +188,64 @@ def test_writers_of_different_tables_commit_side_by_side(tmp_path: Path) -> None
     store.close()
 
 
-def test_physical_names_never_collide_across_tenants(tmp_path: Path) -> None:
+def test_each_tenant_has_its_own_database_file(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     store.ensure_table("a__b", "c", MINUTE)
-    with pytest.raises(Conflict):
-        store.ensure_table("a", "b__c", MINUTE)  # both would be t_a__b__c
+    store.ensure_table("a", "b__c", MINUTE, key=["k", "window_start"])  # once both t_a__b__c
+    store.commit("a", ResultWrite("p", {"t": 1}, upserts={"b__c": minute(["x"], [1])}))
+    assert sorted((tmp_path / "store").glob("*.duckdb")) == [
+        tmp_path / "store" / "a.duckdb",
+        tmp_path / "store" / "a__b.duckdb",
+    ]
+    assert store.count_rows(RowQuery("a__b", "c")) == 0
+    assert store.consumer_offsets("a__b", "p") == {}
+    store.close()
+
+
+def test_tenants_differing_only_in_case_are_kept_apart(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.ensure_table("acme", "t", MINUTE)
+    with pytest.raises(Conflict) as err:
+        store.ensure_table("ACME", "t", MINUTE)  # one file on a case-insensitive file system
+    assert err.value.code == "tenant_name_clash"
+    store.close()
+
+
+def test_tenants_share_the_memory_limit(tmp_path: Path) -> None:
+    store = DuckDBStore(
+        tmp_path / "store", memory_limit="200MiB", threads=1, tenant_memory_limit="80MiB"
+    )
+    store.ensure_table("a", "t", MINUTE)
+    store.ensure_table("b", "t", MINUTE)
+    store.ensure_table("c", "t", MINUTE)  # the 40 MiB left
+    store.ensure_table("d", "t", MINUTE)  # past the total: the least a database works with
+    limits = [
+        store._dbs[t]._db.execute("SELECT current_setting('memory_limit')").fetchone()
+        for t in "abcd"
+    ]
+    assert limits == [("80.0 MiB",), ("80.0 MiB",), ("40.0 MiB",), ("32.0 MiB",)]
+    store.close()
+
+    # More tenants stored than fit at full size: at start they share the total evenly.
+    store = DuckDBStore(
+        tmp_path / "store", memory_limit="160MiB", threads=1, tenant_memory_limit="80MiB"
+    )
+    limits = [
+        store._dbs[t]._db.execute("SELECT current_setting('memory_limit')").fetchone()
+        for t in "abcd"
+    ]
+    assert limits == [("40.0 MiB",)] * 4
+    store.ensure_table("e", "t", MINUTE)  # nothing left: the least a database works with
+    got = store._dbs["e"]._db.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert got == ("32.0 MiB",)
     store.close()
 
 
 def test_the_database_refuses_file_access_and_setting_changes(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     (tmp_path / "x.csv").write_text("a\n1\n")
-    raw = store._db.cursor()  # below the sandbox: the database itself must say no
+    store.ensure_table("acme", "rows", ROWS)
+    raw = store._dbs["acme"]._db.cursor()  # below the sandbox: the database itself must say no
     with pytest.raises(duckdb.PermissionException):
         raw.execute(f"SELECT * FROM read_csv('{tmp_path / 'x.csv'}')")
     with pytest.raises(duckdb.PermissionException):

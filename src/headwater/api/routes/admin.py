@@ -73,8 +73,13 @@ async def create_tenant(request: Request) -> Response:
         raise BadRequest(
             "tenant name: letters, digits and '_', starting with a letter", code="bad_name"
         )
-    if not p.catalog.ensure_tenant(name, p.clock.now_ms()):
-        raise Conflict(f"tenant {name!r} already exists", code="tenant_exists")
+    # Case apart, two tenants would share one store file on a case-insensitive file system.
+    clash = any(t.lower() == name.lower() for t in p.catalog.tenants())
+    if clash or not p.catalog.ensure_tenant(name, p.clock.now_ms()):
+        raise Conflict(
+            f"tenant {name!r} already exists (names are compared ignoring letter case)",
+            code="tenant_exists",
+        )
     secret, key = p.catalog.create_key(name, "admin", p.clock.now_ms(), "bootstrap")
     return json_response({"tenant": name, "admin_key": {**key_view(key), "key": secret}}, 201)
 

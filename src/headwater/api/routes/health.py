@@ -13,6 +13,8 @@ from headwater.api.auth import authenticate
 from headwater.api.render import json_response
 from headwater.api.routes.streams import platform
 from headwater.observability import metrics as m
+from headwater.observability.exposition import exposition
+from headwater.services import DEFAULT_TENANT
 
 router = APIRouter(tags=["operations"])
 
@@ -52,14 +54,17 @@ async def ready(request: Request) -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    """Prometheus text format."""
-    authenticate(request)
+    """Prometheus text format: every series for operators (admins of the default tenant),
+    the caller's own tenant's series for admins and readers of other tenants."""
+    who = authenticate(request)
+    who.require("admin", "reader")
     p = platform(request)
     m.LOG_SIZE_BYTES.set(p.log.size_bytes())
     m.PROCESS_RSS_BYTES.set(_rss_bytes())
     m.INGEST_INFLIGHT_BYTES.set(p.inflight.bytes)
-    body = generate_latest()
-    if p.settings.metrics_deprecated_names:
+    operator = who.tenant == DEFAULT_TENANT and who.role == "admin"
+    body = exposition(None if operator else who.tenant)
+    if operator and p.settings.metrics_deprecated_names:
         body += generate_latest(m.DEPRECATED)
     return Response(body, 200, media_type=CONTENT_TYPE_LATEST)
 

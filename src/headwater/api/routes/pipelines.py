@@ -12,7 +12,8 @@ from headwater.api.auth import authenticate, authenticate_query_key
 from headwater.api.render import json_response
 from headwater.api.routes.streams import json_body, platform, read_limited
 from headwater.api.sse import EventStream
-from headwater.errors import BadRequest, Conflict, NotFound
+from headwater.errors import BadRequest, NotFound
+from headwater.model.names import check_free
 from headwater.model.schema import arrow_schema, check_schema, schema_from_dict
 from headwater.pipelines.manager import PipelineManager
 from headwater.pipelines.subscriptions import SLOW, Subscriptions
@@ -131,8 +132,7 @@ async def create_reference_table(request: Request) -> Response:
             code="invalid_schema",
         )
     m = manager(request)
-    if spec.name in p.table_names(who.tenant) or spec.name in m.reserved_names(who.tenant):
-        raise Conflict(f"{spec.name!r} is already taken", code="name_taken")
+    check_free("reference", spec.name, p.occupied_tables(who.tenant) | m.reserved_names(who.tenant))
     p.quotas.check_count(
         who.tenant, "reference_tables", len(p.catalog.reference_tables(who.tenant))
     )

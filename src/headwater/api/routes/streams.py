@@ -149,7 +149,7 @@ async def create_stream(request: Request) -> Response:
     p = platform(request)
     schema = schema_from_dict(await _definition(request))
     p.quotas.check_count(who.tenant, "streams", len(p.streams.in_tenant(who.tenant)))
-    st = p.streams.create(who.tenant, schema, p.clock.now_ms(), taken=p.table_names(who.tenant))
+    st = p.streams.create(who.tenant, schema, p.clock.now_ms(), taken=p.occupied_tables(who.tenant))
     return json_response(describe(st, p), 201)
 
 
