@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from headwater.catalog.sqlite import Catalog
+from headwater.datadir import committed_offsets, open_part, open_sqlite_part
 from headwater.ingest.answers import AnswerFile, answer_topics, copy_answers, read_answers
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.dedup import IdIndex
@@ -25,7 +26,7 @@ from headwater.ingest.streams import (
     store_schema,
 )
 from headwater.log.file import FileLog
-from headwater.log.ports import Log
+from headwater.log.ports import Log, LogCorrupted
 from headwater.log.retention import RetentionClock, trim_point
 from headwater.model.time import Clock, SystemClock, parse_duration_ms
 from headwater.observability import metrics as m
@@ -128,18 +129,35 @@ def _schema_of(st: StreamState):  # type: ignore[no-untyped-def]
 def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(settings.catalog_path)
+    catalog = open_sqlite_part(
+        "catalog", settings.catalog_path, lambda: Catalog(settings.catalog_path)
+    )
     secret = _bootstrap(catalog, settings, clock)
-    log_ = FileLog(settings.log_dir, segment_bytes=settings.log_segment_bytes, fsync=settings.fsync)
-    store = DuckDBStore(
+    store = open_part(
+        "store",
         settings.store_path,
-        memory_limit=settings.duckdb_memory_limit,
-        threads=settings.duckdb_threads,
+        lambda: DuckDBStore(
+            settings.store_path,
+            memory_limit=settings.duckdb_memory_limit,
+            threads=settings.duckdb_threads,
+        ),
     )
+    answers = open_sqlite_part(
+        "answers", settings.answers_path, lambda: AnswerFile(settings.answers_path)
+    )
+    # The log refuses to start below an offset any consumer committed (see log.recovery).
+    try:
+        log_ = FileLog(
+            settings.log_dir,
+            segment_bytes=settings.log_segment_bytes,
+            fsync=settings.fsync,
+            committed=committed_offsets(store, answers),
+        )
+    except LogCorrupted as exc:
+        text = exc.message.replace("<dir>", str(settings.data_dir))
+        raise LogCorrupted(text, **exc.details) from None
     streams = StreamDirectory(catalog, store)
-    idem = IdempotencyKeys(
-        parse_duration_ms(settings.idempotency_ttl), AnswerFile(settings.answers_path)
-    )
+    idem = IdempotencyKeys(parse_duration_ms(settings.idempotency_ttl), answers)
     limits = DecodeLimits.from_settings(settings)
     rate = (
         TokenBucket(settings.rate_limit_rows_per_s, settings.rate_limit_burst_rows)

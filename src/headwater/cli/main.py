@@ -33,12 +33,19 @@ def run_server(settings: Settings, extensions_for: str = "serve") -> None:
     from rich.console import Console
 
     from headwater.api.app import create_app, front_door
+    from headwater.errors import HeadwaterError
     from headwater.observability.logging import configure
     from headwater.services import build_platform
 
     configure(settings.log_level, settings.log_format)
-    platform = build_platform(settings)
     console = Console(stderr=True)
+    try:
+        platform = build_platform(settings)
+    except HeadwaterError as exc:  # damaged or locked data: say what and why, no traceback
+        console.print(
+            f"headwater: cannot start: {exc.message}", markup=False, highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(2) from None
     if platform.bootstrap_secret and not settings.bootstrap_key:
         console.print(
             f"[bold green]Admin API key (shown once, store it now):[/] {platform.bootstrap_secret}"
@@ -92,12 +99,13 @@ def demo(
 
 def _client_commands() -> None:
     """Commands that talk to a running server over its HTTP API."""
-    from headwater.cli import send, sql, status, tail
+    from headwater.cli import logcmd, send, sql, status, tail
 
     app.command("status")(status.status)
     app.command("send")(send.send)
     app.command("sql")(sql.sql)
     app.command("tail")(tail.tail)
+    app.add_typer(logcmd.app, name="log")
 
 
 _client_commands()

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from headwater.log.ports import (
     LogEntry,
     check_topic,
 )
+from headwater.log.recovery import check_committed, cut_tail, recover_topic
 from headwater.log.segment import (
     HEADER,
     SEGMENT_SUFFIX,
@@ -41,7 +43,6 @@ from headwater.log.segment import (
     encode_payload,
     entry_meta,
     fsync_dir,
-    recover_topic,
     write_all,
 )
 from headwater.observability import metrics
@@ -89,15 +90,26 @@ class FileLog:
     """
 
     def __init__(
-        self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024, fsync: bool = True
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 64 * 1024 * 1024,
+        fsync: bool = True,
+        committed: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
+        """Open (and recover) the log in ``directory``.
+
+        ``committed`` maps topics to the offsets their consumers committed (consumer name
+        -> offset): the log refuses to open (``LogCorrupted``) if a topic ends below one,
+        so an offset a consumer has read past is never handed out again.
+        """
         if segment_bytes < 1:
             raise ValueError(f"segment_bytes must be positive, got {segment_bytes}")
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_directory(self.directory)
+        self._lock_fd = lock_directory(self.directory)
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._waiters = EndWaiters(self._lock, self._end_locked)
@@ -106,7 +118,7 @@ class FileLog:
         self._closed = False
         self._failure: BaseException | None = None
         try:
-            self._topics = self._recover()
+            self._topics = self._recover(committed or {})
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -174,6 +186,7 @@ class FileLog:
         with self._lock:
             self._check_open(reading=True)
             t = self._topics.get(topic)
+            offset = t.skip_gap(offset) if t else offset
             picked = entry_range(t.starts if t else (), t.end if t else 0, offset, max_rows)
             # Only the lookups and the mapping happen under the lock; decoding does not.
             views = [t.locate(j) for j in picked] if t else []
@@ -192,6 +205,7 @@ class FileLog:
             t = self._topics.get(topic)
             if t is None or offset >= t.end or not t.starts:
                 return []
+            offset = t.skip_gap(offset)
             first = max(bisect_right(t.starts, offset) - 1, 0)
             last = min(len(t.starts), first + max_entries)
             ends = [*t.starts[first + 1 : last + 1], t.end][: last - first]
@@ -295,11 +309,17 @@ class FileLog:
         t = self._topics.get(topic)
         return t.end if t else 0
 
-    def _recover(self) -> dict[str, Topic]:
-        topics = {}
+    def _recover(self, committed: Mapping[str, Mapping[str, int]]) -> dict[str, Topic]:
+        topics, cuts = {}, []
         for path in sorted(self.directory.iterdir()):
             if path.is_dir() and TOPIC_RE.match(path.name):
-                topics[path.name] = recover_topic(path, self.fsync)
+                topics[path.name], cut = recover_topic(path, committed.get(path.name, {}))
+                if cut is not None:
+                    cuts.append(cut)
+        check_committed(topics, committed)
+        # Torn tails are cut only once every topic is known to be sound.
+        for cut in cuts:
+            cut_tail(cut, self.fsync)
         return topics
 
     # ------------------------------------------------------------ the writer thread
@@ -431,7 +451,7 @@ def _resolve(items: list[Pending]) -> None:
             fut.set_result(item.result())
 
 
-def _lock_directory(directory: Path) -> int:
+def lock_directory(directory: Path) -> int:
     fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

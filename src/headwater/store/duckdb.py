@@ -268,6 +268,14 @@ class DuckDBStore:
             found = cur.execute(q.LOAD_OFFSETS, [tenant, consumer]).fetchone()
         return {str(k): int(v) for k, v in json.loads(found[0]).items()} if found else {}
 
+    def committed_offsets(self) -> dict[tuple[str, str], dict[str, int]]:
+        with self._reading("consumer") as cur:
+            found = cur.execute(q.LOAD_ALL_OFFSETS).fetchall()
+        return {
+            (str(t), str(c)): {str(k): int(v) for k, v in json.loads(o).items()}
+            for t, c, o in found
+        }
+
     def consumer_state(self, tenant: str, consumer: str) -> bytes | None:
         with self._reading("consumer") as cur:
             found = cur.execute(q.LOAD_CONSUMER, [tenant, consumer]).fetchone()

@@ -30,6 +30,7 @@ SAVE_TABLE = "INSERT OR REPLACE INTO _hw_tables VALUES (?, ?, ?, ?, ?)"
 DROP_TABLE_ROW = "DELETE FROM _hw_tables WHERE tenant = ? AND name = ?"
 LOAD_CONSUMER = "SELECT offsets, state FROM _hw_consumers WHERE tenant = ? AND consumer = ?"
 LOAD_OFFSETS = "SELECT offsets FROM _hw_consumers WHERE tenant = ? AND consumer = ?"
+LOAD_ALL_OFFSETS = "SELECT tenant, consumer, offsets FROM _hw_consumers"
 SAVE_CONSUMER = """INSERT INTO _hw_consumers VALUES (?, ?, ?, ?)
     ON CONFLICT (tenant, consumer) DO UPDATE
     SET offsets = EXCLUDED.offsets, state = COALESCE(EXCLUDED.state, state)"""
