@@ -86,18 +86,24 @@ def id_streams(c: httpx.Client) -> None:
         assert c.post("/v1/streams", json=body).status_code == 201
 
 
-def fresh_id_rate(url: str, body_file: Path, seconds: int, connections: int) -> float:
-    """Events/s of batched requests that each carry new event ids."""
+def fresh_id_rate(
+    url: str, body_file: Path, seconds: int, connections: int, pid: int
+) -> tuple[float, float]:
+    """Requests/s of batched requests that each carry new event ids, and the server's
+    CPU milliseconds per request."""
     script = body_file.with_suffix(".ids.lua")
     script.write_text(
         LUA.format(key=ADMIN_KEY, body=body_file, pace="", keyed="")
         + FRESH_IDS.format(body=body_file)
     )
     cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "-s", str(script), url]
+    cpu0 = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     res = parse_wrk(out)
     assert res["non2xx"] == 0, out
-    return res["rps"]
+    done = re.search(r"(\d+) requests in", out)
+    requests = max(1, int(done.group(1)) if done else 1)
+    return res["rps"], (cpu_seconds(pid) - cpu0) * 1000 / requests
 
 
 def ndjson(n: int, start: int = 0) -> bytes:
@@ -257,16 +263,20 @@ def main() -> None:
               f"server CPU {keyed['cpu_us_per_req']:.0f} us/request")  # fmt: skip
         with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
             id_streams(c)
-        rates: dict[str, list[float]] = {"bench_plain": [], "bench_ids": []}
-        for _ in range(2):  # alternating, so both see the same load of the machine
+        rates: dict[str, list[tuple[float, float]]] = {"bench_plain": [], "bench_ids": []}
+        for _ in range(3):  # alternating, so both see the same load of the machine
             for name, found in rates.items():
-                rps = fresh_id_rate(f"{srv.url}/v1/streams/{name}/events", body_file,
-                                    args.seconds, args.connections)  # fmt: skip
-                found.append(rps * args.batch)
+                rps, cpu_ms = fresh_id_rate(f"{srv.url}/v1/streams/{name}/events", body_file,
+                                            args.seconds, args.connections, pid)  # fmt: skip
+                found.append((rps * args.batch, cpu_ms))
         plain, with_ids = max(rates["bench_plain"]), max(rates["bench_ids"])
-        print(f"new event ids on every request ({args.batch} events/request), best of 2:")
-        print(f"  stream without id: {plain:,.0f} events/s; with an id field (dedup): "
-              f"{with_ids:,.0f} events/s; ratio {with_ids / plain:.2f}")  # fmt: skip
+        cpu_plain = min(c for _, c in rates["bench_plain"])
+        cpu_ids = min(c for _, c in rates["bench_ids"])
+        print(f"new event ids on every request ({args.batch} events/request), best of 3:")
+        print(f"  stream without id: {plain[0]:,.0f} events/s, server CPU {cpu_plain:.2f} "
+              f"ms/request; with an id field (dedup): {with_ids[0]:,.0f} events/s, "
+              f"{cpu_ids:.2f} ms/request; ratio {with_ids[0] / plain[0]:.2f} "
+              f"(CPU ratio {cpu_plain / cpu_ids:.2f})")  # fmt: skip
         ceiling = decode_ceiling(args.batch)
         small = decode_ceiling(1)
         print(f"decode+validate alone (one core, in-process): {ceiling:,.0f} events/s in {args.batch}-event bodies; "

@@ -75,10 +75,13 @@ def hash_ids(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
             values = arr.cast(pa.int64()).fill_null(0).to_numpy().view(np.uint64)
             h = _splitmix64(values ^ np.uint64(0x5BD1E995))
         else:
-            arr = arr.cast(pa.large_string())
-            offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[
+            if pa.types.is_string(arr.type):  # 32-bit offsets: read them as they are
+                width = np.int32
+            else:
+                arr, width = arr.cast(pa.large_string()), np.int64
+            offsets = np.frombuffer(arr.buffers()[1], dtype=width)[
                 arr.offset : arr.offset + n + 1
-            ]
+            ].astype(np.int64, copy=False)
             data_buf = arr.buffers()[2]
             data = (
                 np.frombuffer(data_buf, dtype=np.uint8)
@@ -200,7 +203,8 @@ class IdIndex:
 
     def first_unseen(self, hashes: np.ndarray) -> np.ndarray:
         """Mask of rows to keep: not remembered, and first of their id within the batch."""
-        if np.unique(hashes).size == hashes.size:  # no id twice in the batch: the usual case
+        ordered = np.sort(hashes)
+        if not (ordered[1:] == ordered[:-1]).any():  # no id twice in the batch: the usual case
             return np.asarray(~self.seen(hashes))
         _, first_idx = np.unique(hashes, return_index=True)
         first = np.zeros(hashes.size, dtype=bool)

@@ -24,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-K = 5  # bits per id, 6 bits of the hash each
-_SHIFTS = [np.uint64(6 * i) for i in range(K)]
-_SIX = np.uint64(63)
+K = 4  # bits per id: the low 6 bits of each of the hash's 4 low bytes
 _ONE = np.uint64(1)
 _HIGH = np.uint64(32)
 
@@ -37,6 +35,7 @@ class IdFilter:
     def __init__(self, path: Path | None, nbytes: int) -> None:
         words = min(max(nbytes // 8, 1), 1 << 32)  # up to 32 GiB
         self.fresh = False  # True when the file was (re)created: it holds no ids yet
+        self._mapped: np.memmap | None = None
         if path is None:
             self.words: np.ndarray = np.zeros(words, np.uint64)
             return
@@ -44,28 +43,32 @@ class IdFilter:
             with open(path, "wb") as fh:
                 fh.truncate(words * 8)
             self.fresh = True
-        self.words = np.memmap(path, np.uint64, "r+", shape=(words,))
+        self._mapped = np.memmap(path, np.uint64, "r+", shape=(words,))
+        # A plain view: indexing a np.memmap goes through a slow Python-level __getitem__.
+        self.words = self._mapped.view(np.ndarray)
 
     def _where(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = ((h >> _HIGH) * np.uint64(self.words.size)) >> _HIGH  # in [0, words): no division
-        mask = np.zeros(h.size, np.uint64)
-        for s in _SHIFTS:
-            mask |= _ONE << ((h >> s) & _SIX)
+        # The word from the high 32 bits (multiply-shift: no division), the bits from the
+        # low ones: a few whole-array operations, whatever K is.
+        idx = ((h >> _HIGH) * np.uint64(self.words.size)) >> _HIGH
+        low = h.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)[:, :K] & np.uint8(63)
+        mask = np.bitwise_or.reduce(_ONE << low.astype(np.uint64), axis=1)
         return idx.astype(np.int64), mask
 
     def add(self, hashes: np.ndarray) -> None:
         if hashes.size == 0:
             return
         idx, mask = self._where(hashes)
-        self.words[idx] |= mask  # where two ids share a word, one write wins...
-        lost = (self.words[idx] & mask) != mask
-        if lost.any():  # ...so set the other's bits one by one (rare: a few per million)
-            np.bitwise_or.at(self.words, idx[lost], mask[lost])
+        ordered = np.sort(idx)
+        if (ordered[1:] == ordered[:-1]).any():  # two ids share a word: rare, slower
+            np.bitwise_or.at(self.words, idx, mask)
+        else:
+            self.words[idx] |= mask
 
     def might_contain(self, hashes: np.ndarray) -> np.ndarray:
         idx, mask = self._where(hashes)
         return np.asarray((self.words[idx] & mask) == mask)
 
     def flush(self) -> None:
-        if isinstance(self.words, np.memmap):
-            self.words.flush()
+        if self._mapped is not None:
+            self._mapped.flush()

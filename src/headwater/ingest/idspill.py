@@ -40,7 +40,9 @@ def spill(index: IdIndex, topic: str, source: Log) -> bool:
             column = e.batch.column("_id_hash").slice(0, end - e.offset).drop_null()
             parts.append(column.to_numpy())
         offset = entries[-1].end
-    hashes = np.unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
+    hashes = np.sort(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
+    if hashes.size > 1:  # unique by sorting: numpy's hash-based unique is slower here
+        hashes = hashes[np.r_[True, hashes[1:] != hashes[:-1]]]
     if index.filter is not None:
         index.filter.flush()  # the bits of every id in the run are on disk before it is named
     runs.add(hashes.astype(np.uint64, copy=False), covered=end)
