@@ -18,6 +18,7 @@ the filter and reads only the log past ``covered``: its time does not grow with 
 from __future__ import annotations
 
 import threading
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,9 +76,8 @@ def hash_ids(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
             values = arr.cast(pa.int64()).fill_null(0).to_numpy().view(np.uint64)
             h = _splitmix64(values ^ np.uint64(0x5BD1E995))
         else:
-            if pa.types.is_string(arr.type):  # 32-bit offsets: read them as they are
-                width = np.int32
-            else:
+            width: type[np.signedinteger[Any]] = np.int32  # string: 32-bit offsets, as they are
+            if not pa.types.is_string(arr.type):
                 arr, width = arr.cast(pa.large_string()), np.int64
             offsets = np.frombuffer(arr.buffers()[1], dtype=width)[
                 arr.offset : arr.offset + n + 1
