@@ -18,9 +18,9 @@ the filter and reads only the log past ``covered``: its time does not grow with 
 from __future__ import annotations
 
 import threading
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
