@@ -269,14 +269,15 @@ def main() -> None:
                 rps, cpu_ms = fresh_id_rate(f"{srv.url}/v1/streams/{name}/events", body_file,
                                             args.seconds, args.connections, pid)  # fmt: skip
                 found.append((rps * args.batch, cpu_ms))
-        plain, with_ids = max(rates["bench_plain"]), max(rates["bench_ids"])
-        cpu_plain = min(c for _, c in rates["bench_plain"])
-        cpu_ids = min(c for _, c in rates["bench_ids"])
-        print(f"new event ids on every request ({args.batch} events/request), best of 3:")
-        print(f"  stream without id: {plain[0]:,.0f} events/s, server CPU {cpu_plain:.2f} "
-              f"ms/request; with an id field (dedup): {with_ids[0]:,.0f} events/s, "
-              f"{cpu_ids:.2f} ms/request; ratio {with_ids[0] / plain[0]:.2f} "
-              f"(CPU ratio {cpu_plain / cpu_ids:.2f})")  # fmt: skip
+        pairs = list(zip(rates["bench_plain"], rates["bench_ids"], strict=True))
+        ratios = sorted(ids[0] / plain[0] for plain, ids in pairs)
+        cpu = sorted(plain[1] / ids[1] for plain, ids in pairs)
+        print(f"new event ids on every request ({args.batch} events/request), 3 alternating pairs:")
+        for plain, ids in pairs:
+            print(f"  without id {plain[0]:,.0f} events/s ({plain[1]:.2f} ms CPU/request), "
+                  f"with id {ids[0]:,.0f} events/s ({ids[1]:.2f} ms CPU/request)")  # fmt: skip
+        print(f"  median ratio with/without id: {ratios[1]:.2f} by rate, "
+              f"{cpu[1]:.2f} by server CPU per request")  # fmt: skip
         ceiling = decode_ceiling(args.batch)
         small = decode_ceiling(1)
         print(f"decode+validate alone (one core, in-process): {ceiling:,.0f} events/s in {args.batch}-event bodies; "
