@@ -40,6 +40,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 _POWERS: dict[int, np.ndarray] = {}
+_POWERS_CACHED = 1 << 20  # a table of at most 8 MiB per base; longer bodies compute theirs
 
 
 def _powers(base: np.uint64, n: int) -> np.ndarray:
@@ -50,7 +51,8 @@ def _powers(base: np.uint64, n: int) -> np.ndarray:
         table = np.full(size, base, dtype=np.uint64)
         table[0] = 1
         table = np.cumprod(table, dtype=np.uint64)
-        _POWERS[int(base)] = table
+        if size <= _POWERS_CACHED:
+            _POWERS[int(base)] = table
     return table[:n]
 
 
