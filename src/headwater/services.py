@@ -5,7 +5,9 @@ Embedded mode: ``FileLog`` in the data dir, ``DuckDBStore`` file, SQLite catalog
 
 from __future__ import annotations
 
+import functools
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -213,12 +215,24 @@ def id_indexes(settings: Settings) -> Callable[[str, StreamSchema], IdIndex]:
     def make(tenant: str, schema: StreamSchema) -> IdIndex:
         if schema.id is None:
             return IdIndex()
-        return IdIndex.on_disk(
-            settings.data_dir / "ids" / f"{tenant}.{schema.name}",
+        directory = settings.data_dir / "ids" / f"{tenant}.{schema.name}"
+        opening = functools.partial(
+            IdIndex.on_disk,
+            directory,
             settings.id_filter_bytes,
             spill_ids=settings.id_spill_ids,
             hot_max_ids=settings.id_hot_max_ids,
         )
+        try:
+            return opening()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # The index is derived data: set it aside and rebuild it from the store and
+            # the log (``_recover_ids``), which hold every id it held.
+            aside = directory.with_name(f"{directory.name}.damaged-{int(time.time())}")
+            directory.rename(aside)
+            log.warning("id_index_damaged", directory=str(directory), moved_to=str(aside),
+                        error=repr(exc))  # fmt: skip
+            return opening()
 
     return make
 
