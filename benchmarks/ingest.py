@@ -9,6 +9,8 @@ stream, and drives it with ``wrk`` (C load generator, separate process). Prints:
 - single-event requests/s and latency, without and with an ``Idempotency-Key`` each;
 - the server's CPU time per request (all its threads, from /proc): on a shared
   machine this moves much less than the rates do, so compare it between runs;
+- the same batched events into a stream with an ``id`` field (event-id dedup) and into
+  one without, every request with new ids, alternating, and their ratio;
 - the decode+validate ceiling in-process (one core), for 1,000-event and 1-event bodies;
 - the load average before and after, as the machine may be busy with other work.
 
@@ -56,6 +58,52 @@ def event(i: int) -> dict[str, object]:
         "temperature": 20.0 + (i % 100) / 10, "humidity": 40.0 + (i % 50) / 5, "status": "ok",
         "site": f"plant-{i % 7}", "firmware": "v2.13.7-rc1", "seq": i,
     }  # fmt: skip
+
+
+# Fresh event ids on every request: "<thread prefix>-<request>-<line>" in front of the
+# same event. Both the id-bearing and the plain stream get exactly these bodies.
+FRESH_IDS = """
+local prefix = tostring(math.random(1, 1e9))
+local sent = 0
+local rests = {{}}
+for line in io.lines("{body}") do rests[#rests + 1] = line:sub(2) end
+request = function()
+   sent = sent + 1
+   local parts = {{}}
+   local head = '{{"event_id":"' .. prefix .. "-" .. sent .. "-"
+   for i = 1, #rests do parts[i] = head .. i .. '",' .. rests[i] end
+   return wrk.format(nil, nil, nil, table.concat(parts, "\\n"))
+end
+"""
+
+
+def id_streams(c: httpx.Client) -> None:
+    """``bench_plain`` and ``bench_ids``: the bench fields and an ``event_id``; only the
+    second declares it as its id."""
+    fields = [*STREAM["fields"], {"name": "event_id", "type": "string"}]  # type: ignore[list-item]
+    for name, id_field in (("bench_plain", None), ("bench_ids", "event_id")):
+        body = {**STREAM, "name": name, "fields": fields, "id": id_field}
+        assert c.post("/v1/streams", json=body).status_code == 201
+
+
+def fresh_id_rate(
+    url: str, body_file: Path, seconds: int, connections: int, pid: int
+) -> tuple[float, float]:
+    """Requests/s of batched requests that each carry new event ids, and the server's
+    CPU milliseconds per request."""
+    script = body_file.with_suffix(".ids.lua")
+    script.write_text(
+        LUA.format(key=ADMIN_KEY, body=body_file, pace="", keyed="")
+        + FRESH_IDS.format(body=body_file)
+    )
+    cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "-s", str(script), url]
+    cpu0 = cpu_seconds(pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    res = parse_wrk(out)
+    assert res["non2xx"] == 0, out
+    done = re.search(r"(\d+) requests in", out)
+    requests = max(1, int(done.group(1)) if done else 1)
+    return res["rps"], (cpu_seconds(pid) - cpu0) * 1000 / requests
 
 
 def ndjson(n: int, start: int = 0) -> bytes:
@@ -213,6 +261,23 @@ def main() -> None:
         print(f"  with an Idempotency-Key each: {keyed['rps']:,.0f} req/s  p50 {keyed['p50_ms']:.1f} ms  "
               f"p99 {keyed['p99_ms']:.1f} ms  non-2xx {keyed['non2xx']:.0f}  "
               f"server CPU {keyed['cpu_us_per_req']:.0f} us/request")  # fmt: skip
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
+            id_streams(c)
+        rates: dict[str, list[tuple[float, float]]] = {"bench_plain": [], "bench_ids": []}
+        for _ in range(3):  # alternating, so both see the same load of the machine
+            for name, found in rates.items():
+                rps, cpu_ms = fresh_id_rate(f"{srv.url}/v1/streams/{name}/events", body_file,
+                                            args.seconds, args.connections, pid)  # fmt: skip
+                found.append((rps * args.batch, cpu_ms))
+        pairs = list(zip(rates["bench_plain"], rates["bench_ids"], strict=True))
+        ratios = sorted(ids[0] / plain[0] for plain, ids in pairs)
+        cpu = sorted(plain[1] / ids[1] for plain, ids in pairs)
+        print(f"new event ids on every request ({args.batch} events/request), 3 alternating pairs:")
+        for plain, ids in pairs:
+            print(f"  without id {plain[0]:,.0f} events/s ({plain[1]:.2f} ms CPU/request), "
+                  f"with id {ids[0]:,.0f} events/s ({ids[1]:.2f} ms CPU/request)")  # fmt: skip
+        print(f"  median ratio with/without id: {ratios[1]:.2f} by rate, "
+              f"{cpu[1]:.2f} by server CPU per request")  # fmt: skip
         ceiling = decode_ceiling(args.batch)
         small = decode_ceiling(1)
         print(f"decode+validate alone (one core, in-process): {ceiling:,.0f} events/s in {args.batch}-event bodies; "

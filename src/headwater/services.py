@@ -6,19 +6,24 @@ SQLite catalog.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import structlog
 
 from headwater.catalog.quotas import Quotas, TenantQuotas
 from headwater.catalog.sqlite import Catalog
+from headwater.datadir import committed_offsets, open_part, open_sqlite_part
 from headwater.ingest.answers import AnswerFile, answer_topics, copy_answers, read_answers
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.dedup import IdIndex
 from headwater.ingest.idempotency import IdempotencyKeys
+from headwater.ingest.idspill import IdSpiller, replay_tail
 from headwater.ingest.quarantine import mark_replayed, new_quarantined, update_in_place
 from headwater.ingest.replay import QuarantineReplay
 from headwater.ingest.service import InflightBudget, IngestService, TokenBucket
@@ -31,9 +36,10 @@ from headwater.ingest.streams import (
     store_schema,
 )
 from headwater.log.file import FileLog
-from headwater.log.ports import Log
+from headwater.log.ports import Log, LogCorrupted
 from headwater.log.retention import RetentionClock, trim_point
 from headwater.model.names import tables_of
+from headwater.model.schema import StreamSchema
 from headwater.model.time import Clock, SystemClock, parse_duration_ms
 from headwater.observability import metrics as m
 from headwater.query.limits import QueryLimits
@@ -69,6 +75,7 @@ class Platform:
     retention: RetentionClock = field(default_factory=RetentionClock)
     inflight: InflightBudget = field(default_factory=lambda: InflightBudget(256 * 1024 * 1024))
     queries: QueryPool = field(default_factory=lambda: QueryPool(threads=8, per_tenant=4))
+    id_spiller: IdSpiller | None = None
 
     def feeds(self) -> Iterator[Feed]:
         for st in self.streams.all():
@@ -129,6 +136,8 @@ class Platform:
                     end if topic == st.idempotency_topic else self.materializer.committed(topic)
                 ]
                 consumers += [copied.get(topic, 0), *readers.get(topic, [])]
+                if topic == st.topic and st.ids.runs is not None:
+                    consumers.append(st.ids.runs.covered)  # ids not yet on disk
                 cut = trim_point(self.retention.marks[topic], now, retention, consumers)
                 if cut > self.log.start_offset(topic):
                     self.log.trim(topic, cut)
@@ -155,6 +164,8 @@ class Platform:
 
     async def close(self) -> None:
         self.materializer.stop()
+        if self.id_spiller is not None:
+            self.id_spiller.stop()
         await self.log.close()
         self.store.close()
         self.catalog.close()
@@ -171,22 +182,45 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     clock = clock or SystemClock()
     QueryLimits.from_settings(settings)  # a malformed size setting stops the start, not a query
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(settings.catalog_path)
+    catalog = open_sqlite_part(
+        "catalog", settings.catalog_path, lambda: Catalog(settings.catalog_path)
+    )
     secret = _bootstrap(catalog, settings, clock)
-    log_ = FileLog(settings.log_dir, segment_bytes=settings.log_segment_bytes, fsync=settings.fsync)
-    migrate_shared_store(
-        settings.legacy_store_path, settings.store_dir, memory_limit=settings.duckdb_memory_limit
+    open_part(
+        "store",
+        settings.legacy_store_path,
+        lambda: migrate_shared_store(
+            settings.legacy_store_path,
+            settings.store_dir,
+            memory_limit=settings.duckdb_memory_limit,
+        ),
     )
-    store = DuckDBStore(
+    store = open_part(
+        "store",
         settings.store_dir,
-        memory_limit=settings.duckdb_memory_limit,
-        threads=settings.duckdb_threads,
-        tenant_memory_limit=settings.duckdb_tenant_memory_limit,
+        lambda: DuckDBStore(
+            settings.store_dir,
+            memory_limit=settings.duckdb_memory_limit,
+            threads=settings.duckdb_threads,
+            tenant_memory_limit=settings.duckdb_tenant_memory_limit,
+        ),
     )
-    streams = StreamDirectory(catalog, store)
-    idem = IdempotencyKeys(
-        parse_duration_ms(settings.idempotency_ttl), AnswerFile(settings.answers_path)
+    answers = open_sqlite_part(
+        "answers", settings.answers_path, lambda: AnswerFile(settings.answers_path)
     )
+    # The log refuses to start below an offset any consumer committed (see log.recovery).
+    try:
+        log_ = FileLog(
+            settings.log_dir,
+            segment_bytes=settings.log_segment_bytes,
+            fsync=settings.fsync,
+            committed=committed_offsets(store, answers),
+        )
+    except LogCorrupted as exc:
+        text = exc.message.replace("<dir>", str(settings.data_dir))
+        raise LogCorrupted(text, **exc.details) from None
+    streams = StreamDirectory(catalog, store, id_indexes(settings))
+    idem = IdempotencyKeys(parse_duration_ms(settings.idempotency_ttl), answers)
     limits = replace(DecodeLimits.from_settings(settings), pii_key=_pii_key(settings))
     rate = (
         TokenBucket(settings.rate_limit_rows_per_s, settings.rate_limit_burst_rows)
@@ -216,6 +250,8 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
     platform_ref.append(platform)
     _recover(platform)
     materializer.start()
+    platform.id_spiller = IdSpiller(log_, streams.all)
+    platform.id_spiller.start()
     return platform
 
 
@@ -251,11 +287,39 @@ def _bootstrap(catalog: Catalog, settings: Settings, clock: Clock) -> str | None
     return secret
 
 
-def _recover(p: Platform) -> None:
-    """Rebuild in-memory indexes from the store, the answer file and the log tail.
+def id_indexes(settings: Settings) -> Callable[[str, StreamSchema], IdIndex]:
+    """Each id-bearing stream's event-id index: hot in memory, runs and filter on disk."""
 
-    Only the log's tail is read: rows the store has not committed yet (their event ids)
-    and entries whose idempotency answers are not yet in the answer file.
+    def make(tenant: str, schema: StreamSchema) -> IdIndex:
+        if schema.id is None:
+            return IdIndex()
+        directory = settings.data_dir / "ids" / f"{tenant}.{schema.name}"
+        opening = functools.partial(
+            IdIndex.on_disk,
+            directory,
+            settings.id_filter_bytes,
+            spill_ids=settings.id_spill_ids,
+            hot_max_ids=settings.id_hot_max_ids,
+        )
+        try:
+            return opening()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # The index is derived data: set it aside and rebuild it from the store and
+            # the log (``_recover_ids``), which hold every id it held.
+            aside = directory.with_name(f"{directory.name}.damaged-{int(time.time())}")
+            directory.rename(aside)
+            log.warning("id_index_damaged", directory=str(directory), moved_to=str(aside),
+                        error=repr(exc))  # fmt: skip
+            return opening()
+
+    return make
+
+
+def _recover(p: Platform) -> None:
+    """Rebuild in-memory indexes from the answer file and the log tail.
+
+    Only the log's tail is read: entries whose event ids are not yet in the stream's
+    on-disk id runs, and entries whose idempotency answers are not yet in the answer file.
     """
     ttl_ms = parse_duration_ms(p.settings.idempotency_ttl)
     now = p.clock.now_ms()
@@ -263,25 +327,28 @@ def _recover(p: Platform) -> None:
     on_disk = keys.disk.progress() if keys.disk is not None else {}
     for st in p.streams.all():
         if st.schema.id is not None:
-            horizon = (
-                parse_duration_ms(st.schema.dedup_horizon) if st.schema.dedup_horizon else None
-            )
-            since = now - horizon if horizon is not None else None
-            stored = p.store.id_hashes(st.tenant, st.schema.name, since)
-            st.ids = IdIndex(stored.to_numpy(zero_copy_only=False).astype("uint64"))
-            # and the ids of rows the store has not committed yet
-            materialized = p.store.consumer_offsets(st.tenant, f"materialize:{st.schema.name}")
-            offset = max(p.log.start_offset(st.topic), materialized.get(st.topic, 0))
-            while entries := p.log.read(st.topic, offset, 1_000_000):
-                for e in entries:
-                    st.ids.add(e.batch.column("_id_hash").drop_null().to_numpy())
-                offset = entries[-1].end
+            _recover_ids(p, st)
         for topic in answer_topics(st):  # answers not yet copied to the answer file
             found, _ = read_answers(p.log, st, topic, on_disk.get(topic, 0))
             for _, _, rec in found:
                 if now - rec.at_ms <= ttl_ms:
                     keys.remember(st.tenant, st.schema.name, rec)
     log.info("recovered", streams=len(p.streams.all()))
+
+
+def _recover_ids(p: Platform, st: StreamState) -> None:
+    ids, runs = st.ids, st.ids.runs
+    if runs is None:
+        return
+    if not runs.exists:  # the first start with on-disk ids: take the store's, once
+        stored = p.store.id_hashes(st.tenant, st.schema.name, None)
+        stored_np = np.unique(stored.to_numpy(zero_copy_only=False).astype(np.uint64))
+        materialized = p.store.consumer_offsets(st.tenant, f"materialize:{st.schema.name}")
+        runs.add(stored_np, covered=materialized.get(st.topic, 0))
+        if ids.filter is not None:
+            ids.filter.add(stored_np)
+        log.info("id_index_built", stream=st.schema.name, ids=int(stored_np.size))
+    replay_tail(ids, st.topic, p.log)
 
 
 __all__ = ["DEFAULT_TENANT", "Platform", "build_platform"]

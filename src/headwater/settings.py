@@ -100,6 +100,19 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(None, description="PEM certificate chain to serve HTTPS with.")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
 
+    id_filter_bytes: int = Field(
+        32 * 1024 * 1024,
+        description="Size of each id-bearing stream's event-id filter (about 10 bits per id "
+        "keeps lookups off the disk; more ids only cost more disk lookups).",
+    )
+    id_spill_ids: int = Field(
+        262_144, description="Event ids held in memory per generation before they go to disk."
+    )
+    id_hot_max_ids: int = Field(
+        2_000_000,
+        description="Most event ids a stream holds in memory; beyond, ingest answers 503.",
+    )
+
     # log
     log_segment_bytes: int = Field(
         64 * 1024 * 1024, description="Size at which a log segment file rolls."

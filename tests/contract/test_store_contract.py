@@ -220,6 +220,13 @@ def test_offsets_merge_by_topic_and_state_survives_a_write_without_one(store: Re
     assert store.consumer_state(TENANT, "p") == b"two"
 
 
+def test_committed_offsets_lists_every_consumer_of_every_tenant(store: ResultStore) -> None:
+    store.commit(TENANT, ResultWrite("p", {"a": 1, "b": 1}))
+    store.commit(TENANT, ResultWrite("p", {"b": 7}))
+    store.commit("other", ResultWrite("q", {"a": 3}))
+    assert store.committed_offsets() == {(TENANT, "p"): {"a": 1, "b": 7}, ("other", "q"): {"a": 3}}
+
+
 def test_append_takes_a_subset_of_columns_and_widening_types(store: ResultStore) -> None:
     store.ensure_table(
         TENANT, "t", pa.schema([("a", pa.int64()), ("b", pa.float64()), ("c", pa.string())])

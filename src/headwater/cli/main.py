@@ -35,7 +35,7 @@ def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "
         run_server(settings, extensions_for, intro)
     except StartupError as exc:
         typer.echo(f"headwater: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:  # Ctrl-C: the server has shut down in order
         raise typer.Exit(130) from None
 
@@ -75,13 +75,14 @@ def demo(
 
 def _client_commands() -> None:
     """Commands that talk to a running server over its HTTP API."""
-    from headwater.cli import keys, send, sql, status, tail
+    from headwater.cli import keys, logcmd, send, sql, status, tail
 
     app.command("status")(status.status)
     app.command("send")(send.send)
     app.command("sql")(sql.sql)
     app.command("tail")(tail.tail)
     app.add_typer(keys.app, name="keys")
+    app.add_typer(logcmd.app, name="log")
 
 
 _client_commands()

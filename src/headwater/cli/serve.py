@@ -30,6 +30,14 @@ LOCK_FILE = "headwater.lock"
 class StartupError(Exception):
     """The server cannot start; the message says why and what to do, in one line."""
 
+    exit_code = 1
+
+
+class DataDirError(StartupError):
+    """The data dir is damaged or inconsistent: nothing was changed; exit code 2."""
+
+    exit_code = 2
+
 
 def bind_port(host: str, port: int) -> list[socket.socket]:
     """Sockets bound to ``host:port`` (each address a name has, as uvicorn would bind them),
@@ -167,7 +175,12 @@ def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "
     from headwater.services import build_platform
 
     configure(settings.log_level, settings.log_format)
-    platform = build_platform(settings)
+    from headwater.errors import HeadwaterError
+
+    try:
+        platform = build_platform(settings)
+    except HeadwaterError as exc:  # damaged or locked data: say what and why, no traceback
+        raise DataDirError(f"cannot start: {exc.message}") from None
     fastapi_app = create_app(platform, extensions(extensions_for))
     scheme = "https" if settings.tls_cert else "http"
     listening = (

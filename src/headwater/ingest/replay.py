@@ -161,8 +161,10 @@ class QuarantineReplay:
             done = await asyncio.gather(*appends)
         except BaseException:
             if reserved is not None:
-                st.ids.discard(reserved)
+                reserved.release()  # a later replay of these rows is then no duplicate
             raise
+        if reserved is not None:
+            reserved.settle(done[0].offset + done[0].count if stored is not None else 0)
         self._ingest.count(st, [], valid.num_rows, len(dups), sum(len(r["raw"]) for r in group))
         at = done[0].offset if stored is not None else 0
         return {

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Protocol
@@ -23,7 +25,7 @@ from headwater.errors import HeadwaterError, Overloaded, RateLimited
 from headwater.ingest.batch import DecodeLimits, RowError, ValidatedBatch, decode_and_validate
 from headwater.ingest.body import media_format
 from headwater.ingest.coalesce import COALESCE_BODY_BYTES, Coalescer, Waiting, split
-from headwater.ingest.dedup import hash_ids
+from headwater.ingest.dedup import Reservation, hash_ids
 from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord, body_digest
 from headwater.ingest.inflight import InflightBudget
 from headwater.ingest.rules import needs_sql
@@ -225,6 +227,13 @@ class IngestService:
                 f"the store is {lag} rows behind the log; slow down and retry",
                 retry_after_s=1.0,
             )
+        if st.ids.full():
+            m.HTTP_REJECTED.labels("id_index").inc()
+            raise Overloaded(
+                f"stream {st.schema.name!r} holds {st.ids.hot_ids()} event ids in memory that "
+                "are not yet on disk; slow down and retry",
+                retry_after_s=1.0,
+            )
 
     def _check_rate(self, tenant: str, principal: str, rows: int, nbytes: int) -> None:
         if self._tenant_rates is not None:
@@ -262,17 +271,20 @@ class IngestService:
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
         self._check_rate(st.tenant, principal, batch.total_rows, len(body))
         valid, reserved, keep = self.dedup(st, batch, now_ms)
-        duplicates = 0 if keep is None else int(keep.size - keep.sum())
-        answer = self._answer(st, valid.num_rows, duplicates, batch.errors)
-        rec = IdemRecord(idem_key, digest, answer, now_ms) if idem_key else None
-        meta = msgspec.msgpack.encode(rec) if rec else b""
-        quarantine = None
-        if batch.errors:
-            quarantine = quarantine_batch(
-                batch.errors, format_of(content_type), csv_header(body, content_type),
-                schema.version, now_ms, request_id,
-            )  # fmt: skip
-        await self._append(st, valid, quarantine, meta, reserved, [rec.key] if rec else [])
+        with settling(reserved):
+            duplicates = 0 if keep is None else int(keep.size - keep.sum())
+            answer = self._answer(st, valid.num_rows, duplicates, batch.errors)
+            rec = IdemRecord(idem_key, digest, answer, now_ms) if idem_key else None
+            meta = msgspec.msgpack.encode(rec) if rec else b""
+            quarantine = None
+            if batch.errors:
+                quarantine = quarantine_batch(
+                    batch.errors, format_of(content_type), csv_header(body, content_type),
+                    schema.version, now_ms, request_id,
+                )  # fmt: skip
+            end = await self._append(st, valid, quarantine, meta, [rec.key] if rec else [])
+            if reserved is not None:
+                reserved.settle(end)
         self.count(st, batch.errors, valid.num_rows, duplicates, len(body))
         return rec, IngestOutcome(200, answer)
 
@@ -354,26 +366,29 @@ class IngestService:
             batch = await self.decode(body, "application/x-ndjson", None, schema, now_ms, limits)
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
         valid, reserved, keep = self.dedup(st, batch, now_ms)
-        shares = split(counts, batch.valid_rows.to_numpy(), keep, batch.errors)
-        quarantine = None
-        if batch.errors:
-            quarantine = quarantine_batch(
-                [e for es in shares.errors for e in es], "json", None, schema.version, now_ms,
-                [group[k].request_id for k in shares.owners()],
-            )  # fmt: skip
-        answers = [
-            self._answer(st, accepted, dups, errors)
-            for accepted, dups, errors in zip(
-                shares.accepted, shares.duplicates, shares.errors, strict=True
-            )
-        ]
-        recs = [
-            IdemRecord(w.idem_key, w.digest, answer, now_ms) if w.idem_key else None
-            for w, answer in zip(group, answers, strict=True)
-        ]
-        kept = [r for r in recs if r is not None]
-        meta = msgspec.msgpack.encode(kept) if kept else b""
-        await self._append(st, valid, quarantine, meta, reserved, [r.key for r in kept])
+        with settling(reserved):
+            shares = split(counts, batch.valid_rows.to_numpy(), keep, batch.errors)
+            quarantine = None
+            if batch.errors:
+                quarantine = quarantine_batch(
+                    [e for es in shares.errors for e in es], "json", None, schema.version, now_ms,
+                    [group[k].request_id for k in shares.owners()],
+                )  # fmt: skip
+            answers = [
+                self._answer(st, accepted, dups, errors)
+                for accepted, dups, errors in zip(
+                    shares.accepted, shares.duplicates, shares.errors, strict=True
+                )
+            ]
+            recs = [
+                IdemRecord(w.idem_key, w.digest, answer, now_ms) if w.idem_key else None
+                for w, answer in zip(group, answers, strict=True)
+            ]
+            kept = [r for r in recs if r is not None]
+            meta = msgspec.msgpack.encode(kept) if kept else b""
+            end = await self._append(st, valid, quarantine, meta, [r.key for r in kept])
+            if reserved is not None:
+                reserved.settle(end)
         duplicates = sum(shares.duplicates)
         self.count(st, batch.errors, valid.num_rows, duplicates, sum(w.nbytes for w in group))
         return recs, answers
@@ -402,15 +417,14 @@ class IngestService:
         valid: pa.RecordBatch,
         quarantine: pa.RecordBatch | None,
         meta: bytes,
-        reserved: np.ndarray | None,
         keys: list[str],
-    ) -> None:
+    ) -> int:
         """Append the valid and the rejected rows; return once both are durable.
 
         ``meta`` holds the answers to the Idempotency-Keys ``keys``: when there is no row
         to store (all duplicates), a marker entry makes them durable. If the append
-        fails, the ids reserved for the valid rows are released so that a retry is not
-        taken for a duplicate.
+        fails, the caller releases the ids reserved for the valid rows so that a retry is
+        not taken for a duplicate. Returns the log end offset of the valid rows (0: none).
         """
         appends = []
         if quarantine is not None:
@@ -419,25 +433,24 @@ class IngestService:
             appends.append(self._log.append(st.topic, valid, meta))
         elif keys and quarantine is None:
             appends.append(self._log.append(st.idempotency_topic, idempotency_marker(keys), meta))
-        try:
-            rows = valid.num_rows + (quarantine.num_rows if quarantine is not None else 0)
-            with span("ingest.log_append", entries=len(appends), rows=rows):
-                if len(appends) == 1:
-                    await appends[0]  # gather would cost two more tasks per request
-                else:
-                    await asyncio.gather(*appends)
-        except BaseException:
-            if reserved is not None:
-                st.ids.discard(reserved)
-            raise
+        rows = valid.num_rows + (quarantine.num_rows if quarantine is not None else 0)
+        with span("ingest.log_append", entries=len(appends), rows=rows):
+            if len(appends) == 1:
+                results = [await appends[0]]  # gather would cost two more tasks per request
+            else:
+                results = list(await asyncio.gather(*appends))
+        if not valid.num_rows:
+            return 0
+        done = results[-1]  # the valid rows' append is queued last
+        return done.offset + done.count
 
     def dedup(
         self, st: StreamState, batch: ValidatedBatch, now_ms: int
-    ) -> tuple[pa.RecordBatch, np.ndarray | None, np.ndarray | None]:
+    ) -> tuple[pa.RecordBatch, Reservation | None, np.ndarray | None]:
         """Attach system columns; drop rows whose id was seen; reserve the new ids.
 
-        Returns the rows to append, the reserved id hashes, and which valid rows were
-        kept (None when the stream has no id field: all of them).
+        Returns the rows to append, the reservation of their ids (settle or release it),
+        and which valid rows were kept (None when the stream has no id field: all of them).
         """
         schema = st.schema
         table = batch.valid
@@ -452,8 +465,7 @@ class IngestService:
             if not keep.all():
                 table = table.filter(pa.array(keep))
                 hashes = hashes[keep]
-            reserved = hashes[hashes != 0]
-            st.ids.add(reserved)
+            reserved = st.ids.reserve(hashes[hashes != 0])
         rows = table.num_rows
         cols = [
             *(c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in table.columns),
@@ -491,3 +503,14 @@ class LagProbe:
 
     def __call__(self, st: StreamState) -> int:  # pragma: no cover - protocol default
         return 0
+
+
+@contextmanager
+def settling(reservation: Reservation | None) -> Iterator[None]:
+    """Release ``reservation`` if what follows fails: a retry is then no duplicate."""
+    try:
+        yield
+    except BaseException:
+        if reservation is not None:
+            reservation.release()
+        raise

@@ -7,6 +7,7 @@ gains the new columns — before any row of the new version is accepted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -101,14 +102,26 @@ class StreamState:
         return f"{self.tenant}.{self.schema.name}.idempotency"
 
 
+IdIndexFactory = Callable[[str, StreamSchema], IdIndex]
+
+
+def in_memory_ids(tenant: str, schema: StreamSchema) -> IdIndex:
+    return IdIndex()
+
+
 class StreamDirectory:
-    def __init__(self, catalog: Catalog, store: ResultStore) -> None:
+    def __init__(
+        self, catalog: Catalog, store: ResultStore, id_index: IdIndexFactory = in_memory_ids
+    ) -> None:
         self._catalog = catalog
         self._store = store
+        self._id_index = id_index
         self._streams: dict[tuple[str, str], StreamState] = {}
         for tenant, schema in catalog.all_streams():
             versions = catalog.stream_versions(tenant, schema.name)
-            self._streams[(tenant, schema.name)] = StreamState(tenant, schema, versions)
+            self._streams[(tenant, schema.name)] = StreamState(
+                tenant, schema, versions, id_index(tenant, schema)
+            )
             _upgrade_quarantine(store, tenant, schema.name)
 
     def get(self, tenant: str, name: str) -> StreamState:
@@ -142,7 +155,7 @@ class StreamDirectory:
         self._store.ensure_table(tenant, schema.name, store_schema(schema))
         self._store.ensure_table(tenant, quarantine_table_of(schema.name), QUARANTINE_STORED_SCHEMA)
         self._catalog.add_stream_version(tenant, schema, now_ms)
-        st = StreamState(tenant, schema, [schema])
+        st = StreamState(tenant, schema, [schema], self._id_index(tenant, schema))
         self._streams[(tenant, schema.name)] = st
         return st
 
@@ -159,6 +172,8 @@ class StreamDirectory:
         new = _with_version(schema, st.schema.version + 1)
         self._store.ensure_table(tenant, new.name, store_schema(new))
         self._catalog.add_stream_version(tenant, new, now_ms)
+        if st.schema.id is None and new.id is not None:
+            st.ids = self._id_index(tenant, new)
         st.schema = new
         st.versions.append(new)
         return st, changes or ["constraints changed"]

@@ -4,69 +4,60 @@ The file format, segments and recovery live in ``headwater.log.segment``.
 
 One writer thread commits appends in groups: it writes everything pending, fdatasyncs
 each file it touched once, and only then publishes the entries to readers and resolves
-the appenders. A crash loses only unacknowledged entries.
+the appenders. A crash loses only unacknowledged entries. A full disk fails the appends
+in flight (503, nothing half-written stays behind) and refuses new ones until space is
+free again; then the log takes appends again by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import threading
-import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import structlog
 
 from headwater.errors import HeadwaterError
+from headwater.log.disk import Disk, OsDisk
 from headwater.log.memory import EndWaiters, entry_range, sliced
 from headwater.log.ports import (
     TOPIC_RE,
     AppendResult,
     LogClosed,
     LogEntry,
+    LogFull,
     check_topic,
 )
+from headwater.log.recovery import check_committed, cut_tail, recover_topic
 from headwater.log.segment import (
     HEADER,
-    SEGMENT_SUFFIX,
     Segment,
     Topic,
     decode_entry,
-    encode_header,
     encode_payload,
     entry_meta,
     fsync_dir,
-    recover_topic,
-    write_all,
+)
+from headwater.log.writer import (
+    OUT_OF_SPACE,
+    Files,
+    Pending,
+    Undo,
+    acknowledge,
+    roll_back,
+    write_group,
 )
 from headwater.observability import metrics
 
 log = structlog.get_logger("headwater.log")
 
-
-@dataclass(slots=True, eq=False)
-class Pending:
-    """One append on its way through the writer thread."""
-
-    topic: str
-    offset: int
-    rows: int
-    meta_len: int
-    parts: list[bytes | pa.Buffer]  # the payload; the writer puts the header in front
-    size: int
-    loop: asyncio.AbstractEventLoop | None = None
-    future: asyncio.Future[AppendResult] | None = None
-    done: threading.Event | None = None
-    error: BaseException | None = None
-
-    def result(self) -> AppendResult:
-        return AppendResult(self.topic, self.offset, self.rows)
+ROOM_POLL_S = 1.0  # while the disk is full: how often to look for free space
+ROOM_MIN_BYTES = 1024 * 1024  # free space wanted before taking appends again
 
 
 # ---------------------------------------------------------------- the log
@@ -90,15 +81,28 @@ class FileLog:
     """
 
     def __init__(
-        self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024, fsync: bool = True
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 64 * 1024 * 1024,
+        fsync: bool = True,
+        committed: Mapping[str, Mapping[str, int]] | None = None,
+        disk: Disk | None = None,
     ) -> None:
+        """Open (and recover) the log in ``directory``.
+
+        ``committed`` maps topics to the offsets their consumers committed (consumer name
+        -> offset): the log refuses to open (``LogCorrupted``) if a topic ends below one,
+        so an offset a consumer has read past is never handed out again. ``disk`` writes
+        the segment files (``OsDisk`` by default).
+        """
         if segment_bytes < 1:
             raise ValueError(f"segment_bytes must be positive, got {segment_bytes}")
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_directory(self.directory)
+        self._lock_fd = lock_directory(self.directory)
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._waiters = EndWaiters(self._lock, self._end_locked)
@@ -106,11 +110,13 @@ class FileLog:
         self._stopping = False
         self._closed = False
         self._failure: BaseException | None = None
+        self._full: LogFull | None = None  # out of disk space: appends wait for room
         try:
-            self._topics = self._recover()
+            self._topics = self._recover(committed or {})
         except BaseException:
             os.close(self._lock_fd)
             raise
+        self._files = Files(self.directory, self._topics, disk or OsDisk(), fsync, segment_bytes)
         self._size = sum(s.written for t in self._topics.values() for s in t.files())
         metrics.LOG_SIZE_BYTES.set(self._size)
         self._writer = threading.Thread(
@@ -175,6 +181,7 @@ class FileLog:
         with self._lock:
             self._check_open(reading=True)
             t = self._topics.get(topic)
+            offset = t.skip_gap(offset) if t else offset
             picked = entry_range(t.starts if t else (), t.end if t else 0, offset, max_rows)
             # Only the lookups and the mapping happen under the lock; decoding does not.
             views = [t.locate(j) for j in picked] if t else []
@@ -193,6 +200,7 @@ class FileLog:
             t = self._topics.get(topic)
             if t is None or offset >= t.end or not t.starts:
                 return []
+            offset = t.skip_gap(offset)
             first = max(bisect_right(t.starts, offset) - 1, 0)
             last = min(len(t.starts), first + max_entries)
             ends = [*t.starts[first + 1 : last + 1], t.end][: last - first]
@@ -286,12 +294,20 @@ class FileLog:
                         seg.fd = -1
         os.close(self._lock_fd)
 
+    @property
+    def healthy(self) -> bool:
+        """False while appends are refused: the disk is full, or a write failed."""
+        return self._failure is None and self._full is None
+
     def _check_open(self, *, reading: bool = False) -> None:
+        if self._full is not None and not reading:
+            metrics.LOG_DISK_FULL.inc()
+            raise LogFull(self._full.message, retry_after_s=ROOM_POLL_S)
         # After a write failure, durable entries stay readable; appends are refused.
         if self._failure is not None and not reading:
             raise LogClosed(
                 f"the log in {self.directory} stopped after a write failure ({self._failure}); "
-                "fix the cause (e.g. free disk space) and restart to reopen it"
+                "fix the cause (a failing disk) and restart to reopen it"
             )
         if self._closed or (self._stopping and not reading):
             raise LogClosed(f"the log in {self.directory} is closed; open a new FileLog to use it")
@@ -300,11 +316,17 @@ class FileLog:
         t = self._topics.get(topic)
         return t.end if t else 0
 
-    def _recover(self) -> dict[str, Topic]:
-        topics = {}
+    def _recover(self, committed: Mapping[str, Mapping[str, int]]) -> dict[str, Topic]:
+        topics, cuts = {}, []
         for path in sorted(self.directory.iterdir()):
             if path.is_dir() and TOPIC_RE.match(path.name):
-                topics[path.name] = recover_topic(path, self.fsync)
+                topics[path.name], cut = recover_topic(path, committed.get(path.name, {}))
+                if cut is not None:
+                    cuts.append(cut)
+        check_committed(topics, committed)
+        # Torn tails are cut only once every topic is known to be sound.
+        for cut in cuts:
+            cut_tail(cut, self.fsync)
         return topics
 
     # ------------------------------------------------------------ the writer thread
@@ -319,67 +341,34 @@ class FileLog:
                 return  # stopping, and everything queued is durable
             try:
                 self._commit(group)
+            except OSError as exc:
+                if exc.errno not in OUT_OF_SPACE:
+                    self._fail(group, exc)
+                    return
+                self._out_of_space(group, exc)
+                if not self._wait_for_room(max(ROOM_MIN_BYTES, sum(i.size for i in group))):
+                    return  # stopping
             except BaseException as exc:
                 self._fail(group, exc)
                 return
 
     def _commit(self, group: list[Pending]) -> None:
         """Write a group, sync every touched file once, then publish and acknowledge."""
-        # One writev per file, not per entry: each system call hands the GIL back and
-        # forth with the event loop thread, which costs far more than the call itself.
-        touched: dict[int, tuple[Segment, list[bytes | pa.Buffer]]] = {}
-        dirs: set[Path] = set()
-        placed: list[tuple[Pending, Segment, int]] = []
-        for item in group:
-            item.parts.insert(0, encode_header(item.offset, item.rows, item.meta_len, item.parts))
-            seg = self._segment_for(item, touched, dirs)
-            placed.append((item, seg, seg.written))
-            seg.written += item.size
-            touched.setdefault(id(seg), (seg, []))[1].extend(item.parts)
-        for seg, parts in touched.values():
-            write_all(seg.fd, parts)
-        started = time.perf_counter()
-        if self.fsync:
-            for seg, _ in touched.values():
-                os.fdatasync(seg.fd)
-            for d in dirs:
-                fsync_dir(d)
-            metrics.LOG_FSYNC_SECONDS.observe(time.perf_counter() - started)
+        undo = Undo()
+        try:
+            placed = write_group(self._files, group, undo)
+        except OSError as exc:
+            if exc.errno in OUT_OF_SPACE:
+                try:
+                    roll_back(self._files, undo)
+                except BaseException as failed:  # the files are in doubt: stop for good
+                    raise RuntimeError(f"undoing a write after {exc} failed: {failed}") from exc
+            raise
         # Counted before the appenders wake up, so an appender sees its append counted.
         metrics.LOG_APPENDS.inc(len(group))
         metrics.LOG_APPEND_BYTES.inc(sum(item.size for item in group))
         metrics.LOG_GROUP_SIZE.observe(len(group))
         self._publish(placed)
-
-    def _segment_for(
-        self,
-        item: Pending,
-        touched: dict[int, tuple[Segment, list[bytes | pa.Buffer]]],
-        dirs: set[Path],
-    ) -> Segment:
-        t = self._topics[item.topic]  # entries are never removed, so no lock is needed
-        seg = t.active
-        if seg is not None and seg.written > 0 and seg.written + item.size > self.segment_bytes:
-            # Roll. The full segment is made durable before its successor exists, so on
-            # open only a topic's last segment can ever hold a torn entry.
-            if seg.fd >= 0:  # not yet open after a reopen: nothing unsynced in it
-                write_all(seg.fd, touched.pop(id(seg), (seg, []))[1])
-                if self.fsync:
-                    os.fdatasync(seg.fd)
-                os.close(seg.fd)
-                seg.fd = -1
-            seg = None
-        if seg is None:
-            if not t.dir.exists():
-                t.dir.mkdir()
-                dirs.add(self.directory)
-            seg = Segment(t.dir / f"{item.offset:020d}{SEGMENT_SUFFIX}", item.offset)
-            seg.fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-            dirs.add(t.dir)
-            t.active = seg
-        elif seg.fd < 0:
-            seg.fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND)
-        return seg
 
     def _publish(self, placed: list[tuple[Pending, Segment, int]]) -> None:
         ends: dict[str, int] = {}
@@ -392,7 +381,38 @@ class FileLog:
             for topic, end in ends.items():
                 self._waiters.advanced(topic, end)
             metrics.LOG_SIZE_BYTES.set(self._size)
-        _acknowledge([item for item, _, _ in placed])
+        acknowledge([item for item, _, _ in placed])
+
+    def _out_of_space(self, group: list[Pending], exc: OSError) -> None:
+        """Refuse the group and everything queued behind it; their offsets are free again."""
+        log.warning("log_disk_full", directory=str(self.directory), error=str(exc))
+        error = LogFull(
+            f"the disk holding the log {self.directory} is full ({exc.strerror}): the events "
+            "were not stored. Retry later; the log takes appends again by itself once space "
+            "is free",
+            retry_after_s=ROOM_POLL_S,
+        )
+        with self._lock:
+            self._full = error
+            group = group + self._queue
+            self._queue = []
+            for t in self._topics.values():
+                t.next = t.end  # nothing past the durable end was acknowledged
+        metrics.LOG_DISK_FULL.inc(len(group))
+        for item in group:
+            item.error = error
+        acknowledge(group)
+
+    def _wait_for_room(self, size: int) -> bool:
+        """Block the writer until ``size`` bytes fit on the disk again; False if stopping."""
+        with self._lock:
+            while not self._stopping:
+                self._work.wait(ROOM_POLL_S)
+                if self._files.disk.has_room(self.directory, size):
+                    self._full = None
+                    log.info("log_disk_room_again", directory=str(self.directory))
+                    return True
+        return False
 
     def _fail(self, group: list[Pending], exc: BaseException) -> None:
         """Fail-stop: after a write or fsync error nothing written since is trustworthy."""
@@ -408,35 +428,10 @@ class FileLog:
         )
         for item in group:
             item.error = error
-        _acknowledge(group)
+        acknowledge(group)
 
 
-def _acknowledge(items: list[Pending]) -> None:
-    """Wake every appender of ``items``: threads directly, event loops once each."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[Pending]] = {}
-    for item in items:
-        if item.loop is not None:
-            by_loop.setdefault(item.loop, []).append(item)
-        elif item.done is not None:
-            item.done.set()
-    # One wake-up per event loop for the whole group, not one per append.
-    for loop, mine in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            loop.call_soon_threadsafe(_resolve, mine)
-
-
-def _resolve(items: list[Pending]) -> None:
-    for item in items:
-        fut = item.future
-        if fut is None or fut.done():  # a cancelled appender
-            continue
-        if item.error is not None:
-            fut.set_exception(item.error)
-        else:
-            fut.set_result(item.result())
-
-
-def _lock_directory(directory: Path) -> int:
+def lock_directory(directory: Path) -> int:
     fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from headwater.errors import BadRequest, HeadwaterError
+from headwater.errors import BadRequest, HeadwaterError, Overloaded
 
 TOPIC_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 TOPIC_MAX_CHARS = 200
@@ -35,6 +35,12 @@ class LogClosed(HeadwaterError):
 
     code = "log_closed"
     status = 503
+
+
+class LogFull(LogClosed, Overloaded):
+    """The disk holding the log is full: appends are refused until space is free again."""
+
+    code = "log_disk_full"
 
 
 class LogCorrupted(HeadwaterError):

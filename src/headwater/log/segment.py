@@ -8,8 +8,8 @@ framed as::
 
 Integers are little-endian; ``crc32`` covers the payload, then the header bytes after
 it (offset .. payload_len). Entries start and end 8-byte aligned, so Arrow buffers read
-back from a memory map are aligned and used without copying. On open, a torn tail of a
-topic's last segment is cut off, and damage anywhere else is reported.
+back from a memory map are aligned and used without copying. Recovery on open lives in
+``headwater.log.recovery``; ``headwater.log.damage`` verifies and repairs a damaged log.
 """
 
 from __future__ import annotations
@@ -22,14 +22,8 @@ from bisect import bisect_right
 from pathlib import Path
 
 import pyarrow as pa
-import structlog
 
-from headwater.log.ports import (
-    LogCorrupted,
-    LogEntry,
-)
-
-log = structlog.get_logger("headwater.log")
+from headwater.log.ports import LogEntry
 
 MAGIC = b"HWL1"
 HEADER = struct.Struct("<4sIQIIQ")  # magic, crc32, offset, rows, meta_len, payload_len
@@ -85,8 +79,9 @@ def decode_entry(topic: str, buf: pa.Buffer) -> LogEntry:
     return LogEntry(topic, offset, pa.ipc.open_stream(body).read_next_batch(), meta)
 
 
-def check_entry(data: memoryview, pos: int, expected_offset: int) -> tuple[int, int] | str:
-    """Validate the entry framed at ``data[pos:]``: (rows, size), or what is wrong with it."""
+def frame_at(data: memoryview, pos: int) -> tuple[int, int, int] | str:
+    """The entry framed at ``data[pos:]`` if it is intact: (offset, rows, size), else what
+    is wrong with it. Its offset is not compared with anything."""
     if len(data) - pos < HEADER.size:
         return "truncated header"
     magic, crc, offset, rows, meta_len, payload_len = HEADER.unpack_from(data, pos)
@@ -100,9 +95,56 @@ def check_entry(data: memoryview, pos: int, expected_offset: int) -> tuple[int, 
     fields = data[pos + _CRC_FROM : pos + HEADER.size]
     if zlib.crc32(fields, zlib.crc32(data[pos + HEADER.size : end])) != crc:
         return "checksum mismatch"
-    if offset != expected_offset or rows == 0:
-        return f"entry offset {offset} with {rows} rows where offset {expected_offset} was expected"
-    return rows, HEADER.size + payload_len
+    if rows == 0:
+        return "entry with no rows"
+    return offset, rows, HEADER.size + payload_len
+
+
+def check_entry(data: memoryview, pos: int, expected_offset: int) -> tuple[int, int] | str:
+    """Validate the entry framed at ``data[pos:]``: (rows, size), or what is wrong with it."""
+    framed = frame_at(data, pos)
+    if isinstance(framed, str):
+        return framed
+    offset, rows, size = framed
+    if offset != expected_offset:
+        return f"entry offset {offset} where offset {expected_offset} was expected"
+    return rows, size
+
+
+def next_intact(data: memoryview, pos: int) -> int | None:
+    """Position of the first intact entry after ``pos`` (entries start 8-byte aligned)."""
+    raw = data.obj if isinstance(data.obj, bytes) else bytes(data)
+    at = pos + 1
+    while (at := raw.find(MAGIC, at)) >= 0:
+        if at % 8 == 0 and not isinstance(frame_at(data, at), str):
+            return at
+        at += 1
+    return None
+
+
+def is_torn_tail(data: memoryview, pos: int, reason: str) -> bool:
+    """Whether the damage at ``pos`` of a topic's last segment is what a crash leaves.
+
+    Only an incomplete final entry is: one the file ends inside of (its length field
+    intact), or a zero-filled tail, with no intact entry after it. A complete entry
+    failing its checksum, or damage followed by intact entries, is corruption: those
+    entries were written whole and may have been acknowledged.
+    """
+    if next_intact(data, pos) is not None:
+        return False
+    if not any(data[pos:]):
+        return True
+    if reason == "truncated header":
+        return True
+    return reason == "truncated entry" and not _whole_but_length_damaged(data, pos)
+
+
+def _whole_but_length_damaged(data: memoryview, pos: int) -> bool:
+    """An entry reaching exactly to the end of the file whose length field alone is off."""
+    _, crc, offset, rows, meta_len, _ = HEADER.unpack_from(data, pos)
+    payload_len = len(data) - pos - HEADER.size
+    fields = HEADER.pack(MAGIC, 0, offset, rows, meta_len, payload_len)[_CRC_FROM:]
+    return bool(zlib.crc32(fields, zlib.crc32(data[pos + HEADER.size :])) == crc)
 
 
 # ---------------------------------------------------------------- segments and topics
@@ -143,9 +185,17 @@ class Topic:
         self.end = 0  # one past the last published row
         self.next = 0  # offset the next append gets (assigned, maybe not yet durable)
         self.active: Segment | None = None  # the segment the writer appends to
+        self.gaps: list[tuple[int, int]] = []  # offset ranges a repair cut out, ascending
 
     def start(self) -> int:
         return self.bases[0] if self.bases else self.end
+
+    def skip_gap(self, offset: int) -> int:
+        """``offset``, or the end of the repaired-away range it falls in."""
+        for start, stop in self.gaps:
+            if start <= offset < stop:
+                return stop
+        return offset
 
     def files(self) -> list[Segment]:
         """Every segment on disk: the published ones and the one being written."""
@@ -166,63 +216,6 @@ class Topic:
         """Bytes of entry ``j`` (and after). Lock held."""
         seg = self.segments[bisect_right(self.bases, self.starts[j]) - 1]
         return seg.view(self.positions[j])
-
-
-def recover_topic(directory: Path, sync: bool) -> Topic:
-    """Rebuild a topic's index from its segments, cutting a torn tail off the last one."""
-    topic = Topic(directory)
-    paths = sorted(
-        p for p in directory.iterdir() if p.suffix == SEGMENT_SUFFIX and p.stem.isdigit()
-    )
-    for i, path in enumerate(paths):
-        seg = Segment(path, int(path.stem))
-        if topic.segments and seg.base != topic.end:
-            raise LogCorrupted(
-                f"log segment {path} starts at offset {seg.base} but the segment before it ends "
-                f"at {topic.end}; a segment file is missing or was renamed",
-                path=str(path),
-            )
-        topic.end = seg.base
-        _scan(topic, seg, last=i == len(paths) - 1, sync=sync)
-        topic.active = seg
-    topic.next = topic.end
-    return topic
-
-
-def _scan(topic: Topic, seg: Segment, *, last: bool, sync: bool) -> None:
-    with open(seg.path, "rb") as fh:
-        data = memoryview(fh.read())  # readinto a bytes buffer: one pass, no mmap cleanup
-    pos = 0
-    while pos < len(data):
-        checked = check_entry(data, pos, topic.end)
-        if isinstance(checked, str):
-            if not last:
-                raise LogCorrupted(
-                    f"log segment {seg.path} is damaged at byte {pos} ({checked}); it is not the "
-                    "last segment of its topic, so a crash cannot explain it. Restore the file "
-                    "from a backup, or move it and every later segment aside to drop that data",
-                    path=str(seg.path),
-                    position=pos,
-                )
-            log.warning("log_torn_tail_cut", path=str(seg.path), position=pos, reason=checked)
-            _truncate(seg.path, pos, sync)
-            break
-        rows, size = checked
-        topic.publish(seg, pos, topic.end, rows, size)
-        pos += size
-    seg.written = seg.published = pos
-    if pos == 0 and not last:
-        raise LogCorrupted(f"log segment {seg.path} is empty but is not the last of its topic")
-
-
-def _truncate(path: Path, size: int, sync: bool) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.ftruncate(fd, size)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:

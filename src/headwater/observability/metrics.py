@@ -73,6 +73,9 @@ LOG_CONSUMER_LAG_ROWS = Gauge(
     "Rows a consumer is behind the end of a topic.",
     ["consumer", "topic"],
 )
+LOG_DISK_FULL = Counter(
+    "headwater_log_disk_full_total", "Appends refused because the log's disk was full."
+)
 
 # store
 STORE_WRITE_ROWS = Counter(

@@ -17,12 +17,14 @@ their number, and this overcommit, is theirs to bound. Instances open when a ten
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import structlog
 
@@ -86,7 +88,10 @@ class DuckDBStore:
         # Tenants already stored all open now: more than fit at full size share evenly.
         at_start = min(self._per_tenant, self._left // max(1, len(found)))
         for path in found:
-            self._open(path.name.removesuffix(SUFFIX), at_start)
+            try:
+                self._open(path.name.removesuffix(SUFFIX), at_start)
+            except duckdb.Error as exc:  # name the file: the data dir has one per tenant
+                raise type(exc)(f"{path}: {exc}") from exc
 
     # --- tenants --------------------------------------------------------------
 
@@ -190,6 +195,14 @@ class DuckDBStore:
     def consumer_offsets(self, tenant: str, consumer: str) -> dict[str, int]:
         db = self._dbs.get(tenant)
         return {} if db is None else db.consumer(consumer)[0]
+
+    def committed_offsets(self) -> dict[tuple[str, str], dict[str, int]]:
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        for tenant, db in self._dbs.items():
+            rows = db.select("consumer", q.LOAD_ALL_OFFSETS, [])
+            for c, o in zip(rows["consumer"].to_pylist(), rows["offsets"].to_pylist(), strict=True):
+                out[(tenant, str(c))] = {str(k): int(v) for k, v in json.loads(o).items()}
+        return out
 
     def consumer_state(self, tenant: str, consumer: str) -> bytes | None:
         db = self._dbs.get(tenant)

@@ -33,6 +33,7 @@ LOAD_OFFSETS = f"SELECT offsets FROM {SCHEMA}.consumers WHERE consumer = ?"
 SAVE_CONSUMER = f"""INSERT INTO {SCHEMA}.consumers VALUES (?, ?, ?)
     ON CONFLICT (consumer) DO UPDATE
     SET offsets = EXCLUDED.offsets, state = COALESCE(EXCLUDED.state, state)"""
+LOAD_ALL_OFFSETS = f"SELECT consumer, offsets FROM {SCHEMA}.consumers"
 
 
 def table_ref(name: str) -> str:

@@ -145,6 +145,9 @@ class MemoryStore:
     def consumer_state(self, tenant: str, consumer: str) -> bytes | None:
         return self._consumers.get((tenant, consumer), ({}, None))[1]
 
+    def committed_offsets(self) -> dict[tuple[str, str], dict[str, int]]:
+        return {k: dict(v[0]) for k, v in self._consumers.items()}
+
     def read_rows(self, query: RowQuery) -> RowPage:
         info = self._info(query.tenant, query.table)
         plan = plan_rows(query, info.schema, info.key, POSITION)

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from headwater.errors import HeadwaterError
 from headwater.log import file as file_module
+from headwater.log.disk import OsDisk
 from headwater.log.file import FileLog
 from headwater.log.ports import LogClosed, LogCorrupted
 
@@ -80,15 +81,16 @@ def test_a_torn_tail_is_cut_off_and_the_log_keeps_working(tmp_path: Path, damage
     log.close_blocking()
 
 
-def test_a_flipped_bit_in_the_last_entry_is_treated_as_torn(tmp_path: Path) -> None:
+def test_a_flipped_bit_in_the_last_entry_is_corruption_not_a_torn_tail(tmp_path: Path) -> None:
+    # The entry is complete: it was written whole, so it may have been acknowledged.
     fill(tmp_path, 3)
     seg = segments(tmp_path)[-1]
     data = bytearray(seg.read_bytes())
     data[-20] ^= 0x01
     seg.write_bytes(bytes(data))
-    log = FileLog(tmp_path)
-    assert log.end_offset(TOPIC) == 20
-    log.close_blocking()
+    with pytest.raises(LogCorrupted, match=r"damaged at byte \d+ \(log offset 20\): checksum"):
+        FileLog(tmp_path)
+    assert seg.read_bytes() == bytes(data)  # nothing cut
 
 
 def test_segments_roll_at_the_size_limit_and_are_named_by_base_offset(tmp_path: Path) -> None:
@@ -205,18 +207,25 @@ async def test_close_finishes_pending_appends(tmp_path: Path) -> None:
     await reopened.close()
 
 
-async def test_a_write_failure_stops_appends_but_not_reads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    log = FileLog(tmp_path)
+class FailingDisk(OsDisk):
+    """The disk answers every write with an I/O error once ``broken`` is set."""
+
+    broken = False
+
+    def write(self, fd: int, parts: list[bytes | pa.Buffer]) -> None:
+        if self.broken:
+            raise OSError(errno.EIO, "Input/output error")
+        super().write(fd, parts)
+
+
+async def test_a_write_failure_stops_appends_but_not_reads(tmp_path: Path) -> None:
+    disk = FailingDisk()
+    log = FileLog(tmp_path, disk=disk)
     await log.append(TOPIC, rows(0, 2))
-
-    def disk_full(fd: int, parts: list[bytes]) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(file_module.os, "writev", disk_full)
-    with pytest.raises(LogClosed, match="No space left"):
+    disk.broken = True
+    with pytest.raises(LogClosed, match="Input/output error"):
         await log.append(TOPIC, rows(2, 2))
+    assert not log.healthy
     with pytest.raises(LogClosed, match="write failure"):
         await log.append(TOPIC, rows(2, 2))
     assert values(log) == [0, 1]
