@@ -11,9 +11,9 @@ from headwater.ui import mount as ui
 
 
 def extensions(profile: str) -> list[Extension]:
-    from headwater.api.routes import pipelines
+    from headwater.api.routes import pipelines, sinks
 
-    out: list[Extension] = [pipelines.install, ui.install]
+    out: list[Extension] = [pipelines.install, sinks.install, ui.install]
     if profile == "demo":
         from headwater import demo
 

@@ -1,0 +1,276 @@
+"""One sink at work: follow a log topic from a durable cursor and deliver its rows.
+
+Rows are read in chunks; each chunk is cut into requests that run concurrently (bounded
+by the delivery's adaptive concurrency). A chunk is done when each of its requests is
+delivered or dead-lettered. The cursor then moves past the longest run of done chunks,
+in one store commit with their dead letters and the counters (flush sink → commit
+offsets), so a crash replays at most the requests not yet committed, with the same keys.
+Counters: ``produced = delivered + dead_lettered + pending``, always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+import structlog
+
+from headwater.log.ports import Log, LogEntry
+from headwater.sinks.dlq import DLQ_KEY, dead_letters, dlq_table, to_table
+from headwater.sinks.http import HttpDelivery, Outcome
+from headwater.sinks.rows import Request, encode_rows, requests_of
+from headwater.store.ports import ResultStore, ResultWrite
+
+log = structlog.get_logger("headwater.sinks")
+
+READ_ROWS = 10_000
+COMMIT_GAP_S = 0.05  # a store commit has a fixed cost: at most ~20 per second per sink
+
+
+@dataclass
+class Totals:
+    produced: int = 0
+    delivered: int = 0
+    dead: int = 0
+
+    @property
+    def pending(self) -> int:
+        return self.produced - self.delivered - self.dead
+
+
+@dataclass
+class Chunk:
+    start: int
+    end: int
+    rows: int
+    read_at: float
+    left: int = 0
+    delivered: int = 0
+    letters: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.left == 0
+
+
+class SinkRunner:
+    """Runs on the sinks' event loop (``SinkManager``); status reads come from any thread."""
+
+    def __init__(
+        self,
+        tenant: str,
+        name: str,
+        topic: str,
+        by_offset: bool,
+        log_: Log,
+        store: ResultStore,
+        delivery: HttpDelivery,
+    ) -> None:
+        self.tenant, self.name, self.topic = tenant, name, topic
+        self.consumer = f"sink:{name}"
+        self.by_offset = by_offset  # stream rows (keys by offset) vs. result rows (by content)
+        self._log, self._store, self.delivery = log_, store, delivery
+        self.config = delivery.config
+        self.offset = 0  # committed
+        self.read_offset = 0
+        self.committed = Totals()
+        self.totals = Totals()
+        self.error: str | None = None
+        self.blocked = False  # the pending backlog is full: not reading
+        self._lock = threading.Lock()
+        self._chunks: deque[Chunk] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._chunk_done = asyncio.Event()  # wakes the committer
+        self._room = asyncio.Event()  # wakes the reader when the backlog was full
+        self._commit_lock = asyncio.Lock()
+
+    # the loop -----------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._restore()
+        committer = asyncio.create_task(self._commit_loop(stop))
+        try:
+            while not stop.is_set():
+                await self._read_once(stop)
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await committer
+            await self.commit_done()
+            await self.delivery.close()
+
+    async def _restore(self) -> None:
+        offsets = await asyncio.to_thread(self._store.consumer_offsets, self.tenant, self.consumer)
+        state = await asyncio.to_thread(self._store.consumer_state, self.tenant, self.consumer)
+        self.offset = self.read_offset = offsets.get(self.topic, 0)
+        saved = orjson.loads(state) if state else {}
+        with self._lock:
+            self.committed = Totals(
+                saved.get("delivered", 0) + saved.get("dead", 0),
+                saved.get("delivered", 0),
+                saved.get("dead", 0),
+            )
+            self.totals = Totals(**vars(self.committed))
+
+    async def _read_once(self, stop: asyncio.Event) -> None:
+        room = self.config.max_pending_rows - self.totals.pending
+        self.blocked = room <= 0
+        if self.blocked:
+            self._room.clear()
+            await _first(self._room.wait(), stop.wait(), timeout=0.5)
+            return
+        entries = await self._gather(min(room, READ_ROWS), stop)
+        if entries:
+            self._start_chunk(entries)
+
+    async def _gather(self, max_rows: int, stop: asyncio.Event) -> list[LogEntry]:
+        """Rows from the cursor on; waits up to ``batch_age_ms`` to fill one request."""
+        cfg = self.config
+        offset = self.read_offset
+        entries = await asyncio.to_thread(self._log.read, self.topic, offset, max_rows)
+        if not entries:
+            await asyncio.to_thread(self._log.wait_blocking, self.topic, offset, 0.2)
+            return []
+        deadline = time.monotonic() + cfg.batch_age_ms / 1000
+        rows = sum(e.batch.num_rows for e in entries)
+        while rows < min(cfg.batch_rows, max_rows) and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            end = entries[-1].end
+            if await asyncio.to_thread(self._log.wait_blocking, self.topic, end, min(left, 0.2)):
+                more = await asyncio.to_thread(self._log.read, self.topic, end, max_rows - rows)
+                entries += more
+                rows += sum(e.batch.num_rows for e in more)
+        return entries
+
+    def _start_chunk(self, entries: list[LogEntry]) -> None:
+        cfg = self.config
+        rows = encode_rows(self.name, entries, self.by_offset)
+        reqs = requests_of(self.name, rows, cfg.batch_rows, cfg.batch_bytes, self.by_offset)
+        chunk = Chunk(entries[0].offset, entries[-1].end, len(rows), time.monotonic(), len(reqs))
+        self.read_offset = chunk.end
+        with self._lock:
+            self.totals.produced += chunk.rows
+        self._chunks.append(chunk)
+        for req in reqs:
+            self.track(asyncio.create_task(self._deliver(chunk, req)))
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep ``task`` until it ends; stopping the sink cancels it."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, chunk: Chunk, req: Request) -> None:
+        out = await self.delivery.send(req.body, req.key)
+        with self._lock:
+            if out.ok:
+                chunk.delivered += len(req.rows)
+                self.totals.delivered += len(req.rows)
+            else:
+                chunk.letters += dead_letters(req.rows, out)
+                self.totals.dead += len(req.rows)
+        chunk.left -= 1
+        self._room.set()
+        if chunk.done:
+            self._chunk_done.set()
+        if not out.ok:
+            log.warning("sink_dead_letter", sink=self.name, key=req.key, error=out.error)
+
+    # commits ------------------------------------------------------------------------
+    async def _commit_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _first(self._chunk_done.wait(), stop.wait(), timeout=1.0)
+            self._chunk_done.clear()
+            try:
+                await self.commit_done()
+                self.error = None
+            except Exception as exc:  # the next pass retries: nothing moved
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.error("sink_commit_failed", sink=self.name, error=self.error)
+            await asyncio.sleep(COMMIT_GAP_S)
+
+    async def commit_done(self) -> None:
+        """Move the cursor past the done chunks at the front, with their dead letters."""
+        done: list[Chunk] = []
+        for c in self._chunks:
+            if not c.done:
+                break
+            done.append(c)
+        if not done:
+            return
+        letters = [d for c in done for d in c.letters]
+        delivered = sum(c.delivered for c in done)
+        after = Totals(
+            self.committed.produced + sum(c.rows for c in done),
+            self.committed.delivered + delivered,
+            self.committed.dead + len(letters),
+        )
+        await self.write(after, {self.topic: done[-1].end}, letters)
+        with self._lock:
+            for _ in done:
+                self._chunks.popleft()
+            self.offset = done[-1].end
+            self.committed = after
+
+    async def write(
+        self, after: Totals, offsets: dict[str, int], letters: list[dict[str, object]]
+    ) -> None:
+        """One store commit of the cursor, the counters and dead letters (upserted by key)."""
+        state = orjson.dumps({"delivered": after.delivered, "dead": after.dead})
+        upserts = {dlq_table(self.name): (to_table(letters), DLQ_KEY)} if letters else {}
+        write = ResultWrite(self.consumer, offsets, upserts=upserts, state=state)
+        async with self._commit_lock:
+            await asyncio.to_thread(self._store.commit, self.tenant, write)
+
+    # dead-letter replay ------------------------------------------------------------------
+    async def mark_replaying(self, letters: list[dict[str, object]]) -> None:
+        """Before a replay: a second replay skips these, a restart finishes them."""
+        await self.write(self.committed, {}, [{**d, "state": "replaying"} for d in letters])
+
+    async def replay(self, letters: list[dict[str, object]]) -> None:
+        """Deliver dead letters (marked ``replaying``) again; delivered ones become ``replayed``."""
+        results = await asyncio.gather(*(self._send_letter(d) for d in letters))
+        ok = sum(1 for d in results if d["state"] == "replayed")
+        with self._lock:
+            self.totals.delivered += ok
+            self.totals.dead -= ok
+            self.committed = Totals(
+                self.committed.produced, self.committed.delivered + ok, self.committed.dead - ok
+            )
+        await self.write(self.committed, {}, list(results))
+
+    async def _send_letter(self, letter: dict[str, object]) -> dict[str, object]:
+        text = str(letter["row"]).encode()
+        body = text if self.config.batch_rows == 1 else b"[" + text + b"]"
+        out: Outcome = await self.delivery.send(body, str(letter["key"]))
+        if out.ok:
+            return {**letter, "state": "replayed"}
+        prior = letter.get("attempts") or 0
+        return {
+            **letter, "state": "dead", "attempts": int(str(prior)) + out.attempts,
+            "last_status": out.status, "last_body": out.body, "error": out.error,
+            "last_failure": out.last_failure_ms,
+        }  # fmt: skip
+
+    # views ------------------------------------------------------------------------
+    def snapshot(self) -> tuple[Totals, float]:
+        """The counters (consistent) and the age in seconds of the oldest pending chunk."""
+        with self._lock:
+            totals = Totals(**vars(self.totals))
+            oldest = self._chunks[0].read_at if self._chunks else None
+        return totals, (time.monotonic() - oldest) if oldest is not None else 0.0
+
+
+async def _first(*aws: object, timeout: float) -> None:
+    """Wait until the first of ``aws`` finishes (or ``timeout``); cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

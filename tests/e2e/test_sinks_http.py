@@ -1,0 +1,103 @@
+"""HTTP sinks against a real fault-injecting downstream, through a real server."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from downstream import Answer, Downstream, retry_after_date
+from serverproc import READINGS, Server
+
+
+def wait_until(check: Any, timeout_s: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = check()
+        if out:
+            return out
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def events(n: int, start: int = 0, poison: set[int] | None = None) -> list[dict[str, Any]]:
+    return [
+        {"device_id": f"d{i % 5}", "ts": "2026-01-01T00:00:00Z",
+         "temperature": 13.5 if poison and i in poison else float(i % 40), "event_id": f"e{i}"}
+        for i in range(start, start + n)
+    ]  # fmt: skip
+
+
+def faults(i: int, d: Downstream) -> Answer:
+    """Every kind of trouble, by request number; rows at 13.5 degrees are refused (poison)."""
+    if b"13.5" in d.seen[i].body:
+        return Answer(422, body=b'{"error": "temperature 13.5 is not allowed"}')
+    return {
+        3: Answer(429, {"retry-after": "1"}),
+        7: Answer(429, {"retry-after": retry_after_date(1)}),
+        11: Answer(503),
+        12: Answer(503),
+        13: Answer(503),
+        17: Answer(reset=True),
+        21: Answer(200, delay_s=0.3),
+    }.get(i, Answer())
+
+
+@pytest.fixture
+def downstream() -> Iterator[Downstream]:
+    d = Downstream(faults).start()
+    yield d
+    d.stop()
+
+
+def sink_status(c: httpx.Client, name: str) -> dict[str, Any]:
+    r = c.get(f"/v1/sinks/{name}")
+    assert r.status_code == 200, r.text
+    st: dict[str, Any] = r.json()
+    assert st["produced"] == st["delivered"] + st["dead_lettered"] + st["pending"], st
+    return st
+
+
+def test_stream_sink_retries_and_dead_letters(fresh_server: Server, downstream: Downstream) -> None:
+    poison = {4, 20}
+    with fresh_server.client() as c:
+        assert c.post("/v1/streams", json=READINGS).status_code == 201
+        r = c.post("/v1/sinks", json={
+            "name": "partner", "kind": "http", "from": "readings",
+            "config": {"url": downstream.url, "batch_rows": 1, "max_concurrency": 4,
+                       "backoff_base_s": 0.05, "backoff_max_s": 0.5, "secret": "whsec_c2VjcmV0"},
+        })  # fmt: skip
+        assert r.status_code == 201, r.text
+        assert (
+            c.post("/v1/streams/readings/events", json=events(40, poison=poison)).json()["accepted"]
+            == 40
+        )
+        st = wait_until(
+            lambda: (s := sink_status(c, "partner"))["pending"] == 0 and s["produced"] == 40 and s,
+            what="40 rows delivered or dead-lettered",
+        )
+        assert st["delivered"] == 38 and st["dead_lettered"] == 2
+        assert st["rate_limit_hits"] >= 2 and st["requests"] > 40
+        dlq = c.post("/v1/query", json={
+            "sql": "SELECT offset, attempts, last_status, last_body, state, row FROM partner_dlq ORDER BY offset"
+        }).json()["rows"]  # fmt: skip
+        assert [(r[0], r[1], r[2], r[4]) for r in dlq] == [
+            (4, 1, 422, "dead"),
+            (20, 1, 422, "dead"),
+        ]
+        assert "13.5" in dlq[0][3] and '"event_id":"e4"' in dlq[0][5]
+
+    delivered = downstream.delivered_rows()
+    assert sorted(r["event_id"] for r in delivered) == sorted(
+        f"e{i}" for i in range(40) if i not in poison
+    )
+    by_key: dict[str | None, set[bytes]] = defaultdict(set)
+    for s in downstream.seen:
+        by_key[s.key].add(s.body)
+        assert s.headers["webhook-signature"].startswith("v1,")
+    assert all(len(bodies) == 1 for bodies in by_key.values())  # a key always names one body
+    assert len(by_key) == 40
