@@ -101,3 +101,79 @@ def test_stream_sink_retries_and_dead_letters(fresh_server: Server, downstream: 
         assert s.headers["webhook-signature"].startswith("v1,")
     assert all(len(bodies) == 1 for bodies in by_key.values())  # a key always names one body
     assert len(by_key) == 40
+
+
+def test_dead_letters_replay_once_after_the_fix(
+    fresh_server: Server, downstream: Downstream
+) -> None:
+    with fresh_server.client() as c:
+        c.post("/v1/streams", json=READINGS)
+        c.post("/v1/sinks", json={
+            "name": "partner", "kind": "webhook", "from": "readings",
+            "config": {"url": downstream.url, "batch_rows": 1, "backoff_base_s": 0.05},
+        })  # fmt: skip
+        c.post("/v1/streams/readings/events", json=events(6, poison={1, 2}))
+        wait_until(lambda: sink_status(c, "partner")["dead_lettered"] == 2, what="2 dead letters")
+        downstream.script = lambda i, d: Answer()  # the partner fixed its validation
+        r = c.post("/v1/sinks/partner/dlq/replay", json={"offsets": [1]})
+        assert r.json() == {"name": "partner", "replaying": 1}
+        assert (
+            c.post("/v1/sinks/partner/dlq/replay", json={"offsets": [1]}).json()["replaying"] == 0
+        )
+        st = wait_until(lambda: (s := sink_status(c, "partner"))["dead_lettered"] == 1 and s)
+        assert st["delivered"] == 5 and st["produced"] == 6
+        rows = c.get("/v1/tables/partner_dlq/rows").json()["rows"]
+        assert sorted((r["offset"], r["state"]) for r in rows) == [(1, "replayed"), (2, "dead")]
+        assert c.post("/v1/sinks/partner/dlq/replay", json={"all": True}).json()["replaying"] == 1
+        wait_until(lambda: sink_status(c, "partner")["dead_lettered"] == 0)
+        assert c.post("/v1/sinks/partner/dlq/replay", json={"all": True}).json()["replaying"] == 0
+        bad = c.post("/v1/sinks/partner/dlq/replay", json={"offsets": "1"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_replay"
+    keys = [s.key for s in downstream.delivered()]
+    assert sorted(keys) == [f"partner-{i}" for i in range(6)]  # each row delivered once
+
+
+def test_sink_api_checks_input_roles_and_tenants(
+    fresh_server: Server, downstream: Downstream
+) -> None:
+    with fresh_server.client() as c:
+        c.post("/v1/streams", json=READINGS)
+        cases = [
+            ({"name": "s", "kind": "ftp", "from": "readings", "config": {}}, "unknown_sink_kind"),
+            ({"name": "s", "kind": "http", "from": "nowhere", "config": {"url": downstream.url}},
+             "unknown_sink_source"),
+            ({"name": "s", "kind": "http", "from": "readings", "config": {"url": "ftp://x"}},
+             "invalid_sink_config"),
+            ({"name": "s", "kind": "http", "from": "readings",
+              "config": {"url": downstream.url, "batch_rows": 0}}, "invalid_sink_config"),
+            ({"name": "s", "kind": "http", "from": "readings",
+              "config": {"url": downstream.url, "nope": 1}}, "invalid_sink_config"),
+            ({"name": "bad name", "kind": "http", "from": "readings", "config": {}}, "invalid_name"),
+            ([], "invalid_sink"),
+        ]  # fmt: skip
+        for body, code in cases:
+            r = c.post("/v1/sinks", json=body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == code, (body, r.text)
+        ok = {"name": "s", "kind": "http", "from": "readings", "config": {"url": downstream.url,
+              "secret": "whsec_c2VjcmV0"}}  # fmt: skip
+        assert c.post("/v1/sinks", json=ok).status_code == 201
+        assert c.post("/v1/sinks", json=ok).json()["error"]["code"] == "sink_exists"
+        assert c.get("/v1/sinks/s").json()["config"]["secret"] == "***"
+        assert c.get("/v1/sinks/zz").status_code == 404
+        reader = c.post("/v1/keys", json={"role": "reader"}).json()["key"]
+        with fresh_server.client(reader) as rc:
+            assert rc.post("/v1/sinks/s/pause").status_code == 403
+            assert rc.get("/v1/sinks/s").status_code == 200
+        other = c.post("/v1/tenants", json={"name": "acme"}).json()["admin_key"]["key"]
+        with fresh_server.client(other) as oc:
+            assert oc.get("/v1/sinks").json() == {"sinks": []}
+            assert oc.get("/v1/sinks/s").status_code == 404
+            r = oc.post("/v1/sinks", json={**ok, "name": "t"})  # default's stream: not visible
+            assert r.json()["error"]["code"] == "unknown_sink_source"
+        assert c.post("/v1/sinks/s/pause").json()["status"] == "paused"
+        c.post("/v1/streams/readings/events", json=events(3))
+        assert c.get("/v1/sinks/s").json().get("produced", 0) == 0
+        assert c.post("/v1/sinks/s/resume").json()["status"] in ("running", "backing_off")
+        wait_until(lambda: sink_status(c, "s")["delivered"] == 3)
+        assert c.delete("/v1/sinks/s?drop_tables=true").status_code == 200
+        assert c.get("/v1/sinks").json() == {"sinks": []}

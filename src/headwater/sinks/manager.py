@@ -137,6 +137,7 @@ class SinkManager:
             raise Conflict(f"sink {name!r} is not running: resume it first", code="sink_paused")
         wanted = _selection(data)
         with self._replay_lock:  # two replays never pick the same dead letter
+            self._call(running.runner.commit_done())  # dead letters counted are in the table
             letters = [d for d in self._letters(tenant, name, "dead") if wanted(d)]
             if letters:
                 self._call(running.runner.mark_replaying(letters))

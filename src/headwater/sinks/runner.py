@@ -5,7 +5,8 @@ by the delivery's adaptive concurrency). A chunk is done when each of its reques
 delivered or dead-lettered. The cursor then moves past the longest run of done chunks,
 in one store commit with their dead letters and the counters (flush sink → commit
 offsets), so a crash replays at most the requests not yet committed, with the same keys.
-Counters: ``produced = delivered + dead_lettered + pending``, always.
+Counters: ``produced = delivered + dead_lettered + pending``, always; a row counts as
+dead-lettered once it is in the dead-letter table (until then it is pending).
 """
 
 from __future__ import annotations
@@ -171,9 +172,8 @@ class SinkRunner:
             if out.ok:
                 chunk.delivered += len(req.rows)
                 self.totals.delivered += len(req.rows)
-            else:
+            else:  # counted as dead-lettered once in the table (``commit_done``)
                 chunk.letters += dead_letters(req.rows, out)
-                self.totals.dead += len(req.rows)
         chunk.left -= 1
         self._room.set()
         if chunk.done:
@@ -216,6 +216,7 @@ class SinkRunner:
                 self._chunks.popleft()
             self.offset = done[-1].end
             self.committed = after
+            self.totals.dead += len(letters)
 
     async def write(
         self, after: Totals, offsets: dict[str, int], letters: list[dict[str, object]]
