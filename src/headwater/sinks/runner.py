@@ -147,19 +147,27 @@ class SinkRunner:
                 more = await asyncio.to_thread(self._log.read, self.topic, end, max_rows - rows)
                 entries += more
                 rows += sum(e.batch.num_rows for e in more)
-        return entries
+        return _at_most(entries, max_rows)
 
     def _start_chunk(self, entries: list[LogEntry]) -> None:
+        """Cut the rows into requests, and the requests into chunks of ``max_concurrency``:
+        the cursor moves by chunk, so a crash repeats about one window of requests."""
         cfg = self.config
         rows = encode_rows(self.name, entries, self.by_offset)
         reqs = requests_of(self.name, rows, cfg.batch_rows, cfg.batch_bytes, self.by_offset)
-        chunk = Chunk(entries[0].offset, entries[-1].end, len(rows), time.monotonic(), len(reqs))
-        self.read_offset = chunk.end
-        with self._lock:
-            self.totals.produced += chunk.rows
-        self._chunks.append(chunk)
-        for req in reqs:
-            self.track(asyncio.create_task(self._deliver(chunk, req)))
+        self.read_offset = entries[-1].end
+        now = time.monotonic()
+        step = cfg.max_concurrency
+        for i in range(0, len(reqs), step):
+            group = reqs[i : i + step]
+            first, last = group[0].rows[0].offset, group[-1].rows[-1].offset
+            n = sum(len(r.rows) for r in group)
+            chunk = Chunk(first, last + 1, n, now, len(group))
+            with self._lock:
+                self.totals.produced += n
+            self._chunks.append(chunk)
+            for req in group:
+                self.track(asyncio.create_task(self._deliver(chunk, req)))
 
     def track(self, task: asyncio.Task[None]) -> None:
         """Keep ``task`` until it ends; stopping the sink cancels it."""
@@ -265,6 +273,19 @@ class SinkRunner:
             totals = Totals(**vars(self.totals))
             oldest = self._chunks[0].read_at if self._chunks else None
         return totals, (time.monotonic() - oldest) if oldest is not None else 0.0
+
+
+def _at_most(entries: list[LogEntry], max_rows: int) -> list[LogEntry]:
+    """The first ``max_rows`` rows of ``entries`` (the log returns a big entry whole)."""
+    out: list[LogEntry] = []
+    for e in entries:
+        n = e.batch.num_rows
+        if n >= max_rows:
+            out.append(LogEntry(e.topic, e.offset, e.batch.slice(0, max_rows), e.meta))
+            break
+        out.append(e)
+        max_rows -= n
+    return out
 
 
 async def _first(*aws: object, timeout: float) -> None:
