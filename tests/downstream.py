@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 
 
@@ -171,3 +172,32 @@ class Downstream:
         finally:
             self._writers.discard(writer)
             writer.transport.abort()
+
+
+# helpers of the sink tests and benchmark ------------------------------------------
+
+
+def wait_until(check: Any, timeout_s: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = check()
+        if out:
+            return out
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def events(n: int, start: int = 0, poison: set[int] | None = None) -> list[dict[str, Any]]:
+    return [
+        {"device_id": f"d{i % 5}", "ts": "2026-01-01T00:00:00Z",
+         "temperature": 13.5 if poison and i in poison else float(i % 40), "event_id": f"e{i}"}
+        for i in range(start, start + n)
+    ]  # fmt: skip
+
+
+def sink_status(c: httpx.Client, name: str) -> dict[str, Any]:
+    r = c.get(f"/v1/sinks/{name}")
+    assert r.status_code == 200, r.text
+    st: dict[str, Any] = r.json()
+    assert st["produced"] == st["delivered"] + st["dead_lettered"] + st["pending"], st
+    return st

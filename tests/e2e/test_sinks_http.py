@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
 
-import httpx
 import pytest
 
-from downstream import Answer, Downstream, retry_after_date
+from downstream import Answer, Downstream, events, retry_after_date, sink_status, wait_until
 from serverproc import READINGS, Server
-
-
-def wait_until(check: Any, timeout_s: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        out = check()
-        if out:
-            return out
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def events(n: int, start: int = 0, poison: set[int] | None = None) -> list[dict[str, Any]]:
-    return [
-        {"device_id": f"d{i % 5}", "ts": "2026-01-01T00:00:00Z",
-         "temperature": 13.5 if poison and i in poison else float(i % 40), "event_id": f"e{i}"}
-        for i in range(start, start + n)
-    ]  # fmt: skip
 
 
 def faults(i: int, d: Downstream) -> Answer:
@@ -52,14 +31,6 @@ def downstream() -> Iterator[Downstream]:
     d = Downstream(faults).start()
     yield d
     d.stop()
-
-
-def sink_status(c: httpx.Client, name: str) -> dict[str, Any]:
-    r = c.get(f"/v1/sinks/{name}")
-    assert r.status_code == 200, r.text
-    st: dict[str, Any] = r.json()
-    assert st["produced"] == st["delivered"] + st["dead_lettered"] + st["pending"], st
-    return st
 
 
 def test_stream_sink_retries_and_dead_letters(fresh_server: Server, downstream: Downstream) -> None:

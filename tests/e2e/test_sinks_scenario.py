@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-
 from collections import defaultdict
 from pathlib import Path
 
-from downstream import Answer, Downstream, RateLimited
+from downstream import Answer, Downstream, RateLimited, events, sink_status, wait_until
 from serverproc import READINGS, Server
-from test_sinks_http import events, sink_status, wait_until
 
 
 def test_pipeline_results_reach_a_rate_limited_flaky_api(fresh_server: Server) -> None:
