@@ -178,14 +178,14 @@ SINK_LAG_SECONDS = Gauge(
     ["tenant", "sink"],
 )
 SINK_CONCURRENCY = Gauge(
-    "headwater_sink_concurrency",
+    "headwater_sink_concurrency_requests",
     "Requests a sink may have in flight now (adaptive, AIMD).",
     ["tenant", "sink"],
 )
 SINK_BREAKER_STATE = Gauge(
-    "headwater_sink_breaker_state",
-    "Circuit breaker of a sink's destination: 0 closed, 1 half-open, 2 open.",
-    ["tenant", "sink"],
+    "headwater_sink_breaker_state_info",
+    "Circuit breaker of a sink's destination: 1 for its state (closed, half_open, open), 0 for the others.",
+    ["tenant", "sink", "state"],
 )
 SINK_AVG_LATENCY_SECONDS = Gauge(
     "headwater_sink_avg_latency_seconds",

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from headwater.sinks.runner import SinkRunner
 
 REPORT_INTERVAL_S = 0.5
-BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
+BREAKER_STATES = ("closed", "half_open", "open")
 HIDDEN_CONFIG = frozenset({"secret"})
 
 
@@ -85,5 +85,6 @@ class Reporter:
         m.SINK_LAG_SECONDS.labels(*key).set(lag_s)
         m.SINK_CONCURRENCY.labels(*key).set(runner.delivery.slots.aimd.limit)
         state = runner.delivery.breaker.state(time.monotonic())
-        m.SINK_BREAKER_STATE.labels(*key).set(BREAKER_CODES[state])
+        for name in BREAKER_STATES:
+            m.SINK_BREAKER_STATE.labels(*key, name).set(1 if name == state else 0)
         m.SINK_AVG_LATENCY_SECONDS.labels(*key).set(stats.avg_latency_ms / 1000)
