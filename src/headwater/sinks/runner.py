@@ -23,7 +23,7 @@ import structlog
 from headwater.log.ports import Log, LogEntry
 from headwater.sinks.dlq import DLQ_KEY, dead_letters, dlq_table, to_table
 from headwater.sinks.http import HttpDelivery, Outcome
-from headwater.sinks.rows import Request, encode_rows, requests_of
+from headwater.sinks.rows import Encoder, Request, Row, requests_of
 from headwater.store.ports import ResultStore, ResultWrite
 
 log = structlog.get_logger("headwater.sinks")
@@ -88,6 +88,7 @@ class SinkRunner:
         self._chunk_done = asyncio.Event()  # wakes the committer
         self._room = asyncio.Event()  # wakes the reader when the backlog was full
         self._commit_lock = asyncio.Lock()
+        self._encoder = Encoder()
 
     # the loop -----------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -103,6 +104,7 @@ class SinkRunner:
             await committer
             await self.commit_done()
             await self.delivery.close()
+            self._encoder.close()
 
     async def _restore(self) -> None:
         offsets = await asyncio.to_thread(self._store.consumer_offsets, self.tenant, self.consumer)
@@ -126,7 +128,8 @@ class SinkRunner:
             return
         entries = await self._gather(min(room, READ_ROWS), stop)
         if entries:
-            self._start_chunk(entries)
+            rows = await asyncio.to_thread(self._encoder.rows, self.name, entries, self.by_offset)
+            self._start_chunks(rows, entries[-1].end)
 
     async def _gather(self, max_rows: int, stop: asyncio.Event) -> list[LogEntry]:
         """Rows from the cursor on; waits up to ``batch_age_ms`` to fill one request."""
@@ -149,13 +152,12 @@ class SinkRunner:
                 rows += sum(e.batch.num_rows for e in more)
         return _at_most(entries, max_rows)
 
-    def _start_chunk(self, entries: list[LogEntry]) -> None:
+    def _start_chunks(self, rows: list[Row], end: int) -> None:
         """Cut the rows into requests, and the requests into chunks of ``max_concurrency``:
         the cursor moves by chunk, so a crash repeats about one window of requests."""
         cfg = self.config
-        rows = encode_rows(self.name, entries, self.by_offset)
         reqs = requests_of(self.name, rows, cfg.batch_rows, cfg.batch_bytes, self.by_offset)
-        self.read_offset = entries[-1].end
+        self.read_offset = end
         now = time.monotonic()
         step = cfg.max_concurrency
         for i in range(0, len(reqs), step):
