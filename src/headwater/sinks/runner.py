@@ -206,6 +206,10 @@ class SinkRunner:
 
     async def commit_done(self) -> None:
         """Move the cursor past the done chunks at the front, with their dead letters."""
+        async with self._commit_lock:  # one writer of the counters at a time
+            await self._commit_done()
+
+    async def _commit_done(self) -> None:
         done: list[Chunk] = []
         for c in self._chunks:
             if not c.done:
@@ -231,29 +235,32 @@ class SinkRunner:
     async def write(
         self, after: Totals, offsets: dict[str, int], letters: list[dict[str, object]]
     ) -> None:
-        """One store commit of the cursor, the counters and dead letters (upserted by key)."""
+        """One store commit of the cursor, the counters and dead letters (upserted by key).
+
+        Callers hold ``_commit_lock``: ``after`` is computed from ``committed`` under it."""
         state = orjson.dumps({"delivered": after.delivered, "dead": after.dead})
         upserts = {dlq_table(self.name): (to_table(letters), DLQ_KEY)} if letters else {}
         write = ResultWrite(self.consumer, offsets, upserts=upserts, state=state)
-        async with self._commit_lock:
-            await asyncio.to_thread(self._store.commit, self.tenant, write)
+        await asyncio.to_thread(self._store.commit, self.tenant, write)
 
     # dead-letter replay ------------------------------------------------------------------
     async def mark_replaying(self, letters: list[dict[str, object]]) -> None:
         """Before a replay: a second replay skips these, a restart finishes them."""
-        await self.write(self.committed, {}, [{**d, "state": "replaying"} for d in letters])
+        async with self._commit_lock:
+            await self.write(self.committed, {}, [{**d, "state": "replaying"} for d in letters])
 
     async def replay(self, letters: list[dict[str, object]]) -> None:
         """Deliver dead letters (marked ``replaying``) again; delivered ones become ``replayed``."""
         results = await asyncio.gather(*(self._send_letter(d) for d in letters))
         ok = sum(1 for d in results if d["state"] == "replayed")
-        with self._lock:
-            self.totals.delivered += ok
-            self.totals.dead -= ok
-            self.committed = Totals(
-                self.committed.produced, self.committed.delivered + ok, self.committed.dead - ok
-            )
-        await self.write(self.committed, {}, list(results))
+        async with self._commit_lock:
+            c = self.committed
+            after = Totals(c.produced, c.delivered + ok, c.dead - ok)
+            await self.write(after, {}, list(results))
+            with self._lock:  # counted once the table says so
+                self.totals.delivered += ok
+                self.totals.dead -= ok
+                self.committed = after
 
     async def _send_letter(self, letter: dict[str, object]) -> dict[str, object]:
         text = str(letter["row"]).encode()
