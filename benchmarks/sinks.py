@@ -34,25 +34,29 @@ from downstream import Downstream, RateLimited, events, wait_until
 from serverproc import READINGS, Server
 
 
-def scenario(c: httpx.Client, n: int) -> dict[str, Any]:
+def scenario(c: httpx.Client, n: int, name: str, first: int, rate: float | None) -> dict[str, Any]:
+    """``rate``: the sink's configured ceiling; None leaves it to find the limit (429s)."""
     partner = Downstream(RateLimited(per_s=10, fail=0.15, latency_s=(0.05, 0.25))).start()
     try:
         c.post("/v1/pipelines", json={"sql": (
             "CREATE PIPELINE hot AS SELECT device_id, event_id, temperature * 2 AS t2 FROM readings"
         )})  # fmt: skip
         batch_rows = 20
-        r = c.post("/v1/sinks", json={"name": "partner", "kind": "http", "from": "hot", "config": {
-            "url": partner.url, "batch_rows": batch_rows, "max_concurrency": 4,
-            "rate_limit_per_s": 9.5, "max_pending_rows": 1000,
-        }})  # fmt: skip
+        config: dict[str, Any] = {"url": partner.url, "batch_rows": batch_rows,
+                                  "max_concurrency": 4, "max_pending_rows": 1000}  # fmt: skip
+        if rate is not None:
+            config["rate_limit_per_s"] = rate
+        r = c.post(
+            "/v1/sinks", json={"name": name, "kind": "http", "from": "hot", "config": config}
+        )
         r.raise_for_status()
         t0 = time.monotonic()
-        for start in range(0, n, 500):
-            c.post("/v1/streams/readings/events", json=events(min(500, n - start), start))
+        for start in range(first, first + n, 500):
+            c.post("/v1/streams/readings/events", json=events(min(500, first + n - start), start))
         most_pending = 0
         last_print = 0.0
         while True:
-            st = c.get("/v1/sinks/partner").json()
+            st = c.get(f"/v1/sinks/{name}").json()
             most_pending = max(most_pending, st["pending"])
             if time.monotonic() - last_print >= 2.0:
                 last_print = time.monotonic()
@@ -134,8 +138,11 @@ def main() -> None:
         try:
             with server.client() as c:
                 c.post("/v1/streams", json=READINGS).raise_for_status()
-                print("scenario: 10 req/s partner, 15% 500s, 50-250 ms")
-                print(" ", scenario(c, args.scenario_rows))
+                n = args.scenario_rows
+                print("scenario: 10 req/s partner, 15% 500s, 50-250 ms; rate_limit_per_s = 9.5")
+                print(" ", scenario(c, n, "partner", 0, 9.5))
+                print("scenario: the same partner; no rate_limit_per_s (429s, Retry-After, AIMD)")
+                print(" ", scenario(c, n, "partner_free", n, None))
                 print("throughput: unlimited local server, batch_rows=1000")
                 print(" ", throughput(c, args.rows))
                 print(f"latency: {args.latency_rate:g} events/s, batch_rows=1")
