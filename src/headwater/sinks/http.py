@@ -141,9 +141,9 @@ class HttpDelivery:
         self.stats.waiting += 1
 
     async def _attempt(self, body: bytes, key: str, out: Outcome) -> None:
-        await self._admitted()
         await self.slots.acquire()
-        try:
+        try:  # admission is checked holding the slot: a 429 seen meanwhile holds this one too
+            await self._admitted()
             if self._rate is not None:
                 await self._rate.acquire()
             self._answer(await self._post(body, key, out), out)
