@@ -98,8 +98,9 @@ def test_dead_letters_replay_once_after_the_fix(
         assert c.post("/v1/sinks/partner/dlq/replay", json={"all": True}).json()["replaying"] == 1
         wait_until(lambda: sink_status(c, "partner")["dead_lettered"] == 0)
         assert c.post("/v1/sinks/partner/dlq/replay", json={"all": True}).json()["replaying"] == 0
-        bad = c.post("/v1/sinks/partner/dlq/replay", json={"offsets": "1"})
-        assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_replay"
+        for wrong in ({"offsets": "1"}, {"keys": [[1]]}, {"offsets": [{}]}, {"all": 1}, []):
+            bad = c.post("/v1/sinks/partner/dlq/replay", json=wrong)
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_replay", wrong
     keys = [s.key for s in downstream.delivered()]
     assert sorted(keys) == [f"partner-{i}" for i in range(6)]  # each row delivered once
 
@@ -182,3 +183,23 @@ def _last_counts(d: Downstream) -> dict[str, int]:
     for row in d.delivered_rows():
         out[row["device_id"]] = max(out.get(row["device_id"], 0), row["n"])
     return out
+
+
+def test_a_sink_whose_pipeline_is_gone_fails_alone_after_a_restart(
+    fresh_server: Server, downstream: Downstream
+) -> None:
+    with fresh_server.client() as c:
+        c.post("/v1/streams", json=READINGS)
+        c.post("/v1/pipelines", json={"sql": "CREATE PIPELINE p AS SELECT device_id FROM readings"})
+        body = {"name": "s", "kind": "http", "from": "p", "config": {"url": downstream.url}}
+        assert c.post("/v1/sinks", json=body).status_code == 201
+        assert c.delete("/v1/pipelines/p").status_code == 200
+    fresh_server.stop()
+    fresh_server.start()
+    with fresh_server.client() as c:
+        st = c.get("/v1/sinks/s").json()
+        assert st["status"] == "failed" and "'p'" in st["reason"], st
+        r = c.post("/v1/sinks/s/resume")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_sink_source"
+        bad = c.post("/v1/sinks/s/dlq/replay", json={"keys": [[1]]})
+        assert bad.status_code in (400, 409)

@@ -34,6 +34,7 @@ from headwater.store.ports import ResultStore, ResultWrite, RowQuery
 log = structlog.get_logger("headwater.sinks")
 T = TypeVar("T")
 CALL_TIMEOUT_S = 60.0
+TRIM_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -75,8 +76,13 @@ class SinkManager:
         self._call(self._report_loop_start())
         for rec in self._catalog.sinks():
             self._records[(rec.tenant, rec.name)] = rec
-            if rec.status == "running":
+            if rec.status != "running":
+                continue
+            try:
                 self._start(rec)
+            except Exception as exc:  # e.g. its stream or pipeline was dropped: say so, go on
+                self._failed[(rec.tenant, rec.name)] = f"cannot start: {exc}"
+                log.error("sink_failed", tenant=rec.tenant, sink=rec.name, error=str(exc))
 
     def stop_all(self) -> None:
         if not self._thread.is_alive():
@@ -258,6 +264,32 @@ class SinkManager:
 
     async def _report_loop_start(self) -> None:
         self._loop.create_task(self.reporter.run())
+        self._loop.create_task(self._trim_loop())
+
+    async def _trim_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TRIM_INTERVAL_S)
+            try:
+                await asyncio.to_thread(self.trim_outputs)
+            except Exception:  # retried next time; the log only grows meanwhile
+                log.exception("sink_trim_failed")
+
+    def trim_outputs(self) -> None:
+        """Let the log drop pipeline output rows every sink following them has committed."""
+        lowest: dict[str, int] = {}
+        for r in list(self._running.values()):
+            if not r.runner.by_offset:
+                t = r.runner.topic
+                lowest[t] = min(lowest.get(t, r.runner.offset), r.runner.offset)
+        for (tenant, name), rec in list(self._records.items()):
+            if (tenant, name) not in self._running and not self._is_stream(tenant, rec.source):
+                lowest.pop(output_topic(tenant, rec.source), None)  # a paused sink holds it
+        for topic, offset in lowest.items():
+            if offset > self._log.start_offset(topic):
+                self._log.trim(topic, offset)
+
+    def _is_stream(self, tenant: str, source: str) -> bool:
+        return any(s.schema.name == source for s in self._streams.in_tenant(tenant))
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_S)
@@ -270,9 +302,14 @@ def _selection(data: Any) -> Callable[[dict[str, Any]], bool]:
     if isinstance(data, dict) and (
         isinstance(data.get("offsets"), list) or isinstance(data.get("keys"), list)
     ):
-        offsets, keys = set(data.get("offsets") or []), set(data.get("keys") or [])
-        if all(isinstance(o, int) for o in offsets) and all(isinstance(k, str) for k in keys):
-            return lambda d: d["offset"] in offsets or d["key"] in keys
+        offsets, keys = data.get("offsets") or [], data.get("keys") or []
+        if (
+            isinstance(offsets, list) and isinstance(keys, list)
+            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            and all(isinstance(k, str) for k in keys)
+        ):  # fmt: skip
+            wanted_offsets, wanted_keys = set(offsets), set(keys)
+            return lambda d: d["offset"] in wanted_offsets or d["key"] in wanted_keys
     raise BadRequest(
         'send {"offsets": [1, 2]}, {"keys": ["..."]} or {"all": true}', code="bad_replay"
     )
