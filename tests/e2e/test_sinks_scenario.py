@@ -92,3 +92,36 @@ def test_kill_9_mid_delivery_loses_nothing_and_repeats_only_same_keys(tmp_path: 
     finally:
         server.stop()
         slow.stop()
+
+
+def test_a_failing_partner_never_holds_ingest_or_pipelines(fresh_server: Server) -> None:
+    down = Downstream(lambda i, d: Answer(503)).start()
+    try:
+        with fresh_server.client() as c:
+            c.post("/v1/streams", json=READINGS)
+            c.post(
+                "/v1/pipelines", json={"sql": "CREATE PIPELINE p AS SELECT event_id FROM readings"}
+            )
+            c.post("/v1/sinks", json={"name": "s", "kind": "http", "from": "readings", "config": {
+                "url": down.url, "batch_rows": 10, "max_pending_rows": 100,
+                "breaker_failures": 3, "breaker_open_s": 0.5, "backoff_max_s": 0.2, "max_attempts": 1000,
+            }})  # fmt: skip
+            for start in range(0, 2000, 500):
+                r = c.post("/v1/streams/readings/events", json=events(500, start))
+                assert r.json()["accepted"] == 500
+            wait_until(lambda: c.post("/v1/query", json={"sql": "SELECT count(*) FROM p"}).json()
+                       ["rows"] == [[2000]], what="the pipeline keeps up")  # fmt: skip
+            st = wait_until(
+                lambda: (s := sink_status(c, "s"))["blocked"] and s["breaker"] != "closed" and s,
+                what="the sink stops reading at max_pending_rows",
+            )
+            assert st["pending"] <= 100 and st["produced"] <= 100 and st["lag_rows"] >= 1900
+            assert st["status"] == "backing_off" and st["delivered"] == 0
+            down.script = lambda i, d: Answer()  # the partner is back
+            st = wait_until(
+                lambda: (s := sink_status(c, "s"))["delivered"] == 2000 and s,
+                what="the backlog delivered",
+            )
+            assert st["dead_lettered"] == 0 and st["pending"] == 0 and st["breaker"] == "closed"
+    finally:
+        down.stop()
