@@ -137,7 +137,7 @@ class SinkRunner:
         offset = self.read_offset
         entries = await asyncio.to_thread(self._log.read, self.topic, offset, max_rows)
         if not entries:
-            await asyncio.to_thread(self._log.wait_blocking, self.topic, offset, 0.2)
+            await self._log.wait(self.topic, offset, 0.2)  # wakes this loop, holds no thread
             return []
         deadline = time.monotonic() + cfg.batch_age_ms / 1000
         rows = sum(e.batch.num_rows for e in entries)
@@ -146,7 +146,7 @@ class SinkRunner:
             if left <= 0:
                 break
             end = entries[-1].end
-            if await asyncio.to_thread(self._log.wait_blocking, self.topic, end, min(left, 0.2)):
+            if await self._log.wait(self.topic, end, min(left, 0.2)):
                 more = await asyncio.to_thread(self._log.read, self.topic, end, max_rows - rows)
                 entries += more
                 rows += sum(e.batch.num_rows for e in more)
