@@ -125,3 +125,34 @@ def test_a_failing_partner_never_holds_ingest_or_pipelines(fresh_server: Server)
             assert st["dead_lettered"] == 0 and st["pending"] == 0 and st["breaker"] == "closed"
     finally:
         down.stop()
+
+
+def test_kill_9_with_a_pipeline_sink_loses_no_result(tmp_path: Path) -> None:
+    slow = Downstream(lambda i, d: Answer(200, delay_s=0.01)).start()
+    server = Server(tmp_path / "data").start()
+    n = 600
+    try:
+        with server.client() as c:
+            c.post("/v1/streams", json=READINGS)
+            sql = "CREATE PIPELINE hot AS SELECT event_id, temperature * 2 AS t2 FROM readings"
+            c.post("/v1/pipelines", json={"sql": sql})
+            c.post("/v1/sinks", json={"name": "out", "kind": "http", "from": "hot",
+                                      "config": {"url": slow.url, "batch_rows": 5}})  # fmt: skip
+            for start in range(0, n, 100):
+                c.post("/v1/streams/readings/events", json=events(100, start))
+                if start == 300:  # kill while results are being delivered
+                    wait_until(lambda: len(slow.seen) >= 10, what="deliveries in flight")
+                    server.kill()
+                    server.start()
+        with server.client() as c:
+            wait_until(lambda: sink_status(c, "out")["delivered"] >= n and
+                       sink_status(c, "out")["pending"] == 0, timeout_s=120)  # fmt: skip
+        got = [r["event_id"] for r in slow.delivered_rows()]
+        assert set(got) == {f"e{i}" for i in range(n)}  # nothing lost
+        bodies: dict[str | None, set[bytes]] = defaultdict(set)
+        for s in slow.delivered():
+            bodies[s.key].add(s.body)
+        assert all(len(b) == 1 for b in bodies.values())
+    finally:
+        server.stop()
+        slow.stop()
