@@ -203,8 +203,9 @@ class HttpDelivery:
             self.slots.aimd.on_push_back()
             if wait is not None:
                 self._not_before = max(self._not_before, time.monotonic() + wait)
-        if status == 429:
+        if status == 429:  # a rate limit: the destination is up
             self.stats.rate_limited += 1
+            self.breaker.on_success()
         else:
             self.breaker.on_failure(time.monotonic())
         raise Retryable(status, text, f"HTTP {status}", wait)

@@ -105,7 +105,7 @@ class Breaker:
     open_s: float = 5.0
     _row: int = 0
     _opened_at: float | None = None
-    _probing: bool = False
+    _probe_at: float | None = None  # when the half-open probe went (None: none out)
 
     def state(self, now_s: float) -> BreakerState:
         if self._opened_at is None:
@@ -115,12 +115,16 @@ class Breaker:
         return "half_open"
 
     def admit(self, now_s: float) -> bool:
-        """Whether a request may go now (claims the probe when half-open)."""
+        """Whether a request may go now (claims the probe when half-open).
+
+        A probe with no verdict after ``open_s`` (cancelled, or answered in a way that
+        says nothing of the destination's health) no longer blocks another one.
+        """
         st = self.state(now_s)
         if st == "closed":
             return True
-        if st == "half_open" and not self._probing:
-            self._probing = True
+        if st == "half_open" and (self._probe_at is None or now_s - self._probe_at >= self.open_s):
+            self._probe_at = now_s
             return True
         return False
 
@@ -131,9 +135,9 @@ class Breaker:
         return max(0.05, self.open_s - (now_s - self._opened_at))
 
     def on_success(self) -> None:
-        self._row, self._opened_at, self._probing = 0, None, False
+        self._row, self._opened_at, self._probe_at = 0, None, None
 
     def on_failure(self, now_s: float) -> None:
         self._row += 1
-        if self._probing or self._row >= self.failures:
-            self._opened_at, self._probing = now_s, False
+        if self._probe_at is not None or self._row >= self.failures:
+            self._opened_at, self._probe_at = now_s, None

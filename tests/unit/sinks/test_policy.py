@@ -60,6 +60,14 @@ def test_breaker_opens_probes_once_and_closes() -> None:
     assert b.state(23.6) == "closed" and b.admit(23.6) and b.admit(23.6)
 
 
+def test_a_probe_without_verdict_does_not_block_the_breaker_forever() -> None:
+    b = Breaker(failures=1, open_s=2.0)
+    b.on_failure(0.0)
+    assert b.admit(2.0)  # the probe goes, then is cancelled: no verdict
+    assert not b.admit(3.0)
+    assert b.admit(4.0)  # another probe after open_s
+
+
 def entry(offset: int, n: int) -> LogEntry:
     batch = pa.record_batch({"v": list(range(offset, offset + n)), "_id_hash": [0] * n})
     return LogEntry("t.s", offset, batch)
