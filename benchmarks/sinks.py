@@ -11,6 +11,8 @@ sockets) standing in for the destinations, then runs three parts:
    arrays to a server that accepts everything at once: rows/s.
 3. **Latency** — single events ingested at ``--latency-rate`` per second to a sink with
    ``batch_rows = 1``; the time from sending the event to the partner reading it.
+4. **Pipeline cost** — ingest + a stateless pipeline over ``--pipeline-rows`` rows, without
+   and with a sink following its results (its commits then also append to a log topic).
 
     python benchmarks/sinks.py
     python benchmarks/sinks.py --scenario-rows 3000 --rows 500000
@@ -126,12 +128,46 @@ def latency(c: httpx.Client, rate: float, seconds: float) -> dict[str, Any]:
         sink.stop()
 
 
+def pipeline_cost(c: httpx.Client, n: int) -> dict[str, Any]:
+    """Time for a stateless pipeline to take in ``n`` rows, without and with a sink
+    following its results (then each commit also appends them to the output topic)."""
+    sink = Downstream().start()
+    out: dict[str, Any] = {"rows": n}
+    try:
+        for followed in (False, True):
+            name = "followed" if followed else "plain"
+            c.post("/v1/streams", json={**READINGS, "name": f"{name}_in"}).raise_for_status()
+            c.post("/v1/pipelines", json={"sql": (
+                f"CREATE PIPELINE {name} AS SELECT device_id, event_id, temperature * 2 AS t2 "
+                f"FROM {name}_in"
+            )}).raise_for_status()  # fmt: skip
+            if followed:
+                c.post("/v1/sinks", json={"name": f"{name}_out", "kind": "http", "from": name,
+                       "config": {"url": sink.url, "batch_rows": 1000}}).raise_for_status()  # fmt: skip
+            t0 = time.monotonic()
+            for k in range(n // 10_000):
+                body = b"\n".join(orjson.dumps(e) for e in events(10_000, k * 10_000))
+                c.post(f"/v1/streams/{name}_in/events", content=body,
+                       headers={"content-type": "application/x-ndjson"}).raise_for_status()  # fmt: skip
+            wait_until(
+                lambda nm=name: c.get(f"/v1/pipelines/{nm}").json()["committed_offset"] >= n,
+                300,
+                f"pipeline {name}",
+            )
+            out[f"{name}_rows_per_s"] = n / (time.monotonic() - t0)
+        out["ratio_followed_to_plain"] = out["followed_rows_per_s"] / out["plain_rows_per_s"]
+        return out
+    finally:
+        sink.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario-rows", type=int, default=2000)
     ap.add_argument("--rows", type=int, default=300_000)
     ap.add_argument("--latency-rate", type=float, default=50.0)
     ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--pipeline-rows", type=int, default=200_000)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp) / "data").start()
@@ -147,6 +183,8 @@ def main() -> None:
                 print(" ", throughput(c, args.rows))
                 print(f"latency: {args.latency_rate:g} events/s, batch_rows=1")
                 print(" ", latency(c, args.latency_rate, args.latency_seconds))
+                print("pipeline ingest + processing, without and with a sink following it")
+                print(" ", pipeline_cost(c, args.pipeline_rows))
         finally:
             server.stop()
 
