@@ -16,12 +16,13 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
+import pyarrow as pa
 import structlog
 
 from headwater.catalog.sqlite import Catalog, SinkRecord
 from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.ingest.streams import StreamDirectory, topic_of
-from headwater.log.ports import Log
+from headwater.log.ports import Log, LogEntry
 from headwater.model.time import Clock, ms_to_datetime
 from headwater.pipelines.runner import output_topic
 from headwater.sinks.config import http_config, parse_sink
@@ -54,11 +55,13 @@ class SinkManager:
         clock: Clock,
         followed: set[tuple[str, str]],
         taken: Callable[[str], set[str]],
+        erased: Callable[[str, str], Callable[[list[LogEntry]], pa.Array | None]],
     ) -> None:
         self._catalog, self._log, self._store, self._streams = catalog, log_, store, streams
         self._clock = clock
         self._followed = followed  # shared with the pipelines: results go to an output topic
         self._taken = taken
+        self._erased = erased  # (tenant, stream) -> keep-mask of a stream's entries
         self._records: dict[tuple[str, str], SinkRecord] = {}
         self._running: dict[tuple[str, str], Running] = {}
         self._breakers: dict[str, Breaker] = {}  # one per destination (scheme://host:port)
@@ -207,6 +210,7 @@ class SinkManager:
             runner = SinkRunner(
                 rec.tenant, rec.name, topic, by_offset, self._log, self._store,
                 HttpDelivery(config, breaker),
+                self._erased(rec.tenant, rec.source) if by_offset else lambda _: None,
             )  # fmt: skip
             stop = asyncio.Event()
             task = asyncio.create_task(runner.run(stop), name=f"sink-{rec.name}")

@@ -35,8 +35,8 @@ def status_of(rec: SinkRecord, runner: SinkRunner | None, failure: str | None) -
     breaker = d.breaker.state(time.monotonic())
     if rec.status == "running" and (breaker != "closed" or stats.waiting > 0):
         out["status"] = "backing_off"
-    if runner.error:
-        out["reason"] = runner.error
+    if runner.error or runner.read_error:
+        out["reason"] = runner.error or runner.read_error
     out.update(
         produced=totals.produced, delivered=totals.delivered, dead_lettered=totals.dead,
         pending=totals.pending, breaker=breaker, committed_offset=runner.offset,

@@ -55,11 +55,22 @@ class Encoder:
         out = self._db.sql("SELECT to_json(rows)::VARCHAR FROM rows").fetchnumpy()
         return [s.encode() for s in out[next(iter(out))]]
 
-    def rows(self, sink: str, entries: list[LogEntry], by_offset: bool) -> list[Row]:
-        """Each row as a JSON object, with its key."""
+    def rows(
+        self, sink: str, entries: list[LogEntry], by_offset: bool, keep: pa.Array | None = None
+    ) -> list[Row]:
+        """Each row as a JSON object, with its key; ``keep`` (one bool per row of all the
+        entries) leaves rows out, e.g. those of erased data subjects."""
         out: list[Row] = []
+        at = 0
         for e in entries:
-            for i, text in enumerate(self.json(e.batch)):
+            n = e.batch.num_rows
+            batch, index = e.batch, list(range(n))
+            if keep is not None:
+                part = keep.slice(at, n)
+                batch = batch.filter(part)
+                index = [i for i, k in enumerate(part.to_pylist()) if k]
+            at += n
+            for i, text in zip(index, self.json(batch), strict=True):
                 offset = e.offset + i
                 if by_offset:
                     key = f"{sink}-{offset}"
@@ -69,11 +80,13 @@ class Encoder:
         return out
 
 
-def encode_rows(sink: str, entries: list[LogEntry], by_offset: bool) -> list[Row]:
+def encode_rows(
+    sink: str, entries: list[LogEntry], by_offset: bool, keep: pa.Array | None = None
+) -> list[Row]:
     """``Encoder().rows`` with a short-lived encoder."""
     enc = Encoder()
     try:
-        return enc.rows(sink, entries, by_offset)
+        return enc.rows(sink, entries, by_offset, keep)
     finally:
         enc.close()
 

@@ -12,12 +12,16 @@ dead-lettered once it is in the dead-letter table (until then it is pending).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
+import pyarrow as pa
 import structlog
 
 from headwater.log.ports import Log, LogEntry
@@ -70,17 +74,20 @@ class SinkRunner:
         log_: Log,
         store: ResultStore,
         delivery: HttpDelivery,
+        erased: Callable[[list[LogEntry]], pa.Array | None] = lambda _: None,
     ) -> None:
         self.tenant, self.name, self.topic = tenant, name, topic
         self.consumer = f"sink:{name}"
         self.by_offset = by_offset  # stream rows (keys by offset) vs. result rows (by content)
         self._log, self._store, self.delivery = log_, store, delivery
+        self._erased = erased  # a keep-mask of rows of erased data subjects, or None
         self.config = delivery.config
         self.offset = 0  # committed
         self.read_offset = 0
         self.committed = Totals()
         self.totals = Totals()
-        self.error: str | None = None
+        self.error: str | None = None  # the last commit failed
+        self.read_error: str | None = None  # the last read failed
         self.blocked = False  # the pending backlog is full: not reading
         self._lock = threading.Lock()
         self._chunks: deque[Chunk] = deque()
@@ -96,7 +103,13 @@ class SinkRunner:
         committer = asyncio.create_task(self._commit_loop(stop))
         try:
             while not stop.is_set():
-                await self._read_once(stop)
+                try:
+                    await self._read_once(stop)
+                    self.read_error = None
+                except Exception as exc:  # e.g. a read failed: try again from where it was
+                    self.read_error = f"{type(exc).__name__}: {exc}"
+                    log.error("sink_read_failed", sink=self.name, error=self.read_error)
+                    await _first(stop.wait(), timeout=1.0)
         finally:
             for t in list(self._tasks):
                 t.cancel()
@@ -128,13 +141,18 @@ class SinkRunner:
             return
         entries = await self._gather(min(room, READ_ROWS), stop)
         if entries:
-            rows = await asyncio.to_thread(self._encoder.rows, self.name, entries, self.by_offset)
+            keep = self._erased(entries)
+            rows = await asyncio.to_thread(
+                self._encoder.rows, self.name, entries, self.by_offset, keep
+            )
             self._start_chunks(rows, entries[-1].end)
 
     async def _gather(self, max_rows: int, stop: asyncio.Event) -> list[LogEntry]:
         """Rows from the cursor on; waits up to ``batch_age_ms`` to fill one request."""
         cfg = self.config
         offset = self.read_offset
+        if self.by_offset and offset < self._log.start_offset(self.topic):
+            return await asyncio.to_thread(self._stored, offset, max_rows)
         entries = await asyncio.to_thread(self._log.read, self.topic, offset, max_rows)
         if not entries:
             await self._log.wait(self.topic, offset, 0.2)  # wakes this loop, holds no thread
@@ -152,12 +170,33 @@ class SinkRunner:
                 rows += sum(e.batch.num_rows for e in more)
         return _at_most(entries, max_rows)
 
+    def _stored(self, offset: int, max_rows: int) -> list[LogEntry]:
+        """Stream rows the log no longer holds (retention), read back from the stream's
+        table; one entry per run of consecutive offsets (erasures leave gaps)."""
+        start = self._log.start_offset(self.topic)
+        stream = self.topic[len(self.tenant) + 1 :]  # the topic is "tenant.stream"
+        rows = self._store.rows_by_offset(self.tenant, stream, offset, start, max_rows)
+        if not rows.num_rows:
+            self.read_offset = start  # nothing stored below the log's start
+            return []
+        offsets = rows.column("_offset").to_numpy()
+        cuts = [0, *(np.flatnonzero(np.diff(offsets) != 1) + 1).tolist(), rows.num_rows]
+        batch = rows.combine_chunks().to_batches()[0]
+        return [
+            LogEntry(self.topic, int(offsets[a]), batch.slice(a, b - a))
+            for a, b in itertools.pairwise(cuts)
+        ]
+
     def _start_chunks(self, rows: list[Row], end: int) -> None:
         """Cut the rows into requests, and the requests into chunks of ``max_concurrency``:
         the cursor moves by chunk, so a crash repeats about one window of requests."""
         cfg = self.config
         reqs = requests_of(self.name, rows, cfg.batch_rows, cfg.batch_bytes, self.by_offset)
         self.read_offset = end
+        if not reqs:  # every row left out (erased): nothing to deliver, move on
+            self._chunks.append(Chunk(end, end, 0, time.monotonic(), 0))
+            self._chunk_done.set()
+            return
         now = time.monotonic()
         step = cfg.max_concurrency
         for i in range(0, len(reqs), step):

@@ -102,3 +102,12 @@ def test_result_rows_are_keyed_by_content() -> None:
     b = encode_rows("s", [LogEntry("t.s", 7, entry(0, 3).batch)], by_offset=False)
     assert [r.key for r in a] == [r.key for r in b]  # same rows at new offsets: same keys
     assert len({r.key for r in a}) == 3
+
+
+def test_rows_left_out_keep_the_offsets_of_the_others() -> None:
+    entries = [entry(10, 3), entry(13, 2)]
+    keep = pa.array([True, False, True, False, True])
+    rows = encode_rows("s", entries, by_offset=True, keep=keep)
+    assert [(r.offset, r.key, r.json) for r in rows] == [
+        (10, "s-10", b'{"v":10}'), (12, "s-12", b'{"v":12}'), (14, "s-14", b'{"v":14}'),
+    ]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
@@ -10,6 +11,7 @@ from starlette.responses import Response
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
 from headwater.api.routes.streams import json_body
+from headwater.pipelines.manager import erased_rows
 from headwater.services import Platform
 from headwater.sinks.manager import SinkManager
 
@@ -97,6 +99,9 @@ def install(app: FastAPI, platform_: Platform) -> None:
         platform_.catalog, platform_.log, platform_.store, platform_.streams, platform_.clock,
         pipelines.followed,  # type: ignore[attr-defined]
         platform_.table_names,
+        lambda tenant, stream: partial(
+            erased_rows, platform_.tombstones, platform_.streams.get(tenant, stream)
+        ),
     )  # fmt: skip
     app.state.sinks = mgr
     platform_.extras["sinks"] = mgr
