@@ -203,3 +203,26 @@ def test_a_sink_whose_pipeline_is_gone_fails_alone_after_a_restart(
         assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_sink_source"
         bad = c.post("/v1/sinks/s/dlq/replay", json={"keys": [[1]]})
         assert bad.status_code in (400, 409)
+
+
+def test_a_sink_created_after_an_erasure_never_sends_the_subject(fresh_server: Server) -> None:
+    stream = {
+        "name": "signups", "event_time": "ts", "subject": "user",
+        "fields": [{"name": "user", "type": "string", "required": True},
+                   {"name": "ts", "type": "timestamp", "required": True}],
+    }  # fmt: skip
+    d = Downstream().start()
+    try:
+        with fresh_server.client() as c:
+            assert c.post("/v1/streams", json=stream).status_code == 201
+            rows = [{"user": u, "ts": "2026-12-01T10:00:00Z"} for u in ("u1", "u2", "u1", "u3")]
+            assert c.post("/v1/streams/signups/events", json=rows).json()["accepted"] == 4
+            assert c.delete("/v1/streams/signups/subjects/u1").status_code < 300
+            c.post("/v1/sinks", json={"name": "s", "kind": "http", "from": "signups",
+                                      "config": {"url": d.url, "batch_rows": 1}})  # fmt: skip
+            wait_until(lambda: sink_status(c, "s")["produced"] == 2 and
+                       sink_status(c, "s")["pending"] == 0)  # fmt: skip
+        assert sorted(r["user"] for r in d.delivered_rows()) == ["u2", "u3"]
+        assert sorted(s.key for s in d.delivered()) == ["s-1", "s-3"]  # keys keep offsets
+    finally:
+        d.stop()
