@@ -11,9 +11,10 @@ from headwater.ui import mount as ui
 
 
 def extensions(profile: str) -> list[Extension]:
-    from headwater.api.routes import pipelines, sources
+    from headwater.api.routes import pipelines, sinks, sources
 
-    out: list[Extension] = [pipelines.install, sources.install, ui.install]
+    # sinks read the pipelines' extension (extras["pipelines"]): installed after it
+    out: list[Extension] = [pipelines.install, sources.install, sinks.install, ui.install]
     if profile == "demo":
         from headwater import demo
 

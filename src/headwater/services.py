@@ -116,6 +116,7 @@ class Platform:
         for p in self.catalog.pipelines(tenant):
             names |= {p.name, f"{p.name}_late", f"{p.name}_errors"}
         names |= set(self.catalog.reference_tables(tenant))
+        names |= {f"{s.name}_dlq" for s in self.catalog.sinks(tenant)}
         return names
 
     def housekeeping(self) -> None:
@@ -123,11 +124,12 @@ class Platform:
         now = self.clock.now_ms()
         copied = copy_answers(self.log, self.streams.all(), self.ingest.idempotency)
         retention = parse_duration_ms(self.settings.log_retention)
-        pipelines = self.extras.get("pipelines")
         readers: dict[str, list[int]] = {}
-        if pipelines is not None:
-            for topic, offset in pipelines.consumer_offsets():  # type: ignore[attr-defined]
-                readers.setdefault(topic, []).append(offset)
+        for part in ("pipelines", "sinks"):
+            consumers = self.extras.get(part)
+            if consumers is not None:
+                for topic, offset in consumers.consumer_offsets():  # type: ignore[attr-defined]
+                    readers.setdefault(topic, []).append(offset)
         for st in self.streams.all():
             for topic in answer_topics(st):
                 end = self.log.end_offset(topic)

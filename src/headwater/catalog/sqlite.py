@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS sources (
     PRIMARY KEY (tenant, name)
 );
 CREATE TABLE IF NOT EXISTS tenant_quotas (tenant TEXT PRIMARY KEY, spec TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sinks (
+    tenant TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, source TEXT NOT NULL,
+    config TEXT NOT NULL, status TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
 CREATE TABLE IF NOT EXISTS reference_tables (
     tenant TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL, created_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant, name)
@@ -86,6 +91,17 @@ class SourceRecord:
     name: str
     kind: str
     stream: str
+    config: dict[str, Any]
+    status: str  # running | paused
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SinkRecord:
+    tenant: str
+    name: str
+    kind: str
+    source: str  # the table or stream it follows
     config: dict[str, Any]
     status: str  # running | paused
     created_ms: int
@@ -233,6 +249,31 @@ class Catalog:
 
     def drop_pipeline(self, tenant: str, name: str) -> None:
         self._q("DELETE FROM pipelines WHERE tenant = ? AND name = ?", (tenant, name))
+
+    # sinks ------------------------------------------------------------------------
+    def put_sink(self, rec: SinkRecord) -> None:
+        self._q(
+            "INSERT INTO sinks (tenant, name, kind, source, config, status, created_ms) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (rec.tenant, rec.name, rec.kind, rec.source, msgspec.json.encode(rec.config).decode(),
+             rec.status, rec.created_ms),
+        )  # fmt: skip
+
+    def set_sink_status(self, tenant: str, name: str, status: str) -> None:
+        self._q("UPDATE sinks SET status = ? WHERE tenant = ? AND name = ?", (status, tenant, name))
+
+    def sinks(self, tenant: str | None = None) -> list[SinkRecord]:
+        cols = "tenant, name, kind, source, config, status, created_ms"
+        if tenant is None:
+            rows = self._q(f"SELECT {cols} FROM sinks ORDER BY tenant, name")
+        else:
+            rows = self._q(f"SELECT {cols} FROM sinks WHERE tenant = ? ORDER BY name", (tenant,))
+        return [
+            SinkRecord(t, n, k, s, msgspec.json.decode(c), st, ms) for t, n, k, s, c, st, ms in rows
+        ]
+
+    def drop_sink(self, tenant: str, name: str) -> None:
+        self._q("DELETE FROM sinks WHERE tenant = ? AND name = ?", (tenant, name))
 
     # reference tables -------------------------------------------------------------
     def put_reference_table(

@@ -1,4 +1,4 @@
-"""``headwater status``: is the server up and ready, what streams and pipelines it runs."""
+"""``headwater status``: is the server up and ready, what streams, pipelines and sinks it runs."""
 
 from __future__ import annotations
 
@@ -45,7 +45,19 @@ def gather(client: httpx.Client) -> dict[str, Any]:
         "ready": ready_resp.json(),
         "streams": streams,
         "pipelines": pipelines,
+        "sinks": _listed(client, "/v1/sinks", "sinks"),
     }
+
+
+def _listed(client: httpx.Client, path: str, field: str) -> list[dict[str, Any]] | None:
+    """The list a route answers, or None when this server has no such route (404)."""
+    resp = request(client, "GET", path)
+    if resp.status_code == 404:
+        return None
+    if resp.status_code != 200:
+        raise error_of(resp)
+    items: list[dict[str, Any]] = resp.json().get(field, [])
+    return items
 
 
 def metric(p: dict[str, Any], *names: str) -> Any:
@@ -103,6 +115,30 @@ def pipelines_table(pipelines: list[dict[str, Any]]) -> Table:
     return t
 
 
+def sinks_table(sinks: list[dict[str, Any]]) -> Table:
+    """Each sink's counters (produced = delivered + dead-lettered + pending) and health."""
+    t = Table("name", "status", "from", "produced", "delivered", "dead-lettered", "pending",
+              "lag", "breaker", "error rate", "rate limited", "avg request",
+              title=f"Sinks ({len(sinks)})", title_justify="left", header_style="bold")  # fmt: skip
+    for s in sinks:
+        status = str(s.get("status", "?"))
+        shown = f"[{STATUS_STYLE.get(status, 'yellow')}]{escape(status)}[/]"
+        if s.get("reason"):
+            shown += f"\n[dim]{escape(str(s['reason']))}[/]"
+        rate = s.get("error_rate")
+        avg = s.get("avg_latency_ms")
+        lag = s.get("lag_seconds")
+        t.add_row(
+            escape(str(s.get("name"))), shown, escape(str(s.get("from"))),
+            num(s.get("produced")), num(s.get("delivered")), num(s.get("dead_lettered")),
+            num(s.get("pending")), f"{lag:,.1f} s" if isinstance(lag, int | float) else "-",
+            escape(str(s.get("breaker", "-"))),
+            f"{rate:.1%}" if isinstance(rate, int | float) else "-",
+            num(s.get("rate_limit_hits")), f"{avg:,.0f} ms" if isinstance(avg, int | float) else "-",
+        )  # fmt: skip
+    return t
+
+
 def render(info: dict[str, Any]) -> Group:
     ready = info["ready"]
     ok = ready.get("status") == "ready"
@@ -126,6 +162,8 @@ def render(info: dict[str, Any]) -> Group:
         parts.append(pipelines_table(info["pipelines"]))
     else:
         parts.append("[dim]No pipelines yet: create one with POST /v1/pipelines.[/]")
+    if info.get("sinks"):
+        parts.append(sinks_table(info["sinks"]))
     return Group(*parts)
 
 

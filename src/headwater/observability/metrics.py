@@ -178,3 +178,45 @@ PIPELINE_WATERMARK_MS = Gauge(
 PROCESS_RSS_BYTES = Gauge(
     "headwater_process_resident_memory_bytes", "Resident memory of the server process."
 )
+
+# sinks
+SINK_ROWS = Counter(
+    "headwater_sink_rows_total",
+    "Rows a sink finished, by outcome (delivered, dead_lettered).",
+    ["tenant", "sink", "outcome"],
+)
+SINK_REQUESTS = Counter(
+    "headwater_sink_requests_total",
+    "HTTP attempts of a sink, by outcome (ok, failed: retried or dead-lettered).",
+    ["tenant", "sink", "outcome"],
+)
+SINK_RATE_LIMITED = Counter(
+    "headwater_sink_rate_limited_total",
+    "Answers 429 (rate limited) a sink received.",
+    ["tenant", "sink"],
+)
+SINK_PENDING_ROWS = Gauge(
+    "headwater_sink_pending_rows",
+    "Rows a sink read but has not delivered or dead-lettered yet.",
+    ["tenant", "sink"],
+)
+SINK_LAG_SECONDS = Gauge(
+    "headwater_sink_lag_seconds",
+    "Age of the oldest pending chunk of rows of a sink.",
+    ["tenant", "sink"],
+)
+SINK_CONCURRENCY = Gauge(
+    "headwater_sink_concurrency_requests",
+    "Requests a sink may have in flight now (adaptive, AIMD).",
+    ["tenant", "sink"],
+)
+SINK_BREAKER_STATE = Gauge(
+    "headwater_sink_breaker_state_info",
+    "Circuit breaker of a sink's destination: 1 for its state (closed, half_open, open), 0 for the others.",
+    ["tenant", "sink", "state"],
+)
+SINK_AVG_LATENCY_SECONDS = Gauge(
+    "headwater_sink_avg_latency_seconds",
+    "Average time of a sink's HTTP attempts since it started.",
+    ["tenant", "sink"],
+)

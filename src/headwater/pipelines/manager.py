@@ -36,6 +36,10 @@ class PipelineManager:
         self._runners: dict[tuple[str, str], PipelineRunner] = {}
         self._records: dict[tuple[str, str], PipelineRecord] = {}
         self._refs: dict[str, StoreReferenceTables] = {}
+        # (tenant, pipeline) whose results a sink follows: they go to an output topic too
+        self.followed: set[tuple[str, str]] = {
+            (r.tenant, r.source) for r in platform.catalog.sinks()
+        }
         self._config = RunnerConfig(checkpoint_interval_s=platform.settings.checkpoint_interval_s)
         self._scheduler = Scheduler(
             platform.log,
@@ -228,6 +232,7 @@ class PipelineManager:
             tenant, pipeline, st.topic, lambda: arrow_schema(st.schema), self._p.log, self._p.store,
             self.subs, self._p.clock, self._config, lambda reason: self._fail(tenant, name, reason),
             partial(erased_rows, self._p.tombstones, st),
+            lambda: (tenant, name) in self.followed,
         )  # fmt: skip
 
     def _stream(self, tenant: str, name: str) -> StreamState:

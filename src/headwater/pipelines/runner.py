@@ -111,6 +111,11 @@ def errors_table(name: str) -> str:
     return name + ERRORS_SUFFIX
 
 
+def output_topic(tenant: str, name: str) -> str:
+    """The log topic a pipeline's committed result rows go to while a sink follows them."""
+    return f"{tenant}.{name}.out"
+
+
 class PipelineRunner:
     def __init__(
         self,
@@ -125,6 +130,7 @@ class PipelineRunner:
         config: RunnerConfig,
         on_failure: Callable[[str], None],
         erased: Callable[[list[LogEntry]], pa.Array | None] = lambda _: None,
+        followed: Callable[[], bool] = lambda: False,
     ) -> None:
         self.tenant = tenant
         self.pipeline = pipeline
@@ -137,6 +143,7 @@ class PipelineRunner:
         self._config = config
         self._on_failure = on_failure
         self._erased = erased  # a keep-mask of the rows of erased data subjects, or None
+        self._followed = followed  # whether a sink reads the results (see ``_publish_out``)
         self.consumer = f"pipeline:{pipeline.name}"
         self.offset = 0  # committed
         self.counters = Counters()
@@ -320,6 +327,7 @@ class PipelineRunner:
         if out.errors is not None and out.errors.num_rows:
             appends[errors_table(name)] = out.errors
         offsets = {self.topic: commit.offset} if commit.offset is not None else {}
+        self._publish_out(out)
         self._store.commit(
             self.tenant,
             ResultWrite(self.consumer, offsets, appends, upserts, state=commit.state),
@@ -328,6 +336,22 @@ class PipelineRunner:
             self.offset = commit.offset
             self.counters.commits += 1
         self._count_and_publish(out, commit.started)
+
+    def _publish_out(self, out: StepOutput) -> None:
+        """Result rows to the output topic, for sinks, before the store commit.
+
+        Before, not after: a crash between the two then repeats rows (the replay
+        recomputes them, and sinks key them by content) instead of losing them.
+        Nothing is written while no sink follows the pipeline.
+        """
+        if not self._followed():
+            return
+        topic = output_topic(self.tenant, self.name)
+        for rows in (out.upserts, out.appends):
+            if rows is not None and rows.num_rows:
+                for batch in rows.combine_chunks().to_batches():
+                    if batch.num_rows:
+                        self._log.append_blocking(topic, batch)
 
     def _count_and_publish(self, out: StepOutput, started: float) -> None:
         """Counters and metrics of a written commit; its rows go to live subscribers."""

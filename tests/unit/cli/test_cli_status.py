@@ -21,6 +21,13 @@ PIPELINE = {
 }  # fmt: skip
 
 
+SINK = {
+    "name": "partner", "status": "backing_off", "from": "device_minute", "produced": 1200,
+    "delivered": 1100, "dead_lettered": 3, "pending": 97, "lag_seconds": 2.5,
+    "breaker": "open", "error_rate": 0.125, "rate_limit_hits": 17, "avg_latency_ms": 148.2,
+}  # fmt: skip
+
+
 def text(info: dict[str, Any]) -> str:
     buf = io.StringIO()
     Console(file=buf, width=200).print(render(info))
@@ -35,8 +42,10 @@ def server(pipelines: httpx.Response) -> httpx.Client:
                 "store": {"ok": False, "error": "disk full"}, "log": {"ok": True}}}),
             "/v1/streams": httpx.Response(200, json={"streams": [STREAM]}),
             "/v1/pipelines": pipelines,
+            "/v1/sinks": httpx.Response(200, json={"sinks": [SINK]}),
         }  # fmt: skip
-        return routes[req.url.path]
+        missing = httpx.Response(404, json={"error": {"code": "not_found", "message": "no"}})
+        return routes.get(req.url.path, missing)
 
     return httpx.Client(base_url="http://hw", transport=httpx.MockTransport(handler))
 
@@ -56,3 +65,10 @@ def test_a_server_without_a_pipeline_api_is_fine() -> None:
     info = gather(server(missing))
     assert info["pipelines"] is None
     assert "no pipeline API" in text(info)
+
+
+def test_status_shows_sinks_with_their_counters() -> None:
+    out = text(gather(server(httpx.Response(200, json={"pipelines": [PIPELINE]}))))
+    assert "Sinks (1)" in out and "partner" in out and "backing_off" in out
+    assert "1,100" in out and "97" in out and "open" in out and "12.5%" in out
+    assert "148 ms" in out and "2.5 s" in out

@@ -1,0 +1,193 @@
+"""Sinks: the rate-limited flaky partner, raw delivery throughput, ingest → delivery latency.
+
+Starts a fresh ``headwater serve`` and local HTTP servers (``tests/downstream.py``, real
+sockets) standing in for the destinations, then runs three parts:
+
+1. **Scenario** — a pipeline's results go to a partner API that allows 10 requests/s
+   (429 + ``Retry-After`` beyond), fails 15% at random (500) and answers in 50-250 ms.
+   Prints, while it runs and at the end: rows processed, rate, average request time,
+   error rate of attempts, backlog (pending rows and batches) and rate-limit hits.
+2. **Throughput** — a stream's backlog (``--rows``) delivered in ``batch_rows = 1000``
+   arrays to a server that accepts everything at once: rows/s.
+3. **Latency** — single events ingested at ``--latency-rate`` per second to a sink with
+   ``batch_rows = 1``; the time from sending the event to the partner reading it.
+4. **Pipeline cost** — ingest + a stateless pipeline over ``--pipeline-rows`` rows, without
+   and with a sink following its results (its commits then also append to a log topic).
+
+    python benchmarks/sinks.py
+    python benchmarks/sinks.py --scenario-rows 3000 --rows 500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from downstream import Downstream, RateLimited, events, wait_until
+from serverproc import READINGS, Server
+
+
+def scenario(c: httpx.Client, n: int, name: str, first: int, rate: float | None) -> dict[str, Any]:
+    """``rate``: the sink's configured ceiling; None leaves it to find the limit (429s)."""
+    partner = Downstream(RateLimited(per_s=10, fail=0.15, latency_s=(0.05, 0.25))).start()
+    try:
+        c.post("/v1/pipelines", json={"sql": (
+            "CREATE PIPELINE hot AS SELECT device_id, event_id, temperature * 2 AS t2 FROM readings"
+        )})  # fmt: skip
+        batch_rows = 20
+        config: dict[str, Any] = {"url": partner.url, "batch_rows": batch_rows,
+                                  "max_concurrency": 4, "max_pending_rows": 1000}  # fmt: skip
+        if rate is not None:
+            config["rate_limit_per_s"] = rate
+        r = c.post(
+            "/v1/sinks", json={"name": name, "kind": "http", "from": "hot", "config": config}
+        )
+        r.raise_for_status()
+        t0 = time.monotonic()
+        for start in range(first, first + n, 500):
+            c.post("/v1/streams/readings/events", json=events(min(500, first + n - start), start))
+        most_pending = 0
+        last_print = 0.0
+        while True:
+            st = c.get(f"/v1/sinks/{name}").json()
+            most_pending = max(most_pending, st["pending"])
+            if time.monotonic() - last_print >= 2.0:
+                last_print = time.monotonic()
+                print(
+                    f"  t={last_print - t0:5.1f}s delivered={st['delivered']} pending={st['pending']} "
+                    f"requests={st['requests']} error_rate={st['error_rate']:.1%} "
+                    f"rate_limit_hits={st['rate_limit_hits']} avg={st['avg_latency_ms']:.0f} ms"
+                )
+            if st["delivered"] + st["dead_lettered"] == n and st["pending"] == 0:
+                break
+            time.sleep(0.2)
+        seconds = time.monotonic() - t0
+        ok = partner.delivered()
+        return {
+            "rows": n, "delivered": st["delivered"], "dead_lettered": st["dead_lettered"],
+            "seconds": seconds, "requests_ok_per_s": len(ok) / (ok[-1].at - ok[0].at),
+            "rows_per_s": n / seconds, "attempts": st["requests"],
+            "error_rate": st["error_rate"], "rate_limit_hits": st["rate_limit_hits"],
+            "avg_request_ms": st["avg_latency_ms"], "max_pending_rows": most_pending,
+            "max_pending_batches": -(-most_pending // batch_rows),
+            "distinct_rows": len({r["event_id"] for r in partner.delivered_rows()}),
+        }  # fmt: skip
+    finally:
+        partner.stop()
+
+
+def throughput(c: httpx.Client, n: int) -> dict[str, Any]:
+    sink = Downstream().start()
+    try:
+        c.post("/v1/streams", json={**READINGS, "name": "bulk"})
+        for k in range(n // 10_000):
+            body = b"\n".join(orjson.dumps(e) for e in events(10_000, k * 10_000))
+            c.post("/v1/streams/bulk/events", content=body,
+                   headers={"content-type": "application/x-ndjson"}).raise_for_status()  # fmt: skip
+        t0 = time.monotonic()
+        c.post("/v1/sinks", json={"name": "bulk_out", "kind": "http", "from": "bulk", "config": {
+            "url": sink.url, "batch_rows": 1000, "max_concurrency": 8, "max_pending_rows": 100_000,
+        }}).raise_for_status()  # fmt: skip
+        wait_until(lambda: c.get("/v1/sinks/bulk_out").json()["delivered"] >= n, 600, "the backlog")
+        seconds = time.monotonic() - t0
+        return {"rows": n, "seconds": seconds, "rows_per_s": n / seconds,
+                "requests": len(sink.seen)}  # fmt: skip
+    finally:
+        sink.stop()
+
+
+def latency(c: httpx.Client, rate: float, seconds: float) -> dict[str, Any]:
+    sink = Downstream().start()
+    try:
+        c.post("/v1/streams", json={**READINGS, "name": "live"})
+        c.post("/v1/sinks", json={"name": "live_out", "kind": "http", "from": "live", "config": {
+            "url": sink.url, "batch_rows": 1, "max_concurrency": 8, "start": "latest",
+        }}).raise_for_status()  # fmt: skip
+        sent: dict[str, float] = {}
+        gap, t_end, i = 1 / rate, time.monotonic() + seconds, 0
+        while time.monotonic() < t_end:
+            e = events(1, i)[0]
+            sent[e["event_id"]] = time.monotonic()
+            c.post("/v1/streams/live/events", json=e)
+            i += 1
+            time.sleep(max(0.0, sent[e["event_id"]] + gap - time.monotonic()))
+        wait_until(lambda: len(sink.delivered()) >= i, 60, "every event delivered")
+        lat = sorted(1000 * (s.at - sent[s.rows()[0]["event_id"]]) for s in sink.delivered())
+        return {"events": i, "p50_ms": statistics.median(lat),
+                "p99_ms": lat[int(0.99 * (len(lat) - 1))], "max_ms": lat[-1]}  # fmt: skip
+    finally:
+        sink.stop()
+
+
+def pipeline_cost(c: httpx.Client, n: int) -> dict[str, Any]:
+    """Time for a stateless pipeline to take in ``n`` rows, without and with a sink
+    following its results (then each commit also appends them to the output topic)."""
+    sink = Downstream().start()
+    out: dict[str, Any] = {"rows": n}
+    try:
+        for followed in (False, True):
+            name = "followed" if followed else "plain"
+            c.post("/v1/streams", json={**READINGS, "name": f"{name}_in"}).raise_for_status()
+            c.post("/v1/pipelines", json={"sql": (
+                f"CREATE PIPELINE {name} AS SELECT device_id, event_id, temperature * 2 AS t2 "
+                f"FROM {name}_in"
+            )}).raise_for_status()  # fmt: skip
+            if followed:
+                c.post("/v1/sinks", json={"name": f"{name}_out", "kind": "http", "from": name,
+                       "config": {"url": sink.url, "batch_rows": 1000}}).raise_for_status()  # fmt: skip
+            t0 = time.monotonic()
+            for k in range(n // 10_000):
+                body = b"\n".join(orjson.dumps(e) for e in events(10_000, k * 10_000))
+                c.post(f"/v1/streams/{name}_in/events", content=body,
+                       headers={"content-type": "application/x-ndjson"}).raise_for_status()  # fmt: skip
+            wait_until(
+                lambda nm=name: c.get(f"/v1/pipelines/{nm}").json()["committed_offset"] >= n,
+                300,
+                f"pipeline {name}",
+            )
+            out[f"{name}_rows_per_s"] = n / (time.monotonic() - t0)
+        out["ratio_followed_to_plain"] = out["followed_rows_per_s"] / out["plain_rows_per_s"]
+        return out
+    finally:
+        sink.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scenario-rows", type=int, default=2000)
+    ap.add_argument("--rows", type=int, default=300_000)
+    ap.add_argument("--latency-rate", type=float, default=50.0)
+    ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--pipeline-rows", type=int, default=200_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(Path(tmp) / "data").start()
+        try:
+            with server.client() as c:
+                c.post("/v1/streams", json=READINGS).raise_for_status()
+                n = args.scenario_rows
+                print("scenario: 10 req/s partner, 15% 500s, 50-250 ms; rate_limit_per_s = 9.5")
+                print(" ", scenario(c, n, "partner", 0, 9.5))
+                print("scenario: the same partner; no rate_limit_per_s (429s, Retry-After, AIMD)")
+                print(" ", scenario(c, n, "partner_free", n, None))
+                print("throughput: unlimited local server, batch_rows=1000")
+                print(" ", throughput(c, args.rows))
+                print(f"latency: {args.latency_rate:g} events/s, batch_rows=1")
+                print(" ", latency(c, args.latency_rate, args.latency_seconds))
+                print("pipeline ingest + processing, without and with a sink following it")
+                print(" ", pipeline_cost(c, args.pipeline_rows))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
