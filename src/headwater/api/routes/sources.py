@@ -9,13 +9,19 @@ from starlette.responses import Response
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
 from headwater.api.routes.streams import json_body, platform, read_body
+from headwater.connectors.sources.files import DirectorySource
+from headwater.connectors.sources.mqtt import MqttSource
+from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
+from headwater.connectors.sources.runtime import Kinds, SourceRuntime
 from headwater.connectors.sources.signatures import SignatureError, verify
 from headwater.connectors.sources.webhook import map_events
 from headwater.errors import BadRequest, Overloaded
+from headwater.ingest.accept import Acceptor
 from headwater.services import Platform
 
 router = APIRouter(prefix="/v1", tags=["sources"])
+PULL_KINDS: Kinds = {"mqtt": MqttSource, "file": DirectorySource}
 
 
 def sources(request: Request) -> Sources:
@@ -118,5 +124,21 @@ async def webhook(name: str, request: Request) -> Response:
 
 
 def install(app: FastAPI, platform_: Platform) -> None:
-    app.state.sources = Sources(platform_.catalog, platform_.clock)
+    """Sources: the routes, and the pull-source runtime started and stopped with the app."""
+    p = platform_
+    registry = app.state.sources = Sources(p.catalog, p.clock)
+    acceptor = Acceptor(
+        p.ingest, p.log, p.clock, p.ingest_limits,
+        lambda st: p.materializer.lag(st.topic), p.settings.store_max_lag_rows,
+    )  # fmt: skip
+    positions = PositionFile(p.settings.data_dir / "sources.sqlite")
+    runtime = SourceRuntime(registry, p.streams, acceptor, positions, PULL_KINDS, p.log)
+    app.state.source_runtime = runtime
     app.include_router(router)
+
+    async def stop() -> None:
+        await runtime.stop()
+        positions.close()
+
+    app.state.on_start.append(runtime.start)
+    app.state.on_stop.append(stop)

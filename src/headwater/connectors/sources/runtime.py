@@ -1,0 +1,220 @@
+"""The pull-source runtime: one asyncio task per running source, readers in threads.
+
+A source kind (``PullSource``) lists its partitions; a ``Reader`` opened for a partition
+at its last committed position yields ``Chunk``s. Each chunk goes through
+``Acceptor.accept`` with its ``Origin``, which writes the partition's new position in the
+same durable log entry; only then is the chunk's ``done`` called (an MQTT reader acks its
+messages there). Reads block in worker threads, never on the event loop.
+
+Pushback (the store too far behind the log) holds the chunk and waits: the source shows
+``backing_off`` and nothing is dropped. A failure of the counterpart (broker down, file
+unreadable) backs off exponentially with full jitter and starts again from the committed
+positions; a configuration the kind refuses marks the source ``failed`` with the reason.
+This module imports no web framework: the API only calls ``start``/``stop``/``changed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from headwater.catalog.sqlite import SourceRecord
+from headwater.connectors.sources.positions import PositionFile, Positions, recover
+from headwater.connectors.sources.registry import SourceStats, Sources
+from headwater.errors import HeadwaterError, Overloaded
+from headwater.ingest.accept import Acceptor, Data, Origin
+from headwater.ingest.answers import answer_topics
+from headwater.ingest.streams import StreamDirectory, StreamState
+from headwater.log.ports import Log
+
+log = structlog.get_logger("headwater.sources")
+
+READ_TIMEOUT_S = 0.5
+RELIST_S = 1.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 30.0
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Rows of one partition; ``position`` is where the partition stands after them."""
+
+    data: Data
+    fmt: str
+    partition: str
+    position: str
+    done: Callable[[], None] | None = None  # called once the chunk is durable
+    lag: int | None = None  # what the partition still holds after this chunk, if known
+
+
+class End:
+    """A reader returns ``END`` when its partition is exhausted (a file read to the end)."""
+
+
+END = End()
+
+
+class Reader(Protocol):
+    def read(self, timeout_s: float) -> Chunk | End | None:
+        """The next chunk, ``END``, or None when nothing came within ``timeout_s``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PullSource(Protocol):
+    def partitions(self, committed: Positions) -> list[str]:
+        """The partitions to read now (a finished file is no longer listed)."""
+        ...
+
+    def open(self, partition: str, position: str | None) -> Reader:
+        """A reader of ``partition`` from ``position`` (None: the beginning)."""
+        ...
+
+
+class SourceFailed(HeadwaterError):
+    """A source cannot run as configured; it stays ``failed`` until re-created."""
+
+    code = "source_failed"
+
+
+Kinds = dict[str, Callable[[SourceRecord], PullSource]]
+
+
+class SourceRuntime:
+    def __init__(
+        self, sources: Sources, streams: StreamDirectory, acceptor: Acceptor,
+        positions: PositionFile, kinds: Kinds, log_: Log,
+    ) -> None:  # fmt: skip
+        self._sources = sources
+        self._streams = streams
+        self._acceptor = acceptor
+        self._positions = positions
+        self._kinds = kinds
+        self._log = log_
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        sources.listeners.append(self.changed)
+
+    async def start(self) -> None:
+        for rec in self._sources.all():
+            self.changed(rec)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def changed(self, rec: SourceRecord, dropped: bool = False) -> None:
+        """Start or stop the source's task to match its record (create, pause, resume, drop)."""
+        if rec.kind not in self._kinds:
+            return
+        key = (rec.tenant, rec.name)
+        want = rec.status == "running" and not dropped
+        task = self._tasks.get(key)
+        if task is not None and (not want or task.done()):
+            task.cancel()
+            del self._tasks[key]
+            task = None
+        if dropped:
+            self._positions.forget(rec.tenant, rec.name)
+        if want and task is None:
+            self._tasks[key] = asyncio.create_task(self._run(rec), name=f"source:{rec.name}")
+
+    async def _run(self, rec: SourceRecord) -> None:
+        stats = self._sources.stats(rec)
+        delay = BACKOFF_MIN_S
+        while True:
+            try:
+                await self._run_once(rec, stats)
+                delay = BACKOFF_MIN_S
+            except asyncio.CancelledError:
+                raise
+            except SourceFailed as exc:
+                stats.state, stats.reason, stats.last_error = "failed", exc.message, exc.message
+                log.warning("source_failed", source=rec.name, reason=exc.message)
+                return
+            except Exception as exc:
+                stats.state, stats.reason = "backing_off", f"{type(exc).__name__}: {exc}"
+                stats.last_error = stats.reason
+                log.warning("source_backing_off", source=rec.name, error=stats.reason)
+                await asyncio.sleep(random.uniform(0, delay))  # full jitter
+                delay = min(BACKOFF_MAX_S, delay * 2)
+
+    async def _run_once(self, rec: SourceRecord, stats: SourceStats) -> None:
+        try:
+            kind = self._kinds[rec.kind](rec)
+            st = self._streams.get(rec.tenant, rec.stream)
+        except HeadwaterError as exc:
+            raise SourceFailed(exc.message) from exc
+        found = await asyncio.to_thread(
+            recover, self._log, self._positions, rec.tenant, rec.name, rec.created_ms,
+            answer_topics(st),
+        )  # fmt: skip
+        seq = max((s for _, s in found.values()), default=0)
+        stats.positions.update({p: pos for p, (pos, _) in found.items()})
+        while True:
+            parts = await asyncio.to_thread(kind.partitions, found)
+            stats.state, stats.reason = "running", None
+            for part in parts:
+                seq = await self._pump(rec, st, kind, part, found, seq, stats)
+            await asyncio.sleep(RELIST_S)
+
+    async def _pump(
+        self, rec: SourceRecord, st: StreamState, kind: PullSource, part: str,
+        found: Positions, seq: int, stats: SourceStats,
+    ) -> int:  # fmt: skip
+        """Read one partition until it ends or goes quiet; return the source's last seq."""
+        start = found.get(part, (None, 0))[0]
+        reader = await asyncio.to_thread(kind.open, part, start)
+        try:
+            while True:
+                chunk = await asyncio.to_thread(reader.read, READ_TIMEOUT_S)
+                if chunk is None:
+                    if isinstance(kind, Relisting):
+                        return seq
+                    continue
+                if isinstance(chunk, End):
+                    return seq
+                seq += 1
+                await self._commit(rec, st, chunk, seq, stats)
+                found[part] = (chunk.position, seq)
+        finally:
+            await asyncio.to_thread(reader.close)
+
+    async def _commit(
+        self, rec: SourceRecord, st: StreamState, chunk: Chunk, seq: int, stats: SourceStats
+    ) -> None:
+        while True:  # pushed back: hold the chunk and wait, never drop it
+            try:
+                self._acceptor.admit(st)
+                break
+            except Overloaded as exc:
+                stats.state, stats.reason = "backing_off", f"pushback: {exc.message}"
+                await asyncio.sleep(exc.retry_after_s)
+        stats.state, stats.reason = "running", None
+        origin = Origin(rec.name, chunk.partition, chunk.position, rec.created_ms)
+        result = await self._acceptor.accept(st, chunk.data, chunk.fmt, origin, seq)
+        self._positions.save(rec.tenant, rec.name, chunk.partition, chunk.position, seq,
+                             result.topic, result.end_offset)  # fmt: skip
+        if chunk.done is not None:
+            await asyncio.to_thread(chunk.done)
+        stats.rows_in += result.accepted
+        stats.rows_rejected += result.rejected
+        stats.duplicates += result.duplicates
+        stats.deliveries += 1
+        stats.position = chunk.position
+        stats.positions[chunk.partition] = chunk.position
+        stats.lag = chunk.lag
+        if result.errors:
+            e = result.errors[0]
+            stats.last_error = f"row rejected: {e.code}: {e.message}"
+
+
+class Relisting:
+    """Marker base for kinds with many partitions: a quiet partition yields to a re-list."""

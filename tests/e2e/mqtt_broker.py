@@ -1,0 +1,63 @@
+"""A private Mosquitto broker on a free port, and a QoS 1 publisher, for source tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from paho.mqtt.client import Client
+from paho.mqtt.enums import CallbackAPIVersion
+
+from serverproc import free_port
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+class Broker:
+    """``mosquitto`` with no limit on in-flight or queued QoS 1 messages (the defaults, 20
+    in flight and 1000 queued per client, would drop messages queued while the consumer
+    is down and throttle a consumer that acks in batches)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        conf = workdir / f"mosquitto-{self.port}.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            "max_inflight_messages 0\nmax_queued_messages 0\npersistence false\n"
+        )
+        self.log = open(workdir / f"mosquitto-{self.port}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
+
+
+def publish(port: int, messages: Iterable[tuple[str, bytes]]) -> int:
+    """Publish with QoS 1 and wait until the broker has acknowledged every message."""
+    c = Client(CallbackAPIVersion.VERSION2, client_id="", clean_session=True)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    infos = [c.publish(topic, payload, qos=1) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(30)
+    c.disconnect()
+    c.loop_stop()
+    return len(infos)
