@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest webhook delivery accepted (413 above); deliveries carry no API key.",
     )
+    upload_max_bytes: int = Field(
+        10 * 1024 * 1024 * 1024,
+        ge=1024,
+        description="Largest file accepted by POST /v1/streams/{name}/files (413 above); it is spooled to the data dir, not held in memory.",
+    )
     sse_buffer_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024,

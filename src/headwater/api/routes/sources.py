@@ -8,12 +8,14 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
+from headwater.api.routes import uploads
 from headwater.api.routes.streams import json_body, platform, read_body
 from headwater.connectors.sources.files import DirectorySource
 from headwater.connectors.sources.mqtt import MqttSource
 from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
 from headwater.connectors.sources.runtime import Kinds, SourceRuntime
+from headwater.connectors.sources.uploads import Uploads
 from headwater.connectors.sources.signatures import SignatureError, verify
 from headwater.connectors.sources.webhook import map_events
 from headwater.errors import BadRequest, Overloaded
@@ -134,11 +136,18 @@ def install(app: FastAPI, platform_: Platform) -> None:
     positions = PositionFile(p.settings.data_dir / "sources.sqlite")
     runtime = SourceRuntime(registry, p.streams, acceptor, positions, PULL_KINDS, p.log)
     app.state.source_runtime = runtime
+    files = app.state.uploads = Uploads(p.settings.data_dir / "uploads", runtime, p.streams)
     app.include_router(router)
+    app.include_router(uploads.router)
+
+    async def start() -> None:
+        await runtime.start()
+        await files.resume()
 
     async def stop() -> None:
+        await files.stop()
         await runtime.stop()
         positions.close()
 
-    app.state.on_start.append(runtime.start)
+    app.state.on_start.append(start)
     app.state.on_stop.append(stop)

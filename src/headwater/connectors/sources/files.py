@@ -52,6 +52,7 @@ class DirectoryConfig:
     pattern: str
     fmt: str | None
     settle_ms: int
+    chunk_bytes: int
 
     @classmethod
     def parse(cls, c: dict[str, Any]) -> DirectoryConfig:
@@ -63,7 +64,12 @@ class DirectoryConfig:
         if fmt is not None and fmt not in set(SUFFIXES.values()):
             raise BadRequest("config.format: csv, ndjson, json, parquet or avro",
                              code="bad_source_config")  # fmt: skip
-        return cls(Path(path), str(c.get("pattern", "*")), fmt, int(c.get("settle_ms", 1000)))
+        chunk = c.get("chunk_bytes", CHUNK_BYTES)
+        if not isinstance(chunk, int) or chunk < 1024:
+            raise BadRequest("config.chunk_bytes: an integer of at least 1024",
+                             code="bad_source_config")  # fmt: skip
+        return cls(Path(path), str(c.get("pattern", "*")), fmt, int(c.get("settle_ms", 1000)),
+                   chunk)  # fmt: skip
 
 
 def identity(path: Path) -> str:
@@ -96,14 +102,19 @@ class DirectorySource(Relisting):
 
     def open(self, partition: str, position: str | None) -> Reader:
         path = self.config.path / partition.split("|", 1)[0]
-        return FileReader(path, format_of_path(path, self.config.fmt), partition, position)
+        fmt = format_of_path(path, self.config.fmt)
+        return FileReader(path, fmt, partition, position, self.config.chunk_bytes)
 
 
 class FileReader:
     """Chunks of one file from ``position`` on (see the module doc)."""
 
-    def __init__(self, path: Path, fmt: str, partition: str, position: str | None) -> None:
+    def __init__(
+        self, path: Path, fmt: str, partition: str, position: str | None,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:  # fmt: skip
         self.path, self.fmt, self.partition = path, fmt, partition
+        self.chunk_bytes = chunk_bytes
         self.base, _, enc = fmt.partition("+")
         self.position = position or "0"
         self._fh: IO[bytes] | None = None
@@ -132,7 +143,7 @@ class FileReader:
         if self.base in ("json", "avro"):
             data = self._fh.read()
             return self._chunk(data, DONE)
-        data = self._carry + self._fh.read(CHUNK_BYTES)
+        data = self._carry + self._fh.read(self.chunk_bytes)
         more = self._fh.peek(1) if hasattr(self._fh, "peek") else b""
         if not more:
             if not data.strip():

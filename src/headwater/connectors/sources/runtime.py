@@ -83,6 +83,7 @@ class SourceFailed(HeadwaterError):
 
 
 Kinds = dict[str, Callable[[SourceRecord], PullSource]]
+SourceKey = tuple[str, str, int]  # tenant, name, epoch (the source's creation time)
 
 
 class SourceRuntime:
@@ -182,14 +183,39 @@ class SourceRuntime:
                 if isinstance(chunk, End):
                     return seq
                 seq += 1
-                await self._commit(rec, st, chunk, seq, stats)
+                key = (rec.tenant, rec.name, rec.created_ms)
+                await self.commit(key, st, chunk, seq, stats)
                 found[part] = (chunk.position, seq)
         finally:
             await asyncio.to_thread(reader.close)
 
-    async def _commit(
-        self, rec: SourceRecord, st: StreamState, chunk: Chunk, seq: int, stats: SourceStats
+    async def import_file(
+        self, tenant: str, name: str, st: StreamState, reader: Reader, stats: SourceStats
+    ) -> SourceStats:
+        """Import one file to its end through ``accept`` (an upload): resumable, since its
+        position is committed under ``name`` like a source's."""
+        key = (tenant, name, 0)
+        found = await asyncio.to_thread(
+            recover, self._log, self._positions, tenant, name, 0, answer_topics(st)
+        )
+        seq = max((s for _, s in found.values()), default=0)
+        try:
+            while not isinstance(chunk := await asyncio.to_thread(reader.read, 0), End):
+                if chunk is not None:
+                    seq += 1
+                    await self.commit(key, st, chunk, seq, stats)
+        finally:
+            await asyncio.to_thread(reader.close)
+        stats.state = "done"
+        return stats
+
+    def committed(self, tenant: str, name: str, st: StreamState) -> Positions:
+        return recover(self._log, self._positions, tenant, name, 0, answer_topics(st))
+
+    async def commit(
+        self, key: SourceKey, st: StreamState, chunk: Chunk, seq: int, stats: SourceStats
     ) -> None:
+        """Accept a chunk once admitted, record its position, then tell the reader."""
         while True:  # pushed back: hold the chunk and wait, never drop it
             try:
                 self._acceptor.admit(st)
@@ -198,9 +224,10 @@ class SourceRuntime:
                 stats.state, stats.reason = "backing_off", f"pushback: {exc.message}"
                 await asyncio.sleep(exc.retry_after_s)
         stats.state, stats.reason = "running", None
-        origin = Origin(rec.name, chunk.partition, chunk.position, rec.created_ms)
+        tenant, name, epoch = key
+        origin = Origin(name, chunk.partition, chunk.position, epoch)
         result = await self._acceptor.accept(st, chunk.data, chunk.fmt, origin, seq)
-        self._positions.save(rec.tenant, rec.name, chunk.partition, chunk.position, seq,
+        self._positions.save(tenant, name, chunk.partition, chunk.position, seq,
                              result.topic, result.end_offset)  # fmt: skip
         if chunk.done is not None:
             await asyncio.to_thread(chunk.done)
