@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from paho.mqtt.client import Client
+from paho.mqtt.client import Client, MQTTMessageInfo
 from paho.mqtt.enums import CallbackAPIVersion
 
 from serverproc import free_port
@@ -55,9 +55,20 @@ def publish(port: int, messages: Iterable[tuple[str, bytes]]) -> int:
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", port)
     c.loop_start()
-    infos = [c.publish(topic, payload, qos=1) for topic, payload in messages]
-    for info in infos:
-        info.wait_for_publish(30)
+    sent, infos = 0, []
+    for topic, payload in messages:
+        infos.append(c.publish(topic, payload, qos=1))
+        if len(infos) == 20_000:  # message ids are 16 bits: wait before they wrap
+            sent += _settle(infos)
+    sent += _settle(infos)
     c.disconnect()
     c.loop_stop()
-    return len(infos)
+    return sent
+
+
+def _settle(infos: list[MQTTMessageInfo]) -> int:
+    for info in infos:
+        info.wait_for_publish(30)
+    n = len(infos)
+    infos.clear()
+    return n

@@ -14,8 +14,9 @@ pattern with named levels, ``"devices/{device_id}/telemetry"``, or
 
 from __future__ import annotations
 
-import queue
+import select
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -140,13 +141,17 @@ class MqttSource:
 
 
 class MqttReader:
+    """One client, driven by the reader's own thread (no paho thread, no queue): a read
+    waits on the socket, decodes what arrived, and sends the acks of durable chunks."""
+
     def __init__(self, cfg: MqttConfig, client_id: str, count: int) -> None:
         self._cfg = cfg
         self._count = count  # messages committed so far: the partition's position
-        self._inbox: queue.Queue[MQTTMessage] = queue.Queue()
+        self._inbox: list[MQTTMessage] = []
+        self._acks: list[tuple[int, int]] = []  # durable, to send
+        self._lock = threading.Lock()
         self._error: str | None = None
         self._connected = False
-        self._opened = time.monotonic()
         c = Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                    manual_ack=True)  # fmt: skip
         if cfg.username is not None:
@@ -154,10 +159,15 @@ class MqttReader:
         if cfg.tls:
             c.tls_set(ca_certs=cfg.ca_file, cert_reqs=ssl.CERT_REQUIRED)
         c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
-        c.on_connect_fail, c.on_message = self._on_connect_fail, self._on_message
-        c.connect_async(cfg.host, cfg.port, keepalive=30)
-        c.loop_start()
+        c.on_message = self._on_message
         self._client = c
+        c.connect(cfg.host, cfg.port, keepalive=30)  # OSError: the runtime backs off
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while not self._connected:
+            if self._error is not None or time.monotonic() > deadline:
+                c.disconnect()
+                raise ConnectionError(self._error or f"no answer from {cfg.host}:{cfg.port}")
+            self._pump(0.1)
 
     def _on_connect(
         self, c: Client, _u: Any, flags: ConnectFlags, rc: ReasonCode, _p: Properties | None
@@ -174,29 +184,52 @@ class MqttReader:
         self._connected = False
         self._error = f"disconnected from the broker: {rc}"
 
-    def _on_connect_fail(self, _c: Client, _u: Any) -> None:
-        self._error = f"cannot connect to the broker at {self._cfg.host}:{self._cfg.port}"
-
     def _on_message(self, _c: Client, _u: Any, msg: MQTTMessage) -> None:
-        self._inbox.put(msg)
+        self._inbox.append(msg)
+
+    def _pump(self, timeout_s: float) -> None:
+        """Send pending acks, wait for the socket, read every message that has arrived."""
+        c = self._client
+        with self._lock:
+            acks, self._acks = self._acks, []
+        for mid, qos in acks:
+            c.ack(mid, qos)
+        sock = c.socket()
+        if sock is None:
+            raise ConnectionError(self._error or "not connected to the broker")
+        readable, writable, _ = select.select(
+            [sock], [sock] if c.want_write() else [], [], max(0.0, timeout_s)
+        )
+        if writable:
+            self._check(c.loop_write())
+        if readable:  # one packet per loop_read: read on while messages keep coming
+            while len(self._inbox) < self._cfg.batch_max:
+                before = len(self._inbox)
+                self._check(c.loop_read())
+                if len(self._inbox) == before:
+                    break
+        self._check(c.loop_misc())
+
+    def _check(self, rc: MQTTErrorCode) -> None:
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._error is not None:
+            raise ConnectionError(self._error or f"connection to the broker lost: {rc.name}")
 
     def read(self, timeout_s: float) -> Chunk | End | None:
-        if self._error is not None:
-            raise ConnectionError(self._error)
-        if not self._connected and time.monotonic() - self._opened > CONNECT_TIMEOUT_S:
-            raise ConnectionError(f"no connection to {self._cfg.host}:{self._cfg.port}")
-        try:
-            first = self._inbox.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
-        msgs = [first]
-        deadline = time.monotonic() + self._cfg.batch_ms / 1000
-        while len(msgs) < self._cfg.batch_max:
-            left = deadline - time.monotonic()
-            try:
-                msgs.append(self._inbox.get_nowait() if left <= 0 else self._inbox.get(timeout=left))
-            except queue.Empty:
+        deadline = time.monotonic() + timeout_s
+        while not self._inbox:
+            self._pump(deadline - time.monotonic())
+            if time.monotonic() >= deadline:
                 break
+        if not self._inbox:
+            return None
+        full = time.monotonic() + self._cfg.batch_ms / 1000
+        while len(self._inbox) < self._cfg.batch_max and (left := full - time.monotonic()) > 0:
+            self._pump(left)
+        msgs = self._inbox[: self._cfg.batch_max]
+        del self._inbox[: self._cfg.batch_max]
+        return self._chunk(msgs)
+
+    def _chunk(self, msgs: list[MQTTMessage]) -> Chunk:
         fields = self._cfg.fields
         if self._cfg.fmt == "ndjson":
             lines = [with_topic_fields(bytes(line), m.topic, fields)
@@ -206,12 +239,17 @@ class MqttReader:
         self._count += len(msgs)
         acks = [(m.mid, m.qos) for m in msgs if m.qos > 0]
         return Chunk(b"\n".join(lines) + b"\n", "ndjson", PARTITION, str(self._count),
-                     done=lambda: self._ack(acks))  # fmt: skip
+                     done=lambda: self._durable(acks))  # fmt: skip
 
-    def _ack(self, acks: list[tuple[int, int]]) -> None:
-        for mid, qos in acks:
-            self._client.ack(mid, qos)
+    def _durable(self, acks: list[tuple[int, int]]) -> None:
+        """Called once the chunk is in the log: its acks go out with the next read."""
+        with self._lock:
+            self._acks += acks
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        try:
+            if self._connected:
+                self._pump(0)  # the acks of durable chunks
+                self._client.disconnect()
+        except (ConnectionError, OSError):
+            pass  # unacknowledged messages come again with the next session
