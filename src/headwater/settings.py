@@ -147,6 +147,11 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest file accepted by POST /v1/streams/{name}/files (413 above); it is spooled to the data dir, not held in memory.",
     )
+    file_chunk_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of an uploaded NDJSON or CSV file imported (and committed) at once; a crash resumes after the last committed chunk.",
+    )
     sse_buffer_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import threading
 import time
 from pathlib import Path
 
@@ -104,5 +106,36 @@ def test_directory_source_resumes_after_kill_9_without_loss_or_duplicates(tmp_pa
             view = wait_for(lambda: (v := c.get("/v1/sources/inbox").json())["status"] == "running" and v)
             assert view
             assert counts(c) == {"big": (n, n), "pq": (n, n), "late": (10, 10)}
+    finally:
+        srv.stop()
+
+
+def test_an_upload_killed_mid_import_is_resumed_at_start(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", HEADWATER_FILE_CHUNK_BYTES="16384").start()
+    n = 100_000
+    try:
+        with srv.client() as c:
+            assert c.post("/v1/streams", json=STREAM).status_code == 201
+
+        def send() -> None:
+            with srv.client() as c, contextlib.suppress(httpx.HTTPError):
+                c.post("/v1/streams/lines/files", content=ndjson("up", n),
+                       headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        with srv.client() as c:
+            assert wait_for(lambda: counts(c).get("up", (0, 0))[0] > 3000)
+        srv.kill()  # the import is hundreds of chunks long: it was mid-file
+        sender.join()
+        [meta] = (tmp_path / "data" / "uploads").glob("*.json")
+        assert orjson.loads(meta.read_bytes())["state"] == "importing"
+        srv.start()
+        with srv.client() as c:
+            assert wait_for(lambda: counts(c).get("up") == (n, n), 120), counts(c)
+            job = orjson.loads(meta.read_bytes())["job"]
+            view = c.get(f"/v1/streams/lines/files/{job}").json()
+            assert view["state"] == "done", view
+            assert not list((tmp_path / "data" / "uploads").glob("*.data"))
     finally:
         srv.stop()

@@ -136,7 +136,9 @@ def install(app: FastAPI, platform_: Platform) -> None:
     positions = PositionFile(p.settings.data_dir / "sources.sqlite")
     runtime = SourceRuntime(registry, p.streams, acceptor, positions, PULL_KINDS, p.log)
     app.state.source_runtime = runtime
-    files = app.state.uploads = Uploads(p.settings.data_dir / "uploads", runtime, p.streams)
+    files = app.state.uploads = Uploads(
+        p.settings.data_dir / "uploads", runtime, p.streams, p.settings.file_chunk_bytes
+    )
     app.include_router(router)
     app.include_router(uploads.router)
 

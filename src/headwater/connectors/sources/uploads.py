@@ -70,8 +70,11 @@ class Job:
 
 
 class Uploads:
-    def __init__(self, folder: Path, runtime: SourceRuntime, streams: StreamDirectory) -> None:
+    def __init__(
+        self, folder: Path, runtime: SourceRuntime, streams: StreamDirectory, chunk_bytes: int
+    ) -> None:
         self.folder = folder
+        self._chunk_bytes = chunk_bytes
         folder.mkdir(parents=True, exist_ok=True)
         self._runtime = runtime
         self._streams = streams
@@ -101,7 +104,9 @@ class Uploads:
         position = found.get("file", (None, 0))[0]
         data = self.folder / f"{job.id}.data"
         try:
-            reader = await asyncio.to_thread(FileReader, data, job.fmt, "file", position)
+            reader = await asyncio.to_thread(
+                FileReader, data, job.fmt, "file", position, self._chunk_bytes
+            )
             await self._runtime.import_file(job.tenant, name, st, reader, job.stats)
             job.state = "done"
         except Exception as exc:
