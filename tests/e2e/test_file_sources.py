@@ -61,7 +61,9 @@ def test_uploads_raw_gzip_multipart_and_parquet(fresh_server: Server, tmp_path: 
         assert (gz.json()["accepted"], gz.json()["rejected"]) == (500, 1), gz.text
         table = pa.table({"file": ["c"] * 3000, "seq": pa.array(range(3000), pa.int32())})
         pq.write_table(table, tmp_path / "c.parquet", row_group_size=1000)
-        files = {"file": ("c.parquet", (tmp_path / "c.parquet").read_bytes(), "application/octet-stream")}
+        files = {
+            "file": ("c.parquet", (tmp_path / "c.parquet").read_bytes(), "application/octet-stream")
+        }
         form = c.post("/v1/streams/lines/files", files=files)
         assert form.status_code == 200, form.text
         assert form.json()["accepted"] == 3000 and form.json()["chunks"] == 3
@@ -69,7 +71,9 @@ def test_uploads_raw_gzip_multipart_and_parquet(fresh_server: Server, tmp_path: 
         assert job["state"] == "done" and job["accepted"] == 3000
         q = c.get("/v1/streams/lines/quarantine").json()["rows"]
         assert len(q) == 1 and q[0]["request_id"].startswith("source:upload-")
-        assert wait_for(lambda: counts(c) == {"a": (1000, 1000), "b": (500, 500), "c": (3000, 3000)})
+        assert wait_for(
+            lambda: counts(c) == {"a": (1000, 1000), "b": (500, 500), "c": (3000, 3000)}
+        )
         bad = c.post("/v1/streams/lines/files", content=b"x", headers={"Content-Type": "image/png"})
         assert bad.status_code == 415 and bad.json()["error"]["code"] == "unsupported_media_type"
 
@@ -97,13 +101,17 @@ def test_directory_source_resumes_after_kill_9_without_loss_or_duplicates(tmp_pa
             assert done, counts(c)
             view = c.get("/v1/sources/inbox").json()
             assert view["status"] == "running" and set(view["positions"].values()) == {"done"}
-            (inbox / "late.csv").write_bytes(b"file,seq\n" + b"".join(b"late,%d\n" % i for i in range(10)))
+            (inbox / "late.csv").write_bytes(
+                b"file,seq\n" + b"".join(b"late,%d\n" % i for i in range(10))
+            )
             assert wait_for(lambda: counts(c).get("late") == (10, 10))
             # Nothing is imported twice, even after another restart.
         srv.stop()
         srv.start()
         with srv.client() as c:
-            view = wait_for(lambda: (v := c.get("/v1/sources/inbox").json())["status"] == "running" and v)
+            view = wait_for(
+                lambda: (v := c.get("/v1/sources/inbox").json())["status"] == "running" and v
+            )
             assert view
             assert counts(c) == {"big": (n, n), "pq": (n, n), "late": (10, 10)}
     finally:

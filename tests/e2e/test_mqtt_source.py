@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-
 from mqtt_broker import Broker, publish
+
 from serverproc import Server
 
 STREAM = {
@@ -86,7 +86,9 @@ def test_messages_are_stored_once_with_topic_fields_and_bad_ones_quarantined(
         publish(broker.port, good + bad + good[:50])  # 50 re-sent: stored once by event id
         expected = sorted([["probe", 0], *([d.split("/")[1], i] for i, (d, _) in enumerate(good))])
         assert wait_for(lambda: rows(c) == expected), rows(c)[:5]
-        view = wait_for(lambda: (v := c.get("/v1/sources/fleet").json())["rows_rejected"] == 2 and v)
+        view = wait_for(
+            lambda: (v := c.get("/v1/sources/fleet").json())["rows_rejected"] == 2 and v
+        )
         assert view["status"] == "running" and view["duplicates"] >= 50, view
         q = wait_for(lambda: (r := c.get("/v1/streams/telemetry/quarantine").json()["rows"])
                      and len(r) == 2 and r)  # fmt: skip
@@ -94,7 +96,9 @@ def test_messages_are_stored_once_with_topic_fields_and_bad_ones_quarantined(
         assert all(r["request_id"].startswith("source:fleet:") for r in q), q
 
 
-def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(tmp_path: Path, broker: Broker) -> None:
+def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
+    tmp_path: Path, broker: Broker
+) -> None:
     """Messages wait in the broker while the source is paused; it is killed while it drains
     them, so messages are in flight between the broker and the log at the kill."""
     srv = Server(tmp_path / "data").start()

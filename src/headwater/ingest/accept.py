@@ -209,9 +209,7 @@ def decode_chunk(
     roomy = DecodeLimits(big, max(limits.max_rows, len(data)), limits.max_depth,
                          limits.min_ts_ms, limits.max_future_ms, limits.max_errors,
                          limits.pii_key)  # fmt: skip
-    return decode_and_validate(
-        data, CONTENT_TYPES[base], encoding or None, schema, roomy, now_ms
-    )
+    return decode_and_validate(data, CONTENT_TYPES[base], encoding or None, schema, roomy, now_ms)
 
 
 def validate_arrow(

@@ -49,6 +49,16 @@ QUARANTINE_ROWS = Counter(
     "Rows sent to quarantine, by reason code.",
     ["tenant", "stream", "code"],
 )
+SOURCE_ROWS = Counter(
+    "headwater_source_rows_total",
+    "Rows committed by a pull source, by outcome (accepted, rejected, duplicate).",
+    ["tenant", "source", "outcome"],
+)
+SOURCE_BACKOFFS = Counter(
+    "headwater_source_backoffs_total",
+    "Times a pull source waited, by reason (pushback, error).",
+    ["tenant", "source", "reason"],
+)
 
 # log
 LOG_APPENDS = Counter("headwater_log_appends_total", "Entries appended to the log.")

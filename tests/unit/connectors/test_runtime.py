@@ -3,13 +3,14 @@
 import asyncio
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import orjson
 
 from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
-from headwater.connectors.sources.runtime import END, Chunk, End, Positions, SourceRuntime
+from headwater.connectors.sources.runtime import Chunk, End, Positions, SourceRuntime
 from headwater.ingest.accept import Acceptor
 from headwater.model.schema import schema_from_dict
 from headwater.model.time import ManualClock
@@ -22,7 +23,7 @@ SCHEMA = schema_from_dict({"name": "s", "fields": [{"name": "seq", "type": "int"
 class Numbers:
     """A replayable in-memory source: partition ``p`` holds rows 0..n-1, 10 per chunk."""
 
-    opened: list[str | None] = []
+    opened: ClassVar[list[str | None]] = []
 
     def __init__(self, rec: SourceRecord) -> None:
         self.n = int(rec.config["n"])
@@ -67,7 +68,9 @@ async def until(check, timeout_s: float = 20.0) -> bool:  # type: ignore[no-unty
     return True
 
 
-async def test_pushback_pauses_and_a_restart_resumes_at_the_committed_position(tmp_path: Path) -> None:
+async def test_pushback_pauses_and_a_restart_resumes_at_the_committed_position(
+    tmp_path: Path,
+) -> None:
     p = build_platform(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
     try:
         st = p.streams.create("default", SCHEMA, 0, set())

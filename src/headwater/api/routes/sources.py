@@ -15,8 +15,8 @@ from headwater.connectors.sources.mqtt import MqttSource
 from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
 from headwater.connectors.sources.runtime import Kinds, SourceRuntime
-from headwater.connectors.sources.uploads import Uploads
 from headwater.connectors.sources.signatures import SignatureError, verify
+from headwater.connectors.sources.uploads import Uploads
 from headwater.connectors.sources.webhook import map_events
 from headwater.errors import BadRequest, Overloaded
 from headwater.ingest.accept import Acceptor

@@ -131,7 +131,9 @@ class MqttSource:
 
     def __init__(self, rec: SourceRecord) -> None:
         self.config = MqttConfig.parse(rec.config)
-        self.client_id = self.config.client_id or f"headwater-{rec.tenant}-{rec.name}-{rec.created_ms}"
+        self.client_id = (
+            self.config.client_id or f"headwater-{rec.tenant}-{rec.name}-{rec.created_ms}"
+        )
 
     def partitions(self, committed: object) -> list[str]:
         return [PARTITION]

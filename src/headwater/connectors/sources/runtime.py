@@ -25,12 +25,13 @@ import structlog
 
 from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.positions import PositionFile, Positions, recover
-from headwater.connectors.sources.registry import SourceStats, Sources
+from headwater.connectors.sources.registry import Sources, SourceStats
 from headwater.errors import HeadwaterError, Overloaded
 from headwater.ingest.accept import Acceptor, Data, Origin
 from headwater.ingest.answers import answer_topics
 from headwater.ingest.streams import StreamDirectory, StreamState
 from headwater.log.ports import Log
+from headwater.observability import metrics as m
 
 log = structlog.get_logger("headwater.sources")
 
@@ -143,6 +144,7 @@ class SourceRuntime:
             except Exception as exc:
                 stats.state, stats.reason = "backing_off", f"{type(exc).__name__}: {exc}"
                 stats.last_error = stats.reason
+                m.SOURCE_BACKOFFS.labels(rec.tenant, rec.name, "error").inc()
                 log.warning("source_backing_off", source=rec.name, error=stats.reason)
                 await asyncio.sleep(random.uniform(0, delay))  # full jitter
                 delay = min(BACKOFF_MAX_S, delay * 2)
@@ -216,21 +218,26 @@ class SourceRuntime:
         self, key: SourceKey, st: StreamState, chunk: Chunk, seq: int, stats: SourceStats
     ) -> None:
         """Accept a chunk once admitted, record its position, then tell the reader."""
+        tenant, name, epoch = key
         while True:  # pushed back: hold the chunk and wait, never drop it
             try:
                 self._acceptor.admit(st)
                 break
             except Overloaded as exc:
                 stats.state, stats.reason = "backing_off", f"pushback: {exc.message}"
+                m.SOURCE_BACKOFFS.labels(tenant, name, "pushback").inc()
                 await asyncio.sleep(exc.retry_after_s)
         stats.state, stats.reason = "running", None
-        tenant, name, epoch = key
         origin = Origin(name, chunk.partition, chunk.position, epoch)
         result = await self._acceptor.accept(st, chunk.data, chunk.fmt, origin, seq)
         self._positions.save(tenant, name, chunk.partition, chunk.position, seq,
                              result.topic, result.end_offset)  # fmt: skip
         if chunk.done is not None:
             await asyncio.to_thread(chunk.done)
+        for outcome, n in (("accepted", result.accepted), ("rejected", result.rejected),
+                           ("duplicate", result.duplicates)):  # fmt: skip
+            if n:
+                m.SOURCE_ROWS.labels(tenant, name, outcome).inc(n)
         stats.rows_in += result.accepted
         stats.rows_rejected += result.rejected
         stats.duplicates += result.duplicates
