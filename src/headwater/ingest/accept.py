@@ -16,14 +16,16 @@ rejected rows may then be quarantined twice, its valid rows never.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import msgspec
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -158,7 +160,9 @@ class Acceptor:
                                         origin.position, seq, origin.epoch))  # fmt: skip
         request_id = f"source:{origin.source}:{origin.partition}@{origin.position}"
         try:
-            topic, end = await self._append(st, valid, batch, fmt, meta, now_ms, request_id)
+            header = csv_header_of(data, fmt) if batch.errors else None
+            topic, end = await self._append(st, valid, batch, fmt, header, meta, now_ms,
+                                            request_id)  # fmt: skip
         except BaseException:
             if reserved is not None:
                 st.ids.discard(reserved)
@@ -169,12 +173,14 @@ class Acceptor:
 
     async def _append(
         self, st: StreamState, valid: pa.RecordBatch, batch: ValidatedBatch, fmt: str,
-        meta: bytes, now_ms: int, request_id: str,
+        header: str | None, meta: bytes, now_ms: int, request_id: str,
     ) -> tuple[str, int]:  # fmt: skip
         """Rejected rows first, then the valid ones with the commit (see the module doc)."""
         if batch.errors:
+            # replay reads the raw text as JSON, or as CSV under its header
+            kind = "csv" if header is not None else "json"
             quarantine = quarantine_batch(
-                batch.errors, fmt.split("+")[0], None, st.schema.version, now_ms, request_id
+                batch.errors, kind, header, st.schema.version, now_ms, request_id
             )
             last = not valid.num_rows
             done = await self._log.append(st.quarantine_topic, quarantine, meta if last else b"")
@@ -186,6 +192,15 @@ class Acceptor:
             marker = idempotency_marker([request_id])
             done = await self._log.append(st.idempotency_topic, marker, meta)
         return done.topic, done.offset + done.count
+
+
+def csv_header_of(data: Data, fmt: str) -> str | None:
+    """The header line of a CSV chunk (its rejected rows are quarantined under it)."""
+    if not isinstance(data, bytes) or not fmt.startswith("csv"):
+        return None
+    text = gzip.decompress(data) if fmt.endswith("+gzip") else data
+    end = text.find(b"\n")
+    return text[: end if end >= 0 else len(text)].decode("utf-8", "replace").rstrip("\r")
 
 
 def decode_chunk(
@@ -235,8 +250,8 @@ def validate_arrow(
             columns.append(array)
             cell_errors.append(errors)
 
-    def raw(i: int) -> str:
-        return str({k: _text(v) for k, v in table.slice(i, 1).to_pylist()[0].items()})
+    def raw(i: int) -> str:  # as JSON, so that a quarantine replay can read it
+        return orjson.dumps(table.slice(i, 1).to_pylist()[0], default=str).decode()
 
     decoded = Decoded(columns, cell_errors, np.arange(n, dtype=np.int64), [], n, raw)
     verdict = validate(decoded, schema, limits, now_ms)
@@ -256,7 +271,3 @@ def _cast(col: pa.Array, target: pa.DataType) -> pa.Array | None:
         return col.cast(target, safe=True)
     except (pa.ArrowException, ValueError):
         return None
-
-
-def _text(v: Any) -> Any:
-    return v.isoformat() if hasattr(v, "isoformat") else v

@@ -84,3 +84,20 @@ async def test_pushback_refuses_before_writing_anything(tmp_path: Path) -> None:
         assert p.log.end_offset(st.topic) == 0
     finally:
         await p.close()
+
+
+async def test_rejected_rows_keep_a_text_the_quarantine_replay_can_read(tmp_path: Path) -> None:
+    p = platform(tmp_path)
+    try:
+        st = p.streams.create("default", SCHEMA, 0, set())
+        a = acceptor(p)
+        await a.accept(st, b"x,eid\n1,a\n-1,b\n", "csv", Origin("s", "p", "1"), 1)
+        table = pa.table({"x": pa.array([-2], pa.int64()), "eid": ["c"]})
+        await a.accept(st, table, "arrow", Origin("s", "p", "2"), 2)
+        rows = [e.batch.to_pylist()[0] for e in p.log.read(st.quarantine_topic, 0)]
+        assert [(r["format"], r["raw"]) for r in rows] == [
+            ("csv", "x,eid\n-1,b"),
+            ("json", '{"x":-2,"eid":"c"}'),
+        ]
+    finally:
+        await p.close()
