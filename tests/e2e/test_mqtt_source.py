@@ -10,6 +10,8 @@ import httpx
 import orjson
 import pytest
 from mqtt_broker import Broker, publish
+from paho.mqtt.client import Client
+from paho.mqtt.enums import CallbackAPIVersion
 
 from serverproc import Server
 
@@ -36,7 +38,8 @@ def source(broker: Broker, name: str = "fleet") -> dict:
     return {
         "name": name, "kind": "mqtt", "stream": "telemetry",
         "config": {"url": broker.url, "topics": ["devices/+/telemetry"], "qos": 1,
-                   "topic_fields": "devices/{device_id}/telemetry", "batch_ms": 20},
+                   "topic_fields": "devices/{device_id}/telemetry", "batch_ms": 20,
+                   "client_id": f"hw-{name}"},
     }  # fmt: skip
 
 
@@ -94,6 +97,21 @@ def test_messages_are_stored_once_with_topic_fields_and_bad_ones_quarantined(
                      and len(r) == 2 and r)  # fmt: skip
         assert {r["code"] for r in q} == {"below_min", "malformed_json"}, q
         assert all(r["request_id"].startswith("source:fleet:") for r in q), q
+        assert c.delete("/v1/sources/fleet").status_code == 200
+        assert wait_for(lambda: not session_present(broker, "hw-fleet"))
+
+
+def session_present(broker: Broker, client_id: str) -> bool:
+    """Whether the broker still keeps a persistent session for ``client_id``."""
+    found: list[bool] = []
+    c = Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    c.on_connect = lambda _c, _u, flags, _rc, _p: found.append(flags.session_present)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    wait_for(lambda: found, 10)
+    c.disconnect()
+    c.loop_stop()
+    return found[0]
 
 
 def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(

@@ -120,6 +120,7 @@ class FileReader:
         self._fh: IO[bytes] | None = None
         self._pq: pq.ParquetFile | None = None
         self._header = b""
+        self._left: int | None = None  # the lag: bytes (text) or rows (Parquet) left
         if self.position == DONE:
             return
         if self.base == "parquet":
@@ -133,6 +134,7 @@ class FileReader:
         fh.seek(offset)
         self._offset = offset
         self._carry = b""
+        self._size = None if enc else path.stat().st_size  # unknown inside gzip
 
     def read(self, timeout_s: float) -> Chunk | End | None:
         if self.position == DONE:
@@ -150,6 +152,8 @@ class FileReader:
                 return self._chunk(pa.table({}), DONE)
             return self._chunk(self._header + data, DONE)
         cut = data.rfind(b"\n") + 1
+        if self._size is not None:
+            self._left = max(0, self._size - self._offset - cut)
         if cut == 0:  # a line longer than a chunk: read on
             self._carry = data
             return self.read(timeout_s)
@@ -164,12 +168,14 @@ class FileReader:
         if k >= f.num_row_groups:
             return self._chunk(pa.table({}), DONE)
         table = f.read_row_group(k)
+        left = sum(f.metadata.row_group(i).num_rows for i in range(k + 1, f.num_row_groups))
+        self._left = left  # lag: rows left
         return self._chunk(table, DONE if k + 1 >= f.num_row_groups else str(k + 1))
 
     def _chunk(self, data: bytes | pa.Table, position: str) -> Chunk:
         self.position = position
         fmt = "arrow" if isinstance(data, pa.Table) else self.fmt.split("+")[0]
-        return Chunk(data, fmt, self.partition, position)
+        return Chunk(data, fmt, self.partition, position, lag=0 if position == DONE else self._left)
 
     def close(self) -> None:
         if self._fh is not None:

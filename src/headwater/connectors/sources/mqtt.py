@@ -141,6 +141,19 @@ class MqttSource:
     def open(self, partition: str, position: str | None) -> Reader:
         return MqttReader(self.config, self.client_id, int(position or 0))
 
+    def forget(self) -> None:
+        """End the broker's session of a deleted source (a clean connect drops it)."""
+        cfg = self.config
+        c = Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
+        if cfg.username is not None:
+            c.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls:
+            c.tls_set(ca_certs=cfg.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        c.connect(cfg.host, cfg.port, keepalive=10)
+        c.loop_start()
+        c.disconnect()
+        c.loop_stop()
+
 
 class MqttReader:
     """One client, driven by the reader's own thread (no paho thread, no queue): a read

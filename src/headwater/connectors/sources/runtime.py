@@ -99,6 +99,7 @@ class SourceRuntime:
         self._kinds = kinds
         self._log = log_
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._forgetting: set[asyncio.Task[None]] = set()
         sources.listeners.append(self.changed)
 
     async def start(self) -> None:
@@ -125,8 +126,29 @@ class SourceRuntime:
             task = None
         if dropped:
             self._positions.forget(rec.tenant, rec.name)
+            self._forget(rec)
         if want and task is None:
             self._tasks[key] = asyncio.create_task(self._run(rec), name=f"source:{rec.name}")
+
+    def _forget(self, rec: SourceRecord) -> None:
+        """Let a deleted source's counterpart forget it too (e.g. an MQTT session)."""
+        try:
+            kind = self._kinds[rec.kind](rec)
+        except HeadwaterError:
+            return
+        forget = getattr(kind, "forget", None)
+        if forget is None:
+            return
+
+        async def run() -> None:
+            try:
+                await asyncio.to_thread(forget)
+            except Exception as exc:  # the broker may be gone: nothing left to forget then
+                log.info("source_forget_failed", source=rec.name, error=str(exc))
+
+        task = asyncio.create_task(run(), name=f"forget:{rec.name}")
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
 
     async def _run(self, rec: SourceRecord) -> None:
         stats = self._sources.stats(rec)
