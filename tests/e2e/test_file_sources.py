@@ -147,3 +147,18 @@ def test_an_upload_killed_mid_import_is_resumed_at_start(tmp_path: Path) -> None
             assert not list((tmp_path / "data" / "uploads").glob("*.data"))
     finally:
         srv.stop()
+
+
+def test_unreadable_uploads_are_4xx_with_a_code(fresh_server: Server) -> None:
+    with fresh_server.client() as c:
+        assert c.post("/v1/streams", json=STREAM).status_code == 201
+        broken = c.post("/v1/streams/lines/files", content=b"PAR1 not really",
+                        headers={"Content-Type": "application/vnd.apache.parquet"})  # fmt: skip
+        assert broken.status_code == 400, broken.text
+        assert broken.json()["error"]["code"] == "import_failed"
+        assert broken.json()["error"]["details"]["state"] == "failed"
+        form = c.post("/v1/streams/lines/files", content=b"--xx\r\nbroken",
+                      headers={"Content-Type": "multipart/form-data; boundary=xx"})  # fmt: skip
+        assert form.status_code == 400, form.text
+        assert form.json()["error"]["code"] in ("malformed_multipart", "missing_file")
+        assert c.post("/v1/streams/nope/files", content=b"{}").status_code == 404

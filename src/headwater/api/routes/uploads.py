@@ -8,6 +8,7 @@ from typing import IO, Any
 
 from fastapi import APIRouter, Request
 from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.responses import Response
 
@@ -32,6 +33,7 @@ async def upload_file(name: str, request: Request) -> Response:
 
     Answers ``{"job", "state", "accepted", "rejected", "duplicates", "chunks"}`` once the
     import is durable; ``GET /v1/streams/{name}/files/{job}`` shows its progress meanwhile.
+    A file that cannot be read is ``400 import_failed`` (the job's counts in ``details``).
     """
     who = authenticate(request)
     who.require("admin", "writer")
@@ -52,7 +54,13 @@ async def upload_file(name: str, request: Request) -> Response:
     job.fmt = fmt or ""
     u.received(job)
     await u.run(job)
-    return json_response(job.view(), 200 if job.state == "done" else 422)
+    if job.state != "done":
+        raise BadRequest(
+            f"the file could not be imported: {job.stats.last_error}; rows committed before "
+            "the problem stay stored (see details); fix the file and send the rest",
+            code="import_failed", **job.view(),
+        )  # fmt: skip
+    return json_response(job.view())
 
 
 @router.get("/streams/{name}/files/{job}")
@@ -111,9 +119,13 @@ async def _spool_multipart(request: Request, ctype: str, fh: IO[bytes], limit: i
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
         "on_part_data": on_part_data, "on_part_end": on_part_end,
     })  # fmt: skip
-    async for part in request.stream():
-        parser.write(part)
-    parser.finalize()
+    try:
+        async for part in request.stream():
+            parser.write(part)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise BadRequest(f"the multipart body is malformed: {exc}",
+                         code="malformed_multipart") from exc  # fmt: skip
     if state["file"] is None:
         raise BadRequest("the form has no file part (a part with a filename)",
                          code="missing_file")  # fmt: skip

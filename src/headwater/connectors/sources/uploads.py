@@ -3,8 +3,8 @@ in chunks through ``accept`` like a file source, so a crash mid-import resumes.
 
 An upload is a job: its body is written to ``uploads/<job>.data`` (never held in memory)
 and fsynced, then ``<job>.json`` says what to import; the import commits each chunk's
-position under the job's name. At start every job not ``done`` is resumed from its
-committed position; a finished job's data file is deleted and its counts kept.
+position under the job's name. At start every job still ``importing`` is resumed from its
+committed position; a finished (or failed) job's data file is deleted, its counts kept.
 """
 
 from __future__ import annotations
@@ -113,8 +113,7 @@ class Uploads:
             job.state, job.stats.last_error = "failed", f"{type(exc).__name__}: {exc}"
             log.warning("upload_failed", job=job.id, error=job.stats.last_error)
         self._write(job)
-        if job.state == "done":
-            data.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)  # done, or failed for good (a restart does not retry it)
         return job
 
     async def resume(self) -> None:
