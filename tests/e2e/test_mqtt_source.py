@@ -141,3 +141,29 @@ def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
             assert c.get("/v1/sources/fleet").json()["status"] == "running"
     finally:
         srv.stop()
+
+
+def test_tls_and_password(fresh_server: Server, tmp_path: Path) -> None:
+    broker = Broker(tmp_path, secure=True)
+    try:
+        with fresh_server.client() as c:
+            assert c.post("/v1/streams", json=STREAM).status_code == 201
+            spec = source(broker)
+            spec["config"].update(username="ann", password="wrong", ca_file=broker.ca_file)
+            assert c.post("/v1/sources", json=spec).status_code == 201
+            refused = wait_for(lambda: (v := c.get("/v1/sources/fleet").json())["last_error"] and v)
+            assert refused["status"] == "backing_off" and "refused" in refused["last_error"], (
+                refused
+            )
+            assert refused["config"]["password"] == "***"
+            assert c.delete("/v1/sources/fleet").status_code == 200
+            spec["config"]["password"] = "s3cret"
+            assert c.post("/v1/sources", json=spec).status_code == 201
+
+            def stored() -> bool:
+                publish(broker.port, [message("tls", 1)], secure=broker)
+                return rows(c) == [["tls", 1]]
+
+            assert wait_for(stored)
+    finally:
+        broker.stop()

@@ -165,6 +165,8 @@ class MqttReader:
         self._inbox: list[MQTTMessage] = []
         self._acks: list[tuple[int, int]] = []  # durable, to send
         self._lock = threading.Lock()
+        # a read still running in its thread when the source is paused finishes first
+        self._busy = threading.Lock()
         self._error: str | None = None
         self._connected = False
         c = Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
@@ -197,7 +199,8 @@ class MqttReader:
         self, _c: Client, _u: Any, _f: DisconnectFlags, rc: ReasonCode, _p: Properties | None
     ) -> None:
         self._connected = False
-        self._error = f"disconnected from the broker: {rc}"
+        if self._error is None:  # a refused connect also disconnects: keep why
+            self._error = f"disconnected from the broker: {rc}"
 
     def _on_message(self, _c: Client, _u: Any, msg: MQTTMessage) -> None:
         self._inbox.append(msg)
@@ -230,6 +233,10 @@ class MqttReader:
             raise ConnectionError(self._error or f"connection to the broker lost: {rc.name}")
 
     def read(self, timeout_s: float) -> Chunk | End | None:
+        with self._busy:
+            return self._read(timeout_s)
+
+    def _read(self, timeout_s: float) -> Chunk | End | None:
         deadline = time.monotonic() + timeout_s
         while not self._inbox:
             self._pump(deadline - time.monotonic())
@@ -262,9 +269,10 @@ class MqttReader:
             self._acks += acks
 
     def close(self) -> None:
-        try:
-            if self._connected:
-                self._pump(0)  # the acks of durable chunks
-                self._client.disconnect()
-        except (ConnectionError, OSError):
-            pass  # unacknowledged messages come again with the next session
+        with self._busy:
+            try:
+                if self._connected:
+                    self._pump(0)  # the acks of durable chunks
+                    self._client.disconnect()
+            except (ConnectionError, OSError):
+                pass  # unacknowledged messages come again with the next session
