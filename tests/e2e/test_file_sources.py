@@ -85,10 +85,15 @@ def test_directory_source_resumes_after_kill_9_without_loss_or_duplicates(tmp_pa
     (inbox / "big.ndjson").write_bytes(ndjson("big", n))
     table = pa.table({"file": ["pq"] * n, "seq": pa.array(range(n), pa.int64())})
     pq.write_table(table, inbox / "rows.parquet", row_group_size=500)
-    srv = Server(tmp_path / "data").start()
+    srv = Server(tmp_path / "data", HEADWATER_FILE_SOURCE_ROOT=str(tmp_path)).start()
     try:
         with srv.client() as c:
             assert c.post("/v1/streams", json=STREAM).status_code == 201
+            outside = {"name": "etc", "kind": "file", "stream": "lines", "config": {"path": "/etc"}}
+            refused = c.post("/v1/sources", json=outside)
+            assert (
+                refused.status_code == 400 and refused.json()["error"]["code"] == "path_not_allowed"
+            )
             source = {"name": "inbox", "kind": "file", "stream": "lines",
                       "config": {"path": str(inbox), "settle_ms": 0, "chunk_bytes": 16384}}  # fmt: skip
             created = c.post("/v1/sources", json=source)

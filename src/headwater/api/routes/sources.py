@@ -23,7 +23,6 @@ from headwater.ingest.accept import Acceptor
 from headwater.services import Platform
 
 router = APIRouter(prefix="/v1", tags=["sources"])
-PULL_KINDS: Kinds = {"mqtt": MqttSource, "file": DirectorySource}
 
 
 def sources(request: Request) -> Sources:
@@ -128,13 +127,15 @@ async def webhook(name: str, request: Request) -> Response:
 def install(app: FastAPI, platform_: Platform) -> None:
     """Sources: the routes, and the pull-source runtime started and stopped with the app."""
     p = platform_
-    registry = app.state.sources = Sources(p.catalog, p.clock)
+    root = p.settings.file_sources_root
+    registry = app.state.sources = Sources(p.catalog, p.clock, root)
     acceptor = Acceptor(
         p.ingest, p.log, p.clock, p.ingest_limits,
         lambda st: p.materializer.lag(st.topic), p.settings.store_max_lag_rows,
     )  # fmt: skip
     positions = PositionFile(p.settings.data_dir / "sources.sqlite")
-    runtime = SourceRuntime(registry, p.streams, acceptor, positions, PULL_KINDS, p.log)
+    kinds: Kinds = {"mqtt": MqttSource, "file": lambda rec: DirectorySource(rec, root)}
+    runtime = SourceRuntime(registry, p.streams, acceptor, positions, kinds, p.log)
     app.state.source_runtime = runtime
     files = app.state.uploads = Uploads(
         p.settings.data_dir / "uploads", runtime, p.streams, p.settings.file_chunk_bytes

@@ -55,11 +55,17 @@ class DirectoryConfig:
     chunk_bytes: int
 
     @classmethod
-    def parse(cls, c: dict[str, Any]) -> DirectoryConfig:
+    def parse(cls, c: dict[str, Any], root: Path | None = None) -> DirectoryConfig:
+        """``root``: the directory file sources are confined to (``file_source_root``)."""
         path = c.get("path")
         if not isinstance(path, str) or not os.path.isabs(path):
             raise BadRequest("config.path must be an absolute directory path",
                              code="bad_source_config")  # fmt: skip
+        if root is not None and not Path(path).resolve().is_relative_to(root):
+            raise BadRequest(
+                f"config.path must be inside {root} (the server's file_source_root)",
+                code="path_not_allowed",
+            )
         fmt = c.get("format")
         if fmt is not None and fmt not in set(SUFFIXES.values()):
             raise BadRequest("config.format: csv, ndjson, json, parquet or avro",
@@ -80,8 +86,9 @@ def identity(path: Path) -> str:
 class DirectorySource(Relisting):
     """Every file of ``config.path`` matching ``config.pattern``, each imported once."""
 
-    def __init__(self, rec: SourceRecord) -> None:
-        self.config = DirectoryConfig.parse(rec.config)
+    def __init__(self, rec: SourceRecord, root: Path) -> None:
+        self.config = DirectoryConfig.parse(rec.config, root)
+        self.root = root
 
     def partitions(self, committed: Positions) -> list[str]:
         cfg = self.config
@@ -92,6 +99,8 @@ class DirectorySource(Relisting):
         for p in cfg.path.glob(cfg.pattern):
             if not p.is_file() or p.name.startswith("."):
                 continue
+            if not p.resolve().is_relative_to(self.root):
+                continue  # a link leading outside the allowed directory
             s = p.stat()
             if now_ns - s.st_mtime_ns < cfg.settle_ms * 1_000_000:
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from headwater.catalog.sqlite import Catalog, SourceRecord
@@ -41,7 +42,7 @@ class SourceStats:
     positions: dict[str, str] = field(default_factory=dict)  # per partition
 
 
-def parse_config(kind: str, config: dict[str, Any]) -> None:
+def parse_config(kind: str, config: dict[str, Any], file_root: Path | None = None) -> None:
     """Refuse a config its kind cannot run, with a 400 saying what to fix."""
     if kind == "webhook":
         WebhookConfig.parse(config)
@@ -52,12 +53,13 @@ def parse_config(kind: str, config: dict[str, Any]) -> None:
     elif kind == "file":
         from headwater.connectors.sources.files import DirectoryConfig
 
-        DirectoryConfig.parse(config)
+        DirectoryConfig.parse(config, file_root)
 
 
 class Sources:
-    def __init__(self, catalog: Catalog, clock: Clock) -> None:
+    def __init__(self, catalog: Catalog, clock: Clock, file_root: Path | None = None) -> None:
         self._catalog = catalog
+        self._file_root = file_root
         self._clock = clock
         self._lock = threading.Lock()
         self._records = {(r.tenant, r.name): r for r in catalog.sources()}
@@ -96,7 +98,7 @@ class Sources:
             )
         if not isinstance(config, dict):
             raise BadRequest("config must be a JSON object", code="bad_source_config")
-        parse_config(kind, config)
+        parse_config(kind, config, self._file_root)
         rec = SourceRecord(tenant, name, kind, stream, config, "running", self._clock.now_ms())
         with self._lock:
             # Webhook URLs carry the name alone, so it is unique across tenants.
