@@ -78,9 +78,10 @@ class DirectoryConfig:
                    chunk)  # fmt: skip
 
 
-def identity(path: Path) -> str:
+def identity(path: Path, base: Path) -> str:
+    """``relative/path|size|mtime_ns|inode``: a file changed or replaced is another file."""
     s = path.stat()
-    return f"{path.name}|{s.st_size}|{s.st_mtime_ns}|{s.st_ino}"
+    return f"{path.relative_to(base)}|{s.st_size}|{s.st_mtime_ns}|{s.st_ino}"
 
 
 class DirectorySource(Relisting):
@@ -104,7 +105,7 @@ class DirectorySource(Relisting):
             s = p.stat()
             if now_ns - s.st_mtime_ns < cfg.settle_ms * 1_000_000:
                 continue
-            ident = identity(p)
+            ident = identity(p, cfg.path)
             if committed.get(ident, ("", 0))[0] != DONE:
                 found.append((s.st_mtime_ns, ident))
         return [ident for _, ident in sorted(found)]
