@@ -19,6 +19,9 @@ PIPELINE = {
     "metrics": {"rows_in": 12000, "rows_out": 40, "late_rows": 3, "error_rows": 1,
                 "log_lag_rows": 250, "event_time_lag_s": 4.5},
 }  # fmt: skip
+SOURCE = {"name": "fleet", "kind": "mqtt", "stream": "readings", "status": "backing_off",
+          "reason": "ConnectionError: no answer", "position": "42", "rows_in": 4200,
+          "rows_rejected": 7, "lag": None}  # fmt: skip
 
 
 def text(info: dict[str, Any]) -> str:
@@ -35,6 +38,7 @@ def server(pipelines: httpx.Response) -> httpx.Client:
                 "store": {"ok": False, "error": "disk full"}, "log": {"ok": True}}}),
             "/v1/streams": httpx.Response(200, json={"streams": [STREAM]}),
             "/v1/pipelines": pipelines,
+            "/v1/sources": httpx.Response(200, json={"sources": [SOURCE]}),
         }  # fmt: skip
         return routes[req.url.path]
 
@@ -48,6 +52,7 @@ def test_status_shows_streams_pipelines_and_failing_checks() -> None:
     assert "readings" in out and "1,500" in out and "300" in out  # behind = 1500 - 1200
     assert "device_minute" in out and "failed" in out and "division by zero" in out
     assert "250 rows / 4.5 s" in out and "12,000" in out
+    assert "fleet" in out and "backing_off" in out and "no answer" in out and "4,200" in out
     orjson.dumps(info)  # --json prints the same
 
 
