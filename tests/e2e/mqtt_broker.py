@@ -41,8 +41,12 @@ class Broker:
         else:
             text += "allow_anonymous true\n"
         conf.write_text(text)
+        self.conf = conf
         self.log = open(workdir / f"mosquitto-{self.port}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=self.log,
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=self.log,
                                      stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -53,9 +57,12 @@ class Broker:
                 time.sleep(0.02)
         raise RuntimeError("mosquitto did not start")
 
-    def stop(self) -> None:
+    def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.kill()
         self.log.close()
 
 

@@ -167,3 +167,23 @@ def test_tls_and_password(fresh_server: Server, tmp_path: Path) -> None:
             assert wait_for(stored)
     finally:
         broker.stop()
+
+
+def test_a_lost_broker_is_reconnected_with_backoff(fresh_server: Server, broker: Broker) -> None:
+    with fresh_server.client() as c:
+        assert c.post("/v1/streams", json=STREAM).status_code == 201
+        assert c.post("/v1/sources", json=source(broker)).status_code == 201
+        assert subscribed(c, broker)
+        broker.kill()
+        down = wait_for(
+            lambda: (v := c.get("/v1/sources/fleet").json())["status"] == "backing_off" and v
+        )
+        assert down and "ConnectionError" in down["last_error"], down
+        broker.start()  # a new broker on the same port: no session kept, subscribed again
+
+        def stored() -> bool:
+            publish(broker.port, [message("back", 1)])
+            return ["back", 1] in rows(c)
+
+        assert wait_for(stored)
+        assert c.get("/v1/sources/fleet").json()["status"] == "running"
