@@ -37,6 +37,7 @@ from headwater.ingest.pii import apply_pii
 from headwater.ingest.service import (
     INLINE_DECODE_BYTES,
     IngestService,
+    TenantRates,
     idempotency_marker,
     quarantine_batch,
 )
@@ -118,8 +119,10 @@ class Acceptor:
         limits: DecodeLimits,
         lag_rows: Callable[[StreamState], int],
         max_lag_rows: int,
+        tenant_rates: TenantRates | None = None,
     ) -> None:
         self._ingest = ingest
+        self._rates = tenant_rates
         self._log = log
         self._clock = clock
         self._limits = limits
@@ -138,6 +141,9 @@ class Acceptor:
     ) -> IngestResult:
         """Validate, quarantine, dedup and append ``data``; return once it is durable.
 
+        ``Overloaded`` (pushback) or ``RateLimited`` (the tenant's ingest quotas) leave
+        nothing written: the caller waits ``retry_after_s`` and offers the chunk again.
+
         ``fmt`` names the format of raw bytes (``json ndjson csv avro parquet``, with
         ``+gzip`` for gzip); Arrow data passes ``"arrow"``. The entry carrying
         ``SourceCommit(tenant, origin..., seq)`` is durable when this returns; ``seq``
@@ -154,6 +160,8 @@ class Acceptor:
                 decode_chunk, data, fmt, st.schema, self._limits, now_ms
             )
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
+        if self._rates is not None:  # the tenant's quotas hold for sources too (429: wait)
+            self._rates.take_ingest(st.tenant, batch.total_rows, nbytes, time.monotonic())
         valid, reserved, keep = self._ingest.dedup(st, batch, now_ms)
         duplicates = 0 if keep is None else int(keep.size - keep.sum())
         meta = commit_meta(SourceCommit(st.tenant, origin.source, origin.partition,

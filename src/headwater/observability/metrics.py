@@ -56,7 +56,7 @@ SOURCE_ROWS = Counter(
 )
 SOURCE_BACKOFFS = Counter(
     "headwater_source_backoffs_total",
-    "Times a pull source waited, by reason (pushback, error).",
+    "Times a pull source waited, by reason (pushback, quota, error).",
     ["tenant", "source", "reason"],
 )
 

@@ -11,6 +11,7 @@ from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
 from headwater.connectors.sources.runtime import Chunk, End, Positions, SourceRuntime
+from headwater.errors import RateLimited
 from headwater.ingest.accept import Acceptor
 from headwater.model.schema import schema_from_dict
 from headwater.model.time import ManualClock
@@ -114,6 +115,40 @@ async def test_a_source_of_a_missing_stream_fails_with_the_reason(tmp_path: Path
         rec = sources.get("default", "x")
         assert await until(lambda: sources.view(rec)["status"] == "failed")
         assert "gone" in sources.view(rec)["reason"]
+        await rt.stop()
+    finally:
+        await p.close()
+
+
+class Quota:
+    """Tenant rates that refuse the first ``refusals`` chunks."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+
+    def take_ingest(self, tenant: str, rows: int, nbytes: int, now_s: float) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise RateLimited("over the tenant's rows/s", retry_after_s=0.05)
+
+
+async def test_a_source_over_its_tenant_quota_waits_and_loses_nothing(tmp_path: Path) -> None:
+    p = build_platform(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
+    try:
+        st = p.streams.create("default", SCHEMA, 0, set())
+        p.catalog.put_source(SourceRecord("default", "nums", "file", "s", {"n": 30}, "running", 1))
+        sources = Sources(p.catalog, p.clock)
+        quota = Quota(refusals=20)
+        acceptor = Acceptor(p.ingest, p.log, p.clock, p.ingest_limits, lambda st: 0, 100, quota)
+        rt = SourceRuntime(sources, p.streams, acceptor, PositionFile(tmp_path / "pos.sqlite"),
+                           {"file": Numbers}, p.log)  # fmt: skip
+        await rt.start()
+        rec = sources.get("default", "nums")
+        assert await until(lambda: (sources.view(rec)["reason"] or "").startswith("quota"))
+        assert await until(lambda: sources.view(rec)["rows_in"] == 30)
+        rows = [e.batch.column("seq").to_pylist() for e in p.log.read(st.topic, 0, 10**6)]
+        assert sorted(x for chunk in rows for x in chunk) == list(range(30))
+        assert quota.refusals == 0
         await rt.stop()
     finally:
         await p.close()

@@ -131,7 +131,7 @@ def install(app: FastAPI, platform_: Platform) -> None:
     registry = app.state.sources = Sources(p.catalog, p.clock, root)
     acceptor = Acceptor(
         p.ingest, p.log, p.clock, p.ingest_limits,
-        lambda st: p.materializer.lag(st.topic), p.settings.store_max_lag_rows,
+        lambda st: p.materializer.lag(st.topic), p.settings.store_max_lag_rows, p.quotas,
     )  # fmt: skip
     positions = PositionFile(p.settings.data_dir / "sources.sqlite")
     kinds: Kinds = {"mqtt": MqttSource, "file": lambda rec: DirectorySource(rec, root)}

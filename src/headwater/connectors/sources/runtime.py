@@ -6,8 +6,8 @@ at its last committed position yields ``Chunk``s. Each chunk goes through
 same durable log entry; only then is the chunk's ``done`` called (an MQTT reader acks its
 messages there). Reads block in worker threads, never on the event loop.
 
-Pushback (the store too far behind the log) holds the chunk and waits: the source shows
-``backing_off`` and nothing is dropped. A failure of the counterpart (broker down, file
+Pushback (the store too far behind the log) and the tenant's ingest quotas hold the chunk
+and wait: the source shows ``backing_off`` and nothing is dropped. A failure of the counterpart (broker down, file
 unreadable) backs off exponentially with full jitter and starts again from the committed
 positions; a configuration the kind refuses marks the source ``failed`` with the reason.
 This module imports no web framework: the API only calls ``start``/``stop``/``changed``.
@@ -26,7 +26,7 @@ import structlog
 from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.positions import PositionFile, Positions, recover
 from headwater.connectors.sources.registry import Sources, SourceStats
-from headwater.errors import HeadwaterError, Overloaded
+from headwater.errors import HeadwaterError, Overloaded, RateLimited
 from headwater.ingest.accept import Acceptor, Data, Origin
 from headwater.ingest.answers import answer_topics
 from headwater.ingest.streams import StreamDirectory, StreamState
@@ -241,17 +241,17 @@ class SourceRuntime:
     ) -> None:
         """Accept a chunk once admitted, record its position, then tell the reader."""
         tenant, name, epoch = key
-        while True:  # pushed back: hold the chunk and wait, never drop it
+        origin = Origin(name, chunk.partition, chunk.position, epoch)
+        while True:  # pushed back or over quota: hold the chunk and wait, never drop it
             try:
-                self._acceptor.admit(st)
+                result = await self._acceptor.accept(st, chunk.data, chunk.fmt, origin, seq)
                 break
-            except Overloaded as exc:
-                stats.state, stats.reason = "backing_off", f"pushback: {exc.message}"
-                m.SOURCE_BACKOFFS.labels(tenant, name, "pushback").inc()
+            except (Overloaded, RateLimited) as exc:
+                why = "pushback" if isinstance(exc, Overloaded) else "quota"
+                stats.state, stats.reason = "backing_off", f"{why}: {exc.message}"
+                m.SOURCE_BACKOFFS.labels(tenant, name, why).inc()
                 await asyncio.sleep(exc.retry_after_s)
         stats.state, stats.reason = "running", None
-        origin = Origin(name, chunk.partition, chunk.position, epoch)
-        result = await self._acceptor.accept(st, chunk.data, chunk.fmt, origin, seq)
         self._positions.save(tenant, name, chunk.partition, chunk.position, seq,
                              result.topic, result.end_offset)  # fmt: skip
         if chunk.done is not None:
