@@ -84,18 +84,19 @@ def test_messages_are_stored_once_with_topic_fields_and_bad_ones_quarantined(
         assert created.status_code == 201, created.text
         assert wait_for(lambda: c.get("/v1/sources/fleet").json()["status"] == "running")
         good = [message(f"d{i % 3}", i) for i in range(300)]
-        bad = [("devices/d9/telemetry", b'{"seq": -1}'), ("devices/d9/telemetry", b"not json")]
+        bad = [("devices/d9/telemetry", b'{"seq": -1}'), ("devices/d9/telemetry", b"not json"),
+               ("devices/d9/telemetry", b"\xff\xfe binary")]  # fmt: skip
         assert subscribed(c, broker)
         publish(broker.port, good + bad + good[:50])  # 50 re-sent: stored once by event id
         expected = sorted([["probe", 0], *([d.split("/")[1], i] for i, (d, _) in enumerate(good))])
         assert wait_for(lambda: rows(c) == expected), rows(c)[:5]
         view = wait_for(
-            lambda: (v := c.get("/v1/sources/fleet").json())["rows_rejected"] == 2 and v
+            lambda: (v := c.get("/v1/sources/fleet").json())["rows_rejected"] == 3 and v
         )
         assert view["status"] == "running" and view["duplicates"] >= 50, view
         q = wait_for(lambda: (r := c.get("/v1/streams/telemetry/quarantine").json()["rows"])
-                     and len(r) == 2 and r)  # fmt: skip
-        assert {r["code"] for r in q} == {"below_min", "malformed_json"}, q
+                     and len(r) == 3 and r)  # fmt: skip
+        assert {r["code"] for r in q} == {"below_min", "malformed_json", "not_an_object"}, q
         assert all(r["request_id"].startswith("source:fleet:") for r in q), q
         assert c.delete("/v1/sources/fleet").status_code == 200
         assert wait_for(lambda: not session_present(broker, "hw-fleet"))

@@ -29,7 +29,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from headwater.errors import BadRequest, Overloaded
+from headwater.errors import BadRequest, HeadwaterError, Overloaded
 from headwater.ingest.batch import decode_and_validate
 from headwater.ingest.convert import from_values
 from headwater.ingest.model import CellError, Decoded, DecodeLimits, RowError, ValidatedBatch
@@ -44,7 +44,7 @@ from headwater.ingest.service import (
 from headwater.ingest.streams import StreamState
 from headwater.ingest.validate import validate
 from headwater.log.ports import Log
-from headwater.model.schema import ARROW_TYPES, StreamSchema
+from headwater.model.schema import ARROW_TYPES, StreamSchema, arrow_schema
 from headwater.model.time import Clock
 from headwater.observability import metrics as m
 
@@ -56,6 +56,7 @@ CONTENT_TYPES = {
     "avro": "avro/binary",
 }
 FORMATS = (*CONTENT_TYPES, "parquet")
+REFUSED_RAW_CHARS = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +154,18 @@ class Acceptor:
         now_ms = self._clock.now_ms()
         nbytes = len(data) if isinstance(data, bytes) else int(data.nbytes)
         t0 = time.perf_counter()
-        if nbytes <= INLINE_DECODE_BYTES:
-            batch = decode_chunk(data, fmt, st.schema, self._limits, now_ms)
-        else:
-            batch = await asyncio.to_thread(
-                decode_chunk, data, fmt, st.schema, self._limits, now_ms
-            )
+        refused = False
+        try:
+            if nbytes <= INLINE_DECODE_BYTES:
+                batch = decode_chunk(data, fmt, st.schema, self._limits, now_ms)
+            else:
+                batch = await asyncio.to_thread(
+                    decode_chunk, data, fmt, st.schema, self._limits, now_ms
+                )
+        except HeadwaterError as exc:
+            if exc.status >= 500 or exc.status == 429:
+                raise
+            batch, refused = refused_chunk(st.schema, data, exc), True
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
         if self._rates is not None:  # the tenant's quotas hold for sources too (429: wait)
             self._rates.take_ingest(st.tenant, batch.total_rows, nbytes, time.monotonic())
@@ -168,7 +175,7 @@ class Acceptor:
                                         origin.position, seq, origin.epoch))  # fmt: skip
         request_id = f"source:{origin.source}:{origin.partition}@{origin.position}"
         try:
-            header = csv_header_of(data, fmt) if batch.errors else None
+            header = csv_header_of(data, fmt) if batch.errors and not refused else None
             topic, end = await self._append(st, valid, batch, fmt, header, meta, now_ms,
                                             request_id)  # fmt: skip
         except BaseException:
@@ -178,6 +185,21 @@ class Acceptor:
         self._ingest.count(st, batch.errors, valid.num_rows, duplicates, nbytes)
         return IngestResult(valid.num_rows, len(batch.errors), duplicates, batch.errors,
                             topic, end)  # fmt: skip
+
+    async def refuse(
+        self, st: StreamState, problem: HeadwaterError, text: str, origin: Origin, seq: int
+    ) -> IngestResult:
+        """Quarantine a whole chunk (or file) that cannot be read, as one row holding
+        ``text``, and commit ``origin``'s position with it."""
+        batch = refused_chunk(st.schema, text.encode(), problem)
+        meta = commit_meta(SourceCommit(st.tenant, origin.source, origin.partition,
+                                        origin.position, seq, origin.epoch))  # fmt: skip
+        request_id = f"source:{origin.source}:{origin.partition}@{origin.position}"
+        now_ms = self._clock.now_ms()
+        valid, _, _ = self._ingest.dedup(st, batch, now_ms)
+        topic, end = await self._append(st, valid, batch, "json", None, meta, now_ms, request_id)
+        self._ingest.count(st, batch.errors, 0, 0, 0)
+        return IngestResult(0, 1, 0, batch.errors, topic, end)
 
     async def _append(
         self, st: StreamState, valid: pa.RecordBatch, batch: ValidatedBatch, fmt: str,
@@ -200,6 +222,17 @@ class Acceptor:
             marker = idempotency_marker([request_id])
             done = await self._log.append(st.idempotency_topic, marker, meta)
         return done.topic, done.offset + done.count
+
+
+def refused_chunk(schema: StreamSchema, data: Data, exc: HeadwaterError) -> ValidatedBatch:
+    """A chunk that cannot be decoded at all (not UTF-8, a damaged container): one
+    quarantined row holding its text (the first ``REFUSED_RAW_CHARS``), never a stuck
+    source re-reading it forever."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+    error = RowError(0, None, exc.code, f"the whole chunk was refused: {exc.message}",
+                     text[:REFUSED_RAW_CHARS])  # fmt: skip
+    return ValidatedBatch(arrow_schema(schema).empty_table(), pa.array([], pa.int64()),
+                          [error], 1)  # fmt: skip
 
 
 def csv_header_of(data: Data, fmt: str) -> str | None:

@@ -8,6 +8,7 @@ from typing import ClassVar
 import orjson
 
 from headwater.catalog.sqlite import SourceRecord
+from headwater.connectors.sources.files import DirectorySource
 from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
 from headwater.connectors.sources.runtime import Chunk, End, Positions, SourceRuntime
@@ -149,6 +150,36 @@ async def test_a_source_over_its_tenant_quota_waits_and_loses_nothing(tmp_path: 
         rows = [e.batch.column("seq").to_pylist() for e in p.log.read(st.topic, 0, 10**6)]
         assert sorted(x for chunk in rows for x in chunk) == list(range(30))
         assert quota.refusals == 0
+        await rt.stop()
+    finally:
+        await p.close()
+
+
+async def test_an_unreadable_file_is_quarantined_once_and_the_others_imported(
+    tmp_path: Path,
+) -> None:
+    p = build_platform(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    (inbox / "good.ndjson").write_bytes(b'{"seq": 1}\n{"seq": 2}\n')
+    try:
+        st = p.streams.create("default", SCHEMA, 0, set())
+        config = {"path": str(inbox), "settle_ms": 0}
+        p.catalog.put_source(SourceRecord("default", "in", "file", "s", config, "running", 1))
+        sources = Sources(p.catalog, p.clock)
+        acceptor = Acceptor(p.ingest, p.log, p.clock, p.ingest_limits, lambda st: 0, 100)
+        kinds = {"file": lambda rec: DirectorySource(rec, tmp_path)}
+        rt = SourceRuntime(sources, p.streams, acceptor, PositionFile(tmp_path / "pos.sqlite"),
+                           kinds, p.log)  # fmt: skip
+        await rt.start()
+        rec = sources.get("default", "in")
+        assert await until(lambda: sources.view(rec)["partitions_done"] == 2)
+        view = sources.view(rec)
+        assert (view["rows_in"], view["rows_rejected"], view["status"]) == (2, 1, "running")
+        assert "bad.parquet" in view["last_error"]
+        [q] = p.log.read(st.quarantine_topic, 0)
+        assert q.batch.column("code").to_pylist() == ["unreadable_file"]
         await rt.stop()
     finally:
         await p.close()

@@ -101,3 +101,16 @@ async def test_rejected_rows_keep_a_text_the_quarantine_replay_can_read(tmp_path
         ]
     finally:
         await p.close()
+
+
+async def test_a_chunk_that_cannot_be_decoded_is_one_quarantined_row(tmp_path: Path) -> None:
+    p = platform(tmp_path)
+    try:
+        st = p.streams.create("default", SCHEMA, 0, set())
+        r = await acceptor(p).accept(st, b"\xff\xfe\n", "ndjson", Origin("s", "p", "9"), 1)
+        assert (r.accepted, r.rejected, r.topic) == (0, 1, st.quarantine_topic)
+        [entry] = p.log.read(st.quarantine_topic, 0)
+        assert commit_of(entry.meta).position == "9"  # type: ignore[union-attr]
+        assert "whole chunk" in entry.batch.column("message")[0].as_py()
+    finally:
+        await p.close()

@@ -24,10 +24,9 @@ import pyarrow.parquet as pq
 
 from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.positions import Positions
-from headwater.connectors.sources.runtime import END, Chunk, End, Reader, Relisting
+from headwater.connectors.sources.runtime import DONE, END, Chunk, End, Reader, Relisting
 from headwater.errors import BadRequest
 
-DONE = "done"
 CHUNK_BYTES = 8 << 20
 SUFFIXES = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json",
             ".parquet": "parquet", ".avro": "avro"}  # fmt: skip

@@ -111,6 +111,10 @@ def with_topic_fields(payload: bytes, topic: str, fields: tuple[tuple[int, str],
     b'{"device_id":"d7","t": 1}'
     """
     line = payload.strip()
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:  # binary: a JSON string, rejected alone as not an object
+        return orjson.dumps(line.decode("utf-8", "backslashreplace"))
     if b"\n" in line or b"\r" in line:
         try:
             line = orjson.dumps(orjson.loads(line))

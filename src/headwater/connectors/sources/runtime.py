@@ -26,7 +26,7 @@ import structlog
 from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.positions import PositionFile, Positions, recover
 from headwater.connectors.sources.registry import Sources, SourceStats
-from headwater.errors import HeadwaterError, Overloaded, RateLimited
+from headwater.errors import BadRequest, HeadwaterError, Overloaded, RateLimited
 from headwater.ingest.accept import Acceptor, Data, Origin
 from headwater.ingest.answers import answer_topics
 from headwater.ingest.streams import StreamDirectory, StreamState
@@ -36,6 +36,7 @@ from headwater.observability import metrics as m
 log = structlog.get_logger("headwater.sources")
 
 READ_TIMEOUT_S = 0.5
+DONE = "done"  # the position of a finished partition (a file read to its end)
 RELIST_S = 1.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 30.0
 
@@ -196,10 +197,21 @@ class SourceRuntime:
     ) -> int:  # fmt: skip
         """Read one partition until it ends or goes quiet; return the source's last seq."""
         start = found.get(part, (None, 0))[0]
-        reader = await asyncio.to_thread(kind.open, part, start)
+        key = (rec.tenant, rec.name, rec.created_ms)
+        try:
+            reader = await asyncio.to_thread(kind.open, part, start)
+        except Exception as exc:
+            if not isinstance(kind, Relisting):
+                raise  # a connection: back off and try again
+            return await self._unreadable(key, st, part, exc, found, seq, stats)
         try:
             while True:
-                chunk = await asyncio.to_thread(reader.read, READ_TIMEOUT_S)
+                try:
+                    chunk = await asyncio.to_thread(reader.read, READ_TIMEOUT_S)
+                except Exception as exc:
+                    if not isinstance(kind, Relisting):
+                        raise
+                    return await self._unreadable(key, st, part, exc, found, seq, stats)
                 if chunk is None:
                     if isinstance(kind, Relisting):
                         return seq
@@ -207,11 +219,31 @@ class SourceRuntime:
                 if isinstance(chunk, End):
                     return seq
                 seq += 1
-                key = (rec.tenant, rec.name, rec.created_ms)
                 await self.commit(key, st, chunk, seq, stats)
                 found[part] = (chunk.position, seq)
         finally:
             await asyncio.to_thread(reader.close)
+
+    async def _unreadable(
+        self, key: SourceKey, st: StreamState, part: str, exc: Exception, found: Positions,
+        seq: int, stats: SourceStats,
+    ) -> int:  # fmt: skip
+        """A file that cannot be read: one quarantined row says why, and it is done (a
+        file that vanished is simply gone)."""
+        if isinstance(exc, FileNotFoundError):
+            return seq
+        tenant, name, epoch = key
+        problem = BadRequest(f"{type(exc).__name__}: {exc}", code="unreadable_file")
+        seq += 1
+        origin = Origin(name, part, DONE, epoch)
+        result = await self._acceptor.refuse(st, problem, part, origin, seq)
+        self._positions.save(tenant, name, part, DONE, seq, result.topic, result.end_offset)
+        found[part] = (DONE, seq)
+        stats.positions[part] = DONE
+        stats.rows_rejected += 1
+        stats.last_error = f"{part.split('|')[0]}: {problem.message}"
+        m.SOURCE_ROWS.labels(tenant, name, "rejected").inc()
+        return seq
 
     async def import_file(
         self, tenant: str, name: str, st: StreamState, reader: Reader, stats: SourceStats
