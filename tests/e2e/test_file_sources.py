@@ -98,8 +98,11 @@ def test_directory_source_resumes_after_kill_9_without_loss_or_duplicates(tmp_pa
                       "config": {"path": str(inbox), "settle_ms": 0, "chunk_bytes": 16384}}  # fmt: skip
             created = c.post("/v1/sources", json=source)
             assert created.status_code == 201, created.text
-            assert wait_for(lambda: c.get("/v1/sources/inbox").json()["rows_in"] > 2000)
-        srv.kill()  # mid-file: 60,000 rows take hundreds of chunks
+            at_kill = wait_for(
+                lambda: (v := c.get("/v1/sources/inbox").json())["rows_in"] > 2000 and v
+            )
+            assert at_kill["partitions_done"] < 2 and at_kill["rows_in"] < 2 * n, at_kill
+        srv.kill()  # mid-import: 120,000 rows take hundreds of chunks
         srv.start()
         with srv.client() as c:
             done = wait_for(lambda: counts(c) == {"big": (n, n), "pq": (n, n)}, 120)
