@@ -132,7 +132,10 @@ def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
             assert c.post("/v1/sources/fleet/pause").status_code == 200
             publish(broker.port, [message("d1", i) for i in range(1, total)])
             assert c.post("/v1/sources/fleet/resume").status_code == 200
-            assert wait_for(lambda: c.get("/v1/sources/fleet").json()["rows_in"] > 2000)
+            at_kill = wait_for(
+                lambda: (v := c.get("/v1/sources/fleet").json())["rows_in"] > 2000 and v
+            )
+            assert at_kill["rows_in"] < total, at_kill  # still draining
         srv.kill()
         srv.start()
         with srv.client() as c:
