@@ -2,6 +2,8 @@
 # Install the machine-level programs the test suite runs for real:
 #   prometheus, promtool  (Debian package "prometheus": the integration test scrapes /metrics)
 #   chromium              (Debian package "chromium": dashboard tests in a real browser)
+#   mosquitto, mosquitto_passwd (Debian package "mosquitto": MQTT source tests start their own
+#                         brokers), openssl (a throwaway CA for the MQTT TLS test)
 # Idempotent: apt is used only when one of the binaries is missing. Fails loudly when it
 # cannot install them, because the tests that need them would fail anyway.
 set -euo pipefail
@@ -9,6 +11,8 @@ set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+{ command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } >/dev/null 2>&1 && command -v mosquitto_passwd >/dev/null 2>&1 || need+=(mosquitto)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -35,6 +39,6 @@ export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 
-for bin in prometheus promtool chromium; do
+for bin in prometheus promtool chromium mosquitto_passwd openssl; do
   command -v "$bin" >/dev/null 2>&1 || { echo "install-test-deps: $bin still missing after apt-get" >&2; exit 1; }
 done

@@ -221,6 +221,20 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest webhook delivery accepted (413 above); deliveries carry no API key.",
     )
+    upload_max_bytes: int = Field(
+        10 * 1024 * 1024 * 1024,
+        ge=1024,
+        description="Largest file accepted by POST /v1/streams/{name}/files (413 above); it is spooled to the data dir, not held in memory.",
+    )
+    file_source_root: Path | None = Field(
+        None,
+        description="The only directory (and its subdirectories) a file source may read; default <data_dir>/inbox. Tenant admins create file sources, so nothing outside it is readable.",
+    )
+    file_chunk_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of an uploaded NDJSON or CSV file imported (and committed) at once; a crash resumes after the last committed chunk.",
+    )
     sse_buffer_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024,
@@ -289,6 +303,10 @@ class Settings(BaseSettings):
     @property
     def answers_path(self) -> Path:
         return self.data_dir / "answers.sqlite"
+
+    @property
+    def file_sources_root(self) -> Path:
+        return (self.file_source_root or self.data_dir / "inbox").resolve()
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

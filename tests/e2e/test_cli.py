@@ -245,6 +245,17 @@ def test_status_lists_streams_and_says_when_the_server_is_down(server: Server) -
     assert "● ready" in proc.stdout
     row = next(line for line in proc.stdout.splitlines() if f" {name} " in line)
     assert row.split("│")[2:6] == [" 1       ", " 5      ", " 2              ", " 2             "]
+    with server.client() as c:  # a source that cannot reach its broker shows why
+        spec = {"name": f"src_{name}", "kind": "mqtt", "stream": name,
+                "config": {"url": "mqtt://127.0.0.1:9", "topics": ["t"]}}  # fmt: skip
+        assert c.post("/v1/sources", json=spec).status_code == 201
+        deadline = time.monotonic() + 30
+        while c.get(f"/v1/sources/src_{name}").json()["status"] != "backing_off":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    proc = hw(server.url, "status")
+    row = next(line for line in proc.stdout.splitlines() if f"src_{name}" in line)
+    assert "mqtt" in row and "backing_off" in row, proc.stdout
     proc = hw("http://127.0.0.1:9", "status")
     assert (
         proc.returncode == 1 and "cannot reach" in proc.stderr and "headwater serve" in proc.stderr

@@ -102,8 +102,8 @@ def test_pause_resume_delete_and_tenant_isolation(server: Server) -> None:
             assert o.post("/v1/streams", json=spec).status_code == 201
             taken = o.post("/v1/sources", json=src)
             assert taken.status_code == 409 and "default" not in taken.text
-        mqtt = {"name": "fleet", "kind": "mqtt", "stream": "pushes3", "config": {}}
-        r = c.post("/v1/sources", json=mqtt)
+        kafka = {"name": "fleet", "kind": "kafka", "stream": "pushes3", "config": {}}
+        r = c.post("/v1/sources", json=kafka)
         assert r.status_code == 400 and r.json()["error"]["code"] == "source_kind_unavailable"
         bad = {**src, "name": "gh4", "config": {"verify": "md5", "secret": "s"}}
         assert c.post("/v1/sources", json=bad).json()["error"]["code"] == "bad_source_config"

@@ -1,4 +1,5 @@
-"""``headwater status``: is the server up and ready, what streams, pipelines and sinks it runs."""
+"""``headwater status``: is the server up and ready, what streams, pipelines, sources and
+sinks it runs."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def gather(client: httpx.Client) -> dict[str, Any]:
         pipelines = body.get("pipelines", []) if isinstance(body, dict) else body
     elif pipelines_resp.status_code != 404:  # 404: this server runs no pipeline engine
         raise error_of(pipelines_resp)
+    sources_resp = request(client, "GET", "/v1/sources")
+    sources = sources_resp.json().get("sources", []) if sources_resp.status_code == 200 else []
     return {
         "url": str(client.base_url),
         "health": health,
@@ -46,6 +49,7 @@ def gather(client: httpx.Client) -> dict[str, Any]:
         "streams": streams,
         "pipelines": pipelines,
         "sinks": _listed(client, "/v1/sinks", "sinks"),
+        "sources": sources,
     }
 
 
@@ -90,7 +94,22 @@ def streams_table(streams: list[dict[str, Any]]) -> Table:
     return t
 
 
-STATUS_STYLE = {"running": "green", "paused": "yellow", "failed": "bold red"}
+STATUS_STYLE = {"running": "green", "paused": "yellow", "failed": "bold red",
+                "backing_off": "yellow"}  # fmt: skip
+
+
+def sources_table(sources: list[dict[str, Any]]) -> Table:
+    t = Table("name", "kind", "stream", "status", "position", "rows in", "rejected", "lag",
+              title=f"Sources ({len(sources)})", title_justify="left", header_style="bold")  # fmt: skip
+    for s in sources:
+        status = str(s.get("status", "?"))
+        shown = f"[{STATUS_STYLE.get(status, 'white')}]{escape(status)}[/]"
+        if s.get("reason") or s.get("last_error"):
+            shown += f"\n[dim]{escape(str(s.get('reason') or s.get('last_error')))}[/]"
+        t.add_row(escape(str(s.get("name"))), escape(str(s.get("kind"))),
+                  escape(str(s.get("stream"))), shown, escape(str(s.get("position") or "-")),
+                  num(s.get("rows_in")), num(s.get("rows_rejected")), num(s.get("lag")))  # fmt: skip
+    return t
 
 
 def pipelines_table(pipelines: list[dict[str, Any]]) -> Table:
@@ -164,6 +183,8 @@ def render(info: dict[str, Any]) -> Group:
         parts.append("[dim]No pipelines yet: create one with POST /v1/pipelines.[/]")
     if info.get("sinks"):
         parts.append(sinks_table(info["sinks"]))
+    if info.get("sources"):
+        parts.append(sources_table(info["sources"]))
     return Group(*parts)
 
 
@@ -173,7 +194,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 10.0,
 ) -> None:
-    """Show the server's health and readiness, its streams and pipelines.
+    """Show the server's health and readiness, its streams, pipelines and sources.
 
     Exits 0 when the server is ready, 1 when it is not or cannot be reached.
     """

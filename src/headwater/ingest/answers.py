@@ -28,6 +28,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from headwater.ingest.accept import SOURCE_META
 from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord, records_of
 from headwater.ingest.quarantine import REPLAY_META
 from headwater.ingest.streams import StreamState
@@ -124,7 +125,8 @@ def read_answers(log: Log, st: StreamState, topic: str, start: int) -> tuple[lis
     offset = max(start, log.start_offset(topic))
     while entries := log.read_meta(topic, offset):
         for _, _, meta in entries:
-            if meta and not meta.startswith(REPLAY_META):  # replays keep no answers
+            # replays keep no answers; a source's entries keep its position instead
+            if meta and not meta.startswith((REPLAY_META, SOURCE_META)):
                 found += [(st.tenant, st.schema.name, r) for r in records_of(meta)]
         offset = entries[-1][1]
     return found, offset

@@ -53,6 +53,16 @@ INGEST_INFLIGHT_BYTES = Gauge(
     "headwater_ingest_inflight_bytes",
     "Request bytes held in the in-flight budget (read, being decoded or written), at scrape time.",
 )
+SOURCE_ROWS = Counter(
+    "headwater_source_rows_total",
+    "Rows committed by a pull source, by outcome (accepted, rejected, duplicate).",
+    ["tenant", "source", "outcome"],
+)
+SOURCE_BACKOFFS = Counter(
+    "headwater_source_backoffs_total",
+    "Times a pull source waited, by reason (pushback, quota, error).",
+    ["tenant", "source", "reason"],
+)
 
 # log
 LOG_APPENDS = Counter("headwater_log_appends_total", "Entries appended to the log.")

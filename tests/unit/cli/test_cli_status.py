@@ -19,6 +19,9 @@ PIPELINE = {
     "metrics": {"rows_in": 12000, "rows_out": 40, "late_rows": 3, "error_rows": 1,
                 "log_lag_rows": 250, "event_time_lag_s": 4.5},
 }  # fmt: skip
+SOURCE = {"name": "fleet", "kind": "mqtt", "stream": "readings", "status": "backing_off",
+          "reason": "ConnectionError: no answer", "position": "42", "rows_in": 4200,
+          "rows_rejected": 7, "lag": None}  # fmt: skip
 
 
 SINK = {
@@ -43,6 +46,7 @@ def server(pipelines: httpx.Response) -> httpx.Client:
             "/v1/streams": httpx.Response(200, json={"streams": [STREAM]}),
             "/v1/pipelines": pipelines,
             "/v1/sinks": httpx.Response(200, json={"sinks": [SINK]}),
+            "/v1/sources": httpx.Response(200, json={"sources": [SOURCE]}),
         }  # fmt: skip
         missing = httpx.Response(404, json={"error": {"code": "not_found", "message": "no"}})
         return routes.get(req.url.path, missing)
@@ -57,6 +61,7 @@ def test_status_shows_streams_pipelines_and_failing_checks() -> None:
     assert "readings" in out and "1,500" in out and "300" in out  # behind = 1500 - 1200
     assert "device_minute" in out and "failed" in out and "division by zero" in out
     assert "250 rows / 4.5 s" in out and "12,000" in out
+    assert "fleet" in out and "backing_off" in out and "no answer" in out and "4,200" in out
     orjson.dumps(info)  # --json prints the same
 
 

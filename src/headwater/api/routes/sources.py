@@ -8,11 +8,18 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
+from headwater.api.routes import uploads
 from headwater.api.routes.streams import json_body, platform, read_body
+from headwater.connectors.sources.files import DirectorySource
+from headwater.connectors.sources.mqtt import MqttSource
+from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
+from headwater.connectors.sources.runtime import Kinds, SourceRuntime
 from headwater.connectors.sources.signatures import SignatureError, verify
+from headwater.connectors.sources.uploads import Uploads
 from headwater.connectors.sources.webhook import map_events
 from headwater.errors import BadRequest, Overloaded
+from headwater.ingest.accept import Acceptor
 from headwater.services import Platform
 
 router = APIRouter(prefix="/v1", tags=["sources"])
@@ -118,5 +125,32 @@ async def webhook(name: str, request: Request) -> Response:
 
 
 def install(app: FastAPI, platform_: Platform) -> None:
-    app.state.sources = Sources(platform_.catalog, platform_.clock)
+    """Sources: the routes, and the pull-source runtime started and stopped with the app."""
+    p = platform_
+    root = p.settings.file_sources_root
+    registry = app.state.sources = Sources(p.catalog, p.clock, root)
+    acceptor = Acceptor(
+        p.ingest, p.log, p.clock, p.ingest_limits,
+        lambda st: p.materializer.lag(st.topic), p.settings.store_max_lag_rows, p.quotas,
+    )  # fmt: skip
+    positions = PositionFile(p.settings.data_dir / "sources.sqlite")
+    kinds: Kinds = {"mqtt": MqttSource, "file": lambda rec: DirectorySource(rec, root)}
+    runtime = SourceRuntime(registry, p.streams, acceptor, positions, kinds, p.log)
+    app.state.source_runtime = runtime
+    files = app.state.uploads = Uploads(
+        p.settings.data_dir / "uploads", runtime, p.streams, p.settings.file_chunk_bytes
+    )
     app.include_router(router)
+    app.include_router(uploads.router)
+
+    async def start() -> None:
+        await runtime.start()
+        await files.resume()
+
+    async def stop() -> None:
+        await files.stop()
+        await runtime.stop()
+        positions.close()
+
+    app.state.on_start.append(start)
+    app.state.on_stop.append(stop)

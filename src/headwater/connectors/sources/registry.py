@@ -8,7 +8,9 @@ can, never accepted and left idle.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from headwater.catalog.sqlite import Catalog, SourceRecord
@@ -18,7 +20,8 @@ from headwater.model.schema import NAME_RE
 from headwater.model.time import Clock, ms_to_datetime
 
 KINDS = ("webhook", "mqtt", "poll", "postgres_cdc", "file", "kafka", "nats")
-RUNNABLE = ("webhook",)
+RUNNABLE = ("webhook", "mqtt", "file")
+PULL = ("mqtt", "file")
 SECRET_KEYS = ("secret", "secrets", "password")
 
 
@@ -29,17 +32,47 @@ class SourceStats:
     deliveries: int = 0
     refused: int = 0  # deliveries with a bad or missing signature
     last_error: str | None = None
-    position: str | None = None  # the last delivery id
+    position: str | None = None  # the last delivery id, or the last committed position
     last_ms: int | None = None
+    # pull sources (set by the runtime): running, backing_off or failed, and why
+    state: str | None = None
+    reason: str | None = None
+    duplicates: int = 0
+    lag: int | None = None
+    positions: dict[str, str] = field(default_factory=dict)  # per partition
+
+
+def parse_config(kind: str, config: dict[str, Any], file_root: Path | None = None) -> None:
+    """Refuse a config its kind cannot run, with a 400 saying what to fix."""
+    if kind == "webhook":
+        WebhookConfig.parse(config)
+    elif kind == "mqtt":
+        from headwater.connectors.sources.mqtt import MqttConfig
+
+        MqttConfig.parse(config)
+    elif kind == "file":
+        from headwater.connectors.sources.files import DirectoryConfig
+
+        DirectoryConfig.parse(config, file_root)
 
 
 class Sources:
-    def __init__(self, catalog: Catalog, clock: Clock) -> None:
+    def __init__(self, catalog: Catalog, clock: Clock, file_root: Path | None = None) -> None:
         self._catalog = catalog
+        self._file_root = file_root
         self._clock = clock
         self._lock = threading.Lock()
         self._records = {(r.tenant, r.name): r for r in catalog.sources()}
         self._stats: dict[tuple[str, str], SourceStats] = {}
+        # called on create, pause/resume (the new record) and drop (dropped=True)
+        self.listeners: list[Callable[..., None]] = []
+
+    def all(self) -> list[SourceRecord]:
+        return list(self._records.values())
+
+    def _tell(self, rec: SourceRecord, dropped: bool = False) -> None:
+        for listener in self.listeners:
+            listener(rec, dropped=dropped)
 
     def create(self, tenant: str, data: Any, streams: set[str]) -> SourceRecord:
         if not isinstance(data, dict):
@@ -65,7 +98,7 @@ class Sources:
             )
         if not isinstance(config, dict):
             raise BadRequest("config must be a JSON object", code="bad_source_config")
-        WebhookConfig.parse(config)
+        parse_config(kind, config, self._file_root)
         rec = SourceRecord(tenant, name, kind, stream, config, "running", self._clock.now_ms())
         with self._lock:
             # Webhook URLs carry the name alone, so it is unique across tenants.
@@ -76,6 +109,7 @@ class Sources:
                 )
             self._catalog.put_source(rec)
             self._records[(tenant, name)] = rec
+        self._tell(rec)
         return rec
 
     def get(self, tenant: str, name: str) -> SourceRecord:
@@ -101,14 +135,16 @@ class Sources:
                            rec.created_ms)  # fmt: skip
         with self._lock:
             self._records[(tenant, name)] = new
+        self._tell(new)
         return new
 
     def drop(self, tenant: str, name: str) -> None:
-        self.get(tenant, name)
+        rec = self.get(tenant, name)
         self._catalog.drop_source(tenant, name)
         with self._lock:
             self._records.pop((tenant, name), None)
             self._stats.pop((tenant, name), None)
+        self._tell(rec, dropped=True)
 
     def stats(self, rec: SourceRecord) -> SourceStats:
         with self._lock:
@@ -117,9 +153,16 @@ class Sources:
     def view(self, rec: SourceRecord) -> dict[str, Any]:
         s = self.stats(rec)
         config = {k: ("***" if k in SECRET_KEYS else v) for k, v in rec.config.items()}
+        status = rec.status
+        if status == "running" and s.state is not None:
+            status = s.state
         return {
             "name": rec.name, "kind": rec.kind, "stream": rec.stream, "config": config,
-            "status": rec.status, "created_at": ms_to_datetime(rec.created_ms),
+            "status": status, "reason": s.reason if status != "paused" else None,
+            "created_at": ms_to_datetime(rec.created_ms),
+            "positions": {k: v for k, v in s.positions.items() if v != "done"},
+            "partitions_done": sum(v == "done" for v in s.positions.values()),
+            "duplicates": s.duplicates, "lag": s.lag,
             "position": s.position, "rows_in": s.rows_in, "rows_rejected": s.rows_rejected,
             "deliveries": s.deliveries, "refused": s.refused, "last_error": s.last_error,
             "last_delivery_at": ms_to_datetime(s.last_ms) if s.last_ms else None,

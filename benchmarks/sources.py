@@ -1,0 +1,155 @@
+"""Sources into a durable stream, next to HTTP ingest, in one run of one server.
+
+Starts a fresh ``headwater serve`` (fsync before every acknowledgement) and a private
+``mosquitto``, then measures, each into its own stream of the same schema:
+
+- HTTP: batched NDJSON (1,000 events a request) from a few client threads, events/s;
+- file import: one NDJSON file and one Parquet file (row groups of 100,000) through
+  ``POST /v1/streams/{name}/files``, from the request to the answer (all durable);
+- MQTT QoS 1: messages queued in the source's persistent session while it is paused,
+  then drained after ``resume``: messages/s from resume until all are durable and
+  acknowledged (the publisher's own speed is not measured).
+
+    python benchmarks/sources.py [--rows 1000000] [--messages 200000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
+from mqtt_broker import Broker, publish
+
+from serverproc import Server
+
+FIELDS = [
+    {"name": "device_id", "type": "string", "required": True},
+    {"name": "ts", "type": "timestamp", "required": True},
+    {"name": "temperature", "type": "float", "min": -50, "max": 150},
+    {"name": "status", "type": "string", "enum": ["ok", "warn", "error"]},
+    {"name": "seq", "type": "int"},
+]
+
+
+TS0_MS = 1_795_255_200_000  # 2026-11-21T10:00:00Z
+
+
+def event(i: int) -> dict[str, object]:
+    ts = f"2026-11-21T10:{i // 60_000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}Z"
+    return {"device_id": f"device-{i % 10_000:05d}", "ts": ts,
+            "temperature": 20.0 + (i % 100) / 10, "status": "ok", "seq": i}  # fmt: skip
+
+
+def stream(c: httpx.Client, name: str) -> None:
+    spec = {"name": name, "fields": FIELDS, "event_time": "ts", "key": ["device_id"]}
+    r = c.post("/v1/streams", json=spec)
+    assert r.status_code == 201, r.text
+
+
+def http_rate(srv: Server, seconds: float, threads: int = 4) -> float:
+    body = b"\n".join(orjson.dumps(event(i)) for i in range(1000)) + b"\n"
+    sent = [0] * threads
+    stop = time.monotonic() + seconds
+
+    def run(k: int) -> None:
+        with srv.client() as c:
+            while time.monotonic() < stop:
+                r = c.post("/v1/streams/http/events", content=body,
+                           headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+                if r.status_code == 200:
+                    sent[k] += 1000
+
+    t0 = time.monotonic()
+    workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(sent) / (time.monotonic() - t0)
+
+
+def file_rate(c: httpx.Client, body: bytes, ctype: str, rows: int) -> float:
+    t0 = time.monotonic()
+    r = c.post("/v1/streams/files/files", content=body, headers={"Content-Type": ctype},
+               timeout=600)  # fmt: skip
+    took = time.monotonic() - t0
+    assert r.status_code == 200 and r.json()["accepted"] == rows, r.text
+    return rows / took
+
+
+def mqtt_rate(c: httpx.Client, broker: Broker, n: int) -> float:
+    source = {"name": "fleet", "kind": "mqtt", "stream": "mqtt",
+              "config": {"url": broker.url, "topics": ["devices/+/t"], "qos": 1,
+                         "topic_fields": "devices/{device_id}/t"}}  # fmt: skip
+    assert c.post("/v1/sources", json=source).status_code == 201
+    probe = ("devices/probe/t", orjson.dumps({"ts": "2026-11-21T10:00:00Z", "seq": -1}))
+    deadline = time.monotonic() + 30
+    while c.get("/v1/sources/fleet").json()["rows_in"] < 1:  # subscribed
+        assert time.monotonic() < deadline, c.get("/v1/sources/fleet").json()
+        publish(broker.port, [probe])
+        time.sleep(0.2)
+    c.post("/v1/sources/fleet/pause")
+    base = c.get("/v1/sources/fleet").json()["rows_in"]
+    msgs = []
+    for i in range(n):
+        e = event(i)
+        msgs.append((f"devices/{e.pop('device_id')}/t", orjson.dumps(e)))
+    publish(broker.port, msgs)  # queued by the broker for the paused source's session
+    t0 = time.monotonic()
+    c.post("/v1/sources/fleet/resume")
+    while (got := c.get("/v1/sources/fleet").json()["rows_in"]) < base + n:
+        time.sleep(0.05)
+    took = time.monotonic() - t0
+    assert got == base + n
+    return n / took
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--messages", type=int, default=200_000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="hw-sources-bench-"))
+    broker = Broker(work)
+    srv = Server(work / "data").start()
+    print(f"load average before: {os.getloadavg()}")
+    try:
+        with srv.client() as c:
+            for name in ("http", "files", "mqtt"):
+                stream(c, name)
+            ndjson = b"".join(orjson.dumps(event(i)) + b"\n" for i in range(args.rows))
+            table = pa.Table.from_pylist([event(i) for i in range(args.rows)])
+            ms = pa.array([TS0_MS + i for i in range(args.rows)], pa.int64())
+            table = table.set_column(1, "ts", ms.cast(pa.timestamp("ms", tz="UTC")))
+            buf = io.BytesIO()
+            pq.write_table(table, buf, row_group_size=100_000)
+            http = http_rate(srv, args.seconds)
+            print(f"HTTP ingest, NDJSON 1,000/request, 4 client threads: {http:,.0f} events/s")
+            rate = file_rate(c, ndjson, "application/x-ndjson", args.rows)
+            print(f"file import, NDJSON ({len(ndjson) / 1e6:.0f} MB): {rate:,.0f} events/s")
+            rate = file_rate(c, buf.getvalue(), "application/vnd.apache.parquet", args.rows)
+            print(f"file import, Parquet: {rate:,.0f} events/s")
+            rate = mqtt_rate(c, broker, args.messages)
+            print(f"MQTT QoS 1, {args.messages:,} queued messages drained: {rate:,.0f} msg/s")
+    finally:
+        srv.stop()
+        broker.stop()
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
