@@ -11,9 +11,9 @@ from headwater.ui import mount as ui
 
 
 def extensions(profile: str) -> list[Extension]:
-    from headwater.api.routes import pipelines, sources
+    from headwater.api.routes import alerts, pipelines, sources
 
-    out: list[Extension] = [pipelines.install, sources.install, ui.install]
+    out: list[Extension] = [pipelines.install, sources.install, alerts.install, ui.install]
     if profile == "demo":
         from headwater import demo
 

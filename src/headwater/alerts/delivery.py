@@ -92,7 +92,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after_s: float | None) -> float:
         if retry_after_s is not None:
             return min(retry_after_s, self.cap_s)
-        return self.rng.random() * min(self.cap_s, self.base_s * 2**attempt)
+        return float(self.rng.random() * min(self.cap_s, self.base_s * 2**attempt))
 
 
 @dataclass(frozen=True, slots=True)

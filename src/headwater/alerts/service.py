@@ -1,0 +1,226 @@
+"""The alerts of every tenant: rules, evaluation on an interval, notifications, history.
+
+Rules, key states (with each rule's read position), history, snoozes and silences live
+in the catalog. An evaluation saves the new key states and the history in one catalog
+transaction *before* any notification is sent, so a restart never announces a change
+twice (and never forgets a key that fires); a crash between the save and the send loses
+that one notification, which the history then shows without a ``notified`` entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import httpx
+import structlog
+
+from headwater.alerts.channels import build_channel
+from headwater.alerts.condition import compile_condition
+from headwater.alerts.delivery import Notification, RetryPolicy, deliver
+from headwater.alerts.evaluate import Change, RuleRun, Tracked, advance, read_latest
+from headwater.alerts.mutes import Silence, Snooze
+from headwater.alerts.rules import AlertRule, parse_rule
+from headwater.catalog.sqlite import Catalog
+from headwater.errors import BadRequest, NotFound
+from headwater.model.time import Clock, ms_to_datetime
+from headwater.observability import metrics as m
+from headwater.store.ports import ResultStore
+
+log = structlog.get_logger("headwater.alerts")
+ORDER_COLUMNS = ("window_end", "window_start", "time", "ts", "timestamp")
+
+
+def _compile(rule: AlertRule, store: ResultStore) -> RuleRun:
+    schema = store.table_schema(rule.tenant, rule.source)
+    if schema is None:
+        raise BadRequest(f"table {rule.source!r} does not exist yet; create it first, "
+                         "or wait for its pipeline's first results", code="unknown_table")  # fmt: skip
+    if "_offset" in schema.names:
+        return RuleRun(rule, compile_condition(rule.condition, rule.key, "_offset", schema), True)
+    order = next((c for c in ORDER_COLUMNS if c in schema.names), None)
+    if order is None:
+        raise BadRequest(f"table {rule.source!r} has no time column ({', '.join(ORDER_COLUMNS)})"
+                         " to find each key's latest row", code="bad_alert_source")  # fmt: skip
+    return RuleRun(rule, compile_condition(rule.condition, rule.key, order, schema), False)
+
+
+def _rule(spec: dict[str, Any]) -> AlertRule:
+    return AlertRule(**spec)
+
+
+class Alerts:
+    def __init__(self, catalog: Catalog, store: ResultStore, clock: Clock, policy: RetryPolicy):
+        self._catalog, self._store, self._clock, self.policy = catalog, store, clock, policy
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, str], RuleRun] = {}
+        self._snoozes: dict[str, list[Snooze]] = {}
+        self._silences: dict[str, list[Silence]] = {}
+        for spec, cursor in catalog.alerts():
+            rule = _rule(spec)
+            try:
+                run = _compile(rule, store)
+            except BadRequest as exc:  # its table went away: keep the rule, report it
+                log.warning("alert_rule_unreadable", rule=rule.name, error=str(exc))
+                continue
+            run.cursor = cursor
+            states = catalog.alert_states(rule.tenant, rule.name)
+            run.keys = {k: Tracked.load(v) for k, v in states.items()}
+            self._runs[(rule.tenant, rule.name)] = run
+        self._load_mutes()
+
+    # rules -------------------------------------------------------------------------
+    def create(self, tenant: str, data: Any, tables: set[str]) -> AlertRule:
+        rule = parse_rule(tenant, data, self._clock.now_ms())
+        if rule.source not in tables:
+            raise BadRequest(f"alert reads {rule.source!r}, which is not a table or stream of "
+                             "this tenant", code="unknown_table")  # fmt: skip
+        run = _compile(rule, self._store)
+        self._catalog.put_alert(tenant, rule.name, rule.spec())
+        with self._lock:
+            self._runs[(tenant, rule.name)] = run
+        return rule
+
+    def get(self, tenant: str, name: str) -> RuleRun:
+        run = self._runs.get((tenant, name))
+        if run is None:
+            raise NotFound(f"alert {name!r} does not exist", code="unknown_alert")
+        return run
+
+    def in_tenant(self, tenant: str) -> list[RuleRun]:
+        return [r for (t, _), r in sorted(self._runs.items()) if t == tenant]
+
+    def drop(self, tenant: str, name: str) -> None:
+        self.get(tenant, name)
+        with self._lock:
+            self._runs.pop((tenant, name), None)
+        self._catalog.drop_alert(tenant, name)
+        self._catalog.drop_alert_mute(tenant, f"snooze:{name}:*")
+        for s in self._snoozes.get(tenant, []):
+            if s.rule == name and s.key is not None:
+                self._catalog.drop_alert_mute(tenant, f"snooze:{name}:{s.key}")
+        self._load_mutes()
+
+    def events(self, tenant: str, name: str, limit: int) -> list[dict[str, Any]]:
+        self.get(tenant, name)
+        return self._catalog.alert_events(tenant, name, limit)
+
+    # mutes -------------------------------------------------------------------------
+    def _load_mutes(self) -> None:
+        snoozes: dict[str, list[Snooze]] = {}
+        silences: dict[str, list[Silence]] = {}
+        for tenant, spec in self._catalog.alert_mutes():
+            if spec.pop("type") == "snooze":
+                snoozes.setdefault(tenant, []).append(Snooze(**spec))
+            else:
+                silences.setdefault(tenant, []).append(Silence(**spec))
+        self._snoozes, self._silences = snoozes, silences
+
+    def snooze(self, tenant: str, name: str, until_ms: int, key: str | None) -> Snooze:
+        self.get(tenant, name)
+        s = Snooze(name, until_ms, key)
+        self._catalog.put_alert_mute(tenant, f"snooze:{name}:{key or '*'}",
+                                     {"type": "snooze", "rule": name, "until_ms": until_ms,
+                                      "key": key})  # fmt: skip
+        self._load_mutes()
+        return s
+
+    def snoozes(self, tenant: str, name: str) -> list[Snooze]:
+        now = self._clock.now_ms()
+        return [s for s in self._snoozes.get(tenant, []) if s.rule == name and s.until_ms > now]
+
+    def add_silence(self, tenant: str, silence: Silence) -> None:
+        spec = {"type": "silence", "id": silence.id, "start_ms": silence.start_ms,
+                "end_ms": silence.end_ms, "labels": silence.labels, "comment": silence.comment}  # fmt: skip
+        self._catalog.put_alert_mute(tenant, silence.id, spec)
+        self._load_mutes()
+
+    def silences(self, tenant: str) -> list[Silence]:
+        return list(self._silences.get(tenant, []))
+
+    def drop_silence(self, tenant: str, silence_id: str) -> None:
+        if not silence_id.startswith("silence_") or not self._catalog.drop_alert_mute(
+            tenant, silence_id
+        ):
+            raise NotFound(f"silence {silence_id!r} does not exist", code="unknown_silence")
+        self._load_mutes()
+
+    # evaluation --------------------------------------------------------------------
+    def evaluate(self) -> list[tuple[AlertRule, Notification]]:
+        """One evaluation of every rule (blocking: run it in a thread)."""
+        out: list[tuple[AlertRule, Notification]] = []
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            started = time.perf_counter()
+            try:
+                out += self._evaluate(run)
+            except Exception:
+                log.exception("alert_evaluation_failed", tenant=run.rule.tenant, rule=run.rule.name)
+                m.ALERT_EVALUATION_ERRORS.labels(run.rule.tenant, run.rule.name).inc()
+            m.ALERT_EVALUATION_SECONDS.observe(time.perf_counter() - started)
+        return out
+
+    def _evaluate(self, run: RuleRun) -> list[tuple[AlertRule, Notification]]:
+        r = run.rule
+        before = run.cursor
+        latest = read_latest(run, self._store)
+        now = self._clock.now_ms()
+        changes, dirty = advance(run, latest, now, self._snoozes.get(r.tenant, []),
+                                 self._silences.get(r.tenant, []))  # fmt: skip
+        firing = sum(1 for t in run.keys.values() if t.state.phase == "firing")
+        m.ALERT_FIRING_KEYS.labels(r.tenant, r.name).set(firing)
+        recorded = [c for c in changes if c.step.change in ("fired", "resolved", "repeated")]
+        if dirty or recorded or run.cursor != before:
+            self._catalog.save_alert_progress(
+                r.tenant, r.name, run.cursor,
+                {k: (t.dump() if t is not None else None) for k, t in dirty.items()},
+                [(c.step.at_ms, self._event(r, c)) for c in recorded],
+            )  # fmt: skip
+        return [(r, self._notification(r, c)) for c in recorded if c.step.notify]
+
+    def _notification(self, r: AlertRule, c: Change) -> Notification:
+        kind = "resolved" if c.step.change == "resolved" else "firing"
+        return Notification(r.tenant, r.name, c.key, kind, r.severity,
+                            r.render(c.key, c.tracked.values), r.labels, c.tracked.values,
+                            c.step.at_ms, c.tracked.state.since_ms)  # fmt: skip
+
+    def _event(self, r: AlertRule, c: Change) -> dict[str, Any]:
+        return {"at": ms_to_datetime(c.step.at_ms).isoformat(), "kind": c.step.change,
+                "key": c.key, "notify": c.step.notify, "muted": c.step.muted,
+                "summary": r.render(c.key, c.tracked.values), "values": c.tracked.values}  # fmt: skip
+
+    def record_delivery(self, n: Notification, channel: str, attempts: int, error: str | None) -> None:
+        now = self._clock.now_ms()
+        event = {"at": ms_to_datetime(now).isoformat(), "kind": "failed" if error else "notified",
+                 "key": n.key, "status": n.kind, "channel": channel, "attempts": attempts,
+                 "error": error}  # fmt: skip
+        if (n.tenant, n.rule) in self._runs:
+            self._catalog.save_alert_progress(n.tenant, n.rule, self._runs[(n.tenant, n.rule)].cursor,
+                                              {}, [(now, event)])  # fmt: skip
+        m.ALERT_NOTIFICATIONS.labels(channel, "failed" if error else "delivered").inc()
+
+    # the loop ----------------------------------------------------------------------
+    async def run(self, interval_s: float, stop: asyncio.Event) -> None:
+        """Evaluate every ``interval_s`` and deliver, until ``stop`` is set."""
+        sending: set[asyncio.Task[None]] = set()
+        async with httpx.AsyncClient() as client:
+            while not stop.is_set():
+                for rule, n in await asyncio.to_thread(self.evaluate):
+                    for c in rule.channels:
+                        task = asyncio.create_task(self._send(client, c, n))
+                        sending.add(task)
+                        task.add_done_callback(sending.discard)
+                try:
+                    await asyncio.wait_for(stop.wait(), interval_s)
+                except TimeoutError:
+                    pass
+            for task in list(sending):
+                task.cancel()
+
+    async def _send(self, client: httpx.AsyncClient, c: dict[str, Any], n: Notification) -> None:
+        outcome = await deliver(build_channel(client, c), n, self.policy)
+        await asyncio.to_thread(self.record_delivery, n, c["kind"], outcome.attempts, outcome.error)
+
