@@ -96,7 +96,11 @@ def slack(throttle_first: int = 0, retry_after: str = "1") -> HttpStandIn:
 def pagerduty(throttle_every: int = 0) -> HttpStandIn:
     def answer(req: Request, n: int) -> Answer:
         if throttle_every and n % throttle_every == 1:
-            return 429, {}, b'{"status":"throttle event","message":"Requests for this service are arriving too quickly."}'
+            return (
+                429,
+                {},
+                b'{"status":"throttle event","message":"Requests for this service are arriving too quickly."}',
+            )
         ev = req.json()
         ok = (
             req.path == "/v2/enqueue" and isinstance(ev.get("routing_key"), str)
@@ -105,7 +109,11 @@ def pagerduty(throttle_every: int = 0) -> HttpStandIn:
         )  # fmt: skip
         if not ok:
             return 400, {}, b'{"status":"invalid event","message":"Event object is invalid"}'
-        reply = {"status": "success", "message": "Event processed", "dedup_key": ev.get("dedup_key")}
+        reply = {
+            "status": "success",
+            "message": "Event processed",
+            "dedup_key": ev.get("dedup_key"),
+        }
         return 202, {"content-type": "application/json"}, orjson.dumps(reply)
 
     return HttpStandIn(answer)

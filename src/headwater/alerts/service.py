@@ -10,6 +10,7 @@ that one notification, which the history then shows without a ``notified`` entry
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -192,7 +193,9 @@ class Alerts:
                 "key": c.key, "notify": c.step.notify, "muted": c.step.muted,
                 "summary": r.render(c.key, c.tracked.values), "values": c.tracked.values}  # fmt: skip
 
-    def record_delivery(self, n: Notification, channel: str, attempts: int, error: str | None) -> None:
+    def record_delivery(
+        self, n: Notification, channel: str, attempts: int, error: str | None
+    ) -> None:
         now = self._clock.now_ms()
         event = {"at": ms_to_datetime(now).isoformat(), "kind": "failed" if error else "notified",
                  "key": n.key, "status": n.kind, "channel": channel, "attempts": attempts,
@@ -213,14 +216,11 @@ class Alerts:
                         task = asyncio.create_task(self._send(client, c, n))
                         sending.add(task)
                         task.add_done_callback(sending.discard)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval_s)
-                except TimeoutError:
-                    pass
             for task in list(sending):
                 task.cancel()
 
     async def _send(self, client: httpx.AsyncClient, c: dict[str, Any], n: Notification) -> None:
         outcome = await deliver(build_channel(client, c), n, self.policy)
         await asyncio.to_thread(self.record_delivery, n, c["kind"], outcome.attempts, outcome.error)
-

@@ -46,7 +46,9 @@ def run(trace: list[tuple[int, bool, bool]], for_ms: int) -> list[tuple[int, str
 
 @settings(max_examples=300, deadline=None)
 @given(TRACE, st.integers(0, 5000))
-def test_notifications_match_the_reference(trace: list[tuple[int, bool, bool]], for_ms: int) -> None:
+def test_notifications_match_the_reference(
+    trace: list[tuple[int, bool, bool]], for_ms: int
+) -> None:
     assert run(trace, for_ms) == reference(trace, for_ms)
 
 
@@ -59,7 +61,9 @@ def test_fires_and_resolves_alternate(trace: list[tuple[int, bool, bool]], for_m
 
 def test_for_waits_until_the_condition_held_that_long() -> None:
     state, steps = step(None, True, 1000, for_ms=2000)
-    assert state is not None and state.phase == "pending" and [s.change for s in steps] == ["pending"]
+    assert (
+        state is not None and state.phase == "pending" and [s.change for s in steps] == ["pending"]
+    )
     state, steps = step(state, True, 2999, for_ms=2000)
     assert state is not None and state.phase == "pending" and steps == []
     state, steps = step(state, True, 3000, for_ms=2000)

@@ -105,6 +105,7 @@ async def snooze_alert(name: str, request: Request) -> Response:
     """Mute the rule's notifications, or one key's, until ``until``: ``{"until", "key"?}``."""
     who = authenticate(request)
     who.require("admin")
+    alerts(request).get(who.tenant, name)
     data = await json_body(request)
     if not isinstance(data, dict):
         raise BadRequest('send {"until": ISO time, "key": optional}', code="bad_snooze")
@@ -154,7 +155,9 @@ async def create_silence(request: Request) -> Response:
 @router.get("/silences")
 async def list_silences(request: Request) -> Response:
     who = authenticate(request)
-    return json_response({"silences": [_silence_view(s) for s in alerts(request).silences(who.tenant)]})
+    return json_response(
+        {"silences": [_silence_view(s) for s in alerts(request).silences(who.tenant)]}
+    )
 
 
 @router.delete("/silences/{silence_id}")
