@@ -50,10 +50,12 @@ class RuleRun:
     """A rule with its compiled condition, read position and the keys that hold."""
 
     rule: AlertRule
-    condition: Condition
-    stream: bool  # read by _offset (else: latest per key of a result table)
+    condition: Condition | None  # None while its table cannot be read (see ``error``)
+    stream: bool = True  # read by _offset (else: latest per key of a result table)
     cursor: int | None = None
+    # Replaced whole by each evaluation, so readers on other threads see one version.
     keys: dict[str, Tracked] = field(default_factory=dict)
+    error: str | None = None  # why the last evaluation failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +67,18 @@ class Change:
 
 def read_latest(run: RuleRun, store: ResultStore) -> pa.Table:
     """The newest row of each key that changed since the last evaluation, with ``__holds``."""
-    r = run.rule
+    r, cond = run.rule, run.condition
+    assert cond is not None
     if not run.stream:
-        rows = store.latest_per_key(r.tenant, r.source, [run.condition.key],
-                                    run.condition.order, 1)  # fmt: skip
-        return latest_per_key(run.condition, rows)
+        rows = store.latest_per_key(r.tenant, r.source, [cond.key], cond.order, 1)
+        return latest_per_key(cond, rows)
     start = run.cursor or 0
     parts = []
     while True:
         rows = store.rows_by_offset(r.tenant, r.source, start, 2**62, READ_ROWS)
         if rows.num_rows == 0:
             break
-        parts.append(latest_per_key(run.condition, rows))
+        parts.append(latest_per_key(cond, rows))
         start = int(rows.column("_offset")[-1].as_py()) + 1
         if rows.num_rows < READ_ROWS:
             break
@@ -85,7 +87,7 @@ def read_latest(run: RuleRun, store: ResultStore) -> pa.Table:
         return pa.table({KEY_COLUMN: pa.array([], pa.string())})
     if len(parts) == 1:
         return parts[0]
-    return latest_per_key(run.condition, pa.concat_tables(parts, promote_options="default"))
+    return latest_per_key(cond, pa.concat_tables(parts, promote_options="default"))
 
 
 def _values(row: dict[str, Any]) -> dict[str, Any]:
@@ -106,8 +108,9 @@ def advance(
     fresh = {row[KEY_COLUMN]: row for row in latest.to_pylist()} if latest.num_rows else {}
     changes: list[Change] = []
     dirty: dict[str, Tracked | None] = {}
-    for key in set(fresh) | set(run.keys):
-        old = run.keys.get(key)
+    keys = dict(run.keys)
+    for key in set(fresh) | set(keys):
+        old = keys.get(key)
         row = fresh.get(key)
         holds = bool(row[HOLDS_COLUMN]) if row is not None else old is not None
         values = _values(row) if row is not None else (old.values if old else {})
@@ -118,9 +121,10 @@ def advance(
         changes += [Change(key, s, Tracked(at, values)) for s in steps if at is not None]
         if tracked is None:
             if old is not None:
-                run.keys.pop(key)
+                keys.pop(key)
                 dirty[key] = None
         elif old is None or old.state != new or (row is not None and old.values != values):
-            run.keys[key] = tracked
+            keys[key] = tracked
             dirty[key] = tracked
+    run.keys = keys
     return changes, dirty

@@ -34,18 +34,20 @@ log = structlog.get_logger("headwater.alerts")
 ORDER_COLUMNS = ("window_end", "window_start", "time", "ts", "timestamp")
 
 
-def _compile(rule: AlertRule, store: ResultStore) -> RuleRun:
+def _compile(run: RuleRun, store: ResultStore) -> None:
+    """Check the rule against its table now; raises a 400 saying what to fix."""
+    rule = run.rule
     schema = store.table_schema(rule.tenant, rule.source)
     if schema is None:
         raise BadRequest(f"table {rule.source!r} does not exist yet; create it first, "
                          "or wait for its pipeline's first results", code="unknown_table")  # fmt: skip
-    if "_offset" in schema.names:
-        return RuleRun(rule, compile_condition(rule.condition, rule.key, "_offset", schema), True)
-    order = next((c for c in ORDER_COLUMNS if c in schema.names), None)
+    order = "_offset" if "_offset" in schema.names else None
+    order = order or next((c for c in ORDER_COLUMNS if c in schema.names), None)
     if order is None:
         raise BadRequest(f"table {rule.source!r} has no time column ({', '.join(ORDER_COLUMNS)})"
                          " to find each key's latest row", code="bad_alert_source")  # fmt: skip
-    return RuleRun(rule, compile_condition(rule.condition, rule.key, order, schema), False)
+    run.condition = compile_condition(rule.condition, rule.key, order, schema)
+    run.stream, run.error = order == "_offset", None
 
 
 def _rule(spec: dict[str, Any]) -> AlertRule:
@@ -61,12 +63,7 @@ class Alerts:
         self._silences: dict[str, list[Silence]] = {}
         for spec, cursor in catalog.alerts():
             rule = _rule(spec)
-            try:
-                run = _compile(rule, store)
-            except BadRequest as exc:  # its table went away: keep the rule, report it
-                log.warning("alert_rule_unreadable", rule=rule.name, error=str(exc))
-                continue
-            run.cursor = cursor
+            run = RuleRun(rule, None, cursor=cursor)
             states = catalog.alert_states(rule.tenant, rule.name)
             run.keys = {k: Tracked.load(v) for k, v in states.items()}
             self._runs[(rule.tenant, rule.name)] = run
@@ -78,7 +75,8 @@ class Alerts:
         if rule.source not in tables:
             raise BadRequest(f"alert reads {rule.source!r}, which is not a table or stream of "
                              "this tenant", code="unknown_table")  # fmt: skip
-        run = _compile(rule, self._store)
+        run = RuleRun(rule, None)
+        _compile(run, self._store)
         self._catalog.put_alert(tenant, rule.name, rule.spec())
         with self._lock:
             self._runs[(tenant, rule.name)] = run
@@ -157,9 +155,14 @@ class Alerts:
         for run in runs:
             started = time.perf_counter()
             try:
+                if run.condition is None:  # first evaluation since the start, or a failed one
+                    _compile(run, self._store)
                 out += self._evaluate(run)
-            except Exception:
-                log.exception("alert_evaluation_failed", tenant=run.rule.tenant, rule=run.rule.name)
+            except Exception as exc:  # the table went away or changed: report, retry later
+                if run.error is None:
+                    log.warning("alert_evaluation_failed", tenant=run.rule.tenant,
+                                rule=run.rule.name, error=str(exc))  # fmt: skip
+                run.condition, run.error = None, f"{type(exc).__name__}: {exc}"
                 m.ALERT_EVALUATION_ERRORS.labels(run.rule.tenant, run.rule.name).inc()
             m.ALERT_EVALUATION_SECONDS.observe(time.perf_counter() - started)
         return out
@@ -201,8 +204,7 @@ class Alerts:
                  "key": n.key, "status": n.kind, "channel": channel, "attempts": attempts,
                  "error": error}  # fmt: skip
         if (n.tenant, n.rule) in self._runs:
-            self._catalog.save_alert_progress(n.tenant, n.rule, self._runs[(n.tenant, n.rule)].cursor,
-                                              {}, [(now, event)])  # fmt: skip
+            self._catalog.add_alert_events(n.tenant, n.rule, [(now, event)])
         m.ALERT_NOTIFICATIONS.labels(channel, "failed" if error else "delivered").inc()
 
     # the loop ----------------------------------------------------------------------

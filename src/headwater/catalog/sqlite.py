@@ -410,6 +410,12 @@ class Catalog:
                 db.execute("ROLLBACK")
                 raise
 
+    def add_alert_events(self, tenant: str, rule: str, events: list[tuple[int, Any]]) -> None:
+        with self._lock:
+            self._db.executemany("INSERT INTO alert_events VALUES (?,?,?,?)",
+                                 [(tenant, rule, at, msgspec.json.encode(e).decode())
+                                  for at, e in events])  # fmt: skip
+
     def alert_events(self, tenant: str, rule: str, limit: int) -> list[dict[str, Any]]:
         """Newest first."""
         rows = self._q(

@@ -47,10 +47,10 @@ def _fail(field: str) -> int:
 
 
 def _view(a: Alerts, run: RuleRun, detail: bool) -> dict[str, Any]:
-    r = run.rule
-    out = {**r.view(), "created_at": _iso(r.created_ms),
-           "firing": sum(t.state.phase == "firing" for t in run.keys.values()),
-           "pending": sum(t.state.phase == "pending" for t in run.keys.values()),
+    r, keys = run.rule, run.keys  # one version of the keys (see RuleRun.keys)
+    out = {**r.view(), "created_at": _iso(r.created_ms), "error": run.error,
+           "firing": sum(t.state.phase == "firing" for t in keys.values()),
+           "pending": sum(t.state.phase == "pending" for t in keys.values()),
            "snoozed": [{"key": s.key, "until": _iso(s.until_ms)}
                        for s in a.snoozes(r.tenant, r.name)]}  # fmt: skip
     if detail:
@@ -58,7 +58,7 @@ def _view(a: Alerts, run: RuleRun, detail: bool) -> dict[str, Any]:
             {"key": k, "state": t.state.phase, "since": _iso(t.state.since_ms),
              "firing_since": _iso(t.state.firing_ms), "notified_at": _iso(t.state.notified_ms),
              "summary": r.render(k, t.values), "values": t.values}
-            for k, t in sorted(run.keys.items())
+            for k, t in sorted(keys.items())
         ]  # fmt: skip
     return out
 
