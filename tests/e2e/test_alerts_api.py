@@ -3,6 +3,7 @@ history, snooze, a restart that neither forgets nor re-announces, bad rules refu
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -182,3 +183,22 @@ def test_bad_rules_are_refused(server: Server) -> None:
         assert c.get("/v1/silences").json()["silences"] == []
         assert c.delete("/v1/alerts/r1").status_code == 200
         assert c.get("/v1/alerts").json()["alerts"] == []
+
+
+def test_the_docs_example_runs(fresh_server: Server) -> None:
+    """Every request of the first example in docs/alerts.md answers 2xx."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    commands = ["curl " + c for c in block.split("\ncurl ")[1:]]
+    assert len(commands) == 7
+    with fresh_server.client() as c:
+        for cmd in commands:
+            tokens = shlex.split(cmd, comments=True)
+            method = tokens[tokens.index("-X") + 1] if "-X" in tokens else None
+            body = tokens[tokens.index("-d") + 1] if "-d" in tokens else None
+            url = next(t for t in tokens if t.startswith("localhost:8000"))
+            path = url.removeprefix("localhost:8000")
+            if method is None:
+                method = "POST" if body is not None else "GET"
+            r = c.request(method, path, content=body)
+            assert r.status_code < 300, (cmd, r.text)

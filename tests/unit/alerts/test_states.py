@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from examples import examples
 from headwater.alerts.mutes import Silence, Snooze, is_muted
 from headwater.alerts.states import KeyState, step
 
@@ -44,7 +45,7 @@ def run(trace: list[tuple[int, bool, bool]], for_ms: int) -> list[tuple[int, str
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(TRACE, st.integers(0, 5000))
 def test_notifications_match_the_reference(
     trace: list[tuple[int, bool, bool]], for_ms: int
@@ -52,7 +53,7 @@ def test_notifications_match_the_reference(
     assert run(trace, for_ms) == reference(trace, for_ms)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(TRACE, st.integers(0, 5000))
 def test_fires_and_resolves_alternate(trace: list[tuple[int, bool, bool]], for_ms: int) -> None:
     kinds = [k for _, k in run(trace, for_ms)]
