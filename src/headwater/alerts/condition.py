@@ -23,6 +23,7 @@ from headwater.ingest.rules import ALLOWED_FUNCTIONS, FORBIDDEN, MAX_RULE_NODES
 
 KEY_COLUMN = "__key"
 HOLDS_COLUMN = "__holds"
+MAX_CONDITION_CHARS = 4000
 
 
 def _bad(message: str) -> BadRequest:
@@ -38,6 +39,15 @@ class Condition:
 
 def compile_condition(text: str, key: str, order: str, schema: pa.Schema) -> Condition:
     """Check ``text`` against the table's ``schema``; raises a 400 naming what to fix."""
+    if len(text) > MAX_CONDITION_CHARS:
+        raise _bad(f"the condition is longer than {MAX_CONDITION_CHARS} characters")
+    try:
+        return _compile(text, key, order, schema)
+    except RecursionError:  # the parser and printer recurse once per level
+        raise _bad("the condition nests too deeply; use fewer parentheses") from None
+
+
+def _compile(text: str, key: str, order: str, schema: pa.Schema) -> Condition:
     names = {n.lower(): n for n in schema.names}
     if key.lower() not in names:
         raise BadRequest(
@@ -46,7 +56,7 @@ def compile_condition(text: str, key: str, order: str, schema: pa.Schema) -> Con
         )
     try:
         tree = sqlglot.parse_one(text, read="duckdb")
-    except (sqlglot.errors.SqlglotError, RecursionError) as exc:
+    except (sqlglot.errors.SqlglotError, ValueError) as exc:
         raise _bad(f"condition {text!r} is not a SQL expression: {exc}") from None
     nodes = 0
     for node in tree.walk():
@@ -64,8 +74,9 @@ def compile_condition(text: str, key: str, order: str, schema: pa.Schema) -> Con
                 )
     if nodes > MAX_RULE_NODES:
         raise _bad(f"condition {text!r} is too large: keep it under {MAX_RULE_NODES} terms")
-    for col in tree.find_all(exp.Column):
-        col.replace(exp.column(names[col.name.lower()], quoted=True))
+    tree = tree.transform(
+        lambda n: exp.column(names[n.name.lower()], quoted=True) if isinstance(n, exp.Column) else n
+    )
     cond = Condition(tree.sql(dialect="duckdb"), names[key.lower()], names[order.lower()])
     kind = _type_of(cond, schema.empty_table())
     if kind not in ("BOOLEAN", '"NULL"', "NULL"):

@@ -94,7 +94,7 @@ async def alert_events(name: str, request: Request) -> Response:
     """History, newest first: fired, resolved, repeated, notified, failed."""
     who = authenticate(request)
     raw = request.query_params.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_EVENTS:
+    if not raw.isdigit() or len(raw) > 4 or not 1 <= int(raw) <= MAX_EVENTS:
         raise BadRequest(f"limit is a whole number from 1 to {MAX_EVENTS}", code="bad_limit")
     events = alerts(request).events(who.tenant, name, int(raw))
     return json_response({"name": name, "events": events})
