@@ -259,6 +259,9 @@ class Settings(BaseSettings):
     alert_retry_cap_s: float = Field(
         30.0, gt=0.0, description="Longest delay between two tries of a notification."
     )
+    alert_history_max_events: int = Field(
+        10_000, ge=1, description="History entries kept per alert rule (the oldest go first)."
+    )
 
     @property
     def log_dir(self) -> Path:

@@ -31,6 +31,8 @@ from headwater.observability import metrics as m
 from headwater.store.ports import ResultStore
 
 log = structlog.get_logger("headwater.alerts")
+STOP_GRACE_S = 5.0
+TRIM_EVERY = 500  # history entries written between two trims of a rule's history
 ORDER_COLUMNS = ("window_end", "window_start", "time", "ts", "timestamp")
 
 
@@ -55,8 +57,17 @@ def _rule(spec: dict[str, Any]) -> AlertRule:
 
 
 class Alerts:
-    def __init__(self, catalog: Catalog, store: ResultStore, clock: Clock, policy: RetryPolicy):
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: ResultStore,
+        clock: Clock,
+        policy: RetryPolicy,
+        history_max_events: int = 10_000,
+    ) -> None:
         self._catalog, self._store, self._clock, self.policy = catalog, store, clock, policy
+        self._history_max = history_max_events
+        self._written: dict[tuple[str, str], int] = {}  # history entries since the last trim
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], RuleRun] = {}
         self._snoozes: dict[str, list[Snooze]] = {}
@@ -96,6 +107,8 @@ class Alerts:
         with self._lock:
             self._runs.pop((tenant, name), None)
         self._catalog.drop_alert(tenant, name)
+        with contextlib.suppress(KeyError):
+            m.ALERT_FIRING_KEYS.remove(tenant, name)
         self._catalog.drop_alert_mute(tenant, f"snooze:{name}:*")
         for s in self._snoozes.get(tenant, []):
             if s.rule == name and s.key is not None:
@@ -183,6 +196,7 @@ class Alerts:
                 {k: (t.dump() if t is not None else None) for k, t in dirty.items()},
                 [(c.step.at_ms, self._event(r, c)) for c in recorded],
             )  # fmt: skip
+            self._wrote(r.tenant, r.name, len(recorded))
         return [(r, self._notification(r, c)) for c in recorded if c.step.notify]
 
     def _notification(self, r: AlertRule, c: Change) -> Notification:
@@ -205,7 +219,16 @@ class Alerts:
                  "error": error}  # fmt: skip
         if (n.tenant, n.rule) in self._runs:
             self._catalog.add_alert_events(n.tenant, n.rule, [(now, event)])
+            self._wrote(n.tenant, n.rule, 1)
         m.ALERT_NOTIFICATIONS.labels(channel, "failed" if error else "delivered").inc()
+
+    def _wrote(self, tenant: str, rule: str, entries: int) -> None:
+        """Keep a rule's history to ``history_max_events``, trimming now and then."""
+        n = self._written.get((tenant, rule), 0) + entries
+        if n >= min(TRIM_EVERY, self._history_max):
+            self._catalog.trim_alert_events(tenant, rule, self._history_max)
+            n = 0
+        self._written[(tenant, rule)] = n
 
     # the loop ----------------------------------------------------------------------
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
@@ -220,8 +243,10 @@ class Alerts:
                         task.add_done_callback(sending.discard)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval_s)
-            for task in list(sending):
-                task.cancel()
+            if sending:  # notifications due when the server stops: a moment to deliver
+                _, late = await asyncio.wait(sending, timeout=STOP_GRACE_S)
+                for task in late:
+                    task.cancel()
 
     async def _send(self, client: httpx.AsyncClient, c: dict[str, Any], n: Notification) -> None:
         outcome = await deliver(build_channel(client, c), n, self.policy)

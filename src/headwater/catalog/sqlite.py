@@ -393,8 +393,11 @@ class Catalog:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute("UPDATE alert_rules SET cursor = ? WHERE tenant = ? AND name = ?",
-                           (cursor, tenant, rule))  # fmt: skip
+                cur = db.execute("UPDATE alert_rules SET cursor = ? WHERE tenant = ? AND name = ?",
+                                 (cursor, tenant, rule))  # fmt: skip
+                if cur.rowcount == 0:  # deleted meanwhile: keep nothing of it
+                    db.execute("ROLLBACK")
+                    return
                 for key, st in states.items():
                     if st is None:
                         db.execute("DELETE FROM alert_states WHERE tenant = ? AND rule = ? "
@@ -411,10 +414,24 @@ class Catalog:
                 raise
 
     def add_alert_events(self, tenant: str, rule: str, events: list[tuple[int, Any]]) -> None:
+        """Append to the history of a rule that exists (a deleted rule's stays deleted)."""
         with self._lock:
-            self._db.executemany("INSERT INTO alert_events VALUES (?,?,?,?)",
-                                 [(tenant, rule, at, msgspec.json.encode(e).decode())
-                                  for at, e in events])  # fmt: skip
+            self._db.executemany(
+                "INSERT INTO alert_events SELECT ?, ?, ?, ? WHERE EXISTS "
+                "(SELECT 1 FROM alert_rules WHERE tenant = ? AND name = ?)",
+                [(tenant, rule, at, msgspec.json.encode(e).decode(), tenant, rule)
+                 for at, e in events],
+            )  # fmt: skip
+
+    def trim_alert_events(self, tenant: str, rule: str, keep: int) -> int:
+        """Forget all but the newest ``keep`` history entries of a rule; how many went."""
+        with self._lock:
+            return self._db.execute(
+                "DELETE FROM alert_events WHERE tenant = ? AND rule = ? AND at_ms < (SELECT "
+                "at_ms FROM alert_events WHERE tenant = ? AND rule = ? ORDER BY at_ms DESC "
+                "LIMIT 1 OFFSET ?)",
+                (tenant, rule, tenant, rule, keep - 1),
+            ).rowcount
 
     def alert_events(self, tenant: str, rule: str, limit: int) -> list[dict[str, Any]]:
         """Newest first."""

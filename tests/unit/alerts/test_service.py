@@ -131,3 +131,24 @@ def test_a_rule_whose_table_goes_away_reports_it_and_recovers(parts) -> None:  #
     append(store, 0, [("d1", 99.0)])
     assert sent(a) == [("d1", "firing", "g: d1")]
     assert a.get("default", "g").error is None
+
+
+def test_history_is_trimmed_and_a_deleted_rule_leaves_nothing(parts) -> None:  # type: ignore[no-untyped-def]
+    catalog, store, clock = parts
+    a = Alerts(catalog, store, clock, RetryPolicy(), history_max_events=4)
+    a.create("default", {"name": "h", "from": "readings", "key": "device_id",
+                         "condition": "temperature > 40", "channels": HOOK}, {"readings"})  # fmt: skip
+    for i in range(10):
+        clock.advance(1000)
+        append(store, i, [("d1", 50.0 if i % 2 == 0 else 10.0)])
+        assert len(sent(a)) == 1
+    history = a.events("default", "h", 100)
+    assert 4 <= len(history) < 10 and history[0]["kind"] == "resolved"
+    run = a.get("default", "h")
+    a.drop("default", "h")
+    catalog.save_alert_progress("default", "h", 99, {"d9": {"x": 1}}, [(T0, {"kind": "fired"})])
+    catalog.add_alert_events("default", "h", [(T0, {"kind": "notified"})])
+    assert (
+        catalog.alert_states("default", "h") == {} and catalog.alert_events("default", "h", 9) == []
+    )
+    assert run.rule.name == "h" and catalog.alerts() == []

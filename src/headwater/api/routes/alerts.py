@@ -172,7 +172,9 @@ def install(app: FastAPI, platform_: Platform) -> None:
     """Evaluate alert rules in this server, on an interval, from start to stop."""
     s = platform_.settings
     policy = RetryPolicy(s.alert_delivery_attempts, s.alert_retry_base_s, s.alert_retry_cap_s)
-    service = Alerts(platform_.catalog, platform_.store, platform_.clock, policy)
+    service = Alerts(
+        platform_.catalog, platform_.store, platform_.clock, policy, s.alert_history_max_events
+    )
     app.state.alerts = service
     app.include_router(router)
     stop = asyncio.Event()
