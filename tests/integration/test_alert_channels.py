@@ -3,15 +3,17 @@ receiver and an SMTP server: the requests they document, retries and dead letter
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator
+from itertools import pairwise
 
 import httpx
 import pytest
 
 from alert_services import Mailbox, pagerduty, signature_ok, slack, webhook_receiver
 from headwater.alerts.channels import build_channel
-from headwater.alerts.delivery import Notification, RetryPolicy, deliver, parse_retry_after
+from headwater.alerts.delivery import Notification, Pacer, RetryPolicy, deliver, parse_retry_after
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 POLICY = RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05, rng=random.Random(7))
@@ -129,3 +131,19 @@ def test_retry_after_takes_seconds_and_http_dates() -> None:
     p = RetryPolicy(base_s=1.0, cap_s=8.0, rng=random.Random(1))
     assert all(0 <= p.delay(a, None) <= min(8.0, 2**a) for a in range(10))
     assert p.delay(3, 100.0) == 8.0
+
+
+async def test_slack_sends_are_paced_per_webhook(client: httpx.AsyncClient) -> None:
+    svc = slack()
+    try:
+        pacer = Pacer(0.2)
+        a = build_channel(client, {"kind": "slack", "url": svc.url + "/a"}, pacer)
+        b = build_channel(client, {"kind": "slack", "url": svc.url + "/b"}, pacer)
+        outs = await asyncio.gather(*(deliver(ch, note(), POLICY) for ch in (a, a, a, b)))
+        assert all(o.delivered for o in outs)
+        times = sorted(r.at for r in svc.accepted if r.path == "/a")
+        assert len(times) == 3 and all(y - x >= 0.15 for x, y in pairwise(times))
+        first_b = next(r.at for r in svc.accepted if r.path == "/b")
+        assert first_b < times[1]  # another webhook does not wait behind this one
+    finally:
+        svc.close()

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
-from headwater.alerts.delivery import Channel, DeliveryError, Notification, http_error
+from headwater.alerts.delivery import Channel, DeliveryError, Notification, Pacer, http_error
 
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 PD_SEVERITY = {"critical": "critical", "error": "error", "warning": "warning", "info": "info"}
@@ -81,10 +81,12 @@ class SlackChannel:
 
     kind = "slack"
 
-    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
-        self._client, self._url = client, url
+    def __init__(self, client: httpx.AsyncClient, url: str, pacer: Pacer | None = None) -> None:
+        self._client, self._url, self._pacer = client, url, pacer
 
     async def send(self, n: Notification) -> None:
+        if self._pacer is not None:
+            await self._pacer.wait(self._url)
         icon = ":red_circle:" if n.kind == "firing" else ":large_green_circle:"
         text = f"{icon} [{n.kind.upper()}] {n.summary}"
         fields = [{"type": "mrkdwn", "text": f"*{k}*: {v}"} for k, v in n.labels.items()]
@@ -160,12 +162,17 @@ class EmailChannel:
             raise DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True) from None
 
 
-def build_channel(client: httpx.AsyncClient, c: dict[str, Any]) -> Channel:
+SLACK_INTERVAL_S = 1.0  # Slack: about one message a second per incoming webhook
+
+
+def build_channel(
+    client: httpx.AsyncClient, c: dict[str, Any], slack_pacer: Pacer | None = None
+) -> Channel:
     kind = c["kind"]
     if kind == "webhook":
         return WebhookChannel(client, c["url"], c["secret"])
     if kind == "slack":
-        return SlackChannel(client, c["url"])
+        return SlackChannel(client, c["url"], slack_pacer)
     if kind == "pagerduty":
         return PagerDutyChannel(client, c["routing_key"], c.get("url", PAGERDUTY_URL))
     return EmailChannel(c)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -121,3 +122,23 @@ async def deliver(
                 return Outcome(attempt, str(exc))
             await sleep(policy.delay(attempt - 1, exc.retry_after_s))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Pacer:
+    """At most one send per ``interval_s`` to each destination, in the order they asked.
+
+    Slack accepts about one message a second per incoming webhook; pacing keeps a burst of
+    alerts under that instead of collecting 429s. Runs on the event loop (no lock needed:
+    nothing awaits between reading and booking a slot).
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval = interval_s
+        self._next: dict[str, float] = {}
+
+    async def wait(self, destination: str) -> None:
+        now = time.monotonic()
+        at = max(now, self._next.get(destination, 0.0))
+        self._next[destination] = at + self._interval
+        if at > now:
+            await asyncio.sleep(at - now)

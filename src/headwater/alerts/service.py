@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import structlog
 
-from headwater.alerts.channels import build_channel
+from headwater.alerts.channels import SLACK_INTERVAL_S, build_channel
 from headwater.alerts.condition import compile_condition
-from headwater.alerts.delivery import Notification, RetryPolicy, deliver
+from headwater.alerts.delivery import Notification, Pacer, RetryPolicy, deliver
 from headwater.alerts.evaluate import Change, RuleRun, Tracked, advance, read_latest
 from headwater.alerts.mutes import Silence, Snooze
 from headwater.alerts.rules import AlertRule, parse_rule
@@ -68,6 +68,7 @@ class Alerts:
         self._catalog, self._store, self._clock, self.policy = catalog, store, clock, policy
         self._history_max = history_max_events
         self._written: dict[tuple[str, str], int] = {}  # history entries since the last trim
+        self._pacer = Pacer(SLACK_INTERVAL_S)
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], RuleRun] = {}
         self._snoozes: dict[str, list[Snooze]] = {}
@@ -249,5 +250,5 @@ class Alerts:
                     task.cancel()
 
     async def _send(self, client: httpx.AsyncClient, c: dict[str, Any], n: Notification) -> None:
-        outcome = await deliver(build_channel(client, c), n, self.policy)
+        outcome = await deliver(build_channel(client, c, self._pacer), n, self.policy)
         await asyncio.to_thread(self.record_delivery, n, c["kind"], outcome.attempts, outcome.error)
