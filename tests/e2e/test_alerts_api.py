@@ -202,3 +202,39 @@ def test_the_docs_example_runs(fresh_server: Server) -> None:
                 method = "POST" if body is not None else "GET"
             r = c.request(method, path, content=body)
             assert r.status_code < 300, (cmd, r.text)
+
+
+def test_alert_on_a_pipelines_results(tmp_path: Path, hook: HttpStandIn) -> None:
+    """The issue's example: ``avg_t > 40`` on per-minute averages, keyed by device."""
+    srv = Server(tmp_path / "data", HEADWATER_ALERT_EVAL_INTERVAL_S="0.1").start()
+    try:
+        with srv.client() as c:
+            assert c.post("/v1/streams", json=STREAM).status_code == 201
+            sql = ("CREATE PIPELINE device_minute AS SELECT device_id, window_start, window_end, "
+                   "avg(temperature) AS avg_t FROM TUMBLE(readings, ts, INTERVAL '1 minute') "
+                   "GROUP BY device_id, window_start, window_end WITH (watermark_delay = '0 seconds')")  # fmt: skip
+            assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+            rule = {"name": "hot_minute", "from": "device_minute", "key": "device_id",
+                    "condition": "avg_t > 40", "summary": "$device_id averaged $avg_t",
+                    "channels": [{"kind": "webhook", "url": hook.url, "secret": SECRET}]}  # fmt: skip
+            r = c.post("/v1/alerts", json=rule)
+            assert r.status_code == 201, r.text
+
+            def at(minute: int, second: int, device: str, t: float) -> dict[str, Any]:
+                ts = f"2026-01-01T10:{minute:02d}:{second:02d}Z"
+                return {"device_id": device, "ts": ts, "temperature": t}
+
+            def post(*events: dict[str, Any]) -> None:
+                assert c.post("/v1/streams/readings/events", json=list(events)).status_code < 300
+
+            post(at(0, 10, "a", 50.0), at(0, 20, "a", 44.0), at(0, 30, "b", 20.0))
+            post(at(1, 5, "b", 20.0))  # the watermark passes 10:01: the 10:00 windows close
+            wait_for("a fires", lambda: len(hook.accepted) == 1)
+            assert hook.accepted[0].json()["summary"] == "a averaged 47.0"
+            post(at(1, 10, "a", 30.0))
+            post(at(2, 5, "b", 20.0))  # 10:01 closes: a averaged 30
+            wait_for("a resolves", lambda: len(hook.accepted) == 2)
+            assert [r.json()["status"] for r in hook.accepted] == ["firing", "resolved"]
+            assert {r.json()["key"] for r in hook.accepted} == {"a"}
+    finally:
+        srv.stop()
