@@ -11,10 +11,16 @@ from headwater.ui import mount as ui
 
 
 def extensions(profile: str) -> list[Extension]:
-    from headwater.api.routes import pipelines, sinks, sources
+    from headwater.api.routes import alerts, pipelines, sinks, sources
 
     # sinks read the pipelines' extension (extras["pipelines"]): installed after it
-    out: list[Extension] = [pipelines.install, sources.install, sinks.install, ui.install]
+    out: list[Extension] = [
+        pipelines.install,
+        sources.install,
+        sinks.install,
+        alerts.install,
+        ui.install,
+    ]
     if profile == "demo":
         from headwater import demo
 

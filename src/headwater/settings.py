@@ -281,6 +281,21 @@ class Settings(BaseSettings):
         le=1.0,
         description="Share of traces recorded (a caller's sampling decision wins).",
     )
+    alert_eval_interval_s: float = Field(
+        1.0, gt=0.0, description="Seconds between two evaluations of every alert rule."
+    )
+    alert_delivery_attempts: int = Field(
+        5, ge=1, description="Tries of one alert notification before it is a dead letter."
+    )
+    alert_retry_base_s: float = Field(
+        0.5, gt=0.0, description="First retry delay of a notification (doubles each try)."
+    )
+    alert_retry_cap_s: float = Field(
+        30.0, gt=0.0, description="Longest delay between two tries of a notification."
+    )
+    alert_history_max_events: int = Field(
+        10_000, ge=1, description="History entries kept per alert rule (the oldest go first)."
+    )
 
     @property
     def log_dir(self) -> Path:

@@ -175,6 +175,26 @@ PIPELINE_WATERMARK_SECONDS = Gauge(
     ["tenant", "pipeline"],
 )
 
+# alerts
+ALERT_EVALUATION_SECONDS = Histogram(
+    "headwater_alert_evaluation_seconds",
+    "Time to evaluate one alert rule over its new rows.",
+    buckets=LATENCY_BUCKETS,
+)
+ALERT_EVALUATION_ERRORS = Counter(
+    "headwater_alert_evaluation_errors_total",
+    "Evaluations of an alert rule that failed (the rule's table could not be read).",
+    ["tenant", "rule"],
+)
+ALERT_FIRING_KEYS = Gauge(
+    "headwater_alert_firing_keys", "Keys of an alert rule firing now.", ["tenant", "rule"]
+)
+ALERT_NOTIFICATIONS = Counter(
+    "headwater_alert_notifications_total",
+    "Alert notifications by channel kind and outcome (delivered, failed after retries).",
+    ["channel", "outcome"],
+)
+
 # Deprecated names, served only with ``metrics_deprecated_names = true``; gone next release.
 DEPRECATED = CollectorRegistry(auto_describe=True)
 PIPELINE_WATERMARK_MS = Gauge(
