@@ -43,9 +43,11 @@ from headwater.engine.operators.anomaly import AnomalyScore
 from headwater.engine.operators.base import Operator, StepOutput, error_schema, late_schema
 from headwater.engine.operators.dedup import Dedup
 from headwater.engine.operators.pattern import PatternMatch
+from headwater.engine.operators.predict import ModelScore
 from headwater.engine.operators.session import SessionAggregate
 from headwater.engine.operators.stateless import Stateless
 from headwater.engine.operators.window import WindowAggregate
+from headwater.engine.models import InMemoryModels, Models
 from headwater.engine.plan import Plan
 from headwater.engine.references import InMemoryReferenceTables, ReferenceTables
 from headwater.engine.sql.planner import plan_pipeline
@@ -57,7 +59,11 @@ STATE_VERSION = 1
 
 class Pipeline:
     def __init__(
-        self, plan: Plan, input_schema: pa.Schema, references: ReferenceTables | None = None
+        self,
+        plan: Plan,
+        input_schema: pa.Schema,
+        references: ReferenceTables | None = None,
+        models: Models | None = None,
     ) -> None:
         refs = references or InMemoryReferenceTables()
         schemas = {name: refs.get(name).schema for name in plan.references}
@@ -67,12 +73,19 @@ class Pipeline:
 
         self.plan = plan
         self.input_schema = input_schema
-        self.compiled = compile_plan(plan, input_schema, schemas, tables)
         self.operators: list[Operator] = []
         if plan.dedup is not None:
             self.operators.append(Dedup(plan.dedup, plan.options, input_schema))
+        scored = input_schema
+        if plan.predictions:
+            stage = ModelScore(
+                plan.predictions, models or InMemoryModels(), input_schema, f"pipeline {plan.name}"
+            )
+            self.operators.append(stage)
+            scored = stage.output_schema
+        self.compiled = compile_plan(plan, scored, schemas, tables)
         if plan.scoring is not None:
-            self.operators.append(AnomalyScore(plan.scoring, input_schema, f"pipeline {plan.name}"))
+            self.operators.append(AnomalyScore(plan.scoring, scored, f"pipeline {plan.name}"))
         main: Operator
         if plan.kind == "stateless":
             main = Stateless(self.compiled)
@@ -91,8 +104,9 @@ class Pipeline:
         input_schema: pa.Schema,
         references: ReferenceTables | None = None,
         streams: Collection[str] = (),
+        models: Models | None = None,
     ) -> Pipeline:
-        return cls(plan_pipeline(sql, streams=streams), input_schema, references)
+        return cls(plan_pipeline(sql, streams=streams), input_schema, references, models)
 
     @property
     def name(self) -> str:
@@ -160,7 +174,7 @@ class Pipeline:
     def status(self) -> dict[str, Any]:
         """Watermark, open windows, state size, oldest open window end, counters."""
         out = dict(self.operators[-1].status())
-        for op in self.operators[:-1]:
+        for op in reversed(self.operators[:-1]):  # the first operator's input counts
             first = op.status()
             out["dropped_duplicates"] = first["dropped_duplicates"]
             out["rows_in"] = first["rows_in"]
