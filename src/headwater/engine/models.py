@@ -146,8 +146,8 @@ class OnnxModel:
             found = [o for o in outs if o["name"] == output]
             if not found:
                 names = ", ".join(o["name"] for o in outs)
-                raise NotFound(f"{label} has no output {output!r}; its outputs: {names}",
-                               code="unknown_model_output")  # fmt: skip
+                raise BadRequest(f"{label} has no output {output!r}; its outputs: {names}",
+                                 code="unknown_model_output")  # fmt: skip
             return found[0]
         if proba:
             wide = [o for o in outs if len(o["shape"]) == 2 and o["type"] in TYPES]

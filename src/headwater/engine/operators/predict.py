@@ -19,7 +19,7 @@ from headwater.engine.operators.base import Counters, StepOutput, error_rows
 from headwater.engine.operators.query import BATCH, BatchQuery, conform, quote
 from headwater.engine.plan import Prediction
 from headwater.engine.state import pack, unpack
-from headwater.errors import QueryError, UnsupportedSQL
+from headwater.errors import BadRequest, NotFound, QueryError, UnsupportedSQL
 
 ARROW = {duck: arrow for arrow, duck in TYPES.values()}
 PLAIN = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_]*|"[^"]+")$')
@@ -29,7 +29,10 @@ def bind(models: Models, calls: tuple[Prediction, ...]) -> list[Scorer]:
     """A scorer per call, checked against its model (400 naming what to fix)."""
     out = []
     for c in calls:
-        model = models.get(c.model, c.version)
+        try:
+            model = models.get(c.model, c.version)
+        except NotFound as exc:  # a mistake in the pipeline's SQL
+            raise BadRequest(str(exc), code="unknown_model") from None
         out.append(model.bind(len(c.args), c.output, c.proba))
     return out
 
