@@ -132,7 +132,9 @@ def test_a_new_version_leaves_running_pipelines_on_theirs(fresh_server: Server) 
                headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
         got = wait_for(lambda: rows(c, "v", len(sent)))
         assert got is not None and all(isinstance(g["y"], float) for g in got), got
-        sql2 = "CREATE PIPELINE v2 AS SELECT event_id, predict('m@1', temperature) AS y FROM climate"
+        sql2 = (
+            "CREATE PIPELINE v2 AS SELECT event_id, predict('m@1', temperature) AS y FROM climate"
+        )
         r = c.post("/v1/pipelines", json={"sql": sql2})
         assert r.status_code == 400 and r.json()["error"]["code"] == "bad_predict_call", r.text
 
@@ -153,7 +155,9 @@ def test_uploads_that_are_not_onnx_models_are_refused(server: Server, tmp_path: 
         assert c.get("/v1/models/bad").status_code == 404
         r = c.post("/v1/models", params={"name": "../x"}, content=b"x", headers=OCTETS)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_model_name"
-        r = c.post("/v1/models", params={"name": "x"}, content=b"x", headers={"Content-Type": "text/plain"})
+        r = c.post(
+            "/v1/models", params={"name": "x"}, content=b"x", headers={"Content-Type": "text/plain"}
+        )
         assert r.status_code == 415
         assert c.post("/v1/streams", json={**STREAM, "name": "ghosts"}).status_code == 201
         r = c.post("/v1/pipelines", json={"sql": "CREATE PIPELINE q AS SELECT predict('ghost', "

@@ -357,7 +357,9 @@ class Catalog:
             ).fetchone()
         return int(row[0])
 
-    def model_versions(self, tenant: str, name: str | None = None) -> list[tuple[str, int, dict[str, Any], int]]:
+    def model_versions(
+        self, tenant: str, name: str | None = None
+    ) -> list[tuple[str, int, dict[str, Any], int]]:
         """(name, version, spec, created_ms) of the tenant's models (or one), oldest first."""
         sql = "SELECT name, version, spec, created_ms FROM models WHERE tenant = ?"
         args: tuple[Any, ...] = (tenant,)
@@ -377,7 +379,10 @@ class Catalog:
         """The model versions a pipeline was created with (replacing any earlier pins)."""
         self._q("DELETE FROM pipeline_models WHERE tenant = ? AND pipeline = ?", (tenant, pipeline))
         for model, version in pins.items():
-            self._q("INSERT INTO pipeline_models VALUES (?, ?, ?, ?)", (tenant, pipeline, model, version))
+            self._q(
+                "INSERT INTO pipeline_models VALUES (?, ?, ?, ?)",
+                (tenant, pipeline, model, version),
+            )
 
     def pipeline_models(self, tenant: str, pipeline: str) -> dict[str, int]:
         rows = self._q("SELECT model, version FROM pipeline_models WHERE tenant = ? AND pipeline = ?",

@@ -35,15 +35,24 @@ TYPES: dict[str, tuple[pa.DataType, str]] = {
     "tensor(bool)": (pa.bool_(), "BOOLEAN"),
     "tensor(string)": (pa.string(), "VARCHAR"),
 }
-ZIPMAP_HINT = "export the classifier without ZipMap: skl2onnx to_onnx(..., options={'zipmap': False})"
+ZIPMAP_HINT = (
+    "export the classifier without ZipMap: skl2onnx to_onnx(..., options={'zipmap': False})"
+)
 
 
 Failures = list[tuple[int, str]]  # (row index, message) of rows the model failed on
 
 
 class Scorer(Protocol):
-    type: pa.DataType  # of the result column
-    arg_types: tuple[str, ...]  # the DuckDB type each argument is cast to
+    @property
+    def type(self) -> pa.DataType:
+        """The result column's type."""
+        ...
+
+    @property
+    def arg_types(self) -> tuple[str, ...]:
+        """The DuckDB type each argument is cast to."""
+        ...
 
     def run(self, args: Sequence[pa.Array]) -> tuple[pa.Array, Failures]:
         """One result per row (null where it failed), and the rows the model failed on."""
@@ -77,7 +86,11 @@ def load_session(data: bytes) -> Any:
 def describe(args: Sequence[Any]) -> list[dict[str, Any]]:
     """Inputs or outputs of a session as JSON: name, ONNX type, shape (None: any size)."""
     return [
-        {"name": a.name, "type": a.type, "shape": [d if isinstance(d, int) else None for d in a.shape]}
+        {
+            "name": a.name,
+            "type": a.type,
+            "shape": [d if isinstance(d, int) else None for d in a.shape],
+        }
         for a in args
     ]
 
@@ -201,7 +214,9 @@ class OnnxScorer:
         at = 0
         for name, _, k in self.feeds:
             if k:
-                feed[name] = np.column_stack(cols[at : at + k]) if n else np.empty((0, k), cols[0].dtype)
+                feed[name] = (
+                    np.column_stack(cols[at : at + k]) if n else np.empty((0, k), cols[0].dtype)
+                )
                 at += k
             else:
                 feed[name] = cols[at].reshape(n, 1)

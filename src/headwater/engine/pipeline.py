@@ -39,6 +39,7 @@ from typing import Any
 import pyarrow as pa
 
 from headwater.engine.compile import compile_plan, ref_name
+from headwater.engine.models import InMemoryModels, Models
 from headwater.engine.operators.anomaly import AnomalyScore
 from headwater.engine.operators.base import Operator, StepOutput, error_schema, late_schema
 from headwater.engine.operators.dedup import Dedup
@@ -47,7 +48,6 @@ from headwater.engine.operators.predict import ModelScore
 from headwater.engine.operators.session import SessionAggregate
 from headwater.engine.operators.stateless import Stateless
 from headwater.engine.operators.window import WindowAggregate
-from headwater.engine.models import InMemoryModels, Models
 from headwater.engine.plan import Plan
 from headwater.engine.references import InMemoryReferenceTables, ReferenceTables
 from headwater.engine.sql.planner import plan_pipeline

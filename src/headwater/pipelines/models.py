@@ -62,7 +62,7 @@ class ModelRegistry:
             self._loaded[(tenant, name, version)] = OnnxModel(name, version, session)
         return self.describe(tenant, name)
 
-    def list(self, tenant: str) -> list[dict[str, Any]]:
+    def all(self, tenant: str) -> list[dict[str, Any]]:
         names = sorted({n for n, *_ in self._catalog.model_versions(tenant)})
         return [self.describe(tenant, n) for n in names]
 

@@ -56,7 +56,7 @@ async def upload_model(request: Request) -> Response:
 @router.get("/models")
 async def list_models(request: Request) -> Response:
     who = authenticate(request)
-    return json_response(await asyncio.to_thread(registry(request).list, who.tenant))
+    return json_response(await asyncio.to_thread(registry(request).all, who.tenant))
 
 
 @router.get("/models/{name}")

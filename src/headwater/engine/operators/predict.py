@@ -91,7 +91,8 @@ class ModelScore:
             if len(result.failed):
                 errors.append(error_rows(batch, result.failed, result.messages))
             rows = result.rows
-        cols, failed, messages = [], np.zeros(rows.num_rows, dtype=bool), {}
+        cols, failed = [], np.zeros(rows.num_rows, dtype=bool)
+        messages: dict[int, str] = {}
         for i, scorer in enumerate(self.scorers):
             values, failures = scorer.run(self._args(rows, i))
             for row, message in failures:

@@ -64,7 +64,7 @@ def extract_predictions(select: exp.Select, sql: str) -> tuple[exp.Select, tuple
     return select, tuple(out)
 
 
-def _prediction(call: exp.Anonymous, column: str, sql: str) -> Prediction:
+def _prediction(call: exp.Expr, column: str, sql: str) -> Prediction:
     func = str(call.name).lower()
     args = list(call.expressions)
     at = node_offset(call)

@@ -70,9 +70,9 @@ def readings(seed: int, n: int) -> pa.Table:
 
 
 def features(batch: pa.Table) -> np.ndarray:
-    return np.column_stack(
-        [batch["temperature"].to_numpy(), batch["humidity"].to_numpy()]
-    ).astype(np.float32)
+    return np.column_stack([batch["temperature"].to_numpy(), batch["humidity"].to_numpy()]).astype(
+        np.float32
+    )
 
 
 def run(sql: str, fitted: dict[str, Any], batch: pa.Table) -> Any:
@@ -89,7 +89,9 @@ def test_scores_equal_the_scikit_learn_models(fitted: dict[str, Any]) -> None:
     rows = out.appends
     x = features(batch)
     assert rows["label"].to_pylist() == fitted["clf"].predict(x).tolist()
-    np.testing.assert_allclose(rows["p"].to_numpy(), fitted["clf"].predict_proba(x)[:, 1], atol=1e-5)
+    np.testing.assert_allclose(
+        rows["p"].to_numpy(), fitted["clf"].predict_proba(x)[:, 1], atol=1e-5
+    )
     np.testing.assert_allclose(rows["y"].to_numpy(), fitted["reg"].predict(x), rtol=1e-5, atol=1e-4)
     assert p.output_schema.field("p").type == pa.float32()
     assert p.output_schema.names == ["device_id", "label", "p", "y"]
@@ -110,7 +112,9 @@ def test_a_null_argument_scores_null(fitted: dict[str, Any]) -> None:
     _, out = run("SELECT predict('reg', temperature, humidity) AS y FROM readings", fitted, batch)
     y = out.appends["y"].to_pylist()
     assert y[0] is None
-    assert y[1] == pytest.approx(float(fitted["reg"].predict(np.float32([[25.0, 50.0]]))[0]), rel=1e-5)
+    assert y[1] == pytest.approx(
+        float(fitted["reg"].predict(np.float32([[25.0, 50.0]]))[0]), rel=1e-5
+    )
 
 
 def test_rows_the_model_or_an_argument_fails_on_go_to_the_error_table(
