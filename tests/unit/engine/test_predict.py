@@ -97,6 +97,17 @@ def test_scores_equal_the_scikit_learn_models(fitted: dict[str, Any]) -> None:
     assert p.output_schema.names == ["device_id", "label", "p", "y"]
 
 
+def test_a_named_output_of_several_values_is_a_list(fitted: dict[str, Any]) -> None:
+    batch = readings(5, 50)
+    sql = ("SELECT predict('clf:probabilities', temperature, humidity) AS ps, "
+           "predict('clf:probabilities', temperature, humidity)[2] AS p1 FROM readings")  # fmt: skip
+    p, out = run(sql, fitted, batch)
+    want = fitted["clf"].predict_proba(features(batch))
+    np.testing.assert_allclose(np.array(out.appends["ps"].to_pylist()), want, atol=1e-5)
+    np.testing.assert_allclose(out.appends["p1"].to_numpy(), want[:, 1], atol=1e-5)
+    assert p.output_schema.field("ps").type == pa.list_(pa.float32())
+
+
 def test_a_score_filters_rows_and_star_hides_the_score_columns(fitted: dict[str, Any]) -> None:
     batch = readings(3, 300)
     sql = "SELECT * FROM readings WHERE predict_proba('clf', temperature, humidity) > 0.5"
