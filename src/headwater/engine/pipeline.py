@@ -34,6 +34,7 @@ of a key replace earlier ones).
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -135,9 +136,17 @@ class Pipeline:
         out = StepOutput()
         for op in self.operators[:-1]:
             step = op.process(data, now_ms)
-            out = out.then(StepOutput(late=step.late, errors=step.errors))
+            out = out.then(StepOutput(late=self._rows(step.late), errors=self._rows(step.errors)))
             data = step.appends if step.appends is not None else self.input_schema.empty_table()
-        return out.then(self.operators[-1].process(data, now_ms))
+        last = self.operators[-1].process(data, now_ms)
+        return out.then(replace(last, late=self._rows(last.late), errors=self._rows(last.errors)))
+
+    def _rows(self, table: pa.Table | None) -> pa.Table | None:
+        """Late or error rows as the stream had them: without the model stage's scores."""
+        if table is None or not self.plan.predictions:
+            return table
+        hidden = {p.column for p in self.plan.predictions}
+        return table.select([n for n in table.schema.names if n not in hidden])
 
     def on_time(self, now_ms: int) -> StepOutput:
         """Processing time passed: idle watermark advance, windows that close because of it."""

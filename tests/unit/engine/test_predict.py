@@ -143,6 +143,42 @@ def test_rows_the_model_or_an_argument_fails_on_go_to_the_error_table(
     assert "lookup" in errors["b"] and "x1" in errors["d"]
 
 
+def test_error_rows_of_a_later_stage_have_the_streams_columns(fitted: dict[str, Any]) -> None:
+    batch = pa.table({"device_id": ["a", "b"], "temperature": [1.0, 2.0], "humidity": [0.0, 0.0],
+                      "status": ["7", "x"]})  # fmt: skip
+    sql = ("SELECT device_id, predict('lookup', temperature) + CAST(status AS INTEGER) AS v "
+           "FROM readings")  # fmt: skip
+    p, out = run(sql, fitted, batch)
+    assert out.appends.to_pylist() == [{"device_id": "a", "v": 18.0}]
+    assert out.errors.schema.names == p.error_schema.names
+    assert out.errors["device_id"].to_pylist() == ["b"]
+
+
+def test_scores_feed_anomaly_functions(fitted: dict[str, Any]) -> None:
+    schema = SCHEMA.append(pa.field("ts", pa.timestamp("ms", tz="UTC")))
+    batch = readings(6, 80)
+    batch = batch.append_column("ts", pa.array(np.arange(80) * 1000, pa.timestamp("ms", tz="UTC")))
+    over = "OVER (PARTITION BY device_id ORDER BY ts)"
+    sql = (f"CREATE PIPELINE a AS SELECT device_id, ts, zscore(predict('reg', temperature, "
+           f"humidity), 3) {over} AS z FROM readings")  # fmt: skip
+    got = Pipeline.from_sql(sql, schema, models=fitted["models"]).process(batch, 0).appends
+    scored = batch.append_column(
+        "y", pa.array(fitted["reg"].predict(features(batch)), pa.float32())
+    )
+    oracle = (
+        Pipeline.from_sql(
+            f"CREATE PIPELINE o AS SELECT device_id, ts, zscore(y, 3) {over} AS z FROM readings",
+            scored.schema,
+        )
+        .process(scored, 0)
+        .appends
+    )
+    want = [np.nan if z is None else z for z in oracle.sort_by("ts")["z"].to_pylist()]
+    have = [np.nan if z is None else z for z in got.sort_by("ts")["z"].to_pylist()]
+    assert have == pytest.approx(want, rel=1e-6, nan_ok=True)
+    assert got["z"].null_count < got.num_rows
+
+
 def test_scores_can_be_aggregated_in_windows(fitted: dict[str, Any]) -> None:
     schema = SCHEMA.append(pa.field("ts", pa.timestamp("ms", tz="UTC")))
     batch = readings(4, 120)
@@ -171,6 +207,9 @@ def test_scores_can_be_aggregated_in_windows(fitted: dict[str, Any]) -> None:
         ("SELECT predict(device_id, temperature) FROM readings", "unsupported_sql", "string literal"),
         ("SELECT predict('reg', predict('reg', temperature, humidity), humidity) FROM readings",
          "unsupported_sql", "inside"),
+        ("SELECT window_start, count(*) AS n FROM TUMBLE(readings, ts, INTERVAL '1 minute') "
+         "GROUP BY window_start, window_end HAVING avg(predict('reg', temperature, humidity)) > 1",
+         "unsupported_sql", "having"),
         ("SELECT predict('reg', temperature, pressure + 1) FROM readings",
          "query_error", "pressure"),
     ],
