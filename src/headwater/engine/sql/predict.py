@@ -45,9 +45,6 @@ def extract_predictions(select: exp.Select, sql: str) -> tuple[exp.Select, tuple
     out: list[Prediction] = []
     names: set[str] = set()
     for call in calls:
-        if call.find_ancestor(exp.Having) is not None:
-            raise unsupported("predict(...) in HAVING", sql, node_offset(call),
-                              "aggregate the score in the SELECT list, filter it in HAVING")  # fmt: skip
         if any(is_predict(n) for n in call.expressions[1:] for n in n.walk()):
             raise unsupported("predict(...) inside predict(...)", sql, node_offset(call),
                               "score in one pipeline, score its results in another")  # fmt: skip
