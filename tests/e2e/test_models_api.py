@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+from onnx import TensorProto, helper
 from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeRegressor
@@ -163,3 +164,45 @@ def test_uploads_that_are_not_onnx_models_are_refused(server: Server, tmp_path: 
         r = c.post("/v1/pipelines", json={"sql": "CREATE PIPELINE q AS SELECT predict('ghost', "
                                                  "temperature) AS y FROM ghosts"})  # fmt: skip
         assert r.status_code == 400 and "ghost" in r.json()["error"]["message"], r.text
+
+
+def lookup_model() -> bytes:
+    """y = [10, 11, 12, 13][int(x)]: a row with x outside 0..3 makes the model fail."""
+    table = helper.make_tensor("table", TensorProto.FLOAT, [4], [10.0, 11.0, 12.0, 13.0])
+    nodes = [
+        helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "i"], ["y"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "lookup", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])], [table],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def test_rows_the_model_fails_on_go_to_the_error_table(server: Server) -> None:
+    with server.client() as c:
+        r = c.post("/v1/models", params={"name": "lookup"}, content=lookup_model(), headers=OCTETS)
+        assert r.status_code == 201, r.text
+        assert c.post("/v1/streams", json={**STREAM, "name": "lk"}).status_code == 201
+        sql = (
+            "CREATE PIPELINE lk_out AS SELECT event_id, predict('lookup', temperature) AS v FROM lk"
+        )
+        assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+        sent = [
+            {**e, "temperature": t} for e, t in zip(events(4, 3), [0.0, 9.0, 3.0, 1.0], strict=True)
+        ]
+        c.post("/v1/streams/lk/events", content=b"\n".join(orjson.dumps(e) for e in sent),
+               headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+        got = wait_for(lambda: rows(c, "lk_out", 3))
+        assert got is not None
+        assert sorted((g["event_id"], g["v"]) for g in got) == [
+            ("e0", 10.0),
+            ("e2", 13.0),
+            ("e3", 11.0),
+        ]
+        errors = wait_for(lambda: rows(c, "lk_out_errors", 1))
+        assert errors is not None and [e["event_id"] for e in errors] == ["e1"]
+        assert "lookup" in errors[0]["_error"]
