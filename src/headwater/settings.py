@@ -249,6 +249,11 @@ class Settings(BaseSettings):
     audit_retention: str = Field(
         "365 days", description="How long the audit trail of administrative actions is kept."
     )
+    model_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest ONNX model accepted by POST /v1/models (413 above).",
+    )
 
     # demo
     demo_devices: int = Field(50, description="Simulated devices in the demo.")

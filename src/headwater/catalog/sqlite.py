@@ -72,6 +72,14 @@ CREATE INDEX IF NOT EXISTS alert_events_by_rule ON alert_events (tenant, rule, a
 CREATE TABLE IF NOT EXISTS alert_mutes (
     tenant TEXT NOT NULL, id TEXT NOT NULL, spec TEXT NOT NULL, PRIMARY KEY (tenant, id)
 );
+CREATE TABLE IF NOT EXISTS models (
+    tenant TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, spec TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, PRIMARY KEY (tenant, name, version)
+);
+CREATE TABLE IF NOT EXISTS pipeline_models (
+    tenant TEXT NOT NULL, pipeline TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (tenant, pipeline, model)
+);
 """
 
 
@@ -498,6 +506,56 @@ class Catalog:
         """Every snooze and silence: (tenant, spec)."""
         rows = self._q("SELECT tenant, spec FROM alert_mutes ORDER BY tenant, id")
         return [(t, msgspec.json.decode(s)) for t, s in rows]
+
+    # models (ONNX files live under the data dir; their description here) ----------------
+    def add_model_version(self, tenant: str, name: str, spec: dict[str, Any], now_ms: int) -> int:
+        """Record a new version of model ``name`` (1 for a new name); returns the version."""
+        with self._lock:
+            row = self._db.execute(
+                "INSERT INTO models (tenant, name, version, spec, created_ms) SELECT ?, ?, "
+                "coalesce(max(version), 0) + 1, ?, ? FROM models WHERE tenant = ? AND name = ? "
+                "RETURNING version",
+                (tenant, name, msgspec.json.encode(spec).decode(), now_ms, tenant, name),
+            ).fetchone()
+        return int(row[0])
+
+    def model_versions(
+        self, tenant: str, name: str | None = None
+    ) -> list[tuple[str, int, dict[str, Any], int]]:
+        """(name, version, spec, created_ms) of the tenant's models (or one), oldest first."""
+        sql = "SELECT name, version, spec, created_ms FROM models WHERE tenant = ?"
+        args: tuple[Any, ...] = (tenant,)
+        if name is not None:
+            sql, args = sql + " AND name = ?", (tenant, name)
+        rows = self._q(sql + " ORDER BY name, version", args)
+        return [(str(n), int(v), msgspec.json.decode(s), int(c)) for n, v, s, c in rows]
+
+    def drop_model_version(self, tenant: str, name: str, version: int) -> None:
+        self._q("DELETE FROM models WHERE tenant = ? AND name = ? AND version = ?",
+                (tenant, name, version))  # fmt: skip
+
+    def drop_model(self, tenant: str, name: str) -> None:
+        self._q("DELETE FROM models WHERE tenant = ? AND name = ?", (tenant, name))
+
+    def set_pipeline_models(self, tenant: str, pipeline: str, pins: dict[str, int]) -> None:
+        """The model versions a pipeline was created with (replacing any earlier pins)."""
+        self._q("DELETE FROM pipeline_models WHERE tenant = ? AND pipeline = ?", (tenant, pipeline))
+        for model, version in pins.items():
+            self._q(
+                "INSERT INTO pipeline_models VALUES (?, ?, ?, ?)",
+                (tenant, pipeline, model, version),
+            )
+
+    def pipeline_models(self, tenant: str, pipeline: str) -> dict[str, int]:
+        rows = self._q("SELECT model, version FROM pipeline_models WHERE tenant = ? AND pipeline = ?",
+                       (tenant, pipeline))  # fmt: skip
+        return {str(m): int(v) for m, v in rows}
+
+    def model_users(self, tenant: str, model: str) -> list[str]:
+        """The pipelines that score with ``model``."""
+        rows = self._q("SELECT pipeline FROM pipeline_models WHERE tenant = ? AND model = ? "
+                       "ORDER BY pipeline", (tenant, model))  # fmt: skip
+        return [str(r[0]) for r in rows]
 
     def close(self) -> None:
         with self._lock:

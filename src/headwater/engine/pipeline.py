@@ -34,15 +34,18 @@ of a key replace earlier ones).
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
 
 from headwater.engine.compile import compile_plan, ref_name
+from headwater.engine.models import InMemoryModels, Models
 from headwater.engine.operators.anomaly import AnomalyScore
 from headwater.engine.operators.base import Operator, StepOutput, error_schema, late_schema
 from headwater.engine.operators.dedup import Dedup
 from headwater.engine.operators.pattern import PatternMatch
+from headwater.engine.operators.predict import ModelScore
 from headwater.engine.operators.session import SessionAggregate
 from headwater.engine.operators.stateless import Stateless
 from headwater.engine.operators.window import WindowAggregate
@@ -57,7 +60,11 @@ STATE_VERSION = 1
 
 class Pipeline:
     def __init__(
-        self, plan: Plan, input_schema: pa.Schema, references: ReferenceTables | None = None
+        self,
+        plan: Plan,
+        input_schema: pa.Schema,
+        references: ReferenceTables | None = None,
+        models: Models | None = None,
     ) -> None:
         refs = references or InMemoryReferenceTables()
         schemas = {name: refs.get(name).schema for name in plan.references}
@@ -67,12 +74,19 @@ class Pipeline:
 
         self.plan = plan
         self.input_schema = input_schema
-        self.compiled = compile_plan(plan, input_schema, schemas, tables)
         self.operators: list[Operator] = []
         if plan.dedup is not None:
             self.operators.append(Dedup(plan.dedup, plan.options, input_schema))
+        scored = input_schema
+        if plan.predictions:
+            stage = ModelScore(
+                plan.predictions, models or InMemoryModels(), input_schema, f"pipeline {plan.name}"
+            )
+            self.operators.append(stage)
+            scored = stage.output_schema
+        self.compiled = compile_plan(plan, scored, schemas, tables)
         if plan.scoring is not None:
-            self.operators.append(AnomalyScore(plan.scoring, input_schema, f"pipeline {plan.name}"))
+            self.operators.append(AnomalyScore(plan.scoring, scored, f"pipeline {plan.name}"))
         main: Operator
         if plan.kind == "stateless":
             main = Stateless(self.compiled)
@@ -91,8 +105,9 @@ class Pipeline:
         input_schema: pa.Schema,
         references: ReferenceTables | None = None,
         streams: Collection[str] = (),
+        models: Models | None = None,
     ) -> Pipeline:
-        return cls(plan_pipeline(sql, streams=streams), input_schema, references)
+        return cls(plan_pipeline(sql, streams=streams), input_schema, references, models)
 
     @property
     def name(self) -> str:
@@ -121,9 +136,17 @@ class Pipeline:
         out = StepOutput()
         for op in self.operators[:-1]:
             step = op.process(data, now_ms)
-            out = out.then(StepOutput(late=step.late, errors=step.errors))
+            out = out.then(StepOutput(late=self._rows(step.late), errors=self._rows(step.errors)))
             data = step.appends if step.appends is not None else self.input_schema.empty_table()
-        return out.then(self.operators[-1].process(data, now_ms))
+        last = self.operators[-1].process(data, now_ms)
+        return out.then(replace(last, late=self._rows(last.late), errors=self._rows(last.errors)))
+
+    def _rows(self, table: pa.Table | None) -> pa.Table | None:
+        """Late or error rows as the stream had them: without the model stage's scores."""
+        if table is None or not self.plan.predictions:
+            return table
+        hidden = {p.column for p in self.plan.predictions}
+        return table.select([n for n in table.schema.names if n not in hidden])
 
     def on_time(self, now_ms: int) -> StepOutput:
         """Processing time passed: idle watermark advance, windows that close because of it."""
@@ -160,7 +183,7 @@ class Pipeline:
     def status(self) -> dict[str, Any]:
         """Watermark, open windows, state size, oldest open window end, counters."""
         out = dict(self.operators[-1].status())
-        for op in self.operators[:-1]:
+        for op in reversed(self.operators[:-1]):  # the first operator's input counts
             first = op.status()
             out["dropped_duplicates"] = first["dropped_duplicates"]
             out["rows_in"] = first["rows_in"]

@@ -140,6 +140,22 @@ class Scoring:
 
 
 @dataclass(frozen=True, slots=True)
+class Prediction:
+    """One ``predict('model', a, b)`` call: the model's answer lands in column ``column``.
+
+    ``args`` are the value arguments' DuckDB SQL; ``version`` None means the version the
+    pipeline was created with; ``output`` None means the model's first output.
+    """
+
+    column: str
+    model: str
+    args: tuple[str, ...]
+    version: int | None = None
+    output: str | None = None
+    proba: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """The ``WITH (...)`` options of a pipeline, durations in ms."""
 
@@ -178,6 +194,7 @@ class Plan:
     options: Options = field(default_factory=Options)
     scoring: Scoring | None = None  # anomaly functions, computed before ``projection``
     pattern: PatternSpec | None = None  # MATCH_RECOGNIZE; projection/filter apply to matches
+    predictions: tuple[Prediction, ...] = ()  # predict(...) calls, computed first
 
     @property
     def kind(self) -> PlanKind:

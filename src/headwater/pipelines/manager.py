@@ -17,6 +17,7 @@ from headwater.log.ports import LogEntry
 from headwater.model.names import check_free
 from headwater.model.schema import arrow_schema
 from headwater.model.time import ms_to_datetime, parse_duration_ms
+from headwater.pipelines.models import ModelRegistry, TenantModels
 from headwater.pipelines.references import StoreReferenceTables
 from headwater.pipelines.runner import PipelineRunner, RunnerConfig, errors_table, late_table
 from headwater.pipelines.scheduler import Scheduler
@@ -40,6 +41,8 @@ class PipelineManager:
         self.followed: set[tuple[str, str]] = {
             (r.tenant, r.source) for r in platform.catalog.sinks()
         }
+        self.models = ModelRegistry(platform.catalog, platform.settings.data_dir)
+        self._pins: dict[tuple[str, str], dict[str, int]] = {}  # model versions, by pipeline
         self._config = RunnerConfig(checkpoint_interval_s=platform.settings.checkpoint_interval_s)
         self._scheduler = Scheduler(
             platform.log,
@@ -51,7 +54,8 @@ class PipelineManager:
     def start_all(self) -> None:
         for rec in self._p.catalog.pipelines():
             try:
-                runner = self._build(rec.tenant, rec.sql)
+                pins = self._p.catalog.pipeline_models(rec.tenant, rec.name)
+                runner = self._build(rec.tenant, rec.sql, pins)
             except Exception as exc:
                 self._fail(rec.tenant, rec.name, f"cannot rebuild: {exc}")
                 self._records[(rec.tenant, rec.name)] = rec
@@ -79,6 +83,7 @@ class PipelineManager:
                 tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: offset})
             )
         rec = PipelineRecord(tenant, name, sql, "running", None, self._p.clock.now_ms())
+        self._p.catalog.set_pipeline_models(tenant, name, self._pins.get((tenant, name), {}))
         self._p.catalog.put_pipeline(rec)
         self._records[(tenant, name)] = rec
         self._runners[(tenant, name)] = runner
@@ -117,6 +122,7 @@ class PipelineManager:
         runner = self._runner(tenant, name)
         runner.stop()
         self._p.catalog.drop_pipeline(tenant, name)
+        self._p.catalog.set_pipeline_models(tenant, name, {})
         self._runners.pop((tenant, name), None)
         self._records.pop((tenant, name), None)
         if drop_tables:
@@ -219,21 +225,24 @@ class PipelineManager:
         self.references(tenant).add(name)
 
     # internals --------------------------------------------------------------------
-    def _build(self, tenant: str, sql: str) -> PipelineRunner:
+    def _build(self, tenant: str, sql: str, pins: dict[str, int] | None = None) -> PipelineRunner:
         streams = [s.schema.name for s in self._p.streams.in_tenant(tenant)]
         plan = plan_pipeline(sql, streams=streams)
         if plan.options.idle_timeout_ms is None and self._p.settings.idle_timeout:
             idle = parse_duration_ms(self._p.settings.idle_timeout)
             plan = replace(plan, options=replace(plan.options, idle_timeout_ms=idle))
         st = self._stream(tenant, plan.source)
-        pipeline = Pipeline(plan, arrow_schema(st.schema), self.references(tenant))
+        models = TenantModels(self.models, tenant, pins or {})
+        pipeline = Pipeline(plan, arrow_schema(st.schema), self.references(tenant), models)
         name = plan.name
-        return PipelineRunner(
+        runner = PipelineRunner(
             tenant, pipeline, st.topic, lambda: arrow_schema(st.schema), self._p.log, self._p.store,
             self.subs, self._p.clock, self._config, lambda reason: self._fail(tenant, name, reason),
             partial(erased_rows, self._p.tombstones, st),
             lambda: (tenant, name) in self.followed,
         )  # fmt: skip
+        self._pins[(tenant, name)] = models.pins
+        return runner
 
     def _stream(self, tenant: str, name: str) -> StreamState:
         try:

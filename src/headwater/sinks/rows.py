@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from headwater.engine.connection import connect_duckdb
 from headwater.log.ports import LogEntry
 
 
@@ -37,7 +37,8 @@ class Encoder:
     loop over ``to_pylist`` + orjson. Timestamps are ISO 8601 UTC (``...T...Z``)."""
 
     def __init__(self) -> None:
-        self._db = duckdb.connect(":memory:")
+        # Its own database (it reads the batch by name): in UTC, as every connection is.
+        self._db = connect_duckdb(":memory:", lock=False)
 
     def close(self) -> None:
         self._db.close()

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate, authenticate_query_key
 from headwater.api.render import json_response
+from headwater.api.routes import models
 from headwater.api.routes.streams import json_body, platform, read_limited
 from headwater.api.sse import EventStream
 from headwater.errors import BadRequest, NotFound
@@ -221,6 +222,7 @@ def install(app: FastAPI, platform_: Platform) -> None:
     platform_.extras["tables"] = mgr
     platform_.extras["pipelines"] = mgr
     app.include_router(router)
+    app.include_router(models.router)
 
     async def start() -> None:
         await asyncio.to_thread(mgr.start_all)

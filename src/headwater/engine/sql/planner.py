@@ -35,6 +35,7 @@ from headwater.engine.sql.grouping import WINDOW_COLUMNS, read_grouping
 from headwater.engine.sql.hints import check_foreign, syntax_hint
 from headwater.engine.sql.match_recognize import is_match_recognize, plan_match_recognize
 from headwater.engine.sql.options import parse_options
+from headwater.engine.sql.predict import extract_predictions, with_predictions
 from headwater.engine.sql.scoring import extract_scoring, scored_plan
 from headwater.engine.sql.sources import Source, read_source
 from headwater.engine.sql.text import (
@@ -91,8 +92,13 @@ def plan_pipeline(sql: str, *, streams: Collection[str] = ()) -> Plan:
     if is_match_recognize(statement):
         return plan_match_recognize(statement, streams)
     check_foreign(statement)
+    select, predictions = extract_predictions(_parse(statement), sql)
+    return with_predictions(_plan(statement, select, streams), predictions)
+
+
+def _plan(statement: Statement, select: exp.Select, streams: Collection[str]) -> Plan:
+    sql = statement.sql
     options = parse_options(statement.options, sql)
-    select = _parse(statement)
     select, scoring, qualify = extract_scoring(select, sql)
     _check_clauses(select, statement)
     source = read_source(select, sql, streams)
