@@ -45,6 +45,7 @@ class Compiled:
     post: RowQuery | None  # stateful: the projection over aggregated rows
     key_fields: tuple[pa.Field, ...]
     output_schema: pa.Schema
+    top_n: RowQuery | None = None  # Top-N: the ranking over ``post``'s rows
 
 
 def ref_name(i: int) -> str:
@@ -95,6 +96,11 @@ def compile_plan(
         if a.func == "sum" and f.type == WIDE
     ]
     post = _post_query(plan, agg_schema, wide)
+    if plan.top_n is not None:
+        from headwater.engine.operators.topn import compile_top_n
+
+        ranked = compile_top_n(plan, post.schema)
+        return Compiled(plan, input_schema, pre, aggregation, post, keys, ranked.schema, ranked)
     return Compiled(plan, input_schema, pre, aggregation, post, keys, post.schema)
 
 

@@ -43,8 +43,10 @@ from headwater.engine.operators.anomaly import AnomalyScore
 from headwater.engine.operators.base import Operator, StepOutput, error_schema, late_schema
 from headwater.engine.operators.dedup import Dedup
 from headwater.engine.operators.pattern import PatternMatch
+from headwater.engine.operators.query import BatchQuery
 from headwater.engine.operators.session import SessionAggregate
 from headwater.engine.operators.stateless import Stateless
+from headwater.engine.operators.topn import TopNRank
 from headwater.engine.operators.window import WindowAggregate
 from headwater.engine.plan import Plan
 from headwater.engine.references import InMemoryReferenceTables, ReferenceTables
@@ -82,6 +84,9 @@ class Pipeline:
             main = SessionAggregate(self.compiled)
         else:
             main = WindowAggregate(self.compiled)
+        if self.compiled.top_n is not None:
+            assert isinstance(self.compiled.top_n, BatchQuery)
+            main = TopNRank(main, self.compiled.top_n, input_schema)
         self.operators.append(main)
 
     @classmethod

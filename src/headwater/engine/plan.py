@@ -140,6 +140,26 @@ class Scoring:
 
 
 @dataclass(frozen=True, slots=True)
+class TopN:
+    """``ROW_NUMBER()`` (or ``RANK()``/``DENSE_RANK()``) over each closed window's result rows.
+
+    ``partition``/``order`` are DuckDB SQL over hidden result columns (``_tn_*``, dropped
+    with ``hidden``); ``rank`` names the column that receives the number; ``select`` and
+    ``where`` are the statement around the ranking, over a relation named ``alias``.
+    ``tie_break``: ties in ``order`` are broken by the other result columns (row_number).
+    """
+
+    func: Literal["row_number", "rank", "dense_rank"]
+    rank: str
+    partition: tuple[str, ...]
+    order: tuple[str, ...]
+    hidden: tuple[str, ...]
+    select: str
+    where: str | None
+    alias: str
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """The ``WITH (...)`` options of a pipeline, durations in ms."""
 
@@ -178,6 +198,7 @@ class Plan:
     options: Options = field(default_factory=Options)
     scoring: Scoring | None = None  # anomaly functions, computed before ``projection``
     pattern: PatternSpec | None = None  # MATCH_RECOGNIZE; projection/filter apply to matches
+    top_n: TopN | None = None  # ranks each closed window's rows; the result is appended
 
     @property
     def kind(self) -> PlanKind:
@@ -197,7 +218,7 @@ class Plan:
     @property
     def output_key(self) -> tuple[str, ...]:
         """Columns that key the result rows (upserts); empty for stateless plans."""
-        if not self.grouped:
+        if not self.grouped or self.top_n is not None:
             return ()
         names = {c.source: c.name for c in self.projection if c.source}
         key = [names[k.name] for k in self.keys]

@@ -37,6 +37,7 @@ from headwater.engine.sql.match_recognize import is_match_recognize, plan_match_
 from headwater.engine.sql.options import parse_options
 from headwater.engine.sql.scoring import extract_scoring, scored_plan
 from headwater.engine.sql.sources import Source, read_source
+from headwater.engine.sql.topn import extract_top_n, ranked_plan
 from headwater.engine.sql.text import (
     SESSION_ALIAS,
     Statement,
@@ -92,7 +93,15 @@ def plan_pipeline(sql: str, *, streams: Collection[str] = ()) -> Plan:
         return plan_match_recognize(statement, streams)
     check_foreign(statement)
     options = parse_options(statement.options, sql)
-    select = _parse(statement)
+    select, top_n = extract_top_n(_parse(statement), sql)
+    plan = _plan_select(statement, select, options, streams)
+    return plan if top_n is None else ranked_plan(plan, top_n, sql)
+
+
+def _plan_select(
+    statement: Statement, select: exp.Select, options: Options, streams: Collection[str]
+) -> Plan:
+    sql = statement.sql
     select, scoring, qualify = extract_scoring(select, sql)
     _check_clauses(select, statement)
     source = read_source(select, sql, streams)
