@@ -124,6 +124,12 @@ def _ranking(
     inner: exp.Select, call: exp.Window, rank: str, select_sql: str, where_sql: str, sql: str
 ) -> TopN:
     at = node_offset(call)
+    if inner.args.get("group") is None:
+        raise unsupported(
+            "Top-N over rows that are not aggregated", sql, at,
+            "rank per-window aggregates: GROUP BY key, window_start, window_end "
+            "(for the top row of each window, arg_max(column, by))",
+        )  # fmt: skip
     if call.args.get("spec") is not None:
         raise unsupported("a window frame on a ranking function", sql, at, FORM)
     partition = list(call.args.get("partition_by") or [])
@@ -144,10 +150,9 @@ def _ranking(
         inner.append("expressions", exp.alias_(p.copy(), f"_tn_p{i}"))
     for i, o in enumerate(order.expressions):
         hidden.append(f"_tn_o{i}")
-        text = f'"_tn_o{i}"' + (" DESC" if o.args.get("desc") else "")
-        nulls = o.args.get("nulls_first")
-        if nulls is not None and bool(nulls) != bool(o.args.get("desc")):
-            text += " NULLS FIRST" if nulls else " NULLS LAST"
+        ordered = o.copy()
+        ordered.set("this", exp.column(f"_tn_o{i}", quoted=True))
+        text = ordered.sql(dialect="duckdb")
         orders.append(text)
         inner.append("expressions", exp.alias_(o.this.copy(), f"_tn_o{i}"))
     return TopN(RANKS[type(call.this)], rank, tuple(parts), tuple(orders), tuple(hidden),
