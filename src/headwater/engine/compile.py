@@ -27,6 +27,7 @@ from headwater.engine.operators.query import (
     quote,
 )
 from headwater.engine.plan import WINDOW_END, WINDOW_START, WINDOW_TYPE, Column, Plan
+from headwater.engine.received import with_received_at
 from headwater.errors import QueryError, UnsupportedSQL
 
 
@@ -62,7 +63,8 @@ def compile_plan(
     if plan.pattern is not None:
         from headwater.engine.operators.pattern import compile_pattern_plan
 
-        return compile_pattern_plan(plan, input_schema)
+        return compile_pattern_plan(plan, with_received_at(plan.sql, input_schema))
+    input_schema = with_received_at(plan.sql, input_schema)
     _check_time_columns(plan, input_schema)
     if plan.scoring is not None:  # the projection reads the scores too
         for s in plan.scoring.scores:

@@ -49,6 +49,7 @@ from headwater.engine.operators.stateless import Stateless
 from headwater.engine.operators.topn import TopNRank
 from headwater.engine.operators.window import WindowAggregate
 from headwater.engine.plan import Plan
+from headwater.engine.received import as_received_at, with_received_at
 from headwater.engine.references import InMemoryReferenceTables, ReferenceTables
 from headwater.engine.sql.planner import plan_pipeline
 from headwater.engine.state import pack, unpack
@@ -67,6 +68,7 @@ class Pipeline:
         def tables() -> dict[str, pa.Table]:
             return {ref_name(i): refs.get(j.table) for i, j in enumerate(plan.joins)}
 
+        input_schema = with_received_at(plan.sql, input_schema)
         self.plan = plan
         self.input_schema = input_schema
         self.compiled = compile_plan(plan, input_schema, schemas, tables)
@@ -123,6 +125,7 @@ class Pipeline:
     def process(self, batch: pa.Table | pa.RecordBatch, now_ms: int) -> StepOutput:
         """Run one micro-batch of the stream through the pipeline."""
         data = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        data = as_received_at(data)
         out = StepOutput()
         for op in self.operators[:-1]:
             step = op.process(data, now_ms)
