@@ -77,7 +77,9 @@ def test_top_3_devices_per_window_match_duckdb_batch(server: Server) -> None:
         want = sorted(c.post("/v1/query", json={"sql": batch}).json()["rows"], key=repr)
         assert len(want) == 9
         columns = ["device_id", "window_start", "hi", "n", "rn"]
-        got = wait_for(lambda: (lambda r: r if len(r) >= 9 else None)(rows_of(c, f"{s}_top", columns)))
+        got = wait_for(
+            lambda: (lambda r: r if len(r) >= 9 else None)(rows_of(c, f"{s}_top", columns))
+        )
         assert got == want
 
 

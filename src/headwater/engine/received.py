@@ -19,7 +19,7 @@ TimestampType(timestamp[ms, tz=UTC])
 from __future__ import annotations
 
 import pyarrow as pa
-from sqlglot.tokens import TokenType
+from sqlglot import TokenType
 
 from headwater.engine.sql.text import tokenize
 

@@ -33,8 +33,9 @@ def test_windows_on_received_at_group_rows_by_arrival() -> None:
         got += out.upserts.to_pylist() if out.upserts is not None else []
     out = pipeline.finish(now_ms=0)
     got += out.upserts.to_pylist() if out.upserts is not None else []
-    everything = pa.concat_tables(batches)
-    want = duckdb.sql(
+    con = duckdb.connect()
+    con.register("everything", pa.concat_tables(batches))
+    want = con.sql(
         "SELECT device_id, (_received_ms // 60000) * 60000 AS ws, count(*) AS n "
         "FROM everything GROUP BY ALL ORDER BY ALL"
     ).fetchall()

@@ -30,7 +30,9 @@ def ranking_sql(top: TopN, columns: list[str]) -> str:
     if top.func == "row_number":
         visible = [c for c in columns if c not in top.hidden and c != top.rank]
         order += [f"{quote(c)} ASC NULLS LAST" for c in visible]
-    call = f"{top.func}() OVER (PARTITION BY {', '.join(top.partition)} ORDER BY {', '.join(order)})"
+    call = (
+        f"{top.func}() OVER (PARTITION BY {', '.join(top.partition)} ORDER BY {', '.join(order)})"
+    )
     hidden = ", ".join(quote(h) for h in top.hidden)
     ranked = f"SELECT * EXCLUDE ({hidden}) REPLACE ({call} AS {quote(top.rank)}) FROM {BATCH}"
     sql = f"SELECT {top.select} FROM ({ranked}) AS {quote(top.alias)}"

@@ -15,7 +15,7 @@ Expressions (CASE, casts, string and math functions) are DuckDB's.
 
 Refused, with the construct and its position: ORDER BY, LIMIT, OFFSET, DISTINCT,
 QUALIFY, WINDOW, CTEs, UNION and other set operations, subqueries, window functions
-(OVER), joins other than [LEFT] JOIN of a reference table, joins of two streams,
+(OVER) — except the anomaly functions (``scoring``) and window Top-N (``topn``) — joins other than [LEFT] JOIN of a reference table, joins of two streams,
 unknown table functions, unknown or non-mergeable aggregates, nested aggregates,
 columns neither grouped nor aggregated, GROUP BY without a window unless
 emit = 'changes', HAVING with emit = 'changes', SESSION with emit = 'changes'.
@@ -37,7 +37,6 @@ from headwater.engine.sql.match_recognize import is_match_recognize, plan_match_
 from headwater.engine.sql.options import parse_options
 from headwater.engine.sql.scoring import extract_scoring, scored_plan
 from headwater.engine.sql.sources import Source, read_source
-from headwater.engine.sql.topn import extract_top_n, ranked_plan
 from headwater.engine.sql.text import (
     SESSION_ALIAS,
     Statement,
@@ -47,6 +46,7 @@ from headwater.engine.sql.text import (
     syntax_error,
     unsupported,
 )
+from headwater.engine.sql.topn import extract_top_n, ranked_plan
 
 ALLOWED_CLAUSES = {"expressions", "from_", "where", "group", "having", "joins"}
 CLAUSES = {

@@ -91,7 +91,9 @@ def _subquery_form(outer: exp.Select, sub: exp.Subquery, sql: str) -> tuple[exp.
     if len(items) != 1 or not isinstance(items[0], exp.Alias):
         raise unsupported("Top-N with other than one named ranking", sql, node_offset(sub), FORM)
     if where_ is None:
-        raise unsupported("a Top-N subquery without WHERE", sql, node_offset(outer), "WHERE rn <= N")
+        raise unsupported(
+            "a Top-N subquery without WHERE", sql, node_offset(outer), "WHERE rn <= N"
+        )
     rank = str(items[0].alias)
     call = items[0].this
     items[0].replace(_placeholder(rank))
