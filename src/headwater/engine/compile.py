@@ -70,6 +70,10 @@ def compile_plan(
         for s in plan.scoring.scores:
             kind = pa.bool_() if s.func == "is_anomaly" else pa.float64()
             input_schema = input_schema.append(pa.field(s.column, kind))
+    if plan.top_n is not None and not plan.grouped:
+        from headwater.engine.operators.topn_rows import compile_ranked_rows
+
+        return compile_ranked_rows(plan, input_schema)
     missing = [t for t in plan.references if t not in references]
     if missing:
         raise QueryError(f"pipeline {plan.name}: unknown reference table(s) {', '.join(missing)}")

@@ -47,6 +47,7 @@ from headwater.engine.operators.query import BatchQuery
 from headwater.engine.operators.session import SessionAggregate
 from headwater.engine.operators.stateless import Stateless
 from headwater.engine.operators.topn import TopNRank
+from headwater.engine.operators.topn_rows import RankedWindowRows
 from headwater.engine.operators.window import WindowAggregate
 from headwater.engine.plan import Plan
 from headwater.engine.received import as_received_at, with_received_at
@@ -78,7 +79,9 @@ class Pipeline:
         if plan.scoring is not None:
             self.operators.append(AnomalyScore(plan.scoring, input_schema, f"pipeline {plan.name}"))
         main: Operator
-        if plan.kind == "stateless":
+        if plan.top_n is not None and not plan.grouped:
+            main = RankedWindowRows(self.compiled)
+        elif plan.kind == "stateless":
             main = Stateless(self.compiled)
         elif plan.kind == "pattern":
             main = PatternMatch(self.compiled)
@@ -86,7 +89,7 @@ class Pipeline:
             main = SessionAggregate(self.compiled)
         else:
             main = WindowAggregate(self.compiled)
-        if self.compiled.top_n is not None:
+        if self.compiled.top_n is not None and plan.grouped:
             assert isinstance(self.compiled.top_n, BatchQuery)
             main = TopNRank(main, self.compiled.top_n, input_schema)
         self.operators.append(main)

@@ -204,6 +204,8 @@ class Plan:
     def kind(self) -> PlanKind:
         if self.pattern is not None:
             return "pattern"
+        if self.top_n is not None:
+            return "window"
         if not self.grouped:
             return "stateless"
         if self.window is None:

@@ -129,6 +129,71 @@ def test_top_n_matches_duckdb_batch(
     assert sorted((_plain(r) for r in got), key=repr) == want
 
 
+def rows_form(source: str, partition: str, order: str, n: int) -> str:
+    return (
+        "CREATE PIPELINE top AS SELECT * FROM (SELECT k, g, v, ts, window_start, "
+        f"ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {order}) AS rn "
+        f"FROM {source}) WHERE rn <= {n}"
+    )
+
+
+def rows_reference(rows: pa.Table, kind: str, partition: str, order: str, n: int) -> list:
+    con = duckdb.connect()
+    con.register("events", rows)
+    hops = SIZE // SLIDE if kind == "hop" else 1
+    slide = SLIDE if kind == "hop" else SIZE
+    windows = f"""SELECT k, g, v, epoch_ms(ts) AS ts, make_timestamp(ws * 1000) AS window_start,
+        make_timestamp((ws + {SIZE}) * 1000) AS window_end FROM
+        (SELECT *, (epoch_ms(ts) // {slide}) * {slide} - j * {slide} AS ws
+         FROM events, range({hops}) AS r(j))"""
+    call = f"ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {order}, k, g, v, ts)"
+    sql = f"""SELECT k, g, v, ts, window_start, rn FROM
+        (SELECT *, {call} AS rn FROM ({windows})) WHERE rn <= {n}"""
+    return sorted((_plain(r) for r in con.sql(sql).fetchall()), key=repr)
+
+
+@settings(max_examples=examples(40), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@given(
+    data=inputs(),
+    kind=st.sampled_from(["tumble", "hop"]),
+    partition=st.sampled_from(["window_start", "window_start, g", "window_end, k"]),
+    order=st.sampled_from(["v DESC", "v NULLS FIRST", "ts DESC, v"]),
+    n=st.integers(1, 3),
+    snapshot_at=st.integers(0, 6),
+)
+def test_top_n_over_window_rows_matches_duckdb_batch(
+    data: tuple[pa.Table, list[int]], kind: str, partition: str, order: str, n: int,
+    snapshot_at: int,
+) -> None:  # fmt: skip
+    rows, cuts = data
+    pipeline = Pipeline.from_sql(rows_form(SOURCES[kind], partition, order, n), SCHEMA)
+    got: list[tuple[Any, ...]] = []
+    for i, (a, b) in enumerate(itertools.pairwise([0, *cuts, rows.num_rows])):
+        if i == snapshot_at:
+            restored = Pipeline(pipeline.plan, SCHEMA)
+            restored.restore(pipeline.snapshot())
+            pipeline = restored
+        out = pipeline.process(rows.slice(a, b - a), now_ms=0)
+        got += [tuple(r.values()) for r in out.appends.to_pylist()] if out.appends else []
+    out = pipeline.finish(now_ms=0)
+    got += [tuple(r.values()) for r in out.appends.to_pylist()] if out.appends else []
+    got = [(*r[:3], round(r[3].timestamp() * 1000), *r[4:]) for r in got]
+    want = rows_reference(rows, kind, partition, order, n)
+    assert sorted((_plain(r) for r in got), key=repr) == want
+
+
+def test_window_rows_arriving_after_the_window_closed_are_late() -> None:
+    pipeline = Pipeline.from_sql(rows_form(SOURCES["tumble"], "window_start", "v", 1), SCHEMA)
+    at = SCHEMA.field("ts").type
+    ahead = pa.table({"k": ["a"], "g": ["x"], "ts": pa.array([200_000], at), "v": [1]}, SCHEMA)
+    assert pipeline.process(ahead, now_ms=0).appends is None
+    behind = pa.table({"k": ["b"], "g": ["x"], "ts": pa.array([1_000], at), "v": [0]}, SCHEMA)
+    out = pipeline.process(behind, now_ms=0)
+    assert out.late is not None and out.late["k"].to_pylist() == ["b"]
+    assert pipeline.status()["open_windows"] == 1
+
+
 def test_each_window_is_ranked_when_it_closes() -> None:
     sql = qualify_form(SOURCES["tumble"], "window_start", "max(v) DESC", 1)
     pipeline = Pipeline.from_sql(sql, SCHEMA)
@@ -146,12 +211,12 @@ def test_each_window_is_ranked_when_it_closes() -> None:
     [
         (qualify_form(SOURCES["tumble"], "k", "max(v)", 1), "Top-N without window_start"),
         (qualify_form("SESSION(events, ts, INTERVAL '1 minute')", "window_start", "max(v)", 1),
-         "Top-N over other than a TUMBLE/HOP aggregate"),
+         "Top-N over other than TUMBLE/HOP windows"),
         (qualify_form(SOURCES["tumble"], "window_start", "max(v)", 1)
          + " WITH (emit = 'changes')", "Top-N with emit = 'changes'"),
         ("CREATE PIPELINE t AS SELECT * FROM (SELECT k, ts, ROW_NUMBER() OVER (PARTITION BY "
          "window_start ORDER BY v) AS rn FROM TUMBLE(events, ts, INTERVAL '1 minute')) "
-         "WHERE rn <= 1", "Top-N over rows that are not aggregated"),
+         "WHERE rn <= 1 WITH (emit = 'changes')", "Top-N with emit = 'changes'"),
         ("CREATE PIPELINE t AS SELECT k, window_start, max(v) AS hi, ROW_NUMBER() OVER "
          "(PARTITION BY window_start ORDER BY max(v)) AS rn FROM TUMBLE(events, ts, "
          "INTERVAL '1 minute') GROUP BY k, window_start, window_end",

@@ -24,8 +24,8 @@ from headwater.engine.plan import Plan, TopN
 from headwater.errors import QueryError, UnsupportedSQL
 
 
-def ranking_sql(top: TopN, columns: list[str]) -> str:
-    """The ranking query over result rows with ``columns`` (hidden ones included)."""
+def ranking_sql(top: TopN, columns: list[str], source: str = BATCH) -> str:
+    """The ranking query over ``source``'s rows, ``columns`` (hidden ones included)."""
     order = list(top.order)
     if top.func == "row_number":
         visible = [c for c in columns if c not in top.hidden and c != top.rank]
@@ -34,7 +34,7 @@ def ranking_sql(top: TopN, columns: list[str]) -> str:
         f"{top.func}() OVER (PARTITION BY {', '.join(top.partition)} ORDER BY {', '.join(order)})"
     )
     hidden = ", ".join(quote(h) for h in top.hidden)
-    ranked = f"SELECT * EXCLUDE ({hidden}) REPLACE ({call} AS {quote(top.rank)}) FROM {BATCH}"
+    ranked = f"SELECT * EXCLUDE ({hidden}) REPLACE ({call} AS {quote(top.rank)}) FROM {source}"
     sql = f"SELECT {top.select} FROM ({ranked}) AS {quote(top.alias)}"
     return sql + (f" WHERE {top.where}" if top.where else "")
 
@@ -80,12 +80,19 @@ class TopNRank:
     def _rank(self, out: StepOutput) -> StepOutput:
         if out.upserts is None or out.upserts.num_rows == 0:
             return StepOutput(None, None, out.late, out.errors)
-        result = self.query.run(out.upserts)
-        errors = None
-        if len(result.failed):
-            messages = [f"ranking a result row failed: {m}" for m in result.messages]
-            columns = [pa.nulls(len(messages), f.type) for f in self.input_schema]
-            columns.append(pa.array(messages, pa.string()))
-            schema = pa.schema([*self.input_schema, *ERROR_COLUMNS])
-            errors = pa.Table.from_arrays(columns, schema=schema)
-        return StepOutput(None, result.rows, out.late, concat([out.errors, errors]))
+        rows, errors = rank(self.query, out.upserts, self.input_schema)
+        return StepOutput(None, rows, out.late, concat([out.errors, errors]))
+
+
+def rank(
+    query: BatchQuery, rows: pa.Table, input_schema: pa.Schema
+) -> tuple[pa.Table, pa.Table | None]:
+    """The ranked rows, and error rows (in ``input_schema``) for rows the query failed on."""
+    result = query.run(rows)
+    if not len(result.failed):
+        return result.rows, None
+    messages = [f"ranking a result row failed: {m}" for m in result.messages]
+    columns = [pa.nulls(len(messages), f.type) for f in input_schema]
+    columns.append(pa.array(messages, pa.string()))
+    schema = pa.schema([*input_schema, *ERROR_COLUMNS])
+    return result.rows, pa.Table.from_arrays(columns, schema=schema)

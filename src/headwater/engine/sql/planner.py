@@ -94,12 +94,16 @@ def plan_pipeline(sql: str, *, streams: Collection[str] = ()) -> Plan:
     check_foreign(statement)
     options = parse_options(statement.options, sql)
     select, top_n = extract_top_n(_parse(statement), sql)
-    plan = _plan_select(statement, select, options, streams)
+    plan = _plan_select(statement, select, options, streams, ranked=top_n is not None)
     return plan if top_n is None else ranked_plan(plan, top_n, sql)
 
 
 def _plan_select(
-    statement: Statement, select: exp.Select, options: Options, streams: Collection[str]
+    statement: Statement,
+    select: exp.Select,
+    options: Options,
+    streams: Collection[str],
+    ranked: bool = False,
 ) -> Plan:
     sql = statement.sql
     select, scoring, qualify = extract_scoring(select, sql)
@@ -117,7 +121,7 @@ def _plan_select(
     if not grouped:
         if having is not None:
             raise unsupported("HAVING without aggregates", sql, node_offset(having), "use WHERE")
-        return _stateless(statement, source, options, select, filter_sql)
+        return _stateless(statement, source, options, select, filter_sql, ranked)
     _check_mode(select, source, options, sql)
     g = read_grouping(select, sql, source.alias, source.window)
     return Plan(
@@ -248,9 +252,10 @@ def _stateless(
     options: Options,
     select: exp.Select,
     filter_sql: str | None,
+    windowed: bool = False,  # rows of windows, ranked by a Top-N (``topn``)
 ) -> Plan:
     sql = statement.sql
-    if source.window is not None:
+    if source.window is not None and not windowed:
         raise unsupported(
             f"{source.window.kind.upper()} without aggregates",
             sql,
@@ -261,7 +266,7 @@ def _stateless(
     for item in select.expressions:
         node = item.this if isinstance(item, exp.Alias) else item
         for col in node.find_all(exp.Column):
-            if str(col.name).lower() in WINDOW_COLUMNS:
+            if str(col.name).lower() in WINDOW_COLUMNS and not windowed:
                 raise unsupported(f"{col.name} without a window", sql, node_offset(col), "window")
         text = node.sql(dialect="duckdb")
         if isinstance(item, exp.Alias):
@@ -278,6 +283,7 @@ def _stateless(
         sql=sql,
         source=source.stream,
         source_alias=source.alias,
+        window=source.window if windowed else None,
         dedup=source.dedup,
         joins=source.joins,
         filter=filter_sql,

@@ -126,12 +126,6 @@ def _ranking(
     inner: exp.Select, call: exp.Window, rank: str, select_sql: str, where_sql: str, sql: str
 ) -> TopN:
     at = node_offset(call)
-    if inner.args.get("group") is None:
-        raise unsupported(
-            "Top-N over rows that are not aggregated", sql, at,
-            "rank per-window aggregates: GROUP BY key, window_start, window_end "
-            "(for the top row of each window, arg_max(column, by))",
-        )  # fmt: skip
     if call.args.get("spec") is not None:
         raise unsupported("a window frame on a ranking function", sql, at, FORM)
     partition = list(call.args.get("partition_by") or [])
@@ -170,12 +164,12 @@ def _placeholder(rank: str) -> exp.Expr:
 
 
 def ranked_plan(plan: Plan, top: TopN, sql: str) -> Plan:
-    """``plan`` (the aggregate) with its ranking; a Top-N ranks closed TUMBLE/HOP windows."""
+    """``plan`` (an aggregate, or rows) with its ranking over closed TUMBLE/HOP windows."""
     window = plan.window
-    if not plan.grouped or window is None or window.kind == "session":
+    if window is None or window.kind == "session":
         raise unsupported(
-            "Top-N over other than a TUMBLE/HOP aggregate", sql, None,
-            "rank per-window aggregates: GROUP BY key, window_start, window_end",
+            "Top-N over other than TUMBLE/HOP windows", sql, None,
+            "rank within windows: FROM TUMBLE(...) or HOP(...), PARTITION BY window_start",
         )  # fmt: skip
     if plan.options.emit != "final":
         raise unsupported(
