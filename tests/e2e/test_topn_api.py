@@ -83,6 +83,40 @@ def test_top_3_devices_per_window_match_duckdb_batch(server: Server) -> None:
         assert got == want
 
 
+def test_highest_reading_of_each_window_matches_duckdb_batch(server: Server) -> None:
+    with server.client() as c:
+        s = stream(c)
+        sql = (
+            f"CREATE PIPELINE {s}_peak AS SELECT device_id, ts, temperature, window_start, rn "
+            "FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start ORDER BY "
+            f"temperature DESC) AS rn FROM HOP({s}, ts, INTERVAL '30 seconds', "
+            "INTERVAL '1 minute')) WHERE rn <= 2"
+        )
+        r = c.post("/v1/pipelines", json={"sql": sql})
+        assert r.status_code == 201, r.text
+        events = [
+            {"device_id": f"d{i % 5}", "ts": ts(i * 1.3), "temperature": float(i * 7 % 10),
+             "event_id": f"e{i}"}
+            for i in range(120)
+        ]  # fmt: skip  # 0 .. 155 s
+        send(c, s, events)
+        send(c, s, [{"device_id": "end", "ts": ts(900), "temperature": 0.0, "event_id": "end"}])
+        batch = (
+            "SELECT device_id, ts, temperature, window_start, rn FROM (SELECT *, ROW_NUMBER() "
+            "OVER (PARTITION BY window_start ORDER BY temperature DESC, device_id, ts, "
+            "temperature, window_start) AS rn FROM (SELECT device_id, ts, temperature, "
+            "time_bucket(INTERVAL '30 seconds', ts) - INTERVAL (j * 30) SECOND AS window_start "
+            f"FROM {s}, range(2) AS r(j) WHERE event_id <> 'end')) WHERE rn <= 2"
+        )
+        want = sorted(c.post("/v1/query", json={"sql": batch}).json()["rows"], key=repr)
+        assert len(want) == 2 * 7  # windows from 09:59:30 to 10:02:30
+        columns = ["device_id", "ts", "temperature", "window_start", "rn"]
+        got = wait_for(
+            lambda: (lambda r: r if len(r) >= 14 else None)(rows_of(c, f"{s}_peak", columns))
+        )
+        assert got == want
+
+
 def test_unsupported_top_n_is_refused_naming_it(server: Server) -> None:
     with server.client() as c:
         s = stream(c)
