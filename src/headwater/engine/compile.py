@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -70,6 +70,10 @@ def compile_plan(
         for s in plan.scoring.scores:
             kind = pa.bool_() if s.func == "is_anomaly" else pa.float64()
             input_schema = input_schema.append(pa.field(s.column, kind))
+    if plan.over is not None:  # the projection reads the OVER aggregates too
+        from headwater.engine.operators.over import over_query
+
+        input_schema = _checked_over(plan, input_schema, over_query)
     if plan.top_n is not None and not plan.grouped:
         from headwater.engine.operators.topn_rows import compile_ranked_rows
 
@@ -108,6 +112,17 @@ def compile_plan(
         ranked = compile_top_n(plan, post.schema)
         return Compiled(plan, input_schema, pre, aggregation, post, keys, ranked.schema, ranked)
     return Compiled(plan, input_schema, pre, aggregation, post, keys, post.schema)
+
+
+def _checked_over(plan: Plan, schema: pa.Schema, build: Any) -> pa.Schema:
+    assert plan.over is not None
+    label = f"pipeline {plan.name}"
+    try:
+        return build(plan.over, schema, label).schema
+    except UnsupportedSQL:
+        raise
+    except Exception as exc:  # DuckDB's binder errors name the problem
+        raise QueryError(f"{label}: {exc}") from exc
 
 
 def _check_time_columns(plan: Plan, schema: pa.Schema) -> None:

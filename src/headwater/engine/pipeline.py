@@ -33,7 +33,7 @@ of a key replace earlier ones).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import pyarrow as pa
@@ -42,6 +42,7 @@ from headwater.engine.compile import compile_plan, ref_name
 from headwater.engine.operators.anomaly import AnomalyScore
 from headwater.engine.operators.base import Operator, StepOutput, error_schema, late_schema
 from headwater.engine.operators.dedup import Dedup
+from headwater.engine.operators.over import OverAggregate
 from headwater.engine.operators.pattern import PatternMatch
 from headwater.engine.operators.query import BatchQuery
 from headwater.engine.operators.session import SessionAggregate
@@ -78,6 +79,9 @@ class Pipeline:
             self.operators.append(Dedup(plan.dedup, plan.options, input_schema))
         if plan.scoring is not None:
             self.operators.append(AnomalyScore(plan.scoring, input_schema, f"pipeline {plan.name}"))
+        if plan.over is not None:
+            label = f"pipeline {plan.name}"
+            self.operators.append(OverAggregate(plan.over, plan.options, input_schema, label))
         main: Operator
         if plan.top_n is not None and not plan.grouped:
             main = RankedWindowRows(self.compiled)
@@ -128,9 +132,12 @@ class Pipeline:
     def process(self, batch: pa.Table | pa.RecordBatch, now_ms: int) -> StepOutput:
         """Run one micro-batch of the stream through the pipeline."""
         data = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        data = as_received_at(data)
+        return self._through(as_received_at(data), 0, now_ms)
+
+    def _through(self, data: pa.Table, start: int, now_ms: int) -> StepOutput:
+        """``data`` through the operators from ``start`` on, each one's rows to the next."""
         out = StepOutput()
-        for op in self.operators[:-1]:
+        for op in self.operators[start:-1]:
             step = op.process(data, now_ms)
             out = out.then(StepOutput(late=step.late, errors=step.errors))
             data = step.appends if step.appends is not None else self.input_schema.empty_table()
@@ -138,16 +145,24 @@ class Pipeline:
 
     def on_time(self, now_ms: int) -> StepOutput:
         """Processing time passed: idle watermark advance, windows that close because of it."""
-        out = StepOutput()
-        for op in self.operators:
-            out = out.then(op.on_time(now_ms))
-        return out
+        return self._timed(lambda op: op.on_time(now_ms), now_ms)
 
     def finish(self, now_ms: int) -> StepOutput:
         """End of a bounded input (a backfill, a test): close and emit every window."""
+        return self._timed(lambda op: op.finish(now_ms), now_ms)
+
+    def _timed(self, call: Callable[[Operator], StepOutput], now_ms: int) -> StepOutput:
+        """``call`` on every operator in order; rows an operator releases (OVER aggregates
+        waiting for the watermark) go through the operators after it, as a batch's would."""
         out = StepOutput()
-        for op in self.operators:
-            out = out.then(op.finish(now_ms))
+        last = len(self.operators) - 1
+        for i, op in enumerate(self.operators):
+            step = call(op)
+            if i == last:
+                return out.then(step)
+            out = out.then(StepOutput(late=step.late, errors=step.errors))
+            if step.appends is not None and step.appends.num_rows:
+                out = out.then(self._through(step.appends, i + 1, now_ms))
         return out
 
     def snapshot(self) -> bytes:

@@ -160,6 +160,23 @@ class TopN:
 
 
 @dataclass(frozen=True, slots=True)
+class OverAggregates:
+    """Aggregates over each row's preceding rows of its key, in event-time order.
+
+    ``calls``: ``_ov{i}`` = DuckDB SQL of ``agg(x) OVER (PARTITION BY ... ORDER BY time
+    ROWS n PRECEDING | RANGE INTERVAL ... PRECEDING)``; rows pass ``filter`` (WHERE) first.
+    State keeps the last ``rows`` rows and the rows within ``range_ms`` of each key.
+    """
+
+    partition: tuple[str, ...]
+    order: str
+    calls: tuple[Column, ...]
+    rows: int
+    range_ms: int
+    filter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """The ``WITH (...)`` options of a pipeline, durations in ms."""
 
@@ -199,6 +216,7 @@ class Plan:
     scoring: Scoring | None = None  # anomaly functions, computed before ``projection``
     pattern: PatternSpec | None = None  # MATCH_RECOGNIZE; projection/filter apply to matches
     top_n: TopN | None = None  # ranks each closed window's rows; the result is appended
+    over: OverAggregates | None = None  # OVER aggregates, computed before ``projection``
 
     @property
     def kind(self) -> PlanKind:
@@ -241,6 +259,8 @@ class Plan:
             return self.window.time_column
         if self.scoring is not None:
             return self.scoring.order
+        if self.over is not None:
+            return self.over.order
         if self.pattern is not None:
             return self.pattern.order_by
         return self.dedup.time_column if self.dedup is not None else None

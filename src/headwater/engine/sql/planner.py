@@ -35,6 +35,7 @@ from headwater.engine.sql.grouping import WINDOW_COLUMNS, read_grouping
 from headwater.engine.sql.hints import check_foreign, syntax_hint
 from headwater.engine.sql.match_recognize import is_match_recognize, plan_match_recognize
 from headwater.engine.sql.options import parse_options
+from headwater.engine.sql.over import extract_over, over_plan
 from headwater.engine.sql.scoring import extract_scoring, scored_plan
 from headwater.engine.sql.sources import Source, read_source
 from headwater.engine.sql.text import (
@@ -94,7 +95,9 @@ def plan_pipeline(sql: str, *, streams: Collection[str] = ()) -> Plan:
     check_foreign(statement)
     options = parse_options(statement.options, sql)
     select, top_n = extract_top_n(_parse(statement), sql)
+    select, over = extract_over(select, sql)
     plan = _plan_select(statement, select, options, streams, ranked=top_n is not None)
+    plan = plan if over is None else over_plan(plan, over, sql)
     return plan if top_n is None else ranked_plan(plan, top_n, sql)
 
 
