@@ -163,3 +163,39 @@ def test_windows_on_received_at_group_rows_by_arrival(server: Server) -> None:
             return sorted(rows, key=repr) if sorted(rows, key=repr) == want else None
 
         assert wait_for(got) == want
+
+
+def test_moving_average_matches_duckdb_batch(server: Server) -> None:
+    with server.client() as c:
+        s = stream(c)
+        w = "(PARTITION BY device_id ORDER BY ts {frame})"
+        rows_w, range_w = (
+            w.format(frame="ROWS 3 PRECEDING"),
+            w.format(frame="RANGE INTERVAL '10 seconds' PRECEDING"),
+        )
+        sql = (
+            f"CREATE PIPELINE {s}_avg AS SELECT event_id, avg(temperature) OVER {rows_w} AS a, "
+            f"max(temperature) OVER {range_w} AS m FROM {s} WITH (watermark_delay = '2 seconds')"
+        )
+        r = c.post("/v1/pipelines", json={"sql": sql})
+        assert r.status_code == 201, r.text
+        events = [
+            {"device_id": f"d{i % 3}", "ts": ts(i * 1.5), "temperature": float(i * 7 % 10),
+             "event_id": f"e{i}"}
+            for i in range(90)
+        ]  # fmt: skip
+        send(c, s, events)
+        send(c, s, [{"device_id": "end", "ts": ts(900), "temperature": 0.0, "event_id": "end"}])
+        batch = (
+            f"SELECT event_id, avg(temperature) OVER {rows_w} AS a, "
+            f"max(temperature) OVER {range_w} AS m FROM {s} WHERE event_id <> 'end'"
+        )
+        want = sorted(c.post("/v1/query", json={"sql": batch}).json()["rows"], key=repr)
+        got = wait_for(
+            lambda: (lambda r: r if len(r) >= 90 else None)(
+                rows_of(c, f"{s}_avg", ["event_id", "a", "m"])
+            )
+        )
+        assert len(got) == 90
+        for g, e in zip(got, want, strict=True):
+            assert g[0] == e[0] and abs(g[1] - e[1]) < 1e-9 and g[2] == e[2]

@@ -15,8 +15,9 @@ Expressions (CASE, casts, string and math functions) are DuckDB's.
 
 Refused, with the construct and its position: ORDER BY, LIMIT, OFFSET, DISTINCT,
 QUALIFY, WINDOW, CTEs, UNION and other set operations, subqueries, window functions
-(OVER) — except the anomaly functions (``scoring``) and window Top-N (``topn``) — joins other than [LEFT] JOIN of a reference table, joins of two streams,
-unknown table functions, unknown or non-mergeable aggregates, nested aggregates,
+(OVER) — except the anomaly functions (``scoring``), bounded OVER aggregates
+(``over``) and window Top-N (``topn``) — joins other than [LEFT] JOIN of a reference
+table, joins of two streams, unknown table functions, unknown or non-mergeable aggregates, nested aggregates,
 columns neither grouped nor aggregated, GROUP BY without a window unless
 emit = 'changes', HAVING with emit = 'changes', SESSION with emit = 'changes'.
 """
