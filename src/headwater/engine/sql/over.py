@@ -104,8 +104,10 @@ def _frame(call: exp.Window, sql: str) -> tuple[str, int]:
 def over_plan(plan: Plan, over: OverAggregates, sql: str) -> Plan:
     """A stateless plan made to compute its OVER aggregates first (WHERE moves before)."""
     if plan.kind != "stateless" or plan.joins or plan.scoring is not None or plan.dedup:
+        at = sql.upper().find(" OVER")
         raise unsupported(
-            "OVER aggregates with windows, joins, DEDUP or anomaly functions", sql, None,
+            "OVER aggregates with windows, joins, DEDUP or anomaly functions", sql,
+            at + 1 if at >= 0 else None,
             "compute OVER aggregates over the stream in a pipeline of their own",
         )  # fmt: skip
     hidden = ", ".join(f'"{c.name}"' for c in over.calls)

@@ -166,14 +166,16 @@ def _placeholder(rank: str) -> exp.Expr:
 def ranked_plan(plan: Plan, top: TopN, sql: str) -> Plan:
     """``plan`` (an aggregate, or rows) with its ranking over closed TUMBLE/HOP windows."""
     window = plan.window
+    found = sql.lower().find(f"{top.func}(")  # the ranking call, for the error's position
+    at = found if found >= 0 else None
     if window is None or window.kind == "session":
         raise unsupported(
-            "Top-N over other than TUMBLE/HOP windows", sql, None,
+            "Top-N over other than TUMBLE/HOP windows", sql, at,
             "rank within windows: FROM TUMBLE(...) or HOP(...), PARTITION BY window_start",
         )  # fmt: skip
     if plan.options.emit != "final":
         raise unsupported(
-            "Top-N with emit = 'changes'", sql, None,
+            "Top-N with emit = 'changes'", sql, at,
             "use emit = 'final' (the default): a window's top rows come when it closes",
         )  # fmt: skip
     return replace(plan, top_n=top)
