@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -27,6 +27,7 @@ from headwater.engine.operators.query import (
     quote,
 )
 from headwater.engine.plan import WINDOW_END, WINDOW_START, WINDOW_TYPE, Column, Plan
+from headwater.engine.received import with_received_at
 from headwater.errors import QueryError, UnsupportedSQL
 
 
@@ -45,6 +46,7 @@ class Compiled:
     post: RowQuery | None  # stateful: the projection over aggregated rows
     key_fields: tuple[pa.Field, ...]
     output_schema: pa.Schema
+    top_n: RowQuery | None = None  # Top-N: the ranking over ``post``'s rows
 
 
 def ref_name(i: int) -> str:
@@ -61,12 +63,21 @@ def compile_plan(
     if plan.pattern is not None:
         from headwater.engine.operators.pattern import compile_pattern_plan
 
-        return compile_pattern_plan(plan, input_schema)
+        return compile_pattern_plan(plan, with_received_at(plan.sql, input_schema))
+    input_schema = with_received_at(plan.sql, input_schema)
     _check_time_columns(plan, input_schema)
     if plan.scoring is not None:  # the projection reads the scores too
         for s in plan.scoring.scores:
             kind = pa.bool_() if s.func == "is_anomaly" else pa.float64()
             input_schema = input_schema.append(pa.field(s.column, kind))
+    if plan.over is not None:  # the projection reads the OVER aggregates too
+        from headwater.engine.operators.over import over_query
+
+        input_schema = _checked_over(plan, input_schema, over_query)
+    if plan.top_n is not None and not plan.grouped:
+        from headwater.engine.operators.topn_rows import compile_ranked_rows
+
+        return compile_ranked_rows(plan, input_schema)
     missing = [t for t in plan.references if t not in references]
     if missing:
         raise QueryError(f"pipeline {plan.name}: unknown reference table(s) {', '.join(missing)}")
@@ -95,7 +106,23 @@ def compile_plan(
         if a.func == "sum" and f.type == WIDE
     ]
     post = _post_query(plan, agg_schema, wide)
+    if plan.top_n is not None:
+        from headwater.engine.operators.topn import compile_top_n
+
+        ranked = compile_top_n(plan, post.schema)
+        return Compiled(plan, input_schema, pre, aggregation, post, keys, ranked.schema, ranked)
     return Compiled(plan, input_schema, pre, aggregation, post, keys, post.schema)
+
+
+def _checked_over(plan: Plan, schema: pa.Schema, build: Any) -> pa.Schema:
+    assert plan.over is not None
+    label = f"pipeline {plan.name}"
+    try:
+        return build(plan.over, schema, label).schema
+    except UnsupportedSQL:
+        raise
+    except Exception as exc:  # DuckDB's binder errors name the problem
+        raise QueryError(f"{label}: {exc}") from exc
 
 
 def _check_time_columns(plan: Plan, schema: pa.Schema) -> None:

@@ -33,7 +33,7 @@ of a key replace earlier ones).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Any
 
@@ -44,12 +44,17 @@ from headwater.engine.models import InMemoryModels, Models
 from headwater.engine.operators.anomaly import AnomalyScore
 from headwater.engine.operators.base import Operator, StepOutput, error_schema, late_schema
 from headwater.engine.operators.dedup import Dedup
+from headwater.engine.operators.over import OverAggregate
 from headwater.engine.operators.pattern import PatternMatch
 from headwater.engine.operators.predict import ModelScore
+from headwater.engine.operators.query import BatchQuery
 from headwater.engine.operators.session import SessionAggregate
 from headwater.engine.operators.stateless import Stateless
+from headwater.engine.operators.topn import TopNRank
+from headwater.engine.operators.topn_rows import RankedWindowRows
 from headwater.engine.operators.window import WindowAggregate
 from headwater.engine.plan import Plan
+from headwater.engine.received import as_received_at, with_received_at
 from headwater.engine.references import InMemoryReferenceTables, ReferenceTables
 from headwater.engine.sql.planner import plan_pipeline
 from headwater.engine.state import pack, unpack
@@ -72,6 +77,7 @@ class Pipeline:
         def tables() -> dict[str, pa.Table]:
             return {ref_name(i): refs.get(j.table) for i, j in enumerate(plan.joins)}
 
+        input_schema = with_received_at(plan.sql, input_schema)
         self.plan = plan
         self.input_schema = input_schema
         self.operators: list[Operator] = []
@@ -87,8 +93,13 @@ class Pipeline:
         self.compiled = compile_plan(plan, scored, schemas, tables)
         if plan.scoring is not None:
             self.operators.append(AnomalyScore(plan.scoring, scored, f"pipeline {plan.name}"))
+        if plan.over is not None:
+            label = f"pipeline {plan.name}"
+            self.operators.append(OverAggregate(plan.over, plan.options, input_schema, label))
         main: Operator
-        if plan.kind == "stateless":
+        if plan.top_n is not None and not plan.grouped:
+            main = RankedWindowRows(self.compiled)
+        elif plan.kind == "stateless":
             main = Stateless(self.compiled)
         elif plan.kind == "pattern":
             main = PatternMatch(self.compiled)
@@ -96,6 +107,9 @@ class Pipeline:
             main = SessionAggregate(self.compiled)
         else:
             main = WindowAggregate(self.compiled)
+        if self.compiled.top_n is not None and plan.grouped:
+            assert isinstance(self.compiled.top_n, BatchQuery)
+            main = TopNRank(main, self.compiled.top_n, input_schema)
         self.operators.append(main)
 
     @classmethod
@@ -133,8 +147,12 @@ class Pipeline:
     def process(self, batch: pa.Table | pa.RecordBatch, now_ms: int) -> StepOutput:
         """Run one micro-batch of the stream through the pipeline."""
         data = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        return self._through(as_received_at(data), 0, now_ms)
+
+    def _through(self, data: pa.Table, start: int, now_ms: int) -> StepOutput:
+        """``data`` through the operators from ``start`` on, each one's rows to the next."""
         out = StepOutput()
-        for op in self.operators[:-1]:
+        for op in self.operators[start:-1]:
             step = op.process(data, now_ms)
             out = out.then(StepOutput(late=self._rows(step.late), errors=self._rows(step.errors)))
             data = step.appends if step.appends is not None else self.input_schema.empty_table()
@@ -150,16 +168,24 @@ class Pipeline:
 
     def on_time(self, now_ms: int) -> StepOutput:
         """Processing time passed: idle watermark advance, windows that close because of it."""
-        out = StepOutput()
-        for op in self.operators:
-            out = out.then(op.on_time(now_ms))
-        return out
+        return self._timed(lambda op: op.on_time(now_ms), now_ms)
 
     def finish(self, now_ms: int) -> StepOutput:
         """End of a bounded input (a backfill, a test): close and emit every window."""
+        return self._timed(lambda op: op.finish(now_ms), now_ms)
+
+    def _timed(self, call: Callable[[Operator], StepOutput], now_ms: int) -> StepOutput:
+        """``call`` on every operator in order; rows an operator releases (OVER aggregates
+        waiting for the watermark) go through the operators after it, as a batch's would."""
         out = StepOutput()
-        for op in self.operators:
-            out = out.then(op.finish(now_ms))
+        last = len(self.operators) - 1
+        for i, op in enumerate(self.operators):
+            step = call(op)
+            if i == last:
+                return out.then(step)
+            out = out.then(StepOutput(late=step.late, errors=step.errors))
+            if step.appends is not None and step.appends.num_rows:
+                out = out.then(self._through(step.appends, i + 1, now_ms))
         return out
 
     def snapshot(self) -> bytes:

@@ -156,6 +156,43 @@ class Prediction:
 
 
 @dataclass(frozen=True, slots=True)
+class TopN:
+    """``ROW_NUMBER()`` (or ``RANK()``/``DENSE_RANK()``) over each closed window's result rows.
+
+    ``partition``/``order`` are DuckDB SQL over hidden result columns (``_tn_*``, dropped
+    with ``hidden``); ``rank`` names the column that receives the number; ``select`` and
+    ``where`` are the statement around the ranking, over a relation named ``alias``.
+    ``tie_break``: ties in ``order`` are broken by the other result columns (row_number).
+    """
+
+    func: Literal["row_number", "rank", "dense_rank"]
+    rank: str
+    partition: tuple[str, ...]
+    order: tuple[str, ...]
+    hidden: tuple[str, ...]
+    select: str
+    where: str | None
+    alias: str
+
+
+@dataclass(frozen=True, slots=True)
+class OverAggregates:
+    """Aggregates over each row's preceding rows of its key, in event-time order.
+
+    ``calls``: ``_ov{i}`` = DuckDB SQL of ``agg(x) OVER (PARTITION BY ... ORDER BY time
+    ROWS n PRECEDING | RANGE INTERVAL ... PRECEDING)``; rows pass ``filter`` (WHERE) first.
+    State keeps the last ``rows`` rows and the rows within ``range_ms`` of each key.
+    """
+
+    partition: tuple[str, ...]
+    order: str
+    calls: tuple[Column, ...]
+    rows: int
+    range_ms: int
+    filter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """The ``WITH (...)`` options of a pipeline, durations in ms."""
 
@@ -195,11 +232,15 @@ class Plan:
     scoring: Scoring | None = None  # anomaly functions, computed before ``projection``
     pattern: PatternSpec | None = None  # MATCH_RECOGNIZE; projection/filter apply to matches
     predictions: tuple[Prediction, ...] = ()  # predict(...) calls, computed first
+    top_n: TopN | None = None  # ranks each closed window's rows; the result is appended
+    over: OverAggregates | None = None  # OVER aggregates, computed before ``projection``
 
     @property
     def kind(self) -> PlanKind:
         if self.pattern is not None:
             return "pattern"
+        if self.top_n is not None:
+            return "window"
         if not self.grouped:
             return "stateless"
         if self.window is None:
@@ -214,7 +255,7 @@ class Plan:
     @property
     def output_key(self) -> tuple[str, ...]:
         """Columns that key the result rows (upserts); empty for stateless plans."""
-        if not self.grouped:
+        if not self.grouped or self.top_n is not None:
             return ()
         names = {c.source: c.name for c in self.projection if c.source}
         key = [names[k.name] for k in self.keys]
@@ -235,6 +276,8 @@ class Plan:
             return self.window.time_column
         if self.scoring is not None:
             return self.scoring.order
+        if self.over is not None:
+            return self.over.order
         if self.pattern is not None:
             return self.pattern.order_by
         return self.dedup.time_column if self.dedup is not None else None

@@ -21,6 +21,7 @@ import pyarrow as pa
 import structlog
 
 from headwater.engine import Pipeline, StepOutput
+from headwater.engine.received import reading_schema
 from headwater.log.ports import Log, LogEntry
 from headwater.model.names import ERRORS_SUFFIX, LATE_SUFFIX
 from headwater.model.time import Clock
@@ -301,7 +302,8 @@ class PipelineRunner:
         now = self._clock.now_ms()
         out = StepOutput()
         if entries:
-            batch = conform(entries, self._input_schema())
+            schema = reading_schema(self._input_schema(), self.pipeline.input_schema)
+            batch = conform(entries, schema)
             keep = self._erased(entries)
             if keep is not None:
                 batch = batch.filter(keep)

@@ -127,7 +127,12 @@ UNSUPPORTED = [
     ("SELECT a FROM s ORDER BY a", "ORDER BY", "1:17"),
     ("SELECT a FROM s\nLIMIT 10", "LIMIT", "2:1"),
     ("SELECT DISTINCT a FROM s", "SELECT DISTINCT", "1:8"),
-    ("SELECT a, sum(b) OVER (PARTITION BY a) FROM s", "window function (OVER)", "1:11"),
+    ("SELECT a, lag(b) OVER (PARTITION BY a) FROM s", "window function (OVER)", "1:11"),
+    (
+        "SELECT a, sum(b) OVER (PARTITION BY a) FROM s",
+        "an OVER aggregate without ORDER BY <event time column>",
+        "1:11",
+    ),
     ("SELECT a FROM (SELECT a FROM s) x", "subquery in FROM", None),
     ("SELECT a FROM s WHERE a IN (SELECT b FROM t)", "subquery", None),
     ("SELECT a FROM s UNION SELECT a FROM t", "UNION", "1:17"),

@@ -35,8 +35,9 @@ KEYWORDS = ["SELECT", "FROM", "WHERE", "GROUP", "HAVING", "JOIN", "LEFT", "USING
 
 
 PROCTIME_HINT = (
-    "windows, watermarks and joins run on event time: use the stream's time column, "
-    "e.g. TUMBLE(readings, ts, INTERVAL '1 minute')"
+    "the arrival time of each row is the column _received_at, e.g. "
+    "TUMBLE(readings, _received_at, INTERVAL '1 minute'); for event time use the stream's "
+    "time column, e.g. TUMBLE(readings, ts, INTERVAL '1 minute')"
 )
 TEMPORAL_HINT = (
     "a reference table has one current version: [LEFT] JOIN devices d ON r.device_id = d.device_id"

@@ -15,8 +15,9 @@ Expressions (CASE, casts, string and math functions) are DuckDB's.
 
 Refused, with the construct and its position: ORDER BY, LIMIT, OFFSET, DISTINCT,
 QUALIFY, WINDOW, CTEs, UNION and other set operations, subqueries, window functions
-(OVER), joins other than [LEFT] JOIN of a reference table, joins of two streams,
-unknown table functions, unknown or non-mergeable aggregates, nested aggregates,
+(OVER) — except the anomaly functions (``scoring``), bounded OVER aggregates
+(``over``) and window Top-N (``topn``) — joins other than [LEFT] JOIN of a reference
+table, joins of two streams, unknown table functions, unknown or non-mergeable aggregates, nested aggregates,
 columns neither grouped nor aggregated, GROUP BY without a window unless
 emit = 'changes', HAVING with emit = 'changes', SESSION with emit = 'changes'.
 """
@@ -35,6 +36,7 @@ from headwater.engine.sql.grouping import WINDOW_COLUMNS, read_grouping
 from headwater.engine.sql.hints import check_foreign, syntax_hint
 from headwater.engine.sql.match_recognize import is_match_recognize, plan_match_recognize
 from headwater.engine.sql.options import parse_options
+from headwater.engine.sql.over import extract_over, over_plan
 from headwater.engine.sql.predict import extract_predictions, with_predictions
 from headwater.engine.sql.scoring import extract_scoring, scored_plan
 from headwater.engine.sql.sources import Source, read_source
@@ -47,6 +49,7 @@ from headwater.engine.sql.text import (
     syntax_error,
     unsupported,
 )
+from headwater.engine.sql.topn import extract_top_n, ranked_plan
 
 ALLOWED_CLAUSES = {"expressions", "from_", "where", "group", "having", "joins"}
 CLAUSES = {
@@ -99,6 +102,21 @@ def plan_pipeline(sql: str, *, streams: Collection[str] = ()) -> Plan:
 def _plan(statement: Statement, select: exp.Select, streams: Collection[str]) -> Plan:
     sql = statement.sql
     options = parse_options(statement.options, sql)
+    select, top_n = extract_top_n(select, sql)
+    select, over = extract_over(select, sql)
+    plan = _plan_select(statement, select, options, streams, ranked=top_n is not None)
+    plan = plan if over is None else over_plan(plan, over, sql)
+    return plan if top_n is None else ranked_plan(plan, top_n, sql)
+
+
+def _plan_select(
+    statement: Statement,
+    select: exp.Select,
+    options: Options,
+    streams: Collection[str],
+    ranked: bool = False,
+) -> Plan:
+    sql = statement.sql
     select, scoring, qualify = extract_scoring(select, sql)
     _check_clauses(select, statement)
     source = read_source(select, sql, streams)
@@ -114,7 +132,7 @@ def _plan(statement: Statement, select: exp.Select, streams: Collection[str]) ->
     if not grouped:
         if having is not None:
             raise unsupported("HAVING without aggregates", sql, node_offset(having), "use WHERE")
-        return _stateless(statement, source, options, select, filter_sql)
+        return _stateless(statement, source, options, select, filter_sql, ranked)
     _check_mode(select, source, options, sql)
     g = read_grouping(select, sql, source.alias, source.window)
     return Plan(
@@ -245,9 +263,10 @@ def _stateless(
     options: Options,
     select: exp.Select,
     filter_sql: str | None,
+    windowed: bool = False,  # rows of windows, ranked by a Top-N (``topn``)
 ) -> Plan:
     sql = statement.sql
-    if source.window is not None:
+    if source.window is not None and not windowed:
         raise unsupported(
             f"{source.window.kind.upper()} without aggregates",
             sql,
@@ -258,7 +277,7 @@ def _stateless(
     for item in select.expressions:
         node = item.this if isinstance(item, exp.Alias) else item
         for col in node.find_all(exp.Column):
-            if str(col.name).lower() in WINDOW_COLUMNS:
+            if str(col.name).lower() in WINDOW_COLUMNS and not windowed:
                 raise unsupported(f"{col.name} without a window", sql, node_offset(col), "window")
         text = node.sql(dialect="duckdb")
         if isinstance(item, exp.Alias):
@@ -275,6 +294,7 @@ def _stateless(
         sql=sql,
         source=source.stream,
         source_alias=source.alias,
+        window=source.window if windowed else None,
         dedup=source.dedup,
         joins=source.joins,
         filter=filter_sql,
