@@ -6,6 +6,7 @@ screenshot of the page to ``test-artifacts/``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import time
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from browser import browser, page, screenshot, sign_in
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from serverproc import READINGS, Server
 
@@ -541,6 +543,11 @@ def test_query_page_never_overflows_the_window(fresh_server: Server, page: Page)
         page.wait_for_function("w => window.innerWidth === w", arg=width)
         tops = chips.evaluate_all("els => new Set(els.map((e) => e.offsetTop)).size")
         assert tops > 1, "the table chips should wrap onto several lines"
+        # the chart redraws for the new width on the next frame: wait for the layout to settle
+        with contextlib.suppress(PlaywrightTimeout):
+            page.wait_for_function(
+                "() => document.documentElement.scrollWidth <= window.innerWidth", timeout=10_000
+            )
         sizes = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert sizes[0] <= sizes[1], f"the page overflows the window: {sizes}"
         wrap = page.get_by_test_id("result").locator(".table-wrap")
