@@ -229,7 +229,7 @@ def build_platform(settings: Settings, clock: Clock | None = None) -> Platform:
         if settings.rate_limit_rows_per_s > 0
         else None
     )
-    quotas = TenantQuotas(catalog, Quotas.from_settings(settings))
+    quotas = TenantQuotas(catalog, Quotas.from_settings(settings), store.stored_bytes)
     tombstones = Tombstones()
     for tenant, stream, subject, erased_ms in catalog.erasures():
         tombstones.add(tenant, stream, subject, erased_ms)

@@ -216,6 +216,12 @@ class Settings(BaseSettings):
         description="Request bytes/s a tenant may ingest over all its keys (0 = no limit); over it, 429.",
     )
     quota_sources: int = Field(50, ge=0, description="Sources a tenant may own (0 = no limit).")
+    quota_sinks: int = Field(50, ge=0, description="Sinks a tenant may own (0 = no limit).")
+    quota_stored_bytes: int = Field(
+        0,
+        ge=0,
+        description="Bytes a tenant's stored tables may take (0 = no limit); over it ingest answers 429.",
+    )
     webhook_max_body_bytes: int = Field(
         1024 * 1024,
         ge=1024,

@@ -575,6 +575,15 @@ def test_delete_in_drops_the_rows_holding_the_values_only(store: ResultStore) ->
         store.delete_in(TENANT, "readings", "nope", values)
 
 
+def test_stored_bytes_grow_with_the_tenants_rows_only(store: ResultStore) -> None:
+    before = store.stored_bytes(TENANT)
+    seeded(store, 200)
+    if isinstance(store, DuckDBStore):
+        store.sql(TENANT, "SELECT 1", max_rows=1, timeout_s=5)  # nothing to flush; file exists
+    assert store.stored_bytes(TENANT) > before
+    assert store.stored_bytes("nobody") == 0
+
+
 # --- sql ----------------------------------------------------------------------
 
 

@@ -164,3 +164,40 @@ def test_a_subscriber_that_never_reads_is_disconnected(server: Server, tmp_path:
                 break
         wait_for(lambda: subscribers(server, "stalled") == 0, "the stalled subscriber to go")
         sock.close()
+
+
+def test_sink_quota(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", HEADWATER_QUOTA_SINKS="1").start()
+    try:
+        with client(srv) as c:
+            assert c.post("/v1/streams", json=stream_def("r")).status_code == 201
+            sink = {"name": "a", "kind": "http", "from": "r",
+                    "config": {"url": "http://127.0.0.1:9/x"}}  # fmt: skip
+            assert c.post("/v1/sinks", json=sink).status_code == 201
+            r = c.post("/v1/sinks", json={**sink, "name": "b"})
+            assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded"
+            usage = c.get("/v1/tenants/default/quotas").json()["usage"]
+            assert usage["sinks"] == 1
+    finally:
+        srv.stop()
+
+
+def test_stored_bytes_quota_stops_ingest_of_that_tenant_only(server: Server) -> None:
+    full, other = new_tenant(server, "hoarder"), new_tenant(server, "frugal")
+    headers = {"Content-Type": "application/x-ndjson"}
+    for key in (full, other):
+        with client(server, key) as c:
+            assert c.post("/v1/streams", json=stream_def("r")).status_code == 201
+    with client(server) as op:
+        r = op.put("/v1/tenants/hoarder/quotas", json={"stored_bytes": 1})
+        assert r.json()["quotas"]["stored_bytes"] == 1
+    with client(server, full) as c:
+        r = c.post("/v1/streams/r/events", content=ndjson(10), headers=headers)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded"
+        assert "stored_bytes" in r.json()["error"]["message"]
+    with client(server, other) as c:
+        assert c.post("/v1/streams/r/events", content=ndjson(10), headers=headers).is_success
+    with client(server) as op:
+        op.put("/v1/tenants/hoarder/quotas", json={})  # back to the default: no limit
+    with client(server, full) as c:
+        assert c.post("/v1/streams/r/events", content=ndjson(10), headers=headers).is_success

@@ -9,13 +9,14 @@ answer ``429 rate_limited`` with ``Retry-After``, like the per-key rate limit.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Protocol
 
 from headwater.errors import BadRequest, QuotaExceeded, RateLimited
 from headwater.settings import Settings
 
-COUNTED = ("streams", "pipelines", "reference_tables", "subscribers", "sources")
+COUNTED = ("streams", "pipelines", "reference_tables", "subscribers", "sources", "sinks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class Quotas:
     reference_tables: int = 0
     subscribers: int = 0
     sources: int = 0
+    sinks: int = 0
+    stored_bytes: int = 0
     ingest_rows_per_s: float = 0.0
     ingest_bytes_per_s: float = 0.0
 
@@ -32,7 +35,7 @@ class Quotas:
     def from_settings(cls, s: Settings) -> Quotas:
         return cls(
             s.quota_streams, s.quota_pipelines, s.quota_reference_tables, s.quota_subscribers,
-            s.quota_sources, s.quota_ingest_rows_per_s, s.quota_ingest_bytes_per_s,
+            s.quota_sources, s.quota_sinks, s.quota_stored_bytes, s.quota_ingest_rows_per_s, s.quota_ingest_bytes_per_s,
         )  # fmt: skip
 
     def with_overrides(self, overrides: dict[str, Any]) -> Quotas:
@@ -86,9 +89,13 @@ class _Bucket:
 class TenantQuotas:
     """The quotas in force per tenant, their checks, and the tenants' ingest rate buckets."""
 
-    def __init__(self, store: QuotaStore, defaults: Quotas) -> None:
+    def __init__(
+        self, store: QuotaStore, defaults: Quotas, stored: Callable[[str], int] | None = None
+    ) -> None:
         self._store = store
         self.defaults = defaults
+        self._stored = stored  # bytes a tenant's tables take
+        self._stored_at: dict[str, tuple[float, int]] = {}  # tenant -> (when read, bytes)
         self._cache: dict[str, Quotas] = {}
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._lock = threading.Lock()
@@ -119,9 +126,26 @@ class TenantQuotas:
                 quota=what, limit=limit,
             )  # fmt: skip
 
+    def _stored_bytes(self, tenant: str, now_s: float) -> int:
+        """The tenant's stored bytes, read at most once a second (a file stat each)."""
+        at, held = self._stored_at.get(tenant, (-1.0, 0))
+        if now_s - at >= 1.0 and self._stored is not None:
+            held = self._stored(tenant)
+            self._stored_at[tenant] = (now_s, held)
+        return held
+
     def take_ingest(self, tenant: str, rows: int, nbytes: int, now_s: float) -> None:
         """Count a request against the tenant's ingest rates; 429 with a wait when over."""
         q = self.of(tenant)
+        if q.stored_bytes and self._stored is not None:
+            held = self._stored_bytes(tenant, now_s)
+            if held >= q.stored_bytes:
+                raise QuotaExceeded(
+                    f"this tenant stores {held} bytes, its quota 'stored_bytes' of "
+                    f"{q.stored_bytes}; shorten its streams' retention, drop tables, or ask an "
+                    "operator to raise the quota",
+                    quota="stored_bytes", limit=q.stored_bytes,
+                )  # fmt: skip
         for what, rate, n in (
             ("ingest_rows_per_s", q.ingest_rows_per_s, rows),
             ("ingest_bytes_per_s", q.ingest_bytes_per_s, nbytes),

@@ -179,7 +179,11 @@ def send(
     key: KeyOpt = None,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="ndjson, json, csv or avro (default: by file extension)."),
+        typer.Option(
+            "--format",
+            help="ndjson, json, csv or avro \\[default: by file extension]",
+            show_default=False,
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per request.")] = 5000,
     max_batch_bytes: Annotated[

@@ -69,7 +69,13 @@ def sql(
         str, typer.Option("--format", "-f", help="table, json, ndjson or csv.")
     ] = "table",
     max_rows: Annotated[
-        int | None, typer.Option(min=1, help="Most rows the server returns (its cap applies).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Most rows the server returns \\[default: 10x --limit, at least 1000; the "
+            "server's query_max_rows caps it]",
+            show_default=False,
+        ),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 60.0,
     limit: Annotated[

@@ -17,6 +17,7 @@ their number, and this overcommit, is theirs to bound. Instances open when a ten
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -265,6 +266,15 @@ class DuckDBStore:
         """Run a read-only SELECT on the tenant's own database: only its tables exist there."""
         check_name("tenant", tenant)
         return self._open(tenant).sql(query, max_rows=max_rows, timeout_s=timeout_s, budget=budget)
+
+    def stored_bytes(self, tenant: str) -> int:
+        """Size of the tenant's database file and its write-ahead log."""
+        path = self.root / f"{tenant}{SUFFIX}"
+        total = 0
+        for p in (path, path.with_name(path.name + ".wal")):
+            with contextlib.suppress(FileNotFoundError):
+                total += p.stat().st_size
+        return total
 
     def close(self) -> None:
         with self._open_lock:

@@ -268,6 +268,10 @@ class MemoryStore:
         finally:
             db.close()
 
+    def stored_bytes(self, tenant: str) -> int:
+        """Bytes of the tenant's rows in memory."""
+        return sum(int(info.rows.nbytes) for (t, _), info in self._tables.items() if t == tenant)
+
     def close(self) -> None:
         with self._lock:
             self._tables = {}

@@ -200,6 +200,10 @@ class ResultStore(Protocol):
         """
         ...
 
+    def stored_bytes(self, tenant: str) -> int:
+        """Bytes the tenant's tables take (on disk where the store is on disk)."""
+        ...
+
     def close(self) -> None: ...
 
 

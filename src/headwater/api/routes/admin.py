@@ -105,6 +105,7 @@ def _quota_view(request: Request, tenant: str) -> dict[str, object]:
         "sources": len(request.app.state.sources.in_tenant(tenant))
         if hasattr(request.app.state, "sources")
         else 0,
+        "sinks": len(p.catalog.sinks(tenant)),
     }
     return {"tenant": tenant, "quotas": p.quotas.of(tenant).to_dict(), "usage": usage}
 

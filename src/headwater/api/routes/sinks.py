@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
-from headwater.api.routes.streams import json_body
+from headwater.api.routes.streams import json_body, platform
 from headwater.pipelines.manager import erased_rows
 from headwater.services import Platform
 from headwater.sinks.manager import SinkManager
@@ -42,6 +42,8 @@ async def create_sink(request: Request) -> Response:
     who = authenticate(request)
     who.require("admin")
     data = await json_body(request)
+    p = platform(request)
+    p.quotas.check_count(who.tenant, "sinks", len(p.catalog.sinks(who.tenant)))
     return json_response(await asyncio.to_thread(sinks(request).create, who.tenant, data), 201)
 
 
