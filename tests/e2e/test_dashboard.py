@@ -98,6 +98,18 @@ def test_overview_shows_streams_health_and_live_ingest(server: Server, page: Pag
         expect(row.locator(".total")).to_have_text("105")
         expect(row.locator(".rate")).to_have_text(re.compile(r"^[1-9][\d.,]*/s$"))
         assert int(row.locator("svg.spark").get_attribute("data-points") or 0) >= 2
+        # a sparkline breaks where samples are missing (a pause, a failed poll), never
+        # drawing a line across the gap
+        segments = page.evaluate(
+            """async () => {
+              const { sparkline } = await import("/ui/js/charts.js");
+              const xs = [0, 1, 2, 3, 10, 11, 12], ys = [1, 2, 3, 2, 5, 4, NaN];
+              const a = sparkline(null, ys, { xs });
+              const b = sparkline(null, [1, 2, 3], { xs: [0, 1, 2] });
+              return [a.dataset.segments, a.dataset.points, b.dataset.segments];
+            }"""
+        )
+        assert segments == ["2", "6", "1"]
         assert_not_reloaded(page)
         screenshot(page, "overview")
         page.emulate_media(color_scheme="dark")

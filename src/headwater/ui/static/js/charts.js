@@ -42,8 +42,10 @@ export class Ring {
   }
 }
 
-/** Draw ``values`` into an SVG sparkline (created when ``svg`` is null); returns the SVG. */
-export function sparkline(svg, values, { width = 120, height = 28, slots = values.length } = {}) {
+/** Draw ``values`` into an SVG sparkline (created when ``svg`` is null); returns the SVG.
+ *  With ``xs`` (sample times), the line breaks where a sample is missing: a gap over twice
+ *  the usual spacing, or a value that is not a number. */
+export function sparkline(svg, values, { width = 120, height = 28, slots = values.length, xs = null } = {}) {
   const ns = "http://www.w3.org/2000/svg";
   if (!svg) {
     svg = document.createElementNS(ns, "svg");
@@ -52,22 +54,47 @@ export function sparkline(svg, values, { width = 120, height = 28, slots = value
     svg.setAttribute("height", height);
     svg.setAttribute("class", "spark");
     svg.setAttribute("preserveAspectRatio", "none");
-    svg.append(document.createElementNS(ns, "path"), document.createElementNS(ns, "polyline"));
+    svg.append(document.createElementNS(ns, "path"), document.createElementNS(ns, "path"));
+    svg.lastChild.setAttribute("class", "spark-line");
   }
   const n = values.length;
-  const max = Math.max(1e-9, ...values);
+  const max = Math.max(1e-9, ...values.filter((v) => Number.isFinite(v)));
   // The newest point sits at the right edge; an unfilled ring leaves the left empty.
   const span = Math.max(slots, n, 2) - 1;
-  const pts = values.map((v, i) => {
+  const gaps = xs ? sampleGaps(xs) : new Set();
+  const segments = [];
+  let current = [];
+  values.forEach((v, i) => {
+    if (!Number.isFinite(v) || gaps.has(i)) {
+      if (current.length) segments.push(current);
+      current = [];
+      if (!Number.isFinite(v)) return;
+    }
     const x = ((span - (n - 1) + i) / span) * width;
     const y = height - 2 - (Math.max(0, v) / max) * (height - 4);
-    return `${x.toFixed(1)},${y.toFixed(1)}`;
+    current.push(`${x.toFixed(1)},${y.toFixed(1)}`);
   });
-  svg.lastChild.setAttribute("points", pts.join(" "));
-  const x0 = n ? pts[0].split(",")[0] : 0;
-  svg.firstChild.setAttribute("d", n ? `M${x0},${height} L${pts.join(" L")} L${width},${height} Z` : "");
-  svg.dataset.points = String(n);
+  if (current.length) segments.push(current);
+  svg.lastChild.setAttribute("d", segments.map((pts) => `M${pts.join(" L")}`).join(" "));
+  svg.firstChild.setAttribute("d", segments.map((pts) => {
+    const x0 = pts[0].split(",")[0];
+    const x1 = pts[pts.length - 1].split(",")[0];
+    return `M${x0},${height} L${pts.join(" L")} L${x1},${height} Z`;
+  }).join(" "));
+  svg.dataset.points = String(segments.reduce((acc, pts) => acc + pts.length, 0));
+  svg.dataset.segments = String(segments.length);
   return svg;
+}
+
+/** Indices whose sample came more than twice the median spacing after the one before. */
+function sampleGaps(xs) {
+  const steps = [];
+  for (let i = 1; i < xs.length; i += 1) steps.push(xs[i] - xs[i - 1]);
+  const gaps = new Set();
+  if (steps.length < 2) return gaps;
+  const usual = [...steps].sort((a, b) => a - b)[Math.floor(steps.length / 2)];
+  steps.forEach((d, i) => { if (usual > 0 && d > 2 * usual) gaps.add(i + 1); });
+  return gaps;
 }
 
 /** An x-axis label centred on ``x`` but kept inside the canvas. */

@@ -91,7 +91,8 @@ function countsByStream(samples) {
 
 function renderStreams(els, state, rows, totalBox) {
   els.total.textContent = fmtRate(state.total.last());
-  els.totalSpark = sparkline(els.totalSpark, state.total.arrays().ys, { width: 320, height: 48, slots: RATE_POINTS });
+  const total = state.total.arrays();
+  els.totalSpark = sparkline(els.totalSpark, total.ys, { width: 320, height: 48, slots: RATE_POINTS, xs: total.xs });
   if (!els.totalSpark.isConnected) totalBox.append(els.totalSpark);
   const sum = (f) => state.streams.reduce((acc, s) => acc + (f(s) || 0), 0);
   fill(els.totals, [
@@ -115,7 +116,8 @@ function renderStreams(els, state, rows, totalBox) {
     const ring = state.rates.get(s.name);
     const c = state.counts.get(s.name);
     row.rate.textContent = fmtRate(ring ? ring.last() : null);
-    row.spark = sparkline(row.spark, ring ? ring.arrays().ys : [], { slots: RATE_POINTS });
+    const series = ring ? ring.arrays() : { xs: [], ys: [] };
+    row.spark = sparkline(row.spark, series.ys, { slots: RATE_POINTS, xs: series.xs });
     if (!row.spark.isConnected) row.sparkCell.append(row.spark);
     row.total.textContent = fmtNum(s.log_end_offset);
     row.stored.textContent = fmtNum(s.stored_offset);
