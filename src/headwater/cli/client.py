@@ -28,7 +28,7 @@ KeyOpt = Annotated[
     typer.Option(
         "--key",
         envvar=["HEADWATER_KEY", "HEADWATER_BOOTSTRAP_KEY"],
-        help="API key (HEADWATER_KEY first, else HEADWATER_BOOTSTRAP_KEY).",
+        help="API key (HEADWATER_KEY first, else HEADWATER_BOOTSTRAP_KEY) \\[default: none]",
         show_default=False,
     ),
 ]

@@ -29,7 +29,9 @@ def create(
         RoleName, typer.Option(help="What the key may do: admin, writer (ingest) or reader.")
     ],
     tenant: Annotated[str, typer.Option(help="The tenant the key belongs to.")] = "default",
-    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="A label for the key \\[default: none]", show_default=False)
+    ] = None,
     data_dir: DirOpt = None,
 ) -> None:
     """Make a new key and print it (on stdout, alone, so that scripts can capture it)."""

@@ -12,13 +12,12 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from headwater.cli.options import ConfigOpt, DirOpt
 from headwater.datadir import committed_offsets, open_part, open_sqlite_part
 from headwater.errors import HeadwaterError
 from headwater.ingest.answers import AnswerFile
@@ -29,13 +28,6 @@ from headwater.store.duckdb import DuckDBStore
 
 app = typer.Typer(no_args_is_help=True, help="Check and repair the embedded log (server stopped).")
 out = Console(highlight=False, soft_wrap=True)
-
-DirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data directory [env HEADWATER_DATA_DIR].")
-]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file [env HEADWATER_CONFIG].")
-]
 
 
 @app.command()

@@ -192,7 +192,12 @@ def send(
             min=1024, help="Bytes per request (text formats): a batch closes at this size."
         ),
     ] = 8 << 20,
-    use_gzip: Annotated[bool, typer.Option("--gzip", help="Compress each request body.")] = False,
+    use_gzip: Annotated[
+        bool,
+        typer.Option(
+            "--gzip", help="Compress each request body \\[default: off]", show_default=False
+        ),
+    ] = False,
     idempotency_prefix: Annotated[
         str,
         typer.Option(
@@ -207,7 +212,12 @@ def send(
     ] = 2,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 60.0,
     show_errors: Annotated[int, typer.Option(min=0, help="Print the first N row errors.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the summary as JSON \\[default: off]", show_default=False
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
 ) -> None:
     """Send a file of events to a stream in batches, safely re-runnable.

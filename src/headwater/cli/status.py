@@ -191,7 +191,12 @@ def render(info: dict[str, Any]) -> Group:
 def status(
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print machine-readable JSON \\[default: off]", show_default=False
+        ),
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 10.0,
 ) -> None:
     """Show the server's health and readiness, its streams, pipelines and sources.

@@ -37,3 +37,29 @@ def test_tail_says_what_its_unset_limits_mean() -> None:
     text = help_of("tail")
     assert re.search(r"--max-rows .*default: no limit", text)
     assert re.search(r"--timeout .*default: no limit", text)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["serve"],
+        ["demo"],
+        ["status"],
+        ["send"],
+        ["sql"],
+        ["tail"],
+        ["keys", "create"],
+        ["log", "verify"],
+        ["log", "repair"],
+    ],
+)
+def test_every_option_of_every_command_says_its_default(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"}, color=False)
+    assert result.exit_code == 0, result.output
+    options = [
+        line for line in result.output.splitlines()
+        if re.match(r"^[│|]\s+(-\w, )?--[a-z]", line) and "--help" not in line
+    ]  # fmt: skip
+    assert options, result.output
+    missing = [line.strip("│| ").split()[0] for line in options if "default" not in line]
+    assert not missing, f"{' '.join(command)}: options without a default: {missing}"
