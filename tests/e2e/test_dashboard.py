@@ -363,8 +363,9 @@ def test_a_pipeline_sql_error_is_marked_at_the_servers_line_and_column(
     sql.fill(bad)
     page.get_by_test_id("create-pipeline").click()
     expect(page.get_by_test_id("pipeline-answer").locator(".alert code")).to_have_text(
-        "unsupported_sql"
+        answer.json()["error"]["code"]
     )
+    assert sql.input_value() == bad  # the example SQL, loaded late, never overwrote it
     editor = page.get_by_test_id("pipeline-sql-input-editor")
     expect(editor).to_have_attribute("data-error-line", str(line))
     expect(editor).to_have_attribute("data-error-column", str(column))

@@ -28,9 +28,12 @@ export function mount(root) {
           h("span", { class: "muted small" }, "CREATE PIPELINE name AS SELECT … — the SQL reference is docs/sql.md"))),
       streams),
   );
+  // The example goes in only while nobody has started writing (the streams load late).
+  let touched = false;
+  editor.area.addEventListener("focus", () => { touched = true; }, { once: true });
   api("/v1/streams").then(({ streams: list }) => {
     const names = list.map((s) => s.name);
-    if (!editor.value) editor.value = template(names[0]);
+    if (!touched && !editor.value) editor.value = template(names[0]);
     fill(streams, h("span", {}, "Streams:"), names.length ? names.map((n) => h("code", { class: "chip" }, n)) : "none yet");
   }).catch((err) => fill(answer, errorBox(err)));
 
