@@ -67,8 +67,8 @@ async def erase_subject(
     quarantine = await asyncio.to_thread(_sweep_quarantine, p, st, subject, value)
     pipelines = readers.readers_of(st.tenant, st.topic) if readers is not None else []
     await _sweep_outputs(p, st.tenant, pipelines, subject, one, tables)
-    if pipelines:  # batches read before the tombstone: wait for them, then sweep again
-        await _settle(readers, st, end)  # type: ignore[arg-type]
+    if pipelines and readers is not None:  # batches read before the tombstone: wait, sweep again
+        await _settle(readers, st, end)
         await _sweep_outputs(p, st.tenant, pipelines, subject, one, tables)
     report: dict[str, Any] = {
         "stream": name, "subject_field": subject, "erased_at_ms": now,
