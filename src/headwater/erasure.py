@@ -12,6 +12,10 @@ field. In order:
    output, late and error table of the pipelines reading the stream that carry the field.
 3. Pipelines that were mid-batch finish the batches they had read; their outputs are
    swept again once they are past the erasure.
+4. The hot log is rewritten: the subject's rows in the stream's topic are blanked (every
+   field null, marked erased; offsets and event-id hashes stay, so nothing is replayed
+   or double-counted) and the raw text and message of their rejected rows are dropped
+   from the quarantine topic (``headwater.log.rewrite``).
 
 The answer (also kept in the catalog) says what went where.
 """
@@ -26,10 +30,12 @@ from typing import Any, Protocol
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from headwater.errors import BadRequest
 from headwater.ingest.pii import transform
 from headwater.ingest.streams import StreamState, quarantine_table_of
+from headwater.log.rewrite import Rewritable, compact, redact
 from headwater.services import Platform
 from headwater.store.ports import RowQuery
 
@@ -70,14 +76,50 @@ async def erase_subject(
     if pipelines and readers is not None:  # batches read before the tombstone: wait, sweep again
         await _settle(readers, st, end)
         await _sweep_outputs(p, st.tenant, pipelines, subject, one, tables)
+    in_log = await asyncio.to_thread(_blank_log, p, st, subject, value, now)
     report: dict[str, Any] = {
         "stream": name, "subject_field": subject, "erased_at_ms": now,
-        "rows_deleted": tables, "quarantined_rows_deleted": quarantine,
-        "log": "rows still in the hot log are hidden from every reader and go when "
-               "log retention trims them",
+        "rows_deleted": tables, "quarantined_rows_deleted": quarantine, "log": in_log,
     }  # fmt: skip
     await asyncio.to_thread(p.catalog.erasure_done, st.tenant, name, value, report)
     return report
+
+
+def _blank_log(p: Platform, st: StreamState, subject: str, value: str, now: int) -> dict[str, Any]:
+    """Blank the subject's rows in the hot log: the stream's topic and its quarantine's."""
+    if not isinstance(p.log, Rewritable):
+        return {"rewritten": False, "reason": "this log cannot rewrite entries; rows stay "
+                "hidden from every reader until log retention trims them"}  # fmt: skip
+    counts = {"rows_blanked": 0, "quarantined_rows_blanked": 0}
+
+    def rows_of_subject(batch: pa.RecordBatch) -> pa.RecordBatch | None:
+        if subject not in batch.schema.names:
+            return None
+        received = batch.column("_received_ms")
+        mask = pc.and_(
+            pc.fill_null(pc.equal(batch.column(subject).cast(pa.string()), value), False),
+            pc.fill_null(pc.less_equal(received, now), False),
+        )
+        hits = pc.sum(mask).as_py() or 0
+        counts["rows_blanked"] += hits
+        return redact(batch, mask) if hits else None
+
+    def rejected_of_subject(batch: pa.RecordBatch) -> pa.RecordBatch | None:
+        raws = batch.column("raw").to_pylist()
+        mask = pa.array([_holds(raw, subject, value) for raw in raws], pa.bool_())
+        hits = pc.sum(mask).as_py() or 0
+        if not hits:
+            return None
+        counts["quarantined_rows_blanked"] += hits
+        cols = [
+            pc.if_else(mask, pa.scalar(None, c.type), c) if n in ("raw", "message") else c
+            for n, c in zip(batch.schema.names, batch.columns, strict=True)
+        ]
+        return compact(pa.RecordBatch.from_arrays(cols, schema=batch.schema))
+
+    entries = p.log.rewrite_blocking(st.topic, rows_of_subject)
+    entries += p.log.rewrite_blocking(st.quarantine_topic, rejected_of_subject)
+    return {"rewritten": True, "entries_rewritten": entries, **counts}
 
 
 def _stored_value(p: Platform, st: StreamState, subject: str, raw: str) -> str:

@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pyarrow as pa
 import structlog
 
 from headwater.catalog.quotas import Quotas, TenantQuotas
 from headwater.catalog.sqlite import Catalog
 from headwater.datadir import committed_offsets, open_part, open_sqlite_part
+from headwater.errors import NotFound
 from headwater.ingest.answers import AnswerFile, answer_topics, copy_answers, read_answers
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.dedup import IdIndex
@@ -343,7 +345,10 @@ def _recover_ids(p: Platform, st: StreamState) -> None:
     if runs is None:
         return
     if not runs.exists:  # the first start with on-disk ids: take the store's, once
-        stored = p.store.id_hashes(st.tenant, st.schema.name, None)
+        try:
+            stored = p.store.id_hashes(st.tenant, st.schema.name, None)
+        except NotFound:  # the store was lost: it is rebuilt from the log, ids with it
+            stored = pa.array([], pa.uint64())
         stored_np = np.unique(stored.to_numpy(zero_copy_only=False).astype(np.uint64))
         materialized = p.store.consumer_offsets(st.tenant, f"materialize:{st.schema.name}")
         runs.add(stored_np, covered=materialized.get(st.topic, 0))

@@ -89,10 +89,13 @@ def test_erasure_removes_a_subject_everywhere_and_stays_erased(tmp_path: Path) -
             assert report["rows_deleted"]["copy"] == 2
             assert "per_plan" not in report["rows_deleted"]  # it does not carry the field
             assert report["quarantined_rows_deleted"] == 2  # the JSON one and the CSV one
+            assert report["log"]["rewritten"] is True
+            assert report["log"]["rows_blanked"] == 2
+            assert report["log"]["quarantined_rows_blanked"] == 2
             assert users(c, "signups") == ["u2", "u3"] and users(c, "copy") == ["u2", "u3"]
             assert len(quarantined(c)) == 1 and "u2" in quarantined(c)[0]
 
-            # the log still holds u1's rows: a pipeline reading it from the start skips them
+            # the log's blanked rows: a pipeline reading it from the start skips them
             sql = "CREATE PIPELINE again AS SELECT user, amount FROM signups"
             assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
             wait_for(lambda: users(c, "again") == ["u2", "u3"], "the new pipeline")
@@ -141,3 +144,49 @@ def test_hashed_subjects_are_erased_by_their_clear_value(server: Server) -> None
         assert r.json()["rows_deleted"]["logins"] == 1
         left = c.get("/v1/streams/logins/events").json()["rows"]
         assert [x["n"] for x in left] == [2]
+
+
+def test_erasure_leaves_no_trace_of_the_subject_in_the_log_files(tmp_path: Path) -> None:
+    """The segment files themselves no longer hold the subject's values, and after a
+    restart the store rebuilt from the log and new pipelines see none of their rows."""
+    who, other = "zq-erase-me-4242", "keep-me-0001"
+    secret_note = "note-of-zq-only"
+    spec = {"name": "visits", "fields": [{"name": "who", "type": "string", "required": True},
+            {"name": "note", "type": "string"}, {"name": "n", "type": "int", "min": 0},
+            {"name": "event_id", "type": "string"}], "subject": "who", "id": "event_id"}  # fmt: skip
+    server = Server(tmp_path / "data").start()
+    try:
+        with server.client() as c:
+            assert c.post("/v1/streams", json=spec).status_code == 201
+            sent = [
+                {"who": who, "note": secret_note, "n": i, "event_id": f"e{i}"} for i in range(3)
+            ]
+            sent += [{"who": other, "note": "fine", "n": 9, "event_id": "e9"}]
+            sent += [{"who": who, "note": secret_note, "n": -1, "event_id": "bad"}]
+            r = c.post("/v1/streams/visits/events", json=sent)
+            assert (r.json()["accepted"], r.json()["rejected"]) == (4, 1)
+            report = c.delete(f"/v1/streams/visits/subjects/{who}").json()
+            assert report["log"]["rows_blanked"] == 3
+            assert report["log"]["quarantined_rows_blanked"] == 1
+            # a retried event of the subject is still known: not stored a second time
+            again = c.post("/v1/streams/visits/events", json=sent[:1]).json()
+            assert (again["accepted"], again["duplicates"]) == (0, 1)
+            stored = c.get("/v1/streams/visits/events").json()["rows"]
+            assert [x["who"] for x in stored] == [other]
+        server.stop()
+        for segment in (tmp_path / "data" / "log").rglob("*.log"):
+            data = segment.read_bytes()
+            assert who.encode() not in data and secret_note.encode() not in data, segment
+        # the store is rebuilt from the log: the blanked rows stay out
+        for path in (tmp_path / "data" / "store").iterdir():
+            path.unlink()
+        server.start()
+        with server.client() as c:
+            rebuilt = lambda: c.get("/v1/streams/visits/events").json().get("rows", [])  # noqa: E731
+            wait_for(lambda: [x["who"] for x in rebuilt()] == [other], "the rebuilt store")
+            sql = "CREATE PIPELINE everyone AS SELECT who, n FROM visits"
+            assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+            r = lambda: c.post("/v1/query", json={"sql": "SELECT who, n FROM everyone"})  # noqa: E731
+            wait_for(lambda: r().json().get("rows") == [[other, 9]], "the new pipeline")
+    finally:
+        server.stop()

@@ -122,6 +122,8 @@ class StreamDirectory:
             self._streams[(tenant, schema.name)] = StreamState(
                 tenant, schema, versions, id_index(tenant, schema)
             )
+            # A store lost with its data dir's other parts intact is rebuilt from the log.
+            store.ensure_table(tenant, schema.name, store_schema(schema))
             _upgrade_quarantine(store, tenant, schema.name)
 
     def get(self, tenant: str, name: str) -> StreamState:

@@ -16,7 +16,7 @@ import fcntl
 import os
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,6 +34,7 @@ from headwater.log.ports import (
     check_topic,
 )
 from headwater.log.recovery import check_committed, cut_tail, recover_topic
+from headwater.log.rewrite import Change, Framed, remove_leftovers, rewrite_segment
 from headwater.log.segment import (
     HEADER,
     Segment,
@@ -107,6 +108,7 @@ class FileLog:
         self._work = threading.Condition(self._lock)
         self._waiters = EndWaiters(self._lock, self._end_locked)
         self._queue: list[Pending] = []
+        self._jobs: list[_Job] = []  # rewrites, run by the writer thread between groups
         self._stopping = False
         self._closed = False
         self._failure: BaseException | None = None
@@ -268,6 +270,50 @@ class FileLog:
         if self.fsync:
             fsync_dir(t.dir)
 
+    def rewrite_blocking(self, topic: str, change: Change) -> int:
+        """Replace the entries ``change`` answers a batch for (see ``headwater.log.rewrite``)."""
+        check_topic(topic)
+        job = _Job(topic, change)
+        with self._lock:
+            self._check_open()
+            self._jobs.append(job)
+            self._work.notify()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.changed
+
+    def _rewrite(self, topic: str, change: Change) -> int:
+        """On the writer thread: no append runs, so every written byte is published."""
+        with self._lock:
+            t = self._topics.get(topic)
+            if t is None:
+                return 0
+            per_segment: dict[int, list[int]] = {}
+            for j, start in enumerate(t.starts):
+                per_segment.setdefault(bisect_right(t.bases, start) - 1, []).append(j)
+            views = {k: [(j, t.locate(j)) for j in js] for k, js in per_segment.items()}
+            segments = list(t.segments)
+        changed = 0
+        for k, found in views.items():
+            seg = segments[k]
+            entries = [Framed.at(topic, view) for _, view in found]
+            done = rewrite_segment(seg.path, entries, change, self.fsync)
+            if done is None:
+                continue
+            if seg.fd >= 0:  # the active segment: the next append opens the new file
+                self._files.disk.close(seg.fd)
+                seg.fd = -1
+            with self._lock:
+                for (j, _), pos in zip(found, done.positions, strict=True):
+                    t.positions[j] = pos
+                self._size += done.size - seg.written
+                seg.written = seg.published = done.size
+                seg.mapped = None
+                metrics.LOG_SIZE_BYTES.set(self._size)
+            changed += done.changed
+        return changed
+
     async def close(self) -> None:
         """Make pending appends durable, stop the writer and release the directory."""
         await asyncio.to_thread(self.close_blocking)
@@ -320,6 +366,7 @@ class FileLog:
         topics, cuts = {}, []
         for path in sorted(self.directory.iterdir()):
             if path.is_dir() and TOPIC_RE.match(path.name):
+                remove_leftovers(path)
                 topics[path.name], cut = recover_topic(path, committed.get(path.name, {}))
                 if cut is not None:
                     cuts.append(cut)
@@ -334,9 +381,14 @@ class FileLog:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._stopping:
+                while not self._queue and not self._jobs and not self._stopping:
                     self._work.wait()
                 group, self._queue = self._queue, []
+                jobs, self._jobs = self._jobs, []
+            for job in jobs:
+                job.run(self._rewrite)
+            if not group and jobs:
+                continue
             if not group:
                 return  # stopping, and everything queued is durable
             try:
@@ -429,6 +481,24 @@ class FileLog:
         for item in group:
             item.error = error
         acknowledge(group)
+
+
+class _Job:
+    """A rewrite waiting for the writer thread."""
+
+    def __init__(self, topic: str, change: Change) -> None:
+        self.topic, self.change = topic, change
+        self.done = threading.Event()
+        self.changed = 0
+        self.error: BaseException | None = None
+
+    def run(self, rewrite: Callable[[str, Change], int]) -> None:
+        try:
+            self.changed = rewrite(self.topic, self.change)
+        except BaseException as exc:  # handed to the caller, who waits in rewrite_blocking
+            self.error = exc
+        finally:
+            self.done.set()
 
 
 def lock_directory(directory: Path) -> int:

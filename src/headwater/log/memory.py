@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 
 import pyarrow as pa
@@ -240,6 +240,29 @@ class MemoryLog:
     def topics(self) -> list[str]:
         with self._lock:
             return sorted(self._topics)
+
+    def rewrite_blocking(
+        self, topic: str, change: Callable[[pa.RecordBatch], pa.RecordBatch | None]
+    ) -> int:
+        """Replace the entries ``change`` answers a batch for (see ``headwater.log.rewrite``)."""
+        check_topic(topic)
+        with self._lock:
+            self._check_open()
+            t = self._topics.get(topic)
+            entries = list(t.entries) if t else []
+        changed = 0
+        for e in entries:
+            new = change(e.batch)
+            if new is None:
+                continue
+            if new.num_rows != e.batch.num_rows or not new.schema.equals(e.batch.schema):
+                raise ValueError("a rewritten entry keeps its number of rows and its schema")
+            with self._lock:  # found by offset: a trim may have dropped entries meanwhile
+                j = bisect_left(t.starts, e.offset) if t is not None else 0
+                if t is not None and j < len(t.starts) and t.starts[j] == e.offset:
+                    t.entries[j] = LogEntry(topic, e.offset, new, e.meta)
+            changed += 1
+        return changed
 
     def trim(self, topic: str, before: int) -> None:
         with self._lock:

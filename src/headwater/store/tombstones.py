@@ -4,12 +4,15 @@ An erasure deletes a subject's stored rows; the hot log is append-only and keeps
 entries until log retention trims them, so every reader of the log (the store's
 materializer, pipelines, backfills) drops the rows a tombstone covers: those whose
 subject field holds the erased value and that were received at or before the erasure.
-Rows received later are new data and pass.
+Rows received later are new data and pass. Rows an erasure already blanked in the log
+(``_received_ms`` below zero, see ``headwater.log.rewrite``) never pass.
 
 >>> t = Tombstones()
 >>> t.add("acme", "signups", "u1", 1_000)
 >>> t.keep("acme", "signups", pa.array(["u1", "u2", "u1"]), pa.array([900, 900, 1_100])).to_pylist()
 [False, True, True]
+>>> t.keep("acme", "signups", pa.array([None, "u2"]), pa.array([-1, 900])).to_pylist()
+[False, True]
 >>> t.keep("acme", "orders", pa.array(["u1"]), pa.array([900])) is None
 True
 """
@@ -48,7 +51,8 @@ class Tombstones:
         at = pc.index_in(subjects.cast(pa.string()), value_set=values)
         erased_ms = pc.take(times, at)  # null where the subject was not erased
         covered = pc.fill_null(pc.less_equal(received_ms, erased_ms), False)
-        return pc.invert(covered)
+        blanked = pc.fill_null(pc.less(received_ms, 0), False)
+        return pc.invert(pc.or_(covered, blanked))
 
     def filter(self, tenant: str, stream: str, subject: str | None, rows: pa.Table) -> pa.Table:
         """``rows`` (with the subject field and ``_received_ms``) without the erased ones."""
