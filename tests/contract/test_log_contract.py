@@ -118,36 +118,28 @@ async def test_read_at_the_end_or_of_an_unknown_topic_is_empty(log: Log) -> None
 async def test_wait_wakes_promptly_on_append(log: Log) -> None:
     await log.append(TOPIC, rows(0, 1))
     assert await log.wait(TOPIC, 0, timeout_s=0.0)  # already past
-    waiter = asyncio.create_task(log.wait(TOPIC, 1, timeout_s=5.0))
+    waiter = asyncio.create_task(log.wait(TOPIC, 1, timeout_s=600.0))
     await asyncio.sleep(0.02)
     assert not waiter.done()
-    started = time.monotonic()
     await log.append(TOPIC, rows(1, 1))
-    assert await waiter
-    assert time.monotonic() - started < 0.5
+    assert await waiter  # True: woken by the append, long before its timeout
 
 
 async def test_wait_times_out(log: Log) -> None:
     started = time.monotonic()
     assert not await log.wait(TOPIC, 0, timeout_s=0.05)
-    assert 0.04 < time.monotonic() - started < 1.0
+    assert time.monotonic() - started > 0.04
     assert not await asyncio.to_thread(log.wait_blocking, TOPIC, 0, 0.05)
 
 
 async def test_wait_blocking_wakes_on_append_from_the_loop(log: Log) -> None:
-    woke_after: list[float] = []
-
-    def waiter() -> None:
-        assert log.wait_blocking(TOPIC, 0, 5.0)
-        woke_after.append(time.monotonic())
-
-    thread = threading.Thread(target=waiter)
+    woke: list[bool] = []
+    thread = threading.Thread(target=lambda: woke.append(log.wait_blocking(TOPIC, 0, 600.0)))
     thread.start()
     await asyncio.sleep(0.02)
-    appended = time.monotonic()
     await log.append(TOPIC, rows(0, 1))
     await asyncio.to_thread(thread.join)
-    assert woke_after and woke_after[0] - appended < 0.5
+    assert woke == [True]  # woken by the append, long before its timeout
 
 
 async def test_wait_any_blocking_wakes_when_any_topic_passes_its_offset(log: Log) -> None:
@@ -165,12 +157,10 @@ async def test_wait_any_blocking_wakes_when_any_topic_passes_its_offset(log: Log
 
 
 async def test_close_releases_waiters(log: Log) -> None:
-    waiter = asyncio.create_task(log.wait(TOPIC, 0, timeout_s=10.0))
+    waiter = asyncio.create_task(log.wait(TOPIC, 0, timeout_s=600.0))
     await asyncio.sleep(0.01)
-    started = time.monotonic()
     await log.close()
-    assert not await waiter
-    assert time.monotonic() - started < 1.0
+    assert not await asyncio.wait_for(waiter, 60)  # released by the close, not its timeout
 
 
 async def test_trim_moves_start_and_keeps_later_rows(log: Log) -> None:
