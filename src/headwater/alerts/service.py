@@ -27,7 +27,7 @@ from headwater.alerts.transports import Transports
 from headwater.alerts.mutes import Silence, Snooze
 from headwater.alerts.rules import AlertRule, parse_rule
 from headwater.catalog.sqlite import Catalog
-from headwater.errors import BadRequest, NotFound
+from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.model.time import Clock, ms_to_datetime
 from headwater.observability import metrics as m
 from headwater.sinks.dlq import dlq_table
@@ -99,6 +99,8 @@ class Alerts:
         if rule.source not in tables:
             raise BadRequest(f"alert reads {rule.source!r}, which is not a table or stream of "
                              "this tenant", code="unknown_table")  # fmt: skip
+        if (tenant, rule.name) in self._runs:
+            raise Conflict(f"alert {rule.name!r} exists; delete it first", code="name_taken")
         if dlq_table(rule.name) in tables:
             raise BadRequest(f"{dlq_table(rule.name)!r}, the rule's dead-letter table, is taken "
                              "by a stream or table; choose another name", code="name_taken")  # fmt: skip
