@@ -7,7 +7,7 @@ destination, and a dead-letter table; see ``transports`` and ``dispatch``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -35,7 +35,7 @@ class Notification:
         return f"{self.tenant}:{self.rule}:{self.key}:{self.kind}:{self.at_ms}"
 
     def dump(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f: getattr(self, f) for f in self.__slots__}  # shallow: asdict deep-copies
 
     @staticmethod
     def load(d: dict[str, Any]) -> Notification:

@@ -21,7 +21,7 @@ import structlog
 from headwater.alerts.condition import compile_condition
 from headwater.alerts.delivery import Notification, RetryPolicy
 from headwater.alerts.dispatch import Dispatcher, Item, make_items
-from headwater.alerts.evaluate import Change, RuleRun, Tracked, advance, read_latest
+from headwater.alerts.evaluate import Change, Reads, RuleRun, Tracked, advance, read_latest
 from headwater.alerts.grouping import group_of
 from headwater.alerts.transports import Transports
 from headwater.alerts.mutes import Silence, Snooze
@@ -185,12 +185,13 @@ class Alerts:
         out: list[Item] = []
         with self._lock:
             runs = list(self._runs.values())
+        reads: Reads = {}  # rules over one table read it once per evaluation
         for run in runs:
             started = time.perf_counter()
             try:
                 if run.condition is None:  # first evaluation since the start, or a failed one
                     _compile(run, self._store)
-                out += self._evaluate(run)
+                out += self._evaluate(run, reads)
             except Exception as exc:  # the table went away or changed: report, retry later
                 if run.error is None:
                     log.warning("alert_evaluation_failed", tenant=run.rule.tenant,
@@ -200,10 +201,10 @@ class Alerts:
             m.ALERT_EVALUATION_SECONDS.observe(time.perf_counter() - started)
         return out
 
-    def _evaluate(self, run: RuleRun) -> list[Item]:
+    def _evaluate(self, run: RuleRun, reads: Reads | None = None) -> list[Item]:
         r = run.rule
         before = run.cursor
-        latest = read_latest(run, self._store)
+        latest = read_latest(run, self._store, reads)
         now = self._clock.now_ms()
         changes, dirty = advance(run, latest, now, self._snoozes.get(r.tenant, []),
                                  self._silences.get(r.tenant, []))  # fmt: skip
