@@ -56,13 +56,17 @@ def bench(keys: int, rules: int, rounds: int) -> None:
             a.create("default", {"name": f"r{i}", "from": "device_minute", "key": "device_id",
                                  "condition": f"avg_temp > {35 + i % 10}", "channels": HOOK},
                      {"device_minute"})  # fmt: skip
-        write = ResultWrite("p", {}, upserts={"device_minute": (results(keys, 0, 1), ["device_id"])})
+        write = ResultWrite(
+            "p", {}, upserts={"device_minute": (results(keys, 0, 1), ["device_id"])}
+        )
         store.commit("default", write)
         a.evaluate()  # compile, first states
         shared = separate = read_s = decide_s = 0.0
         for r in range(rounds):
             rows = results(keys, r + 1, r + 2)
-            store.commit("default", ResultWrite("p", {}, upserts={"device_minute": (rows, ["device_id"])}))
+            store.commit(
+                "default", ResultWrite("p", {}, upserts={"device_minute": (rows, ["device_id"])})
+            )
             clock.advance(1000)
             t0 = time.perf_counter()
             a.evaluate()
@@ -81,10 +85,12 @@ def bench(keys: int, rules: int, rounds: int) -> None:
             latest_per_key(cond, table)
             decide_s += time.perf_counter() - t0
         evals = rules * rounds
-        print(f"{rules:>4} rules x {keys:,} keys: evaluate() {evals / shared:8.1f} rule evaluations/s "
-              f"({1000 * shared / rounds:7.1f} ms per pass, reads shared); reads only, one per "
-              f"rule: {1000 * separate / rounds:7.1f} ms per pass; one read "
-              f"{1000 * read_s / rounds:.1f} ms, one condition {1000 * decide_s / rounds:.1f} ms")
+        print(
+            f"{rules:>4} rules x {keys:,} keys: evaluate() {evals / shared:8.1f} rule evaluations/s "
+            f"({1000 * shared / rounds:7.1f} ms per pass, reads shared); reads only, one per "
+            f"rule: {1000 * separate / rounds:7.1f} ms per pass; one read "
+            f"{1000 * read_s / rounds:.1f} ms, one condition {1000 * decide_s / rounds:.1f} ms"
+        )
         store.close()
         catalog.close()
 

@@ -88,7 +88,9 @@ async def step(a: Alerts) -> None:
 
 
 def letters(store: DuckDBStore, name: str) -> list[dict[str, Any]]:
-    t = store.sql("default", f"SELECT * FROM {name}_dlq ORDER BY key", max_rows=10_000, timeout_s=10)
+    t = store.sql(
+        "default", f"SELECT * FROM {name}_dlq ORDER BY key", max_rows=10_000, timeout_s=10
+    )
     return t.to_pylist()
 
 
@@ -178,7 +180,9 @@ async def test_flaky_webhook_delivers_everything_and_failures_become_dead_letter
         unreachable = [d for d in dead if d["last_status"] is None]
         assert len(refused) == len(unreachable) == 2 * len(devices)
         assert {d["attempts"] for d in refused} == {1}  # a 4xx is not retried
-        assert {d["attempts"] for d in unreachable} == {20} and "ConnectError" in unreachable[0]["error"]
+        assert {d["attempts"] for d in unreachable} == {20} and "ConnectError" in unreachable[0][
+            "error"
+        ]
         assert all(d["state"] == "dead" for d in dead)
         row = orjson.loads(refused[0]["row"])
         assert row["kind"] == "webhook" and row["n"]["rule"] == "r"
@@ -233,8 +237,11 @@ async def test_grouped_notifications_and_email(parts: Parts) -> None:
         assert sorted(x["key"] for x in north["alerts"]) == ["d1", "d2", "d4"]
         subjects = sorted(str(msg["Subject"]) for msg in box.messages)
         assert subjects == ["[FIRING:1] g site=south", "[FIRING:3] g site=north"]
-        assert "d4 is at 53.0" in str(box.messages[[str(x["Subject"]) for x in box.messages]
-                                                  .index("[FIRING:3] g site=north")].get_payload())
+        assert "d4 is at 53.0" in str(
+            box.messages[
+                [str(x["Subject"]) for x in box.messages].index("[FIRING:3] g site=north")
+            ].get_payload()
+        )
 
         # within group_interval, changes wait; then they go together
         feed(("d1", 10.0, "north"), ("d5", 60.0, "north"))

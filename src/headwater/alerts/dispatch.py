@@ -180,7 +180,9 @@ class Dispatcher:
         write = ResultWrite(f"alert:{rule}", {}, upserts={dlq_table(rule): (to_table(letters),
                                                                             DLQ_KEY)})  # fmt: skip
         self._store.commit(tenant, write)
-        m.ALERT_DEAD_LETTERS.labels(tenant, rule).inc(sum(1 for x in letters if x["state"] == "dead"))
+        m.ALERT_DEAD_LETTERS.labels(tenant, rule).inc(
+            sum(1 for x in letters if x["state"] == "dead")
+        )
 
     # replay ------------------------------------------------------------------------
     def letters(self, tenant: str, rule: str, state: str) -> list[dict[str, Any]]:

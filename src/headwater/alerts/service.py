@@ -23,9 +23,9 @@ from headwater.alerts.delivery import Notification, RetryPolicy
 from headwater.alerts.dispatch import Dispatcher, Item, make_items
 from headwater.alerts.evaluate import Change, Reads, RuleRun, Tracked, advance, read_latest
 from headwater.alerts.grouping import group_of
-from headwater.alerts.transports import Transports
 from headwater.alerts.mutes import Silence, Snooze
 from headwater.alerts.rules import AlertRule, parse_rule
+from headwater.alerts.transports import Transports
 from headwater.catalog.sqlite import Catalog
 from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.model.time import Clock, ms_to_datetime

@@ -128,9 +128,7 @@ class Transports:
 
     def _breaker(self, destination: str) -> Breaker:
         p = self.policy
-        return self._breakers.setdefault(
-            destination, Breaker(p.breaker_failures, p.breaker_open_s)
-        )
+        return self._breakers.setdefault(destination, Breaker(p.breaker_failures, p.breaker_open_s))
 
     def of(self, channel: dict[str, Any]) -> Transport:
         kind = channel["kind"]
@@ -165,4 +163,3 @@ class Transports:
         for t in self._made.values():
             await t.close()
         self._made.clear()
-

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from examples import examples
-from headwater.alerts.grouping import GroupState, Grouping, Waiting, due_at, due_batches, sent
+from headwater.alerts.grouping import Grouping, GroupState, Waiting, due_at, due_batches, sent
 from headwater.alerts.states import KeyState, step
 
 KEYS = ("a", "b", "c")
