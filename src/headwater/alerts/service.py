@@ -30,7 +30,7 @@ from headwater.catalog.sqlite import Catalog
 from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.model.time import Clock, ms_to_datetime
 from headwater.observability import metrics as m
-from headwater.sinks.dlq import dlq_table
+from headwater.sinks.dlq import DLQ_KEY, DLQ_SCHEMA, dlq_table
 from headwater.store.ports import ResultStore
 
 log = structlog.get_logger("headwater.alerts")
@@ -107,6 +107,7 @@ class Alerts:
         run = RuleRun(rule, None)
         _compile(run, self._store)
         self._catalog.put_alert(tenant, rule.name, rule.spec())
+        self._store.ensure_table(tenant, dlq_table(rule.name), DLQ_SCHEMA, DLQ_KEY)
         with self._lock:
             self._runs[(tenant, rule.name)] = run
         return rule
