@@ -98,7 +98,7 @@ class Dispatcher:
         for it in items:  # ungrouped: one queue per key, so a resolve never overtakes its fire
             group = it.group if it.group is not None else "\x00" + it.n.key
             self._waiting.setdefault((it.tenant, it.rule, it.channel, group), []).append(it)
-        m.ALERT_OUTBOX_PENDING.set(self.pending)
+        m.ALERT_OUTBOX_ENTRIES.set(self.pending)
 
     def dispatch(self) -> None:
         """Start sending every batch due now."""
@@ -148,7 +148,7 @@ class Dispatcher:
             self.add(items)
         finally:
             self._busy.discard(gid)
-            m.ALERT_OUTBOX_PENDING.set(self.pending)
+            m.ALERT_OUTBOX_ENTRIES.set(self.pending)
 
     def _finish(
         self, rule: AlertRule, kind: str, items: list[Item], results: list[tuple[Message, Outcome]]

@@ -194,8 +194,8 @@ ALERT_DEAD_LETTERS = Counter(
     "Alert notifications written to their rule's dead-letter table (<rule>_dlq).",
     ["tenant", "rule"],
 )
-ALERT_OUTBOX_PENDING = Gauge(
-    "headwater_alert_outbox_pending",
+ALERT_OUTBOX_ENTRIES = Gauge(
+    "headwater_alert_outbox_entries",
     "Alert notifications saved and not yet delivered nor dead-lettered (all rules).",
 )
 ALERT_NOTIFICATIONS = Counter(
