@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from headwater.alerts.condition import HOLDS_COLUMN, KEY_COLUMN, Condition, latest_per_key
-from headwater.alerts.mutes import Silence, Snooze, is_muted
+from headwater.alerts.mutes import Silence, Snooze, muted_now
 from headwater.alerts.rules import AlertRule
 from headwater.alerts.states import KeyState, Step, step
 from headwater.store.ports import ResultStore
@@ -137,12 +137,13 @@ def advance(
     changes: list[Change] = []
     dirty: dict[str, Tracked | None] = {}
     keys = dict(run.keys)
+    rule_muted, muted_keys = muted_now(r.name, r.labels, now_ms, snoozes, silences)
     for key in set(fresh) | set(keys):
         old = keys.get(key)
         row = fresh.get(key)
         holds = bool(row[HOLDS_COLUMN]) if row is not None else old is not None
         values = _values(row) if row is not None else (old.values if old else {})
-        muted = is_muted(r.name, key, r.labels, now_ms, snoozes, silences)
+        muted = rule_muted or key in muted_keys
         new, steps = step(old.state if old else None, holds, now_ms, r.for_ms, muted, r.repeat_ms)
         tracked = Tracked(new, values) if new is not None else None
         at = new if new is not None else (old.state if old is not None else None)
