@@ -170,7 +170,7 @@ class Dispatcher:
                 m.ALERT_NOTIFICATIONS.labels(kind, "delivered" if out.ok else "failed").inc()
                 if not out.ok:
                     letters.append(letter(it, kind, out))
-        if letters:
+        if letters and self._rule_of(rule.tenant, rule.name) is rule:  # not deleted meanwhile
             self.write_letters(rule.tenant, rule.name, letters)
         self._catalog.finish_alert_outbox(rule.tenant, rule.name, list(by_id), events)
 
