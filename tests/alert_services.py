@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -137,6 +138,24 @@ def webhook_receiver(secret: str, fail_first: int = 0, status: int = 503) -> Htt
             return 401, {}, b"bad signature"
         if n <= fail_first:
             return status, {}, b"try later"
+        return 204, {}, b""
+
+    return HttpStandIn(answer)
+
+
+def flaky_webhook(secret: str, fail_rate: float, seed: int = 1) -> HttpStandIn:
+    """A signed-webhook receiver failing ``fail_rate`` of requests at random: 503, or 429
+    with ``Retry-After: 0``; the rest are accepted."""
+    rng = random.Random(seed)
+
+    def answer(req: Request, n: int) -> Answer:
+        if not signature_ok(secret, req.headers, req.body):
+            return 401, {}, b"bad signature"
+        roll = rng.random()
+        if roll < fail_rate / 2:
+            return 503, {}, b"busy"
+        if roll < fail_rate:
+            return 429, {"Retry-After": "0"}, b"slow down"
         return 204, {}, b""
 
     return HttpStandIn(answer)

@@ -119,6 +119,7 @@ class Platform:
             names |= {p.name, f"{p.name}_late", f"{p.name}_errors"}
         names |= set(self.catalog.reference_tables(tenant))
         names |= {f"{s.name}_dlq" for s in self.catalog.sinks(tenant)}
+        names |= {f"{a['name']}_dlq" for a, _ in self.catalog.alerts() if a["tenant"] == tenant}
         return names
 
     def housekeeping(self) -> None:

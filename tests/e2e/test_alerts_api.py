@@ -238,3 +238,56 @@ def test_alert_on_a_pipelines_results(tmp_path: Path, hook: HttpStandIn) -> None
             assert {r.json()["key"] for r in hook.accepted} == {"a"}
     finally:
         srv.stop()
+
+
+def test_notifications_survive_kill_and_dead_letters_replay(tmp_path: Path) -> None:
+    """A notification saved with its state change is delivered after ``kill -9``; one
+    refused with a 4xx lands in ``hot_dlq``, queryable, and a replay delivers it once."""
+    answers: dict[str, int] = {"status": 503}
+    hook = HttpStandIn(lambda req, n: (answers["status"], {}, b""))
+    env = {"HEADWATER_ALERT_EVAL_INTERVAL_S": "0.1", "HEADWATER_ALERT_DELIVERY_ATTEMPTS": "1000",
+           "HEADWATER_ALERT_RETRY_BASE_S": "0.05", "HEADWATER_ALERT_RETRY_CAP_S": "0.2"}  # fmt: skip
+    srv = Server(tmp_path / "data", **env).start()
+    try:
+        with srv.client() as c:
+            assert c.post("/v1/streams", json=STREAM).status_code == 201
+            rule = {"name": "hot", "from": "readings", "key": "device_id",
+                    "condition": "temperature > 40",
+                    "channels": [{"kind": "webhook", "url": hook.url, "secret": SECRET}]}  # fmt: skip
+            assert c.post("/v1/alerts", json=rule).status_code == 201
+            send(c, "dev-k", 55.0)
+            wait_for("retries", lambda: len(hook.seen) >= 3)  # fired, saved, being retried
+            assert hook.accepted == []
+        srv.kill()
+        answers["status"] = 204
+        srv.start()
+        with srv.client() as c:
+            wait_for("delivered after the restart", lambda: got(hook, "dev-k") == ["firing"])
+            ids = {r.headers["webhook-id"] for r in hook.seen}
+            assert len(ids) == 1  # every attempt, before and after the crash, one id
+
+            answers["status"] = 400  # the receiver refuses the next one: a dead letter
+            send(c, "dev-k", 10.0)
+
+            def dead() -> list[dict[str, Any]]:
+                q = c.post("/v1/query", json={"sql": "SELECT key, last_status, state, attempts "
+                                              "FROM hot_dlq"})  # fmt: skip
+                if q.status_code != 200:
+                    return []
+                return [dict(zip(q.json()["columns"], r, strict=True)) for r in q.json()["rows"]]
+
+            [letter] = wait_for("a dead letter", dead)
+            assert letter["last_status"] == 400 and letter["state"] == "dead"
+            assert letter["attempts"] == 1
+            answers["status"] = 204
+            r = c.post("/v1/alerts/hot/dlq/replay", json={"all": True})
+            assert r.status_code == 200 and r.json()["replaying"] == 1
+            wait_for("replayed", lambda: got(hook, "dev-k") == ["firing", "resolved"])
+            wait_for("marked", lambda: dead() and dead()[0]["state"] == "replayed")
+            assert c.post("/v1/alerts/hot/dlq/replay", json={"all": True}).json()["replaying"] == 0
+            assert c.post("/v1/alerts/hot/dlq/replay", json={}).status_code == 400
+            kinds = [e["kind"] for e in c.get("/v1/alerts/hot/events").json()["events"]]
+            assert kinds[:3] == ["replayed", "failed", "resolved"]
+    finally:
+        srv.stop()
+        hook.close()

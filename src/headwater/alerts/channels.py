@@ -1,29 +1,56 @@
-"""The channels: Slack incoming webhook, PagerDuty Events v2, signed webhook, SMTP e-mail.
+"""What each channel sends: Slack incoming webhook, PagerDuty Events v2, signed webhook, e-mail.
 
-Each sends one notification per call and raises ``DeliveryError`` on failure (see
-``delivery`` for retries). HTTP channels share one ``httpx.AsyncClient``.
+Pure: a channel's config and a batch of notifications (one, or a group's) become the
+messages to send, each a body and an idempotency key (the ``Idempotency-Key`` and, for
+webhooks, the Standard Webhooks ``webhook-id``). Sending them is ``transports``' work.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import hashlib
-import hmac
-import smtplib
-import ssl
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
-import httpx
 import orjson
 
-from headwater.alerts.delivery import Channel, DeliveryError, Notification, Pacer, http_error
+from headwater.alerts.delivery import Notification
 
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 PD_SEVERITY = {"critical": "critical", "error": "error", "warning": "warning", "info": "info"}
-TIMEOUT_S = 10.0
+SLACK_MAX_LINES = 20  # alerts listed in one grouped Slack message (the rest are counted)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    body: bytes
+    key: str  # the same on every attempt: receivers deduplicate on it
+    ids: tuple[str, ...]  # the notifications it carries
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Notifications sent together: one, or a group's (``group`` is not None)."""
+
+    items: tuple[tuple[str, Notification], ...]  # (outbox id, notification)
+    group: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self.group is None and len(self.items) == 1:
+            return self.items[0][1].id
+        digest = hashlib.sha256("\n".join(i for i, _ in self.items).encode()).hexdigest()
+        return "grp_" + digest[:32]
+
+    @property
+    def notes(self) -> list[Notification]:
+        return [n for _, n in self.items]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(i for i, _ in self.items)
 
 
 def _iso(ms: int) -> str:
@@ -40,77 +67,53 @@ def payload(n: Notification) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def _post(
-    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
-) -> httpx.Response:
-    try:
-        r = await client.post(
-            url, content=body, headers={"content-type": "application/json", **headers},
-            timeout=TIMEOUT_S,
-        )  # fmt: skip
-    except httpx.HTTPError as exc:
-        raise DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True) from None
-    if r.status_code >= 300:
-        raise http_error(r.status_code, r.text, r.headers.get("retry-after"))
-    return r
+def _title(b: Batch) -> str:
+    counts = Counter(n.kind for n in b.notes)
+    parts = [f"{k.upper()}:{counts[k]}" for k in ("firing", "resolved") if counts[k]]
+    group = f" {b.group}" if b.group else ""
+    return f"[{', '.join(parts)}] {b.notes[0].rule}{group}"
 
 
-class WebhookChannel:
-    """A JSON POST signed with Standard Webhooks (``webhook-id/-timestamp/-signature``)."""
-
-    kind = "webhook"
-
-    def __init__(self, client: httpx.AsyncClient, url: str, secret: str) -> None:
-        self._client, self._url = client, url
-        self._key = base64.b64decode(secret.removeprefix("whsec_"))
-
-    def sign(self, msg_id: str, timestamp: int, body: bytes) -> str:
-        mac = hmac.new(self._key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
-        return "v1," + base64.b64encode(mac.digest()).decode()
-
-    async def send(self, n: Notification) -> None:
-        body = orjson.dumps(payload(n))
-        ts = int(datetime.now(UTC).timestamp())
-        headers = {"webhook-id": n.id, "webhook-timestamp": str(ts),
-                   "webhook-signature": self.sign(n.id, ts, body)}  # fmt: skip
-        await _post(self._client, self._url, body, headers)
+def webhook(b: Batch) -> list[Message]:
+    if b.group is None:
+        n = b.notes[0]
+        return [Message(orjson.dumps(payload(n)), b.key, b.ids)]
+    first = b.notes[0]
+    body = {"type": "alert.group", "rule": first.rule, "group": b.group, "title": _title(b),
+            "alerts": [payload(n) for n in b.notes]}  # fmt: skip
+    return [Message(orjson.dumps(body), b.key, b.ids)]
 
 
-class SlackChannel:
-    """A Slack incoming webhook: ``{"text", "blocks"}``; 429 answers carry Retry-After."""
-
-    kind = "slack"
-
-    def __init__(self, client: httpx.AsyncClient, url: str, pacer: Pacer | None = None) -> None:
-        self._client, self._url, self._pacer = client, url, pacer
-
-    async def send(self, n: Notification) -> None:
-        if self._pacer is not None:
-            await self._pacer.wait(self._url)
-        icon = ":red_circle:" if n.kind == "firing" else ":large_green_circle:"
-        text = f"{icon} [{n.kind.upper()}] {n.summary}"
-        fields = [{"type": "mrkdwn", "text": f"*{k}*: {v}"} for k, v in n.labels.items()]
-        blocks: list[dict[str, Any]] = [
-            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-            {"type": "context", "elements": [
-                {"type": "mrkdwn", "text": f"rule `{n.rule}` · key `{n.key}` · {n.severity}"},
-                *fields[:9],
-            ]},
-        ]  # fmt: skip
-        await _post(self._client, self._url, orjson.dumps({"text": text, "blocks": blocks}), {})
+def _slack_line(n: Notification) -> str:
+    icon = ":red_circle:" if n.kind == "firing" else ":large_green_circle:"
+    return f"{icon} [{n.kind.upper()}] {n.summary}"
 
 
-class PagerDutyChannel:
-    """PagerDuty Events API v2: ``trigger``/``resolve`` deduplicated by ``rule:key``."""
+def slack(b: Batch) -> list[Message]:
+    n = b.notes[0]
+    fields = [{"type": "mrkdwn", "text": f"*{k}*: {v}"} for k, v in n.labels.items()]
+    if b.group is None:
+        text = _slack_line(n)
+        context = f"rule `{n.rule}` · key `{n.key}` · {n.severity}"
+    else:
+        lines = [_slack_line(x) for x in b.notes[:SLACK_MAX_LINES]]
+        if len(b.notes) > SLACK_MAX_LINES:
+            lines.append(f"… and {len(b.notes) - SLACK_MAX_LINES} more")
+        text = _title(b) + "\n" + "\n".join(lines)
+        context = f"rule `{n.rule}` · {len(b.notes)} alerts · {n.severity}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": context}, *fields[:9]]},
+    ]
+    return [Message(orjson.dumps({"text": text, "blocks": blocks}), b.key, b.ids)]
 
-    kind = "pagerduty"
 
-    def __init__(self, client: httpx.AsyncClient, routing_key: str, url: str) -> None:
-        self._client, self._key, self._url = client, routing_key, url
-
-    async def send(self, n: Notification) -> None:
+def pagerduty(b: Batch, routing_key: str) -> list[Message]:
+    """One event per key: PagerDuty keeps one incident per ``dedup_key`` (``rule:key``)."""
+    out = []
+    for i, n in b.items:
         event: dict[str, Any] = {
-            "routing_key": self._key,
+            "routing_key": routing_key,
             "event_action": "trigger" if n.kind == "firing" else "resolve",
             "dedup_key": n.dedup_key,
         }
@@ -120,59 +123,35 @@ class PagerDutyChannel:
                 "severity": PD_SEVERITY[n.severity], "timestamp": _iso(n.at_ms),
                 "custom_details": {"key": n.key, "labels": n.labels, "values": n.values},
             }  # fmt: skip
-        await _post(self._client, self._url, orjson.dumps(event, default=str), {})
+        out.append(Message(orjson.dumps(event, default=str), n.id, (i,)))
+    return out
 
 
-class EmailChannel:
-    """Plain-text e-mail over SMTP (stdlib ``smtplib`` in a worker thread)."""
-
-    kind = "email"
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self._c = config
-
-    def _message(self, n: Notification) -> EmailMessage:
-        msg = EmailMessage()
-        msg["Subject"] = f"[{n.kind.upper()}] {n.summary}"[:200]
-        msg["From"] = self._c["from"]
-        to = self._c["to"]
-        msg["To"] = ", ".join(to) if isinstance(to, list) else str(to)
-        lines = [n.summary, "", f"rule: {n.rule}", f"key: {n.key}", f"status: {n.kind}",
-                 f"severity: {n.severity}", f"since: {_iso(n.since_ms)}"]  # fmt: skip
-        lines += [f"{k}: {v}" for k, v in n.values.items()]
-        msg.set_content("\n".join(lines))
-        return msg
-
-    def _send(self, msg: EmailMessage) -> None:
-        c = self._c
-        with smtplib.SMTP(c["host"], int(c.get("port", 25)), timeout=TIMEOUT_S) as smtp:
-            if c.get("starttls"):
-                smtp.starttls(context=ssl.create_default_context())
-            if c.get("username"):
-                smtp.login(c["username"], c.get("password", ""))
-            smtp.send_message(msg)
-
-    async def send(self, n: Notification) -> None:
-        try:
-            await asyncio.to_thread(self._send, self._message(n))
-        except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}",
-                                retryable=400 <= exc.smtp_code < 500) from None  # fmt: skip
-        except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True) from None
+def email(b: Batch, config: dict[str, Any]) -> list[Message]:
+    """A plain-text e-mail (RFC 5322 bytes); a group's lists every alert."""
+    msg = EmailMessage()
+    n = b.notes[0]
+    subject = f"[{n.kind.upper()}] {n.summary}" if b.group is None else _title(b)
+    msg["Subject"] = subject[:200]
+    msg["From"] = config["from"]
+    to = config["to"]
+    msg["To"] = ", ".join(to) if isinstance(to, list) else str(to)
+    msg["Message-ID"] = f"<{b.key}@headwater>"
+    parts = []
+    for x in b.notes:
+        lines = [x.summary, "", f"rule: {x.rule}", f"key: {x.key}", f"status: {x.kind}",
+                 f"severity: {x.severity}", f"since: {_iso(x.since_ms)}"]  # fmt: skip
+        parts.append("\n".join(lines + [f"{k}: {v}" for k, v in x.values.items()]))
+    msg.set_content("\n\n".join(parts))
+    return [Message(msg.as_bytes(), b.key, b.ids)]
 
 
-SLACK_INTERVAL_S = 1.0  # Slack: about one message a second per incoming webhook
-
-
-def build_channel(
-    client: httpx.AsyncClient, c: dict[str, Any], slack_pacer: Pacer | None = None
-) -> Channel:
-    kind = c["kind"]
+def messages(channel: dict[str, Any], b: Batch) -> list[Message]:
+    kind = channel["kind"]
     if kind == "webhook":
-        return WebhookChannel(client, c["url"], c["secret"])
+        return webhook(b)
     if kind == "slack":
-        return SlackChannel(client, c["url"], slack_pacer)
+        return slack(b)
     if kind == "pagerduty":
-        return PagerDutyChannel(client, c["routing_key"], c.get("url", PAGERDUTY_URL))
-    return EmailChannel(c)
+        return pagerduty(b, channel["routing_key"])
+    return email(b, channel)

@@ -6,7 +6,10 @@
   key by its time column, at every evaluation.
 
 A key's condition is decided by its latest row. Keys with no new row keep their last
-decision, so ``for`` runs on in processing time while a key sends nothing new.
+decision, so ``for`` runs on in processing time while a key sends nothing new. A key's
+state is saved when it changes; the values of its newest row are shown at once and
+saved with its next change (saving every row's values cost more than the rest of an
+evaluation, see benchmarks/alerts.py).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from headwater.alerts.condition import HOLDS_COLUMN, KEY_COLUMN, Condition, latest_per_key
-from headwater.alerts.mutes import Silence, Snooze, is_muted
+from headwater.alerts.mutes import Silence, Snooze, muted_now
 from headwater.alerts.rules import AlertRule
 from headwater.alerts.states import KeyState, Step, step
 from headwater.store.ports import ResultStore
@@ -65,17 +69,29 @@ class Change:
     tracked: Tracked  # the key's state at the change (before it was dropped, for a resolve)
 
 
-def read_latest(run: RuleRun, store: ResultStore) -> pa.Table:
-    """The newest row of each key that changed since the last evaluation, with ``__holds``."""
+Reads = dict[tuple[Any, ...], pa.Table]
+
+
+def read_latest(run: RuleRun, store: ResultStore, reads: Reads | None = None) -> pa.Table:
+    """The newest row of each key that changed since the last evaluation, with ``__holds``.
+
+    ``reads`` shares store reads between the rules of one evaluation: rules over the same
+    table (and, for a stream, at the same position) read its rows once."""
     r, cond = run.rule, run.condition
     assert cond is not None
+    cache: Reads = {} if reads is None else reads
     if not run.stream:
-        rows = store.latest_per_key(r.tenant, r.source, [cond.key], cond.order, 1)
-        return latest_per_key(cond, rows)
+        at: tuple[Any, ...] = ("latest", r.tenant, r.source, cond.key, cond.order)
+        if at not in cache:
+            cache[at] = store.latest_per_key(r.tenant, r.source, [cond.key], cond.order, 1)
+        return latest_per_key(cond, cache[at])
     start = run.cursor or 0
     parts = []
     while True:
-        rows = store.rows_by_offset(r.tenant, r.source, start, 2**62, READ_ROWS)
+        at = ("offset", r.tenant, r.source, start)
+        if at not in cache:
+            cache[at] = store.rows_by_offset(r.tenant, r.source, start, 2**62, READ_ROWS)
+        rows = cache[at]
         if rows.num_rows == 0:
             break
         parts.append(latest_per_key(cond, rows))
@@ -96,6 +112,18 @@ def _values(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _relevant(latest: pa.Table, tracked: dict[str, Tracked]) -> pa.Table:
+    """The rows that can change something: keys whose condition holds, or that have a state
+    (a key that neither holds nor had a state stays without one)."""
+    if latest.num_rows == 0:
+        return latest
+    mask = latest.column(HOLDS_COLUMN)
+    if tracked:
+        known = pc.is_in(latest.column(KEY_COLUMN), value_set=pa.array(list(tracked), pa.string()))
+        mask = pc.or_(mask, known)
+    return latest.filter(mask)
+
+
 def advance(
     run: RuleRun,
     latest: pa.Table,
@@ -105,16 +133,17 @@ def advance(
 ) -> tuple[list[Change], dict[str, Tracked | None]]:
     """Step every key that has a new row or holds; returns the changes and changed states."""
     r = run.rule
-    fresh = {row[KEY_COLUMN]: row for row in latest.to_pylist()} if latest.num_rows else {}
+    fresh = {row[KEY_COLUMN]: row for row in _relevant(latest, run.keys).to_pylist()}
     changes: list[Change] = []
     dirty: dict[str, Tracked | None] = {}
     keys = dict(run.keys)
+    rule_muted, muted_keys = muted_now(r.name, r.labels, now_ms, snoozes, silences)
     for key in set(fresh) | set(keys):
         old = keys.get(key)
         row = fresh.get(key)
         holds = bool(row[HOLDS_COLUMN]) if row is not None else old is not None
         values = _values(row) if row is not None else (old.values if old else {})
-        muted = is_muted(r.name, key, r.labels, now_ms, snoozes, silences)
+        muted = rule_muted or key in muted_keys
         new, steps = step(old.state if old else None, holds, now_ms, r.for_ms, muted, r.repeat_ms)
         tracked = Tracked(new, values) if new is not None else None
         at = new if new is not None else (old.state if old is not None else None)
@@ -123,8 +152,10 @@ def advance(
             if old is not None:
                 keys.pop(key)
                 dirty[key] = None
-        elif old is None or old.state != new or (row is not None and old.values != values):
+        elif old is None or old.state != new:
             keys[key] = tracked
             dirty[key] = tracked
+        elif row is not None and old.values != values:  # newer values, same state: kept in
+            keys[key] = tracked  # memory, saved with the key's next change (not per row)
     run.keys = keys
     return changes, dirty

@@ -45,3 +45,12 @@ def is_muted(
         if s.rule == rule and (s.key is None or s.key == key) and now_ms < s.until_ms:
             return True
     return any(s.matches(labels, now_ms) for s in silences)
+
+
+def muted_now(
+    rule: str, labels: dict[str, str], now_ms: int, snoozes: list[Snooze], silences: list[Silence]
+) -> tuple[bool, set[str]]:
+    """``is_muted`` for every key of a rule at once: (the whole rule is muted, muted keys)."""
+    live = [s for s in snoozes if s.rule == rule and now_ms < s.until_ms]
+    whole = any(s.key is None for s in live) or any(s.matches(labels, now_ms) for s in silences)
+    return whole, {s.key for s in live if s.key is not None}

@@ -6,6 +6,7 @@ import string
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from headwater.alerts.grouping import DEFAULT_INTERVAL_MS, DEFAULT_WAIT_MS, Grouping
 from headwater.errors import BadRequest
 from headwater.model.schema import NAME_RE
 from headwater.model.time import parse_duration_ms
@@ -34,6 +35,18 @@ class AlertRule:
     summary: str = DEFAULT_SUMMARY
     channels: list[dict[str, Any]] = field(default_factory=list)
     created_ms: int = 0
+    group_by: list[str] = field(default_factory=list)
+    group_wait_ms: int | None = None
+    group_interval_ms: int | None = None
+
+    @property
+    def grouping(self) -> Grouping | None:
+        """None: each notification goes alone, at once (no grouping option given)."""
+        if not self.group_by and self.group_wait_ms is None and self.group_interval_ms is None:
+            return None
+        wait = DEFAULT_WAIT_MS if self.group_wait_ms is None else self.group_wait_ms
+        interval = DEFAULT_INTERVAL_MS if self.group_interval_ms is None else self.group_interval_ms
+        return Grouping(tuple(self.group_by), wait, interval)
 
     def spec(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,11 +58,14 @@ class AlertRule:
         )
 
     def view(self) -> dict[str, Any]:
+        g = self.grouping
         return {
             "name": self.name, "from": self.source, "key": self.key,
             "condition": self.condition, "for_ms": self.for_ms, "repeat_ms": self.repeat_ms,
             "severity": self.severity, "labels": self.labels, "summary": self.summary,
-            "channels": [_masked(c) for c in self.channels],
+            "channels": [_masked(c) for c in self.channels], "group_by": self.group_by,
+            "group_wait_ms": g.wait_ms if g else None,
+            "group_interval_ms": g.interval_ms if g else None,
         }  # fmt: skip
 
 
@@ -81,7 +97,8 @@ def parse_rule(tenant: str, data: Any, now_ms: int) -> AlertRule:
     if not isinstance(data, dict):
         raise _bad('send {"name", "from", "key", "condition", "for", "channels"}')
     unknown = set(data) - {"name", "from", "key", "condition", "for", "repeat", "severity",
-                           "labels", "summary", "channels"}  # fmt: skip
+                           "labels", "summary", "channels", "repeat_interval", "group_by",
+                           "group_wait", "group_interval"}  # fmt: skip
     if unknown:
         raise _bad(f"unknown fields: {', '.join(sorted(unknown))}", "unknown_field")
     name = data.get("name")
@@ -106,10 +123,20 @@ def parse_rule(tenant: str, data: Any, now_ms: int) -> AlertRule:
         raise _bad('"channels": a non-empty list of {"kind", ...}', "bad_alert_channel")
     for c in channels:
         check_channel(c)
-    repeat = _duration(data, "repeat")
+    if "repeat" in data and "repeat_interval" in data:
+        raise _bad('give "repeat" or "repeat_interval" (the same option), not both',
+                   "bad_alert_duration")  # fmt: skip
+    repeat = _duration(data, "repeat") or _duration(data, "repeat_interval")
+    group_by = data.get("group_by", [])
+    if not isinstance(group_by, list) or not all(isinstance(c, str) and c for c in group_by):
+        raise _bad('"group_by": a list of column names', "bad_alert_group")
+    interval = _duration(data, "group_interval")
+    if interval == 0:
+        raise _bad('"group_interval" must be more than 0', "bad_alert_duration")
     return AlertRule(
         tenant, name, data["from"], data["key"], data["condition"],
         _duration(data, "for") or 0, repeat or None, severity, labels, summary, channels, now_ms,
+        list(dict.fromkeys(group_by)), _duration(data, "group_wait"), interval,
     )  # fmt: skip
 
 

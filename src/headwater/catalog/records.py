@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -39,7 +40,7 @@ class AlertsAndModels:
     def drop_alert(self, tenant: str, name: str) -> None:
         with self._lock:
             for table, col in (("alert_rules", "name"), ("alert_states", "rule"),
-                               ("alert_events", "rule")):  # fmt: skip
+                               ("alert_events", "rule"), ("alert_outbox", "rule")):  # fmt: skip
                 self._db.execute(f"DELETE FROM {table} WHERE tenant = ? AND {col} = ?",
                                  (tenant, name))  # fmt: skip
 
@@ -56,8 +57,11 @@ class AlertsAndModels:
         cursor: int | None,
         states: dict[str, dict[str, Any] | None],
         events: list[tuple[int, dict[str, Any]]],
+        outbox: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> None:
-        """One transaction: the rule's read position, changed key states (None: gone), history."""
+        """One transaction: the rule's read position, changed key states (None: gone),
+        history, and the notifications to deliver (``outbox``: id, item), kept until a
+        channel accepts them or they are dead letters (``finish_alert_outbox``)."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -77,6 +81,9 @@ class AlertsAndModels:
                 db.executemany("INSERT INTO alert_events VALUES (?,?,?,?)",
                                [(tenant, rule, at, msgspec.json.encode(e).decode())
                                 for at, e in events])  # fmt: skip
+                db.executemany("INSERT OR REPLACE INTO alert_outbox VALUES (?,?,?,?)",
+                               [(tenant, rule, i, msgspec.json.encode(item).decode())
+                                for i, item in outbox])  # fmt: skip
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -91,6 +98,33 @@ class AlertsAndModels:
                 [(tenant, rule, at, msgspec.json.encode(e).decode(), tenant, rule)
                  for at, e in events],
             )  # fmt: skip
+
+    def alert_outbox(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """Every notification not yet delivered nor dead-lettered: (tenant, rule, id, item)."""
+        rows = self._q("SELECT tenant, rule, id, item FROM alert_outbox ORDER BY rowid")
+        return [(t, r, i, msgspec.json.decode(item)) for t, r, i, item in rows]
+
+    def finish_alert_outbox(
+        self, tenant: str, rule: str, ids: list[str], events: list[tuple[int, Any]]
+    ) -> None:
+        """One transaction: these notifications are done (delivered or dead letters), and
+        their history entries (only while the rule exists)."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("DELETE FROM alert_outbox WHERE tenant = ? AND rule = ? AND id = ?",
+                               [(tenant, rule, i) for i in ids])  # fmt: skip
+                db.executemany(
+                    "INSERT INTO alert_events SELECT ?, ?, ?, ? WHERE EXISTS "
+                    "(SELECT 1 FROM alert_rules WHERE tenant = ? AND name = ?)",
+                    [(tenant, rule, at, msgspec.json.encode(e).decode(), tenant, rule)
+                     for at, e in events],
+                )  # fmt: skip
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def trim_alert_events(self, tenant: str, rule: str, keep: int) -> int:
         """Forget all but the newest ``keep`` history entries of a rule; how many went."""

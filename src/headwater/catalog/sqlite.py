@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS alert_events (
     tenant TEXT NOT NULL, rule TEXT NOT NULL, at_ms INTEGER NOT NULL, event TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alert_events_by_rule ON alert_events (tenant, rule, at_ms);
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    tenant TEXT NOT NULL, rule TEXT NOT NULL, id TEXT NOT NULL, item TEXT NOT NULL,
+    PRIMARY KEY (tenant, rule, id)
+);
 CREATE TABLE IF NOT EXISTS alert_mutes (
     tenant TEXT NOT NULL, id TEXT NOT NULL, spec TEXT NOT NULL, PRIMARY KEY (tenant, id)
 );

@@ -189,6 +189,15 @@ ALERT_EVALUATION_ERRORS = Counter(
 ALERT_FIRING_KEYS = Gauge(
     "headwater_alert_firing_keys", "Keys of an alert rule firing now.", ["tenant", "rule"]
 )
+ALERT_DEAD_LETTERS = Counter(
+    "headwater_alert_dead_letters_total",
+    "Alert notifications written to their rule's dead-letter table (<rule>_dlq).",
+    ["tenant", "rule"],
+)
+ALERT_OUTBOX_ENTRIES = Gauge(
+    "headwater_alert_outbox_entries",
+    "Alert notifications saved and not yet delivered nor dead-lettered (all rules).",
+)
 ALERT_NOTIFICATIONS = Counter(
     "headwater_alert_notifications_total",
     "Alert notifications by channel kind and outcome (delivered, failed after retries).",

@@ -49,7 +49,7 @@ def append(store: DuckDBStore, start: int, rows: list[tuple[str, float]]) -> Non
 
 
 def sent(alerts: Alerts) -> list[tuple[str, str, str]]:
-    return [(n.key, n.kind, n.summary) for _, n in alerts.evaluate()]
+    return [(i.n.key, i.n.kind, i.n.summary) for i in alerts.evaluate()]
 
 
 def make(catalog: Catalog, store: DuckDBStore, clock: ManualClock) -> Alerts:

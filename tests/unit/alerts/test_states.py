@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from examples import examples
-from headwater.alerts.mutes import Silence, Snooze, is_muted
+from headwater.alerts.mutes import Silence, Snooze, is_muted, muted_now
 from headwater.alerts.states import KeyState, step
 
 # one evaluation: (milliseconds since the previous one, condition holds, muted)
@@ -109,3 +109,21 @@ def test_snoozes_and_silences() -> None:
     assert not is_muted("x", "k", {"team": "db"}, 2500, [], silences)
     assert not is_muted("x", "k", {"team": "ops"}, 3000, [], silences)
     assert is_muted("x", "k", {}, 2000, [], [Silence("all", 2000, 2001)])
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["hot", "cold"]), st.integers(0, 3000),
+                       st.none() | st.sampled_from(["a", "b"]))),
+    st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 3000), st.booleans())),
+    st.integers(0, 3000),
+)  # fmt: skip
+def test_muted_now_agrees_with_is_muted(
+    snoozes: list[tuple[str, int, str | None]], silences: list[tuple[int, int, bool]], now: int
+) -> None:
+    sn = [Snooze(r, u, k) for r, u, k in snoozes]
+    si = [Silence(f"s{i}", a, b, {"team": "ops"} if ops else {}) for i, (a, b, ops) in
+          enumerate(silences)]  # fmt: skip
+    whole, keys = muted_now("hot", {"team": "db"}, now, sn, si)
+    for key in ("a", "b", "c"):
+        assert (whole or key in keys) == is_muted("hot", key, {"team": "db"}, now, sn, si)

@@ -52,7 +52,8 @@ def _view(a: Alerts, run: RuleRun, detail: bool) -> dict[str, Any]:
            "firing": sum(t.state.phase == "firing" for t in keys.values()),
            "pending": sum(t.state.phase == "pending" for t in keys.values()),
            "snoozed": [{"key": s.key, "until": _iso(s.until_ms)}
-                       for s in a.snoozes(r.tenant, r.name)]}  # fmt: skip
+                       for s in a.snoozes(r.tenant, r.name)],
+           "dead_letters_table": f"{r.name}_dlq"}  # fmt: skip
     if detail:
         out["keys"] = [
             {"key": k, "state": t.state.phase, "since": _iso(t.state.since_ms),
@@ -114,6 +115,25 @@ async def snooze_alert(name: str, request: Request) -> Response:
         raise BadRequest("key: the key's value as text", code="bad_snooze")
     s = alerts(request).snooze(who.tenant, name, _time(data, "until"), key)
     return json_response({"name": name, "key": s.key, "until": _iso(s.until_ms)})
+
+
+@router.post("/alerts/{name}/dlq/replay")
+async def replay_alert_dead_letters(name: str, request: Request) -> Response:
+    """Send dead letters of ``<name>_dlq`` again, each at most once: ``{"keys": [...]}``
+    or ``{"all": true}``."""
+    who = authenticate(request)
+    who.require("admin")
+    a = alerts(request)
+    a.get(who.tenant, name)
+    data = await json_body(request)
+    keys = data.get("keys") if isinstance(data, dict) else None
+    every = isinstance(data, dict) and data.get("all") is True
+    if every == (keys is not None) or (
+        keys is not None and not (isinstance(keys, list) and all(isinstance(k, str) for k in keys))
+    ):
+        raise BadRequest('send {"keys": [dead-letter keys]} or {"all": true}', code="bad_replay")
+    n = await a.replay(who.tenant, name, None if every else keys)
+    return json_response({"name": name, "replaying": n})
 
 
 @router.delete("/alerts/{name}")

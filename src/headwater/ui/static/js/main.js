@@ -3,6 +3,7 @@
 
 import { ApiError, checkKey, onAnswer, session } from "./api.js";
 import { h } from "./dom.js";
+import * as alerts from "./alerts.js";
 import * as overview from "./overview.js";
 import * as pipeline from "./pipeline.js";
 import * as newPipeline from "./pipeline_edit.js";
@@ -17,6 +18,8 @@ const ROUTES = [
   [/^#\/query$/, query, "query"],
   [/^#\/create\/pipeline$/, newPipeline, "overview"],
   [/^#\/create\/stream$/, newStream, "overview"],
+  [/^#\/alerts$/, alerts, "alerts"],
+  [/^#\/alerts\/([^/]+)$/, alerts, "alerts"],
 ];
 
 const app = document.getElementById("app");
