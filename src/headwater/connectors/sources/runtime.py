@@ -213,6 +213,7 @@ class SourceRuntime:
                         raise
                     return await self._unreadable(key, st, part, exc, found, seq, stats)
                 if chunk is None:
+                    self._waiting(rec, reader, stats)
                     if isinstance(kind, Relisting):
                         return seq
                     continue
@@ -223,6 +224,18 @@ class SourceRuntime:
                 found[part] = (chunk.position, seq)
         finally:
             await asyncio.to_thread(reader.close)
+
+    @staticmethod
+    def _waiting(rec: SourceRecord, reader: Reader, stats: SourceStats) -> None:
+        """A reader that the counterpart asked to wait (an HTTP ``Retry-After``) says why
+        in ``reader.waiting``: the source shows ``backing_off`` meanwhile."""
+        why = getattr(reader, "waiting", None)
+        if why:
+            if stats.reason != why:
+                m.SOURCE_BACKOFFS.labels(rec.tenant, rec.name, "remote").inc()
+            stats.state, stats.reason, stats.last_error = "backing_off", why, why
+        elif stats.state == "backing_off":
+            stats.state, stats.reason = "running", None
 
     async def _unreadable(
         self, key: SourceKey, st: StreamState, part: str, exc: Exception, found: Positions,
