@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-from feed_server import Feed
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
+from feed_server import Feed
 from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.files import DirectorySource
 from headwater.connectors.sources.mqtt import MqttSource
@@ -27,7 +27,7 @@ from headwater.connectors.sources.poll import PollSource
 from headwater.connectors.sources.runtime import PullSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from mqtt_broker import Broker, publish  # noqa: E402
+from mqtt_broker import Broker, publish
 
 
 class Driver(Protocol):

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 from browser import browser, page, screenshot, sign_in
-from feed_server import Feed
 from playwright.sync_api import Page, expect
 
 from downstream import Answer, Downstream, events
+from feed_server import Feed
 from serverproc import READINGS, Server
 
 __all__ = ["browser", "page"]  # fixtures, used by name

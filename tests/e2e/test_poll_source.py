@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from feed_server import Feed
 
+from feed_server import Feed
 from serverproc import Server
 
 STREAM = {"name": "events", "fields": [{"name": "seq", "type": "int", "required": True,

@@ -82,7 +82,7 @@ def test_since_takes_the_last_rows_field_and_keeps_the_etag_only_for_the_same_re
 
 def test_an_answer_without_the_list_is_an_error_naming_the_path() -> None:
     cfg = PollConfig.parse({"url": BASE, "items": "data.results"})
-    with pytest.raises(ValueError, match="data.results"):
+    with pytest.raises(ValueError, match=r"data\.results"):
         turn_page(cfg, Cursor(), BASE, {"error": "nope"}, None, None)
 
 
