@@ -92,3 +92,12 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_s(date, 1_000_000) == 30
     assert retry_after_s(email.utils.formatdate(10, usegmt=True), 1_000_000) == 0
     assert retry_after_s("soon", 0) is None and retry_after_s(None, 0) is None
+
+
+def test_a_since_of_zero_is_a_value_kept_in_the_position() -> None:
+    cfg = PollConfig.parse({"url": BASE, "since_field": "id", "since_param": "after"})
+    page = turn_page(cfg, Cursor(), BASE, [{"id": 0}], None, None)
+    assert page.cursor.since == 0
+    assert page.cursor.encode() == '{"since":0}'
+    assert Cursor.decode(page.cursor.encode()) == Cursor(since=0)
+    assert Cursor(skip=2).encode() == '{"skip":2}' and Cursor().encode() == "{}"

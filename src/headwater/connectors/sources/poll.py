@@ -148,14 +148,18 @@ class Cursor:
     since: Any = None
 
     def encode(self) -> str:
-        return orjson.dumps({k: v for k, v in asdict(self).items() if v}).decode()
+        """Compact JSON, leaving out what is unset (a ``since`` of 0 is kept)."""
+        kept = {k: v for k, v in asdict(self).items() if v is not None}
+        if not self.skip:
+            del kept["skip"]
+        return orjson.dumps(kept).decode()
 
     @classmethod
     def decode(cls, position: str | None, since: Any = None) -> Cursor:
         if not position:
             return cls(since=since)
         d = orjson.loads(position)
-        return cls(d.get("url"), int(d.get("skip", 0)), d.get("etag"), d.get("since"))
+        return cls(d.get("url"), int(d.get("skip", 0)), d.get("etag"), d.get("since", since))
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,8 @@ def turn_page(
     new = found[cur.skip :]
     since = cur.since
     if cfg.since_field and new and isinstance(new[-1], dict):
-        since = dig(new[-1], cfg.since_field) or since
+        last = dig(new[-1], cfg.since_field)
+        since = since if last is None else last
     rows = map_events(new, None, cfg.mapping)
     follow = next_url(cfg, sent, payload, link)
     if follow is not None and follow != sent:
