@@ -6,7 +6,8 @@ into it (``p`` a partition label, ``seq`` counting up per label), writes bad one
 gives the source's config. Every kind must then:
 
 - resume after a restart at the committed position (no record again, none missing);
-- hold its chunks while pushed back (``backing_off``, nothing written), then go on;
+- hold its chunks while pushed back or over the tenant's ingest quota (``backing_off``,
+  nothing written), then go on;
 - quarantine bad payloads, each with the source named in its ``request_id``;
 - survive ``kill -9`` loops of a real server with no loss and no duplicate.
 
@@ -67,6 +68,7 @@ class Harness:
     def __init__(self, tmp_path: Path, driver: Driver) -> None:
         self.dir, self.driver = tmp_path / "data", driver
         self.lag = 0
+        self.quotas: dict[str, Any] = {}  # the tenant's own quotas, set before the start
         self.made = False
 
     async def start(self) -> None:
@@ -78,8 +80,10 @@ class Harness:
                                "running", 1)  # fmt: skip
             p.catalog.put_source(rec)
             self.made = True
+        p.quotas.set("default", self.quotas)
         self.sources = Sources(p.catalog, p.clock, self.driver.root)
-        acceptor = Acceptor(p.ingest, p.log, p.clock, p.ingest_limits, lambda st: self.lag, 100)
+        acceptor = Acceptor(p.ingest, p.log, p.clock, p.ingest_limits, lambda st: self.lag, 100,
+                            p.quotas)  # fmt: skip
         self.positions = PositionFile(self.dir / "sources.sqlite")
         kinds = {self.driver.kind: self.driver.source}
         self.rt = SourceRuntime(self.sources, p.streams, acceptor, self.positions, kinds, p.log)
@@ -165,6 +169,20 @@ async def test_pushback_holds_chunks_and_nothing_is_dropped(
     assert view and view["reason"].startswith("pushback"), harness.view()
     assert harness.p.log.end_offset(harness.stream.topic) == 0  # held, not written
     harness.lag = 0
+    assert await until(lambda: harness.rows() == expected(parts)), harness.view()
+    assert await until(lambda: harness.view()["status"] == "running"), harness.view()
+
+
+async def test_over_the_tenants_ingest_quota_a_source_waits_and_drops_nothing(
+    harness: Harness, driver: Driver
+) -> None:
+    parts = {"a": range(0, 100), "b": range(0, 50)}
+    for part, seqs in parts.items():
+        driver.produce(part, seqs)
+    harness.quotas = {"ingest_rows_per_s": 100}
+    await harness.start()
+    view = await until(lambda: (v := harness.view())["status"] == "backing_off" and v)
+    assert view and view["reason"].startswith("quota"), harness.view()
     assert await until(lambda: harness.rows() == expected(parts)), harness.view()
     assert await until(lambda: harness.view()["status"] == "running"), harness.view()
 
