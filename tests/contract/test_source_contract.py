@@ -176,7 +176,7 @@ async def test_pushback_holds_chunks_and_nothing_is_dropped(
 async def test_over_the_tenants_ingest_quota_a_source_waits_and_drops_nothing(
     harness: Harness, driver: Driver
 ) -> None:
-    parts = {"a": range(0, 100), "b": range(0, 50)}
+    parts = {"a": range(0, 200), "b": range(0, 100)}  # more than one chunk of any kind
     for part, seqs in parts.items():
         driver.produce(part, seqs)
     harness.quotas = {"ingest_rows_per_s": 100}

@@ -199,7 +199,7 @@ class SourceRuntime:
         start = found.get(part, (None, 0))[0]
         key = (rec.tenant, rec.name, rec.created_ms)
         try:
-            reader = await asyncio.to_thread(kind.open, part, start)
+            reader = await _open(kind, part, start)
         except Exception as exc:
             if not isinstance(kind, Relisting):
                 raise  # a connection: back off and try again
@@ -315,6 +315,22 @@ class SourceRuntime:
         if result.errors:
             e = result.errors[0]
             stats.last_error = f"row rejected: {e.code}: {e.message}"
+
+
+async def _open(kind: PullSource, part: str, start: str | None) -> Reader:
+    """Open a reader in a thread; if the source stops meanwhile, the reader is closed as
+    soon as it is open (no file or connection is left behind)."""
+    opening = asyncio.ensure_future(asyncio.to_thread(kind.open, part, start))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_opened)
+        raise
+
+
+def _close_opened(opening: asyncio.Future[Reader]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 class Relisting:
