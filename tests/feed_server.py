@@ -9,8 +9,8 @@ Paths (``after`` and ``limit`` select rows of ``events`` by index):
 - ``/since?since=S&limit=L``: the rows whose ``seq`` is above ``S`` (no paging: the
   next poll asks again with the last ``seq``).
 
-``throttle(n, retry_after)`` answers the next ``n`` requests ``429`` with that
-``Retry-After``; every request is recorded in ``requests``.
+``throttle(n, retry_after, status)`` answers the next ``n`` requests ``429`` (or
+``status``) with that ``Retry-After``; every request is recorded in ``requests``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Feed:
     def __init__(self) -> None:
         self.events: list[Any] = []
         self.requests: list[Hit] = []
-        self._throttles: list[str] = []
+        self._throttles: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         feed = self
 
@@ -60,9 +60,9 @@ class Feed:
         with self._lock:
             self.events.extend(rows)
 
-    def throttle(self, n: int, retry_after: str) -> None:
+    def throttle(self, n: int, retry_after: str, status: int = 429) -> None:
         with self._lock:
-            self._throttles.extend([retry_after] * n)
+            self._throttles.extend([(status, retry_after)] * n)
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -85,7 +85,8 @@ class Feed:
     def _answer(self, path: str, q: dict[str, str], inm: str | None) -> tuple[int, dict, bytes]:
         with self._lock:
             if self._throttles:
-                return 429, {"Retry-After": self._throttles.pop(0)}, b'{"error": "slow down"}'
+                status, wait = self._throttles.pop(0)
+                return status, {"Retry-After": wait}, b'{"error": "slow down"}'
             events = list(self.events)
         limit = int(q.get("limit", 50))
         if path == "/since":

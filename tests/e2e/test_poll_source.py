@@ -97,10 +97,10 @@ def test_retry_after_in_seconds_and_as_a_date_is_waited_out(server: Server, feed
         assert first.status == 429 and second.at - first.at >= 2.0
         date = email.utils.formatdate(time.time() + 3, usegmt=True)
         n = len(feed.requests)
-        feed.throttle(1, date)
+        feed.throttle(1, date, status=503)
         feed.add(rows(5, 10))
         assert wait_for(lambda: seqs(c, "throttled") == list(range(15)))
-        throttled = next(h for h in feed.requests[n:] if h.status == 429)
+        throttled = next(h for h in feed.requests[n:] if h.status == 503)
         after = [h for h in feed.requests[n:] if h.at > throttled.at]
         assert after and after[0].at - throttled.at >= 1.0  # the date is whole seconds
         assert c.get("/v1/sources/slow").json()["status"] == "running"
