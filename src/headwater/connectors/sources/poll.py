@@ -46,6 +46,7 @@ KEYS = {"url", "interval", "method", "headers", "params", "body", "items", "mapp
         "next_param", "since_field", "since_param", "since", "timeout", "max_empty_pages"}  # fmt: skip
 UNITS = {"s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
 MAX_RETRY_AFTER_S = 3600.0
+MIN_WAIT_S = 1.0  # a Retry-After of 0 (or in the past) must not make the source spin
 
 
 def _bad(message: str) -> BadRequest:
@@ -277,7 +278,9 @@ class PollReader:
         self._polling, self._poll_start = False, 0.0
         self._empty = 0  # pages in a row without rows, in this poll
         self.waiting: str | None = None  # why the reader waits (Retry-After), for the status
-        self._client = httpx.Client(timeout=cfg.timeout_s, headers=cfg.headers)
+        self._client = httpx.Client(
+            timeout=cfg.timeout_s, headers=cfg.headers, follow_redirects=True
+        )
 
     def read(self, timeout_s: float) -> Chunk | End | None:
         now = time.monotonic()
@@ -309,6 +312,7 @@ class PollReader:
             wait = retry_after_s(resp.headers.get("retry-after"), time.time())
             if wait is None:
                 raise PollError(f"{cfg.method} {url} answered {resp.status_code}")
+            wait = max(MIN_WAIT_S, wait)
             self.waiting = f"{resp.status_code} from the API: waiting {wait:g} s (Retry-After)"
             self._due = time.monotonic() + wait
             return None
