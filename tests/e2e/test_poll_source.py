@@ -115,7 +115,7 @@ def test_a_restart_resumes_at_the_committed_cursor_and_kill_9_loses_and_doubles_
     try:
         with srv.client() as c:
             assert c.post("/v1/streams", json=STREAM).status_code == 201
-            make(c, "feed", "events", {"url": f"{feed.url}/feed?limit=50", "interval": 0.2,
+            make(c, "feed", "events", {"url": f"{feed.url}/feed?limit=100", "interval": 0.2,
                                        "items": "data.items", "next": "next"})  # fmt: skip
             assert wait_for(lambda: seqs(c) == list(range(120)))
             position = c.get("/v1/sources/feed").json()["position"]
@@ -124,16 +124,17 @@ def test_a_restart_resumes_at_the_committed_cursor_and_kill_9_loses_and_doubles_
         total = 12_000
         feed.add(rows(total - 120, 120))
         srv.start()
-        first = feed.requests[n]  # the last page, again, from where the source stood
-        assert "after=100" in first.path and first.if_none_match is not None, (position, first)
-        for _ in range(2):  # two kills, each while pages are being committed
-            with srv.client() as c:
-                at_kill = wait_for(
-                    lambda: (v := c.get("/v1/sources/feed").json())["rows_in"] >= 2000 and v
-                )
-            srv.kill()
-            assert at_kill["rows_in"] < total - 2000, at_kill
-            srv.start()
+        assert wait_for(lambda: len(feed.requests) > n)
+        first = feed.requests[n]  # the last page again, its 20 rows skipped
+        assert position.startswith('{"url":"http') and '"skip":20' in position, position
+        assert "after=100&limit=100" in first.path and first.if_none_match == '"100-20"', first
+        with srv.client() as c:  # killed while pages are being committed (the contract
+            at_kill = wait_for(  # suite kills every kind in a loop)
+                lambda: (v := c.get("/v1/sources/feed").json())["rows_in"] >= 2000 and v
+            )
+        srv.kill()
+        assert at_kill["rows_in"] < total - 2000, at_kill
+        srv.start()
         with srv.client() as c:
             got = wait_for(lambda: s if len(s := seqs(c)) >= total else None)
             assert got == list(range(total))
