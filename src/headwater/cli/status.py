@@ -99,16 +99,20 @@ STATUS_STYLE = {"running": "green", "paused": "yellow", "failed": "bold red",
 
 
 def sources_table(sources: list[dict[str, Any]]) -> Table:
+    """Each source's state (and why), where it stands, its counters and its last error."""
     t = Table("name", "kind", "stream", "status", "position", "rows in", "rejected", "lag",
-              title=f"Sources ({len(sources)})", title_justify="left", header_style="bold")  # fmt: skip
+              "last error", title=f"Sources ({len(sources)})", title_justify="left",
+              header_style="bold")  # fmt: skip
     for s in sources:
         status = str(s.get("status", "?"))
         shown = f"[{STATUS_STYLE.get(status, 'white')}]{escape(status)}[/]"
-        if s.get("reason") or s.get("last_error"):
-            shown += f"\n[dim]{escape(str(s.get('reason') or s.get('last_error')))}[/]"
+        if s.get("reason"):
+            shown += f"\n[dim]{escape(str(s['reason']))}[/]"
+        error = s.get("last_error")
         t.add_row(escape(str(s.get("name"))), escape(str(s.get("kind"))),
                   escape(str(s.get("stream"))), shown, escape(str(s.get("position") or "-")),
-                  num(s.get("rows_in")), num(s.get("rows_rejected")), num(s.get("lag")))  # fmt: skip
+                  num(s.get("rows_in")), num(s.get("rows_rejected")), num(s.get("lag")),
+                  f"[red]{escape(str(error))}[/]" if error else "-")  # fmt: skip
     return t
 
 

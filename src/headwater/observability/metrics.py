@@ -60,7 +60,7 @@ SOURCE_ROWS = Counter(
 )
 SOURCE_BACKOFFS = Counter(
     "headwater_source_backoffs_total",
-    "Times a pull source waited, by reason (pushback, quota, error).",
+    "Times a pull source waited, by reason (pushback, quota, error, remote).",
     ["tenant", "source", "reason"],
 )
 

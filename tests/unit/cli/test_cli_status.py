@@ -21,7 +21,8 @@ PIPELINE = {
 }  # fmt: skip
 SOURCE = {"name": "fleet", "kind": "mqtt", "stream": "readings", "status": "backing_off",
           "reason": "ConnectionError: no answer", "position": "42", "rows_in": 4200,
-          "rows_rejected": 7, "lag": None}  # fmt: skip
+          "rows_rejected": 7, "lag": None,
+          "last_error": "row rejected: below_min: seq is below 0"}  # fmt: skip
 
 
 SINK = {
@@ -62,6 +63,7 @@ def test_status_shows_streams_pipelines_and_failing_checks() -> None:
     assert "device_minute" in out and "failed" in out and "division by zero" in out
     assert "250 rows / 4.5 s" in out and "12,000" in out
     assert "fleet" in out and "backing_off" in out and "no answer" in out and "4,200" in out
+    assert "last error" in out and "below_min" in out
     orjson.dumps(info)  # --json prints the same
 
 

@@ -199,7 +199,7 @@ class SourceRuntime:
         start = found.get(part, (None, 0))[0]
         key = (rec.tenant, rec.name, rec.created_ms)
         try:
-            reader = await asyncio.to_thread(kind.open, part, start)
+            reader = await _open(kind, part, start)
         except Exception as exc:
             if not isinstance(kind, Relisting):
                 raise  # a connection: back off and try again
@@ -213,6 +213,7 @@ class SourceRuntime:
                         raise
                     return await self._unreadable(key, st, part, exc, found, seq, stats)
                 if chunk is None:
+                    self._waiting(rec, reader, stats)
                     if isinstance(kind, Relisting):
                         return seq
                     continue
@@ -223,6 +224,18 @@ class SourceRuntime:
                 found[part] = (chunk.position, seq)
         finally:
             await asyncio.to_thread(reader.close)
+
+    @staticmethod
+    def _waiting(rec: SourceRecord, reader: Reader, stats: SourceStats) -> None:
+        """A reader that the counterpart asked to wait (an HTTP ``Retry-After``) says why
+        in ``reader.waiting``: the source shows ``backing_off`` meanwhile."""
+        why = getattr(reader, "waiting", None)
+        if why:
+            if stats.reason != why:
+                m.SOURCE_BACKOFFS.labels(rec.tenant, rec.name, "remote").inc()
+            stats.state, stats.reason, stats.last_error = "backing_off", why, why
+        elif stats.state == "backing_off":
+            stats.state, stats.reason = "running", None
 
     async def _unreadable(
         self, key: SourceKey, st: StreamState, part: str, exc: Exception, found: Positions,
@@ -302,6 +315,22 @@ class SourceRuntime:
         if result.errors:
             e = result.errors[0]
             stats.last_error = f"row rejected: {e.code}: {e.message}"
+
+
+async def _open(kind: PullSource, part: str, start: str | None) -> Reader:
+    """Open a reader in a thread; if the source stops meanwhile, the reader is closed as
+    soon as it is open (no file or connection is left behind)."""
+    opening = asyncio.ensure_future(asyncio.to_thread(kind.open, part, start))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_opened)
+        raise
+
+
+def _close_opened(opening: asyncio.Future[Reader]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 class Relisting:

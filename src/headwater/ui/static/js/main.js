@@ -8,6 +8,8 @@ import * as overview from "./overview.js";
 import * as pipeline from "./pipeline.js";
 import * as newPipeline from "./pipeline_edit.js";
 import * as query from "./query.js";
+import * as sinks from "./sinks.js";
+import * as sources from "./sources.js";
 import * as stream from "./stream.js";
 import * as newStream from "./stream_new.js";
 
@@ -16,6 +18,8 @@ const ROUTES = [
   [/^#\/streams\/([^/]+)$/, stream, "overview"],
   [/^#\/pipelines\/([^/]+)$/, pipeline, "overview"],
   [/^#\/query$/, query, "query"],
+  [/^#\/sources$/, sources, "sources"],
+  [/^#\/sinks$/, sinks, "sinks"],
   [/^#\/create\/pipeline$/, newPipeline, "overview"],
   [/^#\/create\/stream$/, newStream, "overview"],
   [/^#\/alerts$/, alerts, "alerts"],
