@@ -106,13 +106,13 @@ class Tansu:
         assert left == 0, f"{left} messages not acknowledged"
         return n
 
-    def read_all(
-        self, topic: str, partitions: int, want: int, timeout_s: float = 30
-    ) -> list[Message]:
-        """Every message of ``topic`` from the beginning (open transactions too), until ``want`` came (or the deadline)."""
+    def read_all(self, topic: str, want: int, timeout_s: float = 30) -> list[Message]:
+        """Every message of ``topic`` from the beginning (open transactions too), until
+        ``want`` came (or the deadline)."""
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"read-{time.time_ns()}",
                       "enable.auto.commit": False, "isolation.level": "read_uncommitted"})  # fmt: skip
-        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
         got: list[Message] = []
         deadline = time.monotonic() + timeout_s
         try:
