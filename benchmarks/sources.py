@@ -35,9 +35,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
-from kafka_broker import Tansu
 from mqtt_broker import Broker, publish
 
+from kafka_broker import Tansu
 from serverproc import Server
 
 FIELDS = [

@@ -44,7 +44,6 @@ from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.positions import Positions
 from headwater.connectors.sources.runtime import Chunk, End, Reader
 from headwater.errors import BadRequest
-from headwater.ingest.accept import Data
 
 ASSIGNMENT = "assignment"  # the one reader of the runtime: the consumer's assignment
 META = ("topic", "partition", "offset", "key", "timestamp")
