@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from serverproc import free_port
@@ -97,13 +97,20 @@ class Tansu:
         """Send ``(partition, value)`` pairs and wait until the broker has them all."""
         p = self.producer()
         n = 0
+        errors: list[KafkaError] = []
+
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(err)
+
         for partition, value in values:
-            p.produce(topic, value, key, partition=partition)
+            p.produce(topic, value, key, partition=partition, on_delivery=report)
             n += 1
             if n % 10_000 == 0:
                 p.poll(0)
         left = p.flush(30)
         assert left == 0, f"{left} messages not acknowledged"
+        assert not errors, f"{len(errors)} messages refused: {errors[0]}"
         return n
 
     def read_all(self, topic: str, want: int, timeout_s: float = 30) -> list[Message]:
