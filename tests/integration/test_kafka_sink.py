@@ -82,6 +82,14 @@ def test_rows_are_messages_keyed_by_field_with_the_idempotency_key_header(
             "sql": "SELECT offset, state, error, row FROM to_kafka_dlq"}).json()["rows"]  # fmt: skip
         assert len(dlq) == 1 and dlq[0][0] == 250 and dlq[0][1] == "dead", dlq
         assert "SIZE" in dlq[0][2] and '"device_id":"big"' in dlq[0][3], dlq
+        # a replay produces it again through the same delivery: refused again, still dead
+        assert c.post("/v1/sinks/to_kafka/dlq/replay", json={"all": True}).json()["replaying"] == 1
+        sql = "SELECT state, attempts FROM to_kafka_dlq"
+        again = wait_for(lambda: (r := c.post("/v1/query", json={"sql": sql}).json()["rows"])
+                         == [["dead", 2]] and r)  # fmt: skip
+        assert again, c.post("/v1/query", json={"sql": sql}).json()
+        st = settled(c, "to_kafka", 501)
+        assert (st["delivered"], st["dead_lettered"]) == (500, 1), st
     msgs = kafka_broker.read_all("metrics-out", 500)
     assert len(msgs) == 500
     seen = {}
