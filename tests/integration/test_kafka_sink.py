@@ -128,3 +128,24 @@ def test_a_broker_that_is_down_is_waited_for_nothing_is_dead_lettered(
             assert len(keys) >= 50  # every row carries its key, retried ones the same one
         finally:
             later.stop()
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"topic": "t"}, "bootstrap"),
+        ({"bootstrap": "h:1", "topic": "a/b"}, "topic"),
+        ({"bootstrap": "h:1", "topic": "t", "options": {"enable.idempotence": "true"}}, "options"),
+        ({"bootstrap": "h:1", "topic": "t", "options": {"security.protocol": "bogus"}}, "options"),
+    ],
+)
+def test_a_config_it_cannot_run_is_a_400_naming_the_option(
+    server: Server, config: dict[str, Any], field: str
+) -> None:
+    with server.client() as c:
+        r = c.post("/v1/sinks", json={"name": "bad", "kind": "kafka", "from": "metrics",
+                                      "config": config})  # fmt: skip
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "invalid_sink_config"
+        assert field in r.json()["error"]["message"]
+        assert c.get("/v1/sinks/bad").status_code == 404

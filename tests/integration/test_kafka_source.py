@@ -166,6 +166,8 @@ def test_a_restart_seeks_to_headwaters_offsets_not_the_groups(
         ({"bootstrap": "h:1", "topics": ["t"], "fields": {"colour": "c"}}, "config.fields"),
         ({"bootstrap": "h:1", "topics": ["t"], "options": {"enable.auto.commit": "true"}},
          "config.options"),
+        ({"bootstrap": "h:1", "topics": ["t"], "options": {"no.such.setting": "1"}},
+         "No such configuration property"),
     ],
 )  # fmt: skip
 def test_a_config_it_cannot_run_is_a_400_saying_what_to_fix(

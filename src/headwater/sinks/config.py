@@ -112,7 +112,12 @@ def parse_sink(data: Any) -> tuple[str, str, str, SinkConfig]:
             f"sink kind {kind!r} is not available here; use one of {list(KINDS)}",
             code="unknown_sink_kind",
         )
-    return name, kind, source, sink_config(kind, data.get("config", {}))
+    config = sink_config(kind, data.get("config", {}))
+    if isinstance(config, KafkaSinkConfig):
+        from headwater.sinks.kafka import check_client
+
+        check_client(config)
+    return name, kind, source, config
 
 
 def sink_config(kind: str, raw: Any) -> SinkConfig:

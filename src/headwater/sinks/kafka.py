@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -29,12 +29,14 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from headwater.errors import BadRequest
 from headwater.sinks.config import KafkaSinkConfig
 from headwater.sinks.http import Outcome, Retryable, Slots, Stats
 from headwater.sinks.policy import Aimd, Breaker
 from headwater.sinks.rows import Request, Row
 
 POLL_S = 0.05
+CLOSE_FLUSH_S = 1.0
 # the broker refuses the message itself: sending it again cannot help
 POISON = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
                     KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG, KafkaError._INVALID_ARG})  # fmt: skip
@@ -55,6 +57,27 @@ def key_of(row: bytes, fields: list[str]) -> bytes | None:
         v = obj.get(fields[0])
         return v.encode() if isinstance(v, str) else orjson.dumps(v)
     return orjson.dumps([obj.get(f) for f in fields])
+
+
+def producer_conf(config: KafkaSinkConfig) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": config.bootstrap, "enable.idempotence": False,
+        "linger.ms": 5, "batch.size": 1_000_000, "compression.type": "lz4",
+        "message.timeout.ms": int(config.timeout_s * 1000), "acks": "all",
+        **config.options,
+    }  # fmt: skip
+
+
+def check_client(config: KafkaSinkConfig) -> None:
+    """Refuse settings the client does not take with a 400, before the sink is stored."""
+    try:
+        Producer(producer_conf(config)).flush(0)
+    except KafkaException as exc:
+        raise BadRequest(
+            f"sink config options: the Kafka client refuses it: {exc.args[0].str()}",
+            code="invalid_sink_config",
+            field="options",
+        ) from exc
 
 
 class _Round:
@@ -86,13 +109,7 @@ class KafkaDelivery:
         self.breaker = breaker
         self.stats = Stats()
         self.slots = Slots(Aimd(config.max_concurrency))
-        conf: dict[str, Any] = {
-            "bootstrap.servers": config.bootstrap, "enable.idempotence": False,
-            "linger.ms": 5, "batch.size": 1_000_000, "compression.type": "lz4",
-            "message.timeout.ms": int(config.timeout_s * 1000), "acks": "all",
-            **config.options,
-        }  # fmt: skip
-        self._producer = Producer(conf)
+        self._producer = Producer(producer_conf(config))
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="headwater-kafka-sink", daemon=True)
         self._poller.start()
@@ -106,7 +123,8 @@ class KafkaDelivery:
             self._producer.poll(POLL_S)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._producer.flush, self.config.timeout_s)
+        # rows not acknowledged yet are not committed either: sent again after a restart
+        await asyncio.to_thread(self._producer.flush, CLOSE_FLUSH_S)
         self._stop.set()
         await asyncio.to_thread(self._poller.join)
 

@@ -129,6 +129,15 @@ class KafkaConfig:
         return conf
 
 
+def check_client(cfg: KafkaConfig) -> None:
+    """Refuse settings the client does not take (an unknown or invalid option) with a 400,
+    before the source is stored: a consumer is made with them and closed at once."""
+    try:
+        Consumer(cfg.client("headwater-check")).close()
+    except KafkaException as exc:
+        raise _bad(f"config: the Kafka client refuses it: {exc.args[0].str()}") from exc
+
+
 def part_name(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
 

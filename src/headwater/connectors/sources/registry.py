@@ -55,9 +55,9 @@ def parse_config(kind: str, config: dict[str, Any], file_root: Path | None = Non
 
         DirectoryConfig.parse(config, file_root)
     elif kind == "kafka":
-        from headwater.connectors.sources.kafka import KafkaConfig
+        from headwater.connectors.sources.kafka import KafkaConfig, check_client
 
-        KafkaConfig.parse(config)
+        check_client(KafkaConfig.parse(config))
 
 
 class Sources:
