@@ -3,10 +3,12 @@ quarantine, read_committed, config errors, and kill -9 with no loss and no dupli
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import fastavro
 import httpx
 import orjson
 import pytest
@@ -156,6 +158,34 @@ def test_a_restart_seeks_to_headwaters_offsets_not_the_groups(
         assert c.delete("/v1/sources/seek").status_code == 200
 
 
+ORDER_AVRO = {
+    "type": "record", "name": "Order",
+    "fields": [{"name": "p", "type": "int"}, {"name": "seq", "type": "long"},
+               {"name": "amount", "type": ["null", "double"], "default": None}],
+}  # fmt: skip
+
+
+def test_avro_values_with_the_confluent_header(server: Server, kafka_broker: Tansu) -> None:
+    kafka_broker.create_topic("orders-avro", 1)
+
+    def framed(rec: dict[str, Any]) -> bytes:
+        out = io.BytesIO(b"\0\0\0\0\x07")  # magic byte, schema id 7
+        out.seek(5)
+        fastavro.schemaless_writer(out, ORDER_AVRO, rec)
+        return out.getvalue()
+
+    good = [(0, framed({"p": 7, "seq": i, "amount": 2.5})) for i in range(50)]
+    kafka_broker.produce("orders-avro", [*good, (0, b"\x01not avro")])
+    with server.client() as c:
+        spec = source(kafka_broker, "avro", "orders-avro", format="avro-confluent",
+                      schema=ORDER_AVRO)  # fmt: skip
+        assert c.post("/v1/sources", json=spec).status_code == 201
+        assert wait_for(lambda: rows(c, "p = 7") == [[7, i] for i in range(50)])
+        view = wait_for(lambda: (v := c.get("/v1/sources/avro").json())["rows_rejected"] == 1 and v)
+        assert view["positions"] == {"orders-avro/0": "51"}, view
+        assert c.delete("/v1/sources/avro").status_code == 200
+
+
 @pytest.mark.parametrize(
     ("config", "says"),
     [
@@ -163,6 +193,9 @@ def test_a_restart_seeks_to_headwaters_offsets_not_the_groups(
         ({"bootstrap": "127.0.0.1:9092"}, "config.topics"),
         ({"bootstrap": "h:1", "topics": ["t"], "start": "middle"}, "config.start"),
         ({"bootstrap": "h:1", "topics": ["t"], "format": "xml"}, "config.format"),
+        ({"bootstrap": "h:1", "topics": ["t"], "format": "avro"}, "config.schema"),
+        ({"bootstrap": "h:1", "topics": ["t"], "format": "avro", "schema": {"type": "rec"}},
+         "config.schema"),
         ({"bootstrap": "h:1", "topics": ["t"], "fields": {"colour": "c"}}, "config.fields"),
         ({"bootstrap": "h:1", "topics": ["t"], "options": {"enable.auto.commit": "true"}},
          "config.options"),
