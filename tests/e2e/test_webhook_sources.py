@@ -104,7 +104,7 @@ def test_pause_resume_delete_and_tenant_isolation(server: Server) -> None:
             assert taken.status_code == 409 and "default" not in taken.text
         kafka = {"name": "fleet", "kind": "kafka", "stream": "pushes3", "config": {}}
         r = c.post("/v1/sources", json=kafka)
-        assert r.status_code == 400 and r.json()["error"]["code"] == "source_kind_unavailable"
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_source_config"
         bad = {**src, "name": "gh4", "config": {"verify": "md5", "secret": "s"}}
         assert c.post("/v1/sources", json=bad).json()["error"]["code"] == "bad_source_config"
         assert c.delete("/v1/sources/gh3").status_code == 200

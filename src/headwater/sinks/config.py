@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from headwater.errors import BadRequest
 from headwater.store.ports import check_name
 
-KINDS = ("http", "webhook")
+M = TypeVar("M", bound=BaseModel)
+KINDS = ("http", "webhook", "kafka")
 
 
 class HttpConfig(BaseModel):
@@ -60,7 +61,42 @@ class HttpConfig(BaseModel):
         return v
 
 
-def parse_sink(data: Any) -> tuple[str, str, str, HttpConfig]:
+class KafkaSinkConfig(BaseModel):
+    """Options of the ``kafka`` kind (see docs/sinks.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootstrap: str = Field(min_length=1)
+    topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    key_fields: list[str] = Field(default_factory=list)
+    batch_rows: int = Field(1000, ge=1, le=100_000)
+    batch_bytes: int = Field(8_000_000, ge=1_000, le=64_000_000)
+    batch_age_ms: int = Field(100, ge=0, le=600_000)
+    max_concurrency: int = Field(8, ge=1, le=256)
+    timeout_s: float = Field(30.0, gt=0, le=300)
+    max_attempts: int = Field(20, ge=1, le=1000)
+    max_retry_s: float = Field(3600.0, gt=0, le=7 * 86400)
+    backoff_base_s: float = Field(0.1, gt=0, le=60)
+    backoff_max_s: float = Field(30.0, gt=0, le=3600)
+    breaker_failures: int = Field(5, ge=1, le=10_000)
+    breaker_open_s: float = Field(5.0, gt=0, le=3600)
+    max_pending_rows: int = Field(100_000, ge=1, le=10_000_000)
+    start: Literal["earliest", "latest"] = "earliest"
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, str]) -> dict[str, str]:
+        own = {"bootstrap.servers", "enable.idempotence", "transactional.id"} & set(v)
+        if own:
+            raise ValueError(f"options may not set {', '.join(sorted(own))}")
+        return v
+
+
+SinkConfig = HttpConfig | KafkaSinkConfig
+
+
+def parse_sink(data: Any) -> tuple[str, str, str, SinkConfig]:
     """``{"name", "kind", "from", "config"}`` → its parts, or ``BadRequest`` saying what to fix."""
     if not isinstance(data, dict):
         raise BadRequest(
@@ -76,12 +112,30 @@ def parse_sink(data: Any) -> tuple[str, str, str, HttpConfig]:
             f"sink kind {kind!r} is not available here; use one of {list(KINDS)}",
             code="unknown_sink_kind",
         )
-    return name, kind, source, http_config(data.get("config", {}))
+    config = sink_config(kind, data.get("config", {}))
+    if isinstance(config, KafkaSinkConfig):
+        from headwater.sinks.kafka import check_client
+
+        check_client(config)
+    return name, kind, source, config
+
+
+def sink_config(kind: str, raw: Any) -> SinkConfig:
+    """The options of a sink of ``kind``, or ``BadRequest`` saying what to fix."""
+    return kafka_config(raw) if kind == "kafka" else http_config(raw)
 
 
 def http_config(raw: Any) -> HttpConfig:
+    return _validated(HttpConfig, raw)
+
+
+def kafka_config(raw: Any) -> KafkaSinkConfig:
+    return _validated(KafkaSinkConfig, raw)
+
+
+def _validated(model: type[M], raw: Any) -> M:
     try:
-        return HttpConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"

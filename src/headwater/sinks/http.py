@@ -26,6 +26,7 @@ from tenacity import (
 
 from headwater.sinks.config import HttpConfig
 from headwater.sinks.policy import BACK_OFF, Aimd, Breaker, classify, retry_after_s
+from headwater.sinks.rows import Request
 
 BODY_KEPT = 1000  # characters of a failed answer kept in the dead-letter table
 
@@ -47,6 +48,7 @@ class Outcome:
     error: str = ""
     first_failure_ms: int | None = None
     last_failure_ms: int | None = None
+    dead_rows: list[int] = field(default_factory=list)  # of a delivered request, dead alone
 
 
 @dataclass
@@ -106,6 +108,9 @@ class HttpDelivery:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+    async def deliver(self, req: Request) -> Outcome:
+        return await self.send(req.body, req.key)
 
     async def send(self, body: bytes, key: str) -> Outcome:
         """Deliver ``body`` with ``Idempotency-Key: key`` (the same on every attempt)."""

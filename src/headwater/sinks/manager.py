@@ -12,7 +12,7 @@ import builtins
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -25,12 +25,15 @@ from headwater.ingest.streams import StreamDirectory, topic_of
 from headwater.log.ports import Log, LogEntry
 from headwater.model.time import Clock, ms_to_datetime
 from headwater.pipelines.runner import output_topic
-from headwater.sinks.config import http_config, parse_sink
+from headwater.sinks.config import HttpConfig, KafkaSinkConfig, parse_sink, sink_config
 from headwater.sinks.dlq import DLQ_KEY, DLQ_SCHEMA, dlq_table
 from headwater.sinks.http import HttpDelivery
 from headwater.sinks.policy import Breaker
 from headwater.sinks.report import Reporter, status_of
 from headwater.store.ports import ResultStore, ResultWrite, RowQuery
+
+if TYPE_CHECKING:
+    from headwater.sinks.runner import Delivery
 
 log = structlog.get_logger("headwater.sinks")
 T = TypeVar("T")
@@ -196,8 +199,11 @@ class SinkManager:
         from headwater.sinks.runner import SinkRunner
 
         key = (rec.tenant, rec.name)
-        config = http_config(rec.config)
-        dest = "{0.scheme}://{0.netloc}".format(urlsplit(config.url))
+        config = sink_config(rec.kind, rec.config)
+        if isinstance(config, HttpConfig):
+            dest = "{0.scheme}://{0.netloc}".format(urlsplit(config.url))
+        else:
+            dest = f"kafka://{config.bootstrap}"
         breaker = self._breakers.setdefault(
             dest, Breaker(config.breaker_failures, config.breaker_open_s)
         )
@@ -209,7 +215,7 @@ class SinkManager:
         async def start() -> Running:
             runner = SinkRunner(
                 rec.tenant, rec.name, topic, by_offset, self._log, self._store,
-                HttpDelivery(config, breaker),
+                _delivery(config, breaker),
                 self._erased(rec.tenant, rec.source) if by_offset else lambda _: None,
             )  # fmt: skip
             stop = asyncio.Event()
@@ -297,6 +303,14 @@ class SinkManager:
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_S)
+
+
+def _delivery(config: HttpConfig | KafkaSinkConfig, breaker: Breaker) -> Delivery:
+    if isinstance(config, HttpConfig):
+        return HttpDelivery(config, breaker)
+    from headwater.sinks.kafka import KafkaDelivery
+
+    return KafkaDelivery(config, breaker)
 
 
 def _selection(data: Any) -> Callable[[dict[str, Any]], bool]:

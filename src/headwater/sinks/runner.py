@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import orjson
@@ -25,8 +26,10 @@ import pyarrow as pa
 import structlog
 
 from headwater.log.ports import Log, LogEntry
+from headwater.sinks.config import SinkConfig
 from headwater.sinks.dlq import DLQ_KEY, dead_letters, dlq_table, to_table
-from headwater.sinks.http import HttpDelivery, Outcome
+from headwater.sinks.http import Outcome, Slots, Stats
+from headwater.sinks.policy import Breaker
 from headwater.sinks.rows import Encoder, Request, Row, requests_of
 from headwater.store.ports import ResultStore, ResultWrite
 
@@ -34,6 +37,29 @@ log = structlog.get_logger("headwater.sinks")
 
 READ_ROWS = 10_000
 COMMIT_GAP_S = 0.05  # a store commit has a fixed cost: at most ~20 per second per sink
+
+
+class Delivery(Protocol):
+    """How a sink kind delivers requests (``HttpDelivery``, ``KafkaDelivery``)."""
+
+    @property
+    def config(self) -> SinkConfig: ...
+    @property
+    def stats(self) -> Stats: ...
+    @property
+    def breaker(self) -> Breaker: ...
+    @property
+    def slots(self) -> Slots: ...
+
+    async def deliver(self, req: Request) -> Outcome:
+        """Every row delivered, or dead (all of them, or those in ``dead_rows``)."""
+        ...
+
+    async def send(self, body: bytes, key: str) -> Outcome:
+        """A dead letter's row again (a replay)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -73,7 +99,7 @@ class SinkRunner:
         by_offset: bool,
         log_: Log,
         store: ResultStore,
-        delivery: HttpDelivery,
+        delivery: Delivery,
         erased: Callable[[list[LogEntry]], pa.Array | None] = lambda _: None,
     ) -> None:
         self.tenant, self.name, self.topic = tenant, name, topic
@@ -216,18 +242,18 @@ class SinkRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, chunk: Chunk, req: Request) -> None:
-        out = await self.delivery.send(req.body, req.key)
+        out = await self.delivery.deliver(req)
+        dead = [req.rows[i] for i in out.dead_rows] if out.ok else req.rows
         with self._lock:
-            if out.ok:
-                chunk.delivered += len(req.rows)
-                self.totals.delivered += len(req.rows)
-            else:  # counted as dead-lettered once in the table (``commit_done``)
-                chunk.letters += dead_letters(req.rows, out)
+            chunk.delivered += len(req.rows) - len(dead)
+            self.totals.delivered += len(req.rows) - len(dead)
+            if dead:  # counted as dead-lettered once in the table (``commit_done``)
+                chunk.letters += dead_letters(dead, out)
         chunk.left -= 1
         self._room.set()
         if chunk.done:
             self._chunk_done.set()
-        if not out.ok:
+        if dead:
             log.warning("sink_dead_letter", sink=self.name, key=req.key, error=out.error)
 
     # commits ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from headwater.api.render import json_response
 from headwater.api.routes import uploads
 from headwater.api.routes.streams import json_body, platform, read_body
 from headwater.connectors.sources.files import DirectorySource
+from headwater.connectors.sources.kafka import KafkaSource
 from headwater.connectors.sources.mqtt import MqttSource
 from headwater.connectors.sources.poll import PollSource
 from headwater.connectors.sources.positions import PositionFile
@@ -136,7 +137,7 @@ def install(app: FastAPI, platform_: Platform) -> None:
     )  # fmt: skip
     positions = PositionFile(p.settings.data_dir / "sources.sqlite")
     kinds: Kinds = {"mqtt": MqttSource, "file": lambda rec: DirectorySource(rec, root),
-                    "poll": PollSource}  # fmt: skip
+                    "poll": PollSource, "kafka": KafkaSource}  # fmt: skip
     runtime = SourceRuntime(registry, p.streams, acceptor, positions, kinds, p.log)
     app.state.source_runtime = runtime
     files = app.state.uploads = Uploads(

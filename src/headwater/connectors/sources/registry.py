@@ -20,8 +20,8 @@ from headwater.model.schema import NAME_RE
 from headwater.model.time import Clock, ms_to_datetime
 
 KINDS = ("webhook", "mqtt", "poll", "postgres_cdc", "file", "kafka", "nats")
-RUNNABLE = ("webhook", "mqtt", "file", "poll")
-PULL = ("mqtt", "file", "poll")
+RUNNABLE = ("webhook", "mqtt", "file", "poll", "kafka")
+PULL = ("mqtt", "file", "poll", "kafka")
 SECRET_KEYS = ("secret", "secrets", "password", "headers")
 
 
@@ -58,6 +58,10 @@ def parse_config(kind: str, config: dict[str, Any], file_root: Path | None = Non
         from headwater.connectors.sources.poll import PollConfig
 
         PollConfig.parse(config)
+    elif kind == "kafka":
+        from headwater.connectors.sources.kafka import KafkaConfig, check_client
+
+        check_client(KafkaConfig.parse(config))
 
 
 class Sources:
