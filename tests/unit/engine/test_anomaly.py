@@ -218,7 +218,7 @@ def test_state_is_per_key_and_bounded_by_the_keys() -> None:
     "select",
     [
         f"k, zscore(v, 1) {W} + CAST(tag AS INTEGER) AS bad",
-        f"k, avg(v) OVER (PARTITION BY k ORDER BY ts ROWS 3 PRECEDING) + CAST(tag AS INTEGER) AS x",
+        "k, avg(v) OVER (PARTITION BY k ORDER BY ts ROWS 3 PRECEDING) + CAST(tag AS INTEGER) AS x",
     ],
 )
 def test_error_rows_of_a_later_stage_have_only_the_streams_columns(select: str) -> None:
