@@ -50,7 +50,7 @@ from headwater.engine.operators.predict import ModelScore
 from headwater.engine.operators.query import BatchQuery
 from headwater.engine.operators.session import SessionAggregate
 from headwater.engine.operators.stateless import Stateless
-from headwater.engine.operators.topn import TopNRank
+from headwater.engine.operators.topn_changes import top_n_stage
 from headwater.engine.operators.topn_rows import RankedWindowRows
 from headwater.engine.operators.window import WindowAggregate
 from headwater.engine.plan import Plan
@@ -109,7 +109,7 @@ class Pipeline:
             main = WindowAggregate(self.compiled)
         if self.compiled.top_n is not None and plan.grouped:
             assert isinstance(self.compiled.top_n, BatchQuery)
-            main = TopNRank(main, self.compiled.top_n, input_schema)
+            main = top_n_stage(main, self.compiled, input_schema)
         self.operators.append(main)
 
     @classmethod
