@@ -102,9 +102,9 @@ class Aggregate:
 
 
 ScoreFunc = Literal[
-    "zscore", "ewma", "ewma_zscore", "seasonal_zscore", "anomaly_score", "is_anomaly"
+    "zscore", "ewma", "ewma_zscore", "seasonal_zscore", "anomaly_score", "is_anomaly", "cusum"
 ]
-Method = Literal["zscore", "ewma"]
+Method = Literal["zscore", "ewma", "cusum"]
 Season = Literal["hour_of_day", "day_of_week", "hour_of_week"]
 
 
@@ -123,6 +123,7 @@ class Score:
     warmup: int = 10
     threshold: float = 3.0
     season: Season | None = None
+    slack: float = 1.0  # CUSUM: the drift tolerated, in deviations
 
 
 @dataclass(frozen=True, slots=True)
