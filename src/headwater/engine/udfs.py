@@ -30,6 +30,8 @@ store's sandboxed database, where these functions do not exist.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
 import re
 import threading
@@ -107,6 +109,8 @@ def registered() -> dict[str, Udf]:
 def install(con: duckdb.DuckDBPyConnection) -> None:
     """Create the registered functions (new or replaced ones) in ``con``'s database."""
     with _lock:
+        if not _installed:  # Python functions hold the database: close it before Python
+            atexit.register(_close, con)
         todo = [u for n, u in _registry.items() if _installed.get(n) is not u]
         for u in todo:
             if u.name in _installed:
@@ -116,6 +120,11 @@ def install(con: duckdb.DuckDBPyConnection) -> None:
                 type=func.PythonUDFType.ARROW, side_effects=False,
             )  # fmt: skip
             _installed[u.name] = u
+
+
+def _close(con: duckdb.DuckDBPyConnection) -> None:
+    with contextlib.suppress(Exception):
+        con.close()
 
 
 def pending() -> bool:
