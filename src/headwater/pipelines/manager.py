@@ -132,7 +132,7 @@ class PipelineManager:
     ) -> dict[str, Any]:
         """``new`` in ``old``'s place with its state, offsets and tables (evolved)."""
         name, running = old.name, old.running
-        old.stop()  # its last checkpoint is written
+        old.stop()  # its last checkpoint is written (a failed one's is its last good one)
         try:
             self._ensure_tables(tenant, new)  # a new output column is added
         except Exception:
@@ -145,12 +145,14 @@ class PipelineManager:
             write = ResultWrite(consumer=new.consumer, offsets={}, state=carried)
             self._p.store.commit(tenant, write)
         rec = self._records[(tenant, name)]
-        rec = PipelineRecord(tenant, name, sql, rec.status, rec.reason, rec.created_ms)
+        paused = rec.status == "paused"  # a failed one runs again, under the new SQL
+        status = "paused" if paused else "running"
+        rec = PipelineRecord(tenant, name, sql, status, None, rec.created_ms)
         self._p.catalog.set_pipeline_models(tenant, name, self._pins.get((tenant, name), {}))
         self._p.catalog.put_pipeline(rec)
         self._records[(tenant, name)] = rec
         self._runners[(tenant, name)] = new
-        if running:
+        if not paused:
             new.start(self._scheduler)
         return self.status(tenant, name)
 
