@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headwater.engine.anomaly.scores import MIN_STD
-from headwater.engine.anomaly.segments import F64, Segments
+from headwater.engine.anomaly.segments import F64, I64, SHORT, Segments, exclusive_cumsum
 
 HORIZON = 512  # values of a key per round at most (bounds the matrix of a skewed batch)
 
@@ -71,10 +71,9 @@ def cusum(
     firsts = np.flatnonzero(seg.rank == 0)
     ends = np.r_[firsts[1:], n]
     slots = seg.slot[firsts]
-    pos = firsts.copy()
     state = [a[slots].copy() for a in (st.n, st.mean, st.var, st.hi, st.lo)]
-    active = np.arange(len(firsts))
     warm = max(warmup, 2)
+    pos, active = _first_round(x, seg, firsts, ends, state, (slack, h, warm), stat, seen)
     while len(active):
         p, e = pos[active], ends[active]
         rem = e - p
@@ -130,6 +129,71 @@ def cusum(
     for s_all, name in zip(state, ("n", "mean", "var", "hi", "lo"), strict=True):
         getattr(st, name)[slots] = s_all
     return stat, seen
+
+
+def _first_round(
+    x: F64, seg: Segments, firsts: I64, ends: I64, state: list[F64],
+    params: tuple[float, float, int], stat: F64, seen: F64,
+) -> tuple[I64, I64]:  # fmt: skip
+    """Every key from its carried state up to its first alarm, on the sorted rows as they
+    are (no matrix): the rounds that follow only take the keys that alarmed. Returns where
+    each key stands and the keys still to go; ``state`` is updated."""
+    slack, h, warm = params
+    n = len(x)
+    lengths = ends - firsts
+    k = np.repeat(np.arange(len(firsts)), lengths)  # key (segment) of each row
+    sn, smean, svar, shi, slo = state
+    center = np.where(sn > 0, smean, x[firsts])[k]
+    dev = x - center
+    n_prev = sn[k] + seg.rank
+    s_prev = exclusive_cumsum(dev, seg)
+    q_prev = svar[k] + exclusive_cumsum(dev * dev, seg)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_dev = np.where(n_prev > 0, s_prev / n_prev, 0.0)
+        var = (q_prev - n_prev * mean_dev * mean_dev) / (n_prev - 1)
+        floor = MIN_STD * np.maximum(1.0, np.abs(center + mean_dev))
+        u = (dev - mean_dev) / np.maximum(np.sqrt(np.maximum(var, 0.0)), floor)
+    ready = n_prev >= warm
+    u = np.where(ready, u, 0.0)
+    up = _lindley_rows(shi, np.where(ready, u - slack, -slack), seg, k, firsts, lengths)
+    down = _lindley_rows(slo, np.where(ready, -u - slack, -slack), seg, k, firsts, lengths)
+    s = np.maximum(up, down)
+    alarms = np.flatnonzero(ready & (s > h))
+    fired, first = np.unique(k[alarms], return_index=True)
+    last = ends - 1
+    last[fired] = alarms[first]
+    done = np.arange(n) <= last[k]
+    stat[done], seen[done] = s[done], n_prev[done]
+    tot_n = n_prev[last] + 1
+    new_mean = (s_prev[last] + dev[last]) / tot_n
+    keep = np.ones(len(firsts), dtype=bool)
+    keep[fired] = False
+    carried = (tot_n, center[last] + new_mean,
+               q_prev[last] + dev[last] ** 2 - tot_n * new_mean * new_mean, up[last], down[last])  # fmt: skip
+    for s_all, s_new in zip(state, carried, strict=True):
+        s_all[:] = np.where(keep, s_new, 0.0)
+    pos = last + 1
+    return pos, fired[pos[fired] < ends[fired]]
+
+
+def _lindley_rows(start: F64, steps: F64, seg: Segments, k: I64, firsts: I64, lengths: I64) -> F64:
+    """``S_t = max(0, S_{t-1} + steps_t)`` per key over the sorted rows, from ``start``:
+    the cumulative sums ``C`` less their running minimum (when below 0), the running
+    minimum taken rank by rank over every key for the first ``SHORT`` ranks, then along
+    each longer key alone."""
+    c = start[k] + exclusive_cumsum(steps, seg) + steps
+    low = np.empty_like(c)
+    prev = np.full(len(firsts), np.inf)
+    for r in range(min(SHORT, int(lengths.max()))):
+        alive = np.flatnonzero(lengths > r)
+        at = firsts[alive] + r
+        prev[alive] = np.minimum(prev[alive], c[at])
+        low[at] = prev[alive]
+    for i in np.flatnonzero(lengths > SHORT):
+        lo, hi = int(firsts[i]) + SHORT, int(firsts[i] + lengths[i])
+        low[lo:hi] = np.minimum.accumulate(np.r_[prev[i], c[lo:hi]])[1:]
+    out: F64 = c - np.minimum(0.0, low)
+    return out
 
 
 def _lindley(start: F64, steps: F64) -> F64:
