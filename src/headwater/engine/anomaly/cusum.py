@@ -13,12 +13,12 @@ detector raises an alarm and restarts: the reference is learned again from the n
 ``warmup`` values (during which the statistic is 0), so a series that shifted is
 flagged once, at the change, and not for ever after as a whole-history z-score would.
 
-Vectorized per batch without a loop per row: the rows of a batch are laid out as a
-matrix (one row per key, its values in time order) and processed in *rounds*; a round
-takes every key from where it stands up to its first alarm (or a horizon), computing
-the reference with cumulative sums and the CUSUM in closed form
-(``S_t = C_t - min(0, min_{j<=t} C_j)`` with ``C`` the cumulative increments).
-Keys that alarmed restart in the next round; usually one or two rounds cover a batch.
+Vectorized per batch without a loop per row. A first round takes every key from its
+carried state up to its first alarm, on the sorted rows as they are: the reference from
+cumulative sums, the CUSUM in closed form (``S_t = C_t - min(0, min_{j<=t} C_j)`` with
+``C`` the cumulative increments, the running minimum taken rank by rank over all keys).
+The keys that alarmed restart and go on in further rounds, laid out as a matrix (one
+row per key, up to a horizon); usually few keys, few rounds.
 """
 
 from __future__ import annotations
