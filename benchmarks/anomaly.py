@@ -8,7 +8,8 @@ Quality: generated series with labelled anomalies, one family at a time —
 spikes, level shifts (the first points after the shift are the anomalies), slow drift
 with spikes on top, and a daily cycle with spikes that are only unusual for their hour —
 scored by ``is_anomaly`` with each method at 3 deviations. Prints precision, recall and
-F1 per family and method.
+F1 per family and method. Then change detection: one level shift or drift per series,
+found when an alarm falls in the change's window; zscore and ewma against ``cusum``.
 
     python benchmarks/anomaly.py                     # 10M events, 10k keys
     python benchmarks/anomaly.py --events 2000000 --keys 10000
@@ -50,6 +51,12 @@ def speed(n: int, keys: int, batch: int) -> None:
         f"pipeline zscore + ewma_zscore: {n:,} events, {keys:,} keys, {batch:,}-row batches: "
         f"{n / took / 1e6:.2f}M events/s ({took:.2f} s)"
     )
+    p = Pipeline.from_sql(f"CREATE PIPELINE c AS SELECT k, ts, cusum(v) {W} AS c FROM s", SCHEMA)
+    t0 = time.perf_counter()
+    for start in range(0, n, batch):
+        p.process(table.slice(start, batch), 0)
+    cusum_took = time.perf_counter() - t0
+    print(f"pipeline cusum: {n / cusum_took / 1e6:.2f}M events/s ({cusum_took:.2f} s)")
     con = duckdb.connect()
     con.register("t", table)
     t0 = time.perf_counter()
@@ -136,6 +143,60 @@ def quality(keys: int, length: int) -> None:
             print(f"{name:<13} {method:<24} {precision:>9.2f} {recall:>7.2f} {f1:>5.2f}")
 
 
+CHANGE_METHODS = {
+    "zscore": "is_anomaly(v, 3)",
+    "ewma (alpha 0.1)": "is_anomaly(v, 3, 'ewma', 0.1)",
+    "cusum (threshold 6)": "is_anomaly(v, 6, 'cusum')",
+}
+
+
+def changes(
+    kind: str, rng: np.random.Generator, keys: int, length: int
+) -> tuple[pa.Table, np.ndarray]:
+    """One change per series at a random point — a level shift of 4 deviations, or a
+    drift reaching 4 deviations over 200 points — and the window in which an alarm finds
+    it (10 points after a shift, 250 after a drift starts)."""
+    ks, ts, vs, windows = [], [], [], []
+    for key in range(keys):
+        at = int(rng.integers(length // 3, 2 * length // 3))
+        x = rng.normal(50.0, 1.0, length)
+        sign = rng.choice([-1.0, 1.0])
+        x[at:] += sign * (
+            4.0 if kind == "level_shift" else np.minimum(np.arange(length - at) / 50, 4.0)
+        )
+        window = np.zeros(length, dtype=bool)
+        window[at : at + (10 if kind == "level_shift" else 250)] = True
+        ks += [f"s{key}"] * length
+        ts.append(np.arange(length, dtype=np.int64) * 60_000)
+        vs.append(x)
+        windows.append(window)
+    order = np.argsort(np.concatenate(ts), kind="stable")
+    table = pa.table({"k": np.array(ks)[order], "ts": pa.array(np.concatenate(ts)[order], pa.timestamp("ms", tz="UTC")),
+                      "v": np.concatenate(vs)[order]})  # fmt: skip
+    return table, np.concatenate(windows)[order]
+
+
+def change_quality(keys: int, length: int) -> None:
+    """Changes found (an alarm in the change's window) and the precision of the alarms
+    (the share inside a window): a detector that flags the whole new level is imprecise."""
+    print(f"\nchange detection, {keys} series x {length} points, one change per series")
+    print(f"{'family':<13} {'method':<24} {'precision':>9} {'found':>6} {'alarms':>7}")
+    rng = np.random.default_rng(11)
+    for kind in ("level_shift", "drift"):
+        table, window = changes(kind, rng, keys, length)
+        series = np.asarray(table["k"].to_numpy(zero_copy_only=False))
+        for method, expr in CHANGE_METHODS.items():
+            p = Pipeline.from_sql(f"CREATE PIPELINE q AS SELECT {expr} {W} AS flag FROM s", SCHEMA)
+            flags = np.zeros(table.num_rows, dtype=bool)
+            for start in range(0, table.num_rows, 10_000):
+                out = p.process(table.slice(start, 10_000), 0).appends
+                flags[start : start + out.num_rows] = out["flag"].to_numpy(zero_copy_only=False)
+            hits = flags & window
+            found = len(np.unique(series[hits])) / keys
+            precision = hits.sum() / max(1, flags.sum())
+            print(f"{kind:<13} {method:<24} {precision:>9.2f} {found:>6.2f} {int(flags.sum()):>7}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -148,6 +209,7 @@ def main() -> None:
     args = ap.parse_args()
     speed(args.events, args.keys, args.batch)
     quality(args.series, args.length)
+    change_quality(args.series, args.length)
 
 
 if __name__ == "__main__":

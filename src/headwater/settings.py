@@ -176,6 +176,10 @@ class Settings(BaseSettings):
         1.0,
         description="Longest time between pipeline checkpoints (state, offsets, appended rows).",
     )
+    udf_modules: str = Field(
+        "",
+        description="Comma-separated Python modules imported at start; their @headwater.udf functions can be called in pipeline SQL.",
+    )
     pipeline_threads: int = Field(
         2,
         ge=1,

@@ -262,7 +262,7 @@ def test_a_row_the_sql_fails_on_goes_to_the_error_table(server: Server) -> None:
         assert st["status"] == "running" and st["metrics"]["error_rows"] == 1
 
 
-def test_replace_checks_the_new_sql_first_then_resets_state_and_tables(server: Server) -> None:
+def test_replace_checks_the_new_sql_first_and_reset_state_starts_over(server: Server) -> None:
     with server.client() as c:
         s = stream(c)
         name = f"{s}_r"
@@ -287,7 +287,7 @@ def test_replace_checks_the_new_sql_first_then_resets_state_and_tables(server: S
         assert c.get(f"/v1/pipelines/{name}").json()["sql"] == old  # untouched by the refusals
 
         new = f"CREATE PIPELINE {name} AS SELECT device_id, temperature + 1 AS t1 FROM {s} WHERE temperature > 20"
-        r = c.put(f"/v1/pipelines/{name}", json={"sql": new})
+        r = c.put(f"/v1/pipelines/{name}", json={"sql": new + " WITH (reset_state = true)"})
         assert r.status_code == 200, r.text
         assert r.json()["sql"] == new and r.json()["status"] == "running"
         rows = wait_for(

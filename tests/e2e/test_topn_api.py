@@ -4,13 +4,14 @@ against the same query run in DuckDB batch over the stored stream."""
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from typing import Any
 
 import httpx
 import orjson
 
-from serverproc import READINGS, Server
+from serverproc import ADMIN_KEY, READINGS, Server
 
 _seq = itertools.count()
 
@@ -199,3 +200,53 @@ def test_moving_average_matches_duckdb_batch(server: Server) -> None:
         assert len(got) == 90
         for g, e in zip(got, want, strict=True):
             assert g[0] == e[0] and abs(g[1] - e[1]) < 1e-9 and g[2] == e[2]
+
+
+def test_top_n_with_changes_replaces_a_row_leaving_the_top_and_subscribers_see_it(
+    server: Server,
+) -> None:
+    with server.client() as c:
+        s = stream(c)
+        sql = (
+            f"CREATE PIPELINE {s}_live AS SELECT device_id, window_start, max(temperature) "
+            "AS hi, ROW_NUMBER() OVER (PARTITION BY window_start ORDER BY max(temperature) "
+            f"DESC) AS rn FROM TUMBLE({s}, ts, INTERVAL '1 minute') GROUP BY device_id, "
+            "window_start, window_end QUALIFY rn <= 2 WITH (emit = 'changes')"
+        )
+        r = c.post("/v1/pipelines", json={"sql": sql})
+        assert r.status_code == 201, r.text
+        seen: list[dict[str, Any]] = []
+        ready = threading.Event()
+
+        def listen() -> None:
+            with httpx.stream("GET", f"{server.url}/v1/tables/{s}_live/subscribe",
+                              params={"key": ADMIN_KEY}, timeout=20) as r:  # fmt: skip
+                for line in r.iter_lines():
+                    ready.set()
+                    if line.startswith("data: "):
+                        seen.extend(orjson.loads(line[6:])["rows"])
+                        if any(x["device_id"] == "c" for x in seen):
+                            return
+
+        t = threading.Thread(target=listen, daemon=True)
+        t.start()
+        assert ready.wait(10)
+        columns = ["device_id", "hi", "rn"]
+        one = [{"device_id": d, "ts": ts(i), "temperature": v, "event_id": f"a{i}"}
+               for i, (d, v) in enumerate([("a", 30.0), ("b", 20.0)])]  # fmt: skip
+        send(c, s, one)  # the window stays open: no later event closes it
+        assert wait_for(lambda: rows_of(c, f"{s}_live", columns) == [["a", 30.0, 1],
+                                                                      ["b", 20.0, 2]])  # fmt: skip
+        send(c, s, [{"device_id": "c", "ts": ts(5), "temperature": 25.0, "event_id": "c"}])
+        # b left the top 2: rank 2 now holds c, and b is gone from the table
+        assert wait_for(lambda: rows_of(c, f"{s}_live", columns) == [["a", 30.0, 1],
+                                                                      ["c", 25.0, 2]])  # fmt: skip
+        t.join(15)
+        assert {"device_id": "c", "hi": 25.0, "rn": 2}.items() <= seen[-1].items(), seen
+        batch = (
+            "SELECT device_id, hi, rn FROM (SELECT device_id, max(temperature) AS hi, "
+            "ROW_NUMBER() OVER (ORDER BY max(temperature) DESC) AS rn "
+            f"FROM {s} GROUP BY 1) WHERE rn <= 2"
+        )
+        want = sorted(c.post("/v1/query", json={"sql": batch}).json()["rows"], key=repr)
+        assert rows_of(c, f"{s}_live", columns) == want

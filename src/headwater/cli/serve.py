@@ -175,7 +175,13 @@ def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "
     from headwater.services import build_platform
 
     configure(settings.log_level, settings.log_format)
+    from headwater.engine.udfs import load_modules
     from headwater.errors import HeadwaterError
+
+    try:  # before the pipelines are built: their SQL may call the functions
+        load_modules(settings.udf_modules)
+    except Exception as exc:
+        raise StartupError(f"cannot import udf_modules: {type(exc).__name__}: {exc}") from None
 
     try:
         platform = build_platform(settings)

@@ -50,7 +50,7 @@ from headwater.engine.operators.predict import ModelScore
 from headwater.engine.operators.query import BatchQuery
 from headwater.engine.operators.session import SessionAggregate
 from headwater.engine.operators.stateless import Stateless
-from headwater.engine.operators.topn import TopNRank
+from headwater.engine.operators.topn_changes import top_n_stage
 from headwater.engine.operators.topn_rows import RankedWindowRows
 from headwater.engine.operators.window import WindowAggregate
 from headwater.engine.plan import Plan
@@ -109,7 +109,7 @@ class Pipeline:
             main = WindowAggregate(self.compiled)
         if self.compiled.top_n is not None and plan.grouped:
             assert isinstance(self.compiled.top_n, BatchQuery)
-            main = TopNRank(main, self.compiled.top_n, input_schema)
+            main = top_n_stage(main, self.compiled, input_schema)
         self.operators.append(main)
 
     @classmethod
@@ -160,10 +160,16 @@ class Pipeline:
         return out.then(replace(last, late=self._rows(last.late), errors=self._rows(last.errors)))
 
     def _rows(self, table: pa.Table | None) -> pa.Table | None:
-        """Late or error rows as the stream had them: without the model stage's scores."""
-        if table is None or not self.plan.predictions:
+        """Late or error rows as the stream had them: without the columns the model,
+        scoring and OVER stages add (``_pm*``, ``_an*``, ``_ov*``)."""
+        if table is None:
             return table
-        hidden = {p.column for p in self.plan.predictions}
+        plan = self.plan
+        hidden = {p.column for p in plan.predictions}
+        hidden |= {s.column for s in plan.scoring.scores} if plan.scoring else set()
+        hidden |= {c.name for c in plan.over.calls} if plan.over else set()
+        if not hidden.intersection(table.schema.names):
+            return table
         return table.select([n for n in table.schema.names if n not in hidden])
 
     def on_time(self, now_ms: int) -> StepOutput:
@@ -182,8 +188,9 @@ class Pipeline:
         for i, op in enumerate(self.operators):
             step = call(op)
             if i == last:
-                return out.then(step)
-            out = out.then(StepOutput(late=step.late, errors=step.errors))
+                return out.then(replace(step, late=self._rows(step.late),
+                                        errors=self._rows(step.errors)))  # fmt: skip
+            out = out.then(StepOutput(late=self._rows(step.late), errors=self._rows(step.errors)))
             if step.appends is not None and step.appends.num_rows:
                 out = out.then(self._through(step.appends, i + 1, now_ms))
         return out

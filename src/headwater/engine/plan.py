@@ -102,9 +102,9 @@ class Aggregate:
 
 
 ScoreFunc = Literal[
-    "zscore", "ewma", "ewma_zscore", "seasonal_zscore", "anomaly_score", "is_anomaly"
+    "zscore", "ewma", "ewma_zscore", "seasonal_zscore", "anomaly_score", "is_anomaly", "cusum"
 ]
-Method = Literal["zscore", "ewma"]
+Method = Literal["zscore", "ewma", "cusum"]
 Season = Literal["hour_of_day", "day_of_week", "hour_of_week"]
 
 
@@ -123,6 +123,7 @@ class Score:
     warmup: int = 10
     threshold: float = 3.0
     season: Season | None = None
+    slack: float = 1.0  # CUSUM: the drift tolerated, in deviations
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,14 @@ class TopN:
     select: str
     where: str | None
     alias: str
+    # ``emit = 'changes'``: the result is keyed by ``key`` (the PARTITION BY columns as the
+    # result names them, then the rank); ``group`` (hidden ``_tn_k*``) and the partition
+    # identify an aggregate row between batches; partition ``window_at`` is the window
+    # column (its end when ``window_end``). See ``headwater.engine.operators.topn_changes``.
+    key: tuple[str, ...] = ()
+    group: tuple[str, ...] = ()
+    window_at: int = 0
+    window_end: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +264,9 @@ class Plan:
     @property
     def output_key(self) -> tuple[str, ...]:
         """Columns that key the result rows (upserts); empty for stateless plans."""
-        if not self.grouped or self.top_n is not None:
+        if self.top_n is not None:
+            return self.top_n.key
+        if not self.grouped:
             return ()
         names = {c.source: c.name for c in self.projection if c.source}
         key = [names[k.name] for k in self.keys]

@@ -11,7 +11,9 @@ import structlog
 
 from headwater.catalog.sqlite import PipelineRecord
 from headwater.engine import Pipeline, plan_pipeline
-from headwater.errors import BadRequest, NotFound
+from headwater.engine.evolve import carry_state, dropped_state, split_or_replace, split_reset
+from headwater.engine.sql.text import split_statement
+from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.ingest.streams import StreamState
 from headwater.log.ports import LogEntry
 from headwater.model.names import check_free
@@ -72,6 +74,11 @@ class PipelineManager:
         self.subs.close()
 
     def create(self, tenant: str, sql: str) -> dict[str, Any]:
+        sql, or_replace = split_or_replace(sql)
+        name = split_statement(sql).name
+        if or_replace and (tenant, name) in self._runners:
+            return self.replace(tenant, name, sql)
+        sql, _ = split_reset(sql)  # a new pipeline has no state to reset
         runner = self._build(tenant, sql)
         name = runner.name
         check_free("pipeline", name, self._p.occupied_tables(tenant) | self.reserved_names(tenant))
@@ -92,19 +99,62 @@ class PipelineManager:
 
     def replace(self, tenant: str, name: str, sql: str) -> dict[str, Any]:
         """Replace a pipeline's SQL. The new SQL is checked first, so a mistake leaves the
-        old pipeline running; then the old one is dropped with its state and tables, and
-        the new one starts over from the stream's start (or its ``WITH (start = ...)``).
+        old pipeline running. When the state still means the same (``dropped_state``),
+        the new pipeline takes over the old one's state, offsets and tables; otherwise
+        409 says what would be dropped, and ``WITH (reset_state = true)`` drops the old
+        pipeline with its state and tables and starts over from the stream's start (or
+        its ``WITH (start = ...)``).
         """
-        self._runner(tenant, name)
-        new_name = self._build(tenant, sql).name
-        if new_name != name:
+        sql, reset = split_reset(split_or_replace(sql)[0])
+        old = self._runner(tenant, name)
+        new = self._build(tenant, sql)
+        if new.name != name:
             raise BadRequest(
-                f"the SQL creates pipeline {new_name!r}, but this replaces {name!r}: "
-                f"write CREATE PIPELINE {name} AS ..., or create {new_name!r} with POST /v1/pipelines",
+                f"the SQL creates pipeline {new.name!r}, but this replaces {name!r}: "
+                f"write CREATE PIPELINE {name} AS ..., or create {new.name!r} with POST /v1/pipelines",
                 code="pipeline_name_mismatch",
             )
+        if not reset:
+            dropped = dropped_state(old.pipeline.plan, new.pipeline.plan)
+            if not dropped:
+                return self._take_over(tenant, old, new, sql)
+            raise Conflict(
+                f"replacing pipeline {name!r} would drop its state: {'; '.join(dropped)} "
+                "change. Add WITH (reset_state = true) to start it over from the stream's "
+                "start, with empty results",
+                code="state_would_be_dropped", dropped=dropped,
+            )  # fmt: skip
         self.drop(tenant, name, drop_tables=True)
         return self.create(tenant, sql)
+
+    def _take_over(
+        self, tenant: str, old: PipelineRunner, new: PipelineRunner, sql: str
+    ) -> dict[str, Any]:
+        """``new`` in ``old``'s place with its state, offsets and tables (evolved)."""
+        name, running = old.name, old.running
+        old.stop()  # its last checkpoint is written (a failed one's is its last good one)
+        try:
+            self._ensure_tables(tenant, new)  # a new output column is added
+        except Exception:
+            if running:
+                old.start(self._scheduler)
+            raise
+        state = self._p.store.consumer_state(tenant, old.consumer)
+        if state:
+            carried = carry_state(state, new.pipeline.plan.sql)
+            write = ResultWrite(consumer=new.consumer, offsets={}, state=carried)
+            self._p.store.commit(tenant, write)
+        rec = self._records[(tenant, name)]
+        paused = rec.status == "paused"  # a failed one runs again, under the new SQL
+        status = "paused" if paused else "running"
+        rec = PipelineRecord(tenant, name, sql, status, None, rec.created_ms)
+        self._p.catalog.set_pipeline_models(tenant, name, self._pins.get((tenant, name), {}))
+        self._p.catalog.put_pipeline(rec)
+        self._records[(tenant, name)] = rec
+        self._runners[(tenant, name)] = new
+        if not paused:
+            new.start(self._scheduler)
+        return self.status(tenant, name)
 
     def pause(self, tenant: str, name: str) -> dict[str, Any]:
         runner = self._runner(tenant, name)

@@ -242,7 +242,12 @@ class PipelineRunner:
         """
         c.committer.check()
         t0 = time.perf_counter()
+        start = c.offset
         entries, c.offset = self._read(c.offset)
+        # a backlog (a full read) just drained: checkpoint now, not at the next interval,
+        # so a pipeline started from the beginning commits its end as soon as it is there
+        drained = c.backlog and not entries
+        c.backlog = bool(entries) and (c.backlog or c.offset - start >= READ_ROWS // 2)
         step = self._process(entries)
         key = self.pipeline.output_key
         if entries:
@@ -257,7 +262,7 @@ class PipelineRunner:
         decision = next_commit(
             self._config, clock, c.last_flush, c.last_checkpoint, dirty=c.dirty,
             upserts=c.fresh.upserts is not None and c.fresh.upserts.num_rows > 0,
-            always_checkpoint=self.pipeline.plan.kind == "stateless",  # its state is tiny
+            always_checkpoint=drained or self.pipeline.plan.kind == "stateless",  # tiny state
         )  # fmt: skip
         if decision == "checkpoint":
             state = self.pipeline.snapshot()
@@ -402,6 +407,7 @@ class _Cycle:
     held: StepOutput = field(default_factory=StepOutput)  # appends, late, errors since checkpoint
     fresh: StepOutput = field(default_factory=StepOutput)  # upserts since the last flush
     dirty: bool = False
+    backlog: bool = False  # the last reads were full: catching up with the log
     last_checkpoint: float = 0.0
     last_report: float = 0.0
 

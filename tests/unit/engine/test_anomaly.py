@@ -212,3 +212,27 @@ def test_state_is_per_key_and_bounded_by_the_keys() -> None:
     # one history per key and statistic (running, weighted, hour of day): warm-ups and
     # thresholds share them
     assert p.status()["state_rows"] == 3 * 100
+
+
+@pytest.mark.parametrize(
+    "select",
+    [
+        f"k, zscore(v, 1) {W} + CAST(tag AS INTEGER) AS bad",
+        "k, avg(v) OVER (PARTITION BY k ORDER BY ts ROWS 3 PRECEDING) + CAST(tag AS INTEGER) AS x",
+    ],
+)
+def test_error_rows_of_a_later_stage_have_only_the_streams_columns(select: str) -> None:
+    # the scoring stage's (and OVER stage's) internal columns never reach the error table
+    schema = SCHEMA.append(pa.field("tag", pa.string()))
+    p = Pipeline.from_sql(f"CREATE PIPELINE e AS SELECT {select} FROM s", schema)
+    batch = pa.table(
+        {
+            "k": ["a", "a", "a"],
+            "ts": pa.array([1_000, 2_000, 3_000], pa.timestamp("ms", tz="UTC")),
+            "v": [1.0, 2.0, 3.0],
+            "tag": ["1", "2", "x"],
+        }
+    )
+    out = p.process(batch, 0).then(p.finish(0))
+    assert out.errors is not None and out.errors["k"].to_pylist() == ["a"]
+    assert out.errors.schema.names == p.error_schema.names

@@ -9,7 +9,13 @@ import pytest
 from headwater.engine import Pipeline
 from headwater.log.memory import MemoryLog
 from headwater.model.time import ManualClock
-from headwater.pipelines.runner import PipelineRunner, RunnerConfig, late_table, next_commit
+from headwater.pipelines.runner import (
+    READ_ROWS,
+    PipelineRunner,
+    RunnerConfig,
+    late_table,
+    next_commit,
+)
 from headwater.pipelines.scheduler import Scheduler
 from headwater.pipelines.subscriptions import Subscriptions
 from headwater.store.memory import MemoryStore
@@ -124,6 +130,29 @@ def test_results_are_visible_before_the_checkpoint_and_a_restart_counts_once(
         again.stop()
     assert failures == []
     assert store.consumer_offsets("default", again.consumer) == {TOPIC: 5}
+
+
+def test_a_drained_backlog_is_checkpointed_at_once(
+    scheduler: Callable[[MemoryLog], Scheduler],
+) -> None:
+    """A pipeline started behind the log commits its end when it gets there, not at the
+    next checkpoint interval; a small read (no backlog) still waits for the interval."""
+    log, store, failures = MemoryLog(), MemoryStore(), []
+    slow = RunnerConfig(checkpoint_interval_s=3600)
+    for i in range(READ_ROWS // 10_000 + 1):  # more than one read
+        append(log, [f"d{j}" for j in range(10_000)], 1_000 + i)
+    end = log.end_offset(TOPIC)
+    runner = make_runner(log, store, slow, failures)
+    runner.start(scheduler(log))
+    try:
+        wait_for(lambda: store.consumer_offsets("default", runner.consumer) == {TOPIC: end})
+        assert store.consumer_state("default", runner.consumer)
+        append(log, ["a"], 2_000)
+        wait_for(lambda: rows(store).get("a") == 1)  # flushed at once ...
+        assert store.consumer_offsets("default", runner.consumer) == {TOPIC: end}  # ... only
+    finally:
+        runner.stop()
+    assert failures == []
 
 
 def test_a_crash_between_checkpoints_replays_into_the_same_rows(

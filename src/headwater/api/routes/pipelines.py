@@ -56,7 +56,9 @@ async def create_pipeline(request: Request) -> Response:
 @router.put("/pipelines/{name}", openapi_extra=PIPELINE_BODY)
 async def replace_pipeline(name: str, request: Request) -> Response:
     """Replace a pipeline's SQL (same name). The new SQL is checked before anything
-    changes; then the pipeline's state and tables are reset and it re-reads the stream."""
+    changes. A change that leaves the state's meaning alone keeps the state, offsets and
+    tables; another answers 409 naming the state it would drop, unless the SQL has
+    ``WITH (reset_state = true)``: then state and tables are reset and the stream re-read."""
     who = authenticate(request)
     who.require("admin")
     sql = await _sql_body(request)

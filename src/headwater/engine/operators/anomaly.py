@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from headwater.engine.anomaly.cusum import CusumState, cusum
 from headwater.engine.anomaly.scores import Stats, ewm, score01, welford
 from headwater.engine.anomaly.segments import F64, Segments
 from headwater.engine.operators.base import Counters, StepOutput, error_rows, event_ms
@@ -35,6 +36,8 @@ SEASON_SQL = {
 
 def stat_kind(s: Score) -> str:
     """Which statistics a call needs: one state per distinct kind, shared by the calls."""
+    if s.func == "cusum" or (s.func in ("anomaly_score", "is_anomaly") and s.method == "cusum"):
+        return f"cusum:{s.slack:g}:{s.threshold:g}:{s.warmup}"
     if s.func in ("ewma", "ewma_zscore") or (
         s.func in ("anomaly_score", "is_anomaly") and s.method == "ewma"
     ):
@@ -68,7 +71,10 @@ class AnomalyScore:
         self.input_schema = input_schema
         self.pre = None if self._direct() else self._pre_query(label)
         self.spaces: dict[str, KeySpace] = {s.season or "": KeySpace() for s in scoring.scores}
-        self.stats: dict[str, Stats] = {stat_kind(s): Stats.empty() for s in scoring.scores}
+        self.stats: dict[str, Stats | CusumState] = {
+            k: CusumState.empty() if k.startswith("cusum") else Stats.empty()
+            for k in map(stat_kind, scoring.scores)
+        }
         self.columns = [pa.field(s.column, pa.bool_() if s.func == "is_anomaly" else pa.float64())
                         for s in scoring.scores]  # fmt: skip
         self.counters = Counters()
@@ -153,7 +159,10 @@ class AnomalyScore:
             if s.func == "is_anomaly":
                 out.append(pa.array(np.nan_to_num(np.abs(z), nan=0.0) > s.threshold))
                 continue
-            result = smooth if s.func == "ewma" else score01(z) if s.func == "anomaly_score" else z
+            if s.func == "anomaly_score":
+                result = np.minimum(z / s.threshold, 1.0) if kind[0] == "c" else score01(z)
+            else:
+                result = smooth if s.func == "ewma" else z
             out.append(pa.array(result, pa.float64(), from_pandas=True))
         return out
 
@@ -184,7 +193,9 @@ class AnomalyScore:
         stats.grow(len(self.spaces[space].keys))
         at = rows_used[seg.order] if mask else seg.order
         xs = x[at]
-        if kind.startswith("ewm"):
+        if isinstance(stats, CusumState):
+            z[at], seen[at] = cusum(xs, seg, stats, s.slack, s.threshold, s.warmup)
+        elif kind.startswith("ewm"):
             smooth[at], z[at], seen[at] = ewm(xs, seg, stats, s.alpha)
         else:
             z[at], seen[at] = welford(xs, seg, stats)
@@ -199,7 +210,9 @@ class AnomalyScore:
     def snapshot(self) -> bytes:
         tables = {f"space:{name}": pa.table({"key": sp.keys}) for name, sp in self.spaces.items()}
         for kind, st in self.stats.items():
-            tables[f"stat:{kind}"] = pa.table({"n": st.n, "mean": st.mean, "var": st.var})
+            cols = st.columns() if isinstance(st, CusumState) else {"n": st.n, "mean": st.mean,
+                                                                    "var": st.var}  # fmt: skip
+            tables[f"stat:{kind}"] = pa.table(cols)
         return pack({"counters": self.counters.to_dict()}, tables)
 
     def restore(self, data: bytes) -> None:
@@ -211,8 +224,8 @@ class AnomalyScore:
             if what == "space" and key in self.spaces:
                 self.spaces[key] = KeySpace(t["key"].combine_chunks())
             elif what == "stat" and key in self.stats:
-                cols = (t[c].to_numpy().astype(np.float64).copy() for c in ("n", "mean", "var"))
-                self.stats[key] = Stats(*cols)
+                cols = [t[c].to_numpy().astype(np.float64).copy() for c in t.column_names]
+                self.stats[key] = CusumState(*cols) if key.startswith("cusum") else Stats(*cols)
 
     def status(self) -> dict[str, Any]:
         keys = sum(len(sp.keys) for sp in self.spaces.values())

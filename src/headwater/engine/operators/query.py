@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from headwater.engine import udfs
 from headwater.engine.connection import Config, connect_duckdb
 from headwater.errors import QueryError, UnsupportedSQL
 
@@ -79,6 +80,8 @@ def connect() -> duckdb.DuckDBPyConnection:
                 "threads": 1,
             }
             _ENGINE_DB = connect_duckdb(config=config)
+        if udfs.pending():  # Python functions registered since: pipelines may call them
+            udfs.install(_ENGINE_DB)
         return _ENGINE_DB.cursor()
 
 

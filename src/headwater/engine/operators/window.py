@@ -259,6 +259,6 @@ class WindowAggregate:
             if ends is not None and len(ends)
             else None,
             "state_rows": sum(t.num_rows for t in held),
-            "state_bytes": sum(t.nbytes for t in held),
+            "state_bytes": sum(t.get_total_buffer_size() for t in held),  # nbytes walks slices
             **self.counters.to_dict(),
         }

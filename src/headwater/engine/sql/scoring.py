@@ -25,7 +25,10 @@ from sqlglot import exp
 from headwater.engine.plan import Column, Method, Plan, Score, Scoring, Season
 from headwater.engine.sql.text import node_offset, unsupported
 
-FUNCS = ("zscore", "ewma", "ewma_zscore", "seasonal_zscore", "anomaly_score", "is_anomaly")
+FUNCS = ("zscore", "ewma", "ewma_zscore", "seasonal_zscore", "anomaly_score", "is_anomaly",
+         "cusum")  # fmt: skip
+CUSUM_H = 6.0  # the CUSUM threshold when none is given, in deviations
+CUSUM_WARMUP = 30  # values a CUSUM reference is learned from, when not given
 # the optional arguments after the value, in order
 SIGNATURES: dict[str, tuple[str, ...]] = {
     "zscore": ("warmup",),
@@ -34,6 +37,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "seasonal_zscore": ("season", "warmup"),
     "anomaly_score": ("method", "alpha"),
     "is_anomaly": ("threshold", "method", "alpha"),
+    "cusum": ("slack", "threshold", "warmup"),
 }
 REQUIRED = {"ewma": 1, "ewma_zscore": 1, "seasonal_zscore": 1}
 FORM = "zscore(value) OVER (PARTITION BY key ORDER BY event_time)"
@@ -124,6 +128,10 @@ def _score(call: exp.Window, column: str, sql: str) -> Score:
     options: dict[str, Any] = {}
     for name, node in zip(spec, args[1:], strict=False):
         options[name] = _literal(func, name, node, sql)
+    if func == "cusum" or (func == "anomaly_score" and options.get("method") == "cusum"):
+        options.setdefault("threshold", CUSUM_H)
+    if func == "cusum" or options.get("method") == "cusum":
+        options.setdefault("warmup", CUSUM_WARMUP)
     return Score(func, column, args[0].sql(dialect="duckdb"), **options)  # type: ignore[arg-type]
 
 
@@ -145,6 +153,8 @@ def _literal(func: str, name: str, node: exp.Expr, sql: str) -> Any:
         if value < 0 or value != int(value):
             raise unsupported(f"{func} warmup {value:g}", sql, at, "warmup is a count of values")
         return int(value)
+    if name == "slack" and value < 0:
+        raise unsupported(f"{func} slack {value:g}", sql, at, "a slack in deviations >= 0")
     if name == "threshold" and value <= 0:
         raise unsupported(f"{func} threshold {value:g}", sql, at, "a threshold in deviations > 0")
     return value

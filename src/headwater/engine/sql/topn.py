@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
+import sqlglot
 from sqlglot import exp
 
 from headwater.engine.plan import WINDOW_END, WINDOW_START, Plan, TopN
@@ -98,7 +99,8 @@ def _subquery_form(outer: exp.Select, sub: exp.Subquery, sql: str) -> tuple[exp.
     call = items[0].this
     items[0].replace(_placeholder(rank))
     select_sql = ", ".join(e.sql(dialect="duckdb") for e in outer.expressions)
-    top = _ranking(inner, call, rank, select_sql, where_.this.sql(dialect="duckdb"), sql)
+    where_sql = where_.this.sql(dialect="duckdb")
+    top = _ranking(inner, call, rank, select_sql, where_sql, sql, list(outer.expressions))
     return inner, replace(top, alias=sub.alias or "_tn")
 
 
@@ -119,12 +121,15 @@ def _qualify_form(select: exp.Select, qualify: exp.Qualify, sql: str) -> tuple[e
         rank, call, select_sql = HIDDEN_RANK, inline[0], f'* EXCLUDE ("{HIDDEN_RANK}")'
         call.replace(exp.column(HIDDEN_RANK, quoted=True))
         select.append("expressions", _placeholder(rank))
-    return select, _ranking(select, call, rank, select_sql, cond.sql(dialect="duckdb"), sql)
+    outer: list[exp.Expr] | None = None if items else []  # the hidden rank is not in the result
+    where_sql = cond.sql(dialect="duckdb")
+    return select, _ranking(select, call, rank, select_sql, where_sql, sql, outer)
 
 
 def _ranking(
-    inner: exp.Select, call: exp.Window, rank: str, select_sql: str, where_sql: str, sql: str
-) -> TopN:
+    inner: exp.Select, call: exp.Window, rank: str, select_sql: str, where_sql: str, sql: str,
+    outer: list[exp.Expr] | None = None,
+) -> TopN:  # fmt: skip
     at = node_offset(call)
     if call.args.get("spec") is not None:
         raise unsupported("a window frame on a ranking function", sql, at, FORM)
@@ -139,7 +144,14 @@ def _ranking(
     order = call.args.get("order")
     if order is None:
         raise unsupported("Top-N without ORDER BY", sql, at, FORM)
-    hidden, parts, orders = [], [], []
+    key = _result_key(inner, partition, rank, outer)
+    at = next(i for i, p in enumerate(partition)
+              if isinstance(p, exp.Column) and p.name in (WINDOW_START, WINDOW_END))  # fmt: skip
+    hidden, parts, orders, group = [], [], [], []
+    for i, g in enumerate(_group_keys(inner)):
+        hidden.append(f"_tn_k{i}")
+        group.append(f"_tn_k{i}")
+        inner.append("expressions", exp.alias_(g.copy(), f"_tn_k{i}"))
     for i, p in enumerate(partition):
         hidden.append(f"_tn_p{i}")
         parts.append(f'"_tn_p{i}"')
@@ -151,8 +163,44 @@ def _ranking(
         text = ordered.sql(dialect="duckdb")
         orders.append(text)
         inner.append("expressions", exp.alias_(o.this.copy(), f"_tn_o{i}"))
+    window_end = partition[at].name == WINDOW_END
     return TopN(RANKS[type(call.this)], rank, tuple(parts), tuple(orders), tuple(hidden),
-                select_sql, where_sql, "_tn")  # fmt: skip
+                select_sql, where_sql, "_tn", key, tuple(group), at, window_end)  # fmt: skip
+
+
+def _group_keys(inner: exp.Select) -> list[exp.Expr]:
+    """The GROUP BY expressions (an ordinal stands for its SELECT item)."""
+    group = inner.args.get("group")
+    out = []
+    for g in group.expressions if group is not None else []:
+        if isinstance(g, exp.Literal) and g.is_int and 0 < int(g.this) <= len(inner.expressions):
+            g = _unalias(inner.expressions[int(g.this) - 1])
+        out.append(g)
+    return out
+
+
+def _result_key(
+    inner: exp.Select, partition: list[exp.Expr], rank: str, outer: list[exp.Expr] | None
+) -> tuple[str, ...]:
+    """The result columns holding the PARTITION BY values and the rank ("" where the
+    result does not show one); ``outer`` is the SELECT around a subquery, None for ``*``."""
+
+    def shown(name: str) -> str:
+        if outer is None:
+            return name
+        for e in outer:
+            base = _unalias(e)
+            if isinstance(e, exp.Star) or (isinstance(base, exp.Column) and base.name == name):
+                return name if isinstance(e, exp.Star) else str(e.alias_or_name)
+        return ""
+
+    key = []
+    for p in partition:
+        names = [str(i.alias_or_name) for i in inner.expressions
+                 if _unalias(i) == p or (isinstance(p, exp.Column) and i.alias_or_name == p.name
+                                         and isinstance(_unalias(i), exp.Column))]  # fmt: skip
+        key.append(shown(names[0]) if names else "")
+    return (*key, shown(rank))
 
 
 def _unalias(node: exp.Expr) -> exp.Expr:
@@ -174,8 +222,29 @@ def ranked_plan(plan: Plan, top: TopN, sql: str) -> Plan:
             "rank within windows: FROM TUMBLE(...) or HOP(...), PARTITION BY window_start",
         )  # fmt: skip
     if plan.options.emit != "final":
-        raise unsupported(
-            "Top-N with emit = 'changes'", sql, at,
-            "use emit = 'final' (the default): a window's top rows come when it closes",
-        )  # fmt: skip
-    return replace(plan, top_n=top)
+        return replace(plan, top_n=_changing(plan, top, sql, at))
+    return replace(plan, top_n=replace(top, key=()))
+
+
+def _changing(plan: Plan, top: TopN, sql: str, at: int | None) -> TopN:
+    """The ranking of ``emit = 'changes'``: each window's top rows while it is open, as
+    upserts of the result row holding each rank (a row leaving the top N is replaced)."""
+    what = "Top-N with emit = 'changes'"
+    if not plan.grouped:
+        raise unsupported(f"{what} over window rows", sql, at,
+                          "rank aggregated rows (GROUP BY), or use emit = 'final'")  # fmt: skip
+    if top.func != "row_number":
+        raise unsupported(f"{what} and {top.func.upper()}()", sql, at,
+                          "use ROW_NUMBER(): each rank then holds one row")  # fmt: skip
+    if plan.having is not None:
+        raise unsupported(f"{what} and HAVING", sql, at,
+                          "a group leaving HAVING would empty a rank; use emit = 'final'")  # fmt: skip
+    filtered = {c.name for c in sqlglot.parse_one(top.where or "", dialect="duckdb")
+                .find_all(exp.Column)}  # fmt: skip
+    if filtered - {top.rank}:
+        raise unsupported(f"{what} filtered on other than the rank", sql, at,
+                          f"filter only on the rank: {top.rank} <= N")  # fmt: skip
+    if "" in top.key:
+        raise unsupported(f"{what} without the rank and PARTITION BY columns in the result",
+                          sql, at, "select them: the result is keyed by them")  # fmt: skip
+    return top
