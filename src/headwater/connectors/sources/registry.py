@@ -20,8 +20,8 @@ from headwater.model.schema import NAME_RE
 from headwater.model.time import Clock, ms_to_datetime
 
 KINDS = ("webhook", "mqtt", "poll", "postgres_cdc", "file", "kafka", "nats")
-RUNNABLE = ("webhook", "mqtt", "file")
-PULL = ("mqtt", "file")
+RUNNABLE = ("webhook", "mqtt", "file", "postgres_cdc")
+PULL = ("mqtt", "file", "postgres_cdc")
 SECRET_KEYS = ("secret", "secrets", "password")
 
 
@@ -54,6 +54,10 @@ def parse_config(kind: str, config: dict[str, Any], file_root: Path | None = Non
         from headwater.connectors.sources.files import DirectoryConfig
 
         DirectoryConfig.parse(config, file_root)
+    elif kind == "postgres_cdc":
+        from headwater.connectors.sources.postgres_cdc import CdcConfig
+
+        CdcConfig.parse(config)
 
 
 class Sources:

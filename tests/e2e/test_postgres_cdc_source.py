@@ -1,0 +1,158 @@
+"""PostgreSQL CDC sources against a private cluster (wal_level=logical): snapshot then
+changes with op and lsn, types, quarantine, the slot dropped with the source, and kill -9
+of the server with no loss and no duplicate."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from pgcluster import PgCluster, wait_for
+
+from serverproc import Server
+
+ITEMS = {
+    "name": "items",
+    "fields": [
+        {"name": "id", "type": "int", "required": True},
+        {"name": "name", "type": "string"},
+        {"name": "price", "type": "float", "min": 0},
+        {"name": "active", "type": "bool"},
+        {"name": "created", "type": "timestamp"},
+        {"name": "doc", "type": "json"},
+        {"name": "op", "type": "string", "required": True},
+        {"name": "lsn", "type": "int", "required": True},
+        {"name": "table", "type": "string"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    c = PgCluster().start()
+    yield c
+    c.stop()
+
+
+def query(c: httpx.Client, sql: str) -> list[list[Any]]:
+    answer = c.post("/v1/query", json={"sql": sql})
+    assert answer.status_code == 200, answer.text
+    rows: list[list[Any]] = answer.json()["rows"]
+    return rows
+
+
+def slots(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots")]
+
+
+def test_snapshot_then_changes_with_op_lsn_types_and_quarantine(
+    cluster: PgCluster, fresh_server: Server
+) -> None:
+    dsn = cluster.create_db("shop")
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric, "
+                   "active bool, created timestamptz, doc jsonb)")  # fmt: skip
+        db.execute("INSERT INTO items SELECT i, 'item ' || i, i * 1.5, i % 2 = 0, "
+                   "'2026-01-02T03:04:05Z', '{\"k\": 1}' FROM generate_series(1, 3) i")  # fmt: skip
+    with fresh_server.client() as c:
+        assert c.post("/v1/streams", json=ITEMS).status_code == 201
+        bad = c.post("/v1/sources", json={"name": "shop", "kind": "postgres_cdc",
+                                          "stream": "items", "config": {"dsn": dsn}})  # fmt: skip
+        assert bad.status_code == 400 and "config.tables" in bad.text, bad.text
+        spec = {"name": "shop", "kind": "postgres_cdc", "stream": "items",
+                "config": {"dsn": dsn, "tables": ["items"], "poll_ms": 50}}  # fmt: skip
+        created = c.post("/v1/sources", json=spec)
+        assert created.status_code == 201, created.text
+        snap = wait_for(lambda: len(r := query(c, "SELECT id, op FROM items ORDER BY id")) == 3
+                        and r)  # fmt: skip
+        assert snap == [[1, "snapshot"], [2, "snapshot"], [3, "snapshot"]]
+        assert len(slots(dsn)) == 1
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute("INSERT INTO items VALUES (4, 'four', 4.25, true, "
+                       "'2026-05-06T07:08:09.5Z', '[1, 2]')")  # fmt: skip
+            db.execute("UPDATE items SET name = 'one', price = 9 WHERE id = 1")
+            db.execute("DELETE FROM items WHERE id = 2")
+            db.execute("INSERT INTO items (id, price) VALUES (5, -1)")  # below min: quarantined
+        got = wait_for(lambda: len(r := query(
+            c, "SELECT id, op, name, price, active, created, doc, \"table\", lsn FROM items "
+               "WHERE op <> 'snapshot' ORDER BY lsn")) == 3 and r)  # fmt: skip
+        assert [r[:3] for r in got] == [[4, "insert", "four"], [1, "update", "one"],
+                                        [2, "delete", None]]  # fmt: skip
+        four = got[0]
+        assert four[3] == 4.25 and four[4] is True and four[7] == "items"
+        assert four[5].startswith("2026-05-06T07:08:09.5"), four
+        assert four[6] in ([1, 2], "[1,2]", "[1, 2]"), four
+        assert got[0][8] < got[1][8] < got[2][8]
+        snap_lsn = query(c, "SELECT max(lsn) FROM items WHERE op = 'snapshot'")[0][0]
+        assert snap_lsn < got[0][8]
+        q = wait_for(lambda: c.get("/v1/streams/items/quarantine").json()["rows"])
+        assert len(q) == 1 and q[0]["code"] == "below_min", q
+        assert q[0]["request_id"].startswith("source:shop:"), q
+        view = c.get("/v1/sources/shop").json()
+        assert view["status"] == "running" and view["rows_in"] == 6 and view["rows_rejected"] == 1
+        assert c.delete("/v1/sources/shop").status_code == 200
+        assert wait_for(lambda: not slots(dsn)), slots(dsn)
+        with psycopg.connect(dsn) as db:
+            assert db.execute("SELECT count(*) FROM pg_publication").fetchone() == (0,)
+
+
+EVENTS = {
+    "name": "events",
+    "fields": [
+        {"name": "id", "type": "int", "required": True},
+        {"name": "n", "type": "int"},
+        {"name": "op", "type": "string"},
+        {"name": "lsn", "type": "int"},
+    ],
+}
+
+
+def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
+    cluster: PgCluster, tmp_path: Path
+) -> None:
+    """Transactions keep committing while the server is killed and started again."""
+    dsn = cluster.create_db("crash")
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute("CREATE TABLE ev (id bigserial PRIMARY KEY, n int)")
+        db.execute("INSERT INTO ev (n) SELECT 0 FROM generate_series(1, 500)")
+    stop = threading.Event()
+    written = [500]
+
+    def writer() -> None:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            while not stop.is_set() and written[0] < 20_000:
+                db.execute("INSERT INTO ev (n) SELECT i FROM generate_series(1, 50) i")
+                written[0] += 50
+
+    srv = Server(tmp_path / "data").start()
+    thread = threading.Thread(target=writer)
+    try:
+        with srv.client() as c:
+            assert c.post("/v1/streams", json=EVENTS).status_code == 201
+            spec = {"name": "ev", "kind": "postgres_cdc", "stream": "events",
+                    "config": {"dsn": dsn, "tables": ["ev"], "batch_rows": 300,
+                               "poll_ms": 20}}  # fmt: skip
+            assert c.post("/v1/sources", json=spec).status_code == 201
+            thread.start()
+            assert wait_for(lambda: c.get("/v1/sources/ev").json()["rows_in"] > 3000)
+        srv.kill()
+        srv.start()
+        stop.set()
+        thread.join()
+        total = written[0]
+        with srv.client() as c:
+            got = wait_for(lambda: (r := query(c, "SELECT count(*), count(DISTINCT id), "
+                                    "min(id), max(id) FROM events")[0])[0] >= total and r)  # fmt: skip
+            assert got == [total, total, 1, total], (got, total)
+            assert c.get("/v1/sources/ev").json()["status"] == "running"
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+        srv.stop()
