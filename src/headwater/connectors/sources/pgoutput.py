@@ -200,4 +200,3 @@ def value_of(text: object, type_oid: int) -> object:
         return conv(text)
     except ValueError:  # e.g. NaN in a numeric: the text, for validation to judge
         return text
-

@@ -327,9 +327,7 @@ class Snapshot:
         self._cols: list[tuple[str, int]] = []
         self._table = ""
         if exported:
-            self._conn.execute(
-                sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported))
-            )
+            self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
 
     def next(self, n: int) -> list[Row] | None:
         """Up to ``n`` rows, or None when every table has been read."""
