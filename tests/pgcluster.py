@@ -6,6 +6,7 @@ PostgreSQL refuses to run as root: as root, the cluster runs as the ``postgres``
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -63,10 +64,8 @@ class PgCluster:
         return self.dsn(name)
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

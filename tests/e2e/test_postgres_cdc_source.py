@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from pgcluster import PgCluster, wait_for
 
+from pgcluster import PgCluster, wait_for
 from serverproc import Server
 
 ITEMS = {

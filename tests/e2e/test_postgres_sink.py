@@ -11,8 +11,8 @@ import httpx
 import orjson
 import psycopg
 import pytest
-from pgcluster import PgCluster, wait_for
 
+from pgcluster import PgCluster, wait_for
 from serverproc import Server
 
 STREAM = {

@@ -12,8 +12,8 @@ from headwater.api.routes import uploads
 from headwater.api.routes.streams import json_body, platform, read_body
 from headwater.connectors.sources.files import DirectorySource
 from headwater.connectors.sources.mqtt import MqttSource
-from headwater.connectors.sources.postgres_cdc import PostgresCdcSource
 from headwater.connectors.sources.positions import PositionFile
+from headwater.connectors.sources.postgres_cdc import PostgresCdcSource
 from headwater.connectors.sources.registry import Sources
 from headwater.connectors.sources.runtime import Kinds, SourceRuntime
 from headwater.connectors.sources.signatures import SignatureError, verify
