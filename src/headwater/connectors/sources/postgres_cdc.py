@@ -30,6 +30,7 @@ import hashlib
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from headwater.catalog.sqlite import SourceRecord
+from headwater.connectors.sources.pg_snapshot import SNAPSHOT, After, Row, Snapshot, parse_position
 from headwater.connectors.sources.pgoutput import (
     Begin,
     Change,
@@ -56,12 +58,10 @@ from headwater.connectors.sources.runtime import Chunk, End, Reader, SourceFaile
 from headwater.errors import BadRequest
 
 PARTITION = "wal"
-SNAPSHOT = "snapshot:"
 TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 NAME_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 SESSION = "-c TimeZone=UTC -c DateStyle=ISO"
 FORGET_WAIT_S = 15.0
-Row = dict[str, object]
 
 
 def _bad(message: str) -> BadRequest:
@@ -165,12 +165,16 @@ class CdcReader:
         self._relations: dict[int, Relation] = {}
         try:
             self._ensure_publication()
-            if position is None or position.startswith(SNAPSHOT):
+            start = self._slot_start()
+            if position is not None and position.startswith(SNAPSHOT) and start is not None:
+                self._position = 0
+                self._snap = self._resume_snapshot(start, parse_position(position))
+            elif position is None or position.startswith(SNAPSHOT):
                 self._position = 0
                 self._snap = self._start_snapshot()
             else:
                 self._position = lsn_of(position)
-                self._catch_up_slot()
+                self._catch_up_slot(start)
         except BaseException:
             self._conn.close()
             raise
@@ -188,6 +192,14 @@ class CdcReader:
             self._conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
                 sql.Identifier(src.publication), tables))  # fmt: skip
 
+    def _slot_start(self) -> int | None:
+        """Where the slot stands (its confirmed LSN), or None when there is none."""
+        row = self._conn.execute(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+            (self._src.slot,),
+        ).fetchone()
+        return None if row is None else lsn_of(row[0] or "0/0")
+
     def _start_snapshot(self) -> Snapshot:
         """A fresh slot and the snapshot it exports (a slot left by a crashed snapshot goes)."""
         slot = self._src.slot
@@ -195,10 +207,29 @@ class CdcReader:
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
             "WHERE slot_name = %s", (slot,),
         )  # fmt: skip
+        return self._exported(slot, "", lambda exported, point: Snapshot(
+            self._cfg.connect(), list(self._cfg.tables), exported, point, point))  # fmt: skip
+
+    def _resume_snapshot(self, start: int, after: After) -> Snapshot:
+        """After a crash mid-snapshot: the slot (never advanced yet) still starts where the
+        first snapshot was taken; the rest of the tables is read from a new snapshot, taken
+        by a temporary slot. Changes between the two snapshots come from the slot: those
+        of rows in the rest come then both as changes and in the snapshot (which, at its
+        later LSN, holds their state)."""
+        return self._exported(self._src.slot[:50] + "_resume", "TEMPORARY",
+                              lambda exported, point: Snapshot(
+            self._cfg.connect(), list(self._cfg.tables), exported, start, point, after))  # fmt: skip
+
+    def _exported(
+        self, slot: str, temporary: str, make: Callable[[str | None, int], Snapshot]
+    ) -> Snapshot:
+        """Create ``slot`` over a replication connection, exporting its snapshot, and
+        ``make`` the reader that imports it while the export is alive."""
         repl = self._cfg.connect(autocommit=True, replication="database")
         try:
             res = repl.pgconn.exec_(
-                f"CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput EXPORT_SNAPSHOT".encode()
+                f"CREATE_REPLICATION_SLOT {slot} {temporary} LOGICAL pgoutput "
+                "EXPORT_SNAPSHOT".encode()
             )
             if res.status != psycopg.pq.ExecStatus.TUPLES_OK:
                 raise SourceFailed(
@@ -208,22 +239,18 @@ class CdcReader:
                 )
             point = lsn_of((res.get_value(0, 1) or b"").decode())
             exported = (res.get_value(0, 2) or b"").decode()
-            return Snapshot(self._cfg, exported if self._cfg.snapshot else None, point)
+            return make(exported if self._cfg.snapshot else None, point)
         finally:
             repl.close()  # the snapshot was imported (or not wanted): the export may end
 
-    def _catch_up_slot(self) -> None:
+    def _catch_up_slot(self, start: int | None) -> None:
         """The slot may lag the committed position (a crash before ``done``): move it."""
-        row = self._conn.execute(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-            (self._src.slot,),
-        ).fetchone()
-        if row is None:
+        if start is None:
             raise SourceFailed(
                 f"the replication slot {self._src.slot} is gone, so changes since "
                 f"{lsn_text(self._position)} are lost to this source; delete and re-create it"
             )
-        if row[0] is None or lsn_of(row[0]) < self._position:
+        if start < self._position:
             self._advance(self._position)
 
     def _advance(self, lsn: int) -> None:
@@ -251,7 +278,7 @@ class CdcReader:
             self._snap = None
             self._position = snap.point
             return Chunk(pa.table({}), "arrow", PARTITION, lsn_text(snap.point))
-        return Chunk(ndjson(rows), "ndjson", PARTITION, f"{SNAPSHOT}{snap.rows}")
+        return Chunk(ndjson(rows), "ndjson", PARTITION, snap.position)
 
     def _changes(self) -> Chunk | None:
         found = self._conn.execute(
@@ -310,66 +337,6 @@ class CdcReader:
         with self._busy:
             if self._snap is not None:
                 self._snap.close()
-            self._conn.close()
-
-
-class Snapshot:
-    """The tables as of the slot's consistent point, read in batches by one cursor."""
-
-    def __init__(self, cfg: CdcConfig, exported: str | None, point: int) -> None:
-        self.point = point
-        self.rows = 0
-        self._tables = list(cfg.tables) if exported else []
-        self._at = datetime.now(UTC)
-        self._conn = cfg.connect()
-        self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        self._cur: psycopg.ServerCursor[Any] | None = None
-        self._cols: list[tuple[str, int]] = []
-        self._table = ""
-        if exported:
-            self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
-
-    def next(self, n: int) -> list[Row] | None:
-        """Up to ``n`` rows, or None when every table has been read."""
-        while True:
-            if self._cur is None:
-                if not self._tables:
-                    self.close()
-                    return None
-                self._open(*self._tables.pop(0))
-            assert self._cur is not None
-            got = self._cur.fetchmany(n)
-            if got:
-                self.rows += len(got)
-                meta: Row = {"op": "snapshot", "lsn": self.point, "table": self._table,
-                             "commit_time": self._at}  # fmt: skip
-                return [
-                    {**{c: value_of(v, oid) for (c, oid), v in zip(self._cols, r, strict=True)},
-                     **meta}
-                    for r in got
-                ]  # fmt: skip
-            self._cur.close()
-            self._cur = None
-
-    def _open(self, schema: str, table: str) -> None:
-        ident = sql.Identifier(schema, table)
-        cols = self._conn.execute(
-            "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass "
-            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (ident.as_string(self._conn),),
-        ).fetchall()
-        self._cols = [(str(c), int(o)) for c, o in cols]
-        self._table = table if schema == "public" else f"{schema}.{table}"
-        select = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c, _ in cols),
-            ident,
-        )
-        self._cur = self._conn.cursor(name="headwater_snapshot")
-        self._cur.execute(select)
-
-    def close(self) -> None:
-        if not self._conn.closed:
-            self._conn.rollback()
             self._conn.close()
 
 
