@@ -8,7 +8,7 @@ through two phases:
    ``EXPORT_SNAPSHOT``; the tables are read in a ``REPEATABLE READ`` transaction that
    imports that snapshot (``SET TRANSACTION SNAPSHOT``), so the snapshot holds exactly
    the changes before the slot's consistent point and the slot everything after. Rows
-   come with ``op = "snapshot"``; the position is ``snapshot:<rows>`` until the last
+   come with ``op = "snapshot"``; the position is ``snapshot:<table>:<last key>`` until the last
    table is read, then the consistent point's LSN.
 2. **Changes.** Committed transactions are read with ``pg_logical_slot_peek_binary_changes``
    (whole transactions, up to ``batch_rows`` changes per read) and decoded
@@ -20,8 +20,9 @@ through two phases:
    ``kill -9`` the slot may still be behind the committed position: transactions ending
    at or before it are skipped, so nothing is lost and nothing is read twice.
 
-A crash during the snapshot starts it again (a new slot, a new snapshot): the rows of
-the first, unfinished snapshot stay in the stream.
+A crash during the snapshot resumes it after the last primary key read
+(``pg_snapshot``), from a new exported snapshot; the slot, not advanced yet, still holds
+every change since the first.
 """
 
 from __future__ import annotations
