@@ -78,7 +78,7 @@ def test_values_by_type() -> None:
     assert value_of("f", 16) is False and value_of("true", 16) is True
     assert value_of("-12", 20) == -12 and value_of("NaN", 1700) != value_of("NaN", 1700)
     assert value_of("2026-01-02 03:04:05.5", 1114) == datetime(2026, 1, 2, 3, 4, 5, 500000, UTC)
-    assert value_of("2026-01-02", 1082) == datetime(2026, 1, 2, tzinfo=UTC)
+    assert value_of("2026-01-02", 1082) == "2026-01-02"  # a date: its ISO text
     assert value_of('[1, {"a": null}]', 114) == [1, {"a": None}]
     assert value_of("abc", 23) == "abc"  # not an integer: left for validation to refuse
     assert value_of(None, 23) is None and value_of(UNCHANGED, 25) is None

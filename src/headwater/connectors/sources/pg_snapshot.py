@@ -17,10 +17,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from headwater.connectors.sources.pgoutput import value_of
-
 SNAPSHOT = "snapshot:"
-Row = dict[str, object]
 After = tuple[int, list[str] | None]  # table index, last key read there (None: none)
 
 
@@ -53,19 +50,18 @@ class Snapshot:
         self.position = f"{SNAPSHOT}{after[0]}:null"
         self._tables = list(enumerate(tables))[after[0] :] if exported else []
         self._after = after[1]
-        self._at = datetime.now(UTC)
+        self._at = datetime.now(UTC)  # the time snapshot rows carry
         self._conn = conn
         self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         self._cur: psycopg.ServerCursor[Any] | None = None
-        self._cols: list[tuple[str, int]] = []
-        self._key_at: list[int] = []
+        self._keyed = False
         self._index, self._table = 0, ""
         if exported:
             self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
 
-    def next(self, n: int) -> list[Row] | None:
-        """Up to ``n`` rows of one table (``position`` then says where they end), or None
-        when every table has been read."""
+    def next(self, n: int) -> tuple[bytes, int] | None:
+        """Up to ``n`` rows of one table as NDJSON, and how many (``position`` then says
+        where they end); None when every table has been read."""
         while True:
             if self._cur is None:
                 if not self._tables:
@@ -77,44 +73,34 @@ class Snapshot:
             assert self._cur is not None
             got = self._cur.fetchmany(n)
             if got:
-                last = [got[-1][i] for i in self._key_at] if self._key_at else None
+                last = list(got[-1][:-1]) if self._keyed else None
                 self.position = f"{SNAPSHOT}{self._index}:{orjson.dumps(last).decode()}"
-                meta: Row = {"op": "snapshot", "lsn": self.lsn, "table": self._table,
-                             "commit_time": self._at}  # fmt: skip
-                cols = self._cols
-                return [
-                    {**{c: value_of(v, oid) for (c, oid), v in zip(cols, r, strict=True)}, **meta}
-                    for r in got
-                ]
+                meta = orjson.dumps({"op": "snapshot", "lsn": self.lsn, "table": self._table,
+                                     "commit_time": self._at})  # fmt: skip
+                tail = b"," + meta[1:]  # the row's own fields, then these (they win)
+                lines = [r[-1].encode()[:-1] + tail if r[-1] != "{}" else meta for r in got]
+                return b"\n".join(lines) + b"\n", len(got)
             self._cur.close()
             self._cur = None
 
     def _open(self, index: int, schema: str, table: str, after: list[str] | None) -> None:
+        """Rows as JSON made by the database (``to_json``: numbers, booleans, JSON, ISO
+        timestamps in UTC), after their key's text, in key order."""
         ident = sql.Identifier(schema, table)
-        name = ident.as_string(self._conn)
-        cols = self._conn.execute(
-            "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass "
-            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (name,),
-        ).fetchall()  # fmt: skip
         key = self._conn.execute(
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i "
             "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
             "WHERE i.indrelid = %s::regclass AND i.indisprimary "
-            "ORDER BY array_position(i.indkey::int2[], a.attnum)", (name,),
+            "ORDER BY array_position(i.indkey::int2[], a.attnum)", (ident.as_string(self._conn),),
         ).fetchall()  # fmt: skip
-        self._cols = [(str(c), int(o)) for c, o in cols]
-        names = [c for c, _ in self._cols]
-        self._key_at = [names.index(k) for k, _ in key]
+        self._keyed = bool(key)
         self._index = index
         self._table = table if schema == "public" else f"{schema}.{table}"
-        query = sql.SQL("SELECT {} FROM {}").format(  # as text; aliased, so that ORDER BY
-            sql.SQL(", ").join(  # sorts by the columns, not by their text
-                sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(f"_c{i}"))
-                for i, c in enumerate(names)
-            ),
+        keys = sql.SQL(", ").join(sql.Identifier("t", k) for k, _ in key)
+        query = sql.SQL("SELECT {} to_json(t)::text FROM {} AS t").format(
+            sql.SQL("").join(sql.SQL("{}::text, ").format(sql.Identifier("t", k)) for k, _ in key),
             ident,
         )
-        keys = sql.SQL(", ").join(sql.Identifier(k) for k, _ in key)
         params: list[str] = []
         if key and after is not None and len(after) == len(key):
             last = sql.SQL(", ").join(sql.SQL("%s::" + t) for _, t in key)  # type names

@@ -6,7 +6,8 @@ Only what a change feed needs: ``Begin``, ``Commit``, ``Relation``, ``Insert``,
 ``Update``, ``Delete`` and ``Truncate``; other messages (``Type``, ``Origin``, logical
 messages) are skipped. Values come in PostgreSQL's text output (with ``DateStyle=ISO``
 and ``TimeZone=UTC``, which the source sets on its sessions); ``value_of`` converts booleans,
-integers, floating and numeric, timestamps, dates and JSON; anything else stays text.
+integers, floating and numeric, timestamps and JSON; anything else stays text (as
+``to_json`` gives it in the snapshot, for most types).
 
 >>> begin = b"B" + (0x1947CE0).to_bytes(8, "big") + bytes(8) + (727).to_bytes(4, "big")
 >>> decode(begin)
@@ -15,9 +16,10 @@ Begin(final_lsn=26508512, xid=727)
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import orjson
 
@@ -89,20 +91,27 @@ class _Buf:
         return s
 
     def tuple(self) -> tuple[object, ...]:
-        n = self.int(2)
+        data, at = self.data, self.at
+        n = _I16.unpack_from(data, at)[0]
+        at += 2
         out: list[object] = []
         for _ in range(n):
-            kind = self.data[self.at : self.at + 1]
-            self.at += 1
-            if kind == b"n":
+            kind = data[at]
+            at += 1
+            if kind == 110:  # n: NULL
                 out.append(None)
-            elif kind == b"u":
+            elif kind == 117:  # u: an unchanged TOASTed value
                 out.append(UNCHANGED)
-            else:  # t (text) or b (binary, not asked for)
-                size = self.int(4)
-                out.append(self.data[self.at : self.at + size].decode())
-                self.at += size
+            else:  # t: text (b, binary, is not asked for)
+                size = _I32.unpack_from(data, at)[0]
+                at += 4
+                out.append(data[at : at + size].decode())
+                at += size
+        self.at = at
         return tuple(out)
+
+
+_I16, _I32 = struct.Struct(">h"), struct.Struct(">i")
 
 
 def decode(data: bytes) -> Message:
@@ -172,14 +181,10 @@ def _timestamp(s: str) -> datetime:
     return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
 
 
-def _date(s: str) -> datetime:
-    return datetime.combine(date.fromisoformat(s), datetime.min.time(), UTC)
-
-
 # type OID → converter of the text form (anything else stays text)
 CONVERTERS: dict[int, Callable[[str], object]] = {
     16: _bool, 20: int, 21: int, 23: int, 26: int, 700: float, 701: float, 1700: float,
-    1114: _timestamp, 1184: _timestamp, 1082: _date, 114: orjson.loads, 3802: orjson.loads,
+    1114: _timestamp, 1184: _timestamp, 114: orjson.loads, 3802: orjson.loads,
 }  # fmt: skip
 
 

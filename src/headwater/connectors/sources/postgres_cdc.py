@@ -43,7 +43,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from headwater.catalog.sqlite import SourceRecord
-from headwater.connectors.sources.pg_snapshot import SNAPSHOT, After, Row, Snapshot, parse_position
+from headwater.connectors.sources.pg_snapshot import SNAPSHOT, After, Snapshot, parse_position
 from headwater.connectors.sources.pgoutput import (
     Begin,
     Change,
@@ -59,6 +59,7 @@ from headwater.connectors.sources.runtime import Chunk, End, Reader, SourceFaile
 from headwater.errors import BadRequest
 
 PARTITION = "wal"
+Row = dict[str, object]
 TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 NAME_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 SESSION = "-c TimeZone=UTC -c DateStyle=ISO"
@@ -274,12 +275,12 @@ class CdcReader:
     def _snapshot_chunk(self) -> Chunk:
         snap = self._snap
         assert snap is not None
-        rows = snap.next(self._cfg.batch_rows)
-        if rows is None:  # every table read: from now on, the slot
+        got = snap.next(self._cfg.batch_rows)
+        if got is None:  # every table read: from now on, the slot
             self._snap = None
             self._position = snap.point
             return Chunk(pa.table({}), "arrow", PARTITION, lsn_text(snap.point))
-        return Chunk(ndjson(rows), "ndjson", PARTITION, snap.position)
+        return Chunk(got[0], "ndjson", PARTITION, snap.position)
 
     def _changes(self) -> Chunk | None:
         found = self._conn.execute(
@@ -299,8 +300,9 @@ class CdcReader:
             elif isinstance(msg, Change | Truncate):
                 txn += self._rows_of(msg)
             elif isinstance(msg, Commit) and msg.end_lsn > self._position:
+                at = _iso(msg.commit_ms)
                 for r in txn:  # already committed transactions are skipped
-                    r["lsn"], r["commit_time"] = msg.commit_lsn, _iso(msg.commit_ms)
+                    r["lsn"], r["commit_time"] = msg.commit_lsn, at
                 rows += txn
                 end = msg.end_lsn
         if end == self._position:
@@ -319,9 +321,10 @@ class CdcReader:
             return [{"op": "truncate", "table": self._name(self._relations[r])}
                     for r in msg.relations if r in self._relations]  # fmt: skip
         rel = self._relations[msg.relation]
-        row: Row = {}
-        for col, text in zip(rel.columns, msg.values, strict=True):
-            row[col.name] = value_of(text, col.type_oid)
+        row: Row = {
+            col.name: value_of(text, col.type_oid)
+            for col, text in zip(rel.columns, msg.values, strict=True)
+        }
         row["op"], row["table"] = msg.op, self._name(rel)
         return [row]
 
