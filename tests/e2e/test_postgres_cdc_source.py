@@ -98,9 +98,12 @@ def test_snapshot_then_changes_with_op_lsn_types_and_quarantine(
         view = c.get("/v1/sources/shop").json()
         assert view["status"] == "running" and view["rows_in"] == 6 and view["rows_rejected"] == 1
         assert c.delete("/v1/sources/shop").status_code == 200
-        assert wait_for(lambda: not slots(dsn)), slots(dsn)
-        with psycopg.connect(dsn) as db:
-            assert db.execute("SELECT count(*) FROM pg_publication").fetchone() == (0,)
+        assert wait_for(lambda: not slots(dsn) and not publications(dsn)), slots(dsn)
+
+
+def publications(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT pubname FROM pg_publication")]
 
 
 EVENTS = {
@@ -159,7 +162,7 @@ def test_kill_9_mid_snapshot_and_mid_stream_loses_nothing_and_doubles_nothing(
                                "poll_ms": 20}}  # fmt: skip
             thread.start()
             assert c.post("/v1/sources", json=spec).status_code == 201
-            at_kill = wait_for(lambda: (v := c.get("/v1/sources/ev").json())["rows_in"] >= 1000
+            at_kill = wait_for(lambda: (v := c.get("/v1/sources/ev").json())["rows_in"] >= 300
                                and v)  # fmt: skip
             assert at_kill["position"].startswith("snapshot:0:"), at_kill
         srv.kill()
