@@ -46,6 +46,13 @@ class PgCluster:
     def start(self) -> PgCluster:
         self._run(pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
                   "--no-sync", "-E", "UTF8", "--locale=C")  # fmt: skip
+        return self.up()
+
+    def crash(self) -> None:
+        """Stop the server at once, as a crash would (``pg_ctl -m immediate``)."""
+        self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def up(self) -> PgCluster:
         opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
                 "-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 "
                 "-c fsync=off -c full_page_writes=off "

@@ -128,8 +128,9 @@ def test_upsert_by_key_with_progress_and_dead_letters(
 def test_creates_the_table_and_survives_kill_9_mid_delivery(
     cluster: PgCluster, tmp_path: Path
 ) -> None:
-    """The sink is killed while it works through a backlog: after the restart every key is
-    there once with its last value, and the progress counts every row once."""
+    """The database crashes and the sink is killed while it works through a backlog: after
+    the restarts every key is there once with its last value, and the progress counts
+    every row once."""
     dsn = cluster.create_db("crash")
     total, devices = 60_000, 3000
     srv = Server(tmp_path / "data").start()
@@ -144,7 +145,12 @@ def test_creates_the_table_and_survives_kill_9_mid_delivery(
             for start in range(0, total, 10_000):
                 send(c, [row(i, devices) for i in range(start, start + 10_000)])
             assert c.post("/v1/sinks/pgc/resume").status_code == 200
-            at_kill = wait_for(lambda: (s := status(c, "pgc"))["delivered"] >= 5000 and s)
+            assert wait_for(lambda: status(c, "pgc")["delivered"] >= 5000)
+            cluster.crash()  # the database goes away mid-delivery, then comes back
+            down = wait_for(lambda: (s := status(c, "pgc"))["reason"] and s)
+            assert down["delivered"] < total and "connect" in down["reason"].lower(), down
+            cluster.up()
+            at_kill = wait_for(lambda: (s := status(c, "pgc"))["delivered"] >= 20_000 and s)
             assert at_kill["delivered"] < total, at_kill
         srv.kill()
         srv.start()
