@@ -14,6 +14,7 @@ import httpx
 import psycopg
 import pytest
 
+from headwater.connectors.sources.pgoutput import lsn_of
 from pgcluster import PgCluster, wait_for
 from serverproc import Server
 
@@ -97,6 +98,7 @@ def test_snapshot_then_changes_with_op_lsn_types_and_quarantine(
         assert q[0]["request_id"].startswith("source:shop:"), q
         view = c.get("/v1/sources/shop").json()
         assert view["status"] == "running" and view["rows_in"] == 6 and view["rows_rejected"] == 1
+        assert view["lag"] >= 0 and lsn_of(view["position"]) > got[2][8], view
         assert c.delete("/v1/sources/shop").status_code == 200
         assert wait_for(lambda: not slots(dsn) and not publications(dsn)), slots(dsn)
 

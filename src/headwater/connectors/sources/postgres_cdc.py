@@ -313,8 +313,13 @@ class CdcReader:
         if not rows:  # transactions with nothing of ours: no entry needed to move on
             self._advance(end)
             return None
+        behind = self._conn.execute(  # the lag: WAL bytes written after this chunk
+            "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), %s::pg_lsn)::bigint",
+            (lsn_text(end),),
+        ).fetchone()
         return Chunk(ndjson(rows), "ndjson", PARTITION, lsn_text(end),
-                     done=lambda: self._durable(end))  # fmt: skip
+                     done=lambda: self._durable(end),
+                     lag=max(0, int(behind[0])) if behind else None)  # fmt: skip
 
     def _rows_of(self, msg: Change | Truncate) -> list[Row]:
         if isinstance(msg, Truncate):
