@@ -117,7 +117,7 @@ EVENTS = {
         {"name": "lsn", "type": "int", "required": True},
     ],
 }
-INITIAL = 40_000
+INITIAL = 20_000
 
 
 def writer(dsn: str, stop: threading.Event, inserted: list[int]) -> None:
