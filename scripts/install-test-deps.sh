@@ -4,6 +4,8 @@
 #   chromium              (Debian package "chromium": dashboard tests in a real browser)
 #   mosquitto, mosquitto_passwd (Debian package "mosquitto": MQTT source tests start their own
 #                         brokers), openssl (a throwaway CA for the MQTT TLS test)
+#   initdb, pg_ctl        (Debian package "postgresql": PostgreSQL CDC source and sink tests
+#                         start private clusters with wal_level=logical)
 # Idempotent: apt is used only when one of the binaries is missing. Fails loudly when it
 # cannot install them, because the tests that need them would fail anyway.
 set -euo pipefail
@@ -13,6 +15,7 @@ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || 
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 { command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } >/dev/null 2>&1 && command -v mosquitto_passwd >/dev/null 2>&1 || need+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -42,3 +45,4 @@ export DEBIAN_FRONTEND=noninteractive
 for bin in prometheus promtool chromium mosquitto_passwd openssl; do
   command -v "$bin" >/dev/null 2>&1 || { echo "install-test-deps: $bin still missing after apt-get" >&2; exit 1; }
 done
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || { echo "install-test-deps: initdb still missing after apt-get" >&2; exit 1; }

@@ -12,7 +12,8 @@ from headwater.errors import BadRequest
 from headwater.store.ports import check_name
 
 M = TypeVar("M", bound=BaseModel)
-KINDS = ("http", "webhook", "kafka")
+KINDS = ("http", "webhook", "kafka", "postgres")
+IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class HttpConfig(BaseModel):
@@ -93,7 +94,54 @@ class KafkaSinkConfig(BaseModel):
         return v
 
 
-SinkConfig = HttpConfig | KafkaSinkConfig
+class PostgresConfig(BaseModel):
+    """Options of the ``postgres`` kind: upsert by ``key`` into ``table`` (see docs/sinks.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dsn: str
+    password: str | None = None
+    table: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+    key: list[str] = Field(min_length=1)
+    create_table: bool = True
+    progress_table: str = Field("headwater_sink_progress", pattern=IDENT)
+    batch_rows: int = Field(50_000, ge=1, le=1_000_000)
+    batch_age_ms: int = Field(200, ge=0, le=600_000)
+    backoff_base_s: float = Field(0.2, gt=0, le=60)
+    backoff_max_s: float = Field(30.0, gt=0, le=3600)
+    breaker_failures: int = Field(5, ge=1, le=10_000)
+    breaker_open_s: float = Field(5.0, gt=0, le=3600)
+    start: Literal["earliest", "latest"] = "earliest"
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: str) -> str:
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(v)
+        except Exception as exc:
+            raise ValueError(
+                f"not a PostgreSQL connection string ({exc}); e.g. 'host=db dbname=app user=hw'"
+            ) from exc
+        return v
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: list[str]) -> list[str]:
+        import re
+
+        bad = [k for k in v if not re.match(IDENT, k)]
+        if bad:
+            raise ValueError(f"key columns are plain column names, not {bad}")
+        return v
+
+
+SinkConfig = HttpConfig | KafkaSinkConfig | PostgresConfig
+RequestConfig = HttpConfig | KafkaSinkConfig  # the kinds the request runner delivers
+CONFIGS: dict[str, type[SinkConfig]] = {
+    "http": HttpConfig, "webhook": HttpConfig, "kafka": KafkaSinkConfig, "postgres": PostgresConfig,
+}  # fmt: skip
 
 
 def parse_sink(data: Any) -> tuple[str, str, str, SinkConfig]:
@@ -122,7 +170,8 @@ def parse_sink(data: Any) -> tuple[str, str, str, SinkConfig]:
 
 def sink_config(kind: str, raw: Any) -> SinkConfig:
     """The options of a sink of ``kind``, or ``BadRequest`` saying what to fix."""
-    return kafka_config(raw) if kind == "kafka" else http_config(raw)
+    model: type[SinkConfig] = CONFIGS.get(kind, HttpConfig)
+    return _validated(model, raw)
 
 
 def http_config(raw: Any) -> HttpConfig:

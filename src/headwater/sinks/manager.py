@@ -25,7 +25,13 @@ from headwater.ingest.streams import StreamDirectory, topic_of
 from headwater.log.ports import Log, LogEntry
 from headwater.model.time import Clock, ms_to_datetime
 from headwater.pipelines.runner import output_topic
-from headwater.sinks.config import HttpConfig, KafkaSinkConfig, parse_sink, sink_config
+from headwater.sinks.config import (
+    HttpConfig,
+    KafkaSinkConfig,
+    PostgresConfig,
+    parse_sink,
+    sink_config,
+)
 from headwater.sinks.dlq import DLQ_KEY, DLQ_SCHEMA, dlq_table
 from headwater.sinks.http import HttpDelivery
 from headwater.sinks.policy import Breaker
@@ -199,25 +205,25 @@ class SinkManager:
         from headwater.sinks.runner import SinkRunner
 
         key = (rec.tenant, rec.name)
-        config = sink_config(rec.kind, rec.config)
-        if isinstance(config, HttpConfig):
-            dest = "{0.scheme}://{0.netloc}".format(urlsplit(config.url))
-        else:
-            dest = f"kafka://{config.bootstrap}"
-        breaker = self._breakers.setdefault(
-            dest, Breaker(config.breaker_failures, config.breaker_open_s)
-        )
         topic, by_offset = self._topic(rec.tenant, rec.source)
         if not by_offset:
             self._followed.add((rec.tenant, rec.source))
         self._failed.pop(key, None)
+        erased = self._erased(rec.tenant, rec.source) if by_offset else lambda _: None
+
+        def runner_of() -> Any:
+            if rec.kind == "postgres":
+                return self._postgres_runner(rec, topic, by_offset, erased)
+            config = sink_config(rec.kind, rec.config)
+            assert isinstance(config, HttpConfig | KafkaSinkConfig)
+            breaker = self._breakers.setdefault(
+                _destination(config), Breaker(config.breaker_failures, config.breaker_open_s)
+            )
+            return SinkRunner(rec.tenant, rec.name, topic, by_offset, self._log, self._store,
+                              _delivery(config, breaker), erased)  # fmt: skip
 
         async def start() -> Running:
-            runner = SinkRunner(
-                rec.tenant, rec.name, topic, by_offset, self._log, self._store,
-                _delivery(config, breaker),
-                self._erased(rec.tenant, rec.source) if by_offset else lambda _: None,
-            )  # fmt: skip
+            runner = runner_of()
             stop = asyncio.Event()
             task = asyncio.create_task(runner.run(stop), name=f"sink-{rec.name}")
             task.add_done_callback(lambda t: self._ended(key, t))
@@ -226,6 +232,21 @@ class SinkManager:
         self._running[key] = self._call(start())
         self.reporter.add(rec.tenant, rec.name, self._running[key].runner)
         self._replay(self._running[key], self._letters(rec.tenant, rec.name, "replaying"))
+
+    def _postgres_runner(
+        self, rec: SinkRecord, topic: str, by_offset: bool,
+        erased: Callable[[builtins.list[LogEntry]], pa.Array | None],
+    ) -> Any:  # fmt: skip
+        from headwater.sinks.postgres import PostgresDelivery
+        from headwater.sinks.postgres_runner import PostgresSinkRunner
+
+        config = sink_config("postgres", rec.config)
+        assert isinstance(config, PostgresConfig)
+        breaker = self._breakers.setdefault(
+            f"postgres:{config.dsn}", Breaker(config.breaker_failures, config.breaker_open_s)
+        )
+        delivery = PostgresDelivery(config, breaker)
+        return PostgresSinkRunner(rec, topic, by_offset, self._log, self._store, delivery, erased)
 
     def _ended(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -303,6 +324,13 @@ class SinkManager:
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_S)
+
+
+def _destination(config: HttpConfig | KafkaSinkConfig) -> str:
+    """What one circuit breaker guards: an HTTP origin, or a Kafka cluster."""
+    if isinstance(config, HttpConfig):
+        return "{0.scheme}://{0.netloc}".format(urlsplit(config.url))
+    return f"kafka://{config.bootstrap}"
 
 
 def _delivery(config: HttpConfig | KafkaSinkConfig, breaker: Breaker) -> Delivery:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import structlog
 
 from headwater.log.ports import Log, LogEntry
-from headwater.sinks.config import SinkConfig
+from headwater.sinks.config import RequestConfig
 from headwater.sinks.dlq import DLQ_KEY, dead_letters, dlq_table, to_table
 from headwater.sinks.http import Outcome, Slots, Stats
 from headwater.sinks.policy import Breaker
@@ -43,7 +43,7 @@ class Delivery(Protocol):
     """How a sink kind delivers requests (``HttpDelivery``, ``KafkaDelivery``)."""
 
     @property
-    def config(self) -> SinkConfig: ...
+    def config(self) -> RequestConfig: ...
     @property
     def stats(self) -> Stats: ...
     @property

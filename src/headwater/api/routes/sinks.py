@@ -13,6 +13,7 @@ from headwater.api.render import json_response
 from headwater.api.routes.streams import json_body, platform
 from headwater.pipelines.manager import erased_rows
 from headwater.services import Platform
+from headwater.sinks.config import KINDS
 from headwater.sinks.manager import SinkManager
 
 router = APIRouter(prefix="/v1", tags=["sinks"])
@@ -23,7 +24,7 @@ SINK_BODY = {
         "content": {"application/json": {"schema": {
             "type": "object", "required": ["name", "kind", "from", "config"],
             "properties": {
-                "name": {"type": "string"}, "kind": {"type": "string", "enum": ["http", "webhook"]},
+                "name": {"type": "string"}, "kind": {"type": "string", "enum": list(KINDS)},
                 "from": {"type": "string"}, "config": {"type": "object"},
             },
         }}},

@@ -15,6 +15,7 @@ from headwater.connectors.sources.kafka import KafkaSource
 from headwater.connectors.sources.mqtt import MqttSource
 from headwater.connectors.sources.poll import PollSource
 from headwater.connectors.sources.positions import PositionFile
+from headwater.connectors.sources.postgres_cdc import PostgresCdcSource
 from headwater.connectors.sources.registry import Sources
 from headwater.connectors.sources.runtime import Kinds, SourceRuntime
 from headwater.connectors.sources.signatures import SignatureError, verify
@@ -137,7 +138,8 @@ def install(app: FastAPI, platform_: Platform) -> None:
     )  # fmt: skip
     positions = PositionFile(p.settings.data_dir / "sources.sqlite")
     kinds: Kinds = {"mqtt": MqttSource, "file": lambda rec: DirectorySource(rec, root),
-                    "poll": PollSource, "kafka": KafkaSource}  # fmt: skip
+                    "poll": PollSource, "kafka": KafkaSource,
+                    "postgres_cdc": PostgresCdcSource}  # fmt: skip
     runtime = SourceRuntime(registry, p.streams, acceptor, positions, kinds, p.log)
     app.state.source_runtime = runtime
     files = app.state.uploads = Uploads(

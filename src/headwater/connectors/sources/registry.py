@@ -20,8 +20,8 @@ from headwater.model.schema import NAME_RE
 from headwater.model.time import Clock, ms_to_datetime
 
 KINDS = ("webhook", "mqtt", "poll", "postgres_cdc", "file", "kafka", "nats")
-RUNNABLE = ("webhook", "mqtt", "file", "poll", "kafka")
-PULL = ("mqtt", "file", "poll", "kafka")
+RUNNABLE = ("webhook", "mqtt", "file", "poll", "kafka", "postgres_cdc")
+PULL = ("mqtt", "file", "poll", "kafka", "postgres_cdc")
 SECRET_KEYS = ("secret", "secrets", "password", "headers")
 
 
@@ -62,6 +62,10 @@ def parse_config(kind: str, config: dict[str, Any], file_root: Path | None = Non
         from headwater.connectors.sources.kafka import KafkaConfig, check_client
 
         check_client(KafkaConfig.parse(config))
+    elif kind == "postgres_cdc":
+        from headwater.connectors.sources.postgres_cdc import CdcConfig
+
+        CdcConfig.parse(config)
 
 
 class Sources:
