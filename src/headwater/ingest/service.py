@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -148,7 +148,7 @@ class IngestService:
         limits: DecodeLimits,
         idempotency: IdempotencyKeys,
         rate_limit: TokenBucket | None,
-        lag_rows: LagProbe,
+        lag_rows: Callable[[StreamState], int],
         max_lag_rows: int,
         tenant_rates: TenantRates | None = None,
     ) -> None:
@@ -496,13 +496,6 @@ class IngestService:
                 codes[e.code] = codes.get(e.code, 0) + 1
             for code, k in codes.items():
                 m.QUARANTINE_ROWS.labels(tenant, name, code).inc(k)
-
-
-class LagProbe:
-    """How many rows the store is behind the log for a stream (set by the materializer)."""
-
-    def __call__(self, st: StreamState) -> int:  # pragma: no cover - protocol default
-        return 0
 
 
 @contextmanager

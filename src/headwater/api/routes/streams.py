@@ -17,7 +17,7 @@ from headwater.ingest.quarantine import STATES
 from headwater.ingest.replay import Selection
 from headwater.ingest.streams import StreamState, quarantine_table_of
 from headwater.model.schema import schema_from_dict, schema_to_dict
-from headwater.services import Platform
+from headwater.runtime import Runtime
 from headwater.store.ports import RowQuery
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
@@ -25,9 +25,10 @@ router = APIRouter(prefix="/v1/streams", tags=["streams"])
 RESERVED_PARAMS = {"from", "to", "limit", "cursor", "order", "format", "n", "key"}
 
 
-def platform(request: Request) -> Platform:
-    p: Platform = request.app.state.platform
-    return p
+def runtime(request: Request) -> Runtime:
+    """The runtime whose services the routes render (built and started outside the app)."""
+    rt: Runtime = request.app.state.runtime
+    return rt
 
 
 async def json_body(request: Request, limit: int = 1 << 20) -> Any:
@@ -69,7 +70,7 @@ async def read_limited(
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def describe(st: StreamState, p: Platform) -> dict[str, Any]:
+def describe(st: StreamState, p: Runtime) -> dict[str, Any]:
     out = schema_to_dict(st.schema)
     out["versions"] = len(st.versions)
     out["log_end_offset"] = p.log.end_offset(st.topic)
@@ -146,24 +147,24 @@ async def create_stream(request: Request) -> Response:
     """Create a stream with a schema (fields, constraints, event time, key, id)."""
     who = authenticate(request)
     who.require("admin")
-    p = platform(request)
+    p = runtime(request)
     schema = schema_from_dict(await _definition(request))
     p.quotas.check_count(who.tenant, "streams", len(p.streams.in_tenant(who.tenant)))
-    st = p.streams.create(who.tenant, schema, p.clock.now_ms(), taken=p.occupied_tables(who.tenant))
+    st = p.streams.create(who.tenant, schema, p.clock.now_ms(), taken=p.tables.occupied(who.tenant))
     return json_response(describe(st, p), 201)
 
 
 @router.get("")
 async def list_streams(request: Request) -> Response:
     who = authenticate(request)
-    p = platform(request)
+    p = runtime(request)
     return json_response({"streams": [describe(st, p) for st in p.streams.in_tenant(who.tenant)]})
 
 
 @router.get("/{name}")
 async def get_stream(name: str, request: Request) -> Response:
     who = authenticate(request)
-    p = platform(request)
+    p = runtime(request)
     return json_response(describe(p.streams.get(who.tenant, name), p))
 
 
@@ -172,7 +173,7 @@ async def evolve_stream(name: str, request: Request) -> Response:
     """Change a stream's schema: compatible changes apply live, others get 409 with reasons."""
     who = authenticate(request)
     who.require("admin")
-    p = platform(request)
+    p = runtime(request)
     data = {**await _definition(request), "name": name}
     st, changes = p.streams.evolve(who.tenant, schema_from_dict(data), p.clock.now_ms())
     return json_response({**describe(st, p), "changes": changes})
@@ -181,7 +182,7 @@ async def evolve_stream(name: str, request: Request) -> Response:
 @router.get("/{name}/versions")
 async def stream_versions(name: str, request: Request) -> Response:
     who = authenticate(request)
-    st = platform(request).streams.get(who.tenant, name)
+    st = runtime(request).streams.get(who.tenant, name)
     return json_response({"versions": [schema_to_dict(v) for v in st.versions]})
 
 
@@ -233,11 +234,11 @@ def typed_filters(q: RowQuery, st: StreamState) -> RowQuery:
     return replace(q, filters=out)
 
 
-async def _readable_stream(request: Request, name: str) -> tuple[Principal, Platform, StreamState]:
+async def _readable_stream(request: Request, name: str) -> tuple[Principal, Runtime, StreamState]:
     """A reader's stream, once the store holds every row acknowledged before this request."""
     who = authenticate(request)
     who.require("admin", "reader")
-    p = platform(request)
+    p = runtime(request)
     st = p.streams.get(who.tenant, name)
     await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
     return who, p, st
@@ -297,7 +298,7 @@ async def list_quarantine(name: str, request: Request) -> Response:
     and replay state (``?state=quarantined|replayed|duplicate`` filters by it)."""
     who = authenticate(request)
     who.require("admin", "reader")
-    p = platform(request)
+    p = runtime(request)
     st = p.streams.get(who.tenant, name)
     # Rows and their states: replays change them through these three topics.
     for topic in (st.quarantine_topic, st.quarantine_updates_topic, st.topic):
@@ -321,7 +322,7 @@ async def replay_quarantine(name: str, request: Request) -> Response:
     """
     who = authenticate(request)
     who.require("admin")
-    p = platform(request)
+    p = runtime(request)
     st = p.streams.get(who.tenant, name)
     selection = Selection.parse(await json_body(request))
     return json_response(await p.replay.replay(st, selection))

@@ -1,7 +1,10 @@
 """A simulated IoT fleet: devices emitting readings, with anomalies, disorder, late and bad events.
 
-The simulator pushes NDJSON batches through the same ingest path as HTTP clients,
-so everything it sends is validated, deduplicated, quarantined and counted.
+The simulator is a source like the others: it hands NDJSON chunks to the ingest entry
+(``Acceptor.accept``) with its origin, so everything it sends is validated,
+deduplicated, quarantined, counted and durable before the next chunk. Pushed back (the
+store behind, the tenant's quotas) it waits and offers the same chunk again: it pauses,
+it never drops.
 """
 
 from __future__ import annotations
@@ -9,16 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
+import structlog
+
+from headwater.errors import HeadwaterError, Overloaded, RateLimited
+from headwater.ingest.accept import Acceptor, Origin
+from headwater.ingest.streams import StreamState
+
+log = structlog.get_logger("headwater.sources")
 
 CATEGORIES = ("temperature", "humidity", "pressure", "vibration")
 BASE = {"temperature": 21.0, "humidity": 45.0, "pressure": 101.3, "vibration": 0.5}
 
-Sink = Callable[[bytes], Awaitable[object]]
+SOURCE, PARTITION = "simulator", "fleet"
+RETRY_S = 1.0
 
 
 @dataclass
@@ -34,9 +45,12 @@ class SimulatorConfig:
 
 
 class Simulator:
-    def __init__(self, config: SimulatorConfig, sink: Sink, now_ms: Callable[[], int]) -> None:
+    def __init__(
+        self, config: SimulatorConfig, acceptor: Acceptor, stream: StreamState,
+        now_ms: Callable[[], int],
+    ) -> None:  # fmt: skip
         self.config = config
-        self._sink = sink
+        self._acceptor, self._stream = acceptor, stream
         self._now_ms = now_ms
         self._rng = random.Random(config.seed)
         self._seq = 0
@@ -103,7 +117,20 @@ class Simulator:
             n = int(carry)
             carry -= n
             if n:
-                await self._sink(self.batch(n))
+                await self._deliver(self.batch(n))
                 self.sent += n
                 self.batches += 1
             await asyncio.sleep(cfg.tick_s)
+
+    async def _deliver(self, body: bytes) -> None:
+        """Hand one chunk to the ingest entry; returns once it is durable."""
+        origin = Origin(SOURCE, PARTITION, str(self._seq))
+        while True:
+            try:
+                await self._acceptor.accept(self._stream, body, "ndjson", origin, self._seq)
+                return
+            except (Overloaded, RateLimited) as exc:  # pushed back: wait, then offer it again
+                await asyncio.sleep(exc.retry_after_s)
+            except HeadwaterError as exc:  # e.g. the disk is full: say so, try again later
+                log.warning("simulator_backing_off", code=exc.code, error=exc.message)
+                await asyncio.sleep(RETRY_S)
