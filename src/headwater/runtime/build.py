@@ -19,13 +19,14 @@ from headwater.connectors.sources.registry import Sources
 from headwater.connectors.sources.runtime import SourceRuntime
 from headwater.connectors.sources.uploads import Uploads
 from headwater.ingest.accept import Acceptor
+from headwater.ingest.admission import Admission, TokenBucket
 from headwater.ingest.feeds import stream_feeds
 from headwater.ingest.idempotency import IdempotencyKeys
 from headwater.ingest.idspill import IdSpiller
 from headwater.ingest.inflight import InflightBudget
 from headwater.ingest.model import DecodeLimits
 from headwater.ingest.replay import QuarantineReplay
-from headwater.ingest.service import IngestService, TokenBucket
+from headwater.ingest.service import IngestService
 from headwater.ingest.streams import StreamDirectory, StreamState
 from headwater.ingest.tables import TableNames
 from headwater.model.time import Clock, SystemClock, parse_duration_ms
@@ -87,10 +88,8 @@ def build_runtime(settings: Settings, clock: Clock | None = None, demo: bool = F
         if settings.rate_limit_rows_per_s > 0
         else None
     )
-    ingest = IngestService(
-        log_, clock, limits, idem, rate, lag_rows=lag, max_lag_rows=settings.store_max_lag_rows,
-        tenant_rates=quotas,
-    )  # fmt: skip
+    admission = Admission(lag, settings.store_max_lag_rows, rate, quotas)
+    ingest = IngestService(log_, clock, limits, idem, admission)
     acceptor = Acceptor(ingest, log_, clock, limits, lag, settings.store_max_lag_rows, quotas)
     replay = QuarantineReplay(log_, store, ingest, clock, limits, materializer.caught_up)
     recover(streams, idem, log_, store, clock.now_ms(), parse_duration_ms(settings.idempotency_ttl))
