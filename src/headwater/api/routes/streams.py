@@ -18,7 +18,7 @@ from headwater.ingest.replay import Selection
 from headwater.ingest.streams import StreamState, quarantine_table_of
 from headwater.model.schema import schema_from_dict, schema_to_dict
 from headwater.runtime import Runtime
-from headwater.store.ports import RowQuery
+from headwater.store.ports import Order, RowQuery
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 
@@ -193,9 +193,10 @@ def row_query(
     limit_s = qp.get("limit", "100")
     if not limit_s.isdigit() or not 1 <= int(limit_s) <= 100_000:
         raise BadRequest("limit must be an integer from 1 to 100000", code="bad_limit")
-    order = qp.get("order", "asc")
-    if order not in ("asc", "desc"):
+    asked = qp.get("order", "asc")
+    if asked not in ("asc", "desc"):
         raise BadRequest("order must be asc or desc", code="bad_order")
+    order: Order = "desc" if asked == "desc" else "asc"
     filters = {k: v for k, v in qp.items() if k not in RESERVED_PARAMS}
     unknown = [k for k in filters if k not in columns]
     if unknown:
@@ -206,7 +207,7 @@ def row_query(
     q = RowQuery(
         tenant=tenant, table=table, time_column=time_column,
         from_ms=parse_time_bound(qp.get("from"), "from"), to_ms=parse_time_bound(qp.get("to"), "to"),
-        filters=filters, order=order, limit=int(limit_s), cursor=qp.get("cursor") or None,  # type: ignore[arg-type]
+        filters=filters, order=order, limit=int(limit_s), cursor=qp.get("cursor") or None,
     )  # fmt: skip
     return q, qp.get("format", "json")
 
