@@ -15,19 +15,20 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from headwater.api.render import json_response
-from headwater.connectors.sources.simulator import CATEGORIES, Simulator
+from headwater.connectors.sources.simulator import CATEGORIES
 from headwater.errors import BadRequest, NotFound
 from headwater.runtime import DEFAULT_TENANT, Runtime
+from headwater.runtime.demo import DemoFleet
 
 router = APIRouter(prefix="/api/v1", tags=["demo"])
 
 MAX_LIMIT = 10_000
 
 
-def _demo(request: Request) -> tuple[Runtime, Simulator]:
+def _demo(request: Request) -> tuple[Runtime, DemoFleet]:
     rt: Runtime = request.app.state.runtime
     assert rt.demo is not None  # ``install`` mounts these routes only then
-    return rt, rt.demo.simulator
+    return rt, rt.demo
 
 
 def _where(category: str | None) -> str:
@@ -60,7 +61,7 @@ async def demo_health(request: Request) -> Response:
 async def start_ingestion(request: Request) -> Response:
     """Start the simulated fleet; starting it again while it runs changes nothing."""
     _, sim = _demo(request)
-    started = sim.start()
+    started = sim.resume()
     return json_response({"message": "Data ingestion started",
                           "status": "started" if started else "already_running",
                           "rate": sim.config.rate})  # fmt: skip
@@ -70,7 +71,7 @@ async def start_ingestion(request: Request) -> Response:
 async def stop_ingestion(request: Request) -> Response:
     """Stop the simulated fleet; stopping it again changes nothing."""
     _, sim = _demo(request)
-    stopped = await sim.stop()
+    stopped = sim.pause()
     return json_response({"message": "Data ingestion stopped",
                           "status": "stopped" if stopped else "already_stopped",
                           "events_sent": sim.sent})  # fmt: skip

@@ -78,16 +78,17 @@ async def test_stop_without_start_only_closes_the_data_dir(tmp_path: Path) -> No
     await again.stop()
 
 
-async def test_the_demo_fleet_feeds_the_ingest_entry_until_the_runtime_stops(
+async def test_the_demo_simulator_is_a_source_that_resumes_where_it_stopped(
     tmp_path: Path,
 ) -> None:
     s = settings(tmp_path / "d", demo_rate=2000.0, demo_malformed_rate=0.2)
     rt = build_runtime(s, ManualClock(1_800_000_000_000), demo=True)
     assert rt.demo is not None
-    sim, st = rt.demo.simulator, rt.demo.stream
+    fleet, st = rt.demo, rt.demo.stream
     await rt.start()
     try:
-        assert sim.running
+        assert fleet.running
+        assert [r.kind for r in rt.sources.in_tenant("default")] == ["simulator"]
         assert sorted(rt.pipelines.names("default")) == [
             "anomalies",
             "category_stats",
@@ -96,9 +97,21 @@ async def test_the_demo_fleet_feeds_the_ingest_entry_until_the_runtime_stops(
         assert await until(lambda: rt.log.end_offset(st.topic) >= 200)
         # rows that fail validation were quarantined, as from any source
         assert await until(lambda: rt.log.end_offset(st.quarantine_topic) > 0)
+        assert fleet.pause() and not fleet.pause()
+        sent = fleet.sent
+        await asyncio.sleep(0.3)
+        assert fleet.sent == sent and not fleet.running
     finally:
         await rt.stop()
-    assert not sim.running
-    sent = sim.sent
-    await asyncio.sleep(0.3)
-    assert sim.sent == sent
+
+    # A restart resumes after the last committed event: no event id comes twice.
+    rt = build_runtime(s, ManualClock(1_800_000_000_000), demo=True)
+    assert rt.demo is not None
+    await rt.start()
+    try:
+        assert rt.demo.running  # the demo streams from the start
+        assert await until(lambda: rt.demo is not None and rt.demo.sent >= 500)
+        stats = rt.sources.stats(rt.sources.get("default", "simulator"))
+        assert stats.duplicates == 0
+    finally:
+        await rt.stop()

@@ -106,7 +106,9 @@ def build_runtime(settings: Settings, clock: Clock | None = None, demo: bool = F
     root = settings.file_sources_root
     sources = Sources(catalog, clock, root)
     positions = PositionFile(settings.data_dir / "sources.sqlite")
-    source_runtime = SourceRuntime(sources, streams, acceptor, positions, pull_kinds(root), log_)
+    source_runtime = SourceRuntime(
+        sources, streams, acceptor, positions, pull_kinds(root, clock), log_
+    )
     uploads = Uploads(
         settings.data_dir / "uploads", source_runtime, streams, settings.file_chunk_bytes
     )
@@ -120,7 +122,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None, demo: bool = F
     housekeeping = Housekeeping(
         clock, log_, streams, idem, materializer, store, catalog, settings, readers
     )
-    fleet = DemoFleet(settings, clock, streams, tables, acceptor, pipelines) if demo else None
+    fleet = DemoFleet(settings, clock, streams, tables, sources, pipelines) if demo else None
     return Runtime(
         settings=settings, clock=clock, catalog=catalog, log=log_, store=store,
         streams=streams, tables=tables, tombstones=tombstones, quotas=quotas,

@@ -1,16 +1,17 @@
 """The demo's content: a ``readings`` stream, sample pipelines and the simulated fleet.
 
-``headwater demo`` builds the runtime with a ``DemoFleet``: the stream is created when
-missing, the pipelines when the runtime starts, and the simulator runs from start to
-stop (the classic demo endpoints pause and resume it).
+``headwater demo`` builds the runtime with a ``DemoFleet``: the stream and the
+``simulator`` source are created when missing, the pipelines when the runtime starts;
+the source runtime runs the simulator like any source (the classic demo endpoints pause
+and resume it).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from headwater.connectors.sources.simulator import CATEGORIES, Simulator, SimulatorConfig
-from headwater.ingest.accept import Acceptor
+from headwater.connectors.sources.registry import Sources
+from headwater.connectors.sources.simulator import CATEGORIES, SimulatorConfig
 from headwater.ingest.streams import StreamDirectory, StreamState
 from headwater.ingest.tables import TableNames
 from headwater.model.schema import schema_from_dict
@@ -18,6 +19,8 @@ from headwater.model.time import Clock
 from headwater.pipelines.manager import PipelineManager
 from headwater.runtime.opening import DEFAULT_TENANT
 from headwater.settings import Settings
+
+SOURCE = "simulator"
 
 STREAM = {
     "name": "readings",
@@ -62,11 +65,17 @@ QUALIFY is_anomaly(value, 4) OVER (PARTITION BY device_id ORDER BY ts)""",
 
 
 class DemoFleet:
-    """The demo stream, its pipelines and the simulator feeding it."""
+    """The demo stream, its pipelines and the ``simulator`` source feeding it.
+
+    The source is an ordinary one (``GET /v1/sources/simulator``): the source runtime runs
+    it, and the classic endpoints pause and resume it. Its config follows the ``demo_*``
+    settings; when they change, the source is made anew (its event ids carry its epoch,
+    so the new one's never collide with the old one's).
+    """
 
     def __init__(
         self, settings: Settings, clock: Clock, streams: StreamDirectory, tables: TableNames,
-        acceptor: Acceptor, pipelines: PipelineManager,
+        sources: Sources, pipelines: PipelineManager,
     ) -> None:  # fmt: skip
         tenant = self.tenant = DEFAULT_TENANT
         if not any(s.schema.name == "readings" for s in streams.in_tenant(tenant)):
@@ -75,19 +84,56 @@ class DemoFleet:
             )
         self.stream: StreamState = streams.get(tenant, "readings")
         s = settings
-        config = SimulatorConfig(
+        self.config = SimulatorConfig(
             devices=s.demo_devices, rate=s.demo_rate, anomaly_rate=s.demo_anomaly_rate,
             disorder_ms=s.demo_disorder_ms, late_rate=s.demo_late_rate,
             malformed_rate=s.demo_malformed_rate,
         )  # fmt: skip
-        self.simulator = Simulator(config, acceptor, self.stream, clock.now_ms)
-        self._pipelines = pipelines
+        self._sources, self._pipelines = sources, pipelines
+
+    @property
+    def running(self) -> bool:
+        rec = next((r for r in self._sources.in_tenant(self.tenant) if r.name == SOURCE), None)
+        return rec is not None and rec.status == "running"
+
+    @property
+    def sent(self) -> int:
+        """Events sent since the server started: stored, quarantined or duplicates."""
+        rec = next((r for r in self._sources.in_tenant(self.tenant) if r.name == SOURCE), None)
+        if rec is None:
+            return 0
+        stats = self._sources.stats(rec)
+        return stats.rows_in + stats.rows_rejected + stats.duplicates
+
+    def resume(self) -> bool:
+        """Run the simulator; False when it already ran. On the event loop (the source
+        runtime starts the source's task)."""
+        if self.running:
+            return False
+        self._sources.set_status(self.tenant, SOURCE, "running")
+        return True
+
+    def pause(self) -> bool:
+        """Pause the simulator; False when it was already paused."""
+        if not self.running:
+            return False
+        self._sources.set_status(self.tenant, SOURCE, "paused")
+        return True
 
     async def start(self) -> None:
+        """Create what is missing; the source runtime (started before) runs the source."""
         for name, sql in PIPELINES.items():
             if name not in self._pipelines.names(self.tenant):
                 await asyncio.to_thread(self._pipelines.create, self.tenant, sql)
-        self.simulator.start()
+        sources, wanted = self._sources, self.config.to_dict()
+        current = next((r for r in sources.in_tenant(self.tenant) if r.name == SOURCE), None)
+        if current is not None and (current.config != wanted or current.kind != "simulator"):
+            sources.drop(self.tenant, SOURCE)
+            current = None
+        if current is None:
+            spec = {"name": SOURCE, "kind": "simulator", "stream": "readings", "config": wanted}
+            sources.create(self.tenant, spec, {"readings"})
+        self.resume()  # the demo streams from the start, even if it was paused last time
 
     async def stop(self) -> None:
-        await self.simulator.stop()
+        """Nothing of its own to stop: the source runtime stops the source."""

@@ -7,7 +7,13 @@ from pathlib import Path
 from headwater.connectors.sources.files import DirectorySource
 from headwater.connectors.sources.mqtt import MqttSource
 from headwater.connectors.sources.runtime import Kinds
+from headwater.connectors.sources.simulator import SimulatorSource
+from headwater.model.time import Clock
 
 
-def pull_kinds(file_root: Path) -> Kinds:
-    return {"mqtt": MqttSource, "file": lambda rec: DirectorySource(rec, file_root)}
+def pull_kinds(file_root: Path, clock: Clock) -> Kinds:
+    return {
+        "mqtt": MqttSource,
+        "file": lambda rec: DirectorySource(rec, file_root),
+        "simulator": lambda rec: SimulatorSource(rec, clock.now_ms),
+    }

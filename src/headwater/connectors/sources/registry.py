@@ -19,9 +19,9 @@ from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.model.schema import NAME_RE
 from headwater.model.time import Clock, ms_to_datetime
 
-KINDS = ("webhook", "mqtt", "poll", "postgres_cdc", "file", "kafka", "nats")
-RUNNABLE = ("webhook", "mqtt", "file")
-PULL = ("mqtt", "file")
+KINDS = ("webhook", "mqtt", "poll", "postgres_cdc", "file", "kafka", "nats", "simulator")
+RUNNABLE = ("webhook", "mqtt", "file", "simulator")
+PULL = ("mqtt", "file", "simulator")
 SECRET_KEYS = ("secret", "secrets", "password")
 
 
@@ -54,6 +54,10 @@ def parse_config(kind: str, config: dict[str, Any], file_root: Path | None = Non
         from headwater.connectors.sources.files import DirectoryConfig
 
         DirectoryConfig.parse(config, file_root)
+    elif kind == "simulator":
+        from headwater.connectors.sources.simulator import SimulatorConfig
+
+        SimulatorConfig.parse(config)
 
 
 class Sources:
