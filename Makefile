@@ -1,13 +1,16 @@
-.PHONY: check lint type test demo bench
+.PHONY: check lint imports type test demo bench
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-check: lint type test
+check: lint imports type test
 
 lint:
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+
+imports:
+	$(VENV)/bin/lint-imports
 
 type:
 	$(PY) -m mypy

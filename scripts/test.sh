@@ -11,5 +11,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 ./scripts/install-test-deps.sh
+# the dependency direction between packages (pyproject.toml, [tool.importlinter])
+.venv/bin/lint-imports --no-cache
 export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}  # example counts sized for CI (tests/examples.py)
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

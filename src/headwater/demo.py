@@ -1,6 +1,7 @@
-"""The demo profile: a simulated IoT fleet, a ``readings`` stream and sample pipelines.
+"""The demo profile's classic endpoints, over the runtime's demo fleet (``runtime.demo``:
+the simulated IoT fleet, a ``readings`` stream and sample pipelines).
 
-Also serves the classic demo endpoints (``/api/v1/health``, ``/api/v1/start-ingestion``,
+It serves the classic demo endpoints (``/api/v1/health``, ``/api/v1/start-ingestion``,
 ``/api/v1/stop-ingestion``, ``/api/v1/raw-data``, ``/api/v1/processed-data``), which
 need no key: the demo is for a local machine.
 """
@@ -14,59 +15,20 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from headwater.api.render import json_response
-from headwater.connectors.sources.simulator import CATEGORIES, Simulator, SimulatorConfig
+from headwater.connectors.sources.simulator import CATEGORIES
 from headwater.errors import BadRequest, NotFound
-from headwater.model.schema import schema_from_dict
-from headwater.services import DEFAULT_TENANT, Platform
-
-STREAM = {
-    "name": "readings",
-    "description": "Simulated IoT sensor readings",
-    "fields": [
-        {"name": "device_id", "type": "string", "required": True},
-        {"name": "category", "type": "string", "required": True, "enum": list(CATEGORIES)},
-        {"name": "ts", "type": "timestamp", "required": True},
-        {"name": "value", "type": "float"},
-        {"name": "temperature", "type": "float", "min": -50, "max": 150},
-        {"name": "status", "type": "string", "enum": ["ok", "warn", "error"]},
-        {"name": "event_id", "type": "string"},
-    ],
-    "event_time": "ts",
-    "key": ["device_id"],
-    "id": "event_id",
-}
-
-PIPELINES = {
-    "device_minute": """CREATE PIPELINE device_minute AS
-SELECT device_id, window_start, window_end,
-       count(*) AS n, avg(temperature) AS avg_temp, max(temperature) AS max_temp,
-       approx_quantile(temperature, 0.99) AS p99_temp, avg(value) AS avg_value
-FROM TUMBLE(readings, ts, INTERVAL '1 minute')
-WHERE status <> 'error'
-GROUP BY device_id, window_start, window_end
-WITH (watermark_delay = '5 seconds', allowed_lateness = '1 minute', emit = 'changes')""",
-    "category_stats": """CREATE PIPELINE category_stats AS
-SELECT category, avg(value) AS avg_value, count(*) AS count, max(ts) AS last_timestamp
-FROM readings
-GROUP BY category
-WITH (emit = 'changes')""",
-    "anomalies": """CREATE PIPELINE anomalies AS
-SELECT device_id, category, ts, value, temperature,
-       zscore(value) OVER (PARTITION BY device_id ORDER BY ts) AS z,
-       anomaly_score(value, 'ewma', 0.1) OVER (PARTITION BY device_id ORDER BY ts) AS score,
-       CASE WHEN value < 0 THEN 'negative' ELSE 'spike' END AS kind
-FROM readings
-WHERE status <> 'error' AND value IS NOT NULL
-QUALIFY is_anomaly(value, 4) OVER (PARTITION BY device_id ORDER BY ts)""",
-}
+from headwater.runtime import DEFAULT_TENANT, Runtime
+from headwater.runtime.demo import DemoFleet
 
 router = APIRouter(prefix="/api/v1", tags=["demo"])
 
 MAX_LIMIT = 10_000
 
 
-def _demo(request: Request) -> tuple[Platform, Simulator]:
-    return request.app.state.platform, request.app.state.simulator
+def _demo(request: Request) -> tuple[Runtime, DemoFleet]:
+    rt: Runtime = request.app.state.runtime
+    assert rt.demo is not None  # ``install`` mounts these routes only then
+    return rt, rt.demo
 
 
 def _where(category: str | None) -> str:
@@ -99,7 +61,7 @@ async def demo_health(request: Request) -> Response:
 async def start_ingestion(request: Request) -> Response:
     """Start the simulated fleet; starting it again while it runs changes nothing."""
     _, sim = _demo(request)
-    started = sim.start()
+    started = sim.resume()
     return json_response({"message": "Data ingestion started",
                           "status": "started" if started else "already_running",
                           "rate": sim.config.rate})  # fmt: skip
@@ -109,7 +71,7 @@ async def start_ingestion(request: Request) -> Response:
 async def stop_ingestion(request: Request) -> Response:
     """Stop the simulated fleet; stopping it again changes nothing."""
     _, sim = _demo(request)
-    stopped = await sim.stop()
+    stopped = sim.pause()
     return json_response({"message": "Data ingestion stopped",
                           "status": "stopped" if stopped else "already_stopped",
                           "events_sent": sim.sent})  # fmt: skip
@@ -151,39 +113,8 @@ async def processed_data(
     return json_response(data)
 
 
-def install(app: FastAPI, platform: Platform) -> None:
-    """Create the demo stream and pipelines if missing; start the simulator with the app."""
-    now = platform.clock.now_ms()
-    tenant = DEFAULT_TENANT
-    if not any(s.schema.name == "readings" for s in platform.streams.in_tenant(tenant)):
-        platform.streams.create(
-            tenant, schema_from_dict(STREAM), now, taken=platform.occupied_tables(tenant)
-        )
-    st = platform.streams.get(tenant, "readings")
-    ss = platform.settings
-    cfg = SimulatorConfig(
-        devices=ss.demo_devices, rate=ss.demo_rate, anomaly_rate=ss.demo_anomaly_rate,
-        disorder_ms=ss.demo_disorder_ms, late_rate=ss.demo_late_rate, malformed_rate=ss.demo_malformed_rate,
-    )  # fmt: skip
-
-    async def sink(body: bytes) -> None:
-        await platform.ingest.ingest(
-            st, body, "application/x-ndjson", None, None, "simulator", "simulator"
-        )
-
-    sim = Simulator(cfg, sink, platform.clock.now_ms)
-    app.state.simulator = sim
+def install(app: FastAPI, runtime: Runtime) -> None:
+    """Mount the classic demo endpoints (the runtime's demo fleet runs the simulator)."""
+    if runtime.demo is None:
+        raise RuntimeError("the demo profile needs a runtime built with demo=True")
     app.include_router(router)
-
-    async def start() -> None:
-        mgr = app.state.pipelines
-        for name, sql in PIPELINES.items():
-            if name not in mgr.names(tenant):
-                await asyncio.to_thread(mgr.create, tenant, sql)
-        sim.start()
-
-    async def stop() -> None:
-        await sim.stop()
-
-    app.state.on_start.append(start)
-    app.state.on_stop.append(stop)

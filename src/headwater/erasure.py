@@ -36,7 +36,7 @@ from headwater.errors import BadRequest
 from headwater.ingest.pii import transform
 from headwater.ingest.streams import StreamState, quarantine_table_of
 from headwater.log.rewrite import Rewritable, compact, redact
-from headwater.services import Platform
+from headwater.runtime import Runtime
 from headwater.store.ports import RowQuery
 
 SETTLE_S = 10.0  # how long to wait for readers to pass the erasure before sweeping again
@@ -49,7 +49,7 @@ class Readers(Protocol):
 
 
 async def erase_subject(
-    p: Platform, readers: Readers | None, st: StreamState, raw_value: str
+    p: Runtime, readers: Readers | None, st: StreamState, raw_value: str
 ) -> dict[str, Any]:
     subject = st.schema.subject
     if subject is None:
@@ -85,7 +85,7 @@ async def erase_subject(
     return report
 
 
-def _blank_log(p: Platform, st: StreamState, subject: str, value: str, now: int) -> dict[str, Any]:
+def _blank_log(p: Runtime, st: StreamState, subject: str, value: str, now: int) -> dict[str, Any]:
     """Blank the subject's rows in the hot log: the stream's topic and its quarantine's."""
     if not isinstance(p.log, Rewritable):
         return {"rewritten": False, "reason": "this log cannot rewrite entries; rows stay "
@@ -122,7 +122,7 @@ def _blank_log(p: Platform, st: StreamState, subject: str, value: str, now: int)
     return {"rewritten": True, "entries_rewritten": entries, **counts}
 
 
-def _stored_value(p: Platform, st: StreamState, subject: str, raw: str) -> str:
+def _stored_value(p: Runtime, st: StreamState, subject: str, raw: str) -> str:
     """The value as rows store it: checked against the field's type, hashed if pii 'hash'."""
     f = st.schema.field(subject)
     if f.type == "int":
@@ -139,12 +139,12 @@ def _stored_value(p: Platform, st: StreamState, subject: str, raw: str) -> str:
     return raw
 
 
-async def _delete(p: Platform, tenant: str, table: str, column: str, values: pa.Array) -> int:
+async def _delete(p: Runtime, tenant: str, table: str, column: str, values: pa.Array) -> int:
     return await asyncio.to_thread(p.store.delete_in, tenant, table, column, values)
 
 
 async def _sweep_outputs(
-    p: Platform,
+    p: Runtime,
     tenant: str,
     pipelines: list[tuple[list[str], int]],
     subject: str,
@@ -167,7 +167,7 @@ async def _settle(readers: Readers, st: StreamState, end: int) -> None:
         await asyncio.sleep(0.05)
 
 
-def _sweep_quarantine(p: Platform, st: StreamState, subject: str, value: str) -> int:
+def _sweep_quarantine(p: Runtime, st: StreamState, subject: str, value: str) -> int:
     table = quarantine_table_of(st.schema.name)
     offsets = [o for o, raw in _quarantined(p, st.tenant, table) if _holds(raw, subject, value)]
     if not offsets:
@@ -175,7 +175,7 @@ def _sweep_quarantine(p: Platform, st: StreamState, subject: str, value: str) ->
     return p.store.delete_in(st.tenant, table, "_offset", pa.array(offsets, pa.int64()))
 
 
-def _quarantined(p: Platform, tenant: str, table: str) -> Iterator[tuple[int, str]]:
+def _quarantined(p: Runtime, tenant: str, table: str) -> Iterator[tuple[int, str]]:
     cursor: str | None = None
     while True:
         page = p.store.read_rows(RowQuery(tenant, table, limit=10_000, cursor=cursor))

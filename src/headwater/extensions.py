@@ -1,26 +1,25 @@
 """Built-in extensions of the HTTP app, by profile (serve, demo).
 
 Built-in features plug in through the same hook a third-party extension would use:
-``install(app, platform)``.
+``install(app, runtime)``, which mounts routes over the runtime's services and starts
+nothing.
 """
 
 from __future__ import annotations
 
-from headwater.api.app import Extension
-from headwater.ui import mount as ui
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from headwater.runtime import Runtime
+
+Extension = Callable[[FastAPI, Runtime], None]
 
 
 def extensions(profile: str) -> list[Extension]:
-    from headwater.api.routes import alerts, pipelines, sinks, sources
+    from headwater.ui import mount as ui
 
-    # sinks read the pipelines' extension (extras["pipelines"]): installed after it
-    out: list[Extension] = [
-        pipelines.install,
-        sources.install,
-        sinks.install,
-        alerts.install,
-        ui.install,
-    ]
+    out: list[Extension] = [ui.install]
     if profile == "demo":
         from headwater import demo
 

@@ -29,14 +29,13 @@ import pytest
 from source_drivers import DRIVERS, Driver
 
 from headwater.catalog.sqlite import SourceRecord
-from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
 from headwater.connectors.sources.runtime import SourceRuntime
 from headwater.ingest.accept import Acceptor
 from headwater.ingest.streams import StreamState
 from headwater.model.schema import schema_from_dict
 from headwater.model.time import ManualClock
-from headwater.services import build_platform
+from headwater.runtime import build_runtime
 from headwater.settings import Settings
 from serverproc import Server
 
@@ -73,7 +72,7 @@ class Harness:
 
     async def start(self) -> None:
         settings = Settings(data_dir=self.dir, bootstrap_key="k")
-        p = self.p = build_platform(settings, ManualClock(10**12))
+        p = self.p = build_runtime(settings, ManualClock(10**12))
         if not self.made:
             p.streams.create("default", schema_from_dict(stream_spec(self.driver)), 0, set())
             rec = SourceRecord("default", NAME, self.driver.kind, "s", self.driver.config(),
@@ -84,15 +83,14 @@ class Harness:
         self.sources = Sources(p.catalog, p.clock, self.driver.root)
         acceptor = Acceptor(p.ingest, p.log, p.clock, p.ingest_limits, lambda st: self.lag, 100,
                             p.quotas)  # fmt: skip
-        self.positions = PositionFile(self.dir / "sources.sqlite")
+        self.positions = p.positions
         kinds = {self.driver.kind: self.driver.source}
         self.rt = SourceRuntime(self.sources, p.streams, acceptor, self.positions, kinds, p.log)
         await self.rt.start()
 
     async def stop(self) -> None:
         await self.rt.stop()
-        self.positions.close()
-        await self.p.close()
+        await self.p.stop()  # never started: closes its files
 
     @property
     def stream(self) -> StreamState:

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from headwater.api.app import create_app, front_door
 from headwater.observability import tracing
-from headwater.services import Platform, build_platform
+from headwater.runtime import Runtime, build_runtime
 from headwater.settings import Settings
 from serverproc import ADMIN_KEY, READINGS
 
@@ -32,7 +32,7 @@ EVENTS = [
 ]
 
 
-def _log_context_route(app: FastAPI, _: Platform) -> None:
+def _log_context_route(app: FastAPI, _: Runtime) -> None:
     @app.get("/test/log-context")
     async def log_context() -> dict[str, object]:
         return dict(structlog.contextvars.get_contextvars())
@@ -44,8 +44,9 @@ def _log_context_route(app: FastAPI, _: Platform) -> None:
 async def traced(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[httpx.AsyncClient, InMemorySpanExporter]]:
-    platform = build_platform(Settings(data_dir=tmp_path / "data", bootstrap_key=ADMIN_KEY))
-    built = create_app(platform, [_log_context_route])
+    platform = build_runtime(Settings(data_dir=tmp_path / "data", bootstrap_key=ADMIN_KEY))
+    await platform.start()
+    built = create_app(platform, extra=[_log_context_route])
     app = front_door(built) if request.param == "front_door" else built
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -62,7 +63,7 @@ async def traced(
             yield client, exporter
     finally:
         tracing.install(None)
-        await platform.close()
+        await platform.stop()
 
 
 def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:

@@ -4,14 +4,13 @@ inside a driver, never a start on half the data."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from headwater.datadir import DataDirDamaged
-from headwater.services import build_platform
+from headwater.runtime import build_runtime
 from headwater.settings import Settings
 
 
@@ -26,10 +25,10 @@ def data(tmp_path: Path) -> Path:
 
     from headwater.model.schema import schema_from_dict
 
-    p = build_platform(settings(tmp_path / "data"))
+    p = build_runtime(settings(tmp_path / "data"))
     spec = {"name": "s", "fields": [{"name": "k", "type": "string"}]}
     p.streams.create("default", schema_from_dict(spec), 0, set())  # the tenant's store file
-    asyncio.run(p.close())
+    asyncio.run(p.stop())
     return tmp_path / "data"
 
 
@@ -55,7 +54,7 @@ def test_a_damaged_file_refuses_to_start_saying_what_is_at_stake(
     assert target.stat().st_size > at + 64
     overwrite(target, at, b"\xa5" * 64)
     with pytest.raises(DataDirDamaged) as info:
-        build_platform(settings(data))
+        build_runtime(settings(data))
     message = info.value.message
     assert str(target) in message and holds in message and "backup" in message
     assert "\n" not in message
@@ -69,35 +68,40 @@ def test_a_damaged_event_id_index_is_rebuilt_from_the_store_and_the_log(tmp_path
     from headwater.model.schema import schema_from_dict
 
     data = tmp_path / "data"
-    p = build_platform(settings(data))
     schema = schema_from_dict(
         {"name": "s", "fields": [{"name": "id", "type": "string"}, {"name": "ts", "type": "timestamp"}],
          "event_time": "ts", "id": "id"}
     )  # fmt: skip
-    st = p.streams.create("default", schema, 0, set())
     body = b"\n".join(
         orjson.dumps({"id": f"e{i}", "ts": "2026-01-01T00:00:00Z"}) for i in range(50)
     )
 
-    async def send() -> bytes:
-        out = await p.ingest.ingest(st, body, "application/x-ndjson", None, None, "k", "r")
-        return out.body
+    async def first_run() -> None:
+        p = build_runtime(settings(data))
+        await p.start()
+        try:
+            st = p.streams.create("default", schema, 0, set())
+            out = await p.ingest.ingest(st, body, "application/x-ndjson", None, None, "k", "r")
+            assert b'"accepted":50' in out.body.replace(b" ", b"")
+            # the store holds the ids now
+            assert await p.materializer.caught_up(st.topic, 50, timeout_s=30)
+            # As if the ids had been spilled: only the runs would hold them (the start reads
+            # the log from `covered` on), so only a rebuild from the store can bring them back.
+            st.ids.runs.add(np.empty(0, np.uint64), covered=50)  # type: ignore[union-attr]
+        finally:
+            await p.stop()
 
-    assert b'"accepted":50' in asyncio.run(send()).replace(b" ", b"")
-    deadline = time.monotonic() + 30
-    while p.materializer.committed(st.topic) < 50:  # the store holds the ids now
-        assert time.monotonic() < deadline, "the store did not catch up"
-        time.sleep(0.01)
-    # As if the ids had been spilled: only the runs would hold them (the start reads the
-    # log from `covered` on), so only a rebuild from the store can bring them back.
-    st.ids.runs.add(np.empty(0, np.uint64), covered=50)  # type: ignore[union-attr]
-    asyncio.run(p.close())
+    async def second_run() -> None:
+        p = build_runtime(settings(data))
+        await p.start()
+        try:
+            st = p.streams.get("default", "s")
+            out = await p.ingest.ingest(st, body, "application/x-ndjson", None, None, "k", "r")
+            assert b'"accepted":0' in out.body.replace(b" ", b"")  # still duplicates
+            assert list((data / "ids").glob("default.s.damaged-*"))
+        finally:
+            await p.stop()
+
+    asyncio.run(first_run())
     (data / "ids" / "default.s" / "manifest.json").write_text("{not json")
-
-    p = build_platform(settings(data))
-    try:
-        st = p.streams.get("default", "s")
-        assert b'"accepted":0' in asyncio.run(send()).replace(b" ", b"")  # still duplicates
-        assert list((data / "ids").glob("default.s.damaged-*"))
-    finally:
-        asyncio.run(p.close())
+    asyncio.run(second_run())

@@ -6,7 +6,7 @@ import orjson
 
 from headwater.model.schema import schema_from_dict
 from headwater.model.time import ManualClock
-from headwater.services import build_platform
+from headwater.runtime import build_runtime
 from headwater.settings import Settings
 from headwater.store.ports import RowQuery
 
@@ -15,7 +15,8 @@ async def test_housekeeping_trims_materialized_aged_segments(tmp_path: Path) -> 
     clock = ManualClock(1_000_000_000)
     settings = Settings(data_dir=tmp_path, bootstrap_key="k", log_segment_bytes=4096, log_retention="1 minute",
                         idempotency_ttl="1 minute")  # fmt: skip
-    p = build_platform(settings, clock)
+    p = build_runtime(settings, clock)
+    await p.start()
     try:
         st = p.streams.create(
             "default",
@@ -27,12 +28,12 @@ async def test_housekeeping_trims_materialized_aged_segments(tmp_path: Path) -> 
             body = b"\n".join(orjson.dumps({"x": i * 100 + k}) for k in range(100))
             await p.ingest.ingest(st, body, "application/x-ndjson", None, None, "k", "r")
         assert await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
-        p.housekeeping()
+        p.housekeeping.run()
         assert p.log.start_offset(st.topic) == 0  # nothing is a minute old yet
         clock.advance(61_000)
-        p.housekeeping()
+        p.housekeeping.run()
         clock.advance(61_000)
-        p.housekeeping()
+        p.housekeeping.run()
         assert p.log.start_offset(st.topic) > 0
         assert p.log.start_offset(st.topic) <= p.materializer.committed(st.topic)
         rows = (
@@ -42,7 +43,7 @@ async def test_housekeeping_trims_materialized_aged_segments(tmp_path: Path) -> 
         )
         assert rows == 5000
     finally:
-        await p.close()
+        await p.stop()
 
 
 def test_json_answers_keep_every_digit_of_huge_sums() -> None:
@@ -62,7 +63,8 @@ async def test_stream_retention_deletes_old_stored_and_quarantined_rows(tmp_path
     from headwater.observability import metrics as m
 
     clock = ManualClock(1_000_000_000)
-    p = build_platform(Settings(data_dir=tmp_path, bootstrap_key="k"), clock)
+    p = build_runtime(Settings(data_dir=tmp_path, bootstrap_key="k"), clock)
+    await p.start()
     try:
         schema = {"name": "r", "retention": "1 hour",
                   "fields": [{"name": "x", "type": "int", "min": 0}]}  # fmt: skip
@@ -76,15 +78,15 @@ async def test_stream_retention_deletes_old_stored_and_quarantined_rows(tmp_path
             st.quarantine_topic, p.log.end_offset(st.quarantine_topic)
         )
         before = m.STORE_ROWS_EXPIRED.labels("default", "r")._value.get()
-        p.housekeeping()
+        p.housekeeping.run()
 
         def count(table: str) -> int:
             return p.store.count_rows(RowQuery("default", table))
 
         assert (count("r"), count("quarantine__r")) == (2, 2)  # nothing is an hour old yet
         clock.advance(1_000_000)  # the first request is now 66 minutes old
-        p.housekeeping()
+        p.housekeeping.run()
         assert (count("r"), count("quarantine__r")) == (1, 1)
         assert m.STORE_ROWS_EXPIRED.labels("default", "r")._value.get() - before == 2
     finally:
-        await p.close()
+        await p.stop()

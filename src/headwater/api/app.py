@@ -1,9 +1,8 @@
-"""The HTTP application: routes, error handling, middleware, lifecycle."""
+"""The HTTP application: routes over the runtime's services, error handling, middleware."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import structlog
@@ -16,42 +15,44 @@ from headwater.api.audit import AuditTrail
 from headwater.api.auth import KeyCache
 from headwater.api.edge import EdgeGuard
 from headwater.api.middleware import RequestContext
-from headwater.api.routes import admin, health, ingest, query, streams, subjects
+from headwater.api.routes import (
+    admin,
+    alerts,
+    health,
+    ingest,
+    models,
+    pipelines,
+    query,
+    sinks,
+    sources,
+    streams,
+    subjects,
+    uploads,
+)
 from headwater.api.routes.ingest import EVENTS_PATH, IngestEdge
+from headwater.extensions import Extension, extensions
 from headwater.observability import tracing
-from headwater.services import Platform
+from headwater.runtime import Runtime
 
-Extension = Callable[[FastAPI, Platform], None]
 log = structlog.get_logger("headwater.api")
 
 
-HOUSEKEEPING_S = 30.0
+def create_app(
+    runtime: Runtime, profile: str = "serve", extra: Sequence[Extension] = ()
+) -> FastAPI:
+    """Mount the routes over ``runtime``'s services, with the profile's built-in extensions
+    (the dashboard; the demo's classic endpoints) and then ``extra`` ones.
 
-
-async def _housekeeping(platform: Platform) -> None:
-    while True:
-        await asyncio.sleep(HOUSEKEEPING_S)
-        try:
-            await asyncio.to_thread(platform.housekeeping)
-        except Exception:
-            log.exception("housekeeping_failed")
-
-
-def create_app(platform: Platform, extensions: list[Extension] | None = None) -> FastAPI:
-    """Build the app around a running platform; ``extensions`` add routes (engine, demo, UI)."""
+    The app starts nothing: the runtime is started and stopped by whoever built it
+    (``headwater serve``), around the HTTP server. The lifespan only ends tracing.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for hook in app.state.on_start:
-            await hook()
-        chores = asyncio.create_task(_housekeeping(platform), name="housekeeping")
         try:
             yield
         finally:
-            chores.cancel()
-            for hook in reversed(app.state.on_stop):
-                await hook()
-            await platform.close()
+            await tracing.shutdown()
 
     app = FastAPI(
         title="Headwater",
@@ -61,12 +62,9 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
         docs_url=None,  # served from assets inside the package, see headwater.api.docs
         redoc_url=None,
     )
-    app.state.platform = platform
-    app.state.keys = KeyCache(platform.catalog)
-    app.state.on_start = []
-    app.state.on_stop = []
-    tracing.configure(platform.settings)
-    app.state.on_stop.append(tracing.shutdown)
+    app.state.runtime = runtime
+    app.state.keys = KeyCache(runtime.catalog)
+    tracing.configure(runtime.settings)
     errors.install(app)
     docs.install(app)
     for r in (
@@ -76,12 +74,18 @@ def create_app(platform: Platform, extensions: list[Extension] | None = None) ->
         ingest.router,
         query.router,
         admin.router,
+        pipelines.router,
+        models.router,
+        sources.router,
+        uploads.router,
+        sinks.router,
+        alerts.router,
     ):
         app.include_router(r)
-    for ext in extensions or []:
-        ext(app, platform)
+    for ext in [*extensions(profile), *extra]:
+        ext(app, runtime)
     app.add_middleware(IngestEdge)  # inside RequestContext: request ids, metrics, traces
-    app.add_middleware(AuditTrail, catalog=platform.catalog, clock=platform.clock)
+    app.add_middleware(AuditTrail, catalog=runtime.catalog, clock=runtime.clock)
     app.add_middleware(EdgeGuard)  # one Authorization header, hardened browser pages
     app.add_middleware(RequestContext)
     return app

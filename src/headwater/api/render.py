@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -14,8 +12,9 @@ from starlette.responses import Response
 
 from headwater.errors import BadRequest
 from headwater.model.time import parse_iso_ms
-
-JSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY
+from headwater.query.json_values import JSON_OPTS as JSON_OPTS
+from headwater.query.json_values import dumps_json as dumps_json
+from headwater.query.json_values import json_default
 
 
 def rows_of(table: pa.Table) -> list[dict[str, Any]]:
@@ -29,29 +28,6 @@ def json_response(
     return Response(dumps_json(content), status, headers, "application/json")
 
 
-def dumps_json(content: Any) -> bytes:
-    """The JSON bytes of ``content`` as every answer renders them."""
-    return orjson.dumps(content, option=JSON_OPTS, default=_default)
-
-
-def _default(obj: Any) -> Any:
-    """JSON for the values DuckDB and Arrow hand back beyond orjson's own types."""
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", "replace")
-    if isinstance(obj, Decimal):
-        if obj != obj.to_integral_value():
-            return float(obj)
-        # JSON numbers past 64 bits lose digits in most parsers: send those as exact text
-        return int(obj) if abs(obj) < 2**63 else str(obj)
-    if isinstance(obj, datetime | date | time):
-        return obj.isoformat()
-    if isinstance(obj, timedelta):
-        return obj.total_seconds()
-    if isinstance(obj, set | frozenset):
-        return list(obj)
-    return str(obj)
-
-
 def table_response(table: pa.Table, next_cursor: str | None, fmt: str) -> Response:
     """Rows in the asked format; JSON carries ``next_cursor``, the others a header."""
     headers = {"X-Next-Cursor": next_cursor} if next_cursor else {}
@@ -59,7 +35,7 @@ def table_response(table: pa.Table, next_cursor: str | None, fmt: str) -> Respon
         return json_response({"rows": rows_of(table), "next_cursor": next_cursor})
     if fmt == "ndjson":
         body = b"".join(
-            orjson.dumps(r, option=JSON_OPTS, default=_default) + b"\n" for r in rows_of(table)
+            orjson.dumps(r, option=JSON_OPTS, default=json_default) + b"\n" for r in rows_of(table)
         )
         return Response(body, 200, headers, "application/x-ndjson")
     if fmt == "arrow":

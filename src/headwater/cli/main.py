@@ -27,12 +27,12 @@ def _settings(
     return load_or_exit(config, host=host, port=port, data_dir=data_dir, **kw)
 
 
-def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "") -> None:
+def run_server(settings: Settings, profile: str = "serve", intro: str = "") -> None:
     """Serve until a signal; a server that cannot start says why in one line, exit code 1."""
     from headwater.cli.serve import StartupError, run_server
 
     try:
-        run_server(settings, extensions_for, intro)
+        run_server(settings, profile, intro)
     except StartupError as exc:
         typer.echo(f"headwater: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None

@@ -3,8 +3,9 @@
 The order matters. The port is bound first, before anything is created, so a taken port
 costs one line and leaves no data dir or key behind. The data dir is locked next, so a
 second server on the same directory stops with one line instead of failing deep inside
-the store. Only then is the platform built, and the admin key shown at the very end,
-once the server answers.
+the store. Only then is the runtime built; it starts before the server answers and
+stops after it stopped answering. The admin key is shown at the very end, once the
+server answers.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import gc
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from rich.console import Console
 from rich.panel import Panel
 
 from headwater.settings import Settings
+
+if TYPE_CHECKING:
+    from headwater.runtime import Runtime
 
 KEY_FILE = "admin.key"
 LOCK_FILE = "headwater.lock"
@@ -144,22 +148,38 @@ def key_notice(settings: Settings, new_secret: str | None) -> list[Panel | str]:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, which says so once it answers requests."""
+    """uvicorn's server around a runtime: the runtime starts before the server answers,
+    stops after it stopped answering, and the server says so once it answers."""
 
-    def __init__(self, config: uvicorn.Config, ready: list[Panel | str]) -> None:
+    def __init__(self, config: uvicorn.Config, ready: list[Panel | str], runtime: Runtime) -> None:
         super().__init__(config)
         self._ready = ready
+        self._runtime = runtime
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._runtime.start()
+        # Everything started so far lives as long as the server: keep it out of the
+        # collector's full passes, which otherwise pause the event loop for tens of ms.
+        gc.freeze()
         await super().startup(sockets)
-        if not self.should_exit:
-            console = Console(stderr=True, soft_wrap=True)
-            for part in self._ready:
-                console.print(part)
+        if self.should_exit:
+            await self._runtime.stop()
+            return
+        console = Console(stderr=True, soft_wrap=True)
+        for part in self._ready:
+            console.print(part)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Inside uvicorn's signal capture: a SIGTERM is re-raised only after this returns.
+        try:
+            await super().shutdown(sockets)
+        finally:
+            await self._runtime.stop()
 
 
-def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "") -> None:
-    """Bind, lock, build and serve until a signal; StartupError when it cannot start."""
+def run_server(settings: Settings, profile: str = "serve", intro: str = "") -> None:
+    """Bind, lock, build the runtime and serve until a signal; StartupError when it cannot
+    start. The runtime starts before the server answers and stops after it stopped."""
     from headwater.api.connections import server_options
 
     try:
@@ -170,13 +190,12 @@ def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "
     lock_data_dir(settings.data_dir)  # held, with its fd, until the process exits
 
     from headwater.api.app import create_app, front_door
-    from headwater.extensions import extensions
+    from headwater.errors import HeadwaterError
     from headwater.observability.logging import configure
-    from headwater.services import build_platform
+    from headwater.runtime import build_runtime
 
     configure(settings.log_level, settings.log_format)
     from headwater.engine.udfs import load_modules
-    from headwater.errors import HeadwaterError
 
     try:  # before the pipelines are built: their SQL may call the functions
         load_modules(settings.udf_modules)
@@ -184,28 +203,25 @@ def run_server(settings: Settings, extensions_for: str = "serve", intro: str = "
         raise StartupError(f"cannot import udf_modules: {type(exc).__name__}: {exc}") from None
 
     try:
-        platform = build_platform(settings)
+        runtime = build_runtime(settings, demo=profile == "demo")
     except HeadwaterError as exc:  # damaged or locked data: say what and why, no traceback
         raise DataDirError(f"cannot start: {exc.message}") from None
-    fastapi_app = create_app(platform, extensions(extensions_for))
+    fastapi_app = create_app(runtime, profile)
     scheme = "https" if settings.tls_cert else "http"
     listening = (
         f"Headwater listening on {scheme}://{settings.host}:{settings.port}  (API docs at /docs)"
     )
     ready = [
         *([intro] if intro else []),
-        *key_notice(settings, platform.bootstrap_secret),
+        *key_notice(settings, runtime.bootstrap_secret),
         listening,
     ]
     config = uvicorn.Config(
         front_door(fastapi_app), log_level="warning", loop="uvloop", access_log=False,
         timeout_graceful_shutdown=5, **edge,
     )  # fmt: skip
-    # Everything built so far lives as long as the server: keep it out of the collector's
-    # full passes, which otherwise pause the event loop for tens of milliseconds.
-    gc.freeze()
     try:
-        _Server(config, ready).run(sockets=sockets)
+        _Server(config, ready, runtime).run(sockets=sockets)
     finally:
         # Frozen objects are never collected, not even at exit: DuckDB's and Arrow's native
         # objects would outlive their modules, and nanobind reports each one as leaked.

@@ -29,7 +29,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from headwater.errors import BadRequest, HeadwaterError, Overloaded
+from headwater.errors import BadRequest, HeadwaterError
+from headwater.ingest.admission import Admission, TenantRates
 from headwater.ingest.batch import decode_and_validate
 from headwater.ingest.convert import from_values
 from headwater.ingest.model import CellError, Decoded, DecodeLimits, RowError, ValidatedBatch
@@ -37,7 +38,6 @@ from headwater.ingest.pii import apply_pii
 from headwater.ingest.service import (
     INLINE_DECODE_BYTES,
     IngestService,
-    TenantRates,
     idempotency_marker,
     quarantine_batch,
     settling,
@@ -58,6 +58,7 @@ CONTENT_TYPES = {
 }
 FORMATS = (*CONTENT_TYPES, "parquet")
 REFUSED_RAW_CHARS = 1 << 20
+PAUSE_S = 0.5  # how long a pushed-back source waits before offering its chunk again
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,19 +125,16 @@ class Acceptor:
         tenant_rates: TenantRates | None = None,
     ) -> None:
         self._ingest = ingest
-        self._rates = tenant_rates
         self._log = log
         self._clock = clock
         self._limits = limits
-        self._lag = lag_rows
-        self._max_lag = max_lag_rows
+        # Sources have no key: the store's lag, the id index and the tenant's quotas hold.
+        self.admission = Admission(lag_rows, max_lag_rows, tenant_rates=tenant_rates)
 
     def admit(self, st: StreamState) -> None:
-        """Raise ``Overloaded`` while the store is too far behind the log (a source pauses)."""
-        lag = self._lag(st)
-        if lag > self._max_lag:
-            m.HTTP_REJECTED.labels("store_lag").inc()
-            raise Overloaded(f"the store is {lag} rows behind the log", retry_after_s=0.5)
+        """Raise ``Overloaded`` while the path behind the log does not keep up (a source
+        pauses, then offers its chunk again)."""
+        self.admission.pushback(st, retry_after_s=PAUSE_S)
 
     async def accept(
         self, st: StreamState, data: Data, fmt: str, origin: Origin, seq: int
@@ -168,8 +166,7 @@ class Acceptor:
                 raise
             batch, refused = refused_chunk(st.schema, data, exc), True
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
-        if self._rates is not None:  # the tenant's quotas hold for sources too (429: wait)
-            self._rates.take_ingest(st.tenant, batch.total_rows, nbytes, time.monotonic())
+        self.admission.take(st.tenant, None, batch.total_rows, nbytes)  # quotas: wait
         valid, reserved, keep = self._ingest.dedup(st, batch, now_ms)
         duplicates = 0 if keep is None else int(keep.size - keep.sum())
         meta = commit_meta(SourceCommit(st.tenant, origin.source, origin.partition,

@@ -1,5 +1,8 @@
 """The ingest path of one request: decode → validate → dedup → durable append → answer.
 
+Whether the request may come in at all (pushback, rate limits) is ``Admission``'s
+answer, asked first (``ingest/admission.py``).
+
 Everything between reading the body and the answer works on whole Arrow batches.
 The answer is sent only after every accepted row and every quarantined row is
 durable in the log; the store and the pipelines read them from there.
@@ -14,14 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Protocol
 
 import msgspec
 import numpy as np
 import orjson
 import pyarrow as pa
 
-from headwater.errors import HeadwaterError, Overloaded, RateLimited
+from headwater.errors import HeadwaterError
+from headwater.ingest.admission import Admission
 from headwater.ingest.batch import DecodeLimits, RowError, ValidatedBatch, decode_and_validate
 from headwater.ingest.body import media_format
 from headwater.ingest.coalesce import COALESCE_BODY_BYTES, Coalescer, Waiting, split
@@ -48,7 +51,7 @@ INLINE_DECODE_BYTES = 1 << 20
 DECODE_THREADS = 2
 
 
-__all__ = ["InflightBudget", "IngestOutcome", "IngestService", "TokenBucket"]
+__all__ = ["InflightBudget", "IngestOutcome", "IngestService"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,26 +59,6 @@ class IngestOutcome:
     status: int
     body: bytes
     replayed: bool = False
-
-
-class TokenBucket:
-    """Per-key rate limit in rows per second."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self._tokens: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str, n: int, now_s: float) -> float:
-        """Take n tokens; return 0 when allowed, else seconds until they would be."""
-        tokens, last = self._tokens.get(key, (self.burst, now_s))
-        tokens = min(self.burst, tokens + (now_s - last) * self.rate)
-        # A request larger than the burst passes when the bucket is full, leaving a debt;
-        # otherwise it could never pass at all.
-        if n > tokens and tokens < self.burst:
-            self._tokens[key] = (tokens, now_s)
-            return (n - tokens) / self.rate
-        self._tokens[key] = (tokens - n, now_s)
-        return 0.0
 
 
 def idempotency_marker(keys: list[str]) -> pa.RecordBatch:
@@ -135,11 +118,6 @@ class StreamCounters:
         self.rejected = m.INGEST_ROWS.labels(tenant, name, "rejected")
 
 
-class TenantRates(Protocol):
-    def take_ingest(self, tenant: str, rows: int, nbytes: int, now_s: float) -> None:
-        """Raise ``RateLimited`` when the tenant's ingest quotas are used up."""
-
-
 class IngestService:
     def __init__(
         self,
@@ -147,19 +125,13 @@ class IngestService:
         clock: Clock,
         limits: DecodeLimits,
         idempotency: IdempotencyKeys,
-        rate_limit: TokenBucket | None,
-        lag_rows: LagProbe,
-        max_lag_rows: int,
-        tenant_rates: TenantRates | None = None,
+        admission: Admission,
     ) -> None:
         self._log = log
         self._clock = clock
         self._limits = limits
         self.idempotency = idempotency
-        self._rate = rate_limit
-        self._tenant_rates = tenant_rates
-        self._lag = lag_rows
-        self._max_lag = max_lag_rows
+        self.admission = admission
         self._counters: dict[tuple[str, str], StreamCounters] = {}
         self._coalescer = Coalescer(self._ingest_group)
         # Its own threads: ingest never takes the default pool that queries and reads use.
@@ -175,7 +147,7 @@ class IngestService:
         principal: str,
         request_id: str,
     ) -> IngestOutcome:
-        self._check_pushback(st)
+        self.admission.pushback(st)
         now_ms = self._clock.now_ms()
         digest = body_digest(body) if idem_key else ""
         if idem_key:
@@ -187,7 +159,7 @@ class IngestService:
         lines = self._coalescible(st, body, content_type, content_encoding)
         if lines is not None:
             try:
-                self._check_rate(st.tenant, principal, len(lines), len(body))
+                self.admission.take(st.tenant, principal, len(lines), len(body))
             except BaseException:
                 if idem_key:
                     self.idempotency.finish(st.tenant, st.schema.name, None, idem_key)
@@ -219,39 +191,6 @@ class IngestService:
         rec = None if failed else task.result()[0]
         self.idempotency.finish(st.tenant, st.schema.name, rec, key)
 
-    def _check_pushback(self, st: StreamState) -> None:
-        lag = self._lag(st)
-        if lag > self._max_lag:
-            m.HTTP_REJECTED.labels("store_lag").inc()
-            raise Overloaded(
-                f"the store is {lag} rows behind the log; slow down and retry",
-                retry_after_s=1.0,
-            )
-        if st.ids.full():
-            m.HTTP_REJECTED.labels("id_index").inc()
-            raise Overloaded(
-                f"stream {st.schema.name!r} holds {st.ids.hot_ids()} event ids in memory that "
-                "are not yet on disk; slow down and retry",
-                retry_after_s=1.0,
-            )
-
-    def _check_rate(self, tenant: str, principal: str, rows: int, nbytes: int) -> None:
-        if self._tenant_rates is not None:
-            try:
-                self._tenant_rates.take_ingest(tenant, rows, nbytes, time.monotonic())
-            except RateLimited:
-                m.HTTP_REJECTED.labels("tenant_quota").inc()
-                raise
-        if self._rate is None:
-            return
-        wait_s = self._rate.take(principal, rows, time.monotonic())
-        if wait_s > 0:
-            m.HTTP_REJECTED.labels("rate_limit").inc()
-            raise RateLimited(
-                f"rate limit of {self._rate.rate:g} rows/s for this key exceeded; retry later",
-                retry_after_s=wait_s,
-            )
-
     async def _ingest(
         self,
         st: StreamState,
@@ -269,7 +208,7 @@ class IngestService:
         with span("ingest.decode", stream=schema.name, bytes=len(body)):
             batch = await self.decode(body, content_type, content_encoding, schema, now_ms)
         m.INGEST_DECODE_SECONDS.observe(time.perf_counter() - t0)
-        self._check_rate(st.tenant, principal, batch.total_rows, len(body))
+        self.admission.take(st.tenant, principal, batch.total_rows, len(body))
         valid, reserved, keep = self.dedup(st, batch, now_ms)
         with settling(reserved):
             duplicates = 0 if keep is None else int(keep.size - keep.sum())
@@ -496,13 +435,6 @@ class IngestService:
                 codes[e.code] = codes.get(e.code, 0) + 1
             for code, k in codes.items():
                 m.QUARANTINE_ROWS.labels(tenant, name, code).inc(k)
-
-
-class LagProbe:
-    """How many rows the store is behind the log for a stream (set by the materializer)."""
-
-    def __call__(self, st: StreamState) -> int:  # pragma: no cover - protocol default
-        return 0
 
 
 @contextmanager

@@ -24,7 +24,6 @@ import structlog
 
 from headwater.errors import HeadwaterError
 from headwater.log.disk import Disk, OsDisk
-from headwater.log.memory import EndWaiters, entry_range, sliced
 from headwater.log.ports import (
     TOPIC_RE,
     AppendResult,
@@ -33,6 +32,7 @@ from headwater.log.ports import (
     LogFull,
     check_topic,
 )
+from headwater.log.reading import EndWaiters, entry_range, sliced
 from headwater.log.recovery import check_committed, cut_tail, recover_topic
 from headwater.log.rewrite import Change, Framed, remove_leftovers, rewrite_segment
 from headwater.log.segment import (

@@ -5,7 +5,7 @@ commit (thousands of rows per commit at 100k events/s over 10k devices). ``to_py
 + orjson costs ~6 µs a row, all of it holding the GIL; DuckDB's ``to_json`` builds the
 same text in ~0.9 µs a row (plus ~1.5 ms a query) with the GIL released, so tables
 under ``SMALL_ROWS`` rows still go the Python way. The text matches the HTTP API's JSON
-(``headwater.api.render``): timestamps as ISO-8601 in UTC with ``Z`` (microseconds only
+(``headwater.query.json_values``): timestamps as ISO-8601 in UTC with ``Z`` (microseconds only
 when not zero), NaN and infinities as ``null``, integer decimals past 64 bits as exact
 text. A table holding any other type is encoded the HTTP API's way, row by row.
 
@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from headwater.api.render import JSON_OPTS, _default
+from headwater.query.json_values import JSON_OPTS, json_default
 from headwater.query.runner import connect_locked
 
 VIEW = "_hw_json_rows"
@@ -89,7 +89,7 @@ class JsonRows:
 
 
 def _python(rows: pa.Table) -> bytes:
-    return orjson.dumps(rows.to_pylist(), option=JSON_OPTS, default=_default)
+    return orjson.dumps(rows.to_pylist(), option=JSON_OPTS, default=json_default)
 
 
 def _query(schema: pa.Schema) -> str | None:

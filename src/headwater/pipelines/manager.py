@@ -9,54 +9,58 @@ from typing import Any
 import pyarrow as pa
 import structlog
 
-from headwater.catalog.sqlite import PipelineRecord
+from headwater.catalog.quotas import TenantQuotas
+from headwater.catalog.sqlite import Catalog, PipelineRecord
 from headwater.engine import Pipeline, plan_pipeline
 from headwater.engine.evolve import carry_state, dropped_state, split_or_replace, split_reset
 from headwater.engine.sql.text import split_statement
 from headwater.errors import BadRequest, Conflict, NotFound
-from headwater.ingest.streams import StreamState
-from headwater.log.ports import LogEntry
+from headwater.ingest.streams import StreamDirectory, StreamState
+from headwater.ingest.tables import TableNames
+from headwater.log.ports import Log, LogEntry
 from headwater.model.names import check_free
 from headwater.model.schema import arrow_schema
-from headwater.model.time import ms_to_datetime, parse_duration_ms
+from headwater.model.time import Clock, ms_to_datetime, parse_duration_ms
 from headwater.pipelines.models import ModelRegistry, TenantModels
 from headwater.pipelines.references import StoreReferenceTables
 from headwater.pipelines.runner import PipelineRunner, RunnerConfig, errors_table, late_table
 from headwater.pipelines.scheduler import Scheduler
 from headwater.pipelines.subscriptions import Subscriptions
-from headwater.services import Platform
+from headwater.settings import Settings
 from headwater.store.materializer import conform
-from headwater.store.ports import ResultWrite
+from headwater.store.ports import ResultStore, ResultWrite
 from headwater.store.tombstones import Tombstones
 
 log = structlog.get_logger("headwater.pipelines")
 
 
 class PipelineManager:
-    def __init__(self, platform: Platform, subs: Subscriptions) -> None:
-        self._p = platform
-        self.subs = subs
+    def __init__(
+        self, settings: Settings, catalog: Catalog, log_: Log, store: ResultStore,
+        streams: StreamDirectory, clock: Clock, tombstones: Tombstones, quotas: TenantQuotas,
+        tables: TableNames, models: ModelRegistry,
+    ) -> None:  # fmt: skip
+        self._settings, self._catalog, self._log, self._store = settings, catalog, log_, store
+        self._streams, self._clock, self._tombstones = streams, clock, tombstones
+        self._quotas, self._tables = quotas, tables
+        self.subs = Subscriptions()
         self._runners: dict[tuple[str, str], PipelineRunner] = {}
         self._records: dict[tuple[str, str], PipelineRecord] = {}
         self._refs: dict[str, StoreReferenceTables] = {}
         # (tenant, pipeline) whose results a sink follows: they go to an output topic too
-        self.followed: set[tuple[str, str]] = {
-            (r.tenant, r.source) for r in platform.catalog.sinks()
-        }
-        self.models = ModelRegistry(platform.catalog, platform.settings.data_dir)
+        self.followed: set[tuple[str, str]] = {(r.tenant, r.source) for r in catalog.sinks()}
+        self.models = models
         self._pins: dict[tuple[str, str], dict[str, int]] = {}  # model versions, by pipeline
-        self._config = RunnerConfig(checkpoint_interval_s=platform.settings.checkpoint_interval_s)
+        self._config = RunnerConfig(checkpoint_interval_s=settings.checkpoint_interval_s)
         self._scheduler = Scheduler(
-            platform.log,
-            platform.settings.pipeline_threads,
-            platform.settings.pipeline_commit_threads,
+            log_, settings.pipeline_threads, settings.pipeline_commit_threads
         )
 
     # lifecycle --------------------------------------------------------------------
     def start_all(self) -> None:
-        for rec in self._p.catalog.pipelines():
+        for rec in self._catalog.pipelines():
             try:
-                pins = self._p.catalog.pipeline_models(rec.tenant, rec.name)
+                pins = self._catalog.pipeline_models(rec.tenant, rec.name)
                 runner = self._build(rec.tenant, rec.sql, pins)
             except Exception as exc:
                 self._fail(rec.tenant, rec.name, f"cannot rebuild: {exc}")
@@ -81,17 +85,17 @@ class PipelineManager:
         sql, _ = split_reset(sql)  # a new pipeline has no state to reset
         runner = self._build(tenant, sql)
         name = runner.name
-        check_free("pipeline", name, self._p.occupied_tables(tenant) | self.reserved_names(tenant))
-        self._p.quotas.check_count(tenant, "pipelines", len(self.names(tenant)))
+        check_free("pipeline", name, self._tables.occupied(tenant) | self.reserved_names(tenant))
+        self._quotas.check_count(tenant, "pipelines", len(self.names(tenant)))
         self._ensure_tables(tenant, runner)
         if runner.pipeline.plan.options.start == "latest":
-            offset = self._p.log.end_offset(runner.topic)
-            self._p.store.commit(
+            offset = self._log.end_offset(runner.topic)
+            self._store.commit(
                 tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: offset})
             )
-        rec = PipelineRecord(tenant, name, sql, "running", None, self._p.clock.now_ms())
-        self._p.catalog.set_pipeline_models(tenant, name, self._pins.get((tenant, name), {}))
-        self._p.catalog.put_pipeline(rec)
+        rec = PipelineRecord(tenant, name, sql, "running", None, self._clock.now_ms())
+        self._catalog.set_pipeline_models(tenant, name, self._pins.get((tenant, name), {}))
+        self._catalog.put_pipeline(rec)
         self._records[(tenant, name)] = rec
         self._runners[(tenant, name)] = runner
         runner.start(self._scheduler)
@@ -139,17 +143,17 @@ class PipelineManager:
             if running:
                 old.start(self._scheduler)
             raise
-        state = self._p.store.consumer_state(tenant, old.consumer)
+        state = self._store.consumer_state(tenant, old.consumer)
         if state:
             carried = carry_state(state, new.pipeline.plan.sql)
             write = ResultWrite(consumer=new.consumer, offsets={}, state=carried)
-            self._p.store.commit(tenant, write)
+            self._store.commit(tenant, write)
         rec = self._records[(tenant, name)]
         paused = rec.status == "paused"  # a failed one runs again, under the new SQL
         status = "paused" if paused else "running"
         rec = PipelineRecord(tenant, name, sql, status, None, rec.created_ms)
-        self._p.catalog.set_pipeline_models(tenant, name, self._pins.get((tenant, name), {}))
-        self._p.catalog.put_pipeline(rec)
+        self._catalog.set_pipeline_models(tenant, name, self._pins.get((tenant, name), {}))
+        self._catalog.put_pipeline(rec)
         self._records[(tenant, name)] = rec
         self._runners[(tenant, name)] = new
         if not paused:
@@ -171,14 +175,14 @@ class PipelineManager:
     def drop(self, tenant: str, name: str, drop_tables: bool) -> None:
         runner = self._runner(tenant, name)
         runner.stop()
-        self._p.catalog.drop_pipeline(tenant, name)
-        self._p.catalog.set_pipeline_models(tenant, name, {})
+        self._catalog.drop_pipeline(tenant, name)
+        self._catalog.set_pipeline_models(tenant, name, {})
         self._runners.pop((tenant, name), None)
         self._records.pop((tenant, name), None)
         if drop_tables:
             for table in (name, late_table(name), errors_table(name)):
-                self._p.store.drop_table(tenant, table)
-            self._p.store.commit(
+                self._store.drop_table(tenant, table)
+            self._store.commit(
                 tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: 0}, state=b"")
             )
 
@@ -246,7 +250,7 @@ class PipelineManager:
                 "rows_in": c.rows_in, "rows_out": c.rows_out, "late_rows": c.late_rows,
                 "error_rows": c.error_rows, "commits": c.commits,
                 "log_lag_rows": runner.log_lag(),
-                "event_time_lag_s": (self._p.clock.now_ms() - wm) / 1000 if wm is not None else None,
+                "event_time_lag_s": (self._clock.now_ms() - wm) / 1000 if wm is not None else None,
                 "state_keys": st.get("state_rows", 0), "state_bytes": st.get("state_bytes", 0),
                 "batch_ms_p50": lat[len(lat) // 2] if lat else None,
                 "batch_ms_p99": lat[int(len(lat) * 0.99)] if lat else None,
@@ -266,7 +270,7 @@ class PipelineManager:
         refs = self._refs.get(tenant)
         if refs is None:
             refs = StoreReferenceTables(
-                self._p.store, tenant, set(self._p.catalog.reference_tables(tenant))
+                self._store, tenant, set(self._catalog.reference_tables(tenant))
             )
             self._refs[tenant] = refs
         return refs
@@ -276,19 +280,19 @@ class PipelineManager:
 
     # internals --------------------------------------------------------------------
     def _build(self, tenant: str, sql: str, pins: dict[str, int] | None = None) -> PipelineRunner:
-        streams = [s.schema.name for s in self._p.streams.in_tenant(tenant)]
+        streams = [s.schema.name for s in self._streams.in_tenant(tenant)]
         plan = plan_pipeline(sql, streams=streams)
-        if plan.options.idle_timeout_ms is None and self._p.settings.idle_timeout:
-            idle = parse_duration_ms(self._p.settings.idle_timeout)
+        if plan.options.idle_timeout_ms is None and self._settings.idle_timeout:
+            idle = parse_duration_ms(self._settings.idle_timeout)
             plan = replace(plan, options=replace(plan.options, idle_timeout_ms=idle))
         st = self._stream(tenant, plan.source)
         models = TenantModels(self.models, tenant, pins or {})
         pipeline = Pipeline(plan, arrow_schema(st.schema), self.references(tenant), models)
         name = plan.name
         runner = PipelineRunner(
-            tenant, pipeline, st.topic, lambda: arrow_schema(st.schema), self._p.log, self._p.store,
-            self.subs, self._p.clock, self._config, lambda reason: self._fail(tenant, name, reason),
-            partial(erased_rows, self._p.tombstones, st),
+            tenant, pipeline, st.topic, lambda: arrow_schema(st.schema), self._log, self._store,
+            self.subs, self._clock, self._config, lambda reason: self._fail(tenant, name, reason),
+            partial(erased_rows, self._tombstones, st),
             lambda: (tenant, name) in self.followed,
         )  # fmt: skip
         self._pins[(tenant, name)] = models.pins
@@ -296,7 +300,7 @@ class PipelineManager:
 
     def _stream(self, tenant: str, name: str) -> StreamState:
         try:
-            return self._p.streams.get(tenant, name)
+            return self._streams.get(tenant, name)
         except NotFound:
             raise BadRequest(
                 f"pipeline reads stream {name!r}, which does not exist; create the stream first",
@@ -305,9 +309,9 @@ class PipelineManager:
 
     def _ensure_tables(self, tenant: str, runner: PipelineRunner) -> None:
         p = runner.pipeline
-        self._p.store.ensure_table(tenant, runner.name, p.output_schema, list(p.output_key) or None)
-        self._p.store.ensure_table(tenant, late_table(runner.name), p.late_schema)
-        self._p.store.ensure_table(tenant, errors_table(runner.name), p.error_schema)
+        self._store.ensure_table(tenant, runner.name, p.output_schema, list(p.output_key) or None)
+        self._store.ensure_table(tenant, late_table(runner.name), p.late_schema)
+        self._store.ensure_table(tenant, errors_table(runner.name), p.error_schema)
 
     def _runner(self, tenant: str, name: str) -> PipelineRunner:
         runner = self._runners.get((tenant, name))
@@ -316,7 +320,7 @@ class PipelineManager:
         return runner
 
     def _set(self, tenant: str, name: str, status: str, reason: str | None) -> None:
-        self._p.catalog.set_pipeline_status(tenant, name, status, reason)
+        self._catalog.set_pipeline_status(tenant, name, status, reason)
         rec = self._records.get((tenant, name))
         if rec is not None:
             self._records[(tenant, name)] = PipelineRecord(

@@ -9,7 +9,7 @@ and the next page starts strictly after them. Rows appended meanwhile never shif
 page (no OFFSET), and no scan repeats the pages already read.
 
 >>> import pyarrow as pa
->>> from headwater.store.ports import RowQuery
+>>> from headwater.query.spec import RowQuery
 >>> schema = pa.schema([("ts", pa.timestamp("ms", tz="UTC")), ("_offset", pa.int64())])
 >>> plan = plan_rows(RowQuery("t1", "readings", time_column="ts", limit=2), schema, (), "rowid")
 >>> plan.order_columns
@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from headwater.errors import BadRequest
-from headwater.store.ports import TIMESTAMP, RowQuery
+from headwater.query.spec import TIMESTAMP, RowQuery
 
 OFFSET_COLUMN = "_offset"
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 from headwater.engine.connection import connect_duckdb
 from headwater.query.guarded import fetch, names_cleaner
 from headwater.query.limits import QueryBudget, QueryLimits
-from headwater.store.ports import TRUNCATED_KEY
+from headwater.query.spec import TRUNCATED_KEY
 
 
 def connect_locked(

@@ -97,12 +97,14 @@ class SinkManager:
                 log.error("sink_failed", tenant=rec.tenant, sink=rec.name, error=str(exc))
 
     def stop_all(self) -> None:
-        if not self._thread.is_alive():
-            return
-        for key in list(self._running):
-            self._stop(key)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            for key in list(self._running):
+                self._stop(key)
+            self._call(_cancel_the_rest())  # the reporter and the trimmer
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        if not self._loop.is_running() and not self._loop.is_closed():
+            self._loop.close()
 
     def create(self, tenant: str, data: Any) -> dict[str, Any]:
         name, kind, source, config = parse_sink(data)
@@ -339,6 +341,13 @@ def _delivery(config: HttpConfig | KafkaSinkConfig, breaker: Breaker) -> Deliver
     from headwater.sinks.kafka import KafkaDelivery
 
     return KafkaDelivery(config, breaker)
+
+
+async def _cancel_the_rest() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _selection(data: Any) -> Callable[[dict[str, Any]], bool]:

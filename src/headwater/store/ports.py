@@ -32,45 +32,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
 from headwater.errors import BadRequest, IncompatibleSchema
+from headwater.query.spec import TIMESTAMP as TIMESTAMP
+from headwater.query.spec import TRUNCATED_KEY as TRUNCATED_KEY
+from headwater.query.spec import Order as Order
+from headwater.query.spec import RowQuery as RowQuery
 
 if TYPE_CHECKING:
     from headwater.query.limits import QueryBudget
 
-Order = Literal["asc", "desc"]
-
 HIDDEN_COLUMNS = frozenset({"_id_hash"})
-TRUNCATED_KEY = b"truncated"
-"""Schema metadata key set to ``b"true"`` on a ``sql`` answer cut at ``max_rows``."""
-
-TIMESTAMP = pa.timestamp("ms", tz="UTC")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
-
-
-@dataclass(frozen=True, slots=True)
-class RowQuery:
-    """A time-range read of a table (stream rows, results, quarantine).
-
-    ``time_column`` is the event-time column (or window_start), a timestamp or an
-    integer epoch-ms column; bounds are epoch ms, ``from_ms`` inclusive and ``to_ms``
-    exclusive. ``filters`` are equality filters column -> value (None matches NULL;
-    values are cast to the column's type). ``cursor`` is opaque, produced by the
-    previous page of the same query; ``count_rows`` ignores order, limit and cursor.
-    """
-
-    tenant: str
-    table: str
-    time_column: str | None = None
-    from_ms: int | None = None
-    to_ms: int | None = None
-    filters: dict[str, Any] = field(default_factory=dict)
-    order: Order = "asc"
-    limit: int = 1000
-    cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from headwater.api import errors
 from headwater.api.app import create_app, front_door
 from headwater.api.auth import KeyCache
 from headwater.api.routes import ingest
-from headwater.services import build_platform
+from headwater.runtime import build_runtime
 from headwater.settings import Settings
 
 KEY = "hw_route_test_key"
@@ -22,7 +22,7 @@ NDJSON = b'{"x": 1}\n{"x": 2}\n'
 def route_only(app: FastAPI) -> FastAPI:
     """The FastAPI route as it serves when the edge is not installed."""
     bare = FastAPI()
-    bare.state.platform, bare.state.keys = app.state.platform, KeyCache(app.state.platform.catalog)
+    bare.state.runtime, bare.state.keys = app.state.runtime, KeyCache(app.state.runtime.catalog)
     errors.install(bare)
     bare.include_router(ingest.router)
     return bare
@@ -32,7 +32,8 @@ def route_only(app: FastAPI) -> FastAPI:
 async def client(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[httpx.AsyncClient]:
-    platform = build_platform(Settings(data_dir=tmp_path / "data", bootstrap_key=KEY))
+    platform = build_runtime(Settings(data_dir=tmp_path / "data", bootstrap_key=KEY))
+    await platform.start()
     app = create_app(platform)
     served = front_door(app) if request.param == "edge" else route_only(app)
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -46,7 +47,7 @@ async def client(
         ) as c:
             yield c
     finally:
-        await platform.close()
+        await platform.stop()
 
 
 @pytest.mark.parametrize("body", [NDJSON, b'{"x": 1}\r\n{"x": 2}', b"\n" + NDJSON * 40])

@@ -16,7 +16,7 @@ from headwater.errors import RateLimited
 from headwater.ingest.accept import Acceptor
 from headwater.model.schema import schema_from_dict
 from headwater.model.time import ManualClock
-from headwater.services import Platform, build_platform
+from headwater.runtime import Runtime, build_runtime
 from headwater.settings import Settings
 
 SCHEMA = schema_from_dict({"name": "s", "fields": [{"name": "seq", "type": "int"}]})
@@ -54,7 +54,7 @@ class Numbers:
             pass
 
 
-def runtime(p: Platform, lag: list[int], path: Path) -> tuple[SourceRuntime, Sources]:
+def runtime(p: Runtime, lag: list[int], path: Path) -> tuple[SourceRuntime, Sources]:
     sources = Sources(p.catalog, p.clock)
     acceptor = Acceptor(p.ingest, p.log, p.clock, p.ingest_limits, lambda st: lag[0], 100)
     files = PositionFile(path)
@@ -73,7 +73,8 @@ async def until(check, timeout_s: float = 20.0) -> bool:  # type: ignore[no-unty
 async def test_pushback_pauses_and_a_restart_resumes_at_the_committed_position(
     tmp_path: Path,
 ) -> None:
-    p = build_platform(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
+    p = build_runtime(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
+    await p.start()
     try:
         st = p.streams.create("default", SCHEMA, 0, set())
         p.catalog.put_source(SourceRecord("default", "nums", "file", "s", {"n": 55}, "running", 1))
@@ -104,11 +105,12 @@ async def test_pushback_pauses_and_a_restart_resumes_at_the_committed_position(
         assert all(t.done() for t in rt._tasks.values()) and not rt._tasks
         await rt.stop()
     finally:
-        await p.close()
+        await p.stop()
 
 
 async def test_a_source_of_a_missing_stream_fails_with_the_reason(tmp_path: Path) -> None:
-    p = build_platform(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
+    p = build_runtime(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
+    await p.start()
     try:
         p.catalog.put_source(SourceRecord("default", "x", "file", "gone", {"n": 1}, "running", 1))
         rt, sources = runtime(p, [0], tmp_path / "pos.sqlite")
@@ -118,7 +120,7 @@ async def test_a_source_of_a_missing_stream_fails_with_the_reason(tmp_path: Path
         assert "gone" in sources.view(rec)["reason"]
         await rt.stop()
     finally:
-        await p.close()
+        await p.stop()
 
 
 class Quota:
@@ -134,7 +136,8 @@ class Quota:
 
 
 async def test_a_source_over_its_tenant_quota_waits_and_loses_nothing(tmp_path: Path) -> None:
-    p = build_platform(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
+    p = build_runtime(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
+    await p.start()
     try:
         st = p.streams.create("default", SCHEMA, 0, set())
         p.catalog.put_source(SourceRecord("default", "nums", "file", "s", {"n": 30}, "running", 1))
@@ -152,13 +155,14 @@ async def test_a_source_over_its_tenant_quota_waits_and_loses_nothing(tmp_path: 
         assert quota.refusals == 0
         await rt.stop()
     finally:
-        await p.close()
+        await p.stop()
 
 
 async def test_an_unreadable_file_is_quarantined_once_and_the_others_imported(
     tmp_path: Path,
 ) -> None:
-    p = build_platform(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
+    p = build_runtime(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
+    await p.start()
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
@@ -182,4 +186,4 @@ async def test_an_unreadable_file_is_quarantined_once_and_the_others_imported(
         assert q.batch.column("code").to_pylist() == ["unreadable_file"]
         await rt.stop()
     finally:
-        await p.close()
+        await p.stop()

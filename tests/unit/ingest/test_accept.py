@@ -13,7 +13,7 @@ from headwater.ingest.answers import answer_topics
 from headwater.ingest.streams import StreamState
 from headwater.model.schema import schema_from_dict
 from headwater.model.time import ManualClock
-from headwater.services import Platform, build_platform
+from headwater.runtime import Runtime, build_runtime
 from headwater.settings import Settings
 
 SCHEMA = schema_from_dict({
@@ -22,11 +22,13 @@ SCHEMA = schema_from_dict({
 })  # fmt: skip
 
 
-def platform(tmp_path: Path) -> Platform:
-    return build_platform(Settings(data_dir=tmp_path, bootstrap_key="k"), ManualClock(10**12))
+async def started(tmp_path: Path) -> Runtime:
+    rt = build_runtime(Settings(data_dir=tmp_path, bootstrap_key="k"), ManualClock(10**12))
+    await rt.start()
+    return rt
 
 
-def acceptor(p: Platform, lag: int = 0) -> Acceptor:
+def acceptor(p: Runtime, lag: int = 0) -> Acceptor:
     return Acceptor(p.ingest, p.log, p.clock, p.ingest_limits, lambda st: lag, 100)
 
 
@@ -35,7 +37,7 @@ def lines(*xs: int) -> bytes:
 
 
 async def test_rows_quarantine_and_position_are_durable_together(tmp_path: Path) -> None:
-    p = platform(tmp_path)
+    p = await started(tmp_path)
     try:
         st: StreamState = p.streams.create("default", SCHEMA, 0, set())
         a = acceptor(p)
@@ -56,13 +58,13 @@ async def test_rows_quarantine_and_position_are_durable_together(tmp_path: Path)
         assert found == {"p0": ("40", 2)}  # the log's newer commit beats the file's
         assert recover(p.log, file, "default", "other", 0, answer_topics(st)) == {}
         assert recover(p.log, file, "default", "src", 7, answer_topics(st)) == {"p0": ("30", 1)}
-        p.housekeeping()  # copying idempotency answers skips the source commits
+        p.housekeeping.run()  # copying idempotency answers skips the source commits
     finally:
-        await p.close()
+        await p.stop()
 
 
 async def test_arrow_chunks_are_cast_or_checked_value_by_value(tmp_path: Path) -> None:
-    p = platform(tmp_path)
+    p = await started(tmp_path)
     try:
         st = p.streams.create("default", SCHEMA, 0, set())
         table = pa.table({"x": pa.array([1, 2, 3], pa.int32()), "eid": ["a", "b", "c"]})
@@ -72,22 +74,22 @@ async def test_arrow_chunks_are_cast_or_checked_value_by_value(tmp_path: Path) -
         r = await acceptor(p).accept(st, mixed, "arrow", Origin("f", "p", "2"), 2)
         assert (r.accepted, r.rejected, r.errors[0].code) == (0, 2, "wrong_type")
     finally:
-        await p.close()
+        await p.stop()
 
 
 async def test_pushback_refuses_before_writing_anything(tmp_path: Path) -> None:
-    p = platform(tmp_path)
+    p = await started(tmp_path)
     try:
         st = p.streams.create("default", SCHEMA, 0, set())
         with pytest.raises(Overloaded):
             await acceptor(p, lag=101).accept(st, lines(1), "ndjson", Origin("s", "p", "1"), 1)
         assert p.log.end_offset(st.topic) == 0
     finally:
-        await p.close()
+        await p.stop()
 
 
 async def test_rejected_rows_keep_a_text_the_quarantine_replay_can_read(tmp_path: Path) -> None:
-    p = platform(tmp_path)
+    p = await started(tmp_path)
     try:
         st = p.streams.create("default", SCHEMA, 0, set())
         a = acceptor(p)
@@ -100,11 +102,11 @@ async def test_rejected_rows_keep_a_text_the_quarantine_replay_can_read(tmp_path
             ("json", '{"x":-2,"eid":"c"}'),
         ]
     finally:
-        await p.close()
+        await p.stop()
 
 
 async def test_a_chunk_that_cannot_be_decoded_is_one_quarantined_row(tmp_path: Path) -> None:
-    p = platform(tmp_path)
+    p = await started(tmp_path)
     try:
         st = p.streams.create("default", SCHEMA, 0, set())
         r = await acceptor(p).accept(st, b"\xff\xfe\n", "ndjson", Origin("s", "p", "9"), 1)
@@ -113,4 +115,4 @@ async def test_a_chunk_that_cannot_be_decoded_is_one_quarantined_row(tmp_path: P
         assert commit_of(entry.meta).position == "9"  # type: ignore[union-attr]
         assert "whole chunk" in entry.batch.column("message")[0].as_py()
     finally:
-        await p.close()
+        await p.stop()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from examples import examples
 from headwater.errors import HeadwaterError
+from headwater.ingest.admission import Admission
 from headwater.ingest.batch import DecodeLimits
 from headwater.ingest.coalesce import Coalescer, Waiting, split
 from headwater.ingest.idempotency import IdempotencyKeys, body_digest, records_of
@@ -44,8 +45,8 @@ LIMITS = DecodeLimits(1 << 20, 10_000, 32, 0, 86_400_000, 100)
 def service() -> tuple[IngestService, MemoryLog, StreamState]:
     log = MemoryLog()
     svc = IngestService(
-        log, ManualClock(NOW), LIMITS, IdempotencyKeys(ttl_ms=60_000), None,
-        lag_rows=lambda st: 0, max_lag_rows=1,  # type: ignore[arg-type]
+        log, ManualClock(NOW), LIMITS, IdempotencyKeys(ttl_ms=60_000),
+        Admission(lambda st: 0, 1),
     )  # fmt: skip
     return svc, log, StreamState("t", SCHEMA, [SCHEMA])
 
@@ -241,8 +242,8 @@ async def test_a_group_may_hold_more_than_one_request_may() -> None:
     log = MemoryLog()
     tight = DecodeLimits(300, 3, 32, 0, 86_400_000, 100)  # 300-byte bodies of 3 rows at most
     svc = IngestService(
-        log, ManualClock(NOW), tight, IdempotencyKeys(ttl_ms=60_000), None,
-        lag_rows=lambda st: 0, max_lag_rows=1,  # type: ignore[arg-type]
+        log, ManualClock(NOW), tight, IdempotencyKeys(ttl_ms=60_000),
+        Admission(lambda st: 0, 1),
     )  # fmt: skip
     s = StreamState("t", SCHEMA, [SCHEMA])
     bodies = [(orjson.dumps(row(i, 20.0, f"e{i}")), "application/json") for i in range(20)]
@@ -276,8 +277,8 @@ async def test_a_cancelled_keyed_request_is_answered_on_retry_not_stored_twice(
 ) -> None:
     log = FileLog(tmp_path / "log")  # a real append waits for its fsync: time to cancel
     svc = IngestService(
-        log, ManualClock(NOW), LIMITS, IdempotencyKeys(ttl_ms=60_000), None,
-        lag_rows=lambda st: 0, max_lag_rows=1,  # type: ignore[arg-type]
+        log, ManualClock(NOW), LIMITS, IdempotencyKeys(ttl_ms=60_000),
+        Admission(lambda st: 0, 1),
     )  # fmt: skip
     s = StreamState("t", SCHEMA, [SCHEMA])
     raw = orjson.dumps(row(1, 1.0, None))  # no event id: only the key protects it

@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from headwater.errors import Conflict
+from headwater.ingest.admission import TokenBucket
 from headwater.ingest.dedup import IdIndex, hash_ids
 from headwater.ingest.idempotency import IdempotencyKeys, IdemRecord
-from headwater.ingest.service import TokenBucket
 
 
 @given(st.lists(st.text(max_size=12), max_size=200), st.lists(st.text(max_size=12), max_size=200))

@@ -9,7 +9,7 @@ from headwater.ingest.replay import Selection
 from headwater.ingest.streams import StreamState
 from headwater.model.schema import schema_from_dict
 from headwater.model.time import ManualClock
-from headwater.services import Platform, build_platform
+from headwater.runtime import Runtime, build_runtime
 from headwater.settings import Settings
 
 FIELDS = [{"name": "x", "type": "int", "max": 10}, {"name": "id", "type": "string"}]
@@ -19,20 +19,22 @@ FIXED = schema_from_dict(
 )
 
 
-def platform(tmp_path: Path) -> Platform:
-    return build_platform(Settings(data_dir=tmp_path, bootstrap_key="k"), ManualClock(10**12))
+async def started(tmp_path: Path) -> Runtime:
+    rt = build_runtime(Settings(data_dir=tmp_path, bootstrap_key="k"), ManualClock(10**12))
+    await rt.start()
+    return rt
 
 
-def sql(p: Platform, query: str) -> list[dict[str, Any]]:
+def sql(p: Runtime, query: str) -> list[dict[str, Any]]:
     return p.store.sql("default", query, max_rows=1000, timeout_s=5).to_pylist()
 
 
-async def settle(p: Platform, st: StreamState) -> None:
+async def settle(p: Runtime, st: StreamState) -> None:
     for topic in (st.topic, st.quarantine_topic, st.quarantine_updates_topic):
         assert await p.materializer.caught_up(topic, p.log.end_offset(topic))
 
 
-async def send(p: Platform, st: StreamState, rows: list[dict[str, Any]]) -> dict[str, Any]:
+async def send(p: Runtime, st: StreamState, rows: list[dict[str, Any]]) -> dict[str, Any]:
     body = b"\n".join(orjson.dumps(r) for r in rows)
     out = await p.ingest.ingest(st, body, "application/x-ndjson", None, None, "k", "r")
     await settle(p, st)
@@ -42,7 +44,7 @@ async def send(p: Platform, st: StreamState, rows: list[dict[str, Any]]) -> dict
 async def test_a_failed_replay_updates_rows_in_place_and_a_passing_one_marks_them(
     tmp_path: Path,
 ) -> None:
-    p = platform(tmp_path)
+    p = await started(tmp_path)
     try:
         st = p.streams.create("default", SCHEMA, 0, set())
         rows = [{"x": 100 + i, "id": f"e{i}"} for i in range(3)] + [{"x": 500}, {"x": 501}]
@@ -66,11 +68,11 @@ async def test_a_failed_replay_updates_rows_in_place_and_a_passing_one_marks_the
         assert {r["_offset"]: r["replayed_offset"] for r in q} == stored
         assert sorted(r["x"] for r in sql(p, "SELECT x FROM s")) == [100, 101, 102, 500, 501]
     finally:
-        await p.close()
+        await p.stop()
 
 
 async def test_a_crash_after_the_replay_append_neither_loses_nor_repeats(tmp_path: Path) -> None:
-    p = platform(tmp_path)
+    p = await started(tmp_path)
     try:
         st = p.streams.create("default", SCHEMA, 0, set())
         await send(p, st, [{"x": 100}, {"x": 200, "id": "a"}])
@@ -79,8 +81,8 @@ async def test_a_crash_after_the_replay_append_neither_loses_nor_repeats(tmp_pat
         out = await p.replay.replay(st, Selection(offsets=[0, 1]))
         assert out["accepted"] == 2
     finally:
-        await p.close()
-    p = platform(tmp_path)
+        await p.stop()
+    p = await started(tmp_path)
     try:
         st = p.streams.get("default", "s")
         await settle(p, st)
@@ -90,7 +92,7 @@ async def test_a_crash_after_the_replay_append_neither_loses_nor_repeats(tmp_pat
         await settle(p, st)
         assert sql(p, "SELECT count(*) AS n FROM s") == [{"n": 2}]
     finally:
-        await p.close()
+        await p.stop()
 
 
 def test_a_quarantine_table_from_before_states_is_upgraded(tmp_path: Path) -> None:

@@ -11,16 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from examples import examples
-from headwater.api.render import JSON_OPTS, _default
 from headwater.pipelines import subscriptions as subs_module
 from headwater.pipelines.json_rows import SMALL_ROWS, JsonRows
 from headwater.pipelines.subscriptions import Subscriptions
+from headwater.query.json_values import JSON_OPTS, json_default
 
 ENCODER = JsonRows()  # a module's worth of examples; its connection closes with the process
 
 
 def python_json(rows: pa.Table) -> bytes:
-    return orjson.dumps(rows.to_pylist(), option=JSON_OPTS, default=_default)
+    return orjson.dumps(rows.to_pylist(), option=JSON_OPTS, default=json_default)
 
 
 def many(table: pa.Table) -> pa.Table:

@@ -9,12 +9,12 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
-from headwater.api.routes.streams import json_body, platform
+from headwater.api.routes.streams import json_body, runtime
 from headwater.catalog.sqlite import ROLES, ApiKey, AuditEntry
 from headwater.errors import BadRequest, Conflict, Forbidden, NotFound
 from headwater.model.schema import NAME_RE
 from headwater.model.time import ms_to_datetime, parse_iso_ms
-from headwater.services import DEFAULT_TENANT
+from headwater.runtime import DEFAULT_TENANT
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 
@@ -29,7 +29,7 @@ async def create_key(request: Request) -> Response:
     """Create a key in the caller's tenant: ``{"role": "admin|writer|reader", "name": "..."}``."""
     who = authenticate(request)
     who.require("admin")
-    p = platform(request)
+    p = runtime(request)
     data = await json_body(request)
     role = data.get("role") if isinstance(data, dict) else None
     if role not in ROLES:
@@ -42,16 +42,14 @@ async def create_key(request: Request) -> Response:
 async def list_keys(request: Request) -> Response:
     who = authenticate(request)
     who.require("admin")
-    return json_response(
-        {"keys": [key_view(k) for k in platform(request).catalog.keys(who.tenant)]}
-    )
+    return json_response({"keys": [key_view(k) for k in runtime(request).catalog.keys(who.tenant)]})
 
 
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, request: Request) -> Response:
     who = authenticate(request)
     who.require("admin")
-    p = platform(request)
+    p = runtime(request)
     p.catalog.revoke_key(who.tenant, key_id, p.clock.now_ms())
     request.app.state.keys.forget_all()
     return json_response({"id": key_id, "revoked": True})
@@ -66,7 +64,7 @@ async def create_tenant(request: Request) -> Response:
         raise Forbidden(
             "only admins of the default tenant create tenants", code="insufficient_role"
         )
-    p = platform(request)
+    p = runtime(request)
     data = await json_body(request)
     name = data.get("name") if isinstance(data, dict) else None
     if not isinstance(name, str) or not NAME_RE.match(name):
@@ -88,23 +86,19 @@ async def create_tenant(request: Request) -> Response:
 async def list_tenants(request: Request) -> Response:
     who = authenticate(request)
     who.require("admin")
-    p = platform(request)
+    p = runtime(request)
     names = p.catalog.tenants() if who.tenant == DEFAULT_TENANT else [who.tenant]
     return json_response({"tenants": names})
 
 
 def _quota_view(request: Request, tenant: str) -> dict[str, object]:
-    p = platform(request)
+    p = runtime(request)
     usage = {
         "streams": len(p.streams.in_tenant(tenant)),
         "pipelines": sum(1 for r in p.catalog.pipelines(tenant)),
         "reference_tables": len(p.catalog.reference_tables(tenant)),
-        "subscribers": request.app.state.pipelines.subs.count(tenant)
-        if hasattr(request.app.state, "pipelines")
-        else 0,
-        "sources": len(request.app.state.sources.in_tenant(tenant))
-        if hasattr(request.app.state, "sources")
-        else 0,
+        "subscribers": p.pipelines.subs.count(tenant),
+        "sources": len(p.sources.in_tenant(tenant)),
         "sinks": len(p.catalog.sinks(tenant)),
     }
     return {"tenant": tenant, "quotas": p.quotas.of(tenant).to_dict(), "usage": usage}
@@ -115,7 +109,7 @@ def _quota_tenant(request: Request, tenant: str, *, change: bool) -> None:
     who = authenticate(request)
     who.require("admin")
     if who.tenant == DEFAULT_TENANT:
-        if tenant not in platform(request).catalog.tenants():
+        if tenant not in runtime(request).catalog.tenants():
             raise NotFound(f"tenant {tenant!r} does not exist", code="unknown_tenant")
         return
     if change or tenant != who.tenant:
@@ -140,7 +134,7 @@ async def put_quotas(tenant: str, request: Request) -> Response:
     data = await json_body(request)
     if not isinstance(data, dict):
         raise BadRequest("send a JSON object of quotas", code="bad_quota")
-    platform(request).quotas.set(tenant, data)
+    runtime(request).quotas.set(tenant, data)
     return json_response(_quota_view(request, tenant))
 
 
@@ -168,7 +162,7 @@ async def audit_trail(request: Request) -> Response:
     since = _instant_ms(q.get("from"), "from", 0)
     until = _instant_ms(q.get("to"), "to", 2**62)
     entries = await asyncio.to_thread(
-        platform(request).catalog.audit_entries, tenant, since, until, limit
+        runtime(request).catalog.audit_entries, tenant, since, until, limit
     )
     return json_response({"entries": [_audit_view(e) for e in entries]})
 

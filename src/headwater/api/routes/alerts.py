@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from headwater.alerts.delivery import RetryPolicy
 from headwater.alerts.evaluate import RuleRun
 from headwater.alerts.mutes import Silence
 from headwater.alerts.service import Alerts
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
-from headwater.api.routes.streams import json_body, platform
+from headwater.api.routes.streams import json_body, runtime
 from headwater.errors import BadRequest
 from headwater.model.time import ms_to_datetime, parse_iso_ms
-from headwater.services import Platform
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 MAX_EVENTS = 1000
 
 
 def alerts(request: Request) -> Alerts:
-    a: Alerts = request.app.state.alerts
-    return a
+    return runtime(request).alerts
 
 
 def _iso(ms: int | None) -> str | None:
@@ -69,8 +65,8 @@ async def create_alert(request: Request) -> Response:
     """Create a rule: ``{"name", "from", "key", "condition", "for", "channels"}``."""
     who = authenticate(request)
     who.require("admin")
-    p, a = platform(request), alerts(request)
-    tables = p.table_names(who.tenant)
+    p, a = runtime(request), alerts(request)
+    tables = p.tables.readable(who.tenant)
     rule = a.create(who.tenant, await json_body(request), tables)
     return json_response(_view(a, a.get(who.tenant, rule.name), True), 201)
 
@@ -186,29 +182,3 @@ async def delete_silence(silence_id: str, request: Request) -> Response:
     who.require("admin")
     alerts(request).drop_silence(who.tenant, silence_id)
     return json_response({"id": silence_id, "deleted": True})
-
-
-def install(app: FastAPI, platform_: Platform) -> None:
-    """Evaluate alert rules in this server, on an interval, from start to stop."""
-    s = platform_.settings
-    policy = RetryPolicy(s.alert_delivery_attempts, s.alert_retry_base_s, s.alert_retry_cap_s)
-    service = Alerts(
-        platform_.catalog, platform_.store, platform_.clock, policy, s.alert_history_max_events
-    )
-    app.state.alerts = service
-    app.include_router(router)
-    stop = asyncio.Event()
-    tasks: list[asyncio.Task[None]] = []
-
-    async def start() -> None:
-        stop.clear()
-        tasks.append(asyncio.create_task(service.run(s.alert_eval_interval_s, stop)))
-
-    async def halt() -> None:
-        stop.set()
-        for t in tasks:
-            await t
-        tasks.clear()
-
-    app.state.on_start.append(start)
-    app.state.on_stop.append(halt)

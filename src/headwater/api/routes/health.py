@@ -11,10 +11,10 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
-from headwater.api.routes.streams import platform
+from headwater.api.routes.streams import runtime
 from headwater.observability import metrics as m
 from headwater.observability.exposition import exposition
-from headwater.services import DEFAULT_TENANT
+from headwater.runtime import DEFAULT_TENANT
 
 router = APIRouter(tags=["operations"])
 
@@ -29,7 +29,7 @@ async def health() -> Response:
 async def ready(request: Request) -> Response:
     """Readiness: data dir writable, log writer alive, store reachable, materializer healthy."""
     authenticate(request)
-    p = platform(request)
+    p = runtime(request)
     checks: dict[str, dict[str, object]] = {}
     try:
         with tempfile.NamedTemporaryFile(dir=p.settings.data_dir, prefix=".ready-"):
@@ -58,7 +58,7 @@ async def metrics(request: Request) -> Response:
     the caller's own tenant's series for admins and readers of other tenants."""
     who = authenticate(request)
     who.require("admin", "reader")
-    p = platform(request)
+    p = runtime(request)
     m.LOG_SIZE_BYTES.set(p.log.size_bytes())
     m.PROCESS_RSS_BYTES.set(_rss_bytes())
     m.INGEST_INFLIGHT_BYTES.set(p.inflight.bytes)

@@ -24,7 +24,7 @@ from headwater.api.routes.streams import read_limited
 from headwater.errors import HeadwaterError
 from headwater.ingest.service import IngestOutcome
 from headwater.observability import metrics as m
-from headwater.services import Platform
+from headwater.runtime import Runtime
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 
@@ -63,13 +63,13 @@ async def ingest_events(name: str, request: Request) -> Response:
     state = request.app.state
     request_id = getattr(request.state, "request_id", "")
     outcome = await ingest_request(
-        state.platform, state.keys, name, request.headers, request.stream(), request_id
+        state.runtime, state.keys, name, request.headers, request.stream(), request_id
     )
     return Response(outcome.body, outcome.status, _headers(outcome), "application/json")
 
 
 async def ingest_request(
-    p: Platform,
+    p: Runtime,
     keys: KeyCache,
     name: str,
     headers: Mapping[str, str],
@@ -160,7 +160,7 @@ class IngestEdge:
         extra: dict[str, str] | None
         try:
             outcome = await ingest_request(
-                state.platform, state.keys, name, headers, _chunks(receive), request_id
+                state.runtime, state.keys, name, headers, _chunks(receive), request_id
             )
             status, body, extra = outcome.status, outcome.body, _headers(outcome)
         except HeadwaterError as exc:

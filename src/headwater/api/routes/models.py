@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
-from headwater.api.routes.streams import platform, read_body
+from headwater.api.routes.streams import read_body, runtime
 from headwater.errors import BadRequest, UnsupportedMediaType
 from headwater.pipelines.models import ModelRegistry
 
@@ -25,8 +25,7 @@ UPLOAD_BODY = {
 
 
 def registry(request: Request) -> ModelRegistry:
-    models: ModelRegistry = request.app.state.pipelines.models
-    return models
+    return runtime(request).models
 
 
 @router.post("/models", status_code=201, openapi_extra=UPLOAD_BODY)
@@ -44,7 +43,7 @@ async def upload_model(request: Request) -> Response:
             f"send the .onnx file's bytes with Content-Type: application/octet-stream, not {kind!r}",
             code="unsupported_media_type",
         )
-    p = platform(request)
+    p = runtime(request)
     data = await read_body(request, p.settings.model_max_bytes)
     if not data:
         raise BadRequest("the body is empty; send the .onnx file's bytes", code="invalid_model")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from headwater.api.auth import authenticate, authenticate_query_key
 from headwater.api.render import json_response
-from headwater.api.routes import models
-from headwater.api.routes.streams import json_body, platform, read_limited
+from headwater.api.routes.streams import json_body, read_limited, runtime
 from headwater.api.sse import EventStream
 from headwater.errors import BadRequest, NotFound
 from headwater.model.names import check_free
@@ -19,7 +18,6 @@ from headwater.model.schema import arrow_schema, check_schema, schema_from_dict
 from headwater.pipelines.manager import PipelineManager
 from headwater.pipelines.subscriptions import SLOW, Subscriptions
 from headwater.query.limits import QueryLimits, check_sql_text, without_recursion_error
-from headwater.services import Platform
 from headwater.store.ports import ResultWrite
 
 router = APIRouter(prefix="/v1", tags=["pipelines"])
@@ -28,8 +26,7 @@ HEARTBEAT_S = 15.0
 
 
 def manager(request: Request) -> PipelineManager:
-    m: PipelineManager = request.app.state.pipelines
-    return m
+    return runtime(request).pipelines
 
 
 PIPELINE_BODY = {
@@ -75,7 +72,7 @@ async def _sql_body(request: Request) -> str:
         )
     sql: str = data["sql"]
     # Query caps: pipeline SQL gets the same text checks as ad-hoc SQL (headwater.query.limits).
-    check_sql_text(sql, QueryLimits.from_settings(platform(request).settings))
+    check_sql_text(sql, QueryLimits.from_settings(runtime(request).settings))
     return sql
 
 
@@ -121,7 +118,7 @@ async def create_reference_table(request: Request) -> Response:
     """Create a reference table for enrichment joins: ``{"name", "fields": [...], "key": [...]}``."""
     who = authenticate(request)
     who.require("admin")
-    p = platform(request)
+    p = runtime(request)
     data = await json_body(request)
     if not isinstance(data, dict):
         raise BadRequest("a table definition is a JSON object", code="invalid_schema")
@@ -135,7 +132,7 @@ async def create_reference_table(request: Request) -> Response:
             code="invalid_schema",
         )
     m = manager(request)
-    check_free("reference", spec.name, p.occupied_tables(who.tenant) | m.reserved_names(who.tenant))
+    check_free("reference", spec.name, p.tables.occupied(who.tenant) | m.reserved_names(who.tenant))
     p.quotas.check_count(
         who.tenant, "reference_tables", len(p.catalog.reference_tables(who.tenant))
     )
@@ -150,7 +147,7 @@ async def upsert_reference_rows(name: str, request: Request) -> Response:
     """Insert or replace rows of a reference table (JSON, NDJSON or CSV); pipelines see them next batch."""
     who = authenticate(request)
     who.require("admin", "writer")
-    p = platform(request)
+    p = runtime(request)
     specs = p.catalog.reference_tables(who.tenant)
     if name not in specs:
         raise NotFound(f"reference table {name!r} does not exist", code="unknown_table")
@@ -189,9 +186,9 @@ async def subscribe(name: str, request: Request) -> Response:
     """
     who = authenticate_query_key(request)
     who.require("admin", "reader")
-    p = platform(request)
+    p = runtime(request)
     m = manager(request)
-    if name not in p.table_names(who.tenant) and name not in m.reserved_names(who.tenant):
+    if name not in p.tables.readable(who.tenant) and name not in m.reserved_names(who.tenant):
         raise NotFound(f"table {name!r} does not exist", code="unknown_table")
     subs: Subscriptions = m.subs
     settings = p.settings
@@ -214,23 +211,3 @@ async def subscribe(name: str, request: Request) -> Response:
     return EventStream(
         events(), settings.sse_write_timeout_s, lambda: subs.unsubscribe(who.tenant, name, sub)
     )
-
-
-def install(app: FastAPI, platform_: Platform) -> None:
-    """Run pipelines in this server: start them with the app, stop them with it."""
-    subs = Subscriptions()
-    mgr = PipelineManager(platform_, subs)
-    app.state.pipelines = mgr
-    platform_.extras["tables"] = mgr
-    platform_.extras["pipelines"] = mgr
-    app.include_router(router)
-    app.include_router(models.router)
-
-    async def start() -> None:
-        await asyncio.to_thread(mgr.start_all)
-
-    async def stop() -> None:
-        await asyncio.to_thread(mgr.stop_all)
-
-    app.state.on_start.append(start)
-    app.state.on_stop.append(stop)

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import dumps_json, json_response, table_response
-from headwater.api.routes.streams import json_body, platform, row_query
+from headwater.api.routes.streams import json_body, row_query, runtime
 from headwater.errors import BadRequest, HeadwaterError, NotFound
 from headwater.observability.metrics import QUERY_LIMITED
 from headwater.query.columns import visible
@@ -23,8 +23,8 @@ router = APIRouter(prefix="/v1", tags=["query"])
 @router.get("/tables")
 async def list_tables(request: Request) -> Response:
     who = authenticate(request)
-    p = platform(request)
-    return json_response({"tables": sorted(p.table_names(who.tenant))})
+    p = runtime(request)
+    return json_response({"tables": sorted(p.tables.readable(who.tenant))})
 
 
 @router.get("/tables/{name}/rows")
@@ -32,14 +32,13 @@ async def table_rows(name: str, request: Request) -> Response:
     """Rows of a table by time range (window_start for windowed results), filters, cursor."""
     who = authenticate(request)
     who.require("admin", "reader")
-    p = platform(request)
-    if name not in p.table_names(who.tenant):
+    p = runtime(request)
+    if name not in p.tables.readable(who.tenant):
         raise NotFound(f"table {name!r} does not exist", code="unknown_table")
     schema = p.store.table_schema(who.tenant, name)
     if schema is None:
         raise NotFound(f"table {name!r} has no rows yet", code="unknown_table")
-    tables = p.extras.get("tables")
-    time_col = tables.time_column(who.tenant, name) if tables is not None else None  # type: ignore[attr-defined]
+    time_col = p.pipelines.time_column(who.tenant, name)
     if time_col is None:
         st = next((s for s in p.streams.in_tenant(who.tenant) if s.schema.name == name), None)
         time_col = (st.schema.event_time if st else None) or (
@@ -73,7 +72,7 @@ async def run_query(request: Request) -> Response:
     """
     who = authenticate(request)
     who.require("admin", "reader")
-    p = platform(request)
+    p = runtime(request)
     data = await json_body(request)
     if not isinstance(data, dict) or not isinstance(data.get("sql"), str):
         raise BadRequest("send {'sql': 'SELECT ...'}", code="invalid_request")

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
-from headwater.api.routes.streams import json_body, platform
-from headwater.pipelines.manager import erased_rows
-from headwater.services import Platform
+from headwater.api.routes.streams import json_body, runtime
 from headwater.sinks.config import KINDS
 from headwater.sinks.manager import SinkManager
 
@@ -33,8 +30,7 @@ SINK_BODY = {
 
 
 def sinks(request: Request) -> SinkManager:
-    s: SinkManager = request.app.state.sinks
-    return s
+    return runtime(request).sinks
 
 
 @router.post("/sinks", status_code=201, openapi_extra=SINK_BODY)
@@ -43,7 +39,7 @@ async def create_sink(request: Request) -> Response:
     who = authenticate(request)
     who.require("admin")
     data = await json_body(request)
-    p = platform(request)
+    p = runtime(request)
     p.quotas.check_count(who.tenant, "sinks", len(p.catalog.sinks(who.tenant)))
     return json_response(await asyncio.to_thread(sinks(request).create, who.tenant, data), 201)
 
@@ -93,28 +89,3 @@ async def replay_dead_letters(name: str, request: Request) -> Response:
     data = await json_body(request)
     out = await asyncio.to_thread(sinks(request).replay, who.tenant, name, data)
     return json_response(out)
-
-
-def install(app: FastAPI, platform_: Platform) -> None:
-    """Run sinks in this server (after the pipelines extension, whose output they follow)."""
-    pipelines = platform_.extras["pipelines"]
-    mgr = SinkManager(
-        platform_.catalog, platform_.log, platform_.store, platform_.streams, platform_.clock,
-        pipelines.followed,  # type: ignore[attr-defined]
-        platform_.table_names,
-        lambda tenant, stream: partial(
-            erased_rows, platform_.tombstones, platform_.streams.get(tenant, stream)
-        ),
-    )  # fmt: skip
-    app.state.sinks = mgr
-    platform_.extras["sinks"] = mgr
-    app.include_router(router)
-
-    async def start() -> None:
-        await asyncio.to_thread(mgr.start_all)
-
-    async def stop() -> None:
-        await asyncio.to_thread(mgr.stop_all)
-
-    app.state.on_start.append(start)
-    app.state.on_stop.append(stop)

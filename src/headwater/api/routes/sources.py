@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
-from headwater.api.routes import uploads
-from headwater.api.routes.streams import json_body, platform, read_body
-from headwater.connectors.sources.files import DirectorySource
-from headwater.connectors.sources.kafka import KafkaSource
-from headwater.connectors.sources.mqtt import MqttSource
-from headwater.connectors.sources.poll import PollSource
-from headwater.connectors.sources.positions import PositionFile
-from headwater.connectors.sources.postgres_cdc import PostgresCdcSource
+from headwater.api.routes.streams import json_body, read_body, runtime
 from headwater.connectors.sources.registry import Sources
-from headwater.connectors.sources.runtime import Kinds, SourceRuntime
 from headwater.connectors.sources.signatures import SignatureError, verify
-from headwater.connectors.sources.uploads import Uploads
 from headwater.connectors.sources.webhook import map_events
 from headwater.errors import BadRequest, Overloaded
-from headwater.ingest.accept import Acceptor
-from headwater.services import Platform
 
 router = APIRouter(prefix="/v1", tags=["sources"])
 
 
 def sources(request: Request) -> Sources:
-    s: Sources = request.app.state.sources
-    return s
+    return runtime(request).sources
 
 
 @router.post("/sources", status_code=201)
@@ -38,7 +26,7 @@ async def create_source(request: Request) -> Response:
     """Create a source: ``{"name", "kind", "stream", "config"}`` (see docs/sources.md)."""
     who = authenticate(request)
     who.require("admin")
-    p, s = platform(request), sources(request)
+    p, s = runtime(request), sources(request)
     p.quotas.check_count(who.tenant, "sources", len(s.in_tenant(who.tenant)))
     names = {st.schema.name for st in p.streams.in_tenant(who.tenant)}
     rec = s.create(who.tenant, await json_body(request), names)
@@ -90,7 +78,7 @@ async def webhook(name: str, request: Request) -> Response:
     A bad or missing signature is 401; a re-delivery (same delivery id) is answered like
     the first and stored once; a paused source answers 503 with Retry-After.
     """
-    p, s = platform(request), sources(request)
+    p, s = runtime(request), sources(request)
     rec, cfg = s.webhook(name)
     stats = s.stats(rec)
     body = await read_body(request, p.settings.webhook_max_body_bytes)
@@ -125,37 +113,3 @@ async def webhook(name: str, request: Request) -> Response:
         stats.rows_rejected += int(answer.get("rejected", 0))
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return Response(outcome.body, outcome.status, headers, "application/json")
-
-
-def install(app: FastAPI, platform_: Platform) -> None:
-    """Sources: the routes, and the pull-source runtime started and stopped with the app."""
-    p = platform_
-    root = p.settings.file_sources_root
-    registry = app.state.sources = Sources(p.catalog, p.clock, root)
-    acceptor = Acceptor(
-        p.ingest, p.log, p.clock, p.ingest_limits,
-        lambda st: p.materializer.lag(st.topic), p.settings.store_max_lag_rows, p.quotas,
-    )  # fmt: skip
-    positions = PositionFile(p.settings.data_dir / "sources.sqlite")
-    kinds: Kinds = {"mqtt": MqttSource, "file": lambda rec: DirectorySource(rec, root),
-                    "poll": PollSource, "kafka": KafkaSource,
-                    "postgres_cdc": PostgresCdcSource}  # fmt: skip
-    runtime = SourceRuntime(registry, p.streams, acceptor, positions, kinds, p.log)
-    app.state.source_runtime = runtime
-    files = app.state.uploads = Uploads(
-        p.settings.data_dir / "uploads", runtime, p.streams, p.settings.file_chunk_bytes
-    )
-    app.include_router(router)
-    app.include_router(uploads.router)
-
-    async def start() -> None:
-        await runtime.start()
-        await files.resume()
-
-    async def stop() -> None:
-        await files.stop()
-        await runtime.stop()
-        positions.close()
-
-    app.state.on_start.append(start)
-    app.state.on_stop.append(stop)

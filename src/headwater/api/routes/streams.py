@@ -17,17 +17,18 @@ from headwater.ingest.quarantine import STATES
 from headwater.ingest.replay import Selection
 from headwater.ingest.streams import StreamState, quarantine_table_of
 from headwater.model.schema import schema_from_dict, schema_to_dict
-from headwater.services import Platform
-from headwater.store.ports import RowQuery
+from headwater.runtime import Runtime
+from headwater.store.ports import Order, RowQuery
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 
 RESERVED_PARAMS = {"from", "to", "limit", "cursor", "order", "format", "n", "key"}
 
 
-def platform(request: Request) -> Platform:
-    p: Platform = request.app.state.platform
-    return p
+def runtime(request: Request) -> Runtime:
+    """The runtime whose services the routes render (built and started outside the app)."""
+    rt: Runtime = request.app.state.runtime
+    return rt
 
 
 async def json_body(request: Request, limit: int = 1 << 20) -> Any:
@@ -69,7 +70,7 @@ async def read_limited(
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def describe(st: StreamState, p: Platform) -> dict[str, Any]:
+def describe(st: StreamState, p: Runtime) -> dict[str, Any]:
     out = schema_to_dict(st.schema)
     out["versions"] = len(st.versions)
     out["log_end_offset"] = p.log.end_offset(st.topic)
@@ -146,24 +147,24 @@ async def create_stream(request: Request) -> Response:
     """Create a stream with a schema (fields, constraints, event time, key, id)."""
     who = authenticate(request)
     who.require("admin")
-    p = platform(request)
+    p = runtime(request)
     schema = schema_from_dict(await _definition(request))
     p.quotas.check_count(who.tenant, "streams", len(p.streams.in_tenant(who.tenant)))
-    st = p.streams.create(who.tenant, schema, p.clock.now_ms(), taken=p.occupied_tables(who.tenant))
+    st = p.streams.create(who.tenant, schema, p.clock.now_ms(), taken=p.tables.occupied(who.tenant))
     return json_response(describe(st, p), 201)
 
 
 @router.get("")
 async def list_streams(request: Request) -> Response:
     who = authenticate(request)
-    p = platform(request)
+    p = runtime(request)
     return json_response({"streams": [describe(st, p) for st in p.streams.in_tenant(who.tenant)]})
 
 
 @router.get("/{name}")
 async def get_stream(name: str, request: Request) -> Response:
     who = authenticate(request)
-    p = platform(request)
+    p = runtime(request)
     return json_response(describe(p.streams.get(who.tenant, name), p))
 
 
@@ -172,7 +173,7 @@ async def evolve_stream(name: str, request: Request) -> Response:
     """Change a stream's schema: compatible changes apply live, others get 409 with reasons."""
     who = authenticate(request)
     who.require("admin")
-    p = platform(request)
+    p = runtime(request)
     data = {**await _definition(request), "name": name}
     st, changes = p.streams.evolve(who.tenant, schema_from_dict(data), p.clock.now_ms())
     return json_response({**describe(st, p), "changes": changes})
@@ -181,7 +182,7 @@ async def evolve_stream(name: str, request: Request) -> Response:
 @router.get("/{name}/versions")
 async def stream_versions(name: str, request: Request) -> Response:
     who = authenticate(request)
-    st = platform(request).streams.get(who.tenant, name)
+    st = runtime(request).streams.get(who.tenant, name)
     return json_response({"versions": [schema_to_dict(v) for v in st.versions]})
 
 
@@ -192,9 +193,10 @@ def row_query(
     limit_s = qp.get("limit", "100")
     if not limit_s.isdigit() or not 1 <= int(limit_s) <= 100_000:
         raise BadRequest("limit must be an integer from 1 to 100000", code="bad_limit")
-    order = qp.get("order", "asc")
-    if order not in ("asc", "desc"):
+    asked = qp.get("order", "asc")
+    if asked not in ("asc", "desc"):
         raise BadRequest("order must be asc or desc", code="bad_order")
+    order: Order = "desc" if asked == "desc" else "asc"
     filters = {k: v for k, v in qp.items() if k not in RESERVED_PARAMS}
     unknown = [k for k in filters if k not in columns]
     if unknown:
@@ -205,7 +207,7 @@ def row_query(
     q = RowQuery(
         tenant=tenant, table=table, time_column=time_column,
         from_ms=parse_time_bound(qp.get("from"), "from"), to_ms=parse_time_bound(qp.get("to"), "to"),
-        filters=filters, order=order, limit=int(limit_s), cursor=qp.get("cursor") or None,  # type: ignore[arg-type]
+        filters=filters, order=order, limit=int(limit_s), cursor=qp.get("cursor") or None,
     )  # fmt: skip
     return q, qp.get("format", "json")
 
@@ -233,11 +235,11 @@ def typed_filters(q: RowQuery, st: StreamState) -> RowQuery:
     return replace(q, filters=out)
 
 
-async def _readable_stream(request: Request, name: str) -> tuple[Principal, Platform, StreamState]:
+async def _readable_stream(request: Request, name: str) -> tuple[Principal, Runtime, StreamState]:
     """A reader's stream, once the store holds every row acknowledged before this request."""
     who = authenticate(request)
     who.require("admin", "reader")
-    p = platform(request)
+    p = runtime(request)
     st = p.streams.get(who.tenant, name)
     await p.materializer.caught_up(st.topic, p.log.end_offset(st.topic))
     return who, p, st
@@ -297,7 +299,7 @@ async def list_quarantine(name: str, request: Request) -> Response:
     and replay state (``?state=quarantined|replayed|duplicate`` filters by it)."""
     who = authenticate(request)
     who.require("admin", "reader")
-    p = platform(request)
+    p = runtime(request)
     st = p.streams.get(who.tenant, name)
     # Rows and their states: replays change them through these three topics.
     for topic in (st.quarantine_topic, st.quarantine_updates_topic, st.topic):
@@ -321,7 +323,7 @@ async def replay_quarantine(name: str, request: Request) -> Response:
     """
     who = authenticate(request)
     who.require("admin")
-    p = platform(request)
+    p = runtime(request)
     st = p.streams.get(who.tenant, name)
     selection = Selection.parse(await json_body(request))
     return json_response(await p.replay.replay(st, selection))

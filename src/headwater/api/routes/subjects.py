@@ -7,8 +7,8 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
-from headwater.api.routes.streams import platform
-from headwater.erasure import Readers, erase_subject
+from headwater.api.routes.streams import runtime
+from headwater.erasure import erase_subject
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 
@@ -20,7 +20,6 @@ async def erase(name: str, value: str, request: Request) -> Response:
     back. The stream must declare its ``subject`` field. Answers what was erased where."""
     who = authenticate(request)
     who.require("admin")
-    p = platform(request)
+    p = runtime(request)
     st = p.streams.get(who.tenant, name)
-    readers: Readers | None = getattr(request.app.state, "pipelines", None)
-    return json_response(await erase_subject(p, readers, st, value))
+    return json_response(await erase_subject(p, p.pipelines, st, value))

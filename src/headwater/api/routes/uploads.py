@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from headwater.api.auth import authenticate
 from headwater.api.render import json_response
-from headwater.api.routes.streams import platform
+from headwater.api.routes.streams import runtime
 from headwater.connectors.sources.uploads import Uploads, upload_format
 from headwater.errors import BadRequest, PayloadTooLarge
 
@@ -22,8 +22,7 @@ router = APIRouter(prefix="/v1", tags=["sources"])
 
 
 def uploads(request: Request) -> Uploads:
-    u: Uploads = request.app.state.uploads
-    return u
+    return runtime(request).uploads
 
 
 @router.post("/streams/{name}/files")
@@ -37,7 +36,7 @@ async def upload_file(name: str, request: Request) -> Response:
     """
     who = authenticate(request)
     who.require("admin", "writer")
-    p, u = platform(request), uploads(request)
+    p, u = runtime(request), uploads(request)
     p.streams.get(who.tenant, name)  # 404 before reading anything
     ctype = request.headers.get("content-type", "")
     encoding = request.headers.get("content-encoding")

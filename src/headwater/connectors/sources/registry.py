@@ -19,9 +19,9 @@ from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.model.schema import NAME_RE
 from headwater.model.time import Clock, ms_to_datetime
 
-KINDS = ("webhook", "mqtt", "poll", "postgres_cdc", "file", "kafka", "nats")
-RUNNABLE = ("webhook", "mqtt", "file", "poll", "kafka", "postgres_cdc")
-PULL = ("mqtt", "file", "poll", "kafka", "postgres_cdc")
+KINDS = ("webhook", "mqtt", "poll", "postgres_cdc", "file", "kafka", "nats", "simulator")
+RUNNABLE = ("webhook", "mqtt", "file", "poll", "kafka", "postgres_cdc", "simulator")
+PULL = ("mqtt", "file", "poll", "kafka", "postgres_cdc", "simulator")
 SECRET_KEYS = ("secret", "secrets", "password", "headers")
 
 
@@ -66,6 +66,10 @@ def parse_config(kind: str, config: dict[str, Any], file_root: Path | None = Non
         from headwater.connectors.sources.postgres_cdc import CdcConfig
 
         CdcConfig.parse(config)
+    elif kind == "simulator":
+        from headwater.connectors.sources.simulator import SimulatorConfig
+
+        SimulatorConfig.parse(config)
 
 
 class Sources:
