@@ -12,6 +12,7 @@ from headwater.api.routes import uploads
 from headwater.api.routes.streams import json_body, platform, read_body
 from headwater.connectors.sources.files import DirectorySource
 from headwater.connectors.sources.mqtt import MqttSource
+from headwater.connectors.sources.nats import NatsSource
 from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
 from headwater.connectors.sources.runtime import Kinds, SourceRuntime
@@ -134,7 +135,9 @@ def install(app: FastAPI, platform_: Platform) -> None:
         lambda st: p.materializer.lag(st.topic), p.settings.store_max_lag_rows, p.quotas,
     )  # fmt: skip
     positions = PositionFile(p.settings.data_dir / "sources.sqlite")
-    kinds: Kinds = {"mqtt": MqttSource, "file": lambda rec: DirectorySource(rec, root)}
+    kinds: Kinds = {
+        "mqtt": MqttSource, "file": lambda rec: DirectorySource(rec, root), "nats": NatsSource,
+    }  # fmt: skip
     runtime = SourceRuntime(registry, p.streams, acceptor, positions, kinds, p.log)
     app.state.source_runtime = runtime
     files = app.state.uploads = Uploads(

@@ -20,9 +20,9 @@ from headwater.model.schema import NAME_RE
 from headwater.model.time import Clock, ms_to_datetime
 
 KINDS = ("webhook", "mqtt", "poll", "postgres_cdc", "file", "kafka", "nats")
-RUNNABLE = ("webhook", "mqtt", "file")
-PULL = ("mqtt", "file")
-SECRET_KEYS = ("secret", "secrets", "password")
+RUNNABLE = ("webhook", "mqtt", "file", "nats")
+PULL = ("mqtt", "file", "nats")
+SECRET_KEYS = ("secret", "secrets", "password", "token")
 
 
 @dataclass
@@ -54,6 +54,10 @@ def parse_config(kind: str, config: dict[str, Any], file_root: Path | None = Non
         from headwater.connectors.sources.files import DirectoryConfig
 
         DirectoryConfig.parse(config, file_root)
+    elif kind == "nats":
+        from headwater.connectors.sources.nats import NatsConfig
+
+        NatsConfig.parse(config)
 
 
 class Sources:
