@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from headwater.errors import BadRequest
 from headwater.store.ports import check_name
 
-KINDS = ("http", "webhook")
+if TYPE_CHECKING:
+    from headwater.sinks.ports import Options
+
+KINDS = ("http", "webhook", "nats", "parquet")
+M = TypeVar("M", bound=BaseModel)
 
 
 class HttpConfig(BaseModel):
@@ -60,7 +65,7 @@ class HttpConfig(BaseModel):
         return v
 
 
-def parse_sink(data: Any) -> tuple[str, str, str, HttpConfig]:
+def parse_sink(data: Any, file_root: Path | None = None) -> tuple[str, str, str, Options]:
     """``{"name", "kind", "from", "config"}`` → its parts, or ``BadRequest`` saying what to fix."""
     if not isinstance(data, dict):
         raise BadRequest(
@@ -76,12 +81,29 @@ def parse_sink(data: Any) -> tuple[str, str, str, HttpConfig]:
             f"sink kind {kind!r} is not available here; use one of {list(KINDS)}",
             code="unknown_sink_kind",
         )
-    return name, kind, source, http_config(data.get("config", {}))
+    return name, kind, source, sink_config(kind, data.get("config", {}), file_root)
+
+
+def sink_config(kind: str, raw: Any, file_root: Path | None = None) -> Options:
+    """The config of a sink of ``kind``; ``file_root`` bounds where file kinds write."""
+    if kind == "nats":
+        from headwater.sinks.nats import NatsSinkConfig
+
+        return _validated(NatsSinkConfig, raw)
+    if kind == "parquet":
+        from headwater.sinks.parquet import ParquetConfig, check_root
+
+        return check_root(_validated(ParquetConfig, raw), file_root)
+    return http_config(raw)
 
 
 def http_config(raw: Any) -> HttpConfig:
+    return _validated(HttpConfig, raw)
+
+
+def _validated(model: type[M], raw: Any) -> M:
     try:
-        return HttpConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"

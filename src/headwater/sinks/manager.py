@@ -12,8 +12,8 @@ import builtins
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import orjson
 import pyarrow as pa
@@ -25,9 +25,9 @@ from headwater.ingest.streams import StreamDirectory, topic_of
 from headwater.log.ports import Log, LogEntry
 from headwater.model.time import Clock, ms_to_datetime
 from headwater.pipelines.runner import output_topic
-from headwater.sinks.config import http_config, parse_sink
+from headwater.sinks.config import parse_sink, sink_config
 from headwater.sinks.dlq import DLQ_KEY, DLQ_SCHEMA, dlq_table
-from headwater.sinks.http import HttpDelivery
+from headwater.sinks.kinds import breaker_of, destination, runner_of
 from headwater.sinks.policy import Breaker
 from headwater.sinks.report import Reporter, status_of
 from headwater.store.ports import ResultStore, ResultWrite, RowQuery
@@ -56,12 +56,14 @@ class SinkManager:
         followed: set[tuple[str, str]],
         taken: Callable[[str], set[str]],
         erased: Callable[[str, str], Callable[[list[LogEntry]], pa.Array | None]],
+        file_root: Path | None = None,
     ) -> None:
         self._catalog, self._log, self._store, self._streams = catalog, log_, store, streams
         self._clock = clock
         self._followed = followed  # shared with the pipelines: results go to an output topic
         self._taken = taken
         self._erased = erased  # (tenant, stream) -> keep-mask of a stream's entries
+        self._file_root = file_root  # where file sinks (parquet) may write
         self._records: dict[tuple[str, str], SinkRecord] = {}
         self._running: dict[tuple[str, str], Running] = {}
         self._breakers: dict[str, Breaker] = {}  # one per destination (scheme://host:port)
@@ -96,7 +98,7 @@ class SinkManager:
         self._thread.join(timeout=10)
 
     def create(self, tenant: str, data: Any) -> dict[str, Any]:
-        name, kind, source, config = parse_sink(data)
+        name, kind, source, config = parse_sink(data, self._file_root)
         if (tenant, name) in self._records:
             raise Conflict(f"sink {name!r} already exists", code="sink_exists")
         dlq = dlq_table(name)
@@ -193,23 +195,17 @@ class SinkManager:
         )
 
     def _start(self, rec: SinkRecord) -> None:
-        from headwater.sinks.runner import SinkRunner
-
         key = (rec.tenant, rec.name)
-        config = http_config(rec.config)
-        dest = "{0.scheme}://{0.netloc}".format(urlsplit(config.url))
-        breaker = self._breakers.setdefault(
-            dest, Breaker(config.breaker_failures, config.breaker_open_s)
-        )
+        config = sink_config(rec.kind, rec.config, self._file_root)
+        breaker = self._breakers.setdefault(destination(config), breaker_of(config))
         topic, by_offset = self._topic(rec.tenant, rec.source)
         if not by_offset:
             self._followed.add((rec.tenant, rec.source))
         self._failed.pop(key, None)
 
         async def start() -> Running:
-            runner = SinkRunner(
-                rec.tenant, rec.name, topic, by_offset, self._log, self._store,
-                HttpDelivery(config, breaker),
+            runner = runner_of(
+                rec.tenant, rec.name, config, breaker, topic, by_offset, self._log, self._store,
                 self._erased(rec.tenant, rec.source) if by_offset else lambda _: None,
             )  # fmt: skip
             stop = asyncio.Event()

@@ -26,7 +26,8 @@ import structlog
 
 from headwater.log.ports import Log, LogEntry
 from headwater.sinks.dlq import DLQ_KEY, dead_letters, dlq_table, to_table
-from headwater.sinks.http import HttpDelivery, Outcome
+from headwater.sinks.http import Outcome
+from headwater.sinks.ports import Delivery
 from headwater.sinks.rows import Encoder, Request, Row, requests_of
 from headwater.store.ports import ResultStore, ResultWrite
 
@@ -73,7 +74,7 @@ class SinkRunner:
         by_offset: bool,
         log_: Log,
         store: ResultStore,
-        delivery: HttpDelivery,
+        delivery: Delivery,
         erased: Callable[[list[LogEntry]], pa.Array | None] = lambda _: None,
     ) -> None:
         self.tenant, self.name, self.topic = tenant, name, topic

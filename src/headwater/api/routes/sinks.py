@@ -104,6 +104,7 @@ def install(app: FastAPI, platform_: Platform) -> None:
         lambda tenant, stream: partial(
             erased_rows, platform_.tombstones, platform_.streams.get(tenant, stream)
         ),
+        platform_.settings.sink_files_root,
     )  # fmt: skip
     app.state.sinks = mgr
     platform_.extras["sinks"] = mgr
