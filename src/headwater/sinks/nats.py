@@ -90,7 +90,8 @@ class NatsDelivery:
             await self._nc.close()
 
     async def _client(self) -> NatsClient:
-        """The connection, made again after it was lost (the failed sends are retried)."""
+        """The connection, made again after it was lost (the failed sends are retried).
+        One try per call: nats-py would try a server forever with 0 attempts allowed."""
         async with self._connecting:
             if self._nc is None or self._nc.is_closed:
                 cfg = self.config
@@ -103,8 +104,9 @@ class NatsDelivery:
 
                 self._nc = await nats.connect(
                     cfg.url, name="headwater-sink", connect_timeout=int(max(1, cfg.timeout_s)),
-                    allow_reconnect=False, user=cfg.user, password=cfg.password,
-                    token=cfg.token, tls=tls, error_cb=quiet,
+                    allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
+                    user=cfg.user, password=cfg.password, token=cfg.token, tls=tls,
+                    error_cb=quiet,
                 )  # fmt: skip
             return self._nc
 

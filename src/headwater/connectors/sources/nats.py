@@ -134,6 +134,7 @@ async def connect(cfg: NatsConfig, errors: list[str] | None = None) -> NatsClien
         tls = ssl.create_default_context(cafile=cfg.ca_file)
     return await nats.connect(
         servers=list(cfg.servers), name="headwater", allow_reconnect=False,
+        max_reconnect_attempts=1, reconnect_time_wait=0,  # one try (0: forever)
         connect_timeout=CONNECT_TIMEOUT_S, error_cb=on_error, disconnected_cb=on_disconnect,
         user=cfg.user, password=cfg.password, token=cfg.token, tls=tls,
     )  # fmt: skip
@@ -260,7 +261,10 @@ class JetStreamReader:
         if position is not None:
             policy, start = DeliverPolicy.BY_START_SEQUENCE, position + 1
         else:
-            policy, start = (DeliverPolicy.ALL if cfg.start == "earliest" else DeliverPolicy.NEW), None
+            policy, start = (
+                (DeliverPolicy.ALL if cfg.start == "earliest" else DeliverPolicy.NEW),
+                None,
+            )
         one = len(cfg.subjects) == 1
         return ConsumerConfig(
             name=self._durable, durable_name=self._durable, deliver_policy=policy,
