@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from nats_server import NatsServer
 
 from downstream import events, sink_status, wait_until
+from nats_server import NatsServer
 from serverproc import READINGS, Server
 
 
@@ -62,9 +62,7 @@ def test_rows_published_once_with_their_idempotency_key(
     assert len(nats_server.stream_messages("OUT")) == 200
 
 
-def test_kill_9_mid_delivery_stores_every_row_once(
-    tmp_path: Path, nats_server: NatsServer
-) -> None:
+def test_kill_9_mid_delivery_stores_every_row_once(tmp_path: Path, nats_server: NatsServer) -> None:
     """Killed while messages are in flight: the replay re-sends the uncommitted ones with
     the same Nats-Msg-Id, and JetStream keeps one copy of each."""
     total = 3000

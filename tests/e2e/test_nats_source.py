@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from nats_server import NatsServer
 
+from nats_server import NatsServer
 from serverproc import Server
 
 # No event id: a message stored twice would show as two rows.
@@ -82,7 +82,9 @@ def test_jetstream_messages_stored_once_with_subject_fields_and_bad_ones_quarant
         nats_server.publish(good[100:])
         expected = sorted([d.split(".")[1], i] for i, (d, _) in enumerate(good))
         assert wait_for(lambda: rows(c) == expected), rows(c)[:5]
-        view = wait_for(lambda: (v := c.get("/v1/sources/fleet").json())["rows_rejected"] == 2 and v)
+        view = wait_for(
+            lambda: (v := c.get("/v1/sources/fleet").json())["rows_rejected"] == 2 and v
+        )
         assert view["status"] == "running" and view["rows_in"] == 300, view
         assert view["positions"] == {"DEVICES": "302"} and view["lag"] == 0, view
         q = c.get("/v1/streams/telemetry/quarantine").json()["rows"]
@@ -126,8 +128,10 @@ def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
             got = wait_for(lambda: r if len(r := rows(c)) >= total else None)
             assert got == want
             view = wait_for(
-                lambda: (v := c.get("/v1/sources/fleet").json())["positions"]
-                == {"DEVICES": str(total)} and v
+                lambda: (
+                    (v := c.get("/v1/sources/fleet").json())["positions"] == {"DEVICES": str(total)}
+                    and v
+                )
             )
             assert view["status"] == "running", view
         assert wait_for(lambda: consumers(nats_server, "DEVICES")[0][1] == total, 20)

@@ -22,6 +22,7 @@ own, and ``read`` (called from the runtime's worker threads) waits on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 import threading
@@ -188,10 +189,8 @@ class NatsSource:
             stream = self.config.stream or await js.find_stream_name_by_subject(
                 self.config.subjects[0]
             )
-            try:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_consumer(stream, self.durable)
-            except nats.js.errors.NotFoundError:
-                pass
         finally:
             await nc.close()
 
