@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
 
-from headwater.connectors.sources.nats import NatsConfig, keeps
+from headwater.connectors.sources.jetstream import keeps
+from headwater.connectors.sources.nats import NatsConfig
 from headwater.errors import BadRequest
 
 BASE = {"url": "nats://127.0.0.1:4222", "subjects": ["a.>"]}

@@ -10,6 +10,7 @@ CORE = [
     "headwater.connectors.sources.positions",
     "headwater.connectors.sources.mqtt",
     "headwater.connectors.sources.nats",
+    "headwater.connectors.sources.jetstream",
     "headwater.connectors.sources.files",
     "headwater.connectors.sources.uploads",
 ]
