@@ -19,6 +19,7 @@ import random
 import re
 import ssl
 import time
+from collections import deque
 from typing import Literal
 
 import nats
@@ -53,7 +54,7 @@ class NatsSinkConfig(BaseModel):
     backoff_max_s: float = Field(30.0, gt=0, le=3600)
     breaker_failures: int = Field(5, ge=1, le=10_000)
     breaker_open_s: float = Field(5.0, gt=0, le=3600)
-    max_pending_rows: int = Field(100_000, ge=1, le=10_000_000)
+    max_pending_rows: int = Field(20_000, ge=1, le=10_000_000)
     start: Literal["earliest", "latest"] = "earliest"
     user: str | None = None
     password: str | None = None
@@ -75,12 +76,43 @@ class NatsSinkConfig(BaseModel):
         return v
 
 
+class Gate(Slots):
+    """``Slots`` with waiters served first come, first served, and woken one at a time:
+    with a message per row, thousands of sends wait at once, and waking them all on
+    every release (``Slots``) costs quadratic time."""
+
+    def __init__(self, aimd: Aimd) -> None:
+        super().__init__(aimd)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.used < self.aimd.limit and not self._waiters:
+            self.used += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # the slot was counted for it by ``release``
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                await self.release()  # granted as it was cancelled: pass it on
+            raise
+
+    async def release(self) -> None:
+        self.used -= 1
+        while self._waiters and self.used < self.aimd.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.used += 1
+                waiter.set_result(None)
+
+
 class NatsDelivery:
     def __init__(self, config: NatsSinkConfig, breaker: Breaker) -> None:
         self.config = config
         self.breaker = breaker
         self.stats = Stats()
-        self.slots = Slots(Aimd(config.max_concurrency))
+        self.slots: Slots = Gate(Aimd(config.max_concurrency))
         self.duplicates = 0  # PubAcks saying JetStream had the message already
         self._nc: NatsClient | None = None
         self._connecting = asyncio.Lock()
