@@ -84,6 +84,11 @@ class Puller:
         if len(self._box) >= self._want:
             self._answered.set()
 
+    def lost(self) -> None:
+        """The connection is gone: a request waiting for its answer fails now."""
+        self._status = "connection lost"
+        self._answered.set()
+
     async def pull(self, batch: int, wait_s: float | None) -> list[Msg]:
         """Up to ``batch`` messages: those the stream holds now (``wait_s`` None), or the
         first to come within ``wait_s``."""
@@ -102,7 +107,7 @@ class Puller:
         except TimeoutError as exc:
             raise ConnectionError("JetStream did not answer a pull request") from exc
         if self._status is not None and self._status[:3] not in DONE_STATUSES:
-            raise ConnectionError(f"JetStream refused a pull request: {self._status}")
+            raise ConnectionError(f"pull request to JetStream failed: {self._status}")
         return self._box
 
 
@@ -124,7 +129,8 @@ class JetStreamReader:
 
     async def _open(self, position: int | None) -> None:
         cfg = self._cfg
-        self._nc = nc = await connect(cfg, self._errors)
+        self._puller: Puller | None = None
+        self._nc = nc = await connect(cfg, self._errors, self._lost)
         try:
             js = nc.jetstream()
             stream = cfg.stream or await js.find_stream_name_by_subject(cfg.subjects[0])
@@ -137,11 +143,16 @@ class JetStreamReader:
                 info = None
             if info is None:
                 await js.add_consumer(stream, config=self._consumer(position))
-            self._puller = Puller(nc, stream, self._durable)
-            await self._puller.start()
+            puller = Puller(nc, stream, self._durable)
+            await puller.start()
+            self._puller = puller
         except BaseException:
             await nc.close()
             raise
+
+    def _lost(self) -> None:
+        if self._puller is not None:
+            self._puller.lost()
 
     def _consumer(self, position: int | None) -> ConsumerConfig:
         cfg = self._cfg
@@ -175,12 +186,13 @@ class JetStreamReader:
     async def _fetch(self, timeout_s: float) -> list[Msg]:
         if self._nc.is_closed:
             raise ConnectionError(self._errors[-1] if self._errors else "connection closed")
-        batch = self._cfg.batch_max
-        msgs = await self._puller.pull(batch, None)
+        batch, puller = self._cfg.batch_max, self._puller
+        assert puller is not None
+        msgs = await puller.pull(batch, None)
         if not msgs:  # nothing now: wait for one, then take what came with it
-            msgs = await self._puller.pull(1, max(0.05, timeout_s))
+            msgs = await puller.pull(1, max(0.05, timeout_s))
             if msgs and batch > 1:
-                msgs += await self._puller.pull(batch - 1, None)
+                msgs += await puller.pull(batch - 1, None)
         return msgs
 
     def _ack(self, msg: Msg) -> None:

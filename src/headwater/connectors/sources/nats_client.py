@@ -10,7 +10,7 @@ import asyncio
 import re
 import ssl
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -96,9 +96,12 @@ class NatsConfig:
         )  # fmt: skip
 
 
-async def connect(cfg: NatsConfig, errors: list[str] | None = None) -> NatsClient:
+async def connect(
+    cfg: NatsConfig, errors: list[str] | None = None, lost: Callable[[], None] = lambda: None
+) -> NatsClient:
     """A client that does not reconnect by itself: a lost connection fails the reader, and
-    the runtime backs off and opens a new one from the committed position."""
+    the runtime backs off and opens a new one from the committed position. ``lost`` is
+    called when the connection goes (to end a wait at once)."""
 
     async def on_error(exc: Exception) -> None:
         if errors is not None:
@@ -107,6 +110,7 @@ async def connect(cfg: NatsConfig, errors: list[str] | None = None) -> NatsClien
     async def on_disconnect() -> None:
         if errors is not None:
             errors.append("disconnected from the NATS server")
+        lost()
 
     tls = None
     if any(s.startswith("tls://") for s in cfg.servers) or cfg.ca_file:
