@@ -16,6 +16,14 @@ from nats_server import NatsServer
 from serverproc import READINGS, Server
 
 
+def tenant(server: Server, name: str) -> httpx.Client:
+    """A client of a new tenant of the module's server (its own streams, sources, sinks)."""
+    with server.client() as c:
+        answer = c.post("/v1/tenants", json={"name": name})
+        assert answer.status_code == 201, answer.text
+    return server.client(answer.json()["admin_key"]["key"])
+
+
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     s = NatsServer(tmp_path)
@@ -35,9 +43,9 @@ def ingest(c: httpx.Client, n: int, start: int = 0) -> None:
 
 
 def test_rows_published_once_with_their_idempotency_key(
-    fresh_server: Server, nats_server: NatsServer
+    server: Server, nats_server: NatsServer
 ) -> None:
-    with fresh_server.client() as c:
+    with tenant(server, "bus_tenant") as c:
         assert c.post("/v1/streams", json=READINGS).status_code == 201
         created = c.post("/v1/sinks", json=sink(nats_server, stream="OUT", password="pw"))
         assert created.status_code == 201, created.text
@@ -91,9 +99,9 @@ def test_kill_9_mid_delivery_stores_every_row_once(tmp_path: Path, nats_server: 
 
 
 def test_an_unreachable_server_is_retried_and_a_refusal_dead_lettered(
-    fresh_server: Server, nats_server: NatsServer
+    server: Server, nats_server: NatsServer
 ) -> None:
-    with fresh_server.client() as c:
+    with tenant(server, "retry_tenant") as c:
         assert c.post("/v1/streams", json=READINGS).status_code == 201
         nats_server.kill()
         spec = sink(nats_server, backoff_base_s=0.05, backoff_max_s=0.3, breaker_open_s=0.5)

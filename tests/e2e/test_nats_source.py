@@ -26,6 +26,14 @@ STREAM = {
 }
 
 
+def tenant(server: Server, name: str) -> httpx.Client:
+    """A client of a new tenant of the module's server (its own streams, sources, sinks)."""
+    with server.client() as c:
+        answer = c.post("/v1/tenants", json={"name": name})
+        assert answer.status_code == 201, answer.text
+    return server.client(answer.json()["admin_key"]["key"])
+
+
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     s = NatsServer(tmp_path)
@@ -69,13 +77,13 @@ def consumers(ns: NatsServer, stream: str) -> list[Any]:
 
 
 def test_jetstream_messages_stored_once_with_subject_fields_and_bad_ones_quarantined(
-    fresh_server: Server, nats_server: NatsServer
+    server: Server, nats_server: NatsServer
 ) -> None:
     nats_server.add_stream("DEVICES", ["devices.>"])
     good = [message(f"d{i % 3}", i) for i in range(300)]
     bad = [("devices.d9.telemetry", b'{"seq": -1}'), ("devices.d9.telemetry", b"not json")]
     nats_server.publish(good[:100] + bad)  # before the source exists: replayed
-    with fresh_server.client() as c:
+    with tenant(server, "js_tenant") as c:
         assert c.post("/v1/streams", json=STREAM).status_code == 201
         created = c.post("/v1/sources", json=source(nats_server, batch_max=40))
         assert created.status_code == 201, created.text
@@ -139,8 +147,8 @@ def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
         srv.stop()
 
 
-def test_core_subjects_at_most_once(fresh_server: Server, nats_server: NatsServer) -> None:
-    with fresh_server.client() as c:
+def test_core_subjects_at_most_once(server: Server, nats_server: NatsServer) -> None:
+    with tenant(server, "core_tenant") as c:
         assert c.post("/v1/streams", json=STREAM).status_code == 201
         spec = source(nats_server, mode="core", subjects=["devices.>"])
         del spec["config"]["stream"]
@@ -158,9 +166,9 @@ def test_core_subjects_at_most_once(fresh_server: Server, nats_server: NatsServe
         assert view["positions"] == {"subscription": str(view["rows_in"])}, view
 
 
-def test_a_lost_server_backs_off_and_resumes(fresh_server: Server, nats_server: NatsServer) -> None:
+def test_a_lost_server_backs_off_and_resumes(server: Server, nats_server: NatsServer) -> None:
     nats_server.add_stream("DEVICES", ["devices.>"])
-    with fresh_server.client() as c:
+    with tenant(server, "lost_tenant") as c:
         assert c.post("/v1/streams", json=STREAM).status_code == 201
         assert c.post("/v1/sources", json=source(nats_server)).status_code == 201
         nats_server.publish([message("a", i) for i in range(10)])

@@ -14,6 +14,14 @@ from downstream import events, sink_status, wait_until
 from serverproc import READINGS, Server
 
 
+def tenant(server: Server, name: str) -> httpx.Client:
+    """A client of a new tenant of the module's server (its own streams, sources, sinks)."""
+    with server.client() as c:
+        answer = c.post("/v1/tenants", json={"name": name})
+        assert answer.status_code == 201, answer.text
+    return server.client(answer.json()["admin_key"]["key"])
+
+
 def files(d: Path) -> list[Path]:
     return sorted(d.glob("*.parquet"))
 
@@ -32,9 +40,9 @@ def sink(path: Path, **config: Any) -> dict[str, Any]:
             "config": {"path": str(path), **config}}  # fmt: skip
 
 
-def test_files_hold_the_streams_rows(fresh_server: Server) -> None:
-    out = fresh_server.data_dir / "exports" / "readings"
-    with fresh_server.client() as c:
+def test_files_hold_the_streams_rows(server: Server) -> None:
+    out = server.data_dir / "exports" / "files_tenant"
+    with tenant(server, "files_tenant") as c:
         assert c.post("/v1/streams", json=READINGS).status_code == 201
         created = c.post("/v1/sinks", json=sink(out, batch_rows=100, batch_age_ms=100))
         assert created.status_code == 201, created.text
