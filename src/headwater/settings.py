@@ -240,6 +240,10 @@ class Settings(BaseSettings):
         None,
         description="The only directory (and its subdirectories) a file source may read; default <data_dir>/inbox. Tenant admins create file sources, so nothing outside it is readable.",
     )
+    sink_file_root: Path | None = Field(
+        None,
+        description="The only directory (and its subdirectories) a file sink (kind parquet) may write to; default <data_dir>/exports. Tenant admins create sinks, so nothing outside it is writable.",
+    )
     file_chunk_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024,
@@ -337,6 +341,10 @@ class Settings(BaseSettings):
     @property
     def file_sources_root(self) -> Path:
         return (self.file_source_root or self.data_dir / "inbox").resolve()
+
+    @property
+    def sink_files_root(self) -> Path:
+        return (self.sink_file_root or self.data_dir / "exports").resolve()
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

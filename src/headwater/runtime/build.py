@@ -102,6 +102,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None, demo: bool = F
     sinks = SinkManager(
         catalog, log_, store, streams, clock, pipelines.followed, tables.readable,
         lambda tenant, stream: partial(erased_rows, tombstones, streams.get(tenant, stream)),
+        settings.sink_files_root,
     )  # fmt: skip
     root = settings.file_sources_root
     sources = Sources(catalog, clock, root)

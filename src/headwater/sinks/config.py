@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Literal, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from headwater.errors import BadRequest
 from headwater.store.ports import check_name
 
+if TYPE_CHECKING:
+    from headwater.sinks.ports import Options
+
 M = TypeVar("M", bound=BaseModel)
-KINDS = ("http", "webhook", "kafka", "postgres")
+KINDS = ("http", "webhook", "kafka", "postgres", "nats", "parquet")
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -137,14 +141,9 @@ class PostgresConfig(BaseModel):
         return v
 
 
-SinkConfig = HttpConfig | KafkaSinkConfig | PostgresConfig
-RequestConfig = HttpConfig | KafkaSinkConfig  # the kinds the request runner delivers
-CONFIGS: dict[str, type[SinkConfig]] = {
-    "http": HttpConfig, "webhook": HttpConfig, "kafka": KafkaSinkConfig, "postgres": PostgresConfig,
-}  # fmt: skip
-
-
-def parse_sink(data: Any) -> tuple[str, str, str, SinkConfig]:
+def parse_sink(
+    data: Any, file_root: Path | None = None
+) -> tuple[str, str, str, Options | PostgresConfig]:
     """``{"name", "kind", "from", "config"}`` → its parts, or ``BadRequest`` saying what to fix."""
     if not isinstance(data, dict):
         raise BadRequest(
@@ -160,7 +159,7 @@ def parse_sink(data: Any) -> tuple[str, str, str, SinkConfig]:
             f"sink kind {kind!r} is not available here; use one of {list(KINDS)}",
             code="unknown_sink_kind",
         )
-    config = sink_config(kind, data.get("config", {}))
+    config = sink_config(kind, data.get("config", {}), file_root)
     if isinstance(config, KafkaSinkConfig):
         from headwater.sinks.kafka import check_client
 
@@ -168,10 +167,22 @@ def parse_sink(data: Any) -> tuple[str, str, str, SinkConfig]:
     return name, kind, source, config
 
 
-def sink_config(kind: str, raw: Any) -> SinkConfig:
-    """The options of a sink of ``kind``, or ``BadRequest`` saying what to fix."""
-    model: type[SinkConfig] = CONFIGS.get(kind, HttpConfig)
-    return _validated(model, raw)
+def sink_config(kind: str, raw: Any, file_root: Path | None = None) -> Options | PostgresConfig:
+    """The config of a sink of ``kind``, or ``BadRequest`` saying what to fix;
+    ``file_root`` bounds where file kinds write."""
+    if kind == "nats":
+        from headwater.sinks.nats import NatsSinkConfig
+
+        return _validated(NatsSinkConfig, raw)
+    if kind == "parquet":
+        from headwater.sinks.parquet import ParquetConfig, check_root
+
+        return check_root(_validated(ParquetConfig, raw), file_root)
+    if kind == "kafka":
+        return _validated(KafkaSinkConfig, raw)
+    if kind == "postgres":
+        return _validated(PostgresConfig, raw)
+    return http_config(raw)
 
 
 def http_config(raw: Any) -> HttpConfig:

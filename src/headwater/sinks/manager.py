@@ -12,8 +12,8 @@ import builtins
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 import orjson
 import pyarrow as pa
@@ -25,21 +25,15 @@ from headwater.ingest.streams import StreamDirectory, topic_of
 from headwater.log.ports import Log, LogEntry
 from headwater.model.time import Clock, ms_to_datetime
 from headwater.pipelines.runner import output_topic
-from headwater.sinks.config import (
-    HttpConfig,
-    KafkaSinkConfig,
-    PostgresConfig,
-    parse_sink,
-    sink_config,
-)
+from headwater.sinks.config import PostgresConfig, parse_sink, sink_config
 from headwater.sinks.dlq import DLQ_KEY, DLQ_SCHEMA, dlq_table
-from headwater.sinks.http import HttpDelivery
+from headwater.sinks.kinds import breaker_of, destination, runner_of
 from headwater.sinks.policy import Breaker
 from headwater.sinks.report import Reporter, status_of
 from headwater.store.ports import ResultStore, ResultWrite, RowQuery
 
 if TYPE_CHECKING:
-    from headwater.sinks.runner import Delivery
+    pass
 
 log = structlog.get_logger("headwater.sinks")
 T = TypeVar("T")
@@ -65,12 +59,14 @@ class SinkManager:
         followed: set[tuple[str, str]],
         taken: Callable[[str], set[str]],
         erased: Callable[[str, str], Callable[[list[LogEntry]], pa.Array | None]],
+        file_root: Path | None = None,
     ) -> None:
         self._catalog, self._log, self._store, self._streams = catalog, log_, store, streams
         self._clock = clock
         self._followed = followed  # shared with the pipelines: results go to an output topic
         self._taken = taken
         self._erased = erased  # (tenant, stream) -> keep-mask of a stream's entries
+        self._file_root = file_root  # where file sinks (parquet) may write
         self._records: dict[tuple[str, str], SinkRecord] = {}
         self._running: dict[tuple[str, str], Running] = {}
         self._breakers: dict[str, Breaker] = {}  # one per destination (scheme://host:port)
@@ -107,7 +103,7 @@ class SinkManager:
             self._loop.close()
 
     def create(self, tenant: str, data: Any) -> dict[str, Any]:
-        name, kind, source, config = parse_sink(data)
+        name, kind, source, config = parse_sink(data, self._file_root)
         if (tenant, name) in self._records:
             raise Conflict(f"sink {name!r} already exists", code="sink_exists")
         dlq = dlq_table(name)
@@ -204,8 +200,6 @@ class SinkManager:
         )
 
     def _start(self, rec: SinkRecord) -> None:
-        from headwater.sinks.runner import SinkRunner
-
         key = (rec.tenant, rec.name)
         topic, by_offset = self._topic(rec.tenant, rec.source)
         if not by_offset:
@@ -213,19 +207,17 @@ class SinkManager:
         self._failed.pop(key, None)
         erased = self._erased(rec.tenant, rec.source) if by_offset else lambda _: None
 
-        def runner_of() -> Any:
+        def build() -> Any:
             if rec.kind == "postgres":
                 return self._postgres_runner(rec, topic, by_offset, erased)
-            config = sink_config(rec.kind, rec.config)
-            assert isinstance(config, HttpConfig | KafkaSinkConfig)
-            breaker = self._breakers.setdefault(
-                _destination(config), Breaker(config.breaker_failures, config.breaker_open_s)
-            )
-            return SinkRunner(rec.tenant, rec.name, topic, by_offset, self._log, self._store,
-                              _delivery(config, breaker), erased)  # fmt: skip
+            config = sink_config(rec.kind, rec.config, self._file_root)
+            assert not isinstance(config, PostgresConfig)
+            breaker = self._breakers.setdefault(destination(config), breaker_of(config))
+            return runner_of(rec.tenant, rec.name, config, breaker, topic, by_offset,
+                             self._log, self._store, erased)  # fmt: skip
 
         async def start() -> Running:
-            runner = runner_of()
+            runner = build()
             stop = asyncio.Event()
             task = asyncio.create_task(runner.run(stop), name=f"sink-{rec.name}")
             task.add_done_callback(lambda t: self._ended(key, t))
@@ -326,21 +318,6 @@ class SinkManager:
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_S)
-
-
-def _destination(config: HttpConfig | KafkaSinkConfig) -> str:
-    """What one circuit breaker guards: an HTTP origin, or a Kafka cluster."""
-    if isinstance(config, HttpConfig):
-        return "{0.scheme}://{0.netloc}".format(urlsplit(config.url))
-    return f"kafka://{config.bootstrap}"
-
-
-def _delivery(config: HttpConfig | KafkaSinkConfig, breaker: Breaker) -> Delivery:
-    if isinstance(config, HttpConfig):
-        return HttpDelivery(config, breaker)
-    from headwater.sinks.kafka import KafkaDelivery
-
-    return KafkaDelivery(config, breaker)
 
 
 async def _cancel_the_rest() -> None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 REPORT_INTERVAL_S = 0.5
 BREAKER_STATES = ("closed", "half_open", "open")
-HIDDEN_CONFIG = frozenset({"secret", "password"})
+HIDDEN_CONFIG = frozenset({"secret", "password", "token"})
 
 
 def status_of(rec: SinkRecord, runner: SinkRunner | None, failure: str | None) -> dict[str, Any]:

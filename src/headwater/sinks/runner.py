@@ -18,7 +18,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import orjson
@@ -26,10 +25,9 @@ import pyarrow as pa
 import structlog
 
 from headwater.log.ports import Log, LogEntry
-from headwater.sinks.config import RequestConfig
 from headwater.sinks.dlq import DLQ_KEY, dead_letters, dlq_table, to_table
-from headwater.sinks.http import Outcome, Slots, Stats
-from headwater.sinks.policy import Breaker
+from headwater.sinks.http import Outcome
+from headwater.sinks.ports import Delivery
 from headwater.sinks.rows import Encoder, Request, Row, requests_of
 from headwater.store.ports import ResultStore, ResultWrite
 
@@ -37,29 +35,6 @@ log = structlog.get_logger("headwater.sinks")
 
 READ_ROWS = 10_000
 COMMIT_GAP_S = 0.05  # a store commit has a fixed cost: at most ~20 per second per sink
-
-
-class Delivery(Protocol):
-    """How a sink kind delivers requests (``HttpDelivery``, ``KafkaDelivery``)."""
-
-    @property
-    def config(self) -> RequestConfig: ...
-    @property
-    def stats(self) -> Stats: ...
-    @property
-    def breaker(self) -> Breaker: ...
-    @property
-    def slots(self) -> Slots: ...
-
-    async def deliver(self, req: Request) -> Outcome:
-        """Every row delivered, or dead (all of them, or those in ``dead_rows``)."""
-        ...
-
-    async def send(self, body: bytes, key: str) -> Outcome:
-        """A dead letter's row again (a replay)."""
-        ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass

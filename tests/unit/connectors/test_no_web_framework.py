@@ -9,6 +9,8 @@ CORE = [
     "headwater.connectors.sources.runtime",
     "headwater.connectors.sources.positions",
     "headwater.connectors.sources.mqtt",
+    "headwater.connectors.sources.nats",
+    "headwater.connectors.sources.jetstream",
     "headwater.connectors.sources.files",
     "headwater.connectors.sources.uploads",
 ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from headwater.connectors.sources.files import DirectorySource
 from headwater.connectors.sources.kafka import KafkaSource
 from headwater.connectors.sources.mqtt import MqttSource
+from headwater.connectors.sources.nats import NatsSource
 from headwater.connectors.sources.poll import PollSource
 from headwater.connectors.sources.postgres_cdc import PostgresCdcSource
 from headwater.connectors.sources.runtime import Kinds
@@ -22,4 +23,5 @@ def pull_kinds(file_root: Path, clock: Clock) -> Kinds:
         "poll": PollSource,
         "kafka": KafkaSource,
         "postgres_cdc": PostgresCdcSource,
+        "nats": NatsSource,
     }

@@ -82,8 +82,8 @@ class MqttConfig:
         )  # fmt: skip
 
 
-def topic_fields(spec: Any) -> tuple[tuple[int, str], ...]:
-    """Which topic levels become which fields.
+def topic_fields(spec: Any, sep: str = "/") -> tuple[tuple[int, str], ...]:
+    """Which topic levels become which fields (``sep``: ``.`` for NATS subjects).
 
     >>> topic_fields("devices/{device_id}/telemetry")
     ((1, 'device_id'),)
@@ -93,7 +93,7 @@ def topic_fields(spec: Any) -> tuple[tuple[int, str], ...]:
     if spec is None:
         return ()
     if isinstance(spec, str):
-        levels = spec.split("/")
+        levels = spec.split(sep)
         return tuple((i, lv[1:-1]) for i, lv in enumerate(levels) if lv.startswith("{"))
     if isinstance(spec, dict) and isinstance(spec.get("fields"), dict):
         try:
@@ -103,7 +103,9 @@ def topic_fields(spec: Any) -> tuple[tuple[int, str], ...]:
     raise _bad('config.topic_fields: "devices/{device_id}/telemetry" or {"pattern", "fields"}')
 
 
-def with_topic_fields(payload: bytes, topic: str, fields: tuple[tuple[int, str], ...]) -> bytes:
+def with_topic_fields(
+    payload: bytes, topic: str, fields: tuple[tuple[int, str], ...], sep: str = "/"
+) -> bytes:
     """One NDJSON line: the payload object with the topic's fields first (the payload's own
     values win); anything else stays as it is, to be rejected with its text.
 
@@ -122,7 +124,7 @@ def with_topic_fields(payload: bytes, topic: str, fields: tuple[tuple[int, str],
             line = line.replace(b"\r", b" ").replace(b"\n", b" ")
     if not fields or not line.startswith(b"{"):
         return line
-    levels = topic.split("/")
+    levels = topic.split(sep)
     head = b",".join(
         orjson.dumps(name) + b":" + orjson.dumps(levels[i]) for i, name in fields if i < len(levels)
     )

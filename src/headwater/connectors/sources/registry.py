@@ -20,9 +20,9 @@ from headwater.model.schema import NAME_RE
 from headwater.model.time import Clock, ms_to_datetime
 
 KINDS = ("webhook", "mqtt", "poll", "postgres_cdc", "file", "kafka", "nats", "simulator")
-RUNNABLE = ("webhook", "mqtt", "file", "poll", "kafka", "postgres_cdc", "simulator")
-PULL = ("mqtt", "file", "poll", "kafka", "postgres_cdc", "simulator")
-SECRET_KEYS = ("secret", "secrets", "password", "headers")
+RUNNABLE = ("webhook", "mqtt", "file", "poll", "kafka", "postgres_cdc", "nats", "simulator")
+PULL = ("mqtt", "file", "poll", "kafka", "postgres_cdc", "nats", "simulator")
+SECRET_KEYS = ("secret", "secrets", "password", "headers", "token")
 
 
 @dataclass
@@ -70,6 +70,10 @@ def parse_config(kind: str, config: dict[str, Any], file_root: Path | None = Non
         from headwater.connectors.sources.simulator import SimulatorConfig
 
         SimulatorConfig.parse(config)
+    elif kind == "nats":
+        from headwater.connectors.sources.nats import NatsConfig
+
+        NatsConfig.parse(config)
 
 
 class Sources:
