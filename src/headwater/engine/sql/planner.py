@@ -17,7 +17,7 @@ Refused, with the construct and its position: ORDER BY, LIMIT, OFFSET, DISTINCT,
 QUALIFY, WINDOW, CTEs, UNION and other set operations, subqueries, window functions
 (OVER) — except the anomaly functions (``scoring``), bounded OVER aggregates
 (``over``) and window Top-N (``topn``) — joins other than [LEFT] JOIN of a reference
-table, joins of two streams, unknown table functions, unknown or non-mergeable aggregates, nested aggregates,
+table or of two streams (``joins``), unknown table functions, unknown or non-mergeable aggregates, nested aggregates,
 columns neither grouped nor aggregated, GROUP BY without a window unless
 emit = 'changes', HAVING with emit = 'changes', SESSION with emit = 'changes'.
 """
@@ -34,6 +34,7 @@ from headwater.engine.plan import Column, Options, Plan
 from headwater.engine.sql.calls import is_aggregate
 from headwater.engine.sql.grouping import WINDOW_COLUMNS, read_grouping
 from headwater.engine.sql.hints import check_foreign, syntax_hint
+from headwater.engine.sql.joins import is_stream_join, plan_stream_join
 from headwater.engine.sql.match_recognize import is_match_recognize, plan_match_recognize
 from headwater.engine.sql.options import parse_options
 from headwater.engine.sql.over import extract_over, over_plan
@@ -96,6 +97,9 @@ def plan_pipeline(sql: str, *, streams: Collection[str] = ()) -> Plan:
         return plan_match_recognize(statement, streams)
     check_foreign(statement)
     select, predictions = extract_predictions(_parse(statement), sql)
+    if is_stream_join(select, streams):
+        plan = plan_stream_join(statement, select, lambda st, sel: _plan(st, sel, streams))
+        return with_predictions(plan, predictions)
     return with_predictions(_plan(statement, select, streams), predictions)
 
 

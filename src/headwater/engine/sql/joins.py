@@ -1,0 +1,215 @@
+"""Joins of two streams: ``FROM a [LEFT] JOIN b ON ...`` where both are streams.
+
+- **Interval join**: the ON condition bounds one side's event time by the other's,
+  ``a.ts BETWEEN b.ts - INTERVAL '10 seconds' AND b.ts`` (or ``>=``/``<=`` pairs);
+  rows are kept while a row of the other side could still match them.
+- **Regular join**: no time bound, ``WITH (state_ttl = '1 hour')``: rows are kept for
+  that long in event time (``time_columns = 'a.ts, b.ts'``), or in processing time
+  (``_received_at``) when no time columns are named.
+
+The SELECT list, WHERE, GROUP BY and HAVING then read the joined rows: ``a.x`` is the
+column ``"a.x"`` of the joined rows, and a bare ``x`` the side that has it (``joins``
+adds bare names for columns only one side has). The ON condition runs as written.
+
+>>> plan = plan_pipeline(
+...     "CREATE PIPELINE j AS SELECT a.k, b.v FROM s1 a JOIN s2 b "
+...     "ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '10 seconds' AND b.ts",
+...     streams=["s1", "s2"])
+>>> j = plan.stream_join
+>>> j.kind, j.left.time_column, j.right.time_column, j.lower_ms, j.upper_ms, plan.inputs
+('interval', 'ts', 'ts', -10000, 0, ('s1', 's2'))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
+
+from sqlglot import exp
+
+from headwater.engine.join_spec import JoinHow, JoinSide, StreamJoin
+from headwater.engine.plan import Plan
+from headwater.engine.sql.sources import _interval, _plain_table
+from headwater.engine.sql.text import Statement, node_offset, syntax_error, unsupported
+from headwater.model.time import parse_duration_ms
+
+JOINED = "__hw_joined"
+RECEIVED_AT = "_received_at"  # ``headwater.engine.received`` (which reads this package)
+JOIN_OPTIONS = ("state_ttl", "time_columns")
+PlanSelect = Callable[[Statement, exp.Select], Plan]
+
+
+def is_stream_join(select: exp.Select, streams: Collection[str]) -> bool:
+    """Whether ``select`` joins two streams (a JOIN whose table is a stream)."""
+    for join in select.args.get("joins") or []:
+        table = join.this
+        if isinstance(table, exp.Table) and isinstance(table.this, exp.Identifier):
+            first = select.args["from_"].this if select.args.get("from_") else None
+            own = first.name if isinstance(first, exp.Table) else None
+            if table.name in streams or table.name == own:
+                return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    lower: int | None = None
+    upper: int | None = None
+    left_time: str | None = None
+    right_time: str | None = None
+
+
+def plan_stream_join(statement: Statement, select: exp.Select, plan_select: PlanSelect) -> Plan:
+    """The join's spec, and the rest of the query planned over the joined rows."""
+    sql = statement.sql
+    statement, ttl, times = _join_options(statement)
+    joins = select.args.get("joins") or []
+    if len(joins) != 1:
+        at = node_offset(joins[1]) if len(joins) > 1 else node_offset(select)
+        raise unsupported("join of more than two streams", sql, at, "join two streams at a time")
+    join = joins[0]
+    first = select.args["from_"].this
+    if not isinstance(first, exp.Table) or not isinstance(first.this, exp.Identifier):
+        raise unsupported("this join input", sql, node_offset(first), "join two named streams")
+    _plain_table(first, sql)
+    _plain_table(join.this, sql)
+    how = _how(join, sql)
+    left = (first.name, first.alias or first.name)
+    right = (join.this.name, join.this.alias or join.this.name)
+    if left[1] == right[1]:
+        raise unsupported("one alias for both streams", sql, node_offset(join), "alias them")
+    on = join.args.get("on")
+    if on is None:
+        raise unsupported("join of streams without ON", sql, node_offset(join), "write ON ...")
+    bound = _bounds(on, left[1], right[1], sql)
+    condition = str(on.sql(dialect="duckdb"))
+    if bound.lower is not None and bound.upper is not None:
+        spec = StreamJoin("interval", how, JoinSide(*left, str(bound.left_time)),
+                          JoinSide(*right, str(bound.right_time)), condition,
+                          lower_ms=bound.lower, upper_ms=bound.upper)  # fmt: skip
+    elif ttl is not None:
+        lt, rt = _time_columns(times, left[1], right[1], sql)
+        spec = StreamJoin("regular", how, JoinSide(*left, lt), JoinSide(*right, rt), condition,
+                          ttl_ms=ttl)  # fmt: skip
+    else:
+        raise unsupported(
+            "join of two streams without a time bound",
+            sql,
+            node_offset(on),
+            f"bound the time, e.g. {left[1]}.ts BETWEEN {right[1]}.ts - INTERVAL '10 seconds' "
+            f"AND {right[1]}.ts, or keep rows for a while with WITH (state_ttl = '1 hour')",
+        )
+    rest = _over_joined(select, (left[1], right[1]), sql)
+    plan = plan_select(statement, rest)
+    return replace(plan, source=left[0], source_alias=JOINED, stream_join=spec)
+
+
+def _join_options(statement: Statement) -> tuple[Statement, int | None, str | None]:
+    ttl: int | None = None
+    times: str | None = None
+    rest = []
+    for key, value, offset in statement.options:
+        if key == "state_ttl":
+            try:
+                ttl = parse_duration_ms(value)
+            except ValueError as exc:
+                raise syntax_error(statement.sql, offset, f"state_ttl: {exc}") from exc
+            if ttl <= 0:
+                raise syntax_error(statement.sql, offset, "state_ttl must be positive")
+        elif key == "time_columns":
+            times = value
+        else:
+            rest.append((key, value, offset))
+    return replace(statement, options=rest), ttl, times
+
+
+def _how(join: exp.Join, sql: str) -> JoinHow:
+    method, side, kind = (str(join.args.get(k) or "").upper() for k in ("method", "side", "kind"))
+    if method or side not in ("", "LEFT") or kind not in ("", "INNER", "OUTER"):
+        shown = " ".join(w for w in (method, side, kind) if w) + " JOIN"
+        raise unsupported(
+            f"{shown} of two streams", sql, node_offset(join), "use JOIN or LEFT JOIN"
+        )
+    return "left" if side == "LEFT" else "inner"
+
+
+def _time_columns(times: str | None, left: str, right: str, sql: str) -> tuple[str, str]:
+    if times is None:
+        return RECEIVED_AT, RECEIVED_AT
+    found: dict[str, str] = {}
+    for item in times.split(","):
+        alias, _, column = item.strip().partition(".")
+        if alias not in (left, right) or not column:
+            raise syntax_error(sql, None, f"time_columns: write '{left}.ts, {right}.ts'")
+        found[alias] = column.strip().strip('"')
+    if set(found) != {left, right}:
+        raise syntax_error(sql, None, f"time_columns names one column of {left} and of {right}")
+    return found[left], found[right]
+
+
+def _bounds(on: exp.Expr, left: str, right: str, sql: str) -> _Bound:
+    """Bounds on ``left.t - right.t`` found in the ON condition's conjuncts."""
+    bound = _Bound()
+    for part in on.flatten() if isinstance(on, exp.And) else [on]:
+        if isinstance(part, exp.Between):
+            bound = _compare(bound, part.this, part.args["low"], ">=", left, right, sql)
+            bound = _compare(bound, part.this, part.args["high"], "<=", left, right, sql)
+        elif isinstance(part, exp.GTE | exp.GT | exp.LTE | exp.LT):
+            op = ">=" if isinstance(part, exp.GTE | exp.GT) else "<="
+            bound = _compare(bound, part.this, part.expression, op, left, right, sql)
+    return bound
+
+
+def _compare(
+    bound: _Bound, a: exp.Expr, b: exp.Expr, op: str, left: str, right: str, sql: str
+) -> _Bound:
+    """``a op b`` where each is ``alias.col [+|- INTERVAL]``: a bound, when it is one."""
+    x, y = _time_term(a, sql), _time_term(b, sql)
+    if x is None or y is None or {x[0], y[0]} != {left, right}:
+        return bound
+    if x[0] == right:  # right.t + p op left.t + q  ==  left.t op' right.t + (p - q)
+        x, y, op = y, x, "<=" if op == ">=" else ">="
+    offset = y[2] - x[2]  # left.t op right.t + offset
+    if bound.left_time not in (None, x[1]) or bound.right_time not in (None, y[1]):
+        return bound  # a second pair of time columns: the first one bounds
+    if op == ">=":
+        lower = offset if bound.lower is None else max(bound.lower, offset)
+        return replace(bound, lower=lower, left_time=x[1], right_time=y[1])
+    upper = offset if bound.upper is None else min(bound.upper, offset)
+    return replace(bound, upper=upper, left_time=x[1], right_time=y[1])
+
+
+def _time_term(node: exp.Expr, sql: str) -> tuple[str, str, int] | None:
+    """``alias.col`` (+|- INTERVAL) as (alias, column, offset ms), else None."""
+    sign = 0
+    if isinstance(node, exp.Add | exp.Sub) and isinstance(node.expression, exp.Interval):
+        sign = 1 if isinstance(node, exp.Add) else -1
+        offset = sign * _interval(node.expression, sql)
+        node = node.this
+    else:
+        offset = 0
+    if isinstance(node, exp.Column) and node.table:
+        return str(node.table), str(node.name), offset
+    return None
+
+
+def _over_joined(select: exp.Select, aliases: tuple[str, str], sql: str) -> exp.Select:
+    """The query with FROM the joined rows, ``a.x`` read as the joined column ``"a.x"``."""
+    rest = select.copy()
+    rest.set("joins", None)
+    rest.set("from_", exp.From(this=exp.Table(this=exp.to_identifier(JOINED))))
+    items = []
+    for item in rest.expressions:
+        if isinstance(item, exp.Star) or (isinstance(item, exp.Column) and item.is_star):
+            raise unsupported("* over a join of streams", sql, node_offset(item), "list columns")
+        if isinstance(item, exp.Column) and item.table in aliases:
+            item = exp.alias_(item, str(item.name), quoted=True)
+        items.append(item)
+    rest.set("expressions", items)
+
+    def flat(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Column) and node.table in aliases:
+            return exp.column(f"{node.table}.{node.name}", quoted=True)
+        return node
+
+    return rest.transform(flat)  # type: ignore[return-value]
