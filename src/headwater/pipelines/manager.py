@@ -17,6 +17,7 @@ from headwater.log.ports import LogEntry
 from headwater.model.names import check_free
 from headwater.model.schema import arrow_schema
 from headwater.model.time import ms_to_datetime, parse_duration_ms
+from headwater.pipelines.inputs import RunnerInput
 from headwater.pipelines.models import ModelRegistry, TenantModels
 from headwater.pipelines.references import StoreReferenceTables
 from headwater.pipelines.runner import PipelineRunner, RunnerConfig, errors_table, late_table
@@ -78,10 +79,8 @@ class PipelineManager:
         self._p.quotas.check_count(tenant, "pipelines", len(self.names(tenant)))
         self._ensure_tables(tenant, runner)
         if runner.pipeline.plan.options.start == "latest":
-            offset = self._p.log.end_offset(runner.topic)
-            self._p.store.commit(
-                tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: offset})
-            )
+            offsets = {t: self._p.log.end_offset(t) for t in runner.topics}
+            self._p.store.commit(tenant, ResultWrite(consumer=runner.consumer, offsets=offsets))
         rec = PipelineRecord(tenant, name, sql, "running", None, self._p.clock.now_ms())
         self._p.catalog.set_pipeline_models(tenant, name, self._pins.get((tenant, name), {}))
         self._p.catalog.put_pipeline(rec)
@@ -128,21 +127,22 @@ class PipelineManager:
         if drop_tables:
             for table in (name, late_table(name), errors_table(name)):
                 self._p.store.drop_table(tenant, table)
+            offsets = dict.fromkeys(runner.topics, 0)
             self._p.store.commit(
-                tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: 0}, state=b"")
+                tenant, ResultWrite(consumer=runner.consumer, offsets=offsets, state=b"")
             )
 
     # views ------------------------------------------------------------------------
     def consumer_offsets(self) -> list[tuple[str, int]]:
         """(topic, committed offset) of every pipeline, paused or failed ones included."""
-        return [(r.topic, r.offset) for r in self._runners.values()]
+        return [(t, r.offsets[t]) for r in self._runners.values() for t in r.topics]
 
     def readers_of(self, tenant: str, topic: str) -> list[tuple[list[str], int]]:
         """For each pipeline of ``tenant`` reading ``topic``: its tables and committed offset."""
         return [
-            ([r.name, late_table(r.name), errors_table(r.name)], r.offset)
+            ([r.name, late_table(r.name), errors_table(r.name)], r.offsets[topic])
             for (t, _), r in list(self._runners.items())
-            if t == tenant and r.topic == topic
+            if t == tenant and topic in r.topics
         ]
 
     def names(self, tenant: str) -> list[str]:
@@ -187,7 +187,7 @@ class PipelineManager:
         plan = runner.pipeline.plan
         lat = sorted(c.batch_ms)
         out.update(
-            source=plan.source, kind=plan.kind, emit=plan.options.emit,
+            source=plan.source, inputs=list(plan.inputs), kind=plan.kind, emit=plan.options.emit,
             output_key=list(runner.pipeline.output_key),
             watermark=ms_to_datetime(wm) if wm is not None else None,
             watermark_ms=wm,
@@ -231,15 +231,17 @@ class PipelineManager:
         if plan.options.idle_timeout_ms is None and self._p.settings.idle_timeout:
             idle = parse_duration_ms(self._p.settings.idle_timeout)
             plan = replace(plan, options=replace(plan.options, idle_timeout_ms=idle))
-        st = self._stream(tenant, plan.source)
+        states = [self._stream(tenant, s) for s in plan.inputs]
+        st = states[0]
         models = TenantModels(self.models, tenant, pins or {})
-        pipeline = Pipeline(plan, arrow_schema(st.schema), self.references(tenant), models)
+        schemas = {s.schema.name: arrow_schema(s.schema) for s in states}
+        pipeline = Pipeline(plan, schemas, self.references(tenant), models)
         name = plan.name
         runner = PipelineRunner(
             tenant, pipeline, st.topic, lambda: arrow_schema(st.schema), self._p.log, self._p.store,
             self.subs, self._p.clock, self._config, lambda reason: self._fail(tenant, name, reason),
             partial(erased_rows, self._p.tombstones, st),
-            lambda: (tenant, name) in self.followed,
+            lambda: (tenant, name) in self.followed, runner_inputs(self._p.tombstones, states),
         )  # fmt: skip
         self._pins[(tenant, name)] = models.pins
         return runner
@@ -276,6 +278,22 @@ class PipelineManager:
     def _fail(self, tenant: str, name: str, reason: str) -> None:
         log.error("pipeline_failed", tenant=tenant, pipeline=name, reason=reason)
         self._set(tenant, name, "failed", reason)
+
+
+def runner_inputs(tombstones: Tombstones, states: list[StreamState]) -> list[RunnerInput]:
+    """The inputs of a pipeline that reads several streams (none: it reads one)."""
+    if len(states) < 2:
+        return []
+    return [
+        RunnerInput(
+            s.schema.name, s.topic, partial(_schema, s), partial(erased_rows, tombstones, s)
+        )
+        for s in states
+    ]
+
+
+def _schema(st: StreamState) -> pa.Schema:
+    return arrow_schema(st.schema)
 
 
 def erased_rows(
