@@ -144,13 +144,13 @@ class Graph:
         self.nodes = list(nodes)
         self.by_name: dict[str, Node] = {}
         self.consumers: dict[str, list[tuple[Node, int]]] = {n.name: [] for n in self.nodes}
-        self.sources: dict[str, Node] = {}
+        self.sources: dict[str, list[Node]] = {}  # a self-join reads a stream twice
         for node in self.nodes:
             if node.name in self.by_name:
                 raise ValueError(f"two graph nodes are named {node.name!r}")
             for port, upstream in enumerate(node.inputs):
                 if upstream.startswith(STREAM_PREFIX):
-                    self.sources[upstream[len(STREAM_PREFIX) :]] = node
+                    self.sources.setdefault(upstream[len(STREAM_PREFIX) :], []).append(node)
                 elif upstream not in self.by_name:
                     raise ValueError(f"node {node.name!r} reads {upstream!r}, not before it")
                 else:
@@ -165,7 +165,10 @@ class Graph:
 
     def process(self, stream: str, batch: pa.Table, now_ms: int) -> StepOutput:
         """One micro-batch of ``stream`` through the graph."""
-        return self._push(self.sources[stream], 0, batch, now_ms)
+        out = StepOutput()
+        for node in self.sources[stream]:
+            out = out.then(self._push(node, 0, batch, now_ms))
+        return out
 
     def on_time(self, now_ms: int) -> StepOutput:
         """Processing time passed: every node in order; what one releases flows on."""
@@ -239,8 +242,10 @@ class Graph:
             out["state_bytes"] = out.get("state_bytes", 0) + st.state_bytes
             if out.get("watermark_ms") is None:
                 out["watermark_ms"] = st.watermark_ms
-        if len(self.sources) > 1:
-            out["rows_in"] = sum(s.op.status().rows_in for s in self.sources.values())
+        sources = [n for n in self.nodes if n.inputs and n.inputs[0].startswith(STREAM_PREFIX)]
+        if len(sources) > 1:  # rows read: each stream's once
+            firsts = {n.inputs[0]: n for n in reversed(sources)}
+            out["rows_in"] = sum(n.op.status().rows_in for n in firsts.values())
         return out
 
 

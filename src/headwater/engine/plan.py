@@ -242,7 +242,7 @@ class Plan:
         """The streams the pipeline reads: its source, or each side of its stream join."""
         if self.stream_join is None:
             return (self.source,)
-        return (self.stream_join.left.stream, self.stream_join.right.stream)
+        return tuple(dict.fromkeys((self.stream_join.left.stream, self.stream_join.right.stream)))
 
     @property
     def kind(self) -> PlanKind:

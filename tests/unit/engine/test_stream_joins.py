@@ -178,3 +178,20 @@ def test_right_and_full_joins_of_streams_are_refused() -> None:
             SCHEMAS, streams=STREAMS,
         )  # fmt: skip
     assert "FULL" in err.value.details["construct"]
+
+
+def test_a_self_join_reads_each_batch_once_and_equals_the_batch_join() -> None:
+    body = ("SELECT a.rid AS crid, b.rid AS vrid, b.v - a.v AS rise FROM clicks a JOIN clicks b "
+            "ON a.k = b.k AND b.ts BETWEEN a.ts + INTERVAL '1 ms' AND a.ts + INTERVAL '30 seconds'")  # fmt: skip
+    p = Pipeline.from_sql(f"CREATE PIPELINE s AS {body}", SCHEMAS, streams=STREAMS)
+    assert p.inputs == ("clicks",)
+    rows = [("a", i * 7_000, float(i % 5)) for i in range(20)] + [("b", 3_000, 1.0)]
+    table = rows_of(CLICKS, rows, 0)
+    out = StepOutput()
+    for start in range(0, table.num_rows, 6):
+        out = out.then(p.process(table.slice(start, 6), 0, "clicks"))
+    out = out.then(p.finish(0))
+    con = duckdb.connect()
+    con.register("clicks", table)
+    assert sorted_rows(out.appends) == sorted_rows(con.sql(body).to_arrow_table())
+    assert p.status()["rows_in"] == table.num_rows
