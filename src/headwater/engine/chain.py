@@ -109,7 +109,10 @@ def build_chain(
         nodes.append(source)
         before = source.name
     for name, kind, op in stages:
-        node = Node(prefix + name, Chained(kind, op, driven), (str(before),), input_schema)
+        # what flows on when a stage appends nothing: the legacy chain passed the stream's
+        # empty rows between its stages; the last stage's rows are the result's
+        empty = compiled.output_schema if name == "main" else input_schema
+        node = Node(prefix + name, Chained(kind, op, driven), (str(before),), empty)
         if side is not None:
             node.late = node.errors = side
         nodes.append(node)

@@ -9,14 +9,17 @@ reads them under those names.
   the other side that is not late could still match it.
 - ``regular``: no time bound; a row is kept for ``ttl_ms`` of event time
   (``WITH (state_ttl = '1 hour')``).
-- ``window``: each side is a windowed aggregate; rows of one window and key meet when
-  both sides have closed the window.
+- ``window``: each side is a windowed aggregate (a subquery); rows of one window meet
+  when both sides have closed it: an interval join on ``window_end`` with no slack.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from headwater.engine.plan import Plan
 
 JoinKind = Literal["interval", "regular", "window"]
 JoinHow = Literal["inner", "left"]
@@ -24,11 +27,13 @@ JoinHow = Literal["inner", "left"]
 
 @dataclass(frozen=True, slots=True)
 class JoinSide:
-    """One input of a join: the stream, its alias and the event-time column."""
+    """One input of a join: the stream, its alias and the event-time column; ``plan`` when
+    the input is a subquery (a windowed aggregate of ``stream``)."""
 
     stream: str
     alias: str
     time_column: str
+    plan: Plan | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,13 +15,12 @@ types becomes a string), plus ``_stream``, the stream the row came from.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pyarrow as pa
 
 from headwater.engine.chain import build_chain
-from headwater.engine.compile import Compiled
-from headwater.engine.graph import STREAM_PREFIX, Graph, Node
+from headwater.engine.graph import STREAM_PREFIX, Node
 from headwater.engine.join_spec import StreamJoin
 from headwater.engine.models import Models
 from headwater.engine.operators.base import ERROR_COLUMNS, LATE_COLUMNS
@@ -31,17 +30,10 @@ from headwater.engine.operators.source import Source
 from headwater.engine.plan import Plan
 from headwater.engine.received import RECEIVED_AT, RECEIVED_TYPE, with_received_at
 from headwater.engine.references import ReferenceTables
+from headwater.engine.subgraph import Built, build_nodes
 from headwater.errors import BadRequest, QueryError
 
 STREAM_COLUMN = "_stream"
-
-
-@dataclass(frozen=True, slots=True)
-class JoinGraph:
-    graph: Graph
-    compiled: Compiled
-    input_schemas: dict[str, pa.Schema]
-    late_schema: pa.Schema  # without the late/error columns: the pipeline's ``input_schema``
 
 
 def build_join_graph(
@@ -49,13 +41,22 @@ def build_join_graph(
     schemas: Mapping[str, pa.Schema],
     refs: ReferenceTables,
     models: Models | None = None,
-) -> JoinGraph:
+    prefix: str = "",
+) -> Built:
     spec = plan.stream_join
     assert spec is not None
     label = f"pipeline {plan.name}"
-    sides = (spec.left, spec.right)
-    inputs = []
-    for side in sides:
+    nodes: list[Node] = []
+    inputs, ports, lates, streams = [], [], [], {}
+    for side, name in ((spec.left, "left"), (spec.right, "right")):
+        if side.plan is not None:  # a windowed aggregate: its nodes, then the join
+            built = build_nodes(side.plan, schemas, refs, models, f"{prefix}{side.alias}.")
+            nodes += built.nodes
+            ports.append(built.sink)
+            inputs.append(JoinInput(side, built.compiled.output_schema))
+            lates.append(built.late_schema)
+            streams.update(built.input_schemas)
+            continue
         if side.stream not in schemas:
             raise BadRequest(f"{label} reads stream {side.stream!r}, which does not exist",
                              code="unknown_stream")  # fmt: skip
@@ -63,9 +64,15 @@ def build_join_graph(
         if side.time_column == RECEIVED_AT and RECEIVED_AT not in schema.names:
             schema = schema.append(pa.field(RECEIVED_AT, RECEIVED_TYPE))
         _check_time(schema, side.stream, side.time_column, label)
+        source = Source(side.stream, side.time_column, plan.options)
+        nodes.append(Node(prefix + name, source, (STREAM_PREFIX + side.stream,)))
+        ports.append(prefix + name)
         inputs.append(JoinInput(side, schema))
+        lates.append(schema)
+        streams[side.stream] = schema
     left, right = inputs
-    rows = union_schema(left.schema, right.schema)
+    rows = union_schema(*lates)
+    sides = (spec.left, spec.right)
 
     def side_rows(table: pa.Table, port: int) -> pa.Table:
         return to_union(table, rows, sides[port].stream, {})
@@ -83,18 +90,11 @@ def build_join_graph(
     def chain_rows(table: pa.Table | None) -> pa.Table | None:
         return None if table is None else to_union(table, rows, "", names)
 
-    nodes = [
-        Node("left", Source(spec.left.stream, spec.left.time_column, plan.options),
-             (STREAM_PREFIX + spec.left.stream,)),
-        Node("right", Source(spec.right.stream, spec.right.time_column, plan.options),
-             (STREAM_PREFIX + spec.right.stream,)),
-        Node("join", join, ("left", "right"), joined),
-    ]  # fmt: skip
+    nodes.append(Node(prefix + "join", join, tuple(ports), joined))
     rest = replace(plan, stream_join=None, dedup=None)
-    chain = build_chain(rest, joined, refs, models, upstream="join", side=chain_rows)
-    nodes += chain.nodes
-    schemas_in = {left.side.stream: left.schema, right.side.stream: right.schema}
-    return JoinGraph(Graph(nodes), chain.compiled, schemas_in, rows)
+    chain = build_chain(rest, joined, refs, models, upstream=prefix + "join", prefix=prefix,
+                        side=chain_rows)  # fmt: skip
+    return Built(nodes + chain.nodes, chain.compiled, streams, rows)
 
 
 def _check_time(schema: pa.Schema, stream: str, column: str, label: str) -> None:

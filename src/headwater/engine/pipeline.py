@@ -40,15 +40,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from headwater.engine.chain import build_chain, legacy_names
+from headwater.engine.chain import legacy_names
 from headwater.engine.compile import Compiled
 from headwater.engine.graph import Graph, pack_graph, unpack_graph
 from headwater.engine.models import Models
 from headwater.engine.operators.base import StepOutput, error_schema, late_schema
 from headwater.engine.plan import Plan
-from headwater.engine.received import as_received_at, with_received_at
+from headwater.engine.received import as_received_at
 from headwater.engine.references import InMemoryReferenceTables, ReferenceTables
 from headwater.engine.sql.planner import plan_pipeline
+from headwater.engine.subgraph import build_nodes
 from headwater.errors import Conflict
 
 # 1: ``op{i}`` per operator of the chain; 2: per graph node, by name (``chain.LEGACY``)
@@ -64,27 +65,14 @@ class Pipeline:
         references: ReferenceTables | None = None,
         models: Models | None = None,
     ) -> None:
-        refs = references or InMemoryReferenceTables()
         self.plan = plan
-        self.graph: Graph
-        self.compiled: Compiled
-        if plan.stream_join is not None:
-            from headwater.engine.joins import build_join_graph
-
-            schemas = dict(input_schema) if isinstance(input_schema, Mapping) else {}
-            built = build_join_graph(plan, schemas, refs, models)
-            self.graph, self.compiled = built.graph, built.compiled
-            self.input_schemas = built.input_schemas
-            self.input_schema = built.late_schema
-            return
-        if isinstance(input_schema, Mapping):
-            input_schema = input_schema[plan.source]
-        input_schema = with_received_at(plan.sql, input_schema)
-        self.input_schema = input_schema
-        self.input_schemas = {plan.source: input_schema}
-        chain = build_chain(plan, input_schema, refs, models, side=self._rows)
-        self.graph = Graph(chain.nodes)
-        self.compiled = chain.compiled
+        if not isinstance(input_schema, Mapping):
+            input_schema = {plan.source: input_schema}
+        built = build_nodes(plan, input_schema, references or InMemoryReferenceTables(), models)
+        self.graph = Graph(built.nodes)
+        self.compiled: Compiled = built.compiled
+        self.input_schemas = built.input_schemas
+        self.input_schema = built.late_schema  # what late and error rows hold
 
     @classmethod
     def from_sql(
@@ -94,8 +82,10 @@ class Pipeline:
         references: ReferenceTables | None = None,
         streams: Collection[str] = (),
         models: Models | None = None,
+        pipelines: Mapping[str, str] | None = None,
     ) -> Pipeline:
-        return cls(plan_pipeline(sql, streams=streams), input_schema, references, models)
+        plan = plan_pipeline(sql, streams=streams, pipelines=pipelines)
+        return cls(plan, input_schema, references, models)
 
     @property
     def name(self) -> str:
@@ -129,13 +119,6 @@ class Pipeline:
         """Run one micro-batch of ``stream`` (the pipeline's only one by default) through."""
         data = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
         return self.graph.process(stream or self.plan.source, as_received_at(data), now_ms)
-
-    def _rows(self, table: pa.Table | None) -> pa.Table | None:
-        """Late or error rows as the stream had them: without the model stage's scores."""
-        if table is None or not self.plan.predictions:
-            return table
-        hidden = {p.column for p in self.plan.predictions}
-        return table.select([n for n in table.schema.names if n not in hidden])
 
     def on_time(self, now_ms: int) -> StepOutput:
         """Processing time passed: idle watermark advance, windows that close because of it."""

@@ -40,6 +40,8 @@ from headwater.engine.operators.query import BATCH, BatchQuery, conform, quote
 from headwater.engine.state import pack, unpack
 from headwater.engine.watermark import NO_WATERMARK
 
+KINDS = {"interval": OperatorKind.INTERVAL_JOIN, "regular": OperatorKind.REGULAR_JOIN,
+         "window": OperatorKind.WINDOW_JOIN}  # fmt: skip
 TS, SEQ, MATCHED = "_hw_ts", "_hw_seq", "_hw_matched"
 OTHER = "__hw_other"
 LEFT_SEQ = "__hw_lseq"
@@ -93,9 +95,7 @@ class StreamJoinOperator:
         side_rows: SideRows,
         label: str,
     ) -> None:
-        self.kind = OperatorKind.INTERVAL_JOIN if spec.kind == "interval" else (
-            OperatorKind.REGULAR_JOIN
-        )  # fmt: skip
+        self.kind = KINDS[spec.kind]
         self.spec = spec
         self.inputs = inputs
         self.lateness = lateness_ms

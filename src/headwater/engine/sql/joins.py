@@ -11,6 +11,7 @@ The SELECT list, WHERE, GROUP BY and HAVING then read the joined rows: ``a.x`` i
 column ``"a.x"`` of the joined rows, and a bare ``x`` the side that has it (``joins``
 adds bare names for columns only one side has). The ON condition runs as written.
 
+>>> from headwater.engine.sql.planner import plan_pipeline
 >>> plan = plan_pipeline(
 ...     "CREATE PIPELINE j AS SELECT a.k, b.v FROM s1 a JOIN s2 b "
 ...     "ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '10 seconds' AND b.ts",
@@ -34,18 +35,22 @@ from headwater.engine.sql.text import Statement, node_offset, syntax_error, unsu
 from headwater.model.time import parse_duration_ms
 
 JOINED = "__hw_joined"
+WINDOW_END = "window_end"
 RECEIVED_AT = "_received_at"  # ``headwater.engine.received`` (which reads this package)
 JOIN_OPTIONS = ("state_ttl", "time_columns")
 PlanSelect = Callable[[Statement, exp.Select], Plan]
 
 
 def is_stream_join(select: exp.Select, streams: Collection[str]) -> bool:
-    """Whether ``select`` joins two streams (a JOIN whose table is a stream)."""
+    """Whether ``select`` joins two streams, or two subqueries (a window join)."""
+    from_ = select.args.get("from_")
+    first = from_.this if from_ is not None else None
+    own = first.name if isinstance(first, exp.Table) else None
     for join in select.args.get("joins") or []:
         table = join.this
+        if isinstance(table, exp.Subquery) or isinstance(first, exp.Subquery):
+            return True
         if isinstance(table, exp.Table) and isinstance(table.this, exp.Identifier):
-            first = select.args["from_"].this if select.args.get("from_") else None
-            own = first.name if isinstance(first, exp.Table) else None
             if table.name in streams or table.name == own:
                 return True
     return False
@@ -59,7 +64,9 @@ class _Bound:
     right_time: str | None = None
 
 
-def plan_stream_join(statement: Statement, select: exp.Select, plan_select: PlanSelect) -> Plan:
+def plan_stream_join(
+    statement: Statement, select: exp.Select, plan_select: PlanSelect, plan_side: PlanSelect
+) -> Plan:
     """The join's spec, and the rest of the query planned over the joined rows."""
     sql = statement.sql
     statement, ttl, times = _join_options(statement)
@@ -68,40 +75,77 @@ def plan_stream_join(statement: Statement, select: exp.Select, plan_select: Plan
         at = node_offset(joins[1]) if len(joins) > 1 else node_offset(select)
         raise unsupported("join of more than two streams", sql, at, "join two streams at a time")
     join = joins[0]
-    first = select.args["from_"].this
-    if not isinstance(first, exp.Table) or not isinstance(first.this, exp.Identifier):
-        raise unsupported("this join input", sql, node_offset(first), "join two named streams")
-    _plain_table(first, sql)
-    _plain_table(join.this, sql)
     how = _how(join, sql)
-    left = (first.name, first.alias or first.name)
-    right = (join.this.name, join.this.alias or join.this.name)
-    if left[1] == right[1]:
+    left = _input(select.args["from_"].this, statement, plan_side)
+    right = _input(join.this, statement, plan_side)
+    if left.alias == right.alias:
         raise unsupported("one alias for both streams", sql, node_offset(join), "alias them")
     on = join.args.get("on")
     if on is None:
         raise unsupported("join of streams without ON", sql, node_offset(join), "write ON ...")
-    bound = _bounds(on, left[1], right[1], sql)
+    bound = _bounds(on, left.alias, right.alias, sql)
     condition = str(on.sql(dialect="duckdb"))
-    if bound.lower is not None and bound.upper is not None:
-        spec = StreamJoin("interval", how, JoinSide(*left, str(bound.left_time)),
-                          JoinSide(*right, str(bound.right_time)), condition,
+    if left.plan is not None or right.plan is not None:
+        spec = _window_join(how, left, right, condition, bound, sql, node_offset(on))
+    elif bound.lower is not None and bound.upper is not None:
+        spec = StreamJoin("interval", how, replace(left, time_column=str(bound.left_time)),
+                          replace(right, time_column=str(bound.right_time)), condition,
                           lower_ms=bound.lower, upper_ms=bound.upper)  # fmt: skip
     elif ttl is not None:
-        lt, rt = _time_columns(times, left[1], right[1], sql)
-        spec = StreamJoin("regular", how, JoinSide(*left, lt), JoinSide(*right, rt), condition,
-                          ttl_ms=ttl)  # fmt: skip
+        lt, rt = _time_columns(times, left.alias, right.alias, sql)
+        spec = StreamJoin("regular", how, replace(left, time_column=lt),
+                          replace(right, time_column=rt), condition, ttl_ms=ttl)  # fmt: skip
     else:
         raise unsupported(
             "join of two streams without a time bound",
             sql,
             node_offset(on),
-            f"bound the time, e.g. {left[1]}.ts BETWEEN {right[1]}.ts - INTERVAL '10 seconds' "
-            f"AND {right[1]}.ts, or keep rows for a while with WITH (state_ttl = '1 hour')",
+            f"bound the time, e.g. {left.alias}.ts BETWEEN {right.alias}.ts - INTERVAL "
+            f"'10 seconds' AND {right.alias}.ts, or keep rows for a while with "
+            "WITH (state_ttl = '1 hour')",
         )
-    rest = _over_joined(select, (left[1], right[1]), sql)
+    rest = _over_joined(select, (left.alias, right.alias), sql)
     plan = plan_select(statement, rest)
-    return replace(plan, source=left[0], source_alias=JOINED, stream_join=spec)
+    return replace(plan, source=left.stream, source_alias=JOINED, stream_join=spec)
+
+
+def _input(node: exp.Expr, statement: Statement, plan_side: PlanSelect) -> JoinSide:
+    """One side: a stream (time column found later), or a windowed aggregate subquery."""
+    sql = statement.sql
+    if isinstance(node, exp.Subquery) and isinstance(node.this, exp.Select):
+        if not node.alias:
+            raise unsupported("subquery without an alias", sql, node_offset(node), "alias it")
+        plan = plan_side(statement, node.this)
+        if plan.window is None or not plan.grouped or plan.options.emit != "final":
+            raise unsupported(
+                "join of a subquery that is not a windowed aggregate", sql, node_offset(node),
+                "join streams, or two windowed aggregates (GROUP BY window_start, window_end, "
+                "emit = 'final') on window_end",
+            )  # fmt: skip
+        return JoinSide(plan.source, node.alias, WINDOW_END, plan)
+    if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
+        raise unsupported("this join input", sql, node_offset(node), "join two named streams")
+    _plain_table(node, sql)
+    return JoinSide(node.name, node.alias or node.name, "")
+
+
+def _window_join(
+    how: JoinHow, left: JoinSide, right: JoinSide, condition: str, bound: _Bound, sql: str,
+    at: int | None,
+) -> StreamJoin:  # fmt: skip
+    """Two windowed aggregates joined on their windows: each window's rows meet once both
+    sides closed it (an interval join on ``window_end`` with no slack)."""
+    windows = {s.plan.window for s in (left, right) if s.plan is not None}
+    same = len(windows) == 1 and left.plan is not None and right.plan is not None
+    on_end = (bound.lower, bound.upper, bound.left_time, bound.right_time) == (
+        0, 0, WINDOW_END, WINDOW_END)  # fmt: skip
+    if not same or not on_end:
+        raise unsupported(
+            "window join" if same else "join of a windowed aggregate with a stream", sql, at,
+            f"join two aggregates of the same windows ON ... AND {left.alias}.window_end = "
+            f"{right.alias}.window_end",
+        )  # fmt: skip
+    return StreamJoin("window", how, left, right, condition)
 
 
 def _join_options(statement: Statement) -> tuple[Statement, int | None, str | None]:
@@ -154,10 +198,17 @@ def _bounds(on: exp.Expr, left: str, right: str, sql: str) -> _Bound:
         if isinstance(part, exp.Between):
             bound = _compare(bound, part.this, part.args["low"], ">=", left, right, sql)
             bound = _compare(bound, part.this, part.args["high"], "<=", left, right, sql)
+        elif isinstance(part, exp.EQ) and _names(part) == {WINDOW_END}:
+            bound = _compare(bound, part.this, part.expression, ">=", left, right, sql)
+            bound = _compare(bound, part.this, part.expression, "<=", left, right, sql)
         elif isinstance(part, exp.GTE | exp.GT | exp.LTE | exp.LT):
             op = ">=" if isinstance(part, exp.GTE | exp.GT) else "<="
             bound = _compare(bound, part.this, part.expression, op, left, right, sql)
     return bound
+
+
+def _names(part: exp.Expr) -> set[str]:
+    return {str(c.name).lower() for c in (part.this, part.expression) if isinstance(c, exp.Column)}
 
 
 def _compare(
