@@ -14,7 +14,7 @@ types becomes a string), plus ``_stream``, the stream the row came from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import pyarrow as pa
@@ -48,10 +48,12 @@ def build_join_graph(
     label = f"pipeline {plan.name}"
     nodes: list[Node] = []
     inputs, ports, lates, streams = [], [], [], {}
+    inner: list[tuple[str, list[Node]]] = []  # the nodes of each windowed aggregate
     for side, name in ((spec.left, "left"), (spec.right, "right")):
         if side.plan is not None:  # a windowed aggregate: its nodes, then the join
             built = build_nodes(side.plan, schemas, refs, models, f"{prefix}{side.alias}.")
             nodes += built.nodes
+            inner.append((side.stream, built.nodes))
             ports.append(built.sink)
             inputs.append(JoinInput(side, built.compiled.output_schema))
             lates.append(built.late_schema)
@@ -73,6 +75,10 @@ def build_join_graph(
     left, right = inputs
     rows = union_schema(*lates)
     sides = (spec.left, spec.right)
+    for stream, side_nodes in inner:  # their late rows in the join's late table
+        for node in side_nodes:
+            node.late = _to_union(node.late, rows, stream)
+            node.errors = _to_union(node.errors, rows, stream)
 
     def side_rows(table: pa.Table, port: int) -> pa.Table:
         return to_union(table, rows, sides[port].stream, {})
@@ -95,6 +101,16 @@ def build_join_graph(
     chain = build_chain(rest, joined, refs, models, upstream=prefix + "join", prefix=prefix,
                         side=chain_rows)  # fmt: skip
     return Built(nodes + chain.nodes, chain.compiled, streams, rows)
+
+
+def _to_union(
+    side: Callable[[pa.Table | None], pa.Table | None], rows: pa.Schema, stream: str
+) -> Callable[[pa.Table | None], pa.Table | None]:
+    def to(table: pa.Table | None) -> pa.Table | None:
+        table = side(table)
+        return None if table is None else to_union(table, rows, stream, {})
+
+    return to
 
 
 def _check_time(schema: pa.Schema, stream: str, column: str, label: str) -> None:

@@ -50,9 +50,9 @@ def is_stream_join(select: exp.Select, streams: Collection[str]) -> bool:
         table = join.this
         if isinstance(table, exp.Subquery) or isinstance(first, exp.Subquery):
             return True
-        if isinstance(table, exp.Table) and isinstance(table.this, exp.Identifier):
-            if table.name in streams or table.name == own:
-                return True
+        named = isinstance(table, exp.Table) and isinstance(table.this, exp.Identifier)
+        if named and (table.name in streams or table.name == own):
+            return True
     return False
 
 
