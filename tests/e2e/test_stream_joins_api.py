@@ -91,3 +91,77 @@ def test_join_of_two_streams_without_a_bound_answers_400(server: Server) -> None
         r = c.post("/v1/pipelines", json={"sql": sql})
         assert r.status_code == 400
         assert "join of two streams without a time bound" in r.json()["error"]["message"]
+
+
+PER_MINUTE = ("SELECT device_id, window_start, window_end, count(*) AS n, max(temperature) AS hi "
+              "FROM TUMBLE({s}, ts, INTERVAL '1 minute') GROUP BY device_id, window_start, window_end")  # fmt: skip
+BATCH_PER_MINUTE = ("SELECT device_id, time_bucket(INTERVAL '1 minute', ts) AS window_start, "
+                    "count(*) AS n, max(temperature) AS hi FROM {s} "
+                    "WHERE event_id NOT LIKE '%end' GROUP BY ALL")  # fmt: skip
+
+
+def readings(prefix: str, count: int, step: float) -> list[dict[str, Any]]:
+    return [{"device_id": f"d{i % 3}", "ts": ts(i * step), "temperature": float(i % 13),
+             "event_id": f"{prefix}{i}"} for i in range(count)]  # fmt: skip
+
+
+def test_a_pipeline_over_a_pipeline_and_a_subquery_match_duckdb_batch(server: Server) -> None:
+    with server.client() as c:
+        s = stream(c, "ch")
+        up = f"CREATE PIPELINE {s}_dev AS {PER_MINUTE.format(s=s)}"
+        assert c.post("/v1/pipelines", json={"sql": up}).status_code == 201
+        over = (f"CREATE PIPELINE {s}_top AS SELECT window_start, max(n) AS busiest, "
+                f"max(hi) AS hottest FROM {s}_dev GROUP BY window_start, window_end")  # fmt: skip
+        r = c.post("/v1/pipelines", json={"sql": over})
+        assert r.status_code == 201, r.text
+        kinds = [o["kind"] for o in r.json()["operators"]]
+        assert kinds == ["source", "window_aggregate", "window_aggregate"]
+        sub = (f"CREATE PIPELINE {s}_hot AS SELECT device_id, window_start, n FROM "
+               f"({PER_MINUTE.format(s=s)}) w WHERE hi >= 12")  # fmt: skip
+        assert c.post("/v1/pipelines", json={"sql": sub}).status_code == 201
+        send(c, s, readings("e", 200, 1.3))  # 10:00 .. 10:04:20
+        send(c, s, [{"device_id": "x", "ts": ts(900), "temperature": 0.0, "event_id": "end"}])
+        per = BATCH_PER_MINUTE.format(s=s)
+        want_top = c.post("/v1/query", json={"sql": (
+            f"SELECT window_start, max(n), max(hi) FROM ({per}) GROUP BY 1")}).json()["rows"]  # fmt: skip
+        want_hot = c.post("/v1/query", json={"sql": (
+            f"SELECT device_id, window_start, n FROM ({per}) WHERE hi >= 12")}).json()["rows"]  # fmt: skip
+        assert len(want_top) == 5 and want_hot
+        got_top = wait_for(lambda: (lambda r: r if len(r) >= 5 else None)(
+            rows_of(c, f"{s}_top", ["window_start", "busiest", "hottest"])))  # fmt: skip
+        assert got_top == sorted(want_top, key=repr)
+        got_hot = wait_for(lambda: (lambda r: r if len(r) >= len(want_hot) else None)(
+            rows_of(c, f"{s}_hot", ["device_id", "window_start", "n"])))  # fmt: skip
+        assert got_hot == sorted(want_hot, key=repr)
+        r = c.delete(f"/v1/pipelines/{s}_dev")
+        assert r.status_code == 409 and f"{s}_top" in r.json()["error"]["message"]
+
+
+def test_a_window_join_of_two_streams_matches_duckdb_batch(server: Server) -> None:
+    with server.client() as c:
+        a, b = stream(c, "wa"), stream(c, "wb")
+        body = (
+            "SELECT x.device_id, x.window_start, x.n AS a_n, y.n AS b_n, y.hi AS b_hi FROM "
+            f"({PER_MINUTE.format(s=a)}) x LEFT JOIN ({PER_MINUTE.format(s=b)}) y "
+            "ON x.device_id = y.device_id AND x.window_start = y.window_start "
+            "AND x.window_end = y.window_end"
+        )
+        r = c.post("/v1/pipelines", json={"sql": f"CREATE PIPELINE {a}_wj AS {body}"})
+        assert r.status_code == 201, r.text
+        assert "window_join" in [o["kind"] for o in r.json()["operators"]]
+        send(c, a, readings("a", 120, 1.5))  # 10:00 .. 10:02:58
+        send(c, b, [e for e in readings("b", 150, 0.8) if e["device_id"] != "d2"])
+        end = {"device_id": "x", "ts": ts(900), "temperature": 0.0}
+        send(c, a, [{**end, "event_id": "a_end"}])
+        send(c, b, [{**end, "event_id": "b_end"}])
+        batch = (
+            "SELECT x.device_id, x.window_start, x.n, y.n, y.hi FROM "
+            f"({BATCH_PER_MINUTE.format(s=a)}) x LEFT JOIN ({BATCH_PER_MINUTE.format(s=b)}) y "
+            "ON x.device_id = y.device_id AND x.window_start = y.window_start"
+        )
+        want = sorted(c.post("/v1/query", json={"sql": batch}).json()["rows"], key=repr)
+        assert len(want) == 9 and any(w[3] is None for w in want)
+        columns = ["device_id", "window_start", "a_n", "b_n", "b_hi"]
+        got = wait_for(lambda: (lambda r: r if len(r) >= len(want) else None)(
+            rows_of(c, f"{a}_wj", columns)))  # fmt: skip
+        assert got == want

@@ -11,7 +11,8 @@ import structlog
 
 from headwater.catalog.sqlite import PipelineRecord
 from headwater.engine import Pipeline, plan_pipeline
-from headwater.errors import BadRequest, NotFound
+from headwater.engine.plan import Plan
+from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.ingest.streams import StreamState
 from headwater.log.ports import LogEntry
 from headwater.model.names import check_free
@@ -53,7 +54,10 @@ class PipelineManager:
 
     # lifecycle --------------------------------------------------------------------
     def start_all(self) -> None:
-        for rec in self._p.catalog.pipelines():
+        records = list(self._p.catalog.pipelines())
+        for rec in records:  # known before any is built: one may read another
+            self._records[(rec.tenant, rec.name)] = rec
+        for rec in records:
             try:
                 pins = self._p.catalog.pipeline_models(rec.tenant, rec.name)
                 runner = self._build(rec.tenant, rec.sql, pins)
@@ -119,6 +123,13 @@ class PipelineManager:
 
     def drop(self, tenant: str, name: str, drop_tables: bool) -> None:
         runner = self._runner(tenant, name)
+        readers = [r.name for (t, _), r in self._runners.items()
+                   if t == tenant and r.name != name and name in reads(r.pipeline.plan)]  # fmt: skip
+        if readers:
+            raise Conflict(
+                f"pipeline {name!r} is read by {', '.join(sorted(readers))} (FROM {name}); "
+                "drop those first", code="pipeline_in_use",
+            )  # fmt: skip
         runner.stop()
         self._p.catalog.drop_pipeline(tenant, name)
         self._p.catalog.set_pipeline_models(tenant, name, {})
@@ -188,6 +199,7 @@ class PipelineManager:
         lat = sorted(c.batch_ms)
         out.update(
             source=plan.source, inputs=list(plan.inputs), kind=plan.kind, emit=plan.options.emit,
+            operators=[{"node": n.name, "kind": n.op.kind.value} for n in runner.pipeline.graph.nodes],
             output_key=list(runner.pipeline.output_key),
             watermark=ms_to_datetime(wm) if wm is not None else None,
             watermark_ms=wm,
@@ -227,7 +239,9 @@ class PipelineManager:
     # internals --------------------------------------------------------------------
     def _build(self, tenant: str, sql: str, pins: dict[str, int] | None = None) -> PipelineRunner:
         streams = [s.schema.name for s in self._p.streams.in_tenant(tenant)]
-        plan = plan_pipeline(sql, streams=streams)
+        # ``FROM <pipeline>`` reads that pipeline's query, computed again in this one
+        pipelines = {n: r.sql for (t, n), r in self._records.items() if t == tenant}
+        plan = plan_pipeline(sql, streams=streams, pipelines=pipelines)
         if plan.options.idle_timeout_ms is None and self._p.settings.idle_timeout:
             idle = parse_duration_ms(self._p.settings.idle_timeout)
             plan = replace(plan, options=replace(plan.options, idle_timeout_ms=idle))
@@ -278,6 +292,17 @@ class PipelineManager:
     def _fail(self, tenant: str, name: str, reason: str) -> None:
         log.error("pipeline_failed", tenant=tenant, pipeline=name, reason=reason)
         self._set(tenant, name, "failed", reason)
+
+
+def reads(plan: Plan) -> set[str]:
+    """The pipelines ``plan`` reads (``FROM <pipeline>``), at any depth."""
+    inner = [plan.inner] if plan.inner is not None else []
+    if plan.stream_join is not None:
+        inner += [s.plan for s in (plan.stream_join.left, plan.stream_join.right) if s.plan]
+    out: set[str] = set()
+    for p in inner:
+        out |= reads(p) | ({p.name} if p.name != plan.name else set())
+    return out
 
 
 def runner_inputs(tombstones: Tombstones, states: list[StreamState]) -> list[RunnerInput]:
