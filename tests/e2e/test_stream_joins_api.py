@@ -165,3 +165,24 @@ def test_a_window_join_of_two_streams_matches_duckdb_batch(server: Server) -> No
         got = wait_for(lambda: (lambda r: r if len(r) >= len(want) else None)(
             rows_of(c, f"{a}_wj", columns)))  # fmt: skip
         assert got == want
+
+
+def test_a_regular_join_with_a_state_ttl_matches_duckdb_batch(server: Server) -> None:
+    with server.client() as c:
+        a, b = stream(c, "ra"), stream(c, "rb")
+        body = (f"SELECT x.event_id AS a_id, y.event_id AS b_id, y.temperature - x.temperature "
+                f"AS diff FROM {a} x JOIN {b} y ON x.device_id = y.device_id "
+                "AND x.status <> y.status")  # fmt: skip
+        sql = (f"CREATE PIPELINE {a}_r AS {body} "
+               "WITH (state_ttl = '1 hour', time_columns = 'x.ts, y.ts')")  # fmt: skip
+        r = c.post("/v1/pipelines", json={"sql": sql})
+        assert r.status_code == 201, r.text
+        assert "regular_join" in [o["kind"] for o in r.json()["operators"]]
+        statuses = ["ok", "warn", "error"]
+        send(c, a, [{**e, "status": statuses[i % 3]} for i, e in enumerate(readings("a", 40, 5))])
+        send(c, b, [{**e, "status": statuses[i % 2]} for i, e in enumerate(readings("b", 30, 7))])
+        want = sorted(c.post("/v1/query", json={"sql": body}).json()["rows"], key=repr)
+        assert len(want) > 50
+        got = wait_for(lambda: (lambda r: r if len(r) >= len(want) else None)(
+            rows_of(c, f"{a}_r", ["a_id", "b_id", "diff"])))  # fmt: skip
+        assert got == want

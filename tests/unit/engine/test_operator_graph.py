@@ -33,7 +33,6 @@ def test_a_single_stream_pipeline_is_a_chain_of_kinds() -> None:
     p = Pipeline.from_sql(SQL, SCHEMA)
     kinds = [n.op.kind for n in p.graph.nodes]
     assert kinds == [OperatorKind.SOURCE, OperatorKind.DEDUP, OperatorKind.WINDOW_AGGREGATE]
-    statuses = dict((n.name, st) for n, st in p.graph.statuses())
     p.process(FIRST, 0)
     statuses = {n.name: st for n, st in p.graph.statuses()}
     assert statuses["dedup"].dropped_duplicates == 1 and statuses["source"].rows_in == 3

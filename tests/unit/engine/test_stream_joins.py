@@ -195,3 +195,5 @@ def test_a_self_join_reads_each_batch_once_and_equals_the_batch_join() -> None:
     con.register("clicks", table)
     assert sorted_rows(out.appends) == sorted_rows(con.sql(body).to_arrow_table())
     assert p.status()["rows_in"] == table.num_rows
+    late = p.process(rows_of(CLICKS, [("a", 0, 1.0)], 99), 0, "clicks").late
+    assert late is not None and late["rid"].to_pylist() == [99]  # once, not once per side

@@ -103,6 +103,9 @@ class StreamJoinOperator:
         self.held = [inputs[0].held.append(pa.field(MATCHED, pa.bool_())).empty_table(),
                      inputs[1].held.empty_table()]  # fmt: skip
         self.watermark = NO_WATERMARK
+        # a stream joined with itself: both sides get each batch, judged by the same cut,
+        # so the second side's late and error rows would repeat the first's
+        self.echo = spec.left.stream == spec.right.stream and spec.kind != "window"
         self.seq = 0
         self.counters = Counters()
         items = [f"{quote(a)}.{quote(c)} AS {quote(f.name)}" for a, c, f in joined_columns(*inputs)]
@@ -157,6 +160,8 @@ class StreamJoinOperator:
             self.held[0] = held.set_column(held.num_columns - 1, MATCHED, pa.array(now))
         self.held[port] = pa.concat_tables([self.held[port], rows])
         pairs = add_bare(result.rows.drop_columns([LEFT_SEQ]), self.output_schema)
+        if port == 1 and self.echo:
+            late, errors = [], []
         out = StepOutput(appends=pairs, late=concat(late),
                          errors=concat(errors))  # fmt: skip
         return self.counters.count(out, n)
