@@ -45,6 +45,7 @@ KINDS = {"interval": OperatorKind.INTERVAL_JOIN, "regular": OperatorKind.REGULAR
 TS, SEQ, MATCHED = "_hw_ts", "_hw_seq", "_hw_matched"
 OTHER = "__hw_other"
 LEFT_SEQ = "__hw_lseq"
+MAX_CHUNKS = 32
 SideRows = Callable[[pa.Table, int], pa.Table]  # late/error rows of a side (port) → pipeline's
 
 
@@ -158,7 +159,9 @@ class StreamJoinOperator:
             held = self.held[0]
             now = np.isin(held[SEQ].to_numpy(), matched) | held[MATCHED].to_numpy()
             self.held[0] = held.set_column(held.num_columns - 1, MATCHED, pa.array(now))
-        self.held[port] = pa.concat_tables([self.held[port], rows])
+        held = pa.concat_tables([self.held[port], rows])
+        # one chunk per batch would make every later join scan many small chunks
+        self.held[port] = held.combine_chunks() if held[SEQ].num_chunks > MAX_CHUNKS else held
         pairs = add_bare(result.rows.drop_columns([LEFT_SEQ]), self.output_schema)
         if port == 1 and self.echo:
             late, errors = [], []

@@ -14,11 +14,13 @@ Expressions (CASE, casts, string and math functions) are DuckDB's.
 ('window', 60000, ('device_id', 'window_start'), 'changes')
 
 Refused, with the construct and its position: ORDER BY, LIMIT, OFFSET, DISTINCT,
-QUALIFY, WINDOW, CTEs, UNION and other set operations, subqueries, window functions
+QUALIFY, WINDOW, CTEs, UNION and other set operations, subqueries outside FROM
+(one in FROM, or ``FROM <pipeline>``, nests a pipeline: ``subqueries``), window functions
 (OVER) — except the anomaly functions (``scoring``), bounded OVER aggregates
 (``over``) and window Top-N (``topn``) — joins other than [LEFT] JOIN of a reference
-table or of two streams (``joins``), unknown table functions, unknown or non-mergeable aggregates, nested aggregates,
-columns neither grouped nor aggregated, GROUP BY without a window unless
+table or of two streams (``joins``), unknown table functions, unknown or non-mergeable
+aggregates, nested aggregates, columns neither grouped nor aggregated, GROUP BY without
+a window unless
 emit = 'changes', HAVING with emit = 'changes', SESSION with emit = 'changes'.
 """
 
