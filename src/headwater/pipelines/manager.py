@@ -203,7 +203,7 @@ class PipelineManager:
             output_key=list(runner.pipeline.output_key),
             watermark=ms_to_datetime(wm) if wm is not None else None,
             watermark_ms=wm,
-            committed_offset=runner.offset,
+            committed_offset=runner.offset, committed_offsets=dict(runner.offsets),
             metrics={
                 "rows_in": c.rows_in, "rows_out": c.rows_out, "late_rows": c.late_rows,
                 "error_rows": c.error_rows, "commits": c.commits,

@@ -97,7 +97,7 @@ def cut(t: pa.Table, sizes: list[int], stream: str = "sa") -> list[tuple[str, pa
     return out
 
 
-@settings(max_examples=examples(40), deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(rows=ROWS, sizes=CUTS, delay=st.sampled_from([0, 20_000, 400_000]),
        restore=st.none() | st.integers(0, 4))  # fmt: skip
 def test_an_aggregate_of_windowed_aggregates_equals_the_nested_batch_query(
@@ -144,7 +144,7 @@ WINDOW_JOIN = (
 )
 
 
-@settings(max_examples=examples(40), deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(left=ROWS, right=ROWS, sizes=CUTS, order=st.randoms(use_true_random=False),
        how=st.sampled_from(["JOIN", "LEFT JOIN"]), delay=st.sampled_from([0, 30_000]),
        restore=st.none() | st.integers(0, 5))  # fmt: skip

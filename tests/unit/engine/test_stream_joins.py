@@ -77,7 +77,7 @@ ROW = st.tuples(st.sampled_from(["a", "b", "c", None]), st.integers(0, 90_000),
 STREAM_ROWS = st.lists(ROW, max_size=25)
 
 
-@settings(max_examples=examples(60), deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     clicks=STREAM_ROWS,
     views=STREAM_ROWS,
