@@ -186,3 +186,27 @@ def test_a_regular_join_with_a_state_ttl_matches_duckdb_batch(server: Server) ->
         got = wait_for(lambda: (lambda r: r if len(r) >= len(want) else None)(
             rows_of(c, f"{a}_r", ["a_id", "b_id", "diff"])))  # fmt: skip
         assert got == want
+
+
+def test_joined_pairs_counted_per_minute_match_duckdb_batch(server: Server) -> None:
+    with server.client() as c:
+        a, b = stream(c, "pa"), stream(c, "pb")
+        joined = (f"SELECT x.device_id, y.ts FROM {a} x JOIN {b} y ON x.device_id = y.device_id "
+                  "AND x.ts >= y.ts - INTERVAL '5 seconds' AND x.ts <= y.ts")  # fmt: skip
+        sql = (f"CREATE PIPELINE {a}_pm AS SELECT device_id, window_start, count(*) AS pairs "
+               f"FROM TUMBLE(({joined}), ts, INTERVAL '1 minute') j "
+               "GROUP BY device_id, window_start, window_end")  # fmt: skip
+        r = c.post("/v1/pipelines", json={"sql": sql})
+        assert r.status_code == 201, r.text
+        send(c, a, readings("a", 100, 1.7))
+        send(c, b, readings("b", 80, 2.1))
+        end = {"device_id": "x", "ts": ts(900), "temperature": 0.0}
+        send(c, a, [{**end, "event_id": "a_end"}])
+        send(c, b, [{**end, "event_id": "b_end"}])
+        batch = (f"SELECT device_id, time_bucket(INTERVAL '1 minute', ts) AS ws, count(*) FROM "
+                 f"({joined}) WHERE device_id <> 'x' GROUP BY ALL")  # fmt: skip
+        want = sorted(c.post("/v1/query", json={"sql": batch}).json()["rows"], key=repr)
+        assert len(want) >= 6
+        got = wait_for(lambda: (lambda r: r if len(r) >= len(want) else None)(
+            rows_of(c, f"{a}_pm", ["device_id", "window_start", "pairs"])))  # fmt: skip
+        assert got == want

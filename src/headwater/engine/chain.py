@@ -62,6 +62,7 @@ def build_chain(
     upstream: str | None = None,  # a node before the chain (a join), instead of the stream
     prefix: str = "",
     side: SideRows | None = None,
+    driven: bool | None = None,  # default: when it reads ``upstream``
 ) -> Chain:
     """The chain's nodes (a source first unless ``upstream``) and the compiled plan."""
     schemas = {name: refs.get(name).schema for name in plan.references}
@@ -69,7 +70,7 @@ def build_chain(
     def tables() -> dict[str, pa.Table]:
         return {ref_name(i): refs.get(j.table) for i, j in enumerate(plan.joins)}
 
-    driven = upstream is not None
+    driven = upstream is not None if driven is None else driven
     stages: list[tuple[str, OperatorKind, Operator]] = []
     if plan.dedup is not None:
         stages.append(("dedup", OperatorKind.DEDUP, Dedup(plan.dedup, plan.options, input_schema)))

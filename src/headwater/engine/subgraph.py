@@ -53,8 +53,12 @@ def build_nodes(
             return None if table is None else conform_side(table, late)
 
         outer = replace(plan, inner=None, dedup=None)
+        # rows of a filter/projection of a stream come as the stream's did: the outer
+        # operators time themselves on them; after windows or a join they follow the
+        # inner watermark
         chain = build_chain(outer, inner.compiled.output_schema, refs, models,
-                            upstream=inner.sink, prefix=prefix, side=side)  # fmt: skip
+                            upstream=inner.sink, prefix=prefix, side=side,
+                            driven=has_watermark(plan.inner))  # fmt: skip
         return Built(inner.nodes + chain.nodes, chain.compiled, inner.input_schemas, late)
     if plan.stream_join is not None:
         from headwater.engine.joins import build_join_graph
@@ -74,6 +78,13 @@ def build_nodes(
 
     chain = build_chain(plan, schema, refs, models, prefix=prefix, side=visible)
     return Built(chain.nodes, chain.compiled, {plan.source: schema}, schema)
+
+
+def has_watermark(plan: Plan) -> bool:
+    """Whether the plan's last node reports a watermark (windows, joins, or rows of them)."""
+    if plan.stream_join is not None or plan.kind != "stateless":
+        return True
+    return plan.inner is not None and has_watermark(plan.inner)
 
 
 def conform_side(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -183,3 +183,37 @@ def test_unsupported_nesting_is_refused_by_name(sql: str, construct: str) -> Non
     with pytest.raises(UnsupportedSQL) as err:
         Pipeline.from_sql(f"CREATE PIPELINE x AS {sql}", SCHEMAS, streams=STREAMS)
     assert err.value.details["construct"] == construct
+
+
+JOINED = ("SELECT a.k, a.ts, b.v FROM sa a {how} sb b ON a.k = b.k "
+          "AND a.ts BETWEEN b.ts - INTERVAL '10 seconds' AND b.ts")  # fmt: skip
+PER_MINUTE = ("SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, count(v) AS nv "
+              "FROM TUMBLE(({joined}), ts, INTERVAL '1 minute') j GROUP BY k, window_start, "
+              "window_end")  # fmt: skip
+BATCH_PER_MINUTE = ("SELECT k, time_bucket(INTERVAL '1 minute', ts) AS window_start, "
+                    "time_bucket(INTERVAL '1 minute', ts) + INTERVAL '1 minute' AS window_end, "
+                    "count(*) AS n, sum(v) AS s, count(v) AS nv FROM ({joined}) GROUP BY ALL")  # fmt: skip
+
+
+@settings(max_examples=examples(30), deadline=None)
+@given(left=ROWS, right=ROWS, sizes=CUTS, order=st.randoms(use_true_random=False),
+       how=st.sampled_from(["JOIN", "LEFT JOIN"]), delay=st.sampled_from([0, 30_000]),
+       restore=st.none() | st.integers(0, 5))  # fmt: skip
+def test_windows_over_an_interval_join_equal_the_batch_query(
+    left: list, right: list, sizes: list[int], order: Any, how: str, delay: int,
+    restore: int | None,
+) -> None:  # fmt: skip
+    ta, tb = table(left), table(right, 1000)
+    batches = cut(ta, sizes, "sa") + cut(tb, sizes, "sb")
+    order.shuffle(batches)
+    sql = (f"CREATE PIPELINE pm AS {PER_MINUTE.format(joined=JOINED.format(how=how))} "
+           f"WITH (watermark_delay = '{delay} ms')")  # fmt: skip
+    p = Pipeline.from_sql(sql, SCHEMAS, streams=STREAMS)
+    out = feed(p, sql, batches, restore)
+    batch = BATCH_PER_MINUTE.format(joined=JOINED.format(how=how))
+    want = batch_rows(batch, sa=kept(ta, out.late, "sa"), sb=kept(tb, out.late, "sb"))
+    rows = out.upserts.to_pylist() if out.upserts else []
+    assert all(
+        r["_reason"] == "behind_watermark" for r in (out.late.to_pylist() if out.late else [])
+    )
+    same(rows, want, lambda r: (r["k"] or "", r["window_start"]))

@@ -43,7 +43,14 @@ from headwater.engine.sql.over import extract_over, over_plan
 from headwater.engine.sql.predict import extract_predictions, with_predictions
 from headwater.engine.sql.scoring import extract_scoring, scored_plan
 from headwater.engine.sql.sources import Source, read_source
-from headwater.engine.sql.subqueries import plan_over, reads_pipeline, reads_subquery, subquery_of
+from headwater.engine.sql.subqueries import (
+    plan_over,
+    plan_windowed,
+    reads_pipeline,
+    reads_subquery,
+    subquery_of,
+    windowed_input,
+)
 from headwater.engine.sql.text import (
     SESSION_ALIAS,
     Statement,
@@ -120,6 +127,15 @@ def _plan_from(
 
     if is_stream_join(select, streams):
         return plan_stream_join(statement, select, rest, nested)
+    windowed = windowed_input(select, set(pipelines) - set(streams))
+    if windowed is not None:
+        read = windowed[1]
+        if isinstance(read, str):
+            others = {k: v for k, v in pipelines.items() if k != read}
+            inner = plan_pipeline(pipelines[read], streams=streams, pipelines=others)
+        else:
+            inner = nested(statement, read)
+        return plan_windowed(statement, select, inner, rest)
     upstream = reads_pipeline(select, set(pipelines) - set(streams))
     if upstream is not None:
         others = {k: v for k, v in pipelines.items() if k != upstream}  # no cycles

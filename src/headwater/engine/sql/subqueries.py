@@ -7,8 +7,10 @@ offsets and results still commit at once. ``FROM other_pipeline`` reads that
 pipeline's query (with its own ``WITH`` options) as such a subquery: it is computed
 again from the stream, like a view, so the two pipelines stay independent.
 
-Aggregating windowed results again (``max`` of per-window counts) is written as in a
-batch query: ``GROUP BY window_start, window_end`` over a subquery that aggregates
+Windows over another query's rows are written ``FROM TUMBLE(<subquery or pipeline>,
+time_column, INTERVAL ...)`` (``HOP``, ``SESSION`` too), e.g. to count a join's pairs per
+minute. Aggregating windowed results again (``max`` of per-window counts) is written as
+in a batch query: ``GROUP BY window_start, window_end`` over a subquery that aggregates
 ``TUMBLE`` windows closes each outer window when the inner one closes.
 
 >>> from headwater.engine.sql.planner import plan_pipeline
@@ -29,10 +31,11 @@ from dataclasses import replace
 from sqlglot import exp
 
 from headwater.engine.plan import Plan
-from headwater.engine.sql.text import Statement, node_offset, unsupported
+from headwater.engine.sql.text import SESSION_ALIAS, Statement, node_offset, unsupported
 
 SUB = "__hw_sub"
 WINDOW_COLUMNS = ("window_start", "window_end")
+WINDOWS = ("TUMBLE", "HOP", SESSION_ALIAS)
 PlanSelect = Callable[[Statement, exp.Select], Plan]
 
 
@@ -50,16 +53,60 @@ def reads_pipeline(select: exp.Select, pipelines: set[str]) -> str | None:
     return None
 
 
+def windowed_input(
+    select: exp.Select, pipelines: set[str]
+) -> tuple[exp.Anonymous, exp.Select | str] | None:
+    """``FROM TUMBLE(<subquery or pipeline>, ...)``: the window and what it reads."""
+    from_ = select.args.get("from_")
+    table = from_.this if from_ is not None else None
+    if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Anonymous):
+        return None
+    func = table.this
+    if str(func.name).upper() not in WINDOWS or not func.expressions:
+        return None
+    first = func.expressions[0]
+    if isinstance(first, exp.Subquery) and isinstance(first.this, exp.Select):
+        return func, first.this
+    if isinstance(first, exp.Column) and not first.table and first.name in pipelines:
+        return func, str(first.name)
+    return None
+
+
+def plan_windowed(
+    statement: Statement, select: exp.Select, inner: Plan, plan_outer: PlanSelect
+) -> Plan:
+    """Windows over the rows of ``inner``: ``FROM TUMBLE(<inner>, time, INTERVAL ...)``."""
+    _final(statement, select, inner)
+    table = select.args["from_"].this
+    func = table.this
+    window = exp.Anonymous(this=func.name, expressions=[exp.column(SUB),
+                           *(e.copy() for e in func.expressions[1:])])  # fmt: skip
+    outer = select.copy()
+    outer.set("from_", exp.From(this=exp.Table(this=window, alias=exp.TableAlias(
+        this=exp.to_identifier(table.alias or SUB)))))  # fmt: skip
+    plan = plan_outer(statement, outer)
+    if not plan.grouped:
+        raise unsupported(
+            f"{str(func.name).upper()} without aggregates", statement.sql, node_offset(select),
+            "aggregate the windows: GROUP BY ..., window_start, window_end",
+        )  # fmt: skip
+    return replace(plan, source=inner.source, inner=inner)
+
+
+def _final(statement: Statement, select: exp.Select, inner: Plan) -> None:
+    if inner.grouped and inner.options.emit == "changes":
+        raise unsupported(
+            "a pipeline over emit = 'changes' results", statement.sql, node_offset(select),
+            "aggregate the windows with emit = 'final': each window's rows then come once",
+        )  # fmt: skip
+
+
 def plan_over(
     statement: Statement, select: exp.Select, inner: Plan, alias: str, plan_outer: PlanSelect
 ) -> Plan:
     """The outer query of ``select`` over the rows of ``inner`` (known as ``alias``)."""
     sql = statement.sql
-    if inner.grouped and inner.options.emit == "changes":
-        raise unsupported(
-            "a pipeline over emit = 'changes' results", sql, node_offset(select),
-            "aggregate the windows with emit = 'final': each window's rows then come once",
-        )  # fmt: skip
+    _final(statement, select, inner)
     outer = select.copy()
     source: exp.Expr = exp.Table(this=exp.to_identifier(SUB), alias=exp.TableAlias(
         this=exp.to_identifier(alias)))  # fmt: skip
