@@ -197,3 +197,13 @@ def test_a_self_join_reads_each_batch_once_and_equals_the_batch_join() -> None:
     assert p.status()["rows_in"] == table.num_rows
     late = p.process(rows_of(CLICKS, [("a", 0, 1.0)], 99), 0, "clicks").late
     assert late is not None and late["rid"].to_pylist() == [99]  # once, not once per side
+
+
+def test_the_time_bound_is_the_pair_written_with_intervals() -> None:
+    sql = ("CREATE PIPELINE j AS SELECT c.rid AS crid, v.rid AS vrid FROM clicks c JOIN views v "
+           "ON c.v BETWEEN v.w - 1 AND v.w + 1 AND c.rid >= v.rid - 5 AND c.rid <= v.rid "
+           "AND v.ts BETWEEN c.ts AND c.ts + INTERVAL '5 seconds'")  # fmt: skip
+    spec = Pipeline.from_sql(sql, SCHEMAS, streams=STREAMS).plan.stream_join
+    assert spec is not None
+    assert (spec.left.time_column, spec.right.time_column) == ("ts", "ts")
+    assert (spec.lower_ms, spec.upper_ms) == (-5_000, 0)

@@ -192,19 +192,45 @@ def _time_columns(times: str | None, left: str, right: str, sql: str) -> tuple[s
 
 
 def _bounds(on: exp.Expr, left: str, right: str, sql: str) -> _Bound:
-    """Bounds on ``left.t - right.t`` found in the ON condition's conjuncts."""
-    bound = _Bound()
+    """Bounds on ``left.t - right.t`` found in the ON condition's conjuncts.
+
+    Several column pairs may be bounded (``a.v BETWEEN b.v - 1 AND b.v + 1`` too): the
+    time bound is a pair bounded on both sides, preferably one written with INTERVALs.
+    """
+    pairs: dict[tuple[str, str], _Bound] = {}
+    timed: set[tuple[str, str]] = set()
     for part in on.flatten() if isinstance(on, exp.And) else [on]:
-        if isinstance(part, exp.Between):
-            bound = _compare(bound, part.this, part.args["low"], ">=", left, right, sql)
-            bound = _compare(bound, part.this, part.args["high"], "<=", left, right, sql)
-        elif isinstance(part, exp.EQ) and _names(part) == {WINDOW_END}:
-            bound = _compare(bound, part.this, part.expression, ">=", left, right, sql)
-            bound = _compare(bound, part.this, part.expression, "<=", left, right, sql)
-        elif isinstance(part, exp.GTE | exp.GT | exp.LTE | exp.LT):
-            op = ">=" if isinstance(part, exp.GTE | exp.GT) else "<="
-            bound = _compare(bound, part.this, part.expression, op, left, right, sql)
-    return bound
+        for a, b, op in _comparisons(part):
+            found = _compare(a, b, op, left, right, sql)
+            if found is None:
+                continue
+            pair, op, offset, interval = found
+            bound = pairs.get(pair, _Bound(left_time=pair[0], right_time=pair[1]))
+            if op == ">=":
+                lower = offset if bound.lower is None else max(bound.lower, offset)
+                bound = replace(bound, lower=lower)
+            else:
+                upper = offset if bound.upper is None else min(bound.upper, offset)
+                bound = replace(bound, upper=upper)
+            pairs[pair] = bound
+            if interval or pair == (WINDOW_END, WINDOW_END):
+                timed.add(pair)
+    whole = [k for k, b in pairs.items() if b.lower is not None and b.upper is not None]
+    best = next((k for k in whole if k in timed), whole[0] if whole else None)
+    return pairs[best] if best is not None else _Bound()
+
+
+def _comparisons(part: exp.Expr) -> list[tuple[exp.Expr, exp.Expr, str]]:
+    """``part`` as (a, b, '>=' or '<=') comparisons, when it is a range condition."""
+    if isinstance(part, exp.Between):
+        return [(part.this, part.args["low"], ">="), (part.this, part.args["high"], "<=")]
+    if isinstance(part, exp.EQ) and _names(part) == {WINDOW_END}:
+        return [(part.this, part.expression, ">="), (part.this, part.expression, "<=")]
+    if isinstance(part, exp.GTE | exp.GT):
+        return [(part.this, part.expression, ">=")]
+    if isinstance(part, exp.LTE | exp.LT):
+        return [(part.this, part.expression, "<=")]
+    return []
 
 
 def _names(part: exp.Expr) -> set[str]:
@@ -212,22 +238,17 @@ def _names(part: exp.Expr) -> set[str]:
 
 
 def _compare(
-    bound: _Bound, a: exp.Expr, b: exp.Expr, op: str, left: str, right: str, sql: str
-) -> _Bound:
-    """``a op b`` where each is ``alias.col [+|- INTERVAL]``: a bound, when it is one."""
+    a: exp.Expr, b: exp.Expr, op: str, left: str, right: str, sql: str
+) -> tuple[tuple[str, str], str, int, bool] | None:
+    """``a op b`` where each is ``alias.col [+|- INTERVAL]``, as ``left.t op right.t +
+    offset``: ((left column, right column), op, offset, whether an INTERVAL was written)."""
     x, y = _time_term(a, sql), _time_term(b, sql)
     if x is None or y is None or {x[0], y[0]} != {left, right}:
-        return bound
+        return None
     if x[0] == right:  # right.t + p op left.t + q  ==  left.t op' right.t + (p - q)
         x, y, op = y, x, "<=" if op == ">=" else ">="
-    offset = y[2] - x[2]  # left.t op right.t + offset
-    if bound.left_time not in (None, x[1]) or bound.right_time not in (None, y[1]):
-        return bound  # a second pair of time columns: the first one bounds
-    if op == ">=":
-        lower = offset if bound.lower is None else max(bound.lower, offset)
-        return replace(bound, lower=lower, left_time=x[1], right_time=y[1])
-    upper = offset if bound.upper is None else min(bound.upper, offset)
-    return replace(bound, upper=upper, left_time=x[1], right_time=y[1])
+    interval = a.find(exp.Interval) is not None or b.find(exp.Interval) is not None
+    return (x[1], y[1]), op, y[2] - x[2], interval
 
 
 def _time_term(node: exp.Expr, sql: str) -> tuple[str, str, int] | None:
