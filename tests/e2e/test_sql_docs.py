@@ -1,7 +1,8 @@
 """docs/sql.md is honest: its examples run on a real server, and it covers every aggregate
 and option the planner knows.
 
-A ```sql block preceded by ``<!-- run -->`` must create a pipeline (201); one preceded by
+A ```sql block preceded by ``<!-- run -->`` must create a pipeline (201), which is then
+dropped; ``<!-- keep -->`` keeps it (a later example reads it); one preceded by
 ``<!-- error: code -->`` must be refused with that error code. The stream the examples
 read is the JSON block the page shows.
 """
@@ -22,8 +23,9 @@ from serverproc import READINGS, Server
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
 TEXT = DOC.read_text()
-BLOCK = re.compile(r"<!-- (run|error: (\w+)) -->\s*```sql\n(.*?)```", re.S)
+BLOCK = re.compile(r"<!-- (run|keep|error: (\w+)) -->\s*```sql\n(.*?)```", re.S)
 EXAMPLES = [(m.group(2), m.group(3).strip()) for m in BLOCK.finditer(TEXT)]
+KEPT = {m.group(3).strip() for m in BLOCK.finditer(TEXT) if m.group(1) == "keep"}
 DEVICES = {
     "name": "devices",
     "key": ["device_id"],
@@ -89,6 +91,8 @@ def test_example(docs_server: Server, code: str | None, sql: str) -> None:
         r = c.post("/v1/pipelines", json={"sql": sql})
         if code is None:
             assert r.status_code == 201, r.text
+            if sql in KEPT:
+                return
             dropped = c.delete(f"/v1/pipelines/{name_of(sql)}", params={"drop_tables": "true"})
             assert dropped.status_code == 200
         else:

@@ -17,6 +17,7 @@ from typing import Literal
 
 import pyarrow as pa
 
+from headwater.engine.join_spec import StreamJoin
 from headwater.engine.patterns.engine import PatternSpec
 
 WindowKind = Literal["tumble", "hop", "session"]
@@ -243,6 +244,17 @@ class Plan:
     predictions: tuple[Prediction, ...] = ()  # predict(...) calls, computed first
     top_n: TopN | None = None  # ranks each closed window's rows; the result is appended
     over: OverAggregates | None = None  # OVER aggregates, computed before ``projection``
+    stream_join: StreamJoin | None = None  # two streams joined; the rest reads joined rows
+    inner: Plan | None = None  # a subquery in FROM (or a pipeline): the plan reads its rows
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The streams the pipeline reads: its source, or each side of its stream join."""
+        if self.inner is not None:
+            return self.inner.inputs
+        if self.stream_join is None:
+            return (self.source,)
+        return tuple(dict.fromkeys((self.stream_join.left.stream, self.stream_join.right.stream)))
 
     @property
     def kind(self) -> PlanKind:

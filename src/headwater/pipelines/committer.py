@@ -35,6 +35,7 @@ class Commit:
     offset: int | None = None
     state: bytes | None = None
     started: float = 0.0  # when the cycle that made it began (time.perf_counter)
+    positions: tuple[tuple[str, int], ...] = ()  # a checkpoint's offset of every input topic
 
     @property
     def checkpoint(self) -> bool:
@@ -57,7 +58,8 @@ def combine(first: Commit, then: Commit, key: Sequence[str]) -> Commit:
     ([{'k': 'x', 'n': 2}], 10, b's1')
     """
     last = then if then.checkpoint else first
-    return Commit(first.out.then(then.out, key), last.offset, last.state, then.started)
+    out = first.out.then(then.out, key)
+    return Commit(out, last.offset, last.state, then.started, last.positions)
 
 
 class CommitFailed(RuntimeError):

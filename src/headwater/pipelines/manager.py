@@ -13,6 +13,7 @@ from headwater.catalog.quotas import TenantQuotas
 from headwater.catalog.sqlite import Catalog, PipelineRecord
 from headwater.engine import Pipeline, plan_pipeline
 from headwater.engine.evolve import carry_state, dropped_state, split_or_replace, split_reset
+from headwater.engine.plan import Plan
 from headwater.engine.sql.text import split_statement
 from headwater.errors import BadRequest, Conflict, NotFound
 from headwater.ingest.streams import StreamDirectory, StreamState
@@ -21,6 +22,7 @@ from headwater.log.ports import Log, LogEntry
 from headwater.model.names import check_free
 from headwater.model.schema import arrow_schema
 from headwater.model.time import Clock, ms_to_datetime, parse_duration_ms
+from headwater.pipelines.inputs import RunnerInput
 from headwater.pipelines.models import ModelRegistry, TenantModels
 from headwater.pipelines.references import StoreReferenceTables
 from headwater.pipelines.runner import PipelineRunner, RunnerConfig, errors_table, late_table
@@ -58,7 +60,10 @@ class PipelineManager:
 
     # lifecycle --------------------------------------------------------------------
     def start_all(self) -> None:
-        for rec in self._catalog.pipelines():
+        records = list(self._catalog.pipelines())
+        for rec in records:  # known before any is built: one may read another
+            self._records[(rec.tenant, rec.name)] = rec
+        for rec in records:
             try:
                 pins = self._catalog.pipeline_models(rec.tenant, rec.name)
                 runner = self._build(rec.tenant, rec.sql, pins)
@@ -89,10 +94,8 @@ class PipelineManager:
         self._quotas.check_count(tenant, "pipelines", len(self.names(tenant)))
         self._ensure_tables(tenant, runner)
         if runner.pipeline.plan.options.start == "latest":
-            offset = self._log.end_offset(runner.topic)
-            self._store.commit(
-                tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: offset})
-            )
+            offsets = {t: self._log.end_offset(t) for t in runner.topics}
+            self._store.commit(tenant, ResultWrite(consumer=runner.consumer, offsets=offsets))
         rec = PipelineRecord(tenant, name, sql, "running", None, self._clock.now_ms())
         self._catalog.set_pipeline_models(tenant, name, self._pins.get((tenant, name), {}))
         self._catalog.put_pipeline(rec)
@@ -174,6 +177,13 @@ class PipelineManager:
 
     def drop(self, tenant: str, name: str, drop_tables: bool) -> None:
         runner = self._runner(tenant, name)
+        readers = [r.name for (t, _), r in self._runners.items()
+                   if t == tenant and r.name != name and name in reads(r.pipeline.plan)]  # fmt: skip
+        if readers:
+            raise Conflict(
+                f"pipeline {name!r} is read by {', '.join(sorted(readers))} (FROM {name}); "
+                "drop those first", code="pipeline_in_use",
+            )  # fmt: skip
         runner.stop()
         self._catalog.drop_pipeline(tenant, name)
         self._catalog.set_pipeline_models(tenant, name, {})
@@ -182,21 +192,22 @@ class PipelineManager:
         if drop_tables:
             for table in (name, late_table(name), errors_table(name)):
                 self._store.drop_table(tenant, table)
+            offsets = dict.fromkeys(runner.topics, 0)
             self._store.commit(
-                tenant, ResultWrite(consumer=runner.consumer, offsets={runner.topic: 0}, state=b"")
+                tenant, ResultWrite(consumer=runner.consumer, offsets=offsets, state=b"")
             )
 
     # views ------------------------------------------------------------------------
     def consumer_offsets(self) -> list[tuple[str, int]]:
         """(topic, committed offset) of every pipeline, paused or failed ones included."""
-        return [(r.topic, r.offset) for r in self._runners.values()]
+        return [(t, r.offsets[t]) for r in self._runners.values() for t in r.topics]
 
     def readers_of(self, tenant: str, topic: str) -> list[tuple[list[str], int]]:
         """For each pipeline of ``tenant`` reading ``topic``: its tables and committed offset."""
         return [
-            ([r.name, late_table(r.name), errors_table(r.name)], r.offset)
+            ([r.name, late_table(r.name), errors_table(r.name)], r.offsets[topic])
             for (t, _), r in list(self._runners.items())
-            if t == tenant and r.topic == topic
+            if t == tenant and topic in r.topics
         ]
 
     def names(self, tenant: str) -> list[str]:
@@ -241,11 +252,12 @@ class PipelineManager:
         plan = runner.pipeline.plan
         lat = sorted(c.batch_ms)
         out.update(
-            source=plan.source, kind=plan.kind, emit=plan.options.emit,
+            source=plan.source, inputs=list(plan.inputs), kind=plan.kind, emit=plan.options.emit,
+            operators=[{"node": n.name, "kind": n.op.kind.value} for n in runner.pipeline.graph.nodes],
             output_key=list(runner.pipeline.output_key),
             watermark=ms_to_datetime(wm) if wm is not None else None,
             watermark_ms=wm,
-            committed_offset=runner.offset,
+            committed_offset=runner.offset, committed_offsets=dict(runner.offsets),
             metrics={
                 "rows_in": c.rows_in, "rows_out": c.rows_out, "late_rows": c.late_rows,
                 "error_rows": c.error_rows, "commits": c.commits,
@@ -281,19 +293,23 @@ class PipelineManager:
     # internals --------------------------------------------------------------------
     def _build(self, tenant: str, sql: str, pins: dict[str, int] | None = None) -> PipelineRunner:
         streams = [s.schema.name for s in self._streams.in_tenant(tenant)]
-        plan = plan_pipeline(sql, streams=streams)
+        # ``FROM <pipeline>`` reads that pipeline's query, computed again in this one
+        pipelines = {n: r.sql for (t, n), r in self._records.items() if t == tenant}
+        plan = plan_pipeline(sql, streams=streams, pipelines=pipelines)
         if plan.options.idle_timeout_ms is None and self._settings.idle_timeout:
             idle = parse_duration_ms(self._settings.idle_timeout)
             plan = replace(plan, options=replace(plan.options, idle_timeout_ms=idle))
-        st = self._stream(tenant, plan.source)
+        states = [self._stream(tenant, s) for s in plan.inputs]
+        st = states[0]
         models = TenantModels(self.models, tenant, pins or {})
-        pipeline = Pipeline(plan, arrow_schema(st.schema), self.references(tenant), models)
+        schemas = {s.schema.name: arrow_schema(s.schema) for s in states}
+        pipeline = Pipeline(plan, schemas, self.references(tenant), models)
         name = plan.name
         runner = PipelineRunner(
             tenant, pipeline, st.topic, lambda: arrow_schema(st.schema), self._log, self._store,
             self.subs, self._clock, self._config, lambda reason: self._fail(tenant, name, reason),
             partial(erased_rows, self._tombstones, st),
-            lambda: (tenant, name) in self.followed,
+            lambda: (tenant, name) in self.followed, runner_inputs(self._tombstones, states),
         )  # fmt: skip
         self._pins[(tenant, name)] = models.pins
         return runner
@@ -330,6 +346,33 @@ class PipelineManager:
     def _fail(self, tenant: str, name: str, reason: str) -> None:
         log.error("pipeline_failed", tenant=tenant, pipeline=name, reason=reason)
         self._set(tenant, name, "failed", reason)
+
+
+def reads(plan: Plan) -> set[str]:
+    """The pipelines ``plan`` reads (``FROM <pipeline>``), at any depth."""
+    inner = [plan.inner] if plan.inner is not None else []
+    if plan.stream_join is not None:
+        inner += [s.plan for s in (plan.stream_join.left, plan.stream_join.right) if s.plan]
+    out: set[str] = set()
+    for p in inner:
+        out |= reads(p) | ({p.name} if p.name != plan.name else set())
+    return out
+
+
+def runner_inputs(tombstones: Tombstones, states: list[StreamState]) -> list[RunnerInput]:
+    """The inputs of a pipeline that reads several streams (none: it reads one)."""
+    if len(states) < 2:
+        return []
+    return [
+        RunnerInput(
+            s.schema.name, s.topic, partial(_schema, s), partial(erased_rows, tombstones, s)
+        )
+        for s in states
+    ]
+
+
+def _schema(st: StreamState) -> pa.Schema:
+    return arrow_schema(st.schema)
 
 
 def erased_rows(

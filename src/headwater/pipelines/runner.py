@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +28,7 @@ from headwater.model.time import Clock
 from headwater.observability import metrics as m
 from headwater.observability.tracing import span
 from headwater.pipelines.committer import Commit, CommitFailed, Committer
+from headwater.pipelines.inputs import RunnerInput, read_input
 from headwater.pipelines.scheduler import Scheduler
 from headwater.pipelines.subscriptions import Subscriptions
 from headwater.store.materializer import conform
@@ -132,21 +133,26 @@ class PipelineRunner:
         on_failure: Callable[[str], None],
         erased: Callable[[list[LogEntry]], pa.Array | None] = lambda _: None,
         followed: Callable[[], bool] = lambda: False,
+        inputs: Sequence[RunnerInput] = (),  # a join's streams; else ``topic`` is the one
     ) -> None:
         self.tenant = tenant
         self.pipeline = pipeline
         self.topic = topic
-        self._input_schema = input_schema
+        self.inputs = list(inputs) or [
+            RunnerInput(pipeline.plan.source, topic, input_schema, erased)
+        ]
+        self.topics = [i.topic for i in self.inputs]
+        plan = pipeline.plan
+        self._stateless = plan.kind == "stateless" and plan.stream_join is None
         self._log = log_
         self._store = store
         self._subs = subs
         self._clock = clock
         self._config = config
         self._on_failure = on_failure
-        self._erased = erased  # a keep-mask of the rows of erased data subjects, or None
         self._followed = followed  # whether a sink reads the results (see ``_publish_out``)
         self.consumer = f"pipeline:{pipeline.name}"
-        self.offset = 0  # committed
+        self.offsets = dict.fromkeys(self.topics, 0)  # committed
         self.counters = Counters()
         self.error: str | None = None
         self._labels = (tenant, pipeline.name)
@@ -165,9 +171,18 @@ class PipelineRunner:
         return not self._done.is_set()
 
     @property
+    def offset(self) -> int:
+        """The committed offset of the (first) input topic."""
+        return self.offsets[self.topic]
+
+    @property
     def read_offset(self) -> int:
         """Where the next cycle reads (ahead of ``offset`` until the checkpoint)."""
-        return self._cycle.offset if self._cycle is not None else self.offset
+        return self.positions()[self.topic]
+
+    def positions(self) -> dict[str, int]:
+        """Where the next cycle reads each input topic."""
+        return dict(self._cycle.offsets if self._cycle is not None else self.offsets)
 
     def start(self, scheduler: Scheduler) -> None:
         """Run on ``scheduler``'s threads (until ``stop``, or a failure)."""
@@ -191,7 +206,8 @@ class PipelineRunner:
         state = self._store.consumer_state(self.tenant, self.consumer)
         if state:  # b"" is what dropping a pipeline with its tables leaves: start empty
             self.pipeline.restore(state)
-        self.offset = self._store.consumer_offsets(self.tenant, self.consumer).get(self.topic, 0)
+        saved = self._store.consumer_offsets(self.tenant, self.consumer)
+        self.offsets = {t: saved.get(t, 0) for t in self.topics}
 
     def cycle(self) -> float | None:
         """One turn on a scheduler thread: seconds until the next one, None when finished."""
@@ -202,7 +218,7 @@ class PipelineRunner:
                 committer = Committer(
                     self.name, self.pipeline.output_key, self._write, self._scheduler.commits
                 )
-                self._cycle = _Cycle(committer, self.offset, time.monotonic())
+                self._cycle = _Cycle(committer, dict(self.offsets), time.monotonic())
             c = self._cycle
             if self._stop.is_set():
                 self._finish(c)
@@ -219,7 +235,7 @@ class PipelineRunner:
     def _finish(self, c: _Cycle) -> None:
         try:
             if c.dirty:
-                c.committer.submit(Commit(c.fresh.then(c.held), c.offset, self.pipeline.snapshot()))
+                c.committer.submit(self._checkpoint(c, c.fresh.then(c.held)))
             c.committer.drain()
         finally:
             self._close()
@@ -242,12 +258,13 @@ class PipelineRunner:
         """
         c.committer.check()
         t0 = time.perf_counter()
-        start = c.offset
-        entries, c.offset = self._read(c.offset)
+        start = sum(c.offsets.values())
+        entries = self._read(c)
         # a backlog (a full read) just drained: checkpoint now, not at the next interval,
         # so a pipeline started from the beginning commits its end as soon as it is there
         drained = c.backlog and not entries
-        c.backlog = bool(entries) and (c.backlog or c.offset - start >= READ_ROWS // 2)
+        read = sum(c.offsets.values()) - start
+        c.backlog = bool(entries) and (c.backlog or read >= READ_ROWS // 2)
         step = self._process(entries)
         key = self.pipeline.output_key
         if entries:
@@ -262,11 +279,10 @@ class PipelineRunner:
         decision = next_commit(
             self._config, clock, c.last_flush, c.last_checkpoint, dirty=c.dirty,
             upserts=c.fresh.upserts is not None and c.fresh.upserts.num_rows > 0,
-            always_checkpoint=drained or self.pipeline.plan.kind == "stateless",  # tiny state
+            always_checkpoint=drained or self._stateless,  # its state is tiny
         )  # fmt: skip
         if decision == "checkpoint":
-            state = self.pipeline.snapshot()
-            c.committer.submit(Commit(c.fresh.then(c.held), c.offset, state, t0))
+            c.committer.submit(self._checkpoint(c, c.fresh.then(c.held), t0))
             c.held, c.fresh, c.dirty = StepOutput(), StepOutput(), False
             c.last_flush = c.last_checkpoint = clock
         elif decision == "flush":
@@ -282,40 +298,38 @@ class PipelineRunner:
             wait = min(wait, max(0.0, self._config.flush_gap_s - (clock - c.last_flush)))
         return wait
 
-    def _read(self, offset: int) -> tuple[list[LogEntry], int]:
-        """The next entries from ``offset`` on, and the offset that follows them.
+    def _checkpoint(self, c: _Cycle, out: StepOutput, started: float = 0.0) -> Commit:
+        state = self.pipeline.snapshot()
+        return Commit(out, c.offsets[self.topic], state, started, tuple(c.offsets.items()))
 
-        Rows the log no longer holds (retention trims only what the store has) are read
-        back from the stream's table, so a pipeline started from the beginning of a
-        stream sees all of it, however old.
-        """
-        start = self._log.start_offset(self.topic)
-        if offset < start:
-            stream = self.topic[len(self.tenant) + 1 :]  # the topic is "tenant.stream"
-            rows = self._store.rows_by_offset(self.tenant, stream, offset, start, READ_ROWS)
-            if rows.num_rows:
-                offsets = rows.column("_offset")
-                stored = rows.drop_columns(["_offset"]).combine_chunks().to_batches()[0]
-                first, last = offsets[0].as_py(), offsets[-1].as_py()
-                return [LogEntry(self.topic, first, stored)], last + 1
-            offset = start  # nothing stored below the log's start
-        entries = self._log.read(self.topic, offset, READ_ROWS)
-        return entries, entries[-1].end if entries else offset
+    def _read(self, c: _Cycle) -> list[tuple[RunnerInput, list[LogEntry]]]:
+        """The next entries of each input (sharing ``READ_ROWS``); moves ``c.offsets``."""
+        out = []
+        for i in self.inputs:
+            entries, c.offsets[i.topic] = read_input(
+                self._log, self._store, self.tenant, i.topic, c.offsets[i.topic],
+                READ_ROWS // len(self.inputs),
+            )  # fmt: skip
+            if entries:
+                out.append((i, entries))
+        return out
 
-    def _process(self, entries: list[LogEntry]) -> StepOutput:
+    def _process(self, read: list[tuple[RunnerInput, list[LogEntry]]]) -> StepOutput:
         """Run the entries (if any) through the pipeline, then let processing time pass."""
         now = self._clock.now_ms()
         out = StepOutput()
-        if entries:
-            schema = reading_schema(self._input_schema(), self.pipeline.input_schema)
+        for i, entries in read:
+            schema = reading_schema(i.schema(), self.pipeline.input_schemas[i.stream])
             batch = conform(entries, schema)
-            keep = self._erased(entries)
+            keep = i.erased(entries)
             if keep is not None:
                 batch = batch.filter(keep)
             with span(
                 "pipeline.batch", tenant=self.tenant, pipeline=self.name, rows=batch.num_rows
             ):
-                out = self.pipeline.process(batch, now)
+                out = out.then(
+                    self.pipeline.process(batch, now, i.stream), self.pipeline.output_key
+                )
             self.counters.rows_in += batch.num_rows
             m.PIPELINE_ROWS_IN.labels(*self._labels).inc(batch.num_rows)
         return out.then(self.pipeline.on_time(now), self.pipeline.output_key)
@@ -333,14 +347,14 @@ class PipelineRunner:
             appends[late_table(name)] = out.late
         if out.errors is not None and out.errors.num_rows:
             appends[errors_table(name)] = out.errors
-        offsets = {self.topic: commit.offset} if commit.offset is not None else {}
+        offsets = dict(commit.positions) if commit.offset is not None else {}
         self._publish_out(out)
         self._store.commit(
             self.tenant,
             ResultWrite(self.consumer, offsets, appends, upserts, state=commit.state),
         )
         if commit.offset is not None:
-            self.offset = commit.offset
+            self.offsets.update(offsets)
             self.counters.commits += 1
         self._count_and_publish(out, commit.started)
 
@@ -394,7 +408,7 @@ class PipelineRunner:
         m.PIPELINE_STATE_BYTES.labels(*self._labels).set(st.get("state_bytes", 0))
 
     def log_lag(self) -> int:
-        return max(0, self._log.end_offset(self.topic) - self.offset)
+        return sum(max(0, self._log.end_offset(t) - self.offsets[t]) for t in self.topics)
 
 
 @dataclass
@@ -402,7 +416,7 @@ class _Cycle:
     """What a running pipeline carries from one turn to the next."""
 
     committer: Committer
-    offset: int  # read up to here
+    offsets: dict[str, int]  # read up to here, per input topic
     last_flush: float
     held: StepOutput = field(default_factory=StepOutput)  # appends, late, errors since checkpoint
     fresh: StepOutput = field(default_factory=StepOutput)  # upserts since the last flush

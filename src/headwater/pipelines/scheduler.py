@@ -27,13 +27,12 @@ IDLE_WAIT_S = 0.05  # longest a worker sleeps without looking at new or stopping
 
 
 class Task(Protocol):
-    topic: str
-
     @property
     def name(self) -> str: ...
 
-    @property
-    def read_offset(self) -> int: ...
+    def positions(self) -> dict[str, int]:
+        """Where the task reads next, per log topic it reads."""
+        ...
 
     def cycle(self) -> float | None:
         """Run once; seconds until it wants to run again (0: at once), None when done."""
@@ -114,7 +113,8 @@ class Scheduler:
                 nearest = min((self._due[k] for k in idle), default=now + IDLE_WAIT_S)
                 positions: dict[str, int] = {}
                 for t in idle.values():
-                    positions[t.topic] = min(t.read_offset, positions.get(t.topic, t.read_offset))
+                    for topic, at in t.positions().items():
+                        positions[topic] = min(at, positions.get(topic, at))
                 timeout = max(0.0, min(nearest - now, IDLE_WAIT_S))
                 if not positions:
                     self._lock.wait(timeout)
@@ -123,4 +123,4 @@ class Scheduler:
             self._log.wait_any_blocking(positions, timeout)
 
     def _grew(self, task: Task) -> bool:
-        return self._log.end_offset(task.topic) > task.read_offset
+        return any(self._log.end_offset(t) > at for t, at in task.positions().items())

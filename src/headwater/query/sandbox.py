@@ -162,6 +162,7 @@ def _check_functions(tree: exp.Expr) -> None:
             )
         if (
             isinstance(func.parent, (exp.From, exp.Join, exp.Lateral))
+            and func.arg_key == "this"  # what is read, not a JOIN's ON condition
             and name not in ROW_GENERATORS
         ):
             _refuse_table_function(name)

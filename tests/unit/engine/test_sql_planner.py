@@ -133,7 +133,7 @@ UNSUPPORTED = [
         "an OVER aggregate without ORDER BY <event time column>",
         "1:11",
     ),
-    ("SELECT a FROM (SELECT a FROM s) x", "subquery in FROM", None),
+    ("SELECT a FROM (SELECT a FROM s UNION SELECT a FROM t) x", "this subquery in FROM", None),
     ("SELECT a FROM s WHERE a IN (SELECT b FROM t)", "subquery", None),
     ("SELECT a FROM s UNION SELECT a FROM t", "UNION", "1:17"),
     ("WITH x AS (SELECT 1) SELECT a FROM x", "common table expressions", "1:1"),

@@ -32,6 +32,10 @@ def rewrite(sql: str) -> str:
             "SELECT (SELECT max(n) FROM minute) FROM readings",
             'SELECT (SELECT MAX(n) FROM main."minute" AS minute) FROM main."readings" AS readings',
         ),
+        (  # a JOIN's ON condition with AND is a condition, not a table function
+            "SELECT r.ts FROM readings r JOIN minute m ON r.k = m.k AND r.ts >= m.ts",
+            'SELECT r.ts FROM main."readings" AS r JOIN main."minute" AS m ON r.k = m.k AND r.ts >= m.ts',
+        ),
         ("SELECT * FROM range(3)", "SELECT * FROM RANGE(0, 3)"),
         ("SELECT * FROM unnest([1, 2])", "SELECT * FROM UNNEST([1, 2])"),
     ],

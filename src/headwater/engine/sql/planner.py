@@ -14,17 +14,19 @@ Expressions (CASE, casts, string and math functions) are DuckDB's.
 ('window', 60000, ('device_id', 'window_start'), 'changes')
 
 Refused, with the construct and its position: ORDER BY, LIMIT, OFFSET, DISTINCT,
-QUALIFY, WINDOW, CTEs, UNION and other set operations, subqueries, window functions
+QUALIFY, WINDOW, CTEs, UNION and other set operations, subqueries outside FROM
+(one in FROM, or ``FROM <pipeline>``, nests a pipeline: ``subqueries``), window functions
 (OVER) — except the anomaly functions (``scoring``), bounded OVER aggregates
 (``over``) and window Top-N (``topn``) — joins other than [LEFT] JOIN of a reference
-table, joins of two streams, unknown table functions, unknown or non-mergeable aggregates, nested aggregates,
-columns neither grouped nor aggregated, GROUP BY without a window unless
+table or of two streams (``joins``), unknown table functions, unknown or non-mergeable
+aggregates, nested aggregates, columns neither grouped nor aggregated, GROUP BY without
+a window unless
 emit = 'changes', HAVING with emit = 'changes', SESSION with emit = 'changes'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import sqlglot
 from sqlglot import exp
@@ -34,12 +36,21 @@ from headwater.engine.plan import Column, Options, Plan
 from headwater.engine.sql.calls import is_aggregate
 from headwater.engine.sql.grouping import WINDOW_COLUMNS, read_grouping
 from headwater.engine.sql.hints import check_foreign, syntax_hint
+from headwater.engine.sql.joins import is_stream_join, plan_stream_join
 from headwater.engine.sql.match_recognize import is_match_recognize, plan_match_recognize
 from headwater.engine.sql.options import parse_options
 from headwater.engine.sql.over import extract_over, over_plan
 from headwater.engine.sql.predict import extract_predictions, with_predictions
 from headwater.engine.sql.scoring import extract_scoring, scored_plan
 from headwater.engine.sql.sources import Source, read_source
+from headwater.engine.sql.subqueries import (
+    plan_over,
+    plan_windowed,
+    reads_pipeline,
+    reads_subquery,
+    subquery_of,
+    windowed_input,
+)
 from headwater.engine.sql.text import (
     SESSION_ALIAS,
     Statement,
@@ -49,7 +60,7 @@ from headwater.engine.sql.text import (
     syntax_error,
     unsupported,
 )
-from headwater.engine.sql.topn import extract_top_n, ranked_plan
+from headwater.engine.sql.topn import extract_top_n, ranked_plan, ranks_subquery
 
 ALLOWED_CLAUSES = {"expressions", "from_", "where", "group", "having", "joins"}
 CLAUSES = {
@@ -89,22 +100,65 @@ HINTS = {
 }
 
 
-def plan_pipeline(sql: str, *, streams: Collection[str] = ()) -> Plan:
-    """Plan ``CREATE PIPELINE ...``. ``streams``: known stream names (refused in JOIN)."""
+def plan_pipeline(
+    sql: str, *, streams: Collection[str] = (), pipelines: Mapping[str, str] | None = None
+) -> Plan:
+    """Plan ``CREATE PIPELINE ...``. ``streams``: known stream names (refused in JOIN);
+    ``pipelines``: the SQL of the pipelines a ``FROM`` may read (``subqueries``)."""
     statement = split_statement(sql)
     if is_match_recognize(statement):
         return plan_match_recognize(statement, streams)
     check_foreign(statement)
     select, predictions = extract_predictions(_parse(statement), sql)
-    return with_predictions(_plan(statement, select, streams), predictions)
+    plan = _plan_from(statement, select, streams, pipelines or {})
+    return with_predictions(plan, predictions)
 
 
-def _plan(statement: Statement, select: exp.Select, streams: Collection[str]) -> Plan:
+def _plan_from(
+    statement: Statement, select: exp.Select, streams: Collection[str], pipelines: Mapping[str, str]
+) -> Plan:
+    """Plan by what FROM reads: two streams joined, another pipeline, a subquery, a stream."""
+
+    def rest(st: Statement, sel: exp.Select) -> Plan:
+        return _plan(st, sel, streams, over_rows=True)
+
+    def nested(st: Statement, sel: exp.Select) -> Plan:
+        return _plan_from(st, sel, streams, pipelines)
+
+    if is_stream_join(select, streams):
+        return plan_stream_join(statement, select, rest, nested)
+    windowed = windowed_input(select, set(pipelines) - set(streams))
+    if windowed is not None:
+        read = windowed[1]
+        if isinstance(read, str):
+            others = {k: v for k, v in pipelines.items() if k != read}
+            inner = plan_pipeline(pipelines[read], streams=streams, pipelines=others)
+        else:
+            inner = nested(statement, read)
+        return plan_windowed(statement, select, inner, rest)
+    upstream = reads_pipeline(select, set(pipelines) - set(streams))
+    if upstream is not None:
+        others = {k: v for k, v in pipelines.items() if k != upstream}  # no cycles
+        inner = plan_pipeline(pipelines[upstream], streams=streams, pipelines=others)
+        alias = select.args["from_"].this.alias or upstream
+        return plan_over(statement, select, inner, alias, rest)
+    if reads_subquery(select) and not ranks_subquery(select):
+        sub, alias = subquery_of(select, statement.sql)
+        return plan_over(statement, select, nested(statement, sub), alias, rest)
+    return _plan(statement, select, streams)
+
+
+def _plan(
+    statement: Statement, select: exp.Select, streams: Collection[str], over_rows: bool = False
+) -> Plan:
+    """``over_rows``: FROM reads result rows (a subquery's, joined rows), whose
+    ``window_start``/``window_end`` are plain columns."""
     sql = statement.sql
     options = parse_options(statement.options, sql)
     select, top_n = extract_top_n(select, sql)
     select, over = extract_over(select, sql)
-    plan = _plan_select(statement, select, options, streams, ranked=top_n is not None)
+    ranked = top_n is not None or over_rows
+    plan = _plan_select(statement, select, options, streams, ranked, over_rows)
     plan = plan if over is None else over_plan(plan, over, sql)
     return plan if top_n is None else ranked_plan(plan, top_n, sql)
 
@@ -115,13 +169,14 @@ def _plan_select(
     options: Options,
     streams: Collection[str],
     ranked: bool = False,
+    over_rows: bool = False,
 ) -> Plan:
     sql = statement.sql
     select, scoring, qualify = extract_scoring(select, sql)
     _check_clauses(select, statement)
     source = read_source(select, sql, streams)
     _check_nodes(select, sql)
-    filter_sql = _filter(select, sql)
+    filter_sql = _filter(select, sql, over_rows)
     if scoring is not None:
         return scored_plan(_stateless(statement, source, options, select, filter_sql), scoring,
                            qualify, select)  # fmt: skip
@@ -216,13 +271,15 @@ def _check_nodes(select: exp.Select, sql: str) -> None:
                 )
 
 
-def _filter(select: exp.Select, sql: str) -> str | None:
+def _filter(select: exp.Select, sql: str, over_rows: bool = False) -> str | None:
     where_ = select.args.get("where")
     if where_ is None:
         return None
     for node in where_.walk():
         if is_aggregate(node):
             raise unsupported("aggregate in WHERE", sql, node_offset(node), "use HAVING")
+        if over_rows and isinstance(node, exp.Column) and node.name in WINDOW_COLUMNS:
+            continue
         if isinstance(node, exp.Column) and str(node.name).lower() in WINDOW_COLUMNS:
             raise unsupported(
                 f"{node.name} in WHERE", sql, node_offset(node), "filter windows in HAVING"

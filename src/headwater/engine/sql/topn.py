@@ -48,6 +48,13 @@ def is_rank(node: exp.Expr) -> bool:
     return isinstance(node, exp.Window) and type(node.this) in RANKS
 
 
+def ranks_subquery(select: exp.Select) -> bool:
+    """Whether FROM is a subquery that ranks (the Top-N form), not a pipeline to nest."""
+    from_ = select.args.get("from_")
+    sub = from_.this if from_ is not None else None
+    return isinstance(sub, exp.Subquery) and any(is_rank(w) for w in sub.find_all(exp.Window))
+
+
 def extract_top_n(select: exp.Select, sql: str) -> tuple[exp.Select, TopN | None]:
     """The aggregate to plan and the ranking over its result rows, if the SELECT ranks."""
     from_ = select.args.get("from_")
