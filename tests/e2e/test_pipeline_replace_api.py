@@ -104,6 +104,12 @@ def test_an_incompatible_change_says_what_state_it_drops(server: Server) -> None
         send(c, s, [30.0], 3, "z")
         # started over from the stream's start: all three rows, in the 5-minute window
         assert wait_for(lambda: [r["n"] for r in rows(c, name)] == [3])
+        # the same through the body (what the dashboard sends): back to 1-minute windows,
+        # read again from the start
+        r = c.put(f"/v1/pipelines/{name}", json={"sql": old, "reset_state": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["sql"] == old
+        assert wait_for(lambda: [r["n"] for r in rows(c, name)] == [3])  # all in one minute
 
 
 def test_create_or_replace_creates_or_keeps_state(server: Server) -> None:

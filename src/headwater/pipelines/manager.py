@@ -104,7 +104,7 @@ class PipelineManager:
         runner.start(self._scheduler)
         return self.status(tenant, name)
 
-    def replace(self, tenant: str, name: str, sql: str) -> dict[str, Any]:
+    def replace(self, tenant: str, name: str, sql: str, reset: bool = False) -> dict[str, Any]:
         """Replace a pipeline's SQL. The new SQL is checked first, so a mistake leaves the
         old pipeline running. When the state still means the same (``dropped_state``),
         the new pipeline takes over the old one's state, offsets and tables; otherwise
@@ -112,7 +112,8 @@ class PipelineManager:
         pipeline with its state and tables and starts over from the stream's start (or
         its ``WITH (start = ...)``).
         """
-        sql, reset = split_reset(split_or_replace(sql)[0])
+        sql, asked = split_reset(split_or_replace(sql)[0])
+        reset = reset or asked
         old = self._runner(tenant, name)
         new = self._build(tenant, sql)
         if new.name != name:

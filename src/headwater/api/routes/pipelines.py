@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -55,17 +56,25 @@ async def replace_pipeline(name: str, request: Request) -> Response:
     """Replace a pipeline's SQL (same name). The new SQL is checked before anything
     changes. A change that leaves the state's meaning alone keeps the state, offsets and
     tables; another answers 409 naming the state it would drop, unless the SQL has
-    ``WITH (reset_state = true)``: then state and tables are reset and the stream re-read."""
+    ``WITH (reset_state = true)`` or the body ``"reset_state": true``: then state and
+    tables are reset and the stream re-read."""
     who = authenticate(request)
     who.require("admin")
-    sql = await _sql_body(request)
+    data = await json_body(request)
+    sql = _sql_of(data, request)
+    reset = isinstance(data, dict) and data.get("reset_state") is True
     replace = manager(request).replace
-    out = await asyncio.to_thread(without_recursion_error, lambda: replace(who.tenant, name, sql))
+    out = await asyncio.to_thread(
+        without_recursion_error, lambda: replace(who.tenant, name, sql, reset)
+    )
     return json_response(out)
 
 
 async def _sql_body(request: Request) -> str:
-    data = await json_body(request)
+    return _sql_of(await json_body(request), request)
+
+
+def _sql_of(data: Any, request: Request) -> str:
     if not isinstance(data, dict) or not isinstance(data.get("sql"), str):
         raise BadRequest(
             "send {'sql': 'CREATE PIPELINE name AS SELECT ...'}", code="invalid_request"

@@ -92,21 +92,27 @@ export function pipelineControls(name, { view, answer, currentSql, onReplaced })
       return;
     }
     fill(confirmBox, h("div", { class: "alert warn", "data-testid": "replace-confirm" },
-      h("p", {}, h("b", {}, "Replacing resets this pipeline. "),
-        `Its state and its tables (${tables}) are dropped, and it re-reads the stream from its start `
-        + "(or its WITH start option). The new SQL is checked first: if it has an error, nothing changes."),
+      h("p", {}, h("b", {}, "Replace keeping state "),
+        "when the change allows it (a new filter or output column): windows, offsets and tables carry over, "
+        + "and the server says what state would be dropped otherwise. "
+        + `Replace and reset state drops its state and its tables (${tables}) `
+        + "and re-reads the stream from its start (or its WITH start option). The new SQL is checked first: "
+        + "if it has an error, nothing changes."),
       h("div", { class: "row" },
-        h("button", { type: "button", "data-testid": "confirm-replace", onclick: replace }, "Replace and reset state"),
+        h("button", { type: "button", "data-testid": "confirm-keep", onclick: () => replace(false) }, "Replace keeping state"),
+        h("button", { type: "button", "data-testid": "confirm-replace", onclick: () => replace(true) }, "Replace and reset state"),
         h("button", { class: "ghost", type: "button", onclick: () => askReplace(false) }, "Keep editing"))));
   }
 
-  async function replace() {
+  async function replace(reset) {
     fill(answer);
     try {
-      const status = await api(path, { method: "PUT", body: { sql: editor.value } });
+      const body = reset ? { sql: editor.value, reset_state: true } : { sql: editor.value };
+      const status = await api(path, { method: "PUT", body });
       stopEdit();
-      fill(answer, h("div", { class: "alert ok", "data-testid": "replaced" },
-        "Replaced: state and tables reset; the pipeline is re-reading the stream."));
+      fill(answer, h("div", { class: "alert ok", "data-testid": "replaced" }, reset
+        ? "Replaced: state and tables reset; the pipeline is re-reading the stream."
+        : "Replaced: state, offsets and tables kept; the new SQL applies to rows from here on."));
       onReplaced(status);
     } catch (err) {
       askReplace(false);
