@@ -194,3 +194,10 @@ def test_the_anomaly_alert_fires_on_flagged_readings(demo: Server) -> None:
         assert firing and all(k["key"].startswith("dev-") for k in firing)
         assert all(abs(k["values"]["z"]) > 4 for k in firing)
         assert firing[0]["summary"].startswith(firing[0]["key"] + ": ")
+
+
+def test_without_a_broker_url_the_demo_has_no_mqtt_source(demo: Server) -> None:
+    with demo.client() as c:
+        sources = c.get("/v1/sources").json()["sources"]
+        assert [(s["name"], s["kind"]) for s in sources] == [("simulator", "simulator")]
+        assert "fleet_telemetry" not in {s["name"] for s in c.get("/v1/streams").json()["streams"]}

@@ -109,8 +109,8 @@ class DemoFleet:
             malformed_rate=s.demo_malformed_rate,
         )  # fmt: skip
         self._sources, self._pipelines, self._alerts = sources, pipelines, alerts
-        self._tables = tables
-        demo_mqtt.ensure(tenant, s.demo_mqtt_url, clock, streams, tables, sources)
+        self._tables, self._clock, self._streams = tables, clock, streams
+        self._mqtt_url = s.demo_mqtt_url
         self.mqtt = MqttFleet(s.demo_mqtt_url, clock) if s.demo_mqtt_url else None
 
     @property
@@ -163,6 +163,9 @@ class DemoFleet:
             spec = {"name": SOURCE, "kind": "simulator", "stream": "readings", "config": wanted}
             sources.create(self.tenant, spec, {"readings"})
         self.resume()  # the demo streams from the start, even if it was paused last time
+        demo_mqtt.ensure(
+            self.tenant, self._mqtt_url, self._clock, self._streams, self._tables, sources
+        )
         if self.mqtt is not None:
             self.mqtt.start()
 
