@@ -73,8 +73,10 @@ def demo(
         "  (ingestion is running)"
     )
     if settings.demo_mqtt_url:
+        scheme, _, rest = settings.demo_mqtt_url.partition("://")
+        broker = f"{scheme}://{rest.rpartition('@')[2]}"  # no credentials on the screen
         intro += (
-            f"\n  MQTT fleet  publishing to {settings.demo_mqtt_url} (fleet/<device>/telemetry),"
+            f"\n  MQTT fleet  publishing to {broker} (fleet/<device>/telemetry),"
             " read back into [cyan]fleet_telemetry[/]"
         )
     run_server(settings, "demo", intro)
