@@ -284,6 +284,12 @@ class Settings(BaseSettings):
     demo_malformed_rate: float = Field(
         0.005, description="Share of demo events that fail validation."
     )
+    demo_mqtt_url: str | None = Field(
+        None,
+        pattern=r"^mqtts?://[^/]+$",
+        description="An MQTT broker (mqtt://host:1883) the demo publishes a device fleet to and "
+        "reads back through an mqtt source; none: nothing MQTT.",
+    )
 
     # tracing (OpenTelemetry)
     tracing_exporter: Literal["none", "otlp", "console"] = Field(

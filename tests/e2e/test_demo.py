@@ -173,3 +173,31 @@ def test_the_anomalies_pipeline_flags_readings_far_off_their_device(demo: Server
         assert rows, "no anomaly flagged within a minute of simulated readings"
         assert all(abs(r["z"]) > 4 for r in rows)  # the rule is_anomaly(value, 4) applies
         assert {r["kind"] for r in rows} <= {"negative", "spike"}
+
+
+def test_the_anomaly_alert_fires_on_flagged_readings(demo: Server) -> None:
+    with demo.client() as c:
+        rule = c.get("/v1/alerts/anomaly").json()
+        assert rule["from"] == "anomalies" and rule["key"] == "device_id"
+        assert rule["channels"] == []
+        deadline = time.monotonic() + 60
+        fired: list[dict] = []
+        while not fired and time.monotonic() < deadline:
+            events = c.get("/v1/alerts/anomaly/events").json()["events"]
+            fired = [e for e in events if e["kind"] == "fired"]
+            if not fired:
+                time.sleep(0.5)
+        assert fired, "the anomaly rule did not fire within a minute of simulated readings"
+        rule = c.get("/v1/alerts/anomaly").json()
+        assert rule["error"] is None and rule["firing"] >= 1
+        firing = [k for k in rule["keys"] if k["state"] == "firing"]
+        assert firing and all(k["key"].startswith("dev-") for k in firing)
+        assert all(abs(k["values"]["z"]) > 4 for k in firing)
+        assert firing[0]["summary"].startswith(firing[0]["key"] + ": ")
+
+
+def test_without_a_broker_url_the_demo_has_no_mqtt_source(demo: Server) -> None:
+    with demo.client() as c:
+        sources = c.get("/v1/sources").json()["sources"]
+        assert [(s["name"], s["kind"]) for s in sources] == [("simulator", "simulator")]
+        assert "fleet_telemetry" not in {s["name"] for s in c.get("/v1/streams").json()["streams"]}

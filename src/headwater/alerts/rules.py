@@ -92,8 +92,11 @@ def _duration(data: dict[str, Any], name: str) -> int | None:
     return ms
 
 
-def parse_rule(tenant: str, data: Any, now_ms: int) -> AlertRule:
-    """Check the body of ``POST /v1/alerts``; the condition is checked against the table later."""
+def parse_rule(tenant: str, data: Any, now_ms: int, require_channels: bool = True) -> AlertRule:
+    """Check the body of ``POST /v1/alerts``; the condition is checked against the table later.
+
+    ``require_channels`` false lets a rule the server makes itself (the demo's) have none:
+    it fires and keeps its history, and notifies no one."""
     if not isinstance(data, dict):
         raise _bad('send {"name", "from", "key", "condition", "for", "channels"}')
     unknown = set(data) - {"name", "from", "key", "condition", "for", "repeat", "severity",
@@ -119,7 +122,7 @@ def parse_rule(tenant: str, data: Any, now_ms: int) -> AlertRule:
     if not isinstance(summary, str) or len(summary) > 2000:
         raise _bad("summary: a template string of at most 2000 characters", "bad_alert_summary")
     channels = data.get("channels", [])
-    if not isinstance(channels, list) or not channels:
+    if not isinstance(channels, list) or (require_channels and not channels):
         raise _bad('"channels": a non-empty list of {"kind", ...}', "bad_alert_channel")
     for c in channels:
         check_channel(c)

@@ -94,8 +94,10 @@ class Alerts:
         return run.rule if run is not None else None
 
     # rules -------------------------------------------------------------------------
-    def create(self, tenant: str, data: Any, tables: set[str]) -> AlertRule:
-        rule = parse_rule(tenant, data, self._clock.now_ms())
+    def create(
+        self, tenant: str, data: Any, tables: set[str], require_channels: bool = True
+    ) -> AlertRule:
+        rule = parse_rule(tenant, data, self._clock.now_ms(), require_channels)
         if rule.source not in tables:
             raise BadRequest(f"alert reads {rule.source!r}, which is not a table or stream of "
                              "this tenant", code="unknown_table")  # fmt: skip

@@ -13,6 +13,7 @@ from headwater.cli.options import (
     DirOpt,
     HostOpt,
     KeyOpt,
+    MqttUrlOpt,
     PortOpt,
     load_or_exit,
 )
@@ -57,10 +58,11 @@ def serve(
 @app.command()
 def demo(
     host: HostOpt = None, port: PortOpt = None, data_dir: DirOpt = None, config: ConfigOpt = None,
-    tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+    tls_cert: CertOpt = None, tls_key: KeyOpt = None, mqtt_url: MqttUrlOpt = None,
 ) -> None:  # fmt: skip
     """Run the server with a simulated IoT fleet, a `readings` stream and sample pipelines."""
-    settings = _settings(host, port, data_dir, config, tls_cert=tls_cert, tls_key=tls_key)
+    settings = _settings(host, port, data_dir, config, tls_cert=tls_cert, tls_key=tls_key,
+                         demo_mqtt_url=mqtt_url)  # fmt: skip
     base = f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}"
     intro = (
         "[bold]Headwater demo[/]: simulated devices stream into [cyan]readings[/]; pipelines "
@@ -70,6 +72,13 @@ def demo(
         f"  start/stop  POST {base}/api/v1/start-ingestion  /api/v1/stop-ingestion"
         "  (ingestion is running)"
     )
+    if settings.demo_mqtt_url:
+        scheme, _, rest = settings.demo_mqtt_url.partition("://")
+        broker = f"{scheme}://{rest.rpartition('@')[2]}"  # no credentials on the screen
+        intro += (
+            f"\n  MQTT fleet  publishing to {broker} (fleet/<device>/telemetry),"
+            " read back into [cyan]fleet_telemetry[/]"
+        )
     run_server(settings, "demo", intro)
 
 

@@ -59,6 +59,15 @@ KeyOpt = Annotated[
         show_default=False,
     ),
 ]  # fmt: skip
+MqttUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mqtt-url",
+        help="MQTT broker the demo publishes a device fleet to and reads back, mqtt://host:1883 "
+        "\\[default: none; env HEADWATER_DEMO_MQTT_URL]",
+        show_default=False,
+    ),
+]
 
 
 def load_or_exit(config: Path | None, **overrides: Any) -> Settings:

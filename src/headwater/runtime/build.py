@@ -123,7 +123,9 @@ def build_runtime(settings: Settings, clock: Clock | None = None, demo: bool = F
     housekeeping = Housekeeping(
         clock, log_, streams, idem, materializer, store, catalog, settings, readers
     )
-    fleet = DemoFleet(settings, clock, streams, tables, sources, pipelines) if demo else None
+    fleet = (
+        DemoFleet(settings, clock, streams, tables, sources, pipelines, alerts) if demo else None
+    )
     return Runtime(
         settings=settings, clock=clock, catalog=catalog, log=log_, store=store,
         streams=streams, tables=tables, tombstones=tombstones, quotas=quotas,

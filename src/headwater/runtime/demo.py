@@ -1,15 +1,18 @@
-"""The demo's content: a ``readings`` stream, sample pipelines and the simulated fleet.
+"""The demo's content: a ``readings`` stream, sample pipelines, an alert rule and the
+simulated fleet.
 
 ``headwater demo`` builds the runtime with a ``DemoFleet``: the stream and the
-``simulator`` source are created when missing, the pipelines when the runtime starts;
-the source runtime runs the simulator like any source (the classic demo endpoints pause
-and resume it).
+``simulator`` source are created when missing, the pipelines and the ``anomaly`` alert
+rule when the runtime starts; the source runtime runs the simulator like any source (the
+classic demo endpoints pause and resume it). With ``demo_mqtt_url``, an MQTT device
+fleet is published to that broker and read back (``headwater.runtime.demo_mqtt``).
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from headwater.alerts.service import Alerts
 from headwater.connectors.sources.registry import Sources
 from headwater.connectors.sources.simulator import CATEGORIES, SimulatorConfig
 from headwater.ingest.streams import StreamDirectory, StreamState
@@ -17,6 +20,8 @@ from headwater.ingest.tables import TableNames
 from headwater.model.schema import schema_from_dict
 from headwater.model.time import Clock
 from headwater.pipelines.manager import PipelineManager
+from headwater.runtime import demo_mqtt
+from headwater.runtime.demo_mqtt import MqttFleet
 from headwater.runtime.opening import DEFAULT_TENANT
 from headwater.settings import Settings
 
@@ -63,6 +68,20 @@ WHERE status <> 'error' AND value IS NOT NULL
 QUALIFY is_anomaly(value, 4) OVER (PARTITION BY device_id ORDER BY ts)""",
 }
 
+# Fires for a device as soon as ``anomalies`` has a reading of it that ``is_anomaly`` flags
+# (|z| > 4, the threshold of its QUALIFY); no channel: the dashboard's Alerts page shows it.
+ALERT = {
+    "name": "anomaly",
+    "from": "anomalies",
+    "key": "device_id",
+    "condition": "abs(z) > 4",
+    "for": "1s",
+    "severity": "warning",
+    "labels": {"demo": "true"},
+    "summary": "$device_id: $kind reading $value (z = $z, score $score)",
+    "channels": [],
+}
+
 
 class DemoFleet:
     """The demo stream, its pipelines and the ``simulator`` source feeding it.
@@ -75,7 +94,7 @@ class DemoFleet:
 
     def __init__(
         self, settings: Settings, clock: Clock, streams: StreamDirectory, tables: TableNames,
-        sources: Sources, pipelines: PipelineManager,
+        sources: Sources, pipelines: PipelineManager, alerts: Alerts,
     ) -> None:  # fmt: skip
         tenant = self.tenant = DEFAULT_TENANT
         if not any(s.schema.name == "readings" for s in streams.in_tenant(tenant)):
@@ -89,7 +108,10 @@ class DemoFleet:
             disorder_ms=s.demo_disorder_ms, late_rate=s.demo_late_rate,
             malformed_rate=s.demo_malformed_rate,
         )  # fmt: skip
-        self._sources, self._pipelines = sources, pipelines
+        self._sources, self._pipelines, self._alerts = sources, pipelines, alerts
+        self._tables, self._clock, self._streams = tables, clock, streams
+        self._mqtt_url = s.demo_mqtt_url
+        self.mqtt = MqttFleet(s.demo_mqtt_url, clock) if s.demo_mqtt_url else None
 
     @property
     def running(self) -> bool:
@@ -111,6 +133,8 @@ class DemoFleet:
         if self.running:
             return False
         self._sources.set_status(self.tenant, SOURCE, "running")
+        if self.mqtt is not None:
+            self.mqtt.running = True
         return True
 
     def pause(self) -> bool:
@@ -118,6 +142,8 @@ class DemoFleet:
         if not self.running:
             return False
         self._sources.set_status(self.tenant, SOURCE, "paused")
+        if self.mqtt is not None:
+            self.mqtt.running = False
         return True
 
     async def start(self) -> None:
@@ -125,6 +151,9 @@ class DemoFleet:
         for name, sql in PIPELINES.items():
             if name not in self._pipelines.names(self.tenant):
                 await asyncio.to_thread(self._pipelines.create, self.tenant, sql)
+        if not any(r.rule.name == ALERT["name"] for r in self._alerts.in_tenant(self.tenant)):
+            tables = self._tables.readable(self.tenant)
+            await asyncio.to_thread(self._alerts.create, self.tenant, ALERT, tables, False)
         sources, wanted = self._sources, self.config.to_dict()
         current = next((r for r in sources.in_tenant(self.tenant) if r.name == SOURCE), None)
         if current is not None and (current.config != wanted or current.kind != "simulator"):
@@ -134,6 +163,13 @@ class DemoFleet:
             spec = {"name": SOURCE, "kind": "simulator", "stream": "readings", "config": wanted}
             sources.create(self.tenant, spec, {"readings"})
         self.resume()  # the demo streams from the start, even if it was paused last time
+        demo_mqtt.ensure(
+            self.tenant, self._mqtt_url, self._clock, self._streams, self._tables, sources
+        )
+        if self.mqtt is not None:
+            self.mqtt.start()
 
     async def stop(self) -> None:
-        """Nothing of its own to stop: the source runtime stops the source."""
+        """Stop the MQTT fleet's publisher; the source runtime stops the sources."""
+        if self.mqtt is not None:
+            await self.mqtt.stop()
