@@ -180,9 +180,8 @@ class Target:
             self._skip -= 1
             return False
         try:
-            with self.conn.transaction():  # a savepoint
-                with self.conn.cursor().copy(self.copy_in) as copy:
-                    copy.write(_csv(rows.drop_columns(["_i"])))
+            with self.conn.transaction(), self.conn.cursor().copy(self.copy_in) as copy:
+                copy.write(_csv(rows.drop_columns(["_i"])))  # under a savepoint
         except psycopg.errors.UniqueViolation:
             self._skip, self._wait = self._wait, min(64, self._wait * 2)
             return False
