@@ -7,7 +7,9 @@ moved from the batch's first offset to its end (``WHERE next_offset = <first>``,
 second writer, or a retry of a batch whose commit did land, changes nothing and rolls
 back). The progress in the target database is the truth: a restart, or a lost
 connection, reads it again and goes on from there, so after ``kill -9`` every row is
-applied once. Within a batch the last row of each key wins.
+applied once. Within a batch the last row of each key wins. While a batch's keys may all
+be new it is copied straight into the table under a savepoint (half the database's work);
+a key already there rolls that back, and the batch takes the upsert.
 
 A batch the target refuses for its data (class 22 or 23: a value that does not fit,
 a constraint) is cut in halves, each under a savepoint, down to the single rows that
