@@ -111,6 +111,8 @@ class PostgresConfig(BaseModel):
     progress_table: str = Field("headwater_sink_progress", pattern=IDENT)
     batch_rows: int = Field(50_000, ge=1, le=1_000_000)
     batch_age_ms: int = Field(200, ge=0, le=600_000)
+    copy_new_keys: bool = True
+    synchronous_commit: bool = True
     backoff_base_s: float = Field(0.2, gt=0, le=60)
     backoff_max_s: float = Field(30.0, gt=0, le=3600)
     breaker_failures: int = Field(5, ge=1, le=10_000)

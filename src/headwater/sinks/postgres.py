@@ -7,7 +7,9 @@ moved from the batch's first offset to its end (``WHERE next_offset = <first>``,
 second writer, or a retry of a batch whose commit did land, changes nothing and rolls
 back). The progress in the target database is the truth: a restart, or a lost
 connection, reads it again and goes on from there, so after ``kill -9`` every row is
-applied once. Within a batch the last row of each key wins.
+applied once. Within a batch the last row of each key wins. While a batch's keys may all
+be new it is copied straight into the table under a savepoint (half the database's work);
+a key already there rolls that back, and the batch takes the upsert.
 
 A batch the target refuses for its data (class 22 or 23: a value that does not fit,
 a constraint) is cut in halves, each under a savepoint, down to the single rows that
@@ -70,6 +72,8 @@ class Target:
             cfg.dsn, connect_timeout=10, options="-c TimeZone=UTC", autocommit=True, **kw
         )
         self._ready: tuple[str, ...] = ()  # the columns the statements were made for
+        self._unique = False  # the table has an immediate unique index on exactly ``key``
+        self._skip, self._wait = 0, 1  # batches to go before COPY straight in is tried again
 
     def restore(self, topic: str, first: int) -> tuple[int, int, int]:
         """(next offset, delivered, dead-lettered) from the progress table (made if new)."""
@@ -108,6 +112,7 @@ class Target:
             self.conn.execute(sql.SQL(
                 "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             ).format(self.stage, self.table))  # fmt: skip
+            self._unique = self._has_unique_key()
         names = sql.SQL(", ").join(map(sql.Identifier, cols))
         rest = [c for c in cols if c not in self.cfg.key]
         update = (
@@ -116,6 +121,7 @@ class Target:
             if rest else sql.SQL("DO NOTHING")
         )  # fmt: skip
         self.copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(self.stage, names)
+        self.copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(self.table, names)
         self.upsert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
             self.table, names, names, self.stage,
             sql.SQL(", ").join(map(sql.Identifier, self.cfg.key)), update,
@@ -131,8 +137,12 @@ class Target:
         self.prepare(rows.schema)
         rows = rows.append_column("_i", pa.array(np.arange(rows.num_rows), pa.int64()))
         with self.conn.transaction():
+            if not self.cfg.synchronous_commit:  # see docs/sinks.md: lost with its progress
+                self.conn.execute("SET LOCAL synchronous_commit = off")
             refused: list[Refused] = []
             todo = last_per_key(rows, self.cfg.key)
+            if self._copied_in(todo):
+                todo = todo.slice(0, 0)
             while todo.num_rows:
                 now = self._apply(todo)
                 refused += now
@@ -160,6 +170,39 @@ class Target:
         ).format(self.progress), (end, delivered, dead, self.sink_id, start))  # fmt: skip
         if moved.rowcount != 1:
             raise Moved(f"the progress of {self.sink_id} is not at {start}")
+
+    def _copied_in(self, rows: pa.Table) -> bool:
+        """``COPY`` straight into the table, when its keys may all be new: half the work
+        of the upsert. A key already there (a unique violation) or a refused value rolls
+        the savepoint back, and the upsert does the batch; after a conflict, the next
+        batches (1, 2, 4 ... up to 64 of them) go straight to the upsert."""
+        if not (self.cfg.copy_new_keys and self._unique and rows.num_rows):
+            return False
+        if self._skip:
+            self._skip -= 1
+            return False
+        try:
+            with self.conn.transaction(), self.conn.cursor().copy(self.copy_in) as copy:
+                copy.write(_csv(rows.drop_columns(["_i"])))  # under a savepoint
+        except psycopg.errors.UniqueViolation:
+            self._skip, self._wait = self._wait, min(64, self._wait * 2)
+            return False
+        except BAD_DATA:
+            return False
+        self._wait = 1
+        return True
+
+    def _has_unique_key(self) -> bool:
+        """Whether an immediate, whole-table unique index covers exactly the key columns
+        (without one, a ``COPY`` straight in would not notice a key already there)."""
+        found = self.conn.execute(sql.SQL(
+            "SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND i.indisunique "
+            "AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL "
+            "AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) "
+            "     FROM unnest(i.indkey::int2[]) k JOIN pg_attribute a "
+            "     ON a.attrelid = i.indrelid AND a.attnum = k) = %s::text[]"
+        ), (self.table.as_string(self.conn), sorted(self.cfg.key))).fetchone()  # fmt: skip
+        return found is not None
 
     def _apply(self, rows: pa.Table) -> list[Refused]:
         """Upsert ``rows``; those refused (``_i`` and why), found by halving."""
@@ -210,7 +253,11 @@ def last_per_key(table: pa.Table, key: list[str]) -> pa.Table:
     """The last row of each key, in the order they came (by ``_i``)."""
     if not table.num_rows:
         return table
+    if len(key) == 1 and len(pc.unique(table.column(key[0]))) == table.num_rows:
+        return table  # every key once (the usual case): nothing to drop
     last = table.group_by(key, use_threads=False).aggregate([("_i", "max")])
+    if last.num_rows == table.num_rows:
+        return table
     wanted = pa.array(np.sort(last.column("_i_max").to_numpy()))
     return table.take(pc.index_in(wanted, value_set=table.column("_i")))
 
