@@ -14,4 +14,6 @@ fi
 # the dependency direction between packages (pyproject.toml, [tool.importlinter])
 .venv/bin/lint-imports --no-cache
 export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}  # example counts sized for CI (tests/examples.py)
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Four workers on two cores: most tests wait on servers, brokers and browsers, not on the
+# CPU. A test file stays on one worker (its servers and brokers are started once).
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n 4 --dist loadfile "$@"
