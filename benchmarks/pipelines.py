@@ -13,7 +13,9 @@ end of the stream (results, state and offsets written):
 
 The baseline is the same query run by DuckDB in-process over a table of the same rows,
 writing its result to a table (``CREATE TABLE ... AS``), as the pipeline writes its
-result table. Prints events/s of both and their ratio.
+result table. Prints events/s of both and their ratio, and the CPU time the server
+used per event while the pipeline ran (from ``/proc``; wall-clock rates on a shared
+machine follow its load, CPU time much less).
 
     python benchmarks/pipelines.py                    # 10M events
     python benchmarks/pipelines.py --events 2000000
@@ -118,6 +120,12 @@ def load(c: httpx.Client, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_pipeline(c: httpx.Client, name: str, sql: str, n: int) -> tuple[float, dict]:
     t0 = time.perf_counter()
     r = c.post("/v1/pipelines", json={"sql": f"CREATE PIPELINE {name} AS {sql}"})
@@ -165,15 +173,19 @@ def main() -> None:
                 events(s, min(FILE_ROWS, n - s)) for s in range(0, n, FILE_ROWS)
             )
             print(
-                f"{'pipeline':<10} {'pipeline ev/s':>14} {'DuckDB ev/s':>12} {'ratio':>6}  rows out"
+                f"{'pipeline':<10} {'pipeline ev/s':>14} {'DuckDB ev/s':>12} {'ratio':>6} "
+                f"{'server CPU us/ev':>16}  rows out"
             )
+            pid = srv.proc.pid if srv.proc is not None else 0
             for name in args.only:
                 sql, batch = QUERIES[name]
+                cpu0 = cpu_seconds(pid)
                 took, metrics = run_pipeline(c, f"bench_{name}", sql, n)
+                cpu = cpu_seconds(pid) - cpu0
                 batch_took = run_batch(table, batch)
                 print(
                     f"{name:<10} {n / took:>14,.0f} {n / batch_took:>12,.0f} "
-                    f"{batch_took / took:>6.2f}  {metrics['rows_out']:,}"
+                    f"{batch_took / took:>6.2f} {cpu / n * 1e6:>16.2f}  {metrics['rows_out']:,}"
                 )
     finally:
         srv.stop()
