@@ -9,7 +9,9 @@ end of the stream (results, state and offsets written):
 - ``stateless``: a filter and a projection writing every row;
 - ``windows``: per-device 1-minute tumbling windows (count, avg, max);
 - ``top_n``: the 3 hottest devices of each minute (window Top-N);
-- ``zscore``: a running z-score per device, writing every row.
+- ``zscore``: a running z-score per device, writing every row;
+- ``interval_join``: the stream joined with itself, each reading with the same device's
+  readings of the next 15 s (itself and the next one, 10 s later: two rows per event).
 
 The baseline is the same query run by DuckDB in-process over a table of the same rows,
 writing its result to a table (``CREATE TABLE ... AS``), as the pipeline writes its
@@ -87,6 +89,14 @@ QUERIES = {
         "SELECT device_id, ts, (temperature - avg(temperature) OVER w) / "
         "stddev_samp(temperature) OVER w AS z FROM ev WINDOW w AS (PARTITION BY device_id "
         "ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)",
+    ),
+    "interval_join": (
+        "SELECT a.device_id, a.ts, b.ts AS later_ts, b.temperature - a.temperature AS delta "
+        "FROM ev a JOIN ev b ON a.device_id = b.device_id "
+        "AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '15 seconds'",
+        "SELECT a.device_id, a.ts, b.ts AS later_ts, b.temperature - a.temperature AS delta "
+        "FROM ev a JOIN ev b ON a.device_id = b.device_id "
+        "AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '15 seconds'",
     ),
 }
 
