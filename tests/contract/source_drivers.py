@@ -41,12 +41,12 @@ from headwater.connectors.sources.nats import NatsSource
 from headwater.connectors.sources.poll import PollSource
 from headwater.connectors.sources.postgres_cdc import PostgresCdcSource
 from headwater.connectors.sources.runtime import PullSource
+from kafka_broker import Tansu
+from nats_server import NatsServer
+from pgcluster import PgCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from kafka_broker import Tansu  # noqa: E402
-from mqtt_broker import Broker, publish  # noqa: E402
-from nats_server import NatsServer  # noqa: E402
-from pgcluster import PgCluster  # noqa: E402
+from mqtt_broker import Broker, publish
 
 
 class Driver(Protocol):

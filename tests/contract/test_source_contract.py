@@ -60,7 +60,9 @@ def counterparts() -> Iterator[None]:
     COUNTERPARTS.stop()
 
 
-KINDS = [pytest.param(k, marks=[pytest.mark.kafka] if k == "kafka" else []) for k in sorted(DRIVERS)]
+KINDS = [
+    pytest.param(k, marks=[pytest.mark.kafka] if k == "kafka" else []) for k in sorted(DRIVERS)
+]
 
 
 @pytest.fixture(params=KINDS)
