@@ -11,8 +11,9 @@ gives the source's config. Every kind must then:
 - quarantine bad payloads, each with the source named in its ``request_id``;
 - survive ``kill -9`` loops of a real server with no loss and no duplicate.
 
-Kinds that replay (files, cursors, offsets) are exactly-once: their stream has no ``id``
-field, so a record read twice would be stored twice. At-least-once kinds (MQTT QoS 1)
+Kinds that replay (files, cursors, Kafka offsets, JetStream sequences, WAL positions)
+are exactly-once: their stream has no ``id`` field, so a record read twice would be
+stored twice. At-least-once kinds (MQTT QoS 1)
 get ``eid`` as the stream's ``id`` and must come out effectively once.
 """
 
