@@ -3,28 +3,47 @@
 A driver owns the kind's real counterpart for one test and speaks the suite's one
 record shape, ``{"p": <partition label>, "seq": <int>, "eid": "<p>-<seq>"}``. To add a
 kind: write a class with these members and list it in ``DRIVERS``.
+
+Servers that are slow to start (the Kafka broker, NATS, a PostgreSQL cluster) run once
+per test module (``COUNTERPARTS``); each driver takes its own topic, stream or database
+in them, so tests stay apart.
+
+The ``simulator`` kind is not in the suite: it makes its own events (devices, readings
+and malformed ones drawn at random), so no driver can write a chosen partition label and
+sequence, nor a chosen bad record, and there is nothing to count loss or duplicates by;
+it has no upstream to resume in either (its tests are ``test_simulator*``).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+import psycopg
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
 from feed_server import Feed
 from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.files import DirectorySource
+from headwater.connectors.sources.kafka import KafkaSource
 from headwater.connectors.sources.mqtt import MqttSource
+from headwater.connectors.sources.nats import NatsSource
 from headwater.connectors.sources.poll import PollSource
+from headwater.connectors.sources.postgres_cdc import PostgresCdcSource
 from headwater.connectors.sources.runtime import PullSource
+from kafka_broker import Tansu
+from nats_server import NatsServer
+from pgcluster import PgCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from mqtt_broker import Broker, publish
@@ -175,6 +194,146 @@ class PollDriver:
         self.feed.stop()
 
 
+class Counterparts:
+    """Servers shared by the drivers of one test module, started on first use."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, Any] = {}
+        self._stops: list[Callable[[], None]] = []
+        self.names = itertools.count()  # topics, streams, databases: one per driver
+
+    def get(self, key: str, start: Callable[[Path], Any], stop: Callable[[Any], None]) -> Any:
+        if key not in self._made:
+            workdir = Path(tempfile.mkdtemp(prefix=f"hw-contract-{key}-"))
+            made = self._made[key] = start(workdir)
+            self._stops.append(lambda: (stop(made), shutil.rmtree(workdir, True)))
+        return self._made[key]
+
+    def stop(self) -> None:
+        while self._stops:
+            self._stops.pop()()
+        self._made.clear()
+
+
+COUNTERPARTS = Counterparts()
+KAFKA_PARTS = ("a", "b", "c")  # the label's Kafka partition is its index here
+
+
+class KafkaDriver:
+    """A topic of three partitions on the module's Tansu broker; label ``a`` in partition 0."""
+
+    kind, exactly_once, root = "kafka", True, None
+
+    def __init__(self, workdir: Path) -> None:
+        self.broker: Tansu = COUNTERPARTS.get("kafka", lambda d: Tansu(d).start(),
+                                              Tansu.stop)  # fmt: skip
+        n = next(COUNTERPARTS.names)
+        self.topic, self.group = f"contract-{n}", f"hw-contract-{n}"
+        self.broker.create_topic(self.topic, len(KAFKA_PARTS))
+
+    def config(self) -> dict[str, Any]:
+        return {"bootstrap": self.broker.bootstrap, "topics": [self.topic], "group": self.group,
+                "session_timeout_ms": 1000, "batch_max": 100, "batch_ms": 20}  # fmt: skip
+
+    def source(self, rec: SourceRecord) -> PullSource:
+        return KafkaSource(rec)
+
+    def produce(self, part: str, seqs: range) -> None:
+        at = KAFKA_PARTS.index(part)
+        self.broker.produce(self.topic, [(at, orjson.dumps(record(part, i))) for i in seqs])
+
+    def produce_bad(self) -> int:
+        self.broker.produce(self.topic, [(0, orjson.dumps({"p": "a", "seq": -1, "eid": "a-bad"})),
+                                         (0, b"not json")])  # fmt: skip
+        return 2
+
+    def server_env(self) -> dict[str, str]:
+        return {}
+
+    def stop(self) -> None:
+        pass
+
+
+class NatsDriver:
+    """A JetStream stream of its own on the module's NATS server; the label in the subject."""
+
+    kind, exactly_once, root = "nats", True, None
+
+    def __init__(self, workdir: Path) -> None:
+        self.server: NatsServer = COUNTERPARTS.get("nats", NatsServer, NatsServer.stop)
+        n = next(COUNTERPARTS.names)
+        self.stream, self.prefix = f"CONTRACT{n}", f"contract{n}"
+        _off_loop(self.server.add_stream, self.stream, [f"{self.prefix}.>"])
+
+    def config(self) -> dict[str, Any]:
+        return {"url": self.server.url, "subjects": [f"{self.prefix}.*"], "stream": self.stream,
+                "subject_fields": f"{self.prefix}.{{p}}", "batch_max": 100}  # fmt: skip
+
+    def source(self, rec: SourceRecord) -> PullSource:
+        return NatsSource(rec)
+
+    def produce(self, part: str, seqs: range) -> None:
+        subject = f"{self.prefix}.{part}"
+        _off_loop(self.server.publish, [(subject, orjson.dumps({"seq": i, "eid": f"{part}-{i}"}))
+                                        for i in seqs])  # fmt: skip
+
+    def produce_bad(self) -> int:
+        subject = f"{self.prefix}.a"
+        _off_loop(self.server.publish, [(subject, b'{"seq": -1, "eid": "a-bad"}'),
+                                        (subject, b"not json")])  # fmt: skip
+        return 2
+
+    def server_env(self) -> dict[str, str]:
+        return {}
+
+    def stop(self) -> None:
+        pass
+
+
+class PostgresCdcDriver:
+    """A database of its own on the module's private cluster; one row per record, inserted
+    in one transaction per ``produce`` (rows written before the start come by snapshot)."""
+
+    kind, exactly_once, root = "postgres_cdc", True, None
+
+    def __init__(self, workdir: Path) -> None:
+        cluster: PgCluster = COUNTERPARTS.get("postgres", lambda d: PgCluster().start(),
+                                              PgCluster.stop)  # fmt: skip
+        self.dsn = cluster.create_db(f"contract_{next(COUNTERPARTS.names)}")
+        with psycopg.connect(self.dsn, autocommit=True) as db:
+            db.execute("CREATE TABLE contract (id serial PRIMARY KEY, p text, seq int, eid text)")
+
+    def config(self) -> dict[str, Any]:
+        return {"dsn": self.dsn, "tables": ["contract"], "poll_ms": 20, "batch_rows": 100}
+
+    def source(self, rec: SourceRecord) -> PullSource:
+        return PostgresCdcSource(rec)
+
+    def _insert(self, rows: list[tuple[str | None, int, str]]) -> None:
+        with psycopg.connect(self.dsn) as db, db.cursor() as cur:
+            cur.executemany("INSERT INTO contract (p, seq, eid) VALUES (%s, %s, %s)", rows)
+
+    def produce(self, part: str, seqs: range) -> None:
+        self._insert([(part, i, f"{part}-{i}") for i in seqs])
+
+    def produce_bad(self) -> int:
+        self._insert([("a", -1, "a-bad"), (None, 0, "no-label")])  # a required field missing
+        return 2
+
+    def server_env(self) -> dict[str, str]:
+        return {}
+
+    def stop(self) -> None:
+        pass
+
+
+def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a thread of its own: the NATS helpers run their own event loop, and
+    the in-process tests call drivers from inside one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result()
+
+
 def _until(check: Callable[[], Any], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -185,6 +344,9 @@ def _until(check: Callable[[], Any], timeout_s: float = 10.0) -> None:
 
 DRIVERS: dict[str, Callable[[Path], Driver]] = {
     "file": FileDriver,
+    "kafka": KafkaDriver,
     "mqtt": MqttDriver,
+    "nats": NatsDriver,
     "poll": PollDriver,
+    "postgres_cdc": PostgresCdcDriver,
 }

@@ -11,8 +11,9 @@ gives the source's config. Every kind must then:
 - quarantine bad payloads, each with the source named in its ``request_id``;
 - survive ``kill -9`` loops of a real server with no loss and no duplicate.
 
-Kinds that replay (files, cursors, offsets) are exactly-once: their stream has no ``id``
-field, so a record read twice would be stored twice. At-least-once kinds (MQTT QoS 1)
+Kinds that replay (files, cursors, Kafka offsets, JetStream sequences, WAL positions)
+are exactly-once: their stream has no ``id`` field, so a record read twice would be
+stored twice. At-least-once kinds (MQTT QoS 1)
 get ``eid`` as the stream's ``id`` and must come out effectively once.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from source_drivers import DRIVERS, Driver
+from source_drivers import COUNTERPARTS, DRIVERS, Driver
 
 from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.registry import Sources
@@ -53,7 +54,19 @@ def stream_spec(driver: Driver, name: str = "s") -> dict[str, Any]:
     return spec
 
 
-@pytest.fixture(params=sorted(DRIVERS))
+@pytest.fixture(scope="module", autouse=True)
+def counterparts() -> Iterator[None]:
+    """The brokers and clusters the drivers share, stopped after the module."""
+    yield
+    COUNTERPARTS.stop()
+
+
+KINDS = [
+    pytest.param(k, marks=[pytest.mark.kafka] if k == "kafka" else []) for k in sorted(DRIVERS)
+]
+
+
+@pytest.fixture(params=KINDS)
 def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
     d = DRIVERS[request.param](tmp_path / "counterpart")
     yield d
@@ -201,6 +214,7 @@ async def test_bad_payloads_are_quarantined_with_the_source_named(
 
 
 @pytest.mark.slow
+@pytest.mark.kafka
 def test_kill_9_loops_lose_nothing_and_double_nothing_for_every_kind(tmp_path: Path) -> None:
     """Every kind at once in one server, killed twice while the sources are reading."""
     drivers = {kind: make(tmp_path / kind) for kind, make in sorted(DRIVERS.items())}
