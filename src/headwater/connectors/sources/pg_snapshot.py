@@ -10,6 +10,7 @@ A table without a primary key has no such order: a crash within it reads it agai
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,5 +114,9 @@ class Snapshot:
 
     def close(self) -> None:
         if not self._conn.closed:
-            self._conn.rollback()
+            with contextlib.suppress(psycopg.Error):  # a broken connection: nothing to undo
+                self._conn.rollback()
             self._conn.close()
+        cur, self._cur = self._cur, None
+        if cur is not None:  # stopped mid-table: closing the connection ended it on the
+            cur.close()  # server; this marks the cursor object closed too
