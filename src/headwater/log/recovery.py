@@ -82,8 +82,9 @@ def recover_topic(directory: Path, committed: Mapping[str, int]) -> tuple[Topic,
     segments = [p for _, p in files if p.suffix == SEGMENT_SUFFIX]
     cut = None
     for start, path in files:
-        if path.suffix == GAP_SUFFIX:
-            stop = _gap_of(path)[1]  # type: ignore[index]
+        gap = _gap_of(path) if path.suffix == GAP_SUFFIX else None
+        if gap is not None:  # topic_files lists only gap markers whose name parses
+            stop = gap[1]
             if topic.active is not None:  # a gap before every retained segment is history
                 _expect(topic, path, start)
                 topic.gaps.append((start, stop))

@@ -367,7 +367,7 @@ class KafkaReader:
             values = [self._cfg.avro(v) for v in values]
         if not fields:  # the usual case: one-line UTF-8 objects, joined and checked at once
             try:
-                data = b"\n".join(values) + b"\n"  # type: ignore[arg-type]  # None: TypeError
+                data = b"\n".join(values) + b"\n"  # a None value: TypeError
                 if data.count(b"\n") == len(values) and b"\r" not in data:
                     data.decode("utf-8")
                     return data
