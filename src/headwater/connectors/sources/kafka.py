@@ -365,13 +365,13 @@ class KafkaReader:
         values = [m.value() for m in msgs]
         if self._cfg.avro is not None:
             values = [self._cfg.avro(v) for v in values]
-        if not fields:  # the usual case: one-line UTF-8 objects, joined and checked at once
+        if not fields and None not in values:  # usually: one-line UTF-8 objects, checked at once
             try:
-                data = b"\n".join(values) + b"\n"  # a None value: TypeError
+                data = b"\n".join(v for v in values if v is not None) + b"\n"
                 if data.count(b"\n") == len(values) and b"\r" not in data:
                     data.decode("utf-8")
                     return data
-            except (TypeError, UnicodeDecodeError):
+            except UnicodeDecodeError:
                 pass
         heads = [head_of(m, fields) if fields else b"" for m in msgs]
         if self._cfg.fmt == "ndjson":

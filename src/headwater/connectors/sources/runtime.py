@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +41,8 @@ READ_TIMEOUT_S = 0.5
 DONE = "done"  # the position of a finished partition (a file read to its end)
 RELIST_S = 1.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 30.0
+# closing a reader may wait on a broker: its own threads, which run what they are given
+_CLOSING = ThreadPoolExecutor(4, thread_name_prefix="source-close")
 
 
 @dataclass(slots=True)
@@ -223,7 +227,7 @@ class SourceRuntime:
                 await self.commit(key, st, chunk, seq, stats)
                 found[part] = (chunk.position, seq)
         finally:
-            await asyncio.to_thread(reader.close)
+            await _close(reader)
 
     @staticmethod
     def _waiting(rec: SourceRecord, reader: Reader, stats: SourceStats) -> None:
@@ -274,7 +278,7 @@ class SourceRuntime:
                     seq += 1
                     await self.commit(key, st, chunk, seq, stats)
         finally:
-            await asyncio.to_thread(reader.close)
+            await _close(reader)
         stats.state = "done"
         return stats
 
@@ -320,17 +324,47 @@ class SourceRuntime:
 async def _open(kind: PullSource, part: str, start: str | None) -> Reader:
     """Open a reader in a thread; if the source stops meanwhile, the reader is closed as
     soon as it is open (no file or connection is left behind)."""
-    opening = asyncio.ensure_future(asyncio.to_thread(kind.open, part, start))
+    opening = _Opening(kind, part, start)
+    opened = asyncio.get_running_loop().run_in_executor(None, opening.run)
     try:
-        return await asyncio.shield(opening)
+        return await asyncio.shield(opened)
     except asyncio.CancelledError:
-        opening.add_done_callback(_close_opened)
+        opening.abandon()
         raise
 
 
-def _close_opened(opening: asyncio.Future[Reader]) -> None:
-    if not opening.cancelled() and opening.exception() is None:
-        opening.result().close()
+class _Opening:
+    """An open that may be abandoned: whichever of ``run`` and ``abandon`` comes second
+    closes the reader, on a pool thread (never on the event loop)."""
+
+    def __init__(self, kind: PullSource, part: str, start: str | None) -> None:
+        self._kind, self._part, self._start = kind, part, start
+        self._lock = threading.Lock()
+        self._reader: Reader | None = None
+        self._abandoned = False
+
+    def run(self) -> Reader:
+        reader = self._kind.open(self._part, self._start)
+        with self._lock:
+            self._reader = reader
+            abandoned = self._abandoned
+        if abandoned:
+            reader.close()
+        return reader
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            reader = self._reader
+        if reader is not None:
+            _CLOSING.submit(reader.close)
+
+
+async def _close(reader: Reader) -> None:
+    """Close a reader in a thread. A cancel does not skip the close: it is submitted to
+    the pool before the wait, and a pool runs what it was given (``asyncio.to_thread``
+    would drop the call if cancelled before a thread took it, leaving a file open)."""
+    await asyncio.shield(asyncio.wrap_future(_CLOSING.submit(reader.close)))
 
 
 class Relisting:
