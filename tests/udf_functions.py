@@ -14,3 +14,11 @@ def heat_index(temperature: float, humidity: float) -> float:
 @headwater.udf(params=["VARCHAR"], returns="VARCHAR")
 def site_of(device_id: pa.Array) -> pa.Array:
     return pc.utf8_upper(pc.utf8_slice_codeunits(device_id, 0, 1))
+
+
+@headwater.udf
+def checked_celsius(temperature: float) -> float:
+    """Refuses a temperature below absolute zero (a pipeline using it fails on one)."""
+    if pc.any(pc.less(temperature, -273.15)).as_py():
+        raise ValueError("a temperature below absolute zero")
+    return temperature

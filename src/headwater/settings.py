@@ -185,6 +185,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads that run every pipeline's cycles, however many pipelines there are.",
     )
+    pipeline_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Worker processes that run the pipelines' operators, so a server uses more than one core; 0 runs them in the server process.",
+    )
     pipeline_commit_threads: int = Field(
         2,
         ge=1,

@@ -37,6 +37,7 @@ UNITS = {
     "info",
     "connections",
     "requests",
+    "processes",
 }
 UNBOUNDED_LABELS = {
     "request_id",

@@ -166,6 +166,14 @@ PIPELINE_LOG_LAG_ROWS = Gauge(
 PIPELINE_STATE_KEYS = Gauge(
     "headwater_pipeline_state_keys", "Open groups held in pipeline state.", ["tenant", "pipeline"]
 )
+PIPELINE_WORKERS = Gauge(
+    "headwater_pipeline_worker_processes",
+    "Pipeline worker processes running (setting pipeline_workers).",
+)
+PIPELINE_WORKER_RESTARTS = Counter(
+    "headwater_pipeline_worker_restarts_total",
+    "Pipeline worker processes that died and were started again.",
+)
 PIPELINE_STATE_BYTES = Gauge(
     "headwater_pipeline_state_bytes", "Bytes held in pipeline state.", ["tenant", "pipeline"]
 )

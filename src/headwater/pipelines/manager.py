@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -25,9 +26,16 @@ from headwater.model.time import Clock, ms_to_datetime, parse_duration_ms
 from headwater.pipelines.inputs import RunnerInput
 from headwater.pipelines.models import ModelRegistry, TenantModels
 from headwater.pipelines.references import StoreReferenceTables
-from headwater.pipelines.runner import PipelineRunner, RunnerConfig, errors_table, late_table
+from headwater.pipelines.runner import (
+    Engine,
+    PipelineRunner,
+    RunnerConfig,
+    errors_table,
+    late_table,
+)
 from headwater.pipelines.scheduler import Scheduler
 from headwater.pipelines.subscriptions import Subscriptions
+from headwater.pipelines.workers import EngineSpec, RemotePipeline, WorkerPool
 from headwater.settings import Settings
 from headwater.store.materializer import conform
 from headwater.store.ports import ResultStore, ResultWrite
@@ -57,9 +65,14 @@ class PipelineManager:
         self._scheduler = Scheduler(
             log_, settings.pipeline_threads, settings.pipeline_commit_threads
         )
+        # the operators run in worker processes, or here (``pipeline_workers = 0``)
+        n = settings.pipeline_workers
+        self.workers = WorkerPool(n, settings.udf_modules) if n else None
 
     # lifecycle --------------------------------------------------------------------
     def start_all(self) -> None:
+        if self.workers is not None:
+            self.workers.start()
         records = list(self._catalog.pipelines())
         for rec in records:  # known before any is built: one may read another
             self._records[(rec.tenant, rec.name)] = rec
@@ -80,6 +93,8 @@ class PipelineManager:
         for runner in self._runners.values():
             runner.stop()
         self._scheduler.close()
+        if self.workers is not None:
+            self.workers.close()
         self.subs.close()
 
     def create(self, tenant: str, sql: str) -> dict[str, Any]:
@@ -160,6 +175,7 @@ class PipelineManager:
         self._catalog.put_pipeline(rec)
         self._records[(tenant, name)] = rec
         self._runners[(tenant, name)] = new
+        old.release()
         if not paused:
             new.start(self._scheduler)
         return self.status(tenant, name)
@@ -186,6 +202,7 @@ class PipelineManager:
                 "drop those first", code="pipeline_in_use",
             )  # fmt: skip
         runner.stop()
+        runner.release()
         self._catalog.drop_pipeline(tenant, name)
         self._catalog.set_pipeline_models(tenant, name, {})
         self._runners.pop((tenant, name), None)
@@ -247,7 +264,7 @@ class PipelineManager:
         }  # fmt: skip
         if runner is None:
             return out
-        st = runner.pipeline.status()
+        st = runner.engine.status()
         wm = st.get("watermark_ms")
         c = runner.counters
         plan = runner.pipeline.plan
@@ -304,13 +321,20 @@ class PipelineManager:
         st = states[0]
         models = TenantModels(self.models, tenant, pins or {})
         schemas = {s.schema.name: arrow_schema(s.schema) for s in states}
-        pipeline = Pipeline(plan, schemas, self.references(tenant), models)
+        refs = self.references(tenant)
+        pipeline = Pipeline(plan, schemas, refs, models)
+        engine: Engine = pipeline
+        release: Callable[[], None] = _nothing
+        if self.workers is not None:
+            remote = RemotePipeline(self.workers, pipeline, EngineSpec(plan, schemas), refs, models)
+            engine, release = remote, remote.close
         name = plan.name
         runner = PipelineRunner(
             tenant, pipeline, st.topic, lambda: arrow_schema(st.schema), self._log, self._store,
             self.subs, self._clock, self._config, lambda reason: self._fail(tenant, name, reason),
             partial(erased_rows, self._tombstones, st),
             lambda: (tenant, name) in self.followed, runner_inputs(self._tombstones, states),
+            engine, release,
         )  # fmt: skip
         self._pins[(tenant, name)] = models.pins
         return runner
@@ -409,3 +433,7 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, pa.Scalar):
         return v.as_py()
     return v
+
+
+def _nothing() -> None:
+    """Releasing a pipeline whose operators run in this process: nothing to let go of."""

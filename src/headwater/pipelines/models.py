@@ -112,12 +112,16 @@ class ModelRegistry:
             hit = self._loaded.get(key)
         if hit is not None:
             return hit
+        model = OnnxModel.from_bytes(name, version, self.read(tenant, name, version))
+        with self._lock:
+            return self._loaded.setdefault(key, model)
+
+    def read(self, tenant: str, name: str, version: int) -> bytes:
+        """The ONNX bytes of one version (what a pipeline worker loads the model from)."""
         path = self._path(tenant, name, version)
         if not path.exists():
             raise NotFound(f"model {name!r} has no version {version}", code="unknown_model")
-        model = OnnxModel.from_bytes(name, version, path.read_bytes())
-        with self._lock:
-            return self._loaded.setdefault(key, model)
+        return path.read_bytes()
 
     def _path(self, tenant: str, name: str, version: int) -> Path:
         return self._root / tenant / name / f"{version}.onnx"
@@ -146,6 +150,17 @@ class TenantModels:
         self.pins = dict(pins)
 
     def get(self, name: str, version: int | None) -> Model:
+        version = self.resolve(name, version)
+        return self._registry.load(self._tenant, name, version)
+
+    def read(self, name: str, version: int | None) -> tuple[int, bytes]:
+        """The version ``get`` would use, and its ONNX bytes (for a pipeline worker)."""
+        version = self.resolve(name, version)
+        return version, self._registry.read(self._tenant, name, version)
+
+    def resolve(self, name: str, version: int | None) -> int:
+        """The version a call means, pinned from now on: ``version``, or the pinned one, or
+        the latest."""
         if version is None:
             version = self.pins.get(name) or self._registry.latest(self._tenant, name)
         if version not in self._registry.versions(self._tenant, name):
@@ -154,4 +169,4 @@ class TenantModels:
                 code="unknown_model",
             )
         self.pins.setdefault(name, version)
-        return self._registry.load(self._tenant, name, version)
+        return version

@@ -31,6 +31,11 @@ class StoreReferenceTables:
             self._cache.pop(name, None)
             self._versions[name] = self._versions.get(name, 0) + 1
 
+    def version(self, name: str) -> int:
+        """One more each time the table changes (what a pipeline worker's copy is checked by)."""
+        with self._lock:
+            return self._versions.get(name, 0)
+
     def get(self, name: str) -> pa.Table:
         with self._lock:
             hit = self._cache.get(name)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 import structlog
@@ -31,6 +31,7 @@ from headwater.pipelines.committer import Commit, CommitFailed, Committer
 from headwater.pipelines.inputs import RunnerInput, read_input
 from headwater.pipelines.scheduler import Scheduler
 from headwater.pipelines.subscriptions import Subscriptions
+from headwater.pipelines.workers import WorkerLost
 from headwater.store.materializer import conform
 from headwater.store.ports import ResultStore, ResultWrite
 
@@ -38,6 +39,22 @@ log = structlog.get_logger("headwater.pipeline")
 
 READ_ROWS = 200_000
 REPORT_INTERVAL_S = 0.25  # gauges (watermark, lag, state size) are refreshed this often
+RESTORE_AFTER_S = 0.5  # after its worker died, a pipeline restores its checkpoint this soon
+
+
+class Engine(Protocol):
+    """The operators a runner drives: a ``Pipeline`` in this process, or a
+    ``RemotePipeline`` in a worker process (``workers``)."""
+
+    def process(self, batch: pa.Table, now_ms: int, stream: str | None = None) -> StepOutput: ...
+
+    def on_time(self, now_ms: int) -> StepOutput: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -134,9 +151,13 @@ class PipelineRunner:
         erased: Callable[[list[LogEntry]], pa.Array | None] = lambda _: None,
         followed: Callable[[], bool] = lambda: False,
         inputs: Sequence[RunnerInput] = (),  # a join's streams; else ``topic`` is the one
+        engine: Engine | None = None,  # where the operators run; default: ``pipeline``
+        release: Callable[[], None] = lambda: None,  # the engine is no longer needed
     ) -> None:
         self.tenant = tenant
-        self.pipeline = pipeline
+        self.pipeline = pipeline  # plan, schemas, output key (its state: ``engine``'s)
+        self.engine: Engine = engine or pipeline
+        self.release = release
         self.topic = topic
         self.inputs = list(inputs) or [
             RunnerInput(pipeline.plan.source, topic, input_schema, erased)
@@ -205,7 +226,7 @@ class PipelineRunner:
     def _restore(self) -> None:
         state = self._store.consumer_state(self.tenant, self.consumer)
         if state:  # b"" is what dropping a pipeline with its tables leaves: start empty
-            self.pipeline.restore(state)
+            self.engine.restore(state)
         saved = self._store.consumer_offsets(self.tenant, self.consumer)
         self.offsets = {t: saved.get(t, 0) for t in self.topics}
 
@@ -224,13 +245,33 @@ class PipelineRunner:
                 self._finish(c)
                 return None
             return self._turn(c)
+        except WorkerLost as exc:
+            return self._lost(exc)
         except Exception as exc:
-            cause = exc.__cause__ if isinstance(exc, CommitFailed) and exc.__cause__ else exc
-            self.error = f"{type(cause).__name__}: {cause}"
-            log.error("pipeline_failed", tenant=self.tenant, pipeline=self.name, error=self.error)
-            self._on_failure(self.error)
-            self._close()
+            self._failed(exc)
             return None
+
+    def _lost(self, exc: WorkerLost) -> float | None:
+        """The operators' state died with their worker: start over from the checkpoint.
+        What was handed to the committer is written first (it came before)."""
+        log.warning("pipeline_restoring", tenant=self.tenant, pipeline=self.name, why=str(exc))
+        c, self._cycle = self._cycle, None
+        if c is not None:
+            try:
+                c.committer.drain()
+            except CommitFailed as failed:
+                self._cycle = c
+                self._failed(failed)
+                return None
+            c.committer.close()
+        return RESTORE_AFTER_S
+
+    def _failed(self, exc: Exception) -> None:
+        cause = exc.__cause__ if isinstance(exc, CommitFailed) and exc.__cause__ else exc
+        self.error = f"{type(cause).__name__}: {cause}"
+        log.error("pipeline_failed", tenant=self.tenant, pipeline=self.name, error=self.error)
+        self._on_failure(self.error)
+        self._close()
 
     def _finish(self, c: _Cycle) -> None:
         try:
@@ -299,7 +340,7 @@ class PipelineRunner:
         return wait
 
     def _checkpoint(self, c: _Cycle, out: StepOutput, started: float = 0.0) -> Commit:
-        state = self.pipeline.snapshot()
+        state = self.engine.snapshot()
         return Commit(out, c.offsets[self.topic], state, started, tuple(c.offsets.items()))
 
     def _read(self, c: _Cycle) -> list[tuple[RunnerInput, list[LogEntry]]]:
@@ -327,12 +368,10 @@ class PipelineRunner:
             with span(
                 "pipeline.batch", tenant=self.tenant, pipeline=self.name, rows=batch.num_rows
             ):
-                out = out.then(
-                    self.pipeline.process(batch, now, i.stream), self.pipeline.output_key
-                )
+                out = out.then(self.engine.process(batch, now, i.stream), self.pipeline.output_key)
             self.counters.rows_in += batch.num_rows
             m.PIPELINE_ROWS_IN.labels(*self._labels).inc(batch.num_rows)
-        return out.then(self.pipeline.on_time(now), self.pipeline.output_key)
+        return out.then(self.engine.on_time(now), self.pipeline.output_key)
 
     def _write(self, commit: Commit) -> None:
         """Write one commit (on the committer's thread), then count and publish its rows."""
@@ -395,7 +434,7 @@ class PipelineRunner:
                 self._subs.publish(self.tenant, table, rows)
 
     def _report(self) -> None:
-        st = self.pipeline.status()
+        st = self.engine.status()
         wm = st.get("watermark_ms")
         if wm is not None:
             m.PIPELINE_WATERMARK_SECONDS.labels(*self._labels).set(wm / 1000)
