@@ -30,6 +30,7 @@ polled from ``T`` on, and SSE). The target is ``T + 250 ms``, i.e. window end + 
 
     python benchmarks/latency.py                       # 100k events/s for 60 s
     python benchmarks/latency.py --rate 50000 --seconds 30 --py-spy /tmp/server.svg
+    python benchmarks/latency.py --workers 1              # operators in a worker process
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import contextlib
+
 from headwater.model.time import parse_duration_ms
 from serverproc import ADMIN_KEY, Server
 
@@ -292,11 +295,32 @@ def line(name: str, seconds: list[float]) -> str:
     return f"  {name:<34} n={len(ms):<4} p50 {pct(ms, 0.5):7.1f} ms  p99 {pct(ms, 0.99):7.1f} ms  max {max(ms, default=float('nan')):7.1f} ms"
 
 
-def cpu_seconds(srv: Server) -> float:
-    """User + system CPU seconds of the server process so far (Linux /proc)."""
-    assert srv.proc is not None
-    fields = Path(f"/proc/{srv.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the server's pipeline workers)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                found.append(int(d.name))
+    return found
+
+
+def cpu_of(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
 
 
 def py_spy(pid: int, seconds: float, out: str, extra: str = "") -> subprocess.Popen[bytes] | None:
@@ -323,6 +347,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--no-sse", action="store_true", help="no SSE subscribers (GET only)")
     ap.add_argument(
+        "--workers", type=int, default=0, help="pipeline_workers: processes running the operators"
+    )
+    ap.add_argument(
         "--py-spy", default=None, help="record the server with py-spy (.svg/.json/.txt)"
     )
     ap.add_argument(
@@ -330,7 +357,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hw-latency-"))
-    srv = Server(tmp / "data", HEADWATER_LOG_LEVEL="warning").start()
+    srv = Server(
+        tmp / "data", HEADWATER_LOG_LEVEL="warning", HEADWATER_PIPELINE_WORKERS=str(args.workers)
+    ).start()
     try:
         run(args, srv)
     finally:
@@ -385,11 +414,15 @@ def run(args: Any, srv: Server) -> None:
         )
     )
     final.start()
-    cpu0 = cpu_seconds(srv)
+    assert srv.proc is not None
+    workers = children(srv.proc.pid)
+    cpu0, wcpu0 = cpu_seconds(srv.proc.pid), cpu_of(workers)
     probes = probe_changes(
         srv.url, args.batch, args.probe_every, args.poll_every, measure[1], 9 * seq
     )
-    server_cpu = (cpu_seconds(srv) - cpu0) / max(1e-9, time.monotonic() - measure[0])
+    took = max(1e-9, time.monotonic() - measure[0])
+    server_cpu = (cpu_seconds(srv.proc.pid) - cpu0) / took
+    worker_cpu = (cpu_of(workers) - wcpu0) / took
     final.join()
     results = []
     while sum("requests" in r for r in results) < len(load):
@@ -407,6 +440,8 @@ def run(args: Any, srv: Server) -> None:
         status = {n: c.get(f"/v1/pipelines/{n}").json() for n in ("lat_changes", "lat_final")}
     report(args, measure, probes, fin[0], results, status)
     print(f"server process CPU while measuring: {server_cpu:.0%} of one core")
+    if args.workers:
+        print(f"pipeline worker processes ({len(workers)}) CPU: {worker_cpu:.0%} of one core")
 
 
 def report(
