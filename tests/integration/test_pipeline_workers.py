@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pyarrow as pa
 import pytest
 from prometheus_client import REGISTRY
@@ -322,3 +323,28 @@ def test_a_pipeline_on_a_killed_worker_raises_lost_once_then_restores_its_snapsh
                                                     {"device_id": "b", "n": 2}]  # fmt: skip
     finally:
         pool.close()
+
+
+async def test_a_model_is_scored_in_the_worker_as_the_model_does(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+    from sklearn.tree import DecisionTreeRegressor
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.uniform(15, 28, 400), rng.uniform(0, 600, 400)]).astype(np.float32)
+    reg = DecisionTreeRegressor(max_depth=5, random_state=0).fit(x, x[:, 0] * 2 + x[:, 1] / 7)
+    async with serve(tmp_path / "d", 1) as s:
+        await setup(s)
+        r = await s.c.post("/v1/models", params={"name": "heat"},
+                           content=to_onnx(reg, x[:1]).SerializeToString(),
+                           headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        assert r.status_code == 201, r.text
+        sql = ("CREATE PIPELINE scored AS SELECT seq, temperature, "
+               "predict('heat', temperature, seq) AS heat FROM readings")  # fmt: skip
+        assert (await s.c.post("/v1/pipelines", json={"sql": sql})).status_code == 201
+        await s.send(0, 500)
+        got = await s.until(lambda: _rows(s, "SELECT count(*) FROM scored HAVING count(*) = 500"))
+        assert got == [[500]]
+        rows = await s.rows("SELECT seq, temperature, heat FROM scored ORDER BY seq")
+        feats = np.array([[t, q] for q, t, _ in rows], dtype=np.float32)
+        want = reg.predict(feats)
+        assert [h for _, _, h in rows] == pytest.approx(list(want), rel=1e-6)
