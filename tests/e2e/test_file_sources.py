@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
+import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -123,6 +126,49 @@ def test_directory_source_resumes_after_kill_9_without_loss_or_duplicates(tmp_pa
             )
             assert view
             assert counts(c) == {"big": (n, n), "pq": (n, n), "late": (10, 10)}
+    finally:
+        srv.stop()
+
+
+def test_kill_9_loops_over_many_one_chunk_files_import_each_once(tmp_path: Path) -> None:
+    """Every chunk is a file's last (``done``): a kill -9 lands often between a file's
+    durable last commit and the position file's copy of it. The starts after must still
+    know the file is done, also once later files have been committed."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    names = itertools.count()
+
+    def produce(files: int) -> None:
+        for _ in range(files):
+            name = f"{next(names):05d}.ndjson"
+            (tmp_path / name).write_bytes(ndjson(name, 10))
+            os.replace(tmp_path / name, inbox / name)  # whole, never half-written
+
+    srv = Server(tmp_path / "data", HEADWATER_FILE_SOURCE_ROOT=str(tmp_path)).start()
+    try:
+        with srv.client() as c:
+            assert c.post("/v1/streams", json=STREAM).status_code == 201
+            source = {"name": "inbox", "kind": "file", "stream": "lines",
+                      "config": {"path": str(inbox), "settle_ms": 0}}  # fmt: skip
+            assert c.post("/v1/sources", json=source).status_code == 201
+        pick = random.Random(7)
+        for _ in range(6):
+            produce(100)
+            with srv.client() as c:  # mid-import: 100 files are 100 commits
+                at = pick.randrange(50, 600)
+                assert wait_for(lambda at=at: c.get("/v1/sources/inbox").json()["rows_in"] >= at)
+            srv.kill()
+            srv.start()
+        produce(20)  # commits after the last kill move the position file's progress on
+        with srv.client() as c:
+            assert wait_for(lambda: len(counts(c)) == 620, 120), len(counts(c))
+        srv.stop()
+        srv.start()
+        with srv.client() as c:
+            produce(1)
+            got = wait_for(lambda: len(counts(c)) == 621 and counts(c), 120)
+            assert got, len(counts(c))
+            assert {f: n for f, n in got.items() if n != (10, 10)} == {}
     finally:
         srv.stop()
 

@@ -2,18 +2,19 @@
 
 import asyncio
 import time
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
 import orjson
 
 from headwater.catalog.sqlite import SourceRecord
-from headwater.connectors.sources.files import DirectorySource
+from headwater.connectors.sources.files import DirectorySource, identity
 from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
-from headwater.connectors.sources.runtime import Chunk, End, Positions, SourceRuntime
+from headwater.connectors.sources.runtime import DONE, Chunk, End, Positions, SourceRuntime
 from headwater.errors import RateLimited
-from headwater.ingest.accept import Acceptor
+from headwater.ingest.accept import Acceptor, Origin
 from headwater.model.schema import schema_from_dict
 from headwater.model.time import ManualClock
 from headwater.runtime import Runtime, build_runtime
@@ -185,5 +186,58 @@ async def test_an_unreadable_file_is_quarantined_once_and_the_others_imported(
         [q] = p.log.read(st.quarantine_topic, 0)
         assert q.batch.column("code").to_pylist() == ["unreadable_file"]
         await rt.stop()
+    finally:
+        await p.stop()
+
+
+async def test_a_file_finished_by_a_commit_the_position_file_missed_stays_finished(
+    tmp_path: Path,
+) -> None:
+    """A crash between a chunk's durable append and the position file's copy of it, then
+    two restarts: the second must still see the file's last commit (the one the file never
+    copied), even after later commits moved the file's progress past it."""
+    p = build_runtime(Settings(data_dir=tmp_path / "d", bootstrap_key="k"), ManualClock(10**12))
+    await p.start()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    first = inbox / "a.ndjson"
+    first.write_bytes(b"".join(orjson.dumps({"seq": i}) + b"\n" for i in range(3)))
+    try:
+        st = p.streams.create("default", SCHEMA, 0, set())
+        config = {"path": str(inbox), "settle_ms": 0}
+        rec = SourceRecord("default", "in", "file", "s", config, "running", 1)
+        p.catalog.put_source(rec)
+        acceptor = Acceptor(p.ingest, p.log, p.clock, p.ingest_limits, lambda st: 0, 100)
+        kinds = {"file": lambda rec: DirectorySource(rec, tmp_path)}
+
+        def source_runtime(files: PositionFile) -> tuple[SourceRuntime, Sources]:
+            sources = Sources(p.catalog, p.clock)
+            return SourceRuntime(sources, p.streams, acceptor, files, kinds, p.log), sources
+
+        # The last run committed a.ndjson's only chunk (its position ``done``) to the log,
+        # as ``SourceRuntime.commit`` does, and died before copying it to the position file.
+        reader = DirectorySource(rec, tmp_path).open(identity(first, inbox), None)
+        chunk = reader.read(0)
+        reader.close()
+        assert isinstance(chunk, Chunk) and chunk.position == DONE
+        origin = Origin("in", chunk.partition, chunk.position, rec.created_ms)
+        await acceptor.accept(st, chunk.data, chunk.fmt, origin, 1)
+
+        def stored() -> list[int]:
+            entries = p.log.read(st.topic, 0, 10**6)
+            return sorted(x for e in entries for x in e.batch.column("seq").to_pylist())
+
+        for restart, more in enumerate((range(10, 12), range(20, 22))):
+            (inbox / f"{restart}.ndjson").write_bytes(
+                b"".join(orjson.dumps({"seq": i}) + b"\n" for i in more)
+            )
+            files = PositionFile(tmp_path / "pos.sqlite")  # a restart: everything anew
+            rt, sources = source_runtime(files)
+            await rt.start()
+            view = partial(sources.view, sources.get("default", "in"))
+            assert await until(lambda view=view, n=restart + 2: view()["partitions_done"] == n)
+            await rt.stop()
+            files.close()
+        assert stored() == [0, 1, 2, 10, 11, 20, 21]
     finally:
         await p.stop()

@@ -55,9 +55,11 @@ async def test_rows_quarantine_and_position_are_durable_together(tmp_path: Path)
         file = PositionFile(tmp_path / "sources.sqlite")
         file.save("default", "src", "p0", "30", 1, st.topic, r.end_offset)
         found = recover(p.log, file, "default", "src", 0, answer_topics(st))
-        assert found == {"p0": ("40", 2)}  # the log's newer commit beats the file's
-        assert recover(p.log, file, "default", "other", 0, answer_topics(st)) == {}
-        assert recover(p.log, file, "default", "src", 7, answer_topics(st)) == {"p0": ("30", 1)}
+        assert found.positions == {"p0": ("40", 2)}  # the log's newer commit beats the file's
+        assert found.unsaved == {"p0": ("40", 2)}  # only the log held it
+        assert recover(p.log, file, "default", "other", 0, answer_topics(st)).positions == {}
+        old_epoch = recover(p.log, file, "default", "src", 7, answer_topics(st))
+        assert old_epoch.positions == {"p0": ("30", 1)}
         p.housekeeping.run()  # copying idempotency answers skips the source commits
     finally:
         await p.stop()

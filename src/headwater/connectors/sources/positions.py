@@ -11,11 +11,21 @@ commit with the highest ``seq`` per partition.
 The file needs no fsync of its own: if its last transactions are lost in a crash, its
 progress is older too, and the start finds those commits in the log.
 
+A start copies what it found in the log into the file (``PositionFile.keep``), with the
+offsets it read up to. Without that, a commit that reached the log but not the file (a
+crash between the two) would be known only below the file's progress, and the next
+commit, of another partition, would move the progress past it: the start after that
+would miss it, and re-read that partition's last chunk (a finished file's, for one,
+which nothing commits again).
+
 >>> import tempfile, pathlib
 >>> f = PositionFile(pathlib.Path(tempfile.mkdtemp()) / "sources.sqlite")
 >>> f.save("t", "s", "p0", "42", 3, "t.readings", 10)
 >>> f.load("t", "s")
 ({'p0': ('42', 3)}, {'t.readings': 10})
+>>> f.keep("t", "s", Recovered({"p0": ("done", 4)}, {"p0": ("done", 4)}, {"t.readings": 12}))
+>>> f.load("t", "s")
+({'p0': ('done', 4)}, {'t.readings': 12})
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from headwater.ingest.accept import commit_of
@@ -42,6 +53,17 @@ CREATE TABLE IF NOT EXISTS progress (
 """
 
 Positions = dict[str, tuple[str, int]]  # partition -> (position, seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What a start found: each partition's newest commit (``positions``), the commits
+    among them that only the log held (``unsaved``), and the offset up to which each
+    topic was read (``read_to``)."""
+
+    positions: Positions
+    unsaved: Positions = field(default_factory=dict)
+    read_to: dict[str, int] = field(default_factory=dict)
 
 
 class PositionFile:
@@ -82,6 +104,28 @@ class PositionFile:
             ).fetchall()
         return {p: (pos, seq) for p, pos, seq in rows}, {t: o for t, o in prog}
 
+    def keep(self, tenant: str, source: str, found: Recovered) -> None:
+        """Copy what a start found in the log, and how far it read, in one transaction.
+
+        Only ever forward: a position gives way to a higher ``seq``, a progress to a
+        higher offset (a commit saved meanwhile stays)."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO positions VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant, source, partition) DO UPDATE SET "
+                "position = excluded.position, seq = excluded.seq WHERE excluded.seq > seq",
+                [(tenant, source, p, pos, seq) for p, (pos, seq) in found.unsaved.items()],
+            )
+            db.executemany(
+                "INSERT INTO progress VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (tenant, source, topic) DO UPDATE SET "
+                "next_offset = max(next_offset, excluded.next_offset)",
+                [(tenant, source, t, offset) for t, offset in found.read_to.items()],
+            )
+            db.execute("COMMIT")
+
     def forget(self, tenant: str, source: str) -> None:
         with self._lock:
             for table in ("positions", "progress"):
@@ -95,9 +139,14 @@ class PositionFile:
 
 def recover(
     log: Log, file: PositionFile, tenant: str, source: str, epoch: int, topics: Iterable[str]
-) -> Positions:
-    """The newest committed position of each partition of a source (file, then log)."""
+) -> Recovered:
+    """The newest committed position of each partition of a source (file, then log).
+
+    Nothing is written: a caller that owns the source hands the answer to
+    ``PositionFile.keep`` (see the module doc)."""
     found, progress = file.load(tenant, source)
+    unsaved: Positions = {}
+    read_to: dict[str, int] = {}
     for topic in topics:
         offset = max(progress.get(topic, 0), log.start_offset(topic))
         while entries := log.read_meta(topic, offset):
@@ -106,6 +155,8 @@ def recover(
                 if c is None or (c.tenant, c.source, c.epoch) != (tenant, source, epoch):
                     continue
                 if c.seq > found.get(c.partition, ("", -1))[1]:
-                    found[c.partition] = (c.position, c.seq)
+                    found[c.partition] = unsaved[c.partition] = (c.position, c.seq)
             offset = entries[-1][1]
-    return found
+        if offset > progress.get(topic, 0):
+            read_to[topic] = offset
+    return Recovered(found, unsaved, read_to)

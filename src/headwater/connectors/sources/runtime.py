@@ -26,7 +26,7 @@ from typing import Protocol
 import structlog
 
 from headwater.catalog.sqlite import SourceRecord
-from headwater.connectors.sources.positions import PositionFile, Positions, recover
+from headwater.connectors.sources.positions import PositionFile, Positions, Recovered, recover
 from headwater.connectors.sources.registry import Sources, SourceStats
 from headwater.errors import BadRequest, HeadwaterError, Overloaded, RateLimited
 from headwater.ingest.accept import Acceptor, Data, Origin
@@ -182,10 +182,14 @@ class SourceRuntime:
             st = self._streams.get(rec.tenant, rec.stream)
         except HeadwaterError as exc:
             raise SourceFailed(exc.message) from exc
-        found = await asyncio.to_thread(
+        got = await asyncio.to_thread(
             recover, self._log, self._positions, rec.tenant, rec.name, rec.created_ms,
             answer_topics(st),
         )  # fmt: skip
+        # Here on the loop, not in the thread: a source dropped meanwhile was cancelled at
+        # the await above, and its forgotten positions are not written back.
+        self._keep(rec.tenant, rec.name, got)
+        found = got.positions
         seq = max((s for _, s in found.values()), default=0)
         stats.positions.update({p: pos for p, (pos, _) in found.items()})
         while True:
@@ -268,9 +272,11 @@ class SourceRuntime:
         """Import one file to its end through ``accept`` (an upload): resumable, since its
         position is committed under ``name`` like a source's."""
         key = (tenant, name, 0)
-        found = await asyncio.to_thread(
+        got = await asyncio.to_thread(
             recover, self._log, self._positions, tenant, name, 0, answer_topics(st)
         )
+        self._keep(tenant, name, got)
+        found = got.positions
         seq = max((s for _, s in found.values()), default=0)
         try:
             while not isinstance(chunk := await asyncio.to_thread(reader.read, 0), End):
@@ -283,7 +289,13 @@ class SourceRuntime:
         return stats
 
     def committed(self, tenant: str, name: str, st: StreamState) -> Positions:
-        return recover(self._log, self._positions, tenant, name, 0, answer_topics(st))
+        return recover(self._log, self._positions, tenant, name, 0, answer_topics(st)).positions
+
+    def _keep(self, tenant: str, name: str, got: Recovered) -> None:
+        """Copy the commits a start found only in the log into the position file: later
+        commits move its progress past them, and the next start would miss them."""
+        if got.unsaved or got.read_to:
+            self._positions.keep(tenant, name, got)
 
     async def commit(
         self, key: SourceKey, st: StreamState, chunk: Chunk, seq: int, stats: SourceStats
