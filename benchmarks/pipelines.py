@@ -21,6 +21,7 @@ machine follow its load, CPU time much less).
 
     python benchmarks/pipelines.py                    # 10M events
     python benchmarks/pipelines.py --events 2000000
+    python benchmarks/pipelines.py --workers 1        # operators in a worker process
 """
 
 from __future__ import annotations
@@ -136,6 +137,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the server's pipeline workers)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                found.append(int(d.name))
+    return found
+
+
 def run_pipeline(c: httpx.Client, name: str, sql: str, n: int) -> tuple[float, dict]:
     t0 = time.perf_counter()
     r = c.post("/v1/pipelines", json={"sql": f"CREATE PIPELINE {name} AS {sql}"})
@@ -169,10 +184,16 @@ def main() -> None:
     )
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--only", nargs="*", choices=list(QUERIES), default=list(QUERIES))
+    ap.add_argument(
+        "--workers", type=int, default=0, help="pipeline_workers: processes running the operators"
+    )
     args = ap.parse_args()
     n = args.events
     work = Path(tempfile.mkdtemp(prefix="hw-pipelines-bench-"))
-    srv = Server(work / "data", HEADWATER_STORE_MAX_LAG_ROWS="1000000000").start()
+    srv = Server(
+        work / "data", HEADWATER_STORE_MAX_LAG_ROWS="1000000000",
+        HEADWATER_PIPELINE_WORKERS=str(args.workers),
+    ).start()  # fmt: skip
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     try:
         with srv.client() as c:
@@ -184,18 +205,21 @@ def main() -> None:
             )
             print(
                 f"{'pipeline':<10} {'pipeline ev/s':>14} {'DuckDB ev/s':>12} {'ratio':>6} "
-                f"{'server CPU us/ev':>16}  rows out"
+                f"{'server CPU us/ev':>16} {'workers CPU us/ev':>17}  rows out"
             )
             pid = srv.proc.pid if srv.proc is not None else 0
+            workers = children(pid)
             for name in args.only:
                 sql, batch = QUERIES[name]
-                cpu0 = cpu_seconds(pid)
+                cpu0, wcpu0 = cpu_seconds(pid), sum(cpu_seconds(w) for w in workers)
                 took, metrics = run_pipeline(c, f"bench_{name}", sql, n)
                 cpu = cpu_seconds(pid) - cpu0
+                wcpu = sum(cpu_seconds(w) for w in workers) - wcpu0
                 batch_took = run_batch(table, batch)
                 print(
                     f"{name:<10} {n / took:>14,.0f} {n / batch_took:>12,.0f} "
-                    f"{batch_took / took:>6.2f} {cpu / n * 1e6:>16.2f}  {metrics['rows_out']:,}"
+                    f"{batch_took / took:>6.2f} {cpu / n * 1e6:>16.2f} {wcpu / n * 1e6:>17.2f}"
+                    f"  {metrics['rows_out']:,}"
                 )
     finally:
         srv.stop()
