@@ -138,6 +138,8 @@ class Worker:
         table). A pipeline built on an earlier generation is gone (``WorkerLost``); so is a
         worker that dies during the call (it is started again)."""
         with self._lock:
+            if self._conn is None:  # a restart failed before: try again (or say why not)
+                self._start()
             conn = self._conn
             if conn is None or built != self.generation:
                 raise WorkerLost(f"pipeline worker {self.index} was restarted; its state is gone")
@@ -171,7 +173,10 @@ class Worker:
         log.error("pipeline_worker_lost", worker=self.index, exit_code=code, error=repr(exc))
         self._stop()
         m.PIPELINE_WORKER_RESTARTS.inc()
-        self._start()
+        try:
+            self._start()
+        except HeadwaterError as failed:  # the next call tries again
+            log.error("pipeline_worker_not_restarted", worker=self.index, error=failed.message)
 
     def close(self) -> None:
         with self._lock:
