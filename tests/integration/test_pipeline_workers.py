@@ -173,6 +173,7 @@ async def test_operators_in_a_worker_give_every_column_the_server_process_gives(
         assert len(got["placed"]) > 100 and any(r[2] is None for r in got["placed"])
         st = (await s.c.get("/v1/pipelines/per_minute")).json()
         assert st["watermark_ms"] is not None  # the status comes from the worker
+        assert st["worker_pid"] == pid
 
 
 async def test_a_killed_worker_is_started_again_and_its_pipelines_lose_and_double_nothing(

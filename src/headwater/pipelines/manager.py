@@ -288,6 +288,8 @@ class PipelineManager:
             windows={k: _jsonable(v) for k, v in st.items() if k not in ("watermark_ms",)},
         )  # fmt: skip
         out["waiting"] = _waiting(st, plan.options.allowed_lateness_ms)
+        engine = runner.engine
+        out["worker_pid"] = engine.pid if isinstance(engine, RemotePipeline) else None
         if runner.error and rec.status != "failed":
             out["status"], out["reason"] = "failed", runner.error
         return out
