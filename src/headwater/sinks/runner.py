@@ -16,7 +16,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -337,9 +337,9 @@ def _at_most(entries: list[LogEntry], max_rows: int) -> list[LogEntry]:
     return out
 
 
-async def _first(*aws: object, timeout: float) -> None:
+async def _first(*aws: Awaitable[object], timeout: float) -> None:
     """Wait until the first of ``aws`` finishes (or ``timeout``); cancel the others."""
-    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[call-overload]
+    tasks = [asyncio.ensure_future(a) for a in aws]
     try:
         await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
