@@ -349,3 +349,31 @@ async def test_a_model_is_scored_in_the_worker_as_the_model_does(tmp_path: Path)
         feats = np.array([[t, q] for q, t, _ in rows], dtype=np.float32)
         want = reg.predict(feats)
         assert [h for _, _, h in rows] == pytest.approx(list(want), rel=1e-6)
+
+
+async def test_a_replaced_pipeline_keeps_its_state_and_a_dropped_one_leaves_its_worker(
+    tmp_path: Path,
+) -> None:
+    async with serve(tmp_path / "d", 1) as s:
+        pool = s.rt.pipelines.workers
+        assert pool is not None
+        await setup(s)
+        await s.send(0, 400)
+        await results(s, 400)  # per_minute has read, and checkpointed, all 400
+        assert pool.workers[0].hosted == 2
+        wider = PIPELINES["per_minute"].replace(
+            "max(temperature) AS hi", "max(temperature) AS hi, sum(seq) / count(*) AS mean"
+        )
+        r = await s.c.put("/v1/pipelines/per_minute", json={"sql": wider})
+        assert r.status_code == 200, r.text
+        await s.send(400, 400)
+        # the windows go on from the old state: every count covers all 800 events
+        got = await s.until(lambda: _rows(s, "SELECT sum(n), sum(total) FROM per_minute "
+                                             "HAVING sum(n) = 800"))  # fmt: skip
+        assert got == [[800, sum(range(800))]]
+        st = (await s.c.get("/v1/pipelines/per_minute")).json()
+        assert st["metrics"]["rows_in"] == 400  # it went on from offset 400
+        assert pool.workers[0].hosted == 2  # the new one runs there; the old one let go
+        r = await s.c.request("DELETE", "/v1/pipelines/placed")
+        assert r.status_code == 200, r.text
+        assert pool.workers[0].hosted == 1
