@@ -113,6 +113,16 @@ class Tansu:
         assert not errors, f"{len(errors)} messages refused: {errors[0]}"
         return n
 
+    def count(self, topic: str) -> int:
+        """How many messages ``topic`` holds (the sum of its partitions' end offsets)."""
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"count-{time.time_ns()}"})
+        try:
+            parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+            ends = [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts]
+        finally:
+            c.close()
+        return sum(high - low for low, high in ends)
+
     def read_all(self, topic: str, want: int, timeout_s: float = 30) -> list[Message]:
         """Every message of ``topic`` from the beginning (open transactions too), until
         ``want`` came (or the deadline)."""
