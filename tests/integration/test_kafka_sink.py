@@ -162,8 +162,9 @@ def test_kill_9_mid_delivery_loses_no_row_and_repeats_a_row_only_under_its_key(
     try:
         with srv.client() as c:
             assert c.post("/v1/streams", json=STREAM).status_code == 201
-            sink(c, "killed", kafka_broker.bootstrap, "killed-out", max_concurrency=4,
-                 batch_rows=100)  # fmt: skip
+            # small batches, one at a time: still delivering when the server is killed
+            sink(c, "killed", kafka_broker.bootstrap, "killed-out", max_concurrency=1,
+                 batch_rows=10)  # fmt: skip
             for start in range(0, total, 500):
                 rows = [{"device_id": f"d{i % 7}", "n": i} for i in range(start, start + 500)]
                 assert c.post("/v1/streams/metrics/events", json=rows).json()["accepted"] == 500
