@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from serverproc import ADMIN_KEY, Server
+from serverproc import ADMIN_KEY, TRUST, Server
 
 STREAM = {
     "name": "r",
@@ -14,7 +14,9 @@ STREAM = {
 
 
 def client(server: Server, key: str = ADMIN_KEY) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30, verify=TRUST
+    )
 
 
 def test_admin_actions_are_recorded_with_who_what_when_and_where(server: Server) -> None:

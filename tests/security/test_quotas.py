@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from serverproc import ADMIN_KEY, Server
+from serverproc import ADMIN_KEY, TRUST, Server
 
 OPERATOR = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -48,7 +48,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def client(server: Server, key: str = ADMIN_KEY) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60, verify=TRUST
+    )
 
 
 def new_tenant(server: Server, name: str) -> str:

@@ -39,12 +39,13 @@ class TLSServer(Server):
     def _wait_healthy(self, timeout_s: float) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + timeout_s
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/health", verify=trusting(self.cert)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        with httpx.Client(verify=trusting(self.cert)) as probe:
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if probe.get(self.url + "/health").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    time.sleep(0.05)
         raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
 
 
