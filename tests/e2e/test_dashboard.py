@@ -566,3 +566,25 @@ def test_query_page_never_overflows_the_window(fresh_server: Server, page: Page)
         wrap = page.get_by_test_id("result").locator(".table-wrap")
         assert wrap.evaluate("el => el.scrollWidth > el.clientWidth")  # the table scrolls inside
         screenshot(page, f"query-overflow-{width}")
+
+
+def test_the_overview_refreshes_its_pipelines_in_place_so_a_click_is_never_lost(
+    server: Server, page: Page
+) -> None:
+    """The table is refreshed every 2 s; a link replaced mid-click would lose the click."""
+    with server.client() as c:
+        name = make_stream(c)
+        pipe = f"{name}_kept"
+        sql = f"CREATE PIPELINE {pipe} AS SELECT device_id, temperature FROM {name}"
+        assert c.post("/v1/pipelines", json={"sql": sql}).status_code == 201
+        post(c, name, [ev(i) for i in range(3)])
+        wait_until(lambda: table_rows(c, pipe, 3), "the pipeline's 3 rows")
+        sign_in(page, server)
+        row = page.get_by_test_id(f"pipeline-{pipe}")
+        expect(row).to_contain_text("3")
+        link = row.get_by_role("link", name=pipe).element_handle()
+        post(c, name, [ev(i, event_id=f"more-{i}") for i in range(3, 10)])
+        expect(row.locator("td").nth(5)).to_have_text("10", timeout=20_000)  # rows in
+        assert link.evaluate("a => a.isConnected")  # the same link, changed in place
+        link.click()
+        expect(page).to_have_url(re.compile(f"#/pipelines/{pipe}$"))

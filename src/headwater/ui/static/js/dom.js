@@ -171,6 +171,43 @@ export function fill(el, ...children) {
   el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
 }
 
+/**
+ * Make ``el``'s children look like ``children``, keeping every node whose tag stays and
+ * changing only its text and attributes. For views refreshed on a timer: a link being
+ * clicked while the view refreshes is still the same node, so the click is not lost
+ * (a replaced node would take the press and leave the release to its successor).
+ * Only for markup without listeners: a kept node keeps its old ones.
+ */
+export function update(el, ...children) {
+  morphChildren(el, children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+function morphChildren(el, next) {
+  const old = Array.from(el.childNodes);
+  next.forEach((n, i) => {
+    const o = old[i];
+    if (!o) el.appendChild(n);
+    else if (o.nodeType === n.nodeType && o.nodeName === n.nodeName) morph(o, n);
+    else el.replaceChild(n, o);
+  });
+  for (let i = old.length - 1; i >= next.length; i--) el.removeChild(old[i]);
+}
+
+function morph(o, n) {
+  if (o.nodeType !== Node.ELEMENT_NODE) {
+    if (o.nodeValue !== n.nodeValue) o.nodeValue = n.nodeValue;
+    return;
+  }
+  for (const a of Array.from(o.attributes)) if (!n.hasAttribute(a.name)) o.removeAttribute(a.name);
+  for (const a of Array.from(n.attributes)) {
+    if (o.getAttribute(a.name) === a.value) continue;
+    // styles through the CSSOM, as ``h`` sets them (the CSP refuses style attributes)
+    if (a.name === "style") o.style.cssText = n.style.cssText;
+    else o.setAttribute(a.name, a.value);
+  }
+  morphChildren(o, Array.from(n.childNodes));
+}
+
 /** A status pill: ok / warn / bad / idle. */
 export function pill(text, tone) {
   return h("span", { class: `pill ${tone}` }, text);

@@ -4,7 +4,7 @@
 import { ApiError, api, apiOptional, apiText, enc, health, parseMetrics } from "./api.js";
 import { Ring, sparkline } from "./charts.js";
 import { STATELESS_LAG } from "./pipeline.js";
-import { every, fill, fmtBytes, fmtDuration, fmtNum, fmtRate, h, onFrame, pill, statusPill, timeEl } from "./dom.js";
+import { every, fill, fmtBytes, fmtDuration, fmtNum, fmtRate, h, onFrame, pill, statusPill, timeEl, update } from "./dom.js";
 
 const RATE_POINTS = 90;
 
@@ -55,7 +55,8 @@ export function mount(root) {
       render();
     }),
     every(3000, async () => fill(els.health, await healthView())),
-    every(2000, async () => fill(els.pipelines, await pipelinesView())),
+    // kept in place, not replaced: a click on a pipeline's link is not lost to a refresh
+    every(2000, async () => update(els.pipelines, await pipelinesView())),
   ];
   return () => stops.forEach((stop) => stop());
 }
