@@ -191,6 +191,10 @@ class Settings(BaseSettings):
         le=64,
         description="Worker processes that run the pipelines' operators, so a server uses more than one core; 0 runs them in the server process.",
     )
+    source_processes: bool = Field(
+        False,
+        description="Each pull source reads (its client: MQTT, Kafka, files...) in a process of its own, beside the server.",
+    )
     pipeline_commit_threads: int = Field(
         2,
         ge=1,

@@ -31,7 +31,8 @@ from source_drivers import COUNTERPARTS, DRIVERS, Driver
 
 from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.registry import Sources
-from headwater.connectors.sources.runtime import SourceRuntime
+from headwater.connectors.sources.runtime import Kinds, SourceRuntime
+from headwater.connectors.sources.workers import remote_kinds
 from headwater.ingest.accept import Acceptor
 from headwater.ingest.streams import StreamState
 from headwater.model.schema import schema_from_dict
@@ -77,6 +78,8 @@ class Harness:
     """One source of ``driver``'s kind over real components in this process; ``lag`` is
     how far the store is behind the log, as the acceptor's pushback sees it."""
 
+    own_process = False  # each source's reader in a process of its own (source_processes)
+
     def __init__(self, tmp_path: Path, driver: Driver) -> None:
         self.dir, self.driver = tmp_path / "data", driver
         self.lag = 0
@@ -97,7 +100,9 @@ class Harness:
         acceptor = Acceptor(p.ingest, p.log, p.clock, p.ingest_limits, lambda st: self.lag, 100,
                             p.quotas)  # fmt: skip
         self.positions = p.positions
-        kinds = {self.driver.kind: self.driver.source}
+        kinds: Kinds = {self.driver.kind: self.driver.source}
+        if self.own_process:
+            kinds = remote_kinds(kinds, self.driver.root or self.dir)
         self.rt = SourceRuntime(self.sources, p.streams, acceptor, self.positions, kinds, p.log)
         await self.rt.start()
 

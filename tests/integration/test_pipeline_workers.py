@@ -171,8 +171,12 @@ async def test_operators_in_a_worker_give_every_column_the_server_process_gives(
         got = await results(s, 6000)
         assert got == expected
         assert len(got["placed"]) > 100 and any(r[2] is None for r in got["placed"])
-        st = (await s.c.get("/v1/pipelines/per_minute")).json()
-        assert st["watermark_ms"] is not None  # the status comes from the worker
+
+        async def reported() -> dict[str, Any] | None:  # the worker sends it every 0.2 s
+            st: dict[str, Any] = (await s.c.get("/v1/pipelines/per_minute")).json()
+            return st if st["watermark_ms"] is not None else None
+
+        st = await s.until(reported)
         assert st["worker_pid"] == pid
 
 

@@ -18,6 +18,7 @@ from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
 from headwater.connectors.sources.runtime import SourceRuntime
 from headwater.connectors.sources.uploads import Uploads
+from headwater.connectors.sources.workers import remote_kinds
 from headwater.ingest.accept import Acceptor
 from headwater.ingest.admission import Admission, TokenBucket
 from headwater.ingest.feeds import stream_feeds
@@ -107,9 +108,10 @@ def build_runtime(settings: Settings, clock: Clock | None = None, demo: bool = F
     root = settings.file_sources_root
     sources = Sources(catalog, clock, root)
     positions = PositionFile(settings.data_dir / "sources.sqlite")
-    source_runtime = SourceRuntime(
-        sources, streams, acceptor, positions, pull_kinds(root, clock), log_
-    )
+    kinds = pull_kinds(root, clock)
+    if settings.source_processes:
+        kinds = remote_kinds(kinds, root)
+    source_runtime = SourceRuntime(sources, streams, acceptor, positions, kinds, log_)
     uploads = Uploads(
         settings.data_dir / "uploads", source_runtime, streams, settings.file_chunk_bytes
     )

@@ -34,6 +34,7 @@ from headwater.ingest.answers import answer_topics
 from headwater.ingest.streams import StreamDirectory, StreamState
 from headwater.log.ports import Log
 from headwater.observability import metrics as m
+from headwater.pipelines.workers import WorkerLost
 
 log = structlog.get_logger("headwater.sources")
 
@@ -192,12 +193,17 @@ class SourceRuntime:
         found = got.positions
         seq = max((s for _, s in found.values()), default=0)
         stats.positions.update({p: pos for p, (pos, _) in found.items()})
-        while True:
-            parts = await asyncio.to_thread(kind.partitions, found)
-            stats.state, stats.reason = "running", None
-            for part in parts:
-                seq = await self._pump(rec, st, kind, part, found, seq, stats)
-            await asyncio.sleep(RELIST_S)
+        try:
+            while True:
+                parts = await asyncio.to_thread(kind.partitions, found)
+                stats.state, stats.reason = "running", None
+                for part in parts:
+                    seq = await self._pump(rec, st, kind, part, found, seq, stats)
+                await asyncio.sleep(RELIST_S)
+        finally:
+            end = getattr(kind, "close", None)  # a kind with a process of its own
+            if end is not None:
+                await asyncio.shield(asyncio.wrap_future(_CLOSING.submit(end)))
 
     async def _pump(
         self, rec: SourceRecord, st: StreamState, kind: PullSource, part: str,
@@ -209,16 +215,16 @@ class SourceRuntime:
         try:
             reader = await _open(kind, part, start)
         except Exception as exc:
-            if not isinstance(kind, Relisting):
-                raise  # a connection: back off and try again
+            if not isinstance(kind, Relisting) or isinstance(exc, WorkerLost):
+                raise  # a connection, or the reader's process: back off and try again
             return await self._unreadable(key, st, part, exc, found, seq, stats)
         try:
             while True:
                 try:
                     chunk = await asyncio.to_thread(reader.read, READ_TIMEOUT_S)
                 except Exception as exc:
-                    if not isinstance(kind, Relisting):
-                        raise
+                    if not isinstance(kind, Relisting) or isinstance(exc, WorkerLost):
+                        raise  # not the file's fault: back off, open it again
                     return await self._unreadable(key, st, part, exc, found, seq, stats)
                 if chunk is None:
                     self._waiting(rec, reader, stats)

@@ -1,0 +1,168 @@
+"""Pull sources whose readers run in a process of their own (``source_processes``).
+
+A source's client can cost real CPU in Python (paho decodes every MQTT packet, 40–60 µs a
+message); in a process of its own it does not share the server's interpreter lock. Only
+the ``Reader`` moves: ``open``, ``read``, ``close`` and a chunk's ``done`` (its
+acknowledgement, sent once the chunk is durable) go over the pipe of a ``Worker``. The
+server keeps ``accept``, the position commit and the listing of partitions, so the
+delivery guarantees are the same. A dead process is a reader that failed: the source
+backs off, and opens again at its committed position in a new one.
+
+One process per source, started at its first open and ended with its run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from headwater.catalog.sqlite import SourceRecord
+from headwater.connectors.sources.positions import Positions
+from headwater.connectors.sources.runtime import Chunk, End, Kinds, PullSource, Reader, Relisting
+from headwater.errors import HeadwaterError
+from headwater.pipelines.workers import (
+    Worker,
+    WorkerLost,
+    receive_message,
+    send_message,
+    sendable,
+)
+
+
+def remote_kinds(kinds: Kinds, file_root: Path) -> Kinds:
+    """The same kinds, each source's readers in a process of its own."""
+
+    def remote(name: str) -> Any:
+        def make(rec: SourceRecord) -> PullSource:
+            local = kinds[name](rec)  # its config is checked here, in the server
+            cls = RemoteRelisting if isinstance(local, Relisting) else RemoteSource
+            return cls(local, rec, file_root)
+
+        return make
+
+    return {name: remote(name) for name in kinds}
+
+
+class RemoteSource:
+    """A ``PullSource`` whose readers run in a worker process; ``close`` ends it."""
+
+    def __init__(self, local: PullSource, rec: SourceRecord, file_root: Path) -> None:
+        self._local, self._rec = local, rec
+        # a counterpart to let go of when the source is deleted (an MQTT session)
+        self.forget: Callable[[], None] | None = getattr(local, "forget", None)
+        self._worker = Worker(0, [str(file_root)], module=__name__, role="source")
+        self._started = False
+        self._committed: Positions = {}  # what the last listing was told: ``open`` may use it
+        self._keys = iter(range(1, 1 << 62))
+
+    def partitions(self, committed: Positions) -> list[str]:
+        self._committed = dict(committed)
+        return self._local.partitions(committed)
+
+    def open(self, partition: str, position: str | None) -> Reader:
+        if not self._started:
+            self._worker.start()
+            self._started = True
+        key = next(self._keys)
+        opening = (self._rec, self._committed, partition, position)
+        built = self._worker.build(key, opening, _no_questions)
+        return RemoteReader(self._worker, key, built)
+
+    @property
+    def pid(self) -> int | None:
+        return self._worker.pid
+
+    def close(self) -> None:
+        self._worker.close()
+
+
+class RemoteRelisting(RemoteSource, Relisting):
+    """A ``RemoteSource`` of a kind with many partitions (a directory of files)."""
+
+
+class RemoteReader:
+    """The server's side of a reader in a worker process."""
+
+    def __init__(self, worker: Worker, key: int, built: int) -> None:
+        self._worker, self._key, self._built = worker, key, built
+        self.waiting: str | None = None  # the reader's ``waiting`` (a poll's Retry-After)
+
+    def read(self, timeout_s: float) -> Chunk | End | None:
+        answer: tuple[Chunk | End | None, bool, str | None] = self._call("read", timeout_s)
+        got, acked, self.waiting = answer
+        if isinstance(got, Chunk) and acked:
+            got.done = self._done
+        return got
+
+    def _done(self) -> None:
+        self._call("done", None)
+
+    def close(self) -> None:
+        with contextlib.suppress(WorkerLost):
+            self._call("close", None)
+
+    def _call(self, op: str, args: Any) -> Any:
+        return self._worker.call(op, self._key, args, _no_questions, self._built)
+
+
+def _no_questions(kind: str, value: Any) -> Any:
+    raise HeadwaterError(f"a source worker asked for {kind!r}, which the server does not answer")
+
+
+# the worker side ----------------------------------------------------------------------
+
+
+def serve(conn: Connection, file_root: str) -> None:
+    """A source worker's loop: open, read, acknowledge and close readers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us by closing the pipe
+    from headwater.connectors.sources.kinds import pull_kinds
+    from headwater.model.time import SystemClock
+
+    kinds = pull_kinds(Path(file_root), SystemClock())
+    send_message(conn, ("ready", None))
+    readers: dict[int, Reader] = {}
+    dones: dict[int, Any] = {}
+    while True:
+        try:
+            op, key, args = receive_message(conn)
+        except (EOFError, OSError):
+            break
+        try:
+            if op == "build":
+                rec, committed, partition, position = args
+                kind = kinds[rec.kind](rec)
+                kind.partitions(committed)  # as the server's listing did, before its open
+                readers[key] = kind.open(partition, position)
+                answer: Any = None
+            elif op == "read":
+                reader = readers[key]
+                got = reader.read(args)
+                acked = isinstance(got, Chunk) and got.done is not None
+                if acked and isinstance(got, Chunk):
+                    dones[key], got.done = got.done, None
+                answer = (got, acked, getattr(reader, "waiting", None))
+            elif op == "done":
+                dones.pop(key)()
+                answer = None
+            elif op == "close":
+                dones.pop(key, None)
+                reader = readers.pop(key)
+                reader.close()
+                answer = None
+            else:
+                raise ValueError(f"unknown source worker call {op!r}")
+            send_message(conn, ("ok", answer))
+        except Exception as exc:
+            send_message(conn, ("err", sendable(exc)))
+    for reader in readers.values():  # the server is gone: let the counterparts go
+        with contextlib.suppress(Exception):
+            reader.close()
+
+
+if __name__ == "__main__":  # a source worker process, started by ``RemoteSource.open``
+    serve(Connection(int(sys.argv[1])), sys.argv[2])
