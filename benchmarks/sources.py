@@ -16,7 +16,7 @@ Starts a fresh ``headwater serve`` (fsync before every acknowledgement) and a pr
   source is created, then read through its durable consumer: messages/s from the
   source's creation until all are durable and acknowledged.
 
-    python benchmarks/sources.py [--rows 1000000] [--messages 200000] [--seconds 10]
+    python benchmarks/sources.py [--rows 1000000] [--messages 200000] [--seconds 10] [--source-processes]
                                  [--kafka-messages 1000000] [--kinds http,files,mqtt,kafka,nats]
 """
 
@@ -183,13 +183,18 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--kafka-messages", type=int, default=1_000_000)
     ap.add_argument("--kinds", default="http,files,mqtt,kafka,nats")
+    ap.add_argument(
+        "--source-processes", action="store_true",
+        help="source_processes: each pull source reads in a process of its own",
+    )  # fmt: skip
     args = ap.parse_args()
     kinds = set(args.kinds.split(","))
     work = Path(tempfile.mkdtemp(prefix="hw-sources-bench-"))
     broker = Broker(work)
     ns = NatsServer(work)
     kafka = Tansu(work).start() if "kafka" in args.kinds.split(",") else None
-    srv = Server(work / "data").start()
+    env = {"HEADWATER_SOURCE_PROCESSES": "true"} if args.source_processes else {}
+    srv = Server(work / "data", **env).start()
     print(f"load average before: {os.getloadavg()}")
     try:
         with srv.client() as c:
