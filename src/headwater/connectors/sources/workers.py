@@ -66,7 +66,10 @@ class RemoteSource:
 
     def open(self, partition: str, position: str | None) -> Reader:
         if not self._started:
-            self._worker.start()
+            try:
+                self._worker.start()
+            except HeadwaterError as exc:  # the process's fault, not the partition's
+                raise WorkerLost(exc.message) from exc
             self._started = True
         key = next(self._keys)
         opening = (self._rec, self._committed, partition, position)
