@@ -95,6 +95,7 @@ class Worker:
         self._lock = threading.RLock()
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._closed = False  # closed by its owner: a late call must not start it again
         self.generation = 0  # one more at each (re)start: a pipeline built before is gone
         self.hosted = 0
 
@@ -104,6 +105,7 @@ class Worker:
 
     def start(self) -> None:
         with self._lock:
+            self._closed = False
             self._start()
 
     def _start(self) -> None:
@@ -145,6 +147,8 @@ class Worker:
         table). A pipeline built on an earlier generation is gone (``WorkerLost``); so is a
         worker that dies during the call (it is started again)."""
         with self._lock:
+            if self._closed:
+                raise WorkerLost(f"{self.role} worker {self.index} is closed")
             if self._conn is None:  # a restart failed before: try again (or say why not)
                 self._start()
             conn = self._conn
@@ -193,6 +197,7 @@ class Worker:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._stop()
 
     def _stop(self) -> None:
