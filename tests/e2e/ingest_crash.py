@@ -24,6 +24,7 @@ def _client_loop(
     rows: int,
     acked: list[int],
     stop: threading.Event,
+    progress: threading.Condition,
 ) -> None:
     """Send batches with an Idempotency-Key; retry each until it is answered 200."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"}
@@ -50,11 +51,13 @@ def _client_loop(
                                     headers={"Idempotency-Key": f"batch-{start}-{b}"})  # fmt: skip
                     if r.status_code == 200:
                         assert r.json()["accepted"] == rows, r.text
-                        acked.extend(ids)
+                        with progress:
+                            acked.extend(ids)
+                            progress.notify_all()
                         break
                 except httpx.HTTPError:
                     pass
-                time.sleep(0.05)
+                stop.wait(0.05)  # the server is restarting: try again shortly
 
 
 def kill9_during_ingest(tmp_path: Path, rows: int) -> None:
@@ -66,10 +69,11 @@ def kill9_during_ingest(tmp_path: Path, rows: int) -> None:
     with srv.client() as c:
         assert c.post("/v1/streams", json=schema).status_code == 201
     acked: list[int] = []
-    stop = threading.Event()
+    stop, progress = threading.Event(), threading.Condition()
     threads = [
         threading.Thread(
-            target=_client_loop, args=(srv.url, ADMIN_KEY, k * 100_000, 40, rows, acked, stop)
+            target=_client_loop,
+            args=(srv.url, ADMIN_KEY, k * 100_000, 40, rows, acked, stop, progress),
         )
         for k in range(3)
     ]
@@ -77,7 +81,10 @@ def kill9_during_ingest(tmp_path: Path, rows: int) -> None:
         t.start()
     rng = random.Random(7)
     for _ in range(4):
-        time.sleep(rng.uniform(0.3, 1.0))
+        # killed after a random number of bodies (1 to 6) acknowledged since the last start
+        want = len(acked) + rng.randint(1, 6) * rows
+        with progress:
+            progress.wait_for(lambda want=want: len(acked) >= want, timeout=60)
         srv.kill()  # returns once the process is gone
         srv.start()
     deadline = time.monotonic() + 60

@@ -17,7 +17,10 @@ import orjson
 from serverproc import READINGS, TRUST, Server
 
 
-def _client(url: str, key: str, start: int, batches: int, acked: list[int]) -> None:
+def _client(
+    url: str, key: str, start: int, batches: int, acked: list[int],
+    progress: threading.Condition | None = None,
+) -> None:  # fmt: skip
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"}
     deadline = time.monotonic() + 120
     # One client per sender: a client per attempt costs ~20 ms of CPU (TLS setup) each
@@ -34,6 +37,9 @@ def _client(url: str, key: str, start: int, batches: int, acked: list[int]) -> N
                     r = client.post("/v1/streams/readings/events", content=body)
                     if r.status_code == 200:
                         acked.extend(ids)
+                        if progress is not None:
+                            with progress:
+                                progress.notify_all()
                         break
                 except httpx.HTTPError:
                     pass
@@ -46,15 +52,19 @@ def test_kill9_with_event_ids_stores_each_id_once(tmp_path: Path) -> None:
         assert c.post("/v1/streams", json=READINGS).status_code == 201
     acked: list[int] = []
     key = "hw_test_admin_key_0123456789abcdef"
+    progress = threading.Condition()
     threads = [
-        threading.Thread(target=_client, args=(srv.url, key, k * 100_000, 40, acked))
+        threading.Thread(target=_client, args=(srv.url, key, k * 100_000, 40, acked, progress))
         for k in range(3)
     ]
     for t in threads:
         t.start()
     rng = random.Random(11)
     for _ in range(4):
-        time.sleep(rng.uniform(0.3, 1.0))
+        # killed after a random number of bodies (1 to 6) acknowledged since the last start
+        want = len(acked) + rng.randint(1, 6) * 50
+        with progress:
+            progress.wait_for(lambda want=want: len(acked) >= want, timeout=60)
         srv.kill()
         srv.start()
     for t in threads:
