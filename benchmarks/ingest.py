@@ -33,7 +33,7 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from serverproc import ADMIN_KEY, Server
+from serverproc import ADMIN_KEY, Server, cpu_seconds
 
 STREAM = {
     "name": "bench",
@@ -187,12 +187,6 @@ def wrk(
         (cpu_seconds(pid) - cpu0) * 1e6 / max(1, int(done.group(1)) if done else 1)
     )
     return res
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, all threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> str:

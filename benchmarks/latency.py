@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import contextlib
 
 from headwater.model.time import parse_duration_ms
-from serverproc import ADMIN_KEY, Server
+from serverproc import ADMIN_KEY, Server, children, cpu_seconds
 
 STREAM = {
     "name": "lat_readings",
@@ -293,26 +293,6 @@ def pct(values: list[float], q: float) -> float:
 def line(name: str, seconds: list[float]) -> str:
     ms = [x * 1000 for x in seconds]
     return f"  {name:<34} n={len(ms):<4} p50 {pct(ms, 0.5):7.1f} ms  p99 {pct(ms, 0.99):7.1f} ms  max {max(ms, default=float('nan')):7.1f} ms"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (the server's pipeline workers)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == pid:
-                found.append(int(d.name))
-    return found
 
 
 def cpu_of(pids: list[int]) -> float:

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from headwater.engine.connection import connect_duckdb
-from serverproc import Server
+from serverproc import Server, children, cpu_seconds
 
 TS0_MS = 1_795_255_200_000  # 2026-11-21T10:00:00Z
 KEYS = 10_000
@@ -129,26 +129,6 @@ def load(c: httpx.Client, n: int) -> float:
         assert time.monotonic() < deadline, "the store did not catch up"
         time.sleep(0.2)
     return n / (time.perf_counter() - t0)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (the server's pipeline workers)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == pid:
-                found.append(int(d.name))
-    return found
 
 
 def run_pipeline(c: httpx.Client, name: str, sql: str, n: int) -> tuple[float, dict]:

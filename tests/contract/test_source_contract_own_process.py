@@ -21,6 +21,8 @@ from test_source_contract import (  # noqa: F401  (the fixtures and tests run he
     until,
 )
 
+from serverproc import children
+
 
 @pytest.fixture
 async def harness(tmp_path: Path, driver: Driver) -> AsyncIterator[Harness]:  # noqa: F811
@@ -34,16 +36,13 @@ async def harness(tmp_path: Path, driver: Driver) -> AsyncIterator[Harness]:  # 
 def reader_processes() -> list[int]:
     """This test process's source worker processes."""
     found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
+    for pid in children(os.getpid()):
         try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (d / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
             continue
-        if ppid == os.getpid() and b"headwater.connectors.sources.workers" in cmdline:
-            found.append(int(d.name))
+        if b"headwater.connectors.sources.workers" in cmdline:
+            found.append(pid)
     return found
 
 

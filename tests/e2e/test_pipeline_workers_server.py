@@ -10,25 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from serverproc import Server
+from serverproc import Server, children
 
 STREAM = {"name": "events", "fields": [{"name": "k", "type": "string", "required": True},
                                        {"name": "v", "type": "int", "required": True}]}  # fmt: skip
 SQL = ("CREATE PIPELINE totals AS SELECT k, count(*) AS n, sum(v) AS s FROM events "
        "GROUP BY k WITH (emit = 'changes')")  # fmt: skip
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == pid:
-                found.append(int(d.name))
-    return found
 
 
 def alive(pid: int) -> bool:
