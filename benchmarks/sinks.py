@@ -8,7 +8,8 @@ sockets) standing in for the destinations, then runs three parts:
    Prints, while it runs and at the end: rows processed, rate, average request time,
    error rate of attempts, backlog (pending rows and batches) and rate-limit hits.
 2. **Throughput** — a stream's backlog (``--rows``) delivered in ``batch_rows = 1000``
-   arrays to a server that accepts everything at once: rows/s.
+   arrays to a server that accepts everything at once: rows/s, and the CPU seconds of the
+   server and of its sink worker processes (``--sink-workers N``) while it delivers.
 3. **Latency** — single events ingested at ``--latency-rate`` per second to a sink with
    ``batch_rows = 1``; the time from sending the event to the partner reading it.
 4. **Pipeline cost** — ingest + a stateless pipeline over ``--pipeline-rows`` rows, without
@@ -28,6 +29,7 @@ sockets) standing in for the destinations, then runs three parts:
     python benchmarks/sinks.py --only postgres --pg-rows 1000000
     python benchmarks/sinks.py --only postgres --pg-config '{"copy_new_keys": false}'
     python benchmarks/sinks.py --only kafka --kafka-rows 500000
+    python benchmarks/sinks.py --only http --sink-workers 1
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from downstream import Downstream, RateLimited, events, wait_until
 from kafka_broker import Tansu
 from pgcluster import PgCluster
-from serverproc import READINGS, Server
+from serverproc import READINGS, Server, children, cpu_seconds
 
 
 def scenario(c: httpx.Client, n: int, name: str, first: int, rate: float | None) -> dict[str, Any]:
@@ -99,7 +101,7 @@ def scenario(c: httpx.Client, n: int, name: str, first: int, rate: float | None)
         partner.stop()
 
 
-def throughput(c: httpx.Client, n: int) -> dict[str, Any]:
+def throughput(c: httpx.Client, n: int, pid: int) -> dict[str, Any]:
     sink = Downstream().start()
     try:
         c.post("/v1/streams", json={**READINGS, "name": "bulk"})
@@ -107,14 +109,21 @@ def throughput(c: httpx.Client, n: int) -> dict[str, Any]:
             body = b"\n".join(orjson.dumps(e) for e in events(10_000, k * 10_000))
             c.post("/v1/streams/bulk/events", content=body,
                    headers={"content-type": "application/x-ndjson"}).raise_for_status()  # fmt: skip
+        before = {p: cpu_seconds(p) for p in [pid, *children(pid)]}
         t0 = time.monotonic()
         c.post("/v1/sinks", json={"name": "bulk_out", "kind": "http", "from": "bulk", "config": {
             "url": sink.url, "batch_rows": 1000, "max_concurrency": 8, "max_pending_rows": 100_000,
         }}).raise_for_status()  # fmt: skip
         wait_until(lambda: c.get("/v1/sinks/bulk_out").json()["delivered"] >= n, 600, "the backlog")
         seconds = time.monotonic() - t0
-        return {"rows": n, "seconds": seconds, "rows_per_s": n / seconds,
-                "requests": len(sink.seen)}  # fmt: skip
+        workers = children(pid)
+        server_cpu = cpu_seconds(pid) - before[pid]
+        worker_cpu = sum(cpu_seconds(p) - before.get(p, 0.0) for p in workers)
+        return {"rows": n, "seconds": round(seconds, 2), "rows_per_s": round(n / seconds),
+                "requests": len(sink.seen), "server_cpu_s": round(server_cpu, 2),
+                "worker_cpu_s": round(worker_cpu, 2),
+                "server_us_per_row": round(1e6 * server_cpu / n, 2),
+                "worker_us_per_row": round(1e6 * worker_cpu / n, 2)}  # fmt: skip
     finally:
         sink.stop()
 
@@ -237,10 +246,17 @@ def main() -> None:
     ap.add_argument("--pg-rows", type=int, default=500_000)
     ap.add_argument("--pg-config", type=orjson.loads, default={},
                     help='extra postgres sink options, e.g. \'{"batch_rows": 100000}\'')  # fmt: skip
-    ap.add_argument("--only", choices=["kafka", "postgres"], help="run only this part")
+    ap.add_argument("--only", choices=["http", "kafka", "postgres"], help="run only this part")
+    ap.add_argument(
+        "--sink-workers",
+        type=int,
+        default=0,
+        help="sink worker processes of the server (setting sink_workers)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server(Path(tmp) / "data").start()
+        workers = {"HEADWATER_SINK_WORKERS": str(args.sink_workers)}
+        server = Server(Path(tmp) / "data", **workers).start()
         try:
             with server.client() as c:
                 if args.only == "postgres":
@@ -248,8 +264,14 @@ def main() -> None:
                     print(" ", postgres(c, args.pg_rows, args.pg_config))
                     return
                 c.post("/v1/streams", json=READINGS).raise_for_status()
+                if args.only == "http":
+                    print(f"throughput: unlimited local server, batch_rows=1000, "
+                          f"sink_workers={args.sink_workers}")  # fmt: skip
+                    assert server.proc is not None
+                    print(" ", throughput(c, args.rows, server.proc.pid))
                 if args.only is None:
-                    others(c, args)
+                    assert server.proc is not None
+                    others(c, args, server.proc.pid)
                 if args.only in (None, "kafka"):
                     print(
                         "Kafka sink: a stream's backlog to a local Tansu broker, "
@@ -263,14 +285,14 @@ def main() -> None:
             server.stop()
 
 
-def others(c: httpx.Client, args: argparse.Namespace) -> None:
+def others(c: httpx.Client, args: argparse.Namespace, pid: int) -> None:
     n = args.scenario_rows
     print("scenario: 10 req/s partner, 15% 500s, 50-250 ms; rate_limit_per_s = 9.5")
     print(" ", scenario(c, n, "partner", 0, 9.5))
     print("scenario: the same partner; no rate_limit_per_s (429s, Retry-After, AIMD)")
     print(" ", scenario(c, n, "partner_free", n, None))
     print("throughput: unlimited local server, batch_rows=1000")
-    print(" ", throughput(c, args.rows))
+    print(" ", throughput(c, args.rows, pid))
     print(f"latency: {args.latency_rate:g} events/s, batch_rows=1")
     print(" ", latency(c, args.latency_rate, args.latency_seconds))
     print("pipeline ingest + processing, without and with a sink following it")

@@ -191,6 +191,12 @@ class Settings(BaseSettings):
         le=64,
         description="Worker processes that run the pipelines' operators, so a server uses more than one core; 0 runs them in the server process.",
     )
+    sink_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Worker processes that encode and deliver the rows of http, webhook, kafka and nats sinks, so a server uses more than one core; 0 does it in the server process.",
+    )
     source_processes: bool = Field(
         False,
         description="Each pull source reads (its client: MQTT, Kafka, files...) in a process of its own, beside the server.",

@@ -174,6 +174,14 @@ PIPELINE_WORKER_RESTARTS = Counter(
     "headwater_pipeline_worker_restarts_total",
     "Pipeline worker processes that died and were started again.",
 )
+SINK_WORKERS = Gauge(
+    "headwater_sink_worker_processes",
+    "Sink worker processes running (setting sink_workers).",
+)
+SINK_WORKER_RESTARTS = Counter(
+    "headwater_sink_worker_restarts_total",
+    "Sink worker processes that died and were started again.",
+)
 PIPELINE_STATE_BYTES = Gauge(
     "headwater_pipeline_state_bytes", "Bytes held in pipeline state.", ["tenant", "pipeline"]
 )

@@ -109,15 +109,7 @@ class Worker:
             self._start()
 
     def _start(self) -> None:
-        # a new interpreter, not a fork (the server has threads and open files) and not
-        # ``multiprocessing`` spawn (it would import the server's main script again)
-        ours, theirs = socket.socketpair()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        cmd = [sys.executable, "-m", self._module, str(theirs.fileno()), *self._args]
-        try:
-            proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env)
-        finally:
-            theirs.close()
+        proc, ours = spawn(self._module, self._args)
         conn = Connection(ours.detach())
         try:
             if not conn.poll(READY_TIMEOUT_S):
@@ -392,6 +384,24 @@ def _run(
         pipeline.restore(args)
         return None
     raise ValueError(f"unknown pipeline worker call {op!r}")
+
+
+def spawn(module: str, args: Sequence[str]) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """Start ``python -m <module> <fd> <args...>``; return it and our end of its socket.
+
+    A new interpreter, not a fork (the server has threads and open files) and not
+    ``multiprocessing`` spawn (it would import the server's main script again)."""
+    ours, theirs = socket.socketpair()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    cmd = [sys.executable, "-m", module, str(theirs.fileno()), *args]
+    try:
+        proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return proc, ours
 
 
 def send_message(conn: Connection, message: Any) -> None:

@@ -50,6 +50,7 @@ from headwater.runtime.opening import (
 )
 from headwater.settings import Settings
 from headwater.sinks.manager import SinkManager
+from headwater.sinks.workers import SinkWorkers
 from headwater.store.materializer import Materializer
 from headwater.store.tombstones import Tombstones
 
@@ -104,6 +105,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None, demo: bool = F
         catalog, log_, store, streams, clock, pipelines.followed, tables.readable,
         lambda tenant, stream: partial(erased_rows, tombstones, streams.get(tenant, stream)),
         settings.sink_files_root,
+        SinkWorkers(settings.sink_workers) if settings.sink_workers else None,
     )  # fmt: skip
     root = settings.file_sources_root
     sources = Sources(catalog, clock, root)

@@ -79,6 +79,10 @@ class Slots:
         self.used = 0
         self._cond = asyncio.Condition()
 
+    @property
+    def limit(self) -> int:
+        return self.aimd.limit
+
     async def acquire(self) -> None:
         async with self._cond:
             await self._cond.wait_for(lambda: self.used < self.aimd.limit)

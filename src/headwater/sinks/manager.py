@@ -27,7 +27,8 @@ from headwater.model.time import Clock, ms_to_datetime
 from headwater.pipelines.runner import output_topic
 from headwater.sinks.config import PostgresConfig, parse_sink, sink_config
 from headwater.sinks.dlq import DLQ_KEY, DLQ_SCHEMA, dlq_table
-from headwater.sinks.kinds import breaker_of, destination, runner_of
+from headwater.sinks.kinds import runner_of
+from headwater.sinks.outbox import LocalOutboxes, Outboxes
 from headwater.sinks.policy import Breaker
 from headwater.sinks.report import Reporter, status_of
 from headwater.store.ports import ResultStore, ResultWrite, RowQuery
@@ -60,6 +61,7 @@ class SinkManager:
         taken: Callable[[str], set[str]],
         erased: Callable[[str, str], Callable[[list[LogEntry]], pa.Array | None]],
         file_root: Path | None = None,
+        outboxes: Outboxes | None = None,
     ) -> None:
         self._catalog, self._log, self._store, self._streams = catalog, log_, store, streams
         self._clock = clock
@@ -67,9 +69,11 @@ class SinkManager:
         self._taken = taken
         self._erased = erased  # (tenant, stream) -> keep-mask of a stream's entries
         self._file_root = file_root  # where file sinks (parquet) may write
+        # rows encoded and delivered here, or in sink worker processes (``sink_workers``)
+        self._outboxes = outboxes if outboxes is not None else LocalOutboxes()
         self._records: dict[tuple[str, str], SinkRecord] = {}
         self._running: dict[tuple[str, str], Running] = {}
-        self._breakers: dict[str, Breaker] = {}  # one per destination (scheme://host:port)
+        self._breakers: dict[str, Breaker] = {}  # one per PostgreSQL database
         self._failed: dict[tuple[str, str], str] = {}
         self._replay_lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -96,6 +100,7 @@ class SinkManager:
         if self._thread.is_alive():
             for key in list(self._running):
                 self._stop(key)
+            self._call(self._outboxes.close())
             self._call(_cancel_the_rest())  # the reporter and the trimmer
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
@@ -212,9 +217,8 @@ class SinkManager:
                 return self._postgres_runner(rec, topic, by_offset, erased)
             config = sink_config(rec.kind, rec.config, self._file_root)
             assert not isinstance(config, PostgresConfig)
-            breaker = self._breakers.setdefault(destination(config), breaker_of(config))
-            return runner_of(rec.tenant, rec.name, config, breaker, topic, by_offset,
-                             self._log, self._store, erased)  # fmt: skip
+            return runner_of(rec.tenant, rec.name, config, topic, by_offset, self._log,
+                             self._store, erased, self._outboxes)  # fmt: skip
 
         async def start() -> Running:
             runner = build()

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from headwater.errors import BadRequest
 from headwater.log.ports import LogEntry
 from headwater.sinks.http import Outcome, Slots, Stats
+from headwater.sinks.outbox import LocalOutbox
 from headwater.sinks.policy import Aimd, Breaker
 from headwater.sinks.rows import Request
 from headwater.sinks.runner import SinkRunner, Totals
@@ -133,7 +134,7 @@ class ParquetRunner(SinkRunner):
     """A ``SinkRunner`` whose delivery is one file per checkpoint, written in sequence."""
 
     async def _read_once(self, stop: asyncio.Event) -> None:
-        files = self.delivery
+        files = self.outbox.delivery if isinstance(self.outbox, LocalOutbox) else None
         assert isinstance(files, ParquetFiles)
         cfg = files.config
         entries = await self._gather(cfg.batch_rows, stop)

@@ -42,7 +42,7 @@ class PostgresSinkRunner:
         self.tenant, self.name, self.topic = rec.tenant, rec.name, topic
         self.consumer = f"sink:{rec.name}"
         self.by_offset = by_offset
-        self._log, self._store, self.delivery = log_, store, delivery
+        self._log, self._store, self.outbox = log_, store, delivery
         self._erased = erased
         self.config = delivery.config
         self.sink_id = f"{rec.tenant}/{rec.name}/{rec.created_ms}"
@@ -97,7 +97,7 @@ class PostgresSinkRunner:
     def _failed(self, exc: Exception) -> None:
         self.error = f"{type(exc).__name__}: {exc}"
         log.warning("sink_postgres_failed", sink=self.name, error=self.error)
-        d = self.delivery
+        d = self.outbox
         d.stats.failed += 1
         d.breaker.on_failure(time.monotonic())
         if self._target is not None:
@@ -118,7 +118,7 @@ class PostgresSinkRunner:
             self._since = self._since or time.monotonic()
         target = self._target
         assert target is not None
-        d = self.delivery
+        d = self.outbox
         d.stats.attempts += 1
         t0 = time.monotonic()
         try:

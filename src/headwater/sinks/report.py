@@ -30,7 +30,7 @@ def status_of(rec: SinkRecord, runner: SinkRunner | None, failure: str | None) -
     if runner is None:
         return out
     totals, lag_s = runner.snapshot()
-    d = runner.delivery
+    d = runner.outbox
     stats = d.stats
     breaker = d.breaker.state(time.monotonic())
     if rec.status == "running" and (breaker != "closed" or stats.waiting > 0):
@@ -43,9 +43,11 @@ def status_of(rec: SinkRecord, runner: SinkRunner | None, failure: str | None) -
         lag_seconds=round(lag_s, 3), blocked=runner.blocked,
         requests=stats.attempts, failed_requests=stats.failed,
         rate_limit_hits=stats.rate_limited, error_rate=round(stats.error_rate, 4),
-        avg_latency_ms=round(stats.avg_latency_ms, 2), concurrency=d.slots.aimd.limit,
+        avg_latency_ms=round(stats.avg_latency_ms, 2), concurrency=d.slots.limit,
         in_flight=d.slots.used, retrying=stats.waiting,
     )  # fmt: skip
+    if (pid := getattr(d, "pid", None)) is not None:  # its outbox is in a sink worker
+        out["worker_pid"] = pid
     return out
 
 
@@ -70,7 +72,7 @@ class Reporter:
 
     def report(self, key: tuple[str, str], runner: SinkRunner) -> None:
         totals, lag_s = runner.snapshot()
-        stats = runner.delivery.stats
+        stats = runner.outbox.stats
         now = (totals.delivered, totals.dead, stats.attempts, stats.failed, stats.rate_limited)
         c = runner.committed  # rows finished before this start were counted then
         before = self._seen.get(key, (c.delivered, c.dead, 0, 0, 0))
@@ -83,8 +85,8 @@ class Reporter:
         m.SINK_RATE_LIMITED.labels(*key).inc(delta[4])
         m.SINK_PENDING_ROWS.labels(*key).set(totals.pending)
         m.SINK_LAG_SECONDS.labels(*key).set(lag_s)
-        m.SINK_CONCURRENCY.labels(*key).set(runner.delivery.slots.aimd.limit)
-        state = runner.delivery.breaker.state(time.monotonic())
+        m.SINK_CONCURRENCY.labels(*key).set(runner.outbox.slots.limit)
+        state = runner.outbox.breaker.state(time.monotonic())
         for name in BREAKER_STATES:
             m.SINK_BREAKER_STATE.labels(*key, name).set(1 if name == state else 0)
         m.SINK_AVG_LATENCY_SECONDS.labels(*key).set(stats.avg_latency_ms / 1000)

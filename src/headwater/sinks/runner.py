@@ -25,10 +25,10 @@ import pyarrow as pa
 import structlog
 
 from headwater.log.ports import Log, LogEntry
+from headwater.pipelines.workers import WorkerLost
 from headwater.sinks.dlq import DLQ_KEY, dead_letters, dlq_table, to_table
 from headwater.sinks.http import Outcome
-from headwater.sinks.ports import Delivery
-from headwater.sinks.rows import Encoder, Request, Row, requests_of
+from headwater.sinks.outbox import Outbox, Ticket
 from headwater.store.ports import ResultStore, ResultWrite
 
 log = structlog.get_logger("headwater.sinks")
@@ -74,15 +74,15 @@ class SinkRunner:
         by_offset: bool,
         log_: Log,
         store: ResultStore,
-        delivery: Delivery,
+        outbox: Outbox,
         erased: Callable[[list[LogEntry]], pa.Array | None] = lambda _: None,
     ) -> None:
         self.tenant, self.name, self.topic = tenant, name, topic
         self.consumer = f"sink:{name}"
         self.by_offset = by_offset  # stream rows (keys by offset) vs. result rows (by content)
-        self._log, self._store, self.delivery = log_, store, delivery
+        self._log, self._store, self.outbox = log_, store, outbox
         self._erased = erased  # a keep-mask of rows of erased data subjects, or None
-        self.config = delivery.config
+        self.config = outbox.config
         self.offset = 0  # committed
         self.read_offset = 0
         self.committed = Totals()
@@ -92,11 +92,12 @@ class SinkRunner:
         self.blocked = False  # the pending backlog is full: not reading
         self._lock = threading.Lock()
         self._chunks: deque[Chunk] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # deliveries and replays
+        self._sending: set[asyncio.Task[None]] = set()  # deliveries
+        self._lost = asyncio.Event()  # the outbox's worker process died: start over
         self._chunk_done = asyncio.Event()  # wakes the committer
         self._room = asyncio.Event()  # wakes the reader when the backlog was full
         self._commit_lock = asyncio.Lock()
-        self._encoder = Encoder()
 
     # the loop -----------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -104,9 +105,14 @@ class SinkRunner:
         committer = asyncio.create_task(self._commit_loop(stop))
         try:
             while not stop.is_set():
+                if self._lost.is_set():
+                    await self._start_over()
                 try:
                     await self._read_once(stop)
                     self.read_error = None
+                except WorkerLost as exc:  # its requests went with the process
+                    self.read_error = f"{type(exc).__name__}: {exc}"
+                    self._lost.set()
                 except Exception as exc:  # e.g. a read failed: try again from where it was
                     self.read_error = f"{type(exc).__name__}: {exc}"
                     log.error("sink_read_failed", sink=self.name, error=self.read_error)
@@ -117,8 +123,7 @@ class SinkRunner:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await committer
             await self.commit_done()
-            await self.delivery.close()
-            self._encoder.close()
+            await self.outbox.close()
 
     async def _restore(self) -> None:
         offsets = await asyncio.to_thread(self._store.consumer_offsets, self.tenant, self.consumer)
@@ -142,11 +147,8 @@ class SinkRunner:
             return
         entries = await self._gather(min(room, READ_ROWS), stop)
         if entries:
-            keep = self._erased(entries)
-            rows = await asyncio.to_thread(
-                self._encoder.rows, self.name, entries, self.by_offset, keep
-            )
-            self._start_chunks(rows, entries[-1].end)
+            tickets = await self.outbox.requests(entries, self._erased(entries))
+            self._start_chunks(tickets, entries[-1].end)
 
     async def _gather(self, max_rows: int, stop: asyncio.Event) -> list[LogEntry]:
         """Rows from the cursor on; waits up to ``batch_age_ms`` to fill one request."""
@@ -188,11 +190,10 @@ class SinkRunner:
             for a, b in itertools.pairwise(cuts)
         ]
 
-    def _start_chunks(self, rows: list[Row], end: int) -> None:
-        """Cut the rows into requests, and the requests into chunks of ``max_concurrency``:
-        the cursor moves by chunk, so a crash repeats about one window of requests."""
+    def _start_chunks(self, reqs: list[Ticket], end: int) -> None:
+        """Cut the requests into chunks of ``max_concurrency``: the cursor moves by chunk,
+        so a crash repeats about one window of requests."""
         cfg = self.config
-        reqs = requests_of(self.name, rows, cfg.batch_rows, cfg.batch_bytes, self.by_offset)
         self.read_offset = end
         if not reqs:  # every row left out (erased): nothing to deliver, move on
             self._chunks.append(Chunk(end, end, 0, time.monotonic(), 0))
@@ -202,26 +203,48 @@ class SinkRunner:
         step = cfg.max_concurrency
         for i in range(0, len(reqs), step):
             group = reqs[i : i + step]
-            first, last = group[0].rows[0].offset, group[-1].rows[-1].offset
-            n = sum(len(r.rows) for r in group)
+            first, last = group[0].first, group[-1].last
+            n = sum(r.rows for r in group)
             chunk = Chunk(first, last + 1, n, now, len(group))
             with self._lock:
                 self.totals.produced += n
             self._chunks.append(chunk)
             for req in group:
-                self.track(asyncio.create_task(self._deliver(chunk, req)))
+                task = asyncio.create_task(self._deliver(chunk, req))
+                self.track(task)
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _start_over(self) -> None:
+        """The outbox's worker process died, and the requests in flight with it: commit
+        what was done, drop the rest and read again from the cursor (with the same keys,
+        as after a crash)."""
+        self._lost.clear()
+        async with self._commit_lock:
+            await self._commit_done()
+            for t in list(self._sending):
+                t.cancel()
+            await asyncio.gather(*self._sending, return_exceptions=True)
+            with self._lock:
+                self._chunks.clear()
+                self.totals = Totals(**vars(self.committed))
+            self.read_offset = self.offset
+        log.warning("sink_started_over", sink=self.name, offset=self.offset)
 
     def track(self, task: asyncio.Task[None]) -> None:
         """Keep ``task`` until it ends; stopping the sink cancels it."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, chunk: Chunk, req: Request) -> None:
-        out = await self.delivery.deliver(req)
-        dead = [req.rows[i] for i in out.dead_rows] if out.ok else req.rows
+    async def _deliver(self, chunk: Chunk, req: Ticket) -> None:
+        try:
+            out, dead = await self.outbox.deliver(req)
+        except WorkerLost:
+            self._lost.set()  # the read loop starts over from the cursor
+            return
         with self._lock:
-            chunk.delivered += len(req.rows) - len(dead)
-            self.totals.delivered += len(req.rows) - len(dead)
+            chunk.delivered += req.rows - len(dead)
+            self.totals.delivered += req.rows - len(dead)
             if dead:  # counted as dead-lettered once in the table (``commit_done``)
                 chunk.letters += dead_letters(dead, out)
         chunk.left -= 1
@@ -302,10 +325,20 @@ class SinkRunner:
                 self.totals.dead -= ok
                 self.committed = after
 
+    async def _send(self, body: bytes, key: str) -> Outcome:
+        """``outbox.send``, again in a new worker process if the one sending it died."""
+        for attempt in range(1, 4):
+            try:
+                return await self.outbox.send(body, key)
+            except WorkerLost:
+                if attempt == 3:
+                    raise
+        raise AssertionError("unreachable")
+
     async def _send_letter(self, letter: dict[str, object]) -> dict[str, object]:
         text = str(letter["row"]).encode()
         body = text if self.config.batch_rows == 1 else b"[" + text + b"]"
-        out: Outcome = await self.delivery.send(body, str(letter["key"]))
+        out: Outcome = await self._send(body, str(letter["key"]))
         if out.ok:
             return {**letter, "state": "replayed"}
         prior = letter.get("attempts") or 0
