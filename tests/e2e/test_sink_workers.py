@@ -128,6 +128,8 @@ def test_a_sink_worker_killed_mid_delivery_loses_no_row(server: Server) -> None:
             assert st["worker_pid"] in children(server.proc.pid)  # type: ignore[union-attr]
             assert metric(c, "headwater_sink_worker_restarts_total") == 1
             assert metric(c, "headwater_sink_worker_processes") == 1
+        server.kill()  # a server killed with SIGKILL leaves no worker behind
+        wait_until(lambda: not Path(f"/proc/{st['worker_pid']}").exists(), what="the worker gone")
     finally:
         downstream.stop()
     rows = downstream.delivered_rows()

@@ -69,9 +69,25 @@ def settled(c: httpx.Client, name: str, produced: int) -> dict[str, Any]:
 def test_rows_are_messages_keyed_by_field_with_the_idempotency_key_header(
     server: Server, kafka_broker: Tansu
 ) -> None:
-    kafka_broker.create_topic("metrics-out", 3)
+    keyed_messages_with_one_dead_letter(server, kafka_broker, "metrics-out")
+
+
+def test_the_same_from_a_sink_worker_process(tmp_path: Path, kafka_broker: Tansu) -> None:
+    srv = Server(tmp_path / "data", HEADWATER_SINK_WORKERS="1").start()
+    try:
+        with srv.client() as c:
+            assert c.post("/v1/streams", json=STREAM).status_code == 201
+        keyed_messages_with_one_dead_letter(srv, kafka_broker, "metrics-out-w")
+        with srv.client() as c:
+            assert "worker_pid" in c.get("/v1/sinks/to_kafka").json()
+    finally:
+        srv.stop()
+
+
+def keyed_messages_with_one_dead_letter(server: Server, kafka_broker: Tansu, topic: str) -> None:
+    kafka_broker.create_topic(topic, 3)
     with server.client() as c:
-        sink(c, "to_kafka", kafka_broker.bootstrap, "metrics-out",
+        sink(c, "to_kafka", kafka_broker.bootstrap, topic,
              options={"message.max.bytes": "4000"})  # fmt: skip
         rows = [{"device_id": f"d{i % 5}", "n": i} for i in range(500)]
         rows.insert(250, {"device_id": "big", "n": -1, "note": "x" * 10_000})  # refused alone
@@ -90,7 +106,7 @@ def test_rows_are_messages_keyed_by_field_with_the_idempotency_key_header(
         assert again, c.post("/v1/query", json={"sql": sql}).json()
         st = settled(c, "to_kafka", 501)
         assert (st["delivered"], st["dead_lettered"]) == (500, 1), st
-    msgs = kafka_broker.read_all("metrics-out", 500)
+    msgs = kafka_broker.read_all(topic, 500)
     assert len(msgs) == 500
     seen = {}
     partitions: dict[bytes, set[int]] = {}
