@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -167,7 +168,7 @@ class KafkaDelivery:
     def _sleeping(self) -> None:
         self.stats.waiting += 1
 
-    async def _attempt(self, rows: list[Row], todo: list[int], out: Outcome) -> None:
+    async def _attempt(self, rows: Sequence[Row], todo: list[int], out: Outcome) -> None:
         """Produce the rows ``todo``, leaving in it those to send again (``Retryable``)."""
         await self.slots.acquire()
         try:
@@ -197,7 +198,7 @@ class KafkaDelivery:
         err = errors[todo[0]]
         raise Retryable(None, "", f"Kafka: {err.name()}: {err.str()}", None)
 
-    async def _produce(self, rows: list[Row], todo: list[int]) -> dict[int, KafkaError]:
+    async def _produce(self, rows: Sequence[Row], todo: list[int]) -> dict[int, KafkaError]:
         topic, fields = self.config.topic, self.config.key_fields
         rnd = _Round(asyncio.get_running_loop(), len(todo))
         for i in todo:

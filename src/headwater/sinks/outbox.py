@@ -125,7 +125,7 @@ class LocalOutbox:
     async def deliver(self, ticket: Ticket) -> tuple[Outcome, list[Row]]:
         req = self._held.pop(ticket.id)
         out = await self.delivery.deliver(req)
-        return out, [req.rows[i] for i in out.dead_rows] if out.ok else req.rows
+        return out, [req.rows[i] for i in out.dead_rows] if out.ok else list(req.rows)
 
     async def send(self, body: bytes, key: str) -> Outcome:
         return await self.delivery.send(body, key)
