@@ -315,8 +315,14 @@ class FileLog:
         return changed
 
     async def close(self) -> None:
-        """Make pending appends durable, stop the writer and release the directory."""
-        await asyncio.to_thread(self.close_blocking)
+        """Make pending appends durable, stop the writer and release the directory.
+
+        The close runs on a thread of its own: a caller cancelled while it waits stops
+        waiting, and the close still happens (``asyncio.to_thread`` would drop it if
+        cancelled before a pool thread took it, leaving the directory locked)."""
+        closing = threading.Thread(target=self.close_blocking, name="headwater-log-close")
+        closing.start()
+        await asyncio.to_thread(closing.join)
 
     def close_blocking(self) -> None:
         """``close`` for threads and synchronous code."""

@@ -207,6 +207,31 @@ async def test_close_finishes_pending_appends(tmp_path: Path) -> None:
     await reopened.close()
 
 
+async def test_a_close_whose_caller_is_cancelled_still_closes(tmp_path: Path) -> None:
+    log = FileLog(tmp_path)
+    await log.append(TOPIC, rows(0, 10))
+    loop = asyncio.get_running_loop()
+    gate = threading.Event()  # every thread of the default pool busy: work waits in its queue
+    busy = [loop.run_in_executor(None, gate.wait) for _ in range(64)]
+    closing = asyncio.create_task(log.close())
+    await asyncio.sleep(0)  # started, and cancelled before any thread ran it
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    gate.set()
+    await asyncio.gather(*busy)
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # the directory is released once the close has run
+        try:
+            reopened = FileLog(tmp_path)
+            break
+        except HeadwaterError:
+            assert asyncio.get_running_loop().time() < deadline, "the log was never closed"
+            await asyncio.sleep(0.01)
+    assert values(reopened) == list(range(10))
+    await reopened.close()
+
+
 class FailingDisk(OsDisk):
     """The disk answers every write with an I/O error once ``broken`` is set."""
 
