@@ -12,19 +12,18 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from headwater.cli.options import ConfigOpt, DirOpt
-from headwater.datadir import committed_offsets, open_part, open_sqlite_part
 from headwater.errors import HeadwaterError
-from headwater.ingest.answers import AnswerFile
-from headwater.log.damage import Loss, TopicReport, inspect_log, repair_topic
-from headwater.log.file import lock_directory
 from headwater.settings import Settings, load_settings
-from headwater.store.duckdb import DuckDBStore
+
+if TYPE_CHECKING:  # the log and store code loads when a command runs, not on every CLI call
+    from headwater.log.damage import Loss, TopicReport
 
 app = typer.Typer(no_args_is_help=True, help="Check and repair the embedded log (server stopped).")
 out = Console(highlight=False, soft_wrap=True)
@@ -51,6 +50,8 @@ def verify(data_dir: DirOpt = None, config: ConfigOpt = None) -> None:
 def repair(data_dir: DirOpt = None, config: ConfigOpt = None) -> None:
     """Cut every damaged spot out of the log and print what was lost."""
     settings = load_settings(config, data_dir=data_dir)
+    from headwater.log.damage import repair_topic
+
     backup = settings.data_dir / f"log-repair-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     with _held(settings) as reports:
         lost = [loss for r in reports for loss in repair_topic(r, backup, settings.fsync)]
@@ -69,6 +70,9 @@ def repair(data_dir: DirOpt = None, config: ConfigOpt = None) -> None:
 @contextmanager
 def _held(settings: Settings) -> Iterator[list[TopicReport]]:
     """The log's reports, with the directory locked against a running server."""
+    from headwater.log.damage import inspect_log
+    from headwater.log.file import lock_directory
+
     try:
         if not settings.log_dir.is_dir():
             raise HeadwaterError(f"{settings.log_dir} is not a log directory: check --data-dir")
@@ -83,6 +87,10 @@ def _held(settings: Settings) -> Iterator[list[TopicReport]]:
 
 
 def _committed(settings: Settings) -> dict[str, dict[str, int]]:
+    from headwater.datadir import committed_offsets, open_part, open_sqlite_part
+    from headwater.ingest.answers import AnswerFile
+    from headwater.store.duckdb import DuckDBStore
+
     store = open_part(
         "store",
         settings.store_dir,
