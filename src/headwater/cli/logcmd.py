@@ -71,7 +71,7 @@ def repair(data_dir: DirOpt = None, config: ConfigOpt = None) -> None:
 def _held(settings: Settings) -> Iterator[list[TopicReport]]:
     """The log's reports, with the directory locked against a running server."""
     from headwater.log.damage import inspect_log
-    from headwater.log.file import lock_directory
+    from headwater.log.disk import lock_directory
 
     try:
         if not settings.log_dir.is_dir():

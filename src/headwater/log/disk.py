@@ -9,6 +9,7 @@ log memory-maps its segments.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from headwater.errors import HeadwaterError
 from headwater.log.segment import fsync_dir, write_all
 
 Parts = list[bytes | pa.Buffer]
@@ -131,3 +133,17 @@ class LimitedDisk(OsDisk):
 
     def has_room(self, directory: Path, size: int) -> bool:
         return self.capacity - self.used >= size
+
+
+def lock_directory(directory: Path) -> int:
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise HeadwaterError(
+            f"the log directory {directory} is in use by another FileLog (maybe another "
+            "process); stop it first or use another data directory",
+            code="log_in_use",
+        ) from None
+    return fd

@@ -12,18 +12,16 @@ free again; then the log takes appends again by itself.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow as pa
 import structlog
 
-from headwater.errors import HeadwaterError
-from headwater.log.disk import Disk, OsDisk
+from headwater.log.disk import Disk, OsDisk, lock_directory
 from headwater.log.ports import (
     TOPIC_RE,
     AppendResult,
@@ -34,7 +32,7 @@ from headwater.log.ports import (
 )
 from headwater.log.reading import EndWaiters, entry_range, sliced
 from headwater.log.recovery import check_committed, cut_tail, recover_topic
-from headwater.log.rewrite import Change, Framed, remove_leftovers, rewrite_segment
+from headwater.log.rewrite import Change, Framed, RewriteJob, remove_leftovers, rewrite_segment
 from headwater.log.segment import (
     HEADER,
     Segment,
@@ -108,7 +106,7 @@ class FileLog:
         self._work = threading.Condition(self._lock)
         self._waiters = EndWaiters(self._lock, self._end_locked)
         self._queue: list[Pending] = []
-        self._jobs: list[_Job] = []  # rewrites, run by the writer thread between groups
+        self._jobs: list[RewriteJob] = []  # rewrites, run by the writer thread between groups
         self._stopping = False
         self._closed = False
         self._failure: BaseException | None = None
@@ -273,7 +271,7 @@ class FileLog:
     def rewrite_blocking(self, topic: str, change: Change) -> int:
         """Replace the entries ``change`` answers a batch for (see ``headwater.log.rewrite``)."""
         check_topic(topic)
-        job = _Job(topic, change)
+        job = RewriteJob(topic, change)
         with self._lock:
             self._check_open()
             self._jobs.append(job)
@@ -487,35 +485,3 @@ class FileLog:
         for item in group:
             item.error = error
         acknowledge(group)
-
-
-class _Job:
-    """A rewrite waiting for the writer thread."""
-
-    def __init__(self, topic: str, change: Change) -> None:
-        self.topic, self.change = topic, change
-        self.done = threading.Event()
-        self.changed = 0
-        self.error: BaseException | None = None
-
-    def run(self, rewrite: Callable[[str, Change], int]) -> None:
-        try:
-            self.changed = rewrite(self.topic, self.change)
-        except BaseException as exc:  # handed to the caller, who waits in rewrite_blocking
-            self.error = exc
-        finally:
-            self.done.set()
-
-
-def lock_directory(directory: Path) -> int:
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise HeadwaterError(
-            f"the log directory {directory} is in use by another FileLog (maybe another "
-            "process); stop it first or use another data directory",
-            code="log_in_use",
-        ) from None
-    return fd

@@ -16,6 +16,7 @@ holding a batch of the old file keep reading the old bytes (the old mapping live
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,3 +137,21 @@ def remove_leftovers(directory: Path) -> None:
     """Delete half-written rewrites a crash left behind (the old segments are whole)."""
     for path in directory.glob(f"*{REWRITE_SUFFIX}"):
         path.unlink()
+
+
+class RewriteJob:
+    """A rewrite waiting for the writer thread."""
+
+    def __init__(self, topic: str, change: Change) -> None:
+        self.topic, self.change = topic, change
+        self.done = threading.Event()
+        self.changed = 0
+        self.error: BaseException | None = None
+
+    def run(self, rewrite: Callable[[str, Change], int]) -> None:
+        try:
+            self.changed = rewrite(self.topic, self.change)
+        except BaseException as exc:  # handed to the caller, who waits in rewrite_blocking
+            self.error = exc
+        finally:
+            self.done.set()
