@@ -113,6 +113,7 @@ class SinkRunner:
                 except WorkerLost as exc:  # its requests went with the process
                     self.read_error = f"{type(exc).__name__}: {exc}"
                     self._lost.set()
+                    await _first(stop.wait(), timeout=0.5)  # (a worker that cannot start)
                 except Exception as exc:  # e.g. a read failed: try again from where it was
                     self.read_error = f"{type(exc).__name__}: {exc}"
                     log.error("sink_read_failed", sink=self.name, error=self.read_error)
