@@ -109,6 +109,8 @@ def throughput(c: httpx.Client, n: int, pid: int) -> dict[str, Any]:
             body = b"\n".join(orjson.dumps(e) for e in events(10_000, k * 10_000))
             c.post("/v1/streams/bulk/events", content=body,
                    headers={"content-type": "application/x-ndjson"}).raise_for_status()  # fmt: skip
+        stored = {"sql": "SELECT count(*) FROM bulk"}  # the store's work is done: not timed
+        wait_until(lambda: c.post("/v1/query", json=stored).json()["rows"][0][0] == n, 600, "rows")
         # a sink worker starts at its first rows: start it before the clock (one row)
         c.post("/v1/streams", json={**READINGS, "name": "warm"}).raise_for_status()
         c.post("/v1/streams/warm/events", json=events(1)).raise_for_status()

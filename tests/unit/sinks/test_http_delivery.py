@@ -91,3 +91,20 @@ async def test_timeouts_retry_and_signatures_verify(down: Downstream) -> None:
     signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + b'{"a":1}'
     want = base64.b64encode(hmac.new(b"topsecret", signed, hashlib.sha256).digest()).decode()
     assert h["webhook-signature"] == f"v1,{want}" and h["webhook-id"] == "msg_1"
+
+
+def test_the_http_client_finds_its_event_loop_without_an_import_per_request() -> None:
+    """httpcore asks sniffio which loop runs, on every request and lock; when sniffio is
+    missing each ask is a failed import that walks sys.path (it was half the CPU of an HTTP
+    sink). The dependency is pinned; this fails if it goes."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, sys, httpcore._synchronization as s\n"
+        "async def main():\n"
+        "    print(s.current_async_library(), 'sniffio' in sys.modules)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["asyncio", "True"]
