@@ -140,21 +140,28 @@ class Held:
     def __init__(self, reader: Reader, pool: ThreadPoolExecutor) -> None:
         self.reader, self._pool = reader, pool
         self._done: Callable[[], None] | None = None  # of the chunk the server holds
+        self._then: float | None = None  # the timeout of the read to make ahead, if any
         self._ahead: Future[Answer] | None = None
 
     def read(self, timeout_s: float) -> tuple[Chunk | End | None, bool, str | None]:
-        """The chunk read ahead, else a read now. After a chunk the next read starts in a
-        thread while the server accepts this one; only the server's next ``read`` takes
-        what it got and starts another, so at most one chunk waits here and a source the
-        server holds back stops reading."""
+        """The chunk read ahead, else a read now."""
         ahead, self._ahead = self._ahead, None
         got, waiting = ahead.result() if ahead is not None else _read(self.reader, timeout_s)
-        self._done = None
+        self._done, self._then = None, None
         if isinstance(got, Chunk):
             self._done, got.done = got.done, None  # kept here until the chunk is durable
             if getattr(self.reader, "reads_ahead", True):
-                self._ahead = self._pool.submit(_read, self.reader, timeout_s)
+                self._then = timeout_s
         return got, self._done is not None, waiting
+
+    def read_ahead(self) -> None:
+        """After a chunk (once it is sent: its bytes go out before the next read holds the
+        interpreter), read the next in a thread while the server accepts this one. Only
+        the server's next ``read`` takes it and starts another, so at most one chunk
+        waits here and a source the server holds back stops reading."""
+        if self._then is not None and self._ahead is None:
+            self._ahead = self._pool.submit(_read, self.reader, self._then)
+        self._then = None
 
     def acknowledge(self) -> None:
         """The chunk the server holds is durable. Its ``done`` may run beside the read
@@ -167,7 +174,7 @@ class Held:
     def close(self) -> None:
         """Wait for the read ahead (a read ends within its timeout) and close the reader.
         The chunk read ahead is dropped unacknowledged: the next open reads it again."""
-        ahead, self._ahead, self._done = self._ahead, None, None
+        ahead, self._ahead, self._done, self._then = self._ahead, None, None, None
         if ahead is not None:
             wait([ahead])
         self.reader.close()
@@ -192,6 +199,7 @@ def serve(conn: Connection, file_root: str) -> None:
                 op, key, args = receive_message(conn)
             except (EOFError, OSError):
                 break
+            held: Held | None = None
             try:
                 answer: Any = None
                 if op == "build":
@@ -200,7 +208,8 @@ def serve(conn: Connection, file_root: str) -> None:
                     kind.partitions(committed)  # as the server's listing did, before its open
                     readers[key] = Held(kind.open(partition, position), pool)
                 elif op == "read":
-                    answer = readers[key].read(args)
+                    held = readers[key]
+                    answer = held.read(args)
                 elif op == "done":
                     readers[key].acknowledge()
                 elif op == "close":
@@ -210,6 +219,8 @@ def serve(conn: Connection, file_root: str) -> None:
                 send_message(conn, ("ok", answer))
             except Exception as exc:
                 send_message(conn, ("err", sendable(exc)))
+            if held is not None:
+                held.read_ahead()
         for held in readers.values():  # the server is gone: let the counterparts go
             with contextlib.suppress(Exception):
                 held.close()
