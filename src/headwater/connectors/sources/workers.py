@@ -166,7 +166,7 @@ class Held:
     def acknowledge(self) -> None:
         """The chunk the server holds is durable. Its ``done`` may run beside the read
         ahead: every kind's ``done`` only queues its ack, or sends it on a client that
-        takes calls from two threads (see ``reads_ahead`` in docs/sources.md)."""
+        takes calls from two threads (docs/sources.md, "Readers in processes of their own")."""
         done, self._done = self._done, None
         if done is not None:
             done()
