@@ -6,6 +6,8 @@ Starts a fresh ``headwater serve`` (fsync before every acknowledgement) and a pr
 - HTTP: batched NDJSON (1,000 events a request) from a few client threads, events/s;
 - file import: one NDJSON file and one Parquet file (row groups of 100,000) through
   ``POST /v1/streams/{name}/files``, from the request to the answer (all durable);
+- file source (``--kinds dir``): the same NDJSON file found by a ``file`` source in its
+  watched directory, from the source's creation until all rows are durable;
 - MQTT QoS 1: messages queued in the source's persistent session while it is paused,
   then drained after ``resume``: messages/s from resume until all are durable and
   acknowledged (the publisher's own speed is not measured);
@@ -16,19 +18,25 @@ Starts a fresh ``headwater serve`` (fsync before every acknowledgement) and a pr
   source is created, then read through its durable consumer: messages/s from the
   source's creation until all are durable and acknowledged.
 
+Each source also shows its rate from its first durable rows on (without its start: a
+reader process, a group join) and the CPU the server and its reader process spent
+(``--source-processes``: each pull source reads in a process of its own).
+
     python benchmarks/sources.py [--rows 1000000] [--messages 200000] [--seconds 10] [--source-processes]
-                                 [--kafka-messages 1000000] [--kinds http,files,mqtt,kafka,nats]
+                                 [--kafka-messages 1000000] [--kinds http,files,dir,mqtt,kafka,nats]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -42,7 +50,7 @@ from mqtt_broker import Broker, publish
 
 from kafka_broker import Tansu
 from nats_server import NatsServer
-from serverproc import Server
+from serverproc import Server, children, cpu_seconds
 
 FIELDS = [
     {"name": "device_id", "type": "string", "required": True},
@@ -99,7 +107,47 @@ def file_rate(c: httpx.Client, body: bytes, ctype: str, rows: int) -> float:
     return rows / took
 
 
-def mqtt_rate(c: httpx.Client, broker: Broker, n: int) -> float:
+def cpu(srv: Server) -> dict[int, float]:
+    """CPU seconds so far of the server process (key 0) and of each of its children
+    (reader processes), by pid."""
+    assert srv.proc is not None
+    pid = srv.proc.pid
+    spent = {0: cpu_seconds(pid)}
+    for child in children(pid):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            spent[child] = cpu_seconds(child)
+    return spent
+
+
+def drain(c: httpx.Client, srv: Server, name: str, begin: Callable[[], None], n: int) -> float:
+    """``begin`` (create or resume source ``name``), then wait until ``n`` more of its rows
+    are durable: rows/s from ``begin``. Also prints the rate from the first durable rows on
+    (without the start of the source: its reader process, a group join) and the CPU the
+    server and the reader processes spent meanwhile."""
+    found = c.get(f"/v1/sources/{name}")
+    base = found.json()["rows_in"] if found.status_code == 200 else 0
+    before = cpu(srv)
+    t0 = time.monotonic()
+    begin()
+    first: tuple[float, int] | None = None
+    while (got := c.get(f"/v1/sources/{name}").json()["rows_in"] - base) < n:
+        assert time.monotonic() - t0 < 600, c.get(f"/v1/sources/{name}").json()
+        if first is None and got > 0:
+            first = (time.monotonic(), got)
+        time.sleep(0.05)
+    took = time.monotonic() - t0
+    after = cpu(srv)
+    assert got == n
+    spent = {pid: t - before.get(pid, 0.0) for pid, t in after.items()}
+    server, readers = spent.pop(0), sum(spent.values())
+    if first is not None:
+        steady = (n - first[1]) / (t0 + took - first[0])
+        print(f"  (from the first durable rows on: {steady:,.0f}/s; CPU: server {server:.1f} s, "
+              f"reader processes {readers:.1f} s)")  # fmt: skip
+    return n / took
+
+
+def mqtt_rate(c: httpx.Client, srv: Server, broker: Broker, n: int) -> float:
     source = {"name": "fleet", "kind": "mqtt", "stream": "mqtt",
               "config": {"url": broker.url, "topics": ["devices/+/t"], "qos": 1,
                          "topic_fields": "devices/{device_id}/t"}}  # fmt: skip
@@ -110,20 +158,13 @@ def mqtt_rate(c: httpx.Client, broker: Broker, n: int) -> float:
         assert time.monotonic() < deadline, c.get("/v1/sources/fleet").json()
         publish(broker.port, [probe])
         time.sleep(0.2)
-    c.post("/v1/sources/fleet/pause")
-    base = c.get("/v1/sources/fleet").json()["rows_in"]
+    c.post("/v1/sources/fleet/pause")  # its reader (and reader process) ends
     msgs = []
     for i in range(n):
         e = event(i)
         msgs.append((f"devices/{e.pop('device_id')}/t", orjson.dumps(e)))
     publish(broker.port, msgs)  # queued by the broker for the paused source's session
-    t0 = time.monotonic()
-    c.post("/v1/sources/fleet/resume")
-    while (got := c.get("/v1/sources/fleet").json()["rows_in"]) < base + n:
-        time.sleep(0.05)
-    took = time.monotonic() - t0
-    assert got == base + n
-    return n / took
+    return drain(c, srv, "fleet", lambda: c.post("/v1/sources/fleet/resume"), n)
 
 
 def files(c: httpx.Client, rows: int) -> None:
@@ -139,7 +180,7 @@ def files(c: httpx.Client, rows: int) -> None:
     print(f"file import, Parquet: {rate:,.0f} events/s")
 
 
-def kafka_rate(c: httpx.Client, broker: Tansu, n: int, partitions: int = 4) -> float:
+def kafka_rate(c: httpx.Client, srv: Server, broker: Tansu, n: int, partitions: int = 4) -> float:
     broker.create_topic("bench", partitions)
     t0 = time.monotonic()
     broker.produce("bench", ((i % partitions, orjson.dumps(event(i))) for i in range(n)))
@@ -147,17 +188,10 @@ def kafka_rate(c: httpx.Client, broker: Tansu, n: int, partitions: int = 4) -> f
     source = {"name": "orders", "kind": "kafka", "stream": "kafka",
               "config": {"bootstrap": broker.bootstrap, "topics": ["bench"],
                          "group": "bench", "session_timeout_ms": 1000}}  # fmt: skip
-    t0 = time.monotonic()
-    assert c.post("/v1/sources", json=source).status_code == 201
-    while (got := c.get("/v1/sources/orders").json()["rows_in"]) < n:
-        assert time.monotonic() - t0 < 600, c.get("/v1/sources/orders").json()
-        time.sleep(0.05)
-    took = time.monotonic() - t0
-    assert got == n
-    return n / took
+    return drain(c, srv, "orders", lambda: create(c, source), n)
 
 
-def nats_rate(c: httpx.Client, ns: NatsServer, n: int) -> float:
+def nats_rate(c: httpx.Client, srv: Server, ns: NatsServer, n: int) -> float:
     ns.add_stream("BENCH", ["devices.>"])
     msgs = []
     for i in range(n):
@@ -167,13 +201,21 @@ def nats_rate(c: httpx.Client, ns: NatsServer, n: int) -> float:
     source = {"name": "bus", "kind": "nats", "stream": "nats",
               "config": {"url": ns.url, "subjects": ["devices.>"], "stream": "BENCH",
                          "subject_fields": "devices.{device_id}.t"}}  # fmt: skip
-    t0 = time.monotonic()
+    return drain(c, srv, "bus", lambda: create(c, source), n)
+
+
+def dir_rate(c: httpx.Client, srv: Server, inbox: Path, rows: int) -> float:
+    inbox.mkdir(parents=True)
+    (inbox / "events.ndjson").write_bytes(
+        b"".join(orjson.dumps(event(i)) + b"\n" for i in range(rows))
+    )
+    source = {"name": "inbox", "kind": "file", "stream": "dir",
+              "config": {"path": str(inbox), "settle_ms": 0}}  # fmt: skip
+    return drain(c, srv, "inbox", lambda: create(c, source), rows)
+
+
+def create(c: httpx.Client, source: dict[str, object]) -> None:
     assert c.post("/v1/sources", json=source).status_code == 201
-    while (got := c.get("/v1/sources/bus").json()["rows_in"]) < n:
-        time.sleep(0.05)
-    took = time.monotonic() - t0
-    assert got == n
-    return n / took
 
 
 def main() -> None:
@@ -182,7 +224,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--kafka-messages", type=int, default=1_000_000)
-    ap.add_argument("--kinds", default="http,files,mqtt,kafka,nats")
+    ap.add_argument("--kinds", default="http,files,dir,mqtt,kafka,nats")
     ap.add_argument(
         "--source-processes", action="store_true",
         help="source_processes: each pull source reads in a process of its own",
@@ -193,29 +235,34 @@ def main() -> None:
     broker = Broker(work)
     ns = NatsServer(work)
     kafka = Tansu(work).start() if "kafka" in args.kinds.split(",") else None
-    env = {"HEADWATER_SOURCE_PROCESSES": "true"} if args.source_processes else {}
+    env = {"HEADWATER_FILE_SOURCE_ROOT": str(work / "files")}
+    if args.source_processes:
+        env["HEADWATER_SOURCE_PROCESSES"] = "true"
     srv = Server(work / "data", **env).start()
     print(f"load average before: {os.getloadavg()}")
     try:
         with srv.client() as c:
-            for name in ("http", "files", "mqtt", "kafka", "nats"):
+            for name in ("http", "files", "dir", "mqtt", "kafka", "nats"):
                 stream(c, name)
             if "http" in kinds:
                 http = http_rate(srv, args.seconds)
                 print(f"HTTP ingest, NDJSON 1,000/request, 4 client threads: {http:,.0f} events/s")
             if "files" in kinds:
                 files(c, args.rows)
+            if "dir" in kinds:
+                rate = dir_rate(c, srv, work / "files" / "inbox", args.rows)
+                print(f"file source, NDJSON, {args.rows:,} rows: {rate:,.0f} events/s")
             if "mqtt" in kinds:
-                rate = mqtt_rate(c, broker, args.messages)
+                rate = mqtt_rate(c, srv, broker, args.messages)
                 print(f"MQTT QoS 1, {args.messages:,} queued messages drained: {rate:,.0f} msg/s")
             if "kafka" in kinds and kafka is not None:
-                rate = kafka_rate(c, kafka, args.kafka_messages)
+                rate = kafka_rate(c, srv, kafka, args.kafka_messages)
                 n = args.kafka_messages
                 print(
                     f"Kafka, {n:,} messages on 4 partitions read by a new source: {rate:,.0f} events/s"
                 )
             if "nats" in kinds:
-                rate = nats_rate(c, ns, args.messages)
+                rate = nats_rate(c, srv, ns, args.messages)
                 print(f"NATS JetStream, {args.messages:,} stored messages read: {rate:,.0f} msg/s")
     finally:
         srv.stop()

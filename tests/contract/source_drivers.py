@@ -74,14 +74,35 @@ class Driver(Protocol):
         """Environment a ``headwater serve`` needs to run this kind here."""
         ...
 
+    def served(self) -> int | None:
+        """Chunks the counterpart has handed to the source so far, where it can tell (an
+        API's answers, a JetStream consumer's deliveries), else None."""
+        ...
+
+    def acknowledged(self) -> int | None:
+        """Records the source has acknowledged to the counterpart, where it can tell, else
+        None. MQTT tells only while the source is not connected: the driver takes the
+        source's session over for a moment, to count what the broker still holds for it."""
+        ...
+
     def stop(self) -> None: ...
+
+
+class Untold:
+    """A counterpart that tells neither what it handed out nor what was acknowledged."""
+
+    def served(self) -> int | None:
+        return None
+
+    def acknowledged(self) -> int | None:
+        return None
 
 
 def record(part: str, i: int) -> dict[str, Any]:
     return {"p": part, "seq": i, "eid": f"{part}-{i}"}
 
 
-class FileDriver:
+class FileDriver(Untold):
     """A watched directory; each ``produce`` is one NDJSON file, renamed into place."""
 
     kind, exactly_once = "file", True
@@ -127,6 +148,7 @@ class MqttDriver:
         workdir.mkdir(parents=True)
         self.broker = Broker(workdir)
         self.client_id = f"hw-contract-{self.broker.port}"
+        self.produced: set[bytes] = set()
         self._subscribe_once()
 
     def _subscribe_once(self) -> None:
@@ -151,12 +173,34 @@ class MqttDriver:
 
     def produce(self, part: str, seqs: range) -> None:
         body = [(f"contract/{part}", orjson.dumps({"seq": i, "eid": f"{part}-{i}"})) for i in seqs]
-        publish(self.broker.port, body)
+        self._publish(body)
 
     def produce_bad(self) -> int:
-        publish(self.broker.port, [("contract/a", b'{"seq": -1, "eid": "a-bad"}'),
-                                   ("contract/a", b"not json")])  # fmt: skip
+        self._publish([("contract/a", b'{"seq": -1, "eid": "a-bad"}'), ("contract/a", b"not json")])
         return 2
+
+    def _publish(self, body: list[tuple[str, bytes]]) -> None:
+        publish(self.broker.port, body)
+        self.produced.update(f"{topic}:".encode() + payload for topic, payload in body)
+
+    def served(self) -> int | None:
+        return None
+
+    def acknowledged(self) -> int | None:
+        """What was produced less what the broker delivers again to the source's session,
+        which is taken over and left without acknowledging anything."""
+        held: set[bytes] = set()
+        c = Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
+                   manual_ack=True)  # fmt: skip
+        c.on_message = lambda _c, _u, m: held.add(f"{m.topic}:".encode() + m.payload)
+        c.connect("127.0.0.1", self.broker.port)
+        c.loop_start()
+        try:
+            _until(lambda: held >= self.produced, 10, fail=False)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        return len(self.produced - held)
 
     def server_env(self) -> dict[str, str]:
         return {}
@@ -190,6 +234,12 @@ class PollDriver:
     def server_env(self) -> dict[str, str]:
         return {}
 
+    def served(self) -> int | None:
+        return sum(hit.status == 200 for hit in self.feed.requests)
+
+    def acknowledged(self) -> int | None:
+        return None
+
     def stop(self) -> None:
         self.feed.stop()
 
@@ -219,7 +269,7 @@ COUNTERPARTS = Counterparts()
 KAFKA_PARTS = ("a", "b", "c")  # the label's Kafka partition is its index here
 
 
-class KafkaDriver:
+class KafkaDriver(Untold):
     """A topic of three partitions on the module's Tansu broker; label ``a`` in partition 0."""
 
     kind, exactly_once, root = "kafka", True, None
@@ -283,6 +333,24 @@ class NatsDriver:
                                         (subject, b"not json")])  # fmt: skip
         return 2
 
+    def _consumer(self) -> Any:
+        """The source's durable consumer (the only one on the driver's stream), or None."""
+
+        async def info(js: Any) -> Any:
+            found = await js.consumers_info(self.stream)
+            return found[0] if found else None
+
+        return _off_loop(self.server.run, info)
+
+    def served(self) -> int | None:
+        info = self._consumer()
+        delivered = info.delivered.stream_seq if info and info.delivered else 0
+        return int(delivered) // self.config()["batch_max"]
+
+    def acknowledged(self) -> int | None:
+        info = self._consumer()
+        return int(info.ack_floor.stream_seq) if info and info.ack_floor else 0
+
     def server_env(self) -> dict[str, str]:
         return {}
 
@@ -290,7 +358,7 @@ class NatsDriver:
         pass
 
 
-class PostgresCdcDriver:
+class PostgresCdcDriver(Untold):
     """A database of its own on the module's private cluster; one row per record, inserted
     in one transaction per ``produce`` (rows written before the start come by snapshot)."""
 
@@ -334,10 +402,12 @@ def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
         return pool.submit(fn, *args).result()
 
 
-def _until(check: Callable[[], Any], timeout_s: float = 10.0) -> None:
+def _until(check: Callable[[], Any], timeout_s: float = 10.0, fail: bool = True) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
+            if not fail:
+                return
             raise TimeoutError("the counterpart did not answer")
         time.sleep(0.01)
 

@@ -158,6 +158,10 @@ async def test_a_restart_resumes_at_the_committed_position(
         driver.produce(part, seqs)
     await harness.start()
     assert await until(lambda: harness.rows() == expected(first)), harness.view()
+    # Not stopped mid-snapshot (a CDC snapshot's last, empty chunk may not be committed yet):
+    # a snapshot resumed from a newer one gives rows changed meanwhile twice, by design.
+    assert await until(lambda: not any(p.startswith("snapshot:")
+                                       for p in harness.view()["positions"].values()))  # fmt: skip
     committed = harness.view()["positions"]
     await harness.stop()
     second = {"a": range(60, 100), "b": range(45, 70), "c": range(0, 30)}

@@ -276,10 +276,12 @@ class KafkaReader:
 
     def __init__(self, cfg: KafkaConfig, group: str, nexts: dict[str, int]) -> None:
         self._cfg = cfg
-        self._next = nexts  # partition -> next offset: committed (chunks are read in turn)
+        self._next = nexts  # partition -> next offset, past the last chunk handed out
         self._ready: deque[Chunk] = deque()
         self._commits: list[TopicPartition] = []  # durable offsets to tell the group
         self._lock = threading.Lock()
+        # a read still running in its thread when the source stops finishes first
+        self._busy = threading.Lock()
         self._error: str | None = None
         self._assigned = 0  # partitions
         conf = cfg.client(group)
@@ -307,13 +309,17 @@ class KafkaReader:
         self._assigned = 0
 
     def read(self, timeout_s: float) -> Chunk | End | None:
-        if not self._ready:
-            self._fetch(timeout_s)
-        if self._ready:
-            chunk = self._ready.popleft()
-            self._next[chunk.partition] = int(chunk.position)
-            return chunk
-        return None
+        with self._busy:
+            if not self._ready:
+                self._fetch(timeout_s)
+            if self._ready:
+                chunk = self._ready.popleft()
+                # Where a rebalance seeks this partition: past the chunk handed out, which
+                # the runtime commits before it reads again (or reads one ahead of, in a
+                # process of its own, and then on any failure reopens at its commit).
+                self._next[chunk.partition] = int(chunk.position)
+                return chunk
+            return None
 
     def _fetch(self, timeout_s: float) -> None:
         c, cfg = self._consumer, self._cfg
@@ -387,12 +393,13 @@ class KafkaReader:
             self._commits.append(TopicPartition(topic, partition, offset))
 
     def close(self) -> None:
-        try:
-            with self._lock:
-                commits, self._commits = self._commits, []
-            if commits:
-                self._consumer.commit(offsets=commits, asynchronous=False)
-        except KafkaException:
-            pass  # the group's offsets are informative; Headwater's are in its log
-        finally:
-            self._consumer.close()
+        with self._busy:
+            try:
+                with self._lock:
+                    commits, self._commits = self._commits, []
+                if commits:
+                    self._consumer.commit(offsets=commits, asynchronous=False)
+            except KafkaException:
+                pass  # the group's offsets are informative; Headwater's are in its log
+            finally:
+                self._consumer.close()

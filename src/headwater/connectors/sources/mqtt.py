@@ -14,7 +14,9 @@ pattern with named levels, ``"devices/{device_id}/telemetry"``, or
 
 from __future__ import annotations
 
+import contextlib
 import select
+import socket
 import ssl
 import threading
 import time
@@ -163,7 +165,12 @@ class MqttSource:
 
 class MqttReader:
     """One client, driven by the reader's own thread (no paho thread, no queue): a read
-    waits on the socket, decodes what arrived, and sends the acks of durable chunks."""
+    waits on the socket, decodes what arrived, and sends the acks of durable chunks.
+
+    ``done`` may be called while a read runs (the next chunk read ahead, in a process of
+    its own): it only queues the acks and wakes the read's wait, which sends them, so the
+    client is used by one thread and a broker that limits the messages in flight is not
+    kept waiting for them."""
 
     def __init__(self, cfg: MqttConfig, client_id: str, count: int) -> None:
         self._cfg = cfg
@@ -173,6 +180,8 @@ class MqttReader:
         self._lock = threading.Lock()
         # a read still running in its thread when the source is paused finishes first
         self._busy = threading.Lock()
+        self._wake, self._waker = socket.socketpair()  # ``_durable`` ends a read's wait
+        self._waker.setblocking(False)
         self._error: str | None = None
         self._connected = False
         c = Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
@@ -184,13 +193,18 @@ class MqttReader:
         c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
         c.on_message = self._on_message
         self._client = c
-        c.connect(cfg.host, cfg.port, keepalive=30)  # OSError: the runtime backs off
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        while not self._connected:
-            if self._error is not None or time.monotonic() > deadline:
-                c.disconnect()
-                raise ConnectionError(self._error or f"no answer from {cfg.host}:{cfg.port}")
-            self._pump(0.1)
+        try:
+            c.connect(cfg.host, cfg.port, keepalive=30)  # OSError: the runtime backs off
+            deadline = time.monotonic() + CONNECT_TIMEOUT_S
+            while not self._connected:
+                if self._error is not None or time.monotonic() > deadline:
+                    c.disconnect()
+                    raise ConnectionError(self._error or f"no answer from {cfg.host}:{cfg.port}")
+                self._pump(0.1)
+        except BaseException:
+            self._wake.close()
+            self._waker.close()
+            raise
 
     def _on_connect(
         self, c: Client, _u: Any, flags: ConnectFlags, rc: ReasonCode, _p: Properties | None
@@ -214,25 +228,31 @@ class MqttReader:
     def _pump(self, timeout_s: float) -> None:
         """Send pending acks, wait for the socket, read every message that has arrived."""
         c = self._client
-        with self._lock:
-            acks, self._acks = self._acks, []
-        for mid, qos in acks:
-            c.ack(mid, qos)
+        self._send_acks()
         sock = c.socket()
         if sock is None:
             raise ConnectionError(self._error or "not connected to the broker")
         readable, writable, _ = select.select(
-            [sock], [sock] if c.want_write() else [], [], max(0.0, timeout_s)
+            [sock, self._wake], [sock] if c.want_write() else [], [], max(0.0, timeout_s)
         )
+        if self._wake in readable:
+            self._wake.recv(4096)
+            self._send_acks()
         if writable:
             self._check(c.loop_write())
-        if readable:  # one packet per loop_read: read on while messages keep coming
+        if sock in readable:  # one packet per loop_read: read on while messages keep coming
             while len(self._inbox) < self._cfg.batch_max:
                 before = len(self._inbox)
                 self._check(c.loop_read())
                 if len(self._inbox) == before:
                     break
         self._check(c.loop_misc())
+
+    def _send_acks(self) -> None:
+        with self._lock:
+            acks, self._acks = self._acks, []
+        for mid, qos in acks:
+            self._client.ack(mid, qos)
 
     def _check(self, rc: MQTTErrorCode) -> None:
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._error is not None:
@@ -270,9 +290,12 @@ class MqttReader:
                      done=lambda: self._durable(acks))  # fmt: skip
 
     def _durable(self, acks: list[tuple[int, int]]) -> None:
-        """Called once the chunk is in the log: its acks go out with the next read."""
+        """Called once the chunk is in the log: the read running now, or the next one,
+        sends its acks."""
         with self._lock:
             self._acks += acks
+        with contextlib.suppress(OSError):  # full: a wake is pending anyway; closed: gone
+            self._waker.send(b"\0")
 
     def close(self) -> None:
         with self._busy:
@@ -282,3 +305,6 @@ class MqttReader:
                     self._client.disconnect()
             except (ConnectionError, OSError):
                 pass  # unacknowledged messages come again with the next session
+            finally:
+                self._wake.close()
+                self._waker.close()

@@ -261,6 +261,15 @@ class CdcReader:
         )
 
     # reading ------------------------------------------------------------------------
+    @property
+    def reads_ahead(self) -> bool:
+        """Whether the next read may start before the last chunk's ``done`` (a reader in a
+        process of its own reads ahead): yes during the snapshot, whose chunks need no
+        ``done``; not for changes, which are read from the slot's confirmed point on, so a
+        read before ``done`` moved it would only find the last chunk's changes again (and
+        move the slot past them, before they are durable, to skip them)."""
+        return self._snap is not None
+
     def read(self, timeout_s: float) -> Chunk | End | None:
         with self._busy:
             if self._snap is not None:

@@ -8,6 +8,17 @@ server keeps ``accept``, the position commit and the listing of partitions, so t
 delivery guarantees are the same. A dead process is a reader that failed: the source
 backs off, and opens again at its committed position in a new one.
 
+The worker reads one chunk ahead: having answered a ``read`` with a chunk, it reads the
+next in a thread while the server accepts that one, so reading and accepting overlap
+(two processes, two cores). Nothing else changes for the server: a chunk's ``done`` is
+still called only when the server says the chunk is durable, and the server still
+commits the position of the chunk it accepted. The chunk read ahead is the server's only
+at its next ``read``: it is never acknowledged before that, a process killed with it
+loses nothing (the source reopens at its committed position), and a source held back
+(pushback, quota) holds one chunk in the server and at most one here. A reader whose
+``read`` must not run before the previous chunk's ``done`` sets ``reads_ahead`` false
+(PostgreSQL CDC's changes: its reads start from the slot, which ``done`` moves).
+
 One process per source, started at its first open and ended with its run.
 """
 
@@ -17,6 +28,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -119,6 +131,58 @@ def _no_questions(kind: str, value: Any) -> Any:
 
 # the worker side ----------------------------------------------------------------------
 
+Answer = tuple[Chunk | End | None, str | None]  # what a read gave, and the reader's ``waiting``
+
+
+class Held:
+    """A reader in the worker process; see the module doc for its read ahead."""
+
+    def __init__(self, reader: Reader, pool: ThreadPoolExecutor) -> None:
+        self.reader, self._pool = reader, pool
+        self._done: Callable[[], None] | None = None  # of the chunk the server holds
+        self._then: float | None = None  # the timeout of the read to make ahead, if any
+        self._ahead: Future[Answer] | None = None
+
+    def read(self, timeout_s: float) -> tuple[Chunk | End | None, bool, str | None]:
+        """The chunk read ahead, else a read now."""
+        ahead, self._ahead = self._ahead, None
+        got, waiting = ahead.result() if ahead is not None else _read(self.reader, timeout_s)
+        self._done, self._then = None, None
+        if isinstance(got, Chunk):
+            self._done, got.done = got.done, None  # kept here until the chunk is durable
+            if getattr(self.reader, "reads_ahead", True):
+                self._then = timeout_s
+        return got, self._done is not None, waiting
+
+    def read_ahead(self) -> None:
+        """After a chunk (once it is sent: its bytes go out before the next read holds the
+        interpreter), read the next in a thread while the server accepts this one. Only
+        the server's next ``read`` takes it and starts another, so at most one chunk
+        waits here and a source the server holds back stops reading."""
+        if self._then is not None and self._ahead is None:
+            self._ahead = self._pool.submit(_read, self.reader, self._then)
+        self._then = None
+
+    def acknowledge(self) -> None:
+        """The chunk the server holds is durable. Its ``done`` may run beside the read
+        ahead: every kind's ``done`` only queues its ack, or sends it on a client that
+        takes calls from two threads (docs/sources.md, "Readers in processes of their own")."""
+        done, self._done = self._done, None
+        if done is not None:
+            done()
+
+    def close(self) -> None:
+        """Wait for the read ahead (a read ends within its timeout) and close the reader.
+        The chunk read ahead is dropped unacknowledged: the next open reads it again."""
+        ahead, self._ahead, self._done, self._then = self._ahead, None, None, None
+        if ahead is not None:
+            wait([ahead])
+        self.reader.close()
+
+
+def _read(reader: Reader, timeout_s: float) -> Answer:
+    return reader.read(timeout_s), getattr(reader, "waiting", None)
+
 
 def serve(conn: Connection, file_root: str) -> None:
     """A source worker's loop: open, read, acknowledge and close readers."""
@@ -128,43 +192,38 @@ def serve(conn: Connection, file_root: str) -> None:
 
     kinds = pull_kinds(Path(file_root), SystemClock())
     send_message(conn, ("ready", None))
-    readers: dict[int, Reader] = {}
-    dones: dict[int, Any] = {}
-    while True:
-        try:
-            op, key, args = receive_message(conn)
-        except (EOFError, OSError):
-            break
-        try:
-            if op == "build":
-                rec, committed, partition, position = args
-                kind = kinds[rec.kind](rec)
-                kind.partitions(committed)  # as the server's listing did, before its open
-                readers[key] = kind.open(partition, position)
+    readers: dict[int, Held] = {}
+    with ThreadPoolExecutor(thread_name_prefix="read-ahead") as pool:
+        while True:
+            try:
+                op, key, args = receive_message(conn)
+            except (EOFError, OSError):
+                break
+            held: Held | None = None
+            try:
                 answer: Any = None
-            elif op == "read":
-                reader = readers[key]
-                got = reader.read(args)
-                acked = isinstance(got, Chunk) and got.done is not None
-                if acked and isinstance(got, Chunk):
-                    dones[key], got.done = got.done, None
-                answer = (got, acked, getattr(reader, "waiting", None))
-            elif op == "done":
-                dones.pop(key)()
-                answer = None
-            elif op == "close":
-                dones.pop(key, None)
-                reader = readers.pop(key)
-                reader.close()
-                answer = None
-            else:
-                raise ValueError(f"unknown source worker call {op!r}")
-            send_message(conn, ("ok", answer))
-        except Exception as exc:
-            send_message(conn, ("err", sendable(exc)))
-    for reader in readers.values():  # the server is gone: let the counterparts go
-        with contextlib.suppress(Exception):
-            reader.close()
+                if op == "build":
+                    rec, committed, partition, position = args
+                    kind = kinds[rec.kind](rec)
+                    kind.partitions(committed)  # as the server's listing did, before its open
+                    readers[key] = Held(kind.open(partition, position), pool)
+                elif op == "read":
+                    held = readers[key]
+                    answer = held.read(args)
+                elif op == "done":
+                    readers[key].acknowledge()
+                elif op == "close":
+                    readers.pop(key).close()
+                else:
+                    raise ValueError(f"unknown source worker call {op!r}")
+                send_message(conn, ("ok", answer))
+            except Exception as exc:
+                send_message(conn, ("err", sendable(exc)))
+            if held is not None:
+                held.read_ahead()
+        for held in readers.values():  # the server is gone: let the counterparts go
+            with contextlib.suppress(Exception):
+                held.close()
 
 
 if __name__ == "__main__":  # a source worker process, started by ``RemoteSource.open``
