@@ -39,8 +39,8 @@ from headwater.connectors.sources.kafka import KafkaSource
 from headwater.connectors.sources.mqtt import MqttSource
 from headwater.connectors.sources.nats import NatsSource
 from headwater.connectors.sources.poll import PollSource
+from headwater.connectors.sources.ports import PullSource
 from headwater.connectors.sources.postgres_cdc import PostgresCdcSource
-from headwater.connectors.sources.runtime import PullSource
 from kafka_broker import Tansu
 from nats_server import NatsServer
 from pgcluster import PgCluster

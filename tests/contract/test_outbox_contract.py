@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from downstream import Answer, Downstream
 from headwater.log.ports import LogEntry
-from headwater.pipelines.workers import WorkerLost
+from headwater.pipelines.processes import WorkerLost
 from headwater.sinks.config import http_config
 from headwater.sinks.outbox import LocalOutboxes, Outbox, Outboxes
 from headwater.sinks.workers import SinkWorkers

@@ -30,8 +30,9 @@ import pytest
 from source_drivers import COUNTERPARTS, DRIVERS, Driver
 
 from headwater.catalog.sqlite import SourceRecord
+from headwater.connectors.sources.ports import Kinds
 from headwater.connectors.sources.registry import Sources
-from headwater.connectors.sources.runtime import Kinds, SourceRuntime
+from headwater.connectors.sources.runtime import SourceRuntime
 from headwater.connectors.sources.workers import remote_kinds
 from headwater.ingest.accept import Acceptor
 from headwater.ingest.streams import StreamState

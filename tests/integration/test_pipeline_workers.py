@@ -26,7 +26,8 @@ from headwater.api.app import create_app
 from headwater.engine import Pipeline, plan_pipeline
 from headwater.engine.udfs import load_modules
 from headwater.errors import NotFound
-from headwater.pipelines.workers import EngineSpec, RemotePipeline, WorkerLost, WorkerPool
+from headwater.pipelines.processes import WorkerLost
+from headwater.pipelines.workers import EngineSpec, RemotePipeline, WorkerPool
 from headwater.runtime import build_runtime
 from headwater.runtime.core import Runtime
 from headwater.settings import Settings

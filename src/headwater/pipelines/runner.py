@@ -29,9 +29,9 @@ from headwater.observability import metrics as m
 from headwater.observability.tracing import span
 from headwater.pipelines.committer import Commit, CommitFailed, Committer
 from headwater.pipelines.inputs import RunnerInput, read_input
+from headwater.pipelines.processes import WorkerLost
 from headwater.pipelines.scheduler import Scheduler
 from headwater.pipelines.subscriptions import Subscriptions
-from headwater.pipelines.workers import WorkerLost
 from headwater.store.materializer import conform
 from headwater.store.ports import ResultStore, ResultWrite
 

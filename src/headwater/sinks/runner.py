@@ -25,7 +25,7 @@ import pyarrow as pa
 import structlog
 
 from headwater.log.ports import Log, LogEntry
-from headwater.pipelines.workers import WorkerLost
+from headwater.pipelines.processes import WorkerLost
 from headwater.sinks.dlq import DLQ_KEY, dead_letters, dlq_table, to_table
 from headwater.sinks.http import Outcome
 from headwater.sinks.outbox import Outbox, Ticket

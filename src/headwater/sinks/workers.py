@@ -37,7 +37,7 @@ import structlog
 from headwater.errors import HeadwaterError
 from headwater.log.ports import LogEntry
 from headwater.observability import metrics as m
-from headwater.pipelines.workers import READY_TIMEOUT_S, WorkerLost, sendable, spawn
+from headwater.pipelines.processes import READY_TIMEOUT_S, WorkerLost, sendable, spawn
 from headwater.sinks.http import Outcome, Stats
 from headwater.sinks.outbox import LocalOutbox, LocalOutboxes, Ticket, breaker_of, destination
 from headwater.sinks.ports import Options

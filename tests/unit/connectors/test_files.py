@@ -9,7 +9,7 @@ import pytest
 
 from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.files import DONE, DirectorySource, FileReader
-from headwater.connectors.sources.runtime import Chunk, End
+from headwater.connectors.sources.ports import Chunk, End
 from headwater.errors import BadRequest
 
 

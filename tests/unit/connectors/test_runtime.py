@@ -10,9 +10,10 @@ import orjson
 
 from headwater.catalog.sqlite import SourceRecord
 from headwater.connectors.sources.files import DirectorySource, identity
+from headwater.connectors.sources.ports import DONE, Chunk, End, Positions
 from headwater.connectors.sources.positions import PositionFile
 from headwater.connectors.sources.registry import Sources
-from headwater.connectors.sources.runtime import DONE, Chunk, End, Positions, SourceRuntime
+from headwater.connectors.sources.runtime import SourceRuntime
 from headwater.errors import RateLimited
 from headwater.ingest.accept import Acceptor, Origin
 from headwater.model.schema import schema_from_dict

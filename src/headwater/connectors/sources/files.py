@@ -23,8 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from headwater.catalog.sqlite import SourceRecord
-from headwater.connectors.sources.positions import Positions
-from headwater.connectors.sources.runtime import DONE, END, Chunk, End, Reader, Relisting
+from headwater.connectors.sources.ports import DONE, END, Chunk, End, Positions, Reader, Relisting
 from headwater.errors import BadRequest
 
 CHUNK_BYTES = 8 << 20

@@ -31,7 +31,7 @@ from headwater.connectors.sources.nats_client import (
     connect,
     lines,
 )
-from headwater.connectors.sources.runtime import Chunk, End
+from headwater.connectors.sources.ports import Chunk, End
 
 ANSWER_SLACK_S = 5.0  # beyond a request's expiry, before the server is deemed gone
 DONE_STATUSES = ("404", "408")  # no messages; the request expired

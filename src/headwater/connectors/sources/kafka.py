@@ -46,8 +46,7 @@ from confluent_kafka import (
 )
 
 from headwater.catalog.sqlite import SourceRecord
-from headwater.connectors.sources.positions import Positions
-from headwater.connectors.sources.runtime import Chunk, End, Reader
+from headwater.connectors.sources.ports import Chunk, End, Positions, Reader
 from headwater.errors import BadRequest
 
 FORMATS = ("json", "ndjson", "avro", "avro-confluent")

@@ -31,7 +31,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from headwater.catalog.sqlite import SourceRecord
-from headwater.connectors.sources.runtime import Chunk, End, Reader
+from headwater.connectors.sources.ports import Chunk, End, Reader
 from headwater.errors import BadRequest
 
 CONNECT_TIMEOUT_S = 10.0

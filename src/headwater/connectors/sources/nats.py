@@ -34,7 +34,7 @@ from headwater.connectors.sources.nats_client import (
     connect,
     lines,
 )
-from headwater.connectors.sources.runtime import Chunk, End, Reader
+from headwater.connectors.sources.ports import Chunk, End, Reader
 
 __all__ = ["NatsConfig", "NatsSource"]
 INBOX_MAX = 200_000  # core messages held unread; more are dropped (at-most-once)

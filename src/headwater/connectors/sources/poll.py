@@ -37,7 +37,7 @@ import httpx
 import orjson
 
 from headwater.catalog.sqlite import SourceRecord
-from headwater.connectors.sources.runtime import Chunk, End, Reader
+from headwater.connectors.sources.ports import Chunk, End, Reader
 from headwater.connectors.sources.webhook import map_events
 from headwater.errors import BadRequest
 

@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from headwater.connectors.sources.ports import Positions
 from headwater.ingest.accept import commit_of
 from headwater.log.ports import Log
 
@@ -51,8 +52,6 @@ CREATE TABLE IF NOT EXISTS progress (
     PRIMARY KEY (tenant, source, topic)
 ) WITHOUT ROWID;
 """
-
-Positions = dict[str, tuple[str, int]]  # partition -> (position, seq)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ from headwater.connectors.sources.pgoutput import (
     lsn_text,
     value_of,
 )
-from headwater.connectors.sources.runtime import Chunk, End, Reader, SourceFailed
+from headwater.connectors.sources.ports import Chunk, End, Reader, SourceFailed
 from headwater.errors import BadRequest
 
 PARTITION = "wal"

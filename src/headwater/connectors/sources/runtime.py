@@ -18,78 +18,41 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 
 from headwater.catalog.sqlite import SourceRecord
-from headwater.connectors.sources.positions import PositionFile, Positions, Recovered, recover
+from headwater.connectors.sources.ports import (
+    DONE,
+    Chunk,
+    End,
+    Kinds,
+    Positions,
+    PullSource,
+    Reader,
+    Relisting,
+    SourceFailed,
+)
+from headwater.connectors.sources.positions import PositionFile, Recovered, recover
 from headwater.connectors.sources.registry import Sources, SourceStats
 from headwater.errors import BadRequest, HeadwaterError, Overloaded, RateLimited
-from headwater.ingest.accept import Acceptor, Data, Origin
+from headwater.ingest.accept import Acceptor, Origin
 from headwater.ingest.answers import answer_topics
 from headwater.ingest.streams import StreamDirectory, StreamState
 from headwater.log.ports import Log
 from headwater.observability import metrics as m
-from headwater.pipelines.workers import WorkerLost
+from headwater.pipelines.processes import WorkerLost
 
 log = structlog.get_logger("headwater.sources")
 
 READ_TIMEOUT_S = 0.5
-DONE = "done"  # the position of a finished partition (a file read to its end)
 RELIST_S = 1.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 30.0
 # closing a reader may wait on a broker: its own threads, which run what they are given
 _CLOSING = ThreadPoolExecutor(4, thread_name_prefix="source-close")
 
 
-@dataclass(slots=True)
-class Chunk:
-    """Rows of one partition; ``position`` is where the partition stands after them."""
-
-    data: Data
-    fmt: str
-    partition: str
-    position: str
-    done: Callable[[], None] | None = None  # called once the chunk is durable
-    lag: int | None = None  # what the partition still holds after this chunk, if known
-
-
-class End:
-    """A reader returns ``END`` when its partition is exhausted (a file read to the end)."""
-
-
-END = End()
-
-
-class Reader(Protocol):
-    def read(self, timeout_s: float) -> Chunk | End | None:
-        """The next chunk, ``END``, or None when nothing came within ``timeout_s``."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class PullSource(Protocol):
-    def partitions(self, committed: Positions) -> list[str]:
-        """The partitions to read now (a finished file is no longer listed)."""
-        ...
-
-    def open(self, partition: str, position: str | None) -> Reader:
-        """A reader of ``partition`` from ``position`` (None: the beginning)."""
-        ...
-
-
-class SourceFailed(HeadwaterError):
-    """A source cannot run as configured; it stays ``failed`` until re-created."""
-
-    code = "source_failed"
-
-
-Kinds = dict[str, Callable[[SourceRecord], PullSource]]
 SourceKey = tuple[str, str, int]  # tenant, name, epoch (the source's creation time)
 
 
@@ -383,7 +346,3 @@ async def _close(reader: Reader) -> None:
     the pool before the wait, and a pool runs what it was given (``asyncio.to_thread``
     would drop the call if cancelled before a thread took it, leaving a file open)."""
     await asyncio.shield(asyncio.wrap_future(_CLOSING.submit(reader.close)))
-
-
-class Relisting:
-    """Marker base for kinds with many partitions: a quiet partition yields to a re-list."""

@@ -24,8 +24,7 @@ from typing import Any
 import orjson
 
 from headwater.catalog.sqlite import SourceRecord
-from headwater.connectors.sources.positions import Positions
-from headwater.connectors.sources.runtime import Chunk, End
+from headwater.connectors.sources.ports import Chunk, End, Positions
 from headwater.errors import BadRequest
 
 CATEGORIES = ("temperature", "humidity", "pressure", "vibration")

@@ -31,19 +31,28 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from headwater.catalog.sqlite import SourceRecord
-from headwater.connectors.sources.positions import Positions
-from headwater.connectors.sources.runtime import Chunk, End, Kinds, PullSource, Reader, Relisting
+from headwater.connectors.sources.ports import (
+    Chunk,
+    End,
+    Kinds,
+    Positions,
+    PullSource,
+    Reader,
+    Relisting,
+)
 from headwater.errors import HeadwaterError
-from headwater.pipelines.workers import (
+from headwater.pipelines.processes import (
     Worker,
     WorkerLost,
     receive_message,
     send_message,
     sendable,
 )
+
+if TYPE_CHECKING:
+    from headwater.catalog.sqlite import SourceRecord
 
 
 def remote_kinds(kinds: Kinds, file_root: Path) -> Kinds:
