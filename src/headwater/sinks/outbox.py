@@ -25,7 +25,7 @@ from headwater.sinks.config import HttpConfig, KafkaSinkConfig
 from headwater.sinks.http import HttpDelivery, Outcome, Stats
 from headwater.sinks.nats import NatsDelivery, NatsSinkConfig
 from headwater.sinks.policy import Breaker
-from headwater.sinks.ports import Delivery, Options
+from headwater.sinks.ports import Delivery, Figures, Options, Window
 from headwater.sinks.rows import Encoder, Request, Row, requests_of
 
 
@@ -41,26 +41,8 @@ class Ticket:
     epoch: int = 0  # the sink worker generation that holds its body (0: this process)
 
 
-class Window(Protocol):
-    """A delivery's concurrency: its adaptive limit and the requests in flight."""
-
-    @property
-    def limit(self) -> int: ...
-    @property
-    def used(self) -> int: ...
-
-
-class Outbox(Protocol):
+class Outbox(Figures, Protocol):
     """What a ``SinkRunner`` needs to deliver rows, and the figures its status shows."""
-
-    @property
-    def config(self) -> Options: ...
-    @property
-    def stats(self) -> Stats: ...
-    @property
-    def breaker(self) -> Breaker: ...
-    @property
-    def slots(self) -> Window: ...
 
     async def requests(self, entries: list[LogEntry], keep: pa.Array | None) -> list[Ticket]:
         """The entries' rows (less those ``keep`` leaves out) as requests, in order."""

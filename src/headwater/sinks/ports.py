@@ -26,9 +26,17 @@ class Options(Protocol):
     def start(self) -> str: ...
 
 
-class Delivery(Protocol):
-    """How a sink kind delivers requests (``HttpDelivery``, ``KafkaDelivery``,
-    ``NatsDelivery``): a request's rows under its idempotency key."""
+class Window(Protocol):
+    """A delivery's concurrency: its adaptive limit and the requests in flight."""
+
+    @property
+    def limit(self) -> int: ...
+    @property
+    def used(self) -> int: ...
+
+
+class Figures(Protocol):
+    """What a sink's status and metrics read of its delivery."""
 
     @property
     def config(self) -> Options: ...
@@ -36,6 +44,14 @@ class Delivery(Protocol):
     def stats(self) -> Stats: ...
     @property
     def breaker(self) -> Breaker: ...
+    @property
+    def slots(self) -> Window: ...
+
+
+class Delivery(Figures, Protocol):
+    """How a sink kind delivers requests (``HttpDelivery``, ``KafkaDelivery``,
+    ``NatsDelivery``): a request's rows under its idempotency key."""
+
     @property
     def slots(self) -> Slots: ...
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -54,16 +54,13 @@ class Rows(Sequence[Row]):
     @overload
     def __getitem__(self, i: slice) -> Sequence[Row]: ...
     def __getitem__(self, i: int | slice) -> Row | Sequence[Row]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+        return _pick(i, len(self), self.row)
+
+    def row(self, i: int) -> Row:
         return Row(self._where[i], self.key(i), self.json(i, i + 1))
 
     def __iter__(self) -> Iterator[Row]:
-        return (self[i] for i in range(len(self)))
+        return (self.row(i) for i in range(len(self)))
 
     def json(self, start: int, stop: int) -> bytes:
         """Rows ``start:stop`` as JSON objects joined by commas."""
@@ -105,13 +102,18 @@ class RowRun(Sequence[Row]):
     @overload
     def __getitem__(self, i: slice) -> Sequence[Row]: ...
     def __getitem__(self, i: int | slice) -> Row | Sequence[Row]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return self.rows[self.start + i]
+        return _pick(i, len(self), lambda k: self.rows.row(self.start + k))
+
+
+def _pick(i: int | slice, n: int, row: Callable[[int], Row]) -> Row | Sequence[Row]:
+    """Item ``i`` (or a slice) of a sequence of ``n`` rows made by ``row``."""
+    if isinstance(i, slice):
+        return [row(k) for k in range(*i.indices(n))]
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError(i)
+    return row(i)
 
 
 @dataclass(frozen=True, slots=True)
