@@ -158,7 +158,7 @@ class SinkWorker:
                     answer.set_result(value)
                 else:
                     answer.set_exception(value)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+        except Exception as exc:  # the pipe ended, or a frame made no sense: start again
             if not self._closed:
                 await self._lost(exc)
 
