@@ -9,7 +9,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import orjson
 import pyarrow as pa
@@ -44,6 +44,13 @@ def downstream() -> Iterator[Downstream]:
     d = Downstream(refuse_13_5).start()
     yield d
     d.stop()
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    """Wait until ``check()`` holds, or the deadline passes (the assert after says what)."""
+    deadline = time.monotonic() + timeout_s
+    while not check() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
 
 def entry(offset: int, n: int, hot: frozenset[int] = frozenset()) -> LogEntry:
@@ -116,9 +123,8 @@ async def test_figures_show_attempts_and_the_window(
     try:
         tickets = await box.requests([entry(0, 6, hot=frozenset({5}))], None)
         await asyncio.gather(*(box.deliver(t) for t in tickets))
-        deadline = time.monotonic() + 30  # a worker's figures come every 0.2 s, whole
-        while (box.stats.attempts, box.stats.failed) != (6, 1) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        # a worker's figures come every 0.2 s, whole
+        await until(lambda: (box.stats.attempts, box.stats.failed) == (6, 1))
         assert (box.stats.attempts, box.stats.failed) == (6, 1)
         assert box.stats.statuses == {200: 5, 422: 1}
         assert box.slots.limit == 5 and box.slots.used == 0
@@ -139,9 +145,7 @@ async def test_a_killed_sink_worker_fails_its_calls_and_starts_again(
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(WorkerLost):
             await box.deliver(tickets[0])  # its body went with the process
-        deadline = time.monotonic() + 60
-        while workers.pids() in ([], [pid]) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: workers.pids() not in ([], [pid]))
         assert workers.pids() and workers.pids() != [pid]
         with pytest.raises(WorkerLost):
             await box.deliver(tickets[1])  # a ticket of the dead process stays dead
